@@ -1,0 +1,259 @@
+//! The media plane's face to the control plane: commands in, events out.
+//!
+//! The SFU runs on its own thread and owns every peer connection; the control plane talks to it
+//! only through [`SfuHandle`] (commands with a reply) and the [`SfuEvent`] stream. Nothing in the
+//! SFU knows about tokens, rooms' rules or HTTP: the control plane decides *who* subscribes to
+//! *what*, the SFU makes the media flow.
+
+use std::net::{IpAddr, SocketAddr};
+
+use aula_protocol::{IceCandidate, PeerTarget, TrackAnnouncement, TrackKind, TrackSource};
+use tokio::sync::{mpsc, oneshot};
+
+/// Participant session id, assigned by the control plane (`ParticipantInfo::sid`).
+pub type ParticipantId = String;
+/// Published track id, assigned by the SFU (`TrackInfo::sid`).
+pub type TrackSid = String;
+
+/// Where the SFU listens and what it tells peers.
+#[derive(Debug, Clone)]
+pub struct SfuConfig {
+    /// One UDP socket for all peers.
+    pub udp_bind: SocketAddr,
+    /// Addresses written into ICE host candidates. Empty means "the bound address", or, when
+    /// bound to the unspecified address, 127.0.0.1 plus every non-loopback interface address.
+    pub advertised_ips: Vec<IpAddr>,
+}
+
+impl Default for SfuConfig {
+    fn default() -> Self {
+        Self {
+            udp_bind: SocketAddr::from(([0, 0, 0, 0], 7882)),
+            advertised_ips: Vec::new(),
+        }
+    }
+}
+
+/// A track the SFU started receiving from a publisher.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishedTrack {
+    pub sid: TrackSid,
+    pub kind: TrackKind,
+    pub source: TrackSource,
+    pub simulcast: bool,
+    pub mime_type: String,
+}
+
+/// Peer connection states the control plane acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerState {
+    Connected,
+    /// ICE or DTLS gave up (timeout); the connection will not come back by itself.
+    Failed,
+}
+
+/// What happened in the media plane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SfuEvent {
+    /// Media started arriving for an announced track; subscribe others to it.
+    TrackPublished {
+        participant: ParticipantId,
+        track: PublishedTrack,
+    },
+    /// The track stopped (renegotiated away, or its publisher left or failed). Its consumers are
+    /// already gone when this is sent.
+    TrackUnpublished {
+        participant: ParticipantId,
+        track_sid: TrackSid,
+    },
+    /// Send this offer to the participant's subscribe connection.
+    SubscribeOffer {
+        participant: ParticipantId,
+        sdp: String,
+    },
+    PeerState {
+        participant: ParticipantId,
+        target: PeerTarget,
+        state: PeerState,
+    },
+}
+
+/// Why a command failed. `BadSdp` and `BadCandidate` are the client's fault; the rest are not.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SfuError {
+    #[error("bad SDP: {0}")]
+    BadSdp(String),
+    #[error("bad ICE candidate: {0}")]
+    BadCandidate(String),
+    #[error("unknown participant")]
+    UnknownParticipant,
+    #[error("unknown track {0}")]
+    UnknownTrack(TrackSid),
+    #[error("no {0:?} connection yet")]
+    NoConnection(PeerTarget),
+    #[error("media plane error: {0}")]
+    Internal(String),
+    #[error("the SFU has stopped")]
+    Stopped,
+}
+
+/// Counters the control plane reads (e.g. for `/metrics`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SfuStats {
+    pub peers: usize,
+    pub producers: usize,
+    pub consumers: usize,
+    pub rtp_packets_in: u64,
+    pub rtp_packets_out: u64,
+    /// Datagrams that matched no peer and were not a STUN request naming one.
+    pub unroutable_datagrams: u64,
+}
+
+pub(crate) type Reply<T> = oneshot::Sender<Result<T, SfuError>>;
+
+pub(crate) enum Command {
+    PublishOffer {
+        participant: ParticipantId,
+        sdp: String,
+        tracks: Vec<TrackAnnouncement>,
+        reply: Reply<String>,
+    },
+    SubscribeAnswer {
+        participant: ParticipantId,
+        sdp: String,
+        reply: Reply<()>,
+    },
+    AddCandidate {
+        participant: ParticipantId,
+        target: PeerTarget,
+        candidate: IceCandidate,
+        reply: Reply<()>,
+    },
+    Subscribe {
+        participant: ParticipantId,
+        track_sid: TrackSid,
+        reply: Reply<()>,
+    },
+    Unsubscribe {
+        participant: ParticipantId,
+        track_sid: TrackSid,
+        reply: Reply<()>,
+    },
+    RemoveParticipant {
+        participant: ParticipantId,
+        reply: Reply<()>,
+    },
+    Stats {
+        reply: Reply<SfuStats>,
+    },
+}
+
+/// Cheap to clone; every method is a round trip to the SFU thread.
+#[derive(Clone)]
+pub struct SfuHandle {
+    pub(crate) commands: mpsc::Sender<Command>,
+    pub(crate) local_addr: SocketAddr,
+}
+
+impl SfuHandle {
+    /// The UDP address the SFU is bound to (useful when configured with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, SfuError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(make(reply))
+            .await
+            .map_err(|_| SfuError::Stopped)?;
+        rx.await.map_err(|_| SfuError::Stopped)?
+    }
+
+    /// Applies a publisher's offer (creating its publish connection on first use) and returns
+    /// the answer. `tracks` says what each sending track is; unannounced tracks are camera or
+    /// microphone by kind.
+    pub async fn publish_offer(
+        &self,
+        participant: &str,
+        sdp: String,
+        tracks: Vec<TrackAnnouncement>,
+    ) -> Result<String, SfuError> {
+        let participant = participant.to_owned();
+        self.call(|reply| Command::PublishOffer {
+            participant,
+            sdp,
+            tracks,
+            reply,
+        })
+        .await
+    }
+
+    /// Applies the client's answer to the last [`SfuEvent::SubscribeOffer`].
+    pub async fn subscribe_answer(&self, participant: &str, sdp: String) -> Result<(), SfuError> {
+        let participant = participant.to_owned();
+        self.call(|reply| Command::SubscribeAnswer {
+            participant,
+            sdp,
+            reply,
+        })
+        .await
+    }
+
+    /// Adds a trickled remote candidate to one of the participant's connections.
+    pub async fn add_candidate(
+        &self,
+        participant: &str,
+        target: PeerTarget,
+        candidate: IceCandidate,
+    ) -> Result<(), SfuError> {
+        let participant = participant.to_owned();
+        self.call(|reply| Command::AddCandidate {
+            participant,
+            target,
+            candidate,
+            reply,
+        })
+        .await
+    }
+
+    /// Forwards `track_sid` to the participant, renegotiating its subscribe connection (an
+    /// [`SfuEvent::SubscribeOffer`] follows). Subscribing twice is a no-op.
+    pub async fn subscribe(&self, participant: &str, track_sid: &str) -> Result<(), SfuError> {
+        let (participant, track_sid) = (participant.to_owned(), track_sid.to_owned());
+        self.call(|reply| Command::Subscribe {
+            participant,
+            track_sid,
+            reply,
+        })
+        .await
+    }
+
+    /// Stops forwarding `track_sid` to the participant. Unknown subscriptions are a no-op.
+    pub async fn unsubscribe(&self, participant: &str, track_sid: &str) -> Result<(), SfuError> {
+        let (participant, track_sid) = (participant.to_owned(), track_sid.to_owned());
+        self.call(|reply| Command::Unsubscribe {
+            participant,
+            track_sid,
+            reply,
+        })
+        .await
+    }
+
+    /// Closes both of the participant's connections and unpublishes its tracks
+    /// ([`SfuEvent::TrackUnpublished`] follows for each). Unknown participants are a no-op.
+    pub async fn remove_participant(&self, participant: &str) -> Result<(), SfuError> {
+        let participant = participant.to_owned();
+        self.call(|reply| Command::RemoveParticipant { participant, reply })
+            .await
+    }
+
+    pub async fn stats(&self) -> Result<SfuStats, SfuError> {
+        self.call(|reply| Command::Stats { reply }).await
+    }
+}
+
+/// Starts the SFU thread bound to `config.udp_bind`.
+pub fn start(config: SfuConfig) -> std::io::Result<(SfuHandle, mpsc::UnboundedReceiver<SfuEvent>)> {
+    crate::worker::spawn(config)
+}

@@ -1,0 +1,13 @@
+//! Aula's media plane: a selective forwarding unit on webrtc-rs `rtc` (sans-I/O).
+//!
+//! - [`api`]: the handle and events the control plane uses.
+//! - `worker`: the I/O shell — one UDP socket for every peer, one thread.
+//! - `forward`: pure per-packet decisions (layer choice, sequence/timestamp rewriting).
+
+pub mod api;
+mod worker;
+
+pub use api::{
+    ParticipantId, PeerState, PublishedTrack, SfuConfig, SfuError, SfuEvent, SfuHandle, SfuStats,
+    TrackSid, start,
+};
