@@ -1,0 +1,487 @@
+// Aula browser SDK: join a room, publish camera / microphone / screen, receive everyone else.
+//
+// A plain ES module with no dependencies and no build step; the server serves it at /sdk/aula.js.
+//
+//   import * as Aula from '/sdk/aula.js';
+//   const room = await Aula.connect(location.origin, token);
+//   room.addEventListener('trackSubscribed', (e) => attach(e.detail.track, e.detail.info));
+//   await room.publish({ camera: true, microphone: true });
+//
+// Protocol (see signaling/protocol/src/lib.rs): JSON messages tagged by "type" over one WebSocket,
+// and two RTCPeerConnections. On the *publisher* connection this client offers and the server
+// answers; on the *subscriber* connection the server offers and this client answers. Each side
+// only ever offers on its own connection, so there is no glare to resolve; what remains is to
+// run each connection's negotiations one at a time and in order, which `Serial` does.
+//
+// Events (all `CustomEvent`s, payload in `event.detail`):
+//   participantJoined   {participant}
+//   participantLeft     {participant}
+//   trackPublished      {info, participant}          a remote track was announced (not yet flowing)
+//   trackSubscribed     {track, stream, info, participant}  a remote track arrived
+//   trackUnsubscribed   {track, info, participant}   a remote track went away
+//   trackMuted          {info, participant, muted}   a remote publisher (un)muted
+//   localTrackPublished {source, track, info}        the server accepted one of our tracks
+//   connectionState     {target, state}              'publish' | 'subscribe', RTCPeerConnectionState
+//   error               {code, message}              an error the server sent that no call awaited
+//   disconnected        {reason}                     the session is over; the Room is unusable
+//
+// Participants already in the room when `connect` resolves are in `room.participants`; their
+// tracks arrive as `trackSubscribed` events, which cannot fire before the caller has had a chance
+// to add listeners right after `await connect(...)`.
+
+/** Protocol version announced in `join`; the server refuses versions it does not speak. */
+export const PROTOCOL_VERSION = 1;
+
+/** How often the client pings. The server drops sessions that stay silent much longer. */
+const PING_INTERVAL_MS = 10_000;
+
+/**
+ * Camera simulcast layers, lowest first. The server forwards one layer per subscriber and
+ * switches with the subscriber's bandwidth, so a student on a weak link still gets a picture.
+ * The bitrates follow what LiveKit and mediasoup use for 720p cameras.
+ */
+const CAMERA_SIMULCAST = [
+  { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 150_000 },
+  { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 500_000 },
+  { rid: 'f', scaleResolutionDownBy: 1, maxBitrate: 1_500_000 },
+];
+
+/** Camera capture when `publish({camera: true})`: 720p is what the `f` layer is sized for. */
+const DEFAULT_CAMERA = { width: { ideal: 1280 }, height: { ideal: 720 }, frameRate: { ideal: 30 } };
+
+/** An error the server reported (`code` is the protocol's ErrorCode, e.g. 'forbidden'). */
+export class AulaError extends Error {
+  constructor(code, message) {
+    super(`${code}: ${message}`);
+    this.name = 'AulaError';
+    this.code = code;
+  }
+}
+
+/**
+ * Joins a room.
+ * @param {string} url server base (`https://host`, `http://host:7880`) or WebSocket URL (`wss://host/ws`)
+ * @param {string} token access token naming the room, identity and role
+ * @param {{iceServers?: RTCIceServer[]}} [options]
+ * @returns {Promise<Room>} resolves once the server answered `joined`
+ */
+export async function connect(url, token, options = {}) {
+  const room = new Room(websocketUrl(url), options);
+  await room._join(token);
+  return room;
+}
+
+/** Turns `http(s)://host[/...]` into `ws(s)://host/ws`; a ws(s) URL is used as given. */
+function websocketUrl(url) {
+  const u = new URL(url, globalThis.location?.href);
+  if (u.protocol === 'ws:' || u.protocol === 'wss:') return u.href;
+  u.protocol = u.protocol === 'https:' ? 'wss:' : 'ws:';
+  u.pathname = '/ws';
+  u.search = '';
+  return u.href;
+}
+
+/** Runs async tasks one after another, so negotiations on one connection never overlap. */
+class Serial {
+  #tail = Promise.resolve();
+
+  /** Queues `task`; the returned promise settles with it. A failure does not block later tasks. */
+  run(task) {
+    const result = this.#tail.then(task);
+    this.#tail = result.catch(() => {});
+    return result;
+  }
+}
+
+/**
+ * One side of the media: an RTCPeerConnection plus the remote ICE candidates that arrived before
+ * its remote description (the browser rejects candidates until then, and the server may trickle
+ * its candidates right behind, or even ahead of, the SDP).
+ */
+class Peer {
+  constructor(target, config, room) {
+    this.target = target;
+    this.pc = new RTCPeerConnection(config);
+    this.serial = new Serial();
+    this.pendingCandidates = [];
+    this.pc.addEventListener('icecandidate', (e) => {
+      if (e.candidate) room._send({ type: 'candidate', target, candidate: e.candidate.toJSON() });
+    });
+    this.pc.addEventListener('connectionstatechange', () => {
+      room._emit('connectionState', { target, state: this.pc.connectionState });
+    });
+  }
+
+  async addCandidate(candidate) {
+    if (!this.pc.remoteDescription) {
+      this.pendingCandidates.push(candidate);
+      return;
+    }
+    await this.pc.addIceCandidate(candidate);
+  }
+
+  async setRemoteDescription(description) {
+    await this.pc.setRemoteDescription(description);
+    const pending = this.pendingCandidates.splice(0);
+    for (const candidate of pending) await this.pc.addIceCandidate(candidate);
+  }
+}
+
+/**
+ * A joined session. Create it with {@link connect}.
+ *
+ * `room.publisher` and `room.subscriber` are the two RTCPeerConnections (`publisher` is null until
+ * the first `publish`), exposed for `getStats()`.
+ */
+export class Room extends EventTarget {
+  /** @type {object} our ParticipantInfo as the server sent it in `joined` */
+  localParticipant = null;
+  /** @type {string} */
+  name = '';
+  /** @type {Map<string, object>} other participants by sid; each ParticipantInfo's `tracks` is kept current */
+  participants = new Map();
+  /**
+   * Our tracks by source. `sid` is null until the server announces the track; `muted` is what
+   * `setMuted` last set.
+   * @type {Map<string, {track: MediaStreamTrack, sender: RTCRtpSender, sid: string|null, muted?: boolean}>}
+   */
+  localTracks = new Map();
+  /** @type {Map<string, {track: MediaStreamTrack, stream: MediaStream}>} received tracks by track sid */
+  remoteTracks = new Map();
+
+  #ws;
+  #rtcConfig;
+  #publisher = null;
+  #subscriber;
+  /** Resolvers of `_join`, waiting for `joined`. */
+  #awaitingJoin = null;
+  /** Resolvers of the one publish negotiation waiting for its `publish_answer`. */
+  #awaitingAnswer = null;
+  #pingTimer = null;
+  #closed = false;
+
+  constructor(wsUrl, { iceServers = [] } = {}) {
+    super();
+    this.#ws = new WebSocket(wsUrl);
+    this.#rtcConfig = { iceServers, bundlePolicy: 'max-bundle' };
+    // Created before joining so that a `subscribe_offer` right behind `joined` finds it.
+    this.#subscriber = new Peer('subscribe', this.#rtcConfig, this);
+    this.#subscriber.pc.addEventListener('track', (e) => this.#onRemoteTrack(e));
+  }
+
+  get publisher() {
+    return this.#publisher?.pc ?? null;
+  }
+
+  get subscriber() {
+    return this.#subscriber.pc;
+  }
+
+  /** Sends `join` and waits for `joined` (or an error / close, which rejects). */
+  async _join(token) {
+    await new Promise((resolve, reject) => {
+      this.#ws.addEventListener('open', resolve, { once: true });
+      this.#ws.addEventListener('error', () => reject(new Error(`cannot reach ${this.#ws.url}`)), { once: true });
+    });
+    this.#ws.addEventListener('close', (e) => this.#shutdown(e.reason || `connection closed (${e.code})`));
+    const joined = new Promise((resolve, reject) => {
+      this.#awaitingJoin = { resolve, reject };
+    });
+    this.#ws.addEventListener('message', (e) => this.#onMessage(e.data));
+    this._send({ type: 'join', version: PROTOCOL_VERSION, token });
+    await joined;
+    this.#pingTimer = setInterval(() => this._send({ type: 'ping' }), PING_INTERVAL_MS);
+  }
+
+  /**
+   * Publishes local media. Each option is `true` (capture with defaults), MediaTrackConstraints,
+   * or a MediaStreamTrack you captured yourself. A source already published is left as it is.
+   * Resolves when the server answered the offer; rejects with an AulaError (e.g. code
+   * 'forbidden' for students), in which case nothing of this call stays published.
+   * @param {{camera?: any, microphone?: any, screen?: any, simulcast?: boolean}} options
+   *   `simulcast` (default true) sends the camera in three layers.
+   */
+  async publish({ camera, microphone, screen, simulcast = true } = {}) {
+    const captured = [];
+    try {
+      if (camera && !this.localTracks.has('camera')) {
+        captured.push(['camera', await captureTrack(camera, 'video', DEFAULT_CAMERA)]);
+      }
+      if (microphone && !this.localTracks.has('microphone')) {
+        captured.push(['microphone', await captureTrack(microphone, 'audio', true)]);
+      }
+      if (screen && !this.localTracks.has('screen_share')) {
+        const stream = await navigator.mediaDevices.getDisplayMedia(screen === true ? { video: true, audio: true } : screen);
+        captured.push(['screen_share', stream.getVideoTracks()[0]]);
+        const audio = stream.getAudioTracks()[0];
+        if (audio) captured.push(['screen_share_audio', audio]);
+      }
+    } catch (err) {
+      for (const [, track] of captured) track.stop();
+      throw err;
+    }
+    if (captured.length === 0) return;
+
+    this.#publisher ??= new Peer('publish', this.#rtcConfig, this);
+    const stream = new MediaStream();
+    for (const [source, track] of captured) {
+      const init = { direction: 'sendonly', streams: [stream] };
+      if (source === 'camera' && simulcast) init.sendEncodings = CAMERA_SIMULCAST.map((e) => ({ ...e }));
+      if (source === 'screen_share') track.contentHint = 'detail';
+      const { sender } = this.publisher.addTransceiver(track, init);
+      this.localTracks.set(source, { track, sender, sid: null });
+      // The browser's "Stop sharing" button ends the screen track: take it out of the room too.
+      if (source === 'screen_share') track.addEventListener('ended', () => this.unpublish('screen_share').catch(() => {}));
+    }
+    try {
+      await this.#negotiatePublisher();
+    } catch (err) {
+      for (const [source] of captured) this.#dropLocal(source);
+      throw err;
+    }
+  }
+
+  /** Stops publishing `source` ('camera', 'microphone', 'screen_share', 'screen_share_audio'). */
+  async unpublish(source) {
+    if (!this.#dropLocal(source)) return;
+    if (source === 'screen_share' && this.localTracks.has('screen_share_audio')) this.#dropLocal('screen_share_audio');
+    await this.#negotiatePublisher();
+  }
+
+  /**
+   * Mutes or unmutes one of our sources. The track keeps flowing disabled (black / silence, a few
+   * bits per second), so unmuting is instant and needs no renegotiation; the server tells the
+   * others with `track_muted`.
+   */
+  setMuted(source, muted) {
+    const local = this.localTracks.get(source);
+    if (!local) return;
+    local.track.enabled = !muted;
+    local.muted = muted;
+    if (local.sid) this._send({ type: 'mute_track', track_sid: local.sid, muted });
+  }
+
+  /** Leaves the room: tells the server, waits briefly for `left`, and releases all media. */
+  async leave() {
+    if (this.#closed) return;
+    const left = new Promise((resolve) => {
+      this.addEventListener('disconnected', resolve, { once: true });
+      setTimeout(resolve, 2000);
+    });
+    this._send({ type: 'leave' });
+    await left;
+    this.#shutdown('left');
+  }
+
+  /** Removes our track for `source` from the publisher connection; false if there was none. */
+  #dropLocal(source) {
+    const local = this.localTracks.get(source);
+    if (!local) return false;
+    this.localTracks.delete(source);
+    local.track.stop();
+    // removeTrack makes the m-line inactive; the next offer tells the server the track is gone.
+    if (this.publisher.signalingState !== 'closed') this.publisher.removeTrack(local.sender);
+    return true;
+  }
+
+  /**
+   * Offers the publisher connection's current tracks to the server and applies its answer.
+   * Queued: a call made while an exchange is in flight runs after it, with the tracks as they
+   * are by then, so the server always ends up with the latest set.
+   */
+  #negotiatePublisher() {
+    const peer = this.#publisher;
+    return peer.serial.run(async () => {
+      const offer = await peer.pc.createOffer();
+      await peer.pc.setLocalDescription(offer);
+      const tracks = [...this.localTracks].map(([source, { track }]) => ({ track_id: track.id, source }));
+      const answer = new Promise((resolve, reject) => {
+        this.#awaitingAnswer = { resolve, reject };
+      });
+      this._send({ type: 'publish_offer', sdp: peer.pc.localDescription.sdp, tracks });
+      try {
+        await peer.setRemoteDescription({ type: 'answer', sdp: await answer });
+      } catch (err) {
+        // Back to the last agreed state, so the next negotiation starts clean.
+        if (peer.pc.signalingState === 'have-local-offer') await peer.pc.setLocalDescription({ type: 'rollback' });
+        throw err;
+      }
+    });
+  }
+
+  /** Answers one `subscribe_offer`; queued so that offers are answered in the order they came. */
+  #answerSubscriber(sdp) {
+    const peer = this.#subscriber;
+    return peer.serial.run(async () => {
+      await peer.setRemoteDescription({ type: 'offer', sdp });
+      const answer = await peer.pc.createAnswer();
+      await peer.pc.setLocalDescription(answer);
+      this._send({ type: 'subscribe_answer', sdp: peer.pc.localDescription.sdp });
+    });
+  }
+
+  #onMessage(text) {
+    let msg;
+    try {
+      msg = JSON.parse(text);
+    } catch {
+      return this._emit('error', { code: 'bad_message', message: 'server sent invalid JSON' });
+    }
+    switch (msg.type) {
+      case 'joined':
+        this.localParticipant = msg.participant;
+        this.name = msg.room.name;
+        for (const p of msg.room.participants) this.participants.set(p.sid, p);
+        this.#awaitingJoin.resolve();
+        break;
+      case 'participant_joined':
+        this.participants.set(msg.participant.sid, msg.participant);
+        this._emit('participantJoined', { participant: msg.participant });
+        break;
+      case 'participant_left': {
+        const participant = this.participants.get(msg.participant_sid);
+        if (!participant) break;
+        for (const info of participant.tracks) this.#removeRemoteTrack(info.sid);
+        this.participants.delete(msg.participant_sid);
+        this._emit('participantLeft', { participant });
+        break;
+      }
+      case 'track_published':
+        this.#onTrackPublished(msg.track);
+        break;
+      case 'track_unpublished':
+        this.#removeRemoteTrack(msg.track_sid);
+        break;
+      case 'track_muted': {
+        const found = this.#findTrack(msg.track_sid);
+        if (!found) break;
+        found.info.muted = msg.muted;
+        this._emit('trackMuted', { ...found, muted: msg.muted });
+        break;
+      }
+      case 'publish_answer': {
+        const waiting = this.#awaitingAnswer;
+        this.#awaitingAnswer = null;
+        waiting?.resolve(msg.sdp);
+        break;
+      }
+      case 'subscribe_offer':
+        this.#answerSubscriber(msg.sdp).catch((err) => this._emit('error', { code: 'subscribe_failed', message: String(err) }));
+        break;
+      case 'candidate': {
+        const peer = msg.target === 'publish' ? this.#publisher : this.#subscriber;
+        peer?.addCandidate(msg.candidate).catch((err) => this._emit('error', { code: 'bad_candidate', message: String(err) }));
+        break;
+      }
+      case 'pong':
+        break;
+      case 'left':
+        this.#shutdown(msg.reason);
+        break;
+      case 'error':
+        this.#onError(msg.code, msg.message);
+        break;
+      default:
+        // A newer server may add message types; ignoring them keeps old pages working.
+        break;
+    }
+  }
+
+  /**
+   * Routes a server error to whoever is waiting for it: the join, or the publish negotiation in
+   * flight (the server refuses a student's offer with 'forbidden' instead of answering it).
+   * Anything else becomes an 'error' event.
+   */
+  #onError(code, message) {
+    const error = new AulaError(code, message);
+    if (!this.localParticipant) return this.#awaitingJoin?.reject(error);
+    if (this.#awaitingAnswer && ['forbidden', 'bad_sdp', 'internal'].includes(code)) {
+      const waiting = this.#awaitingAnswer;
+      this.#awaitingAnswer = null;
+      return waiting.reject(error);
+    }
+    this._emit('error', { code, message });
+  }
+
+  #onTrackPublished(info) {
+    if (info.participant_sid === this.localParticipant.sid) {
+      const local = this.localTracks.get(info.source);
+      if (!local) return;
+      local.sid = info.sid;
+      // A mute set before the server named the track is sent now.
+      if (local.muted) this._send({ type: 'mute_track', track_sid: info.sid, muted: true });
+      this._emit('localTrackPublished', { source: info.source, track: local.track, info });
+      return;
+    }
+    const participant = this.participants.get(info.participant_sid);
+    if (!participant) return;
+    participant.tracks = participant.tracks.filter((t) => t.sid !== info.sid).concat(info);
+    this._emit('trackPublished', { info, participant });
+    // The media may have arrived before the announcement; now it can be named.
+    const remote = this.remoteTracks.get(info.sid);
+    if (remote) this._emit('trackSubscribed', { ...remote, info, participant });
+  }
+
+  #onRemoteTrack(event) {
+    const stream = event.streams[0];
+    if (!stream) return;
+    const sid = stream.id;
+    const remote = { track: event.track, stream };
+    this.remoteTracks.set(sid, remote);
+    // The server renegotiated the track away (its m-line went inactive): the track leaves its stream.
+    stream.addEventListener('removetrack', () => this.#removeRemoteTrack(sid));
+    const found = this.#findTrack(sid);
+    if (found) this._emit('trackSubscribed', { ...remote, ...found });
+  }
+
+  /** Forgets a remote track and tells listeners once, whichever signal (message or SDP) came first. */
+  #removeRemoteTrack(sid) {
+    const found = this.#findTrack(sid);
+    const remote = this.remoteTracks.get(sid);
+    this.remoteTracks.delete(sid);
+    if (found) found.participant.tracks = found.participant.tracks.filter((t) => t.sid !== sid);
+    if (remote && found) this._emit('trackUnsubscribed', { track: remote.track, ...found });
+  }
+
+  /** @returns {{info: object, participant: object} | null} */
+  #findTrack(sid) {
+    for (const participant of this.participants.values()) {
+      const info = participant.tracks.find((t) => t.sid === sid);
+      if (info) return { info, participant };
+    }
+    return null;
+  }
+
+  /** Ends the session once: stops timers, media and connections, then emits 'disconnected'. */
+  #shutdown(reason) {
+    if (this.#closed) return;
+    this.#closed = true;
+    clearInterval(this.#pingTimer);
+    if (!this.localParticipant) this.#awaitingJoin?.reject(new Error(reason));
+    for (const sid of [...this.remoteTracks.keys()]) this.#removeRemoteTrack(sid);
+    for (const { track } of this.localTracks.values()) track.stop();
+    this.localTracks.clear();
+    this.#publisher?.pc.close();
+    this.#subscriber.pc.close();
+    if (this.#ws.readyState <= WebSocket.OPEN) this.#ws.close(1000, 'left');
+    this._emit('disconnected', { reason });
+  }
+
+  /** @internal */
+  _send(msg) {
+    if (this.#ws.readyState === WebSocket.OPEN) this.#ws.send(JSON.stringify(msg));
+  }
+
+  /** @internal */
+  _emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+}
+
+/** A track for `option`: the track itself, or one captured with `option` (or `defaults` for true). */
+async function captureTrack(option, kind, defaults) {
+  if (option instanceof MediaStreamTrack) return option;
+  const constraints = option === true ? defaults : option;
+  const stream = await navigator.mediaDevices.getUserMedia({ [kind]: constraints });
+  return kind === 'video' ? stream.getVideoTracks()[0] : stream.getAudioTracks()[0];
+}
