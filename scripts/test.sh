@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The one test command: setup, build everything, Rust tests, then the browser end-to-end tests.
+# Exits non-zero if any step fails; later test suites still run after an earlier one fails, so
+# one run reports everything.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/setup.sh || exit 1
+cargo build --workspace --all-targets || exit 1
+
+status=0
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace || status=1
+else
+  cargo test --workspace || status=1
+fi
+
+# The browser tests start target/debug/aula, built above.
+(cd tests/browser && node --test class.test.js) || status=1
+
+exit $status

@@ -1,0 +1,113 @@
+// End-to-end: a live class in headless Chromium against the real server (issue 2).
+//
+// One teacher publishes camera + microphone with simulcast; three students join through the
+// page's form and must decode both; a fourth student joins late and must see video quickly; the
+// teacher leaves and every student's page must drop the teacher's tracks and tile. The steps
+// share one room and run in order, each bounded in time.
+
+import assert from 'node:assert/strict';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { joinClass, launchBrowser, startServer, waitForMedia } from './harness.js';
+
+/** First media may take a while on a loaded 2-core CI machine: ICE, DTLS, keyframe, decode. */
+const MEDIA_DEADLINE_MS = 20_000;
+/** The late joiner's budget from clicking Join to its first decoded frame. */
+const LATE_JOIN_BUDGET_MS = 2_000;
+
+describe('live class', { timeout: 180_000 }, () => {
+  let server;
+  let browser;
+  let teacher;
+  const students = [];
+  const room = `class-${process.pid}`;
+
+  before(async () => {
+    server = await startServer();
+    browser = await launchBrowser();
+  });
+
+  after(async () => {
+    await browser?.close();
+    await server?.stop();
+  });
+
+  it('students receive the teacher\'s camera and microphone', { timeout: 60_000 }, async () => {
+    teacher = await joinClass(browser, server.url, { room, name: 'Ms Rivera', role: 'teacher' });
+    // The teacher's own camera goes out as three simulcast layers.
+    await teacher.waitForFunction(() => window.aulaRoom.localTracks.get('camera')?.sid, null, { timeout: 15_000 });
+    const rids = await teacher.evaluate(async () => {
+      const found = [];
+      (await window.aulaRoom.publisher.getStats()).forEach((r) => {
+        if (r.type === 'outbound-rtp' && r.kind === 'video' && r.rid) found.push(r.rid);
+      });
+      return found.sort();
+    });
+    assert.deepEqual(rids, ['f', 'h', 'q']);
+
+    for (const n of [1, 2, 3]) students.push(await joinClass(browser, server.url, { room, name: `Student ${n}`, role: 'student' }));
+    const results = await Promise.all(students.map((page) => waitForMedia(page, MEDIA_DEADLINE_MS)));
+    results.forEach((r, i) => {
+      assert.ok(r.ok, `student ${i + 1} within ${MEDIA_DEADLINE_MS} ms: ${JSON.stringify(r)}\n${server.logTail()}`);
+    });
+
+    for (const page of students) {
+      const view = await page.evaluate(() => {
+        const video = document.querySelector('.tile.teacher video');
+        const camera = [...window.aulaRoom.participants.values()]
+          .flatMap((p) => p.tracks)
+          .find((t) => t.source === 'camera');
+        return { videoWidth: video?.videoWidth ?? 0, simulcast: camera?.simulcast };
+      });
+      assert.ok(view.videoWidth > 0, 'the teacher tile shows video');
+      assert.equal(view.simulcast, true, 'the server announces the camera as simulcast');
+    }
+    const shot = join(process.env.AULA_SCREENSHOT_DIR ?? tmpdir(), 'aula-student.png');
+    await students[0].screenshot({ path: shot });
+    console.log(`# student page screenshot: ${shot}`);
+  });
+
+  it('a student may not publish', { timeout: 20_000 }, async () => {
+    const outcome = await students[0].evaluate(() =>
+      window.aulaRoom.publish({ microphone: true }).then(() => 'published', (err) => err.code));
+    assert.equal(outcome, 'forbidden');
+    // The refusal leaves the student's session and media intact.
+    assert.ok((await waitForMedia(students[0], 5_000)).ok);
+  });
+
+  it(`a late student decodes video within ${LATE_JOIN_BUDGET_MS} ms of joining`, { timeout: 30_000 }, async () => {
+    const late = await joinClass(browser, server.url, { room, name: 'Late Student', role: 'student' });
+    students.push(late);
+    const r = await waitForMedia(late, MEDIA_DEADLINE_MS);
+    console.log(`# late join: subscribed after ${r.subscribedAfterMs} ms, first frame decoded after ${r.decodedAfterMs} ms (from clicking Join)`);
+    assert.ok(r.ok, JSON.stringify(r));
+    assert.ok(r.decodedAfterMs < LATE_JOIN_BUDGET_MS, `first frame after ${r.decodedAfterMs} ms`);
+  });
+
+  it('the teacher leaving removes their tracks and tile for every student', { timeout: 30_000 }, async () => {
+    const teacherSid = await teacher.evaluate(() => window.aulaRoom.localParticipant.sid);
+    for (const page of students) {
+      await page.evaluate(() => {
+        window.unsubscribed = [];
+        window.aulaRoom.addEventListener('trackUnsubscribed', (e) => window.unsubscribed.push(e.detail.info.source));
+      });
+    }
+    await teacher.click('#leave');
+    await teacher.waitForSelector('#ended', { state: 'visible', timeout: 5_000 });
+
+    for (const page of students) {
+      await page.waitForFunction(
+        (sid) => !document.querySelector(`[data-participant-sid="${sid}"]`) && window.unsubscribed.length >= 2,
+        teacherSid,
+        { timeout: 10_000 },
+      );
+      assert.deepEqual(await page.evaluate(() => window.unsubscribed.sort()), ['camera', 'microphone']);
+      assert.equal(await page.locator('audio').count(), 0, 'no audio element left playing');
+    }
+  });
+
+  it('no page threw an uncaught error', () => {
+    for (const page of [teacher, ...students]) assert.deepEqual(page.aulaErrors, []);
+  });
+});

@@ -1,0 +1,205 @@
+// Test harness: the real `aula` server on loopback, headless Chromium, and class-page helpers.
+//
+// Everything listens on and talks to 127.0.0.1 only. Set AULA_URL to test a server you started
+// yourself, AULA_BIN to pick the binary (default: the workspace's target/debug/aula), and
+// CHROMIUM to pick the browser (default: Debian's /usr/bin/chromium).
+
+import { spawn } from 'node:child_process';
+import { createSocket } from 'node:dgram';
+import { createWriteStream, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { chromium } from 'playwright-core';
+
+const REPO = resolve(import.meta.dirname, '../..');
+
+/** Flags from DESIGN.md: loopback ICE, fake camera/mic without prompts, no calls to the outside. */
+const CHROMIUM_ARGS = [
+  '--allow-loopback-in-peer-connection',
+  '--use-fake-device-for-media-stream',
+  '--use-fake-ui-for-media-stream',
+  '--no-sandbox',
+  '--headless=new',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--no-first-run',
+  '--disable-gpu',
+];
+
+/** A port that was free a moment ago (the tiny race with other processes is acceptable in tests). */
+async function freeTcpPort() {
+  const server = createServer();
+  await new Promise((ok) => server.listen(0, '127.0.0.1', ok));
+  const { port } = server.address();
+  await new Promise((ok) => server.close(ok));
+  return port;
+}
+
+async function freeUdpPort() {
+  const socket = createSocket('udp4');
+  await new Promise((ok) => socket.bind(0, '127.0.0.1', ok));
+  const { port } = socket.address();
+  await new Promise((ok) => socket.close(ok));
+  return port;
+}
+
+/**
+ * Starts `aula serve` with a temporary config (dev mode, HTTP and UDP on 127.0.0.1), or uses
+ * AULA_URL. Resolves once /healthz answers.
+ * @returns {Promise<{url: string, stop: () => Promise<void>, logTail: () => string}>}
+ */
+export async function startServer() {
+  if (process.env.AULA_URL) {
+    const url = process.env.AULA_URL.replace(/\/$/, '');
+    await waitHealthy(url, null);
+    return { url, stop: async () => {}, logTail: () => '(external server)' };
+  }
+  const dir = mkdtempSync(join(tmpdir(), 'aula-test-'));
+  const httpPort = await freeTcpPort();
+  const udpPort = await freeUdpPort();
+  const config = join(dir, 'aula.toml');
+  writeFileSync(config, serverConfig(httpPort, udpPort));
+  const logPath = join(dir, 'server.log');
+  const log = createWriteStream(logPath);
+  const bin = process.env.AULA_BIN ?? join(process.env.CARGO_TARGET_DIR ?? join(REPO, 'target'), 'debug', 'aula');
+  const child = spawn(bin, ['serve', '--config', config], {
+    env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'info' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  child.stdout.pipe(log);
+  child.stderr.pipe(log);
+  const exited = new Promise((ok) => child.once('exit', (code, signal) => ok({ code, signal })));
+  const logTail = () => {
+    try {
+      return readFileSync(logPath, 'utf8').split('\n').slice(-40).join('\n');
+    } catch {
+      return '(no log)';
+    }
+  };
+  const url = `http://127.0.0.1:${httpPort}`;
+  try {
+    await waitHealthy(url, exited);
+  } catch (err) {
+    child.kill('SIGKILL');
+    throw new Error(`${err.message}\n--- server log (${bin}) ---\n${logTail()}`);
+  }
+  const stop = async () => {
+    child.kill('SIGTERM');
+    const done = await Promise.race([exited, sleep(5000, null)]);
+    if (!done) child.kill('SIGKILL');
+    log.end();
+    if (!process.env.AULA_KEEP_LOGS) rmSync(dir, { recursive: true, force: true });
+  };
+  return { url, stop, logTail };
+}
+
+/** The server's config for one test run; the format is documented in the server's sample config. */
+function serverConfig(httpPort, udpPort) {
+  return `# written by tests/browser/harness.js
+dev_mode = true
+
+[http]
+bind = "127.0.0.1:${httpPort}"
+
+[sfu]
+udp_bind = "127.0.0.1:${udpPort}"
+`;
+}
+
+/** Polls GET /healthz for up to 30 s (a debug build on a busy 2-core machine starts slowly). */
+async function waitHealthy(url, exited) {
+  const deadline = Date.now() + 30_000;
+  let lastError = 'no answer';
+  while (Date.now() < deadline) {
+    if (exited) {
+      const status = await Promise.race([exited, sleep(0, null)]);
+      if (status) throw new Error(`server exited early (code ${status.code}, signal ${status.signal})`);
+    }
+    try {
+      const res = await fetch(`${url}/healthz`, { signal: AbortSignal.timeout(1000) });
+      if (res.ok) return;
+      lastError = `HTTP ${res.status}`;
+    } catch (err) {
+      lastError = err.cause?.code ?? err.message;
+    }
+    await sleep(200);
+  }
+  throw new Error(`${url}/healthz not healthy within 30 s (${lastError})`);
+}
+
+export async function launchBrowser() {
+  const userDataDir = mkdtempSync(join(tmpdir(), 'aula-chromium-'));
+  const context = await chromium.launchPersistentContext(userDataDir, {
+    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+    headless: true,
+    args: CHROMIUM_ARGS,
+    viewport: { width: 1280, height: 800 },
+  });
+  return {
+    /** A fresh page in the browser's one context: each tab is its own participant. */
+    newPage: () => context.newPage(),
+    close: async () => {
+      await context.close();
+      rmSync(userDataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/**
+ * Opens `/class?room=R`, fills the join form like a person, and waits until the SDK's room
+ * exists. Uncaught page errors are collected in `page.aulaErrors` for the test to assert on.
+ * @param {{room: string, name: string, role: 'teacher'|'student'}} who
+ */
+export async function joinClass(browser, baseUrl, { room, name, role }) {
+  const page = await browser.newPage();
+  page.aulaErrors = [];
+  page.on('pageerror', (err) => page.aulaErrors.push(err.message));
+  await page.goto(`${baseUrl}/class?room=${encodeURIComponent(room)}`);
+  await page.fill('input[name="name"]', name);
+  await page.check(`input[name="role"][value="${role}"]`);
+  // Time zero for "join to first decoded frame", taken in the page's clock.
+  await page.evaluate(() => {
+    window.joinClickedAt = performance.now();
+  });
+  await page.click('button[type="submit"]');
+  await page.waitForFunction(() => window.aulaRoom?.localParticipant, null, { timeout: 10_000 });
+  return page;
+}
+
+/**
+ * Polls the page's subscriber stats until inbound video has decoded a frame and inbound audio
+ * has received samples, or `timeoutMs` passes. Runs inside the page so polling is cheap (20 ms).
+ * Times are milliseconds since the join button was clicked.
+ * @returns {Promise<{ok: boolean, framesDecoded: number, totalSamplesReceived: number,
+ *   subscribedAfterMs: number|null, decodedAfterMs: number|null}>}
+ */
+export function waitForMedia(page, timeoutMs) {
+  return page.evaluate(async (timeoutMs) => {
+    const room = window.aulaRoom;
+    const deadline = performance.now() + timeoutMs;
+    const since = () => Math.round(performance.now() - window.joinClickedAt);
+    let subscribedAfterMs = null;
+    let decodedAfterMs = null;
+    let framesDecoded = 0;
+    let totalSamplesReceived = 0;
+    while (performance.now() < deadline) {
+      if (subscribedAfterMs === null && room.remoteTracks.size > 0) subscribedAfterMs = since();
+      framesDecoded = 0;
+      totalSamplesReceived = 0;
+      (await room.subscriber.getStats()).forEach((r) => {
+        if (r.type !== 'inbound-rtp') return;
+        if (r.kind === 'video') framesDecoded += r.framesDecoded ?? 0;
+        if (r.kind === 'audio') totalSamplesReceived += r.totalSamplesReceived ?? 0;
+      });
+      if (framesDecoded > 0 && decodedAfterMs === null) decodedAfterMs = since();
+      if (framesDecoded > 0 && totalSamplesReceived > 0) {
+        return { ok: true, framesDecoded, totalSamplesReceived, subscribedAfterMs, decodedAfterMs };
+      }
+      await new Promise((ok) => setTimeout(ok, 20));
+    }
+    return { ok: false, framesDecoded, totalSamplesReceived, subscribedAfterMs, decodedAfterMs };
+  }, timeoutMs);
+}
