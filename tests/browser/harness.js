@@ -96,16 +96,18 @@ export async function startServer() {
   return { url, stop, logTail };
 }
 
-/** The server's config for one test run; the format is documented in the server's sample config. */
+/**
+ * The server's config for one test run (format: aula.sample.toml). No `[keys]` means dev mode,
+ * which the page's join form needs for /api/dev-token.
+ */
 function serverConfig(httpPort, udpPort) {
   return `# written by tests/browser/harness.js
-dev_mode = true
-
 [http]
 bind = "127.0.0.1:${httpPort}"
 
-[sfu]
+[rtc]
 udp_bind = "127.0.0.1:${udpPort}"
+advertised_ips = ["127.0.0.1"]
 `;
 }
 
