@@ -105,7 +105,8 @@ class Peer {
     this.serial = new Serial();
     this.pendingCandidates = [];
     this.pc.addEventListener('icecandidate', (e) => {
-      if (e.candidate) room._send({ type: 'candidate', target, candidate: e.candidate.toJSON() });
+      // Chrome ends gathering with an empty candidate string; the protocol has no end-of-candidates.
+      if (e.candidate?.candidate) room._send({ type: 'candidate', target, candidate: e.candidate.toJSON() });
     });
     this.pc.addEventListener('connectionstatechange', () => {
       room._emit('connectionState', { target, state: this.pc.connectionState });

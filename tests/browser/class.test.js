@@ -2,8 +2,9 @@
 //
 // One teacher publishes camera + microphone with simulcast; three students join through the
 // page's form and must decode both; a fourth student joins late and must see video quickly; the
-// teacher leaves and every student's page must drop the teacher's tracks and tile. The steps
-// share one room and run in order, each bounded in time.
+// teacher shares and stops sharing the screen; the teacher leaves and every student's page must
+// drop the teacher's tracks and tile. The steps share one room and run in order, each bounded in
+// time.
 
 import assert from 'node:assert/strict';
 import { tmpdir } from 'node:os';
@@ -83,6 +84,19 @@ describe('live class', { timeout: 180_000 }, () => {
     console.log(`# late join: subscribed after ${r.subscribedAfterMs} ms, first frame decoded after ${r.decodedAfterMs} ms (from clicking Join)`);
     assert.ok(r.ok, JSON.stringify(r));
     assert.ok(r.decodedAfterMs < LATE_JOIN_BUDGET_MS, `first frame after ${r.decodedAfterMs} ms`);
+  });
+
+  it('a shared screen appears on every student\'s stage and goes away when stopped', { timeout: 40_000 }, async () => {
+    await teacher.click('#screen');
+    await teacher.waitForFunction(() => window.aulaRoom.localTracks.get('screen_share')?.sid, null, { timeout: 15_000 });
+    for (const page of students) {
+      await page.waitForFunction(() => document.querySelector('#stage .tile.screen video')?.videoWidth > 0, null, { timeout: 15_000 });
+    }
+    await teacher.click('#screen');
+    assert.equal(await teacher.textContent('#screen'), 'Share screen');
+    for (const page of students) {
+      await page.waitForFunction(() => document.querySelector('#stage').hidden && !document.querySelector('.tile.screen'), null, { timeout: 10_000 });
+    }
   });
 
   it('the teacher leaving removes their tracks and tile for every student', { timeout: 30_000 }, async () => {
