@@ -107,6 +107,8 @@ pub struct SfuStats {
     pub rtp_packets_out: u64,
     /// Datagrams that matched no peer and were not a STUN request naming one.
     pub unroutable_datagrams: u64,
+    /// Datagrams the socket refused to send.
+    pub send_errors: u64,
 }
 
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, SfuError>>;

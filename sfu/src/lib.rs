@@ -5,6 +5,13 @@
 //! - `forward`: pure per-packet decisions (layer choice, sequence/timestamp rewriting).
 
 pub mod api;
+pub mod codec;
+pub mod demux;
+pub mod forward;
+mod peer;
+mod router;
+mod rtcp_delivery;
+mod sdp;
 mod worker;
 
 pub use api::{

@@ -1,9 +1,171 @@
-//! Placeholder: the I/O shell is being written.
-use crate::api::{SfuConfig, SfuEvent, SfuHandle};
+//! The I/O shell around [`Router`]: one UDP socket for every peer, one thread, one loop.
+//!
+//! The loop waits for whichever comes first — a datagram, a command from the control plane, or
+//! the router's next timer — hands it to the router with the current time, then sends what the
+//! router queued. Reads are drained in bounded batches so a flood on the socket cannot starve
+//! commands or timers.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Instant;
+
+use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use crate::api::{Command, SfuConfig, SfuEvent, SfuHandle};
+use crate::router::Router;
+
+/// Largest datagram we accept; WebRTC keeps packets under the path MTU (~1200-1500 bytes).
+const MAX_DATAGRAM: usize = 2048;
+/// Datagrams read per wake-up before the loop looks at commands and timers again.
+const READ_BATCH: usize = 64;
+/// Commands queued from the control plane before senders wait.
+const COMMAND_QUEUE: usize = 1024;
 
 pub(crate) fn spawn(
-    _config: SfuConfig,
+    config: SfuConfig,
 ) -> std::io::Result<(SfuHandle, mpsc::UnboundedReceiver<SfuEvent>)> {
-    todo!("worker")
+    let std_socket = std::net::UdpSocket::bind(config.udp_bind)?;
+    std_socket.set_nonblocking(true)?;
+    let local_addr = std_socket.local_addr()?;
+    let advertised = advertised_addrs(&config, local_addr);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let socket = {
+        let _guard = runtime.enter();
+        UdpSocket::from_std(std_socket)?
+    };
+    let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
+    let (event_tx, events) = mpsc::unbounded_channel();
+    info!(%local_addr, ?advertised, "SFU listening");
+    std::thread::Builder::new()
+        .name("aula-sfu".into())
+        .spawn(move || {
+            let router = Router::new(local_addr, &advertised, Instant::now());
+            runtime.block_on(run(socket, router, command_rx, event_tx));
+        })?;
+    Ok((
+        SfuHandle {
+            commands,
+            local_addr,
+        },
+        events,
+    ))
+}
+
+/// Host candidate addresses: the configured ones, else the bound address, else (bound to the
+/// unspecified address) loopback — operators set `advertised_ips` for anything else.
+fn advertised_addrs(config: &SfuConfig, local_addr: SocketAddr) -> Vec<SocketAddr> {
+    let port = local_addr.port();
+    if !config.advertised_ips.is_empty() {
+        return config
+            .advertised_ips
+            .iter()
+            .map(|ip| SocketAddr::new(*ip, port))
+            .collect();
+    }
+    if local_addr.ip().is_unspecified() {
+        return vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)];
+    }
+    vec![local_addr]
+}
+
+async fn run(
+    socket: UdpSocket,
+    mut router: Router,
+    mut commands: mpsc::Receiver<Command>,
+    events: mpsc::UnboundedSender<SfuEvent>,
+) {
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    loop {
+        flush(&socket, &mut router, &events);
+        let deadline = tokio::time::Instant::from_std(router.poll_timeout());
+        tokio::select! {
+            command = commands.recv() => match command {
+                Some(command) => handle_command(&mut router, command),
+                None => break,
+            },
+            readable = socket.readable() => {
+                if let Err(e) = readable {
+                    warn!(error = %e, "socket not readable");
+                    continue;
+                }
+                for _ in 0..READ_BATCH {
+                    match socket.try_recv_from(&mut buf) {
+                        Ok((len, from)) => router.handle_datagram(Instant::now(), from, &buf[..len]),
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                        // ICMP errors from an earlier send surface here on some systems.
+                        Err(e) => debug!(error = %e, "recv failed"),
+                    }
+                }
+            }
+            () = tokio::time::sleep_until(deadline) => router.handle_timeout(Instant::now()),
+        }
+    }
+    info!("SFU stopped: the control plane is gone");
+}
+
+fn flush(socket: &UdpSocket, router: &mut Router, events: &mpsc::UnboundedSender<SfuEvent>) {
+    while let Some((to, data)) = router.poll_transmit() {
+        if let Err(e) = socket.try_send_to(&data, to) {
+            router.count_send_error();
+            debug!(%to, error = %e, "send failed");
+        }
+    }
+    while let Some(event) = router.poll_event() {
+        // A closed receiver means the control plane is shutting down; nothing to tell.
+        let _ = events.send(event);
+    }
+}
+
+fn handle_command(router: &mut Router, command: Command) {
+    let now = Instant::now();
+    // A dropped reply receiver means the caller gave up waiting; the work is done regardless.
+    match command {
+        Command::PublishOffer {
+            participant,
+            sdp,
+            tracks,
+            reply,
+        } => {
+            let _ = reply.send(router.publish_offer(now, &participant, sdp, tracks));
+        }
+        Command::SubscribeAnswer {
+            participant,
+            sdp,
+            reply,
+        } => {
+            let _ = reply.send(router.subscribe_answer(now, &participant, sdp));
+        }
+        Command::AddCandidate {
+            participant,
+            target,
+            candidate,
+            reply,
+        } => {
+            let _ = reply.send(router.add_candidate(now, &participant, target, candidate));
+        }
+        Command::Subscribe {
+            participant,
+            track_sid,
+            reply,
+        } => {
+            let _ = reply.send(router.subscribe(now, &participant, &track_sid));
+        }
+        Command::Unsubscribe {
+            participant,
+            track_sid,
+            reply,
+        } => {
+            let _ = reply.send(router.unsubscribe(now, &participant, &track_sid));
+        }
+        Command::RemoveParticipant { participant, reply } => {
+            router.remove_participant(now, &participant);
+            let _ = reply.send(Ok(()));
+        }
+        Command::Stats { reply } => {
+            let _ = reply.send(Ok(router.stats()));
+        }
+    }
 }

@@ -1,0 +1,162 @@
+//! Per-packet forwarding decisions for one subscriber of one published track (a consumer).
+//!
+//! [`Forwarder::decide`] is pure: given a packet's layer, numbers, keyframe flag and the time,
+//! it says drop or forward-with-these-numbers. The worker applies the decision. Keeping the
+//! decision free of I/O lets the layer-switching rules be tested on virtual time.
+
+pub mod rewrite;
+pub mod simulcast;
+
+use std::time::Instant;
+
+use rewrite::{Rewriter, Rewritten};
+use simulcast::Layer;
+
+/// What one incoming packet looks like to the forwarder.
+#[derive(Debug, Clone, Copy)]
+pub struct PacketMeta {
+    pub layer: Layer,
+    pub seq: u16,
+    pub timestamp: u32,
+    /// Whether the packet starts a keyframe (always `true` for audio: any packet is a valid
+    /// starting point).
+    pub keyframe: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Drop,
+    Forward(Rewritten),
+}
+
+/// Forwarding state of one consumer.
+#[derive(Debug, Clone)]
+pub struct Forwarder {
+    rewriter: Rewriter,
+    /// The layer being forwarded now; `None` until the first keyframe.
+    current: Option<Layer>,
+    /// The layer we want; switching happens on that layer's next keyframe.
+    target: Option<Layer>,
+}
+
+impl Forwarder {
+    pub fn new(clock_rate: u32) -> Self {
+        Self {
+            rewriter: Rewriter::new(clock_rate),
+            current: None,
+            target: None,
+        }
+    }
+
+    pub fn set_target(&mut self, layer: Option<Layer>) {
+        self.target = layer;
+    }
+
+    pub fn current(&self) -> Option<Layer> {
+        self.current
+    }
+
+    /// The layer that needs a keyframe before forwarding can (re)start or switch, if any.
+    pub fn wants_keyframe(&self) -> Option<Layer> {
+        match (self.current, self.target) {
+            (current, Some(target)) if current != Some(target) => Some(target),
+            _ => None,
+        }
+    }
+
+    /// Forgets the current layer so that forwarding restarts on the next keyframe, e.g. when
+    /// the subscriber asked for one (its decoder is broken until then anyway).
+    pub fn restart(&mut self) {
+        if self.target.is_none() {
+            self.target = self.current;
+        }
+        self.current = None;
+    }
+
+    pub fn decide(&mut self, packet: PacketMeta, now: Instant) -> Decision {
+        if packet.keyframe && self.target == Some(packet.layer) && self.current != self.target {
+            self.current = self.target;
+            return Decision::Forward(self.rewriter.start_segment(
+                packet.seq,
+                packet.timestamp,
+                now,
+            ));
+        }
+        if self.current != Some(packet.layer) {
+            return Decision::Drop;
+        }
+        match self.rewriter.rewrite(packet.seq, packet.timestamp, now) {
+            Some(rewritten) => Decision::Forward(rewritten),
+            None => Decision::Drop,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn meta(layer: Layer, seq: u16, timestamp: u32, keyframe: bool) -> PacketMeta {
+        PacketMeta {
+            layer,
+            seq,
+            timestamp,
+            keyframe,
+        }
+    }
+
+    fn seq_of(d: Decision) -> u16 {
+        match d {
+            Decision::Forward(r) => r.seq,
+            Decision::Drop => panic!("dropped"),
+        }
+    }
+
+    #[test]
+    fn waits_for_keyframe_then_forwards() {
+        let t = Instant::now();
+        let mut f = Forwarder::new(90_000);
+        f.set_target(Some(0));
+        assert_eq!(f.wants_keyframe(), Some(0));
+        assert_eq!(f.decide(meta(0, 10, 0, false), t), Decision::Drop);
+        let first = seq_of(f.decide(meta(0, 11, 3000, true), t));
+        assert_eq!(f.wants_keyframe(), None);
+        assert_eq!(seq_of(f.decide(meta(0, 12, 3000, false), t)), first + 1);
+    }
+
+    #[test]
+    fn switches_layer_only_on_its_keyframe_without_gaps() {
+        let t = Instant::now();
+        let mut f = Forwarder::new(90_000);
+        f.set_target(Some(0));
+        let mut last = seq_of(f.decide(meta(0, 100, 0, true), t));
+        f.set_target(Some(2));
+        assert_eq!(f.wants_keyframe(), Some(2));
+        // Layer 2 interframes are dropped, layer 0 keeps flowing until the switch.
+        assert_eq!(f.decide(meta(2, 5000, 77, false), t), Decision::Drop);
+        last = {
+            let s = seq_of(f.decide(meta(0, 101, 3000, false), t));
+            assert_eq!(s, last + 1);
+            s
+        };
+        let t1 = t + Duration::from_millis(10);
+        let s = seq_of(f.decide(meta(2, 5001, 90, true), t1));
+        assert_eq!(s, last + 1, "continuous across the switch");
+        assert_eq!(f.current(), Some(2));
+        assert_eq!(f.decide(meta(0, 102, 6000, false), t1), Decision::Drop);
+        assert_eq!(seq_of(f.decide(meta(2, 5002, 3090, false), t1)), s + 1);
+    }
+
+    #[test]
+    fn restart_waits_for_a_fresh_keyframe() {
+        let t = Instant::now();
+        let mut f = Forwarder::new(48_000);
+        f.set_target(Some(0));
+        let a = seq_of(f.decide(meta(0, 1, 0, true), t));
+        f.restart();
+        assert_eq!(f.wants_keyframe(), Some(0));
+        assert_eq!(f.decide(meta(0, 2, 960, false), t), Decision::Drop);
+        assert_eq!(seq_of(f.decide(meta(0, 3, 1920, true), t)), a + 1);
+    }
+}

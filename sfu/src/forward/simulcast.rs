@@ -1,0 +1,94 @@
+//! Which simulcast layers of a published track are alive, and which one a subscriber should get.
+//!
+//! A publisher may stop sending a layer at any time (its encoder is CPU- or bandwidth-limited),
+//! so a layer counts as available only while its packets keep arriving.
+
+use std::time::{Duration, Instant};
+
+/// Index of a simulcast layer: 0 is the lowest quality. Tracks without simulcast have layer 0.
+pub type Layer = usize;
+
+/// A layer with no packet for this long is treated as stopped. Video at 15+ fps sends several
+/// packets a frame, so a second of silence means the encoder dropped it, not jitter.
+pub const LAYER_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Orders a RID among simulcast layers. Aula's SDKs send `q`, `h`, `f` (quarter, half, full);
+/// other senders commonly use `0`, `1`, `2` or `l`, `m`, `h`. Unknown RIDs sort by name after
+/// the known ones, which keeps the order stable.
+pub fn rid_rank(rid: &str) -> (u8, String) {
+    let rank = match rid {
+        "q" | "l" | "0" | "low" => 0,
+        "h" | "m" | "1" | "mid" => 1,
+        "f" | "2" | "high" => 2,
+        _ => 3,
+    };
+    (rank, rid.to_owned())
+}
+
+/// When each layer of one track last carried a packet.
+#[derive(Debug, Clone, Default)]
+pub struct LayerActivity {
+    last_packet: Vec<Option<Instant>>,
+}
+
+impl LayerActivity {
+    pub fn record(&mut self, layer: Layer, now: Instant) {
+        if self.last_packet.len() <= layer {
+            self.last_packet.resize(layer + 1, None);
+        }
+        self.last_packet[layer] = Some(now);
+    }
+
+    pub fn is_alive(&self, layer: Layer, now: Instant) -> bool {
+        self.last_packet
+            .get(layer)
+            .copied()
+            .flatten()
+            .is_some_and(|at| now.saturating_duration_since(at) < LAYER_TIMEOUT)
+    }
+
+    /// The best layer that is alive and not above `max_layer`; if none of those is alive, the
+    /// lowest alive layer (something beats a frozen picture). `None` when nothing arrives.
+    pub fn best(&self, max_layer: Layer, now: Instant) -> Option<Layer> {
+        let alive = |layer: &Layer| self.is_alive(*layer, now);
+        (0..self.last_packet.len().min(max_layer + 1))
+            .rev()
+            .find(alive)
+            .or_else(|| (0..self.last_packet.len()).find(alive))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn picks_top_alive_layer_within_cap() {
+        let t0 = Instant::now();
+        let mut a = LayerActivity::default();
+        assert_eq!(a.best(2, t0), None);
+        a.record(0, t0);
+        a.record(2, t0);
+        assert_eq!(a.best(2, t0), Some(2));
+        assert_eq!(a.best(1, t0), Some(0), "capped, and layer 1 never arrived");
+        // Layer 2 stops; layer 0 keeps going.
+        let t1 = t0 + LAYER_TIMEOUT;
+        a.record(0, t1);
+        assert_eq!(a.best(2, t1), Some(0));
+    }
+
+    #[test]
+    fn falls_back_to_lowest_alive_above_cap() {
+        let t0 = Instant::now();
+        let mut a = LayerActivity::default();
+        a.record(2, t0);
+        assert_eq!(a.best(0, t0), Some(2));
+    }
+
+    #[test]
+    fn rid_order() {
+        let mut rids = vec!["f", "q", "h"];
+        rids.sort_by_key(|r| rid_rank(r));
+        assert_eq!(rids, ["q", "h", "f"]);
+    }
+}

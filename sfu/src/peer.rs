@@ -1,0 +1,84 @@
+//! Building the `rtc` peer connections the SFU uses, with the codecs, feedback and
+//! interceptors every Aula connection shares.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use rand::distr::Alphanumeric;
+use rtc::interceptor::{Registry, Slot};
+use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::media_engine::MediaEngine;
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::peer_connection::transport::{
+    CandidateConfig, CandidateHostConfig, RTCIceCandidate, RTCIceCandidateInit,
+};
+use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
+
+use crate::rtcp_delivery::{self, KeyframeRequestDelivery};
+
+/// ICE timers. A browser that vanishes (tab closed, network gone) is declared failed after
+/// `FAILED`, which is when its tracks are unpublished; `DISCONNECTED` is the first warning.
+const ICE_DISCONNECTED: Duration = Duration::from_secs(5);
+const ICE_FAILED: Duration = Duration::from_secs(15);
+const ICE_KEEPALIVE: Duration = Duration::from_secs(2);
+
+/// Random ICE credentials: the ufrag routes the peer's first STUN request to it, the password
+/// authenticates it (RFC 8445 asks for at least 24 random bits and 128 bits respectively).
+pub fn ice_credentials() -> (String, String) {
+    let random = |len| {
+        rand::rng()
+            .sample_iter(Alphanumeric)
+            .take(len)
+            .map(char::from)
+            .collect::<String>()
+    };
+    (random(16), random(32))
+}
+
+/// A peer connection with Aula's media configuration: the default codecs (Opus, VP8, VP9, H.264,
+/// AV1 with RTX), NACK generation and response, RTCP reports, TWCC feedback, simulcast header
+/// extensions, and keyframe requests delivered to the SFU.
+pub fn build(
+    ufrag: String,
+    pwd: String,
+    now: Instant,
+) -> Result<RTCPeerConnection, rtc::shared::error::Error> {
+    let mut media_engine = MediaEngine::default();
+    media_engine.register_default_codecs()?;
+    let registry = register_default_interceptors(Registry::new(), &mut media_engine)?.with(
+        Slot::Custom(rtcp_delivery::SLOT),
+        KeyframeRequestDelivery::default(),
+    );
+    let setting_engine = SettingEngineBuilder::new()
+        .with_ice_credentials(ufrag, pwd)
+        .with_ice_timeouts(
+            Some(ICE_DISCONNECTED),
+            Some(ICE_FAILED),
+            Some(ICE_KEEPALIVE),
+        )
+        .build();
+    RTCPeerConnectionBuilder::new()
+        .with_configuration(RTCConfigurationBuilder::new().build())
+        .with_setting_engine(setting_engine)
+        .with_media_engine(media_engine)
+        .with_interceptor_registry(registry)
+        .build(now)
+}
+
+/// The host candidate for one advertised address of the shared socket.
+pub fn host_candidate(addr: SocketAddr) -> Result<RTCIceCandidateInit, rtc::shared::error::Error> {
+    let candidate = CandidateHostConfig {
+        base_config: CandidateConfig {
+            network: "udp".to_owned(),
+            address: addr.ip().to_string(),
+            port: addr.port(),
+            component: 1,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+    .new_candidate_host()?;
+    RTCIceCandidate::from(&candidate).to_json()
+}

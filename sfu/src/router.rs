@@ -1,0 +1,1037 @@
+//! The SFU's state machine: every peer connection, published track (producer) and subscription
+//! (consumer), with no I/O. The worker feeds it datagrams, commands and the time, and sends
+//! what it queues ([`Router::poll_transmit`], [`Router::poll_event`]).
+//!
+//! Object model (mediasoup's names): a participant has up to two peers (publish, subscribe);
+//! a [`Producer`] is one published track with its simulcast layers; a [`Consumer`] is one
+//! subscriber's copy of a producer, with its own [`Forwarder`] and outgoing SSRC.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use aula_protocol::{IceCandidate, PeerTarget, TrackAnnouncement, TrackKind, TrackSource};
+use bytes::BytesMut;
+use rand::Rng;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::RTCPeerConnection;
+use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
+use rtc::peer_connection::message::RTCMessage;
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::peer_connection::transport::RTCIceCandidateInit;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+};
+use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
+use rtc::sansio::Protocol;
+use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+use tracing::{debug, info, warn};
+
+use crate::api::{
+    ParticipantId, PeerState, PublishedTrack, SfuError, SfuEvent, SfuStats, TrackSid,
+};
+use crate::codec::VideoCodec;
+use crate::demux;
+use crate::forward::simulcast::{Layer, LayerActivity, rid_rank};
+use crate::forward::{Decision, Forwarder, PacketMeta};
+use crate::peer;
+use crate::rtcp_delivery::is_keyframe_request;
+use crate::sdp::simulcast_track_ids;
+
+/// How often keyframe requests for waiting consumers are (re)considered.
+const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(100);
+/// At most one PLI per layer per this interval, so a crowd of joining subscribers (or a
+/// subscriber whose decoder keeps complaining) cannot make the publisher send only keyframes.
+const PLI_MIN_INTERVAL: Duration = Duration::from_millis(500);
+
+type PeerKey = u64;
+
+struct Peer {
+    pc: RTCPeerConnection,
+    participant: ParticipantId,
+    target: PeerTarget,
+    ufrag: String,
+    addrs: Vec<SocketAddr>,
+    connected: bool,
+    /// Cached `pc.poll_timeout()`, refreshed whenever the peer was driven.
+    deadline: Option<Instant>,
+    /// Publish side: what the client said each msid track is, and which are simulcast.
+    announced: HashMap<String, TrackSource>,
+    simulcast_ids: HashSet<String>,
+    /// Publish side: msid track id -> producer.
+    producers: HashMap<String, TrackSid>,
+    /// Subscribe side: an offer is out and unanswered; a change meanwhile sets `needs_offer`.
+    awaiting_answer: bool,
+    needs_offer: bool,
+}
+
+#[derive(Default)]
+struct Participant {
+    publish: Option<PeerKey>,
+    subscribe: Option<PeerKey>,
+    subscriptions: HashSet<TrackSid>,
+}
+
+struct Producer {
+    sid: TrackSid,
+    participant: ParticipantId,
+    peer: PeerKey,
+    receiver_id: RTCRtpReceiverId,
+    kind: TrackKind,
+    codec: RTCRtpCodec,
+    payload_type: u8,
+    video: Option<VideoCodec>,
+    /// SSRC -> layer, learnt from the RID of each stream as it starts.
+    layers: HashMap<u32, Layer>,
+    activity: LayerActivity,
+    last_pli: HashMap<Layer, Instant>,
+    consumers: HashMap<ParticipantId, Consumer>,
+}
+
+struct Consumer {
+    peer: PeerKey,
+    sender_id: RTCRtpSenderId,
+    ssrc: u32,
+    stage: ConsumerStage,
+    forwarder: Forwarder,
+}
+
+/// A consumer forwards only once the subscriber has accepted its sender in an answer and its
+/// connection is up; before that, packets (and the keyframe they may start with) would be lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ConsumerStage {
+    /// Added to the subscribe connection; not yet in an offer.
+    Added,
+    /// In the offer waiting for an answer.
+    Offered,
+    /// Answered; waiting for the connection.
+    Negotiated,
+    /// Forwarding with the payload type the subscriber negotiated.
+    Live { payload_type: u8 },
+}
+
+#[derive(Default)]
+struct Counters {
+    rtp_in: u64,
+    rtp_out: u64,
+    unroutable: u64,
+    send_errors: u64,
+}
+
+/// See the module docs.
+pub struct Router {
+    local_addr: SocketAddr,
+    host_candidates: Vec<RTCIceCandidateInit>,
+    peers: HashMap<PeerKey, Peer>,
+    next_key: PeerKey,
+    by_ufrag: HashMap<String, PeerKey>,
+    by_addr: HashMap<SocketAddr, PeerKey>,
+    participants: HashMap<ParticipantId, Participant>,
+    producers: HashMap<TrackSid, Producer>,
+    /// Peers with output or events to collect.
+    dirty: VecDeque<PeerKey>,
+    transmits: VecDeque<(SocketAddr, BytesMut)>,
+    events: VecDeque<SfuEvent>,
+    next_housekeeping: Instant,
+    counters: Counters,
+}
+
+impl Router {
+    /// `advertised` are the addresses (with the socket's port) put into host candidates.
+    pub fn new(local_addr: SocketAddr, advertised: &[SocketAddr], now: Instant) -> Self {
+        let host_candidates = advertised
+            .iter()
+            .filter_map(|addr| match peer::host_candidate(*addr) {
+                Ok(candidate) => Some(candidate),
+                Err(e) => {
+                    warn!(%addr, error = %e, "cannot advertise address");
+                    None
+                }
+            })
+            .collect();
+        Self {
+            local_addr,
+            host_candidates,
+            peers: HashMap::new(),
+            next_key: 1,
+            by_ufrag: HashMap::new(),
+            by_addr: HashMap::new(),
+            participants: HashMap::new(),
+            producers: HashMap::new(),
+            dirty: VecDeque::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            next_housekeeping: now,
+            counters: Counters::default(),
+        }
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<(SocketAddr, BytesMut)> {
+        self.transmits.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<SfuEvent> {
+        self.events.pop_front()
+    }
+
+    /// When [`Router::handle_timeout`] must be called next.
+    pub fn poll_timeout(&self) -> Instant {
+        self.peers
+            .values()
+            .filter_map(|p| p.deadline)
+            .fold(self.next_housekeeping, Instant::min)
+    }
+
+    /// The shell could not send a queued datagram.
+    pub fn count_send_error(&mut self) {
+        self.counters.send_errors += 1;
+    }
+
+    pub fn stats(&self) -> SfuStats {
+        SfuStats {
+            peers: self.peers.len(),
+            producers: self.producers.len(),
+            consumers: self.producers.values().map(|p| p.consumers.len()).sum(),
+            rtp_packets_in: self.counters.rtp_in,
+            rtp_packets_out: self.counters.rtp_out,
+            unroutable_datagrams: self.counters.unroutable,
+            send_errors: self.counters.send_errors,
+        }
+    }
+
+    /// One datagram from the shared socket. Datagrams that belong to no peer are counted and
+    /// dropped; a peer that fails to parse one logs it and carries on.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
+        let by_ufrag =
+            demux::binding_request_ufrag(data).and_then(|u| self.by_ufrag.get(u).copied());
+        let Some(key) = by_ufrag.or_else(|| self.by_addr.get(&from).copied()) else {
+            self.counters.unroutable += 1;
+            return;
+        };
+        let Some(peer) = self.peers.get_mut(&key) else {
+            self.counters.unroutable += 1;
+            return;
+        };
+        if by_ufrag.is_some() && self.by_addr.insert(from, key) != Some(key) {
+            peer.addrs.push(from);
+        }
+        let msg = TaggedBytesMut {
+            now,
+            transport: TransportContext {
+                local_addr: self.local_addr,
+                peer_addr: from,
+                transport_protocol: TransportProtocol::UDP,
+                ecn: None,
+            },
+            message: BytesMut::from(data),
+        };
+        if let Err(e) = peer.pc.handle_read(msg) {
+            debug!(participant = %peer.participant, %from, error = %e, "datagram rejected");
+        }
+        self.mark(key);
+        self.drive(now);
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let due: Vec<PeerKey> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.deadline.is_some_and(|d| d <= now))
+            .map(|(k, _)| *k)
+            .collect();
+        for key in due {
+            if let Some(peer) = self.peers.get_mut(&key) {
+                if let Err(e) = peer.pc.handle_timeout(now) {
+                    debug!(participant = %peer.participant, error = %e, "timeout handling failed");
+                }
+                self.mark(key);
+            }
+        }
+        if now >= self.next_housekeeping {
+            self.next_housekeeping = now + HOUSEKEEPING_INTERVAL;
+            self.request_keyframes(now);
+        }
+        self.drive(now);
+    }
+
+    // ---- commands -------------------------------------------------------------------------
+
+    pub fn publish_offer(
+        &mut self,
+        now: Instant,
+        participant: &str,
+        sdp: String,
+        tracks: Vec<TrackAnnouncement>,
+    ) -> Result<String, SfuError> {
+        let offer = RTCSessionDescription::offer(sdp.clone())
+            .map_err(|e| SfuError::BadSdp(e.to_string()))?;
+        let (key, created) = match self.participants.get(participant).and_then(|p| p.publish) {
+            Some(key) => (key, false),
+            None => (
+                self.create_peer(now, participant, PeerTarget::Publish)?,
+                true,
+            ),
+        };
+        let result = self.apply_publish_offer(now, key, offer, &sdp, tracks);
+        if result.is_err() && created {
+            self.close_peer(key);
+        }
+        self.drive(now);
+        result
+    }
+
+    fn apply_publish_offer(
+        &mut self,
+        now: Instant,
+        key: PeerKey,
+        offer: RTCSessionDescription,
+        sdp: &str,
+        tracks: Vec<TrackAnnouncement>,
+    ) -> Result<String, SfuError> {
+        let peer = self
+            .peers
+            .get_mut(&key)
+            .ok_or(SfuError::UnknownParticipant)?;
+        peer.pc
+            .set_remote_description(now, offer)
+            .map_err(|e| SfuError::BadSdp(e.to_string()))?;
+        peer.announced
+            .extend(tracks.into_iter().map(|t| (t.track_id, t.source)));
+        peer.simulcast_ids = simulcast_track_ids(sdp);
+        let answer = peer
+            .pc
+            .create_answer(None)
+            .map_err(|e| SfuError::BadSdp(e.to_string()))?;
+        peer.pc
+            .set_local_description(now, answer)
+            .map_err(|e| SfuError::Internal(e.to_string()))?;
+        self.mark(key);
+        let peer = &self.peers[&key];
+        peer.pc
+            .local_description()
+            .map(|d| d.sdp)
+            .ok_or_else(|| SfuError::Internal("no local description after answering".into()))
+    }
+
+    pub fn subscribe_answer(
+        &mut self,
+        now: Instant,
+        participant: &str,
+        sdp: String,
+    ) -> Result<(), SfuError> {
+        let key = self.peer_of(participant, PeerTarget::Subscribe)?;
+        let answer =
+            RTCSessionDescription::answer(sdp).map_err(|e| SfuError::BadSdp(e.to_string()))?;
+        let peer = self
+            .peers
+            .get_mut(&key)
+            .ok_or(SfuError::UnknownParticipant)?;
+        if !peer.awaiting_answer {
+            return Err(SfuError::BadSdp(
+                "no subscribe offer is waiting for an answer".into(),
+            ));
+        }
+        peer.pc
+            .set_remote_description(now, answer)
+            .map_err(|e| SfuError::BadSdp(e.to_string()))?;
+        peer.awaiting_answer = false;
+        let renegotiate = std::mem::take(&mut peer.needs_offer);
+        self.mark(key);
+        self.advance_consumers(
+            participant,
+            ConsumerStage::Offered,
+            ConsumerStage::Negotiated,
+        );
+        self.start_consumers(now, participant);
+        if renegotiate {
+            self.negotiate(now, key);
+        }
+        self.drive(now);
+        Ok(())
+    }
+
+    pub fn add_candidate(
+        &mut self,
+        now: Instant,
+        participant: &str,
+        target: PeerTarget,
+        candidate: IceCandidate,
+    ) -> Result<(), SfuError> {
+        let key = self.peer_of(participant, target)?;
+        // mDNS names (`*.local`) cannot be resolved here; the browser's connectivity checks
+        // reach us anyway and ICE learns its address as a peer-reflexive candidate.
+        if candidate.candidate.contains(".local ") || candidate.candidate.is_empty() {
+            return Ok(());
+        }
+        let peer = self
+            .peers
+            .get_mut(&key)
+            .ok_or(SfuError::UnknownParticipant)?;
+        peer.pc
+            .add_remote_candidate(RTCIceCandidateInit {
+                candidate: candidate.candidate,
+                sdp_mid: candidate.sdp_mid,
+                sdp_mline_index: candidate.sdp_m_line_index,
+                username_fragment: candidate.username_fragment,
+                ..Default::default()
+            })
+            .map_err(|e| SfuError::BadCandidate(e.to_string()))?;
+        self.mark(key);
+        self.drive(now);
+        Ok(())
+    }
+
+    pub fn subscribe(
+        &mut self,
+        now: Instant,
+        participant: &str,
+        track_sid: &str,
+    ) -> Result<(), SfuError> {
+        let producer = self
+            .producers
+            .get(track_sid)
+            .ok_or_else(|| SfuError::UnknownTrack(track_sid.to_owned()))?;
+        if producer.participant == participant
+            || self
+                .participants
+                .get(participant)
+                .is_some_and(|p| p.subscriptions.contains(track_sid))
+        {
+            return Ok(());
+        }
+        let (codec, kind) = (producer.codec.clone(), producer.kind);
+        let key = match self.participants.get(participant).and_then(|p| p.subscribe) {
+            Some(key) => key,
+            None => self.create_peer(now, participant, PeerTarget::Subscribe)?,
+        };
+        let ssrc = rand::rng().random::<u32>();
+        let track = MediaStreamTrack::new(
+            track_sid.to_owned(),
+            track_sid.to_owned(),
+            track_sid.to_owned(),
+            match kind {
+                TrackKind::Audio => RtpCodecKind::Audio,
+                TrackKind::Video => RtpCodecKind::Video,
+            },
+            vec![RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    ssrc: Some(ssrc),
+                    ..Default::default()
+                },
+                active: true,
+                codec: codec.clone(),
+                ..Default::default()
+            }],
+        );
+        let peer = self
+            .peers
+            .get_mut(&key)
+            .ok_or(SfuError::UnknownParticipant)?;
+        let sender_id = peer
+            .pc
+            .add_track(track)
+            .map_err(|e| SfuError::Internal(e.to_string()))?;
+        if let Some(producer) = self.producers.get_mut(track_sid) {
+            producer.consumers.insert(
+                participant.to_owned(),
+                Consumer {
+                    peer: key,
+                    sender_id,
+                    ssrc,
+                    stage: ConsumerStage::Added,
+                    forwarder: Forwarder::new(codec.clock_rate),
+                },
+            );
+        }
+        self.participants
+            .entry(participant.to_owned())
+            .or_default()
+            .subscriptions
+            .insert(track_sid.to_owned());
+        self.negotiate(now, key);
+        self.drive(now);
+        Ok(())
+    }
+
+    pub fn unsubscribe(
+        &mut self,
+        now: Instant,
+        participant: &str,
+        track_sid: &str,
+    ) -> Result<(), SfuError> {
+        if let Some(key) = self.detach_consumer(participant, track_sid) {
+            self.negotiate(now, key);
+        }
+        self.drive(now);
+        Ok(())
+    }
+
+    pub fn remove_participant(&mut self, now: Instant, participant: &str) {
+        let Some(state) = self.participants.remove(participant) else {
+            return;
+        };
+        let published: Vec<TrackSid> = self
+            .producers
+            .values()
+            .filter(|p| p.participant == participant)
+            .map(|p| p.sid.clone())
+            .collect();
+        for sid in published {
+            self.unpublish(now, &sid);
+        }
+        for sid in &state.subscriptions {
+            if let Some(producer) = self.producers.get_mut(sid) {
+                producer.consumers.remove(participant);
+            }
+        }
+        for key in [state.publish, state.subscribe].into_iter().flatten() {
+            self.close_peer(key);
+        }
+        info!(%participant, "participant removed from the media plane");
+        self.drive(now);
+    }
+
+    // ---- internals ------------------------------------------------------------------------
+
+    fn peer_of(&self, participant: &str, target: PeerTarget) -> Result<PeerKey, SfuError> {
+        let state = self
+            .participants
+            .get(participant)
+            .ok_or(SfuError::NoConnection(target))?;
+        match target {
+            PeerTarget::Publish => state.publish,
+            PeerTarget::Subscribe => state.subscribe,
+        }
+        .ok_or(SfuError::NoConnection(target))
+    }
+
+    fn create_peer(
+        &mut self,
+        now: Instant,
+        participant: &str,
+        target: PeerTarget,
+    ) -> Result<PeerKey, SfuError> {
+        let (ufrag, pwd) = peer::ice_credentials();
+        let mut pc =
+            peer::build(ufrag.clone(), pwd, now).map_err(|e| SfuError::Internal(e.to_string()))?;
+        for candidate in &self.host_candidates {
+            pc.add_local_candidate(candidate.clone())
+                .map_err(|e| SfuError::Internal(e.to_string()))?;
+        }
+        let key = self.next_key;
+        self.next_key += 1;
+        self.by_ufrag.insert(ufrag.clone(), key);
+        self.peers.insert(
+            key,
+            Peer {
+                pc,
+                participant: participant.to_owned(),
+                target,
+                ufrag,
+                addrs: Vec::new(),
+                connected: false,
+                deadline: None,
+                announced: HashMap::new(),
+                simulcast_ids: HashSet::new(),
+                producers: HashMap::new(),
+                awaiting_answer: false,
+                needs_offer: false,
+            },
+        );
+        let state = self.participants.entry(participant.to_owned()).or_default();
+        match target {
+            PeerTarget::Publish => state.publish = Some(key),
+            PeerTarget::Subscribe => state.subscribe = Some(key),
+        }
+        Ok(key)
+    }
+
+    fn close_peer(&mut self, key: PeerKey) {
+        let Some(mut peer) = self.peers.remove(&key) else {
+            return;
+        };
+        if let Err(e) = peer.pc.close() {
+            debug!(participant = %peer.participant, error = %e, "close failed");
+        }
+        // Send what closing produced (DTLS close_notify), so the browser learns at once.
+        while let Some(out) = peer.pc.poll_write() {
+            self.transmits
+                .push_back((out.transport.peer_addr, out.message));
+        }
+        self.by_ufrag.remove(&peer.ufrag);
+        for addr in &peer.addrs {
+            if self.by_addr.get(addr) == Some(&key) {
+                self.by_addr.remove(addr);
+            }
+        }
+        if let Some(state) = self.participants.get_mut(&peer.participant) {
+            match peer.target {
+                PeerTarget::Publish if state.publish == Some(key) => state.publish = None,
+                PeerTarget::Subscribe if state.subscribe == Some(key) => state.subscribe = None,
+                _ => {}
+            }
+        }
+    }
+
+    /// Removes one consumer and its sender; returns the subscriber's peer to renegotiate.
+    fn detach_consumer(&mut self, participant: &str, track_sid: &str) -> Option<PeerKey> {
+        if let Some(state) = self.participants.get_mut(participant) {
+            state.subscriptions.remove(track_sid);
+        }
+        let consumer = self
+            .producers
+            .get_mut(track_sid)?
+            .consumers
+            .remove(participant)?;
+        let peer = self.peers.get_mut(&consumer.peer)?;
+        if let Err(e) = peer.pc.remove_track(consumer.sender_id) {
+            debug!(%participant, %track_sid, error = %e, "remove_track failed");
+        }
+        Some(consumer.peer)
+    }
+
+    fn unpublish(&mut self, now: Instant, sid: &str) {
+        let Some(producer) = self.producers.get(sid) else {
+            return;
+        };
+        let subscribers: Vec<ParticipantId> = producer.consumers.keys().cloned().collect();
+        let (publisher, peer_key) = (producer.participant.clone(), producer.peer);
+        for participant in subscribers {
+            if let Some(key) = self.detach_consumer(&participant, sid) {
+                self.negotiate(now, key);
+            }
+        }
+        self.producers.remove(sid);
+        if let Some(peer) = self.peers.get_mut(&peer_key) {
+            peer.producers.retain(|_, s| s != sid);
+        }
+        self.events.push_back(SfuEvent::TrackUnpublished {
+            participant: publisher,
+            track_sid: sid.to_owned(),
+        });
+    }
+
+    /// Sends a (re)offer on a subscribe peer, or notes that one is needed once the outstanding
+    /// offer is answered: one offer at a time keeps the two sides' states in step.
+    fn negotiate(&mut self, now: Instant, key: PeerKey) {
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
+        if peer.awaiting_answer {
+            peer.needs_offer = true;
+            return;
+        }
+        let offer = match peer.pc.create_offer(None) {
+            Ok(offer) => offer,
+            Err(e) => {
+                warn!(participant = %peer.participant, error = %e, "cannot create subscribe offer");
+                return;
+            }
+        };
+        let sdp = offer.sdp.clone();
+        if let Err(e) = peer.pc.set_local_description(now, offer) {
+            warn!(participant = %peer.participant, error = %e, "cannot apply subscribe offer");
+            return;
+        }
+        peer.awaiting_answer = true;
+        let participant = peer.participant.clone();
+        self.advance_consumers(&participant, ConsumerStage::Added, ConsumerStage::Offered);
+        self.events
+            .push_back(SfuEvent::SubscribeOffer { participant, sdp });
+        self.mark(key);
+    }
+
+    fn mark(&mut self, key: PeerKey) {
+        if !self.dirty.contains(&key) {
+            self.dirty.push_back(key);
+        }
+    }
+
+    /// Collects output, events and media from every peer that had input, until quiet.
+    /// Forwarding media marks subscriber peers, whose keyframe requests mark publisher peers;
+    /// each round drains queues, so this ends.
+    fn drive(&mut self, now: Instant) {
+        while let Some(key) = self.dirty.pop_front() {
+            let Some(peer) = self.peers.get_mut(&key) else {
+                continue;
+            };
+            while let Some(out) = peer.pc.poll_write() {
+                self.transmits
+                    .push_back((out.transport.peer_addr, out.message));
+            }
+            let mut events = Vec::new();
+            while let Some(event) = peer.pc.poll_event() {
+                events.push(event);
+            }
+            let mut messages = Vec::new();
+            while let Some(msg) = peer.pc.poll_read() {
+                messages.push(msg.message);
+            }
+            peer.deadline = peer.pc.poll_timeout();
+            for event in events {
+                self.handle_peer_event(now, key, event);
+            }
+            for message in messages {
+                self.handle_peer_message(now, key, message);
+            }
+            // Events and media may have queued more output on this very peer.
+            if let Some(peer) = self.peers.get_mut(&key) {
+                while let Some(out) = peer.pc.poll_write() {
+                    self.transmits
+                        .push_back((out.transport.peer_addr, out.message));
+                }
+                peer.deadline = peer.pc.poll_timeout();
+            }
+        }
+    }
+
+    fn handle_peer_event(&mut self, now: Instant, key: PeerKey, event: RTCPeerConnectionEvent) {
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
+        match event {
+            RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => {
+                debug!(participant = %peer.participant, target = ?peer.target, %state, "peer state");
+                let (participant, target) = (peer.participant.clone(), peer.target);
+                match state {
+                    RTCPeerConnectionState::Connected => {
+                        peer.connected = true;
+                        if target == PeerTarget::Subscribe {
+                            self.start_consumers(now, &participant);
+                        }
+                        self.events.push_back(SfuEvent::PeerState {
+                            participant,
+                            target,
+                            state: PeerState::Connected,
+                        });
+                    }
+                    RTCPeerConnectionState::Failed => {
+                        peer.connected = false;
+                        self.events.push_back(SfuEvent::PeerState {
+                            participant,
+                            target,
+                            state: PeerState::Failed,
+                        });
+                    }
+                    _ => {}
+                }
+            }
+            RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init))
+                if peer.target == PeerTarget::Publish =>
+            {
+                self.open_producer_layer(
+                    now,
+                    key,
+                    init.track_id,
+                    init.receiver_id,
+                    init.ssrc,
+                    init.rid,
+                );
+            }
+            RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnClose(track_id)) => {
+                if let Some(sid) = peer.producers.get(&track_id).cloned() {
+                    self.unpublish(now, &sid);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A publisher's stream started: the first one of a track creates its producer, later ones
+    /// are further simulcast layers of it.
+    fn open_producer_layer(
+        &mut self,
+        now: Instant,
+        key: PeerKey,
+        track_id: String,
+        receiver_id: RTCRtpReceiverId,
+        ssrc: u32,
+        rid: Option<String>,
+    ) {
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
+        let layer = rid
+            .as_deref()
+            .map_or(0, |r| usize::from(rid_rank(r).0.min(2)));
+        if let Some(sid) = peer.producers.get(&track_id)
+            && let Some(producer) = self.producers.get_mut(sid)
+        {
+            producer.layers.insert(ssrc, layer);
+            return;
+        }
+        let Some(mut receiver) = peer.pc.rtp_receiver(receiver_id) else {
+            return;
+        };
+        let Some(codec) = receiver.track().codec(ssrc).cloned() else {
+            warn!(participant = %peer.participant, %track_id, "track opened without a codec");
+            return;
+        };
+        let payload_type = receiver
+            .get_parameters()
+            .rtp_parameters
+            .codecs
+            .iter()
+            .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(&codec.mime_type))
+            .map(|c| c.payload_type);
+        let Some(payload_type) = payload_type else {
+            warn!(participant = %peer.participant, %track_id, "no payload type for the track's codec");
+            return;
+        };
+        let kind = match receiver.track().kind() {
+            RtpCodecKind::Audio => TrackKind::Audio,
+            _ => TrackKind::Video,
+        };
+        let source = peer
+            .announced
+            .get(&track_id)
+            .copied()
+            .unwrap_or(match kind {
+                TrackKind::Audio => TrackSource::Microphone,
+                TrackKind::Video => TrackSource::Camera,
+            });
+        let simulcast = rid.is_some() || peer.simulcast_ids.contains(&track_id);
+        let sid = format!("TR_{}", random_id());
+        peer.producers.insert(track_id, sid.clone());
+        let participant = peer.participant.clone();
+        info!(%participant, track = %sid, mime = %codec.mime_type, simulcast, "track published");
+        let mut producer = Producer {
+            sid: sid.clone(),
+            participant: participant.clone(),
+            peer: key,
+            receiver_id,
+            kind,
+            video: VideoCodec::from_mime(&codec.mime_type),
+            codec: codec.clone(),
+            payload_type,
+            layers: HashMap::new(),
+            activity: LayerActivity::default(),
+            last_pli: HashMap::new(),
+            consumers: HashMap::new(),
+        };
+        producer.layers.insert(ssrc, layer);
+        producer.activity.record(layer, now);
+        self.producers.insert(sid.clone(), producer);
+        self.events.push_back(SfuEvent::TrackPublished {
+            participant,
+            track: PublishedTrack {
+                sid,
+                kind,
+                source,
+                simulcast,
+                mime_type: codec.mime_type,
+            },
+        });
+    }
+
+    fn advance_consumers(&mut self, participant: &str, from: ConsumerStage, to: ConsumerStage) {
+        for producer in self.producers.values_mut() {
+            if let Some(consumer) = producer.consumers.get_mut(participant)
+                && consumer.stage == from
+            {
+                consumer.stage = to;
+            }
+        }
+    }
+
+    /// Makes negotiated consumers live once the subscriber's connection is up. Each starts on
+    /// the next keyframe, which the housekeeping tick asks the publisher for.
+    fn start_consumers(&mut self, now: Instant, participant: &str) {
+        let Some(key) = self.participants.get(participant).and_then(|p| p.subscribe) else {
+            return;
+        };
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
+        if !peer.connected {
+            return;
+        }
+        for producer in self.producers.values_mut() {
+            let Some(consumer) = producer.consumers.get_mut(participant) else {
+                continue;
+            };
+            if consumer.stage != ConsumerStage::Negotiated {
+                continue;
+            }
+            let Some(mut sender) = peer.pc.rtp_sender(consumer.sender_id) else {
+                continue;
+            };
+            let mime = &producer.codec.mime_type;
+            let payload_type = sender
+                .get_parameters()
+                .rtp_parameters
+                .codecs
+                .iter()
+                .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(mime))
+                .map(|c| c.payload_type);
+            match payload_type {
+                Some(payload_type) => {
+                    consumer.stage = ConsumerStage::Live { payload_type };
+                    consumer
+                        .forwarder
+                        .set_target(producer.activity.best(Layer::MAX, now).or(Some(0)));
+                }
+                None => {
+                    warn!(%participant, track = %producer.sid, %mime, "subscriber did not accept the codec")
+                }
+            }
+        }
+        self.next_housekeeping = now;
+    }
+
+    fn handle_peer_message(&mut self, now: Instant, key: PeerKey, message: RTCMessage) {
+        match message {
+            RTCMessage::RtpPacket(track_id, packet) => {
+                let Some(sid) = self
+                    .peers
+                    .get(&key)
+                    .and_then(|p| p.producers.get(&track_id))
+                    .cloned()
+                else {
+                    return;
+                };
+                self.counters.rtp_in += 1;
+                self.forward(now, &sid, packet);
+            }
+            RTCMessage::RtcpPacket(track_id, packets) => {
+                // On a subscribe peer the local track id is the producer's sid.
+                if packets.iter().any(|p| is_keyframe_request(p.as_ref()))
+                    && let Some(participant) = self.peers.get(&key).map(|p| p.participant.clone())
+                    && let Some(producer) = self.producers.get_mut(&track_id)
+                    && let Some(layer) = producer
+                        .consumers
+                        .get(&participant)
+                        .and_then(|c| c.forwarder.current())
+                {
+                    producer.last_pli.remove(&layer);
+                    self.send_pli(now, &track_id, layer);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn forward(&mut self, now: Instant, sid: &str, mut packet: rtc::rtp::Packet) {
+        let Some(producer) = self.producers.get_mut(sid) else {
+            return;
+        };
+        // RTX and other repair streams use another payload type; their layer is not known.
+        if packet.header.payload_type != producer.payload_type {
+            return;
+        }
+        let Some(&layer) = producer.layers.get(&packet.header.ssrc) else {
+            return;
+        };
+        producer.activity.record(layer, now);
+        let meta = PacketMeta {
+            layer,
+            seq: packet.header.sequence_number,
+            timestamp: packet.header.timestamp,
+            keyframe: producer
+                .video
+                .is_none_or(|codec| codec.is_keyframe(&packet.payload)),
+        };
+        // Header extensions are per connection (ids negotiated per peer); the sender adds its own.
+        packet.header.extension = false;
+        packet.header.extensions.clear();
+        packet.header.extension_profile = 0;
+        let mut writes = Vec::new();
+        for consumer in producer.consumers.values_mut() {
+            let ConsumerStage::Live { payload_type } = consumer.stage else {
+                continue;
+            };
+            consumer
+                .forwarder
+                .set_target(producer.activity.best(Layer::MAX, now));
+            if let Decision::Forward(rewritten) = consumer.forwarder.decide(meta, now) {
+                let mut out = packet.clone();
+                out.header.ssrc = consumer.ssrc;
+                out.header.sequence_number = rewritten.seq;
+                out.header.timestamp = rewritten.timestamp;
+                out.header.payload_type = payload_type;
+                writes.push((consumer.peer, consumer.sender_id, out));
+            }
+        }
+        for (key, sender_id, out) in writes {
+            let Some(peer) = self.peers.get_mut(&key) else {
+                continue;
+            };
+            let Some(mut sender) = peer.pc.rtp_sender(sender_id) else {
+                continue;
+            };
+            match sender.write_rtp(now, out) {
+                Ok(()) => self.counters.rtp_out += 1,
+                Err(e) => debug!(track = %sid, error = %e, "forward failed"),
+            }
+            self.mark(key);
+        }
+    }
+
+    /// Asks publishers for the keyframes that waiting consumers need.
+    fn request_keyframes(&mut self, now: Instant) {
+        let wanted: Vec<(TrackSid, Layer)> = self
+            .producers
+            .values()
+            .flat_map(|p| {
+                let wanted: HashSet<Layer> = p
+                    .consumers
+                    .values()
+                    .filter_map(|c| c.forwarder.wants_keyframe())
+                    .collect();
+                wanted.into_iter().map(|layer| (p.sid.clone(), layer))
+            })
+            .collect();
+        for (sid, layer) in wanted {
+            self.send_pli(now, &sid, layer);
+        }
+    }
+
+    /// Sends a PLI for one layer of a producer, at most once per [`PLI_MIN_INTERVAL`].
+    fn send_pli(&mut self, now: Instant, sid: &str, layer: Layer) {
+        let Some(producer) = self.producers.get_mut(sid) else {
+            return;
+        };
+        if producer.video.is_none()
+            || producer
+                .last_pli
+                .get(&layer)
+                .is_some_and(|at| now.saturating_duration_since(*at) < PLI_MIN_INTERVAL)
+        {
+            return;
+        }
+        let Some(media_ssrc) = producer
+            .layers
+            .iter()
+            .find(|(_, l)| **l == layer)
+            .map(|(ssrc, _)| *ssrc)
+        else {
+            return;
+        };
+        producer.last_pli.insert(layer, now);
+        let (key, receiver_id) = (producer.peer, producer.receiver_id);
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
+        if let Some(mut receiver) = peer.pc.rtp_receiver(receiver_id) {
+            let pli = PictureLossIndication {
+                sender_ssrc: 0,
+                media_ssrc,
+            };
+            if let Err(e) = receiver.write_rtcp(now, vec![Box::new(pli)]) {
+                debug!(track = %sid, error = %e, "PLI failed");
+            }
+        }
+        self.mark(key);
+    }
+}
+
+fn random_id() -> String {
+    use rand::distr::Alphanumeric;
+    rand::rng()
+        .sample_iter(Alphanumeric)
+        .take(12)
+        .map(char::from)
+        .collect()
+}

@@ -1,0 +1,43 @@
+//! The little the SFU reads from SDP text itself; everything else is `rtc`'s job.
+
+use std::collections::HashSet;
+
+/// Track ids (the second `a=msid` value) of m-sections that carry `a=simulcast`.
+///
+/// `rtc` tells us each simulcast layer as it starts, but whether a track *is* simulcast is
+/// known from the offer at once, and the room is told before the other layers arrive.
+pub fn simulcast_track_ids(sdp: &str) -> HashSet<String> {
+    let mut ids = HashSet::new();
+    for section in sdp.split("\nm=").skip(1) {
+        let mut track_id = None;
+        let mut simulcast = false;
+        for line in section.lines() {
+            let line = line.trim_end();
+            if let Some(msid) = line.strip_prefix("a=msid:") {
+                track_id = msid.split_whitespace().nth(1).map(str::to_owned);
+            } else if line.starts_with("a=simulcast:") {
+                simulcast = true;
+            }
+        }
+        if let (true, Some(id)) = (simulcast, track_id) {
+            ids.insert(id);
+        }
+    }
+    ids
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_simulcast_sections() {
+        let sdp = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n\
+m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=msid:s1 audio-1\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\na=msid:s1 cam-1\r\na=rid:q send\r\na=rid:f send\r\na=simulcast:send q;f\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:2\r\na=msid:s2 screen-1\r\n";
+        let ids = simulcast_track_ids(sdp);
+        assert_eq!(ids, HashSet::from(["cam-1".to_owned()]));
+        assert!(simulcast_track_ids("garbage\nm=\n").is_empty());
+    }
+}
