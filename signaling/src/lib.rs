@@ -1,1 +1,25 @@
+//! Aula's control plane: HTTP + WebSocket signaling, access tokens, rooms, and the `aula` binary.
+//!
+//! - [`config`]: the TOML configuration (every field optional; none at all is dev mode).
+//! - [`token`]: JWT access tokens naming the room, the identity and the grants.
+//! - `room`: rooms and participants, the only shared state.
+//! - `session`: one participant's WebSocket, the protocol state machine.
+//! - `http`: routes (`/ws`, `/healthz`, `/api/dev-token`, the embedded pages and SDK).
+//! - [`media`]: the seam to the media plane ([`aula_sfu::SfuHandle`] in production).
+//! - `server`: [`start`] wires it together and returns a [`Server`].
+//!
+//! The control plane decides *who* may do *what* and who subscribes to which track; the SFU only
+//! moves media. Dependencies point one way: this crate uses `aula-sfu`, never the reverse.
 
+pub mod cli;
+pub mod config;
+mod http;
+pub mod media;
+mod room;
+mod server;
+mod session;
+pub mod token;
+
+pub use config::Config;
+pub use http::WS_MAX_MESSAGE_BYTES;
+pub use server::{Server, start, start_with_media};

@@ -1,1 +1,123 @@
-fn main() {}
+//! The `aula` binary: see [`aula_signaling::cli`].
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use aula_signaling::Config;
+use aula_signaling::cli::{Cli, Command, dev_keys_warning, token_command};
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+/// Exit code for configuration and usage errors (as clap uses for bad arguments).
+const EXIT_CONFIG: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { config } => {
+            let config = match Config::load_or_default(config.as_deref()) {
+                Ok(config) => config,
+                Err(e) => return config_error(&e),
+            };
+            init_logging(&config.log_level);
+            if config.is_dev_mode() {
+                tracing::warn!("{}", dev_keys_warning());
+            }
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("aula: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(serve(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("aula: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Token {
+            room,
+            identity,
+            role,
+            name,
+            ttl_secs,
+            config,
+        } => {
+            let config = match Config::load_or_default(config.as_deref()) {
+                Ok(config) => config,
+                Err(e) => return config_error(&e),
+            };
+            if config.is_dev_mode() {
+                eprintln!("{}", dev_keys_warning());
+            }
+            let ttl = Duration::from_secs(ttl_secs);
+            match token_command(&config, &room, &identity, role.into(), name.as_deref(), ttl) {
+                Ok(token) => {
+                    println!("{token}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("aula: cannot make token: {e}");
+                    ExitCode::from(EXIT_CONFIG)
+                }
+            }
+        }
+    }
+}
+
+fn config_error(e: &aula_signaling::config::ConfigError) -> ExitCode {
+    eprintln!("aula: {e}");
+    ExitCode::from(EXIT_CONFIG)
+}
+
+/// `RUST_LOG`, when set, overrides the configured level (handy for one-off debugging).
+fn init_logging(level: &str) {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(level))
+        // The config's filter was validated at load; `info` is only a last resort.
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let server = aula_signaling::start(config)
+        .await
+        .context("cannot start the server")?;
+    tracing::info!(
+        "listening: http://{} (class page: /class), media UDP {}",
+        server.http_addr(),
+        server.udp_addr()
+    );
+    wait_for_stop_signal().await;
+    tracing::info!("stopping");
+    server.shutdown().await;
+    Ok(())
+}
+
+/// Ctrl-C, or SIGTERM (what systemd and Docker send).
+async fn wait_for_stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!("cannot watch SIGTERM ({e}); stop with Ctrl-C");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,405 @@
+//! Server configuration: one TOML file, every field optional, unknown fields refused.
+//!
+//! `aula serve` must run with no file at all (the embedded [`Config::default`]), so every field
+//! has a default. Unknown fields are refused rather than ignored because a misspelt option
+//! (`api_secet`) silently falling back to a default is how servers end up in dev mode in
+//! production. The commented sample is `aula.sample.toml` at the repository root.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::token::ApiKeys;
+
+/// Shortest API secret accepted. HS256 keys shorter than the hash output (32 bytes) weaken the
+/// MAC (RFC 7518 §3.2 requires at least 256 bits).
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub http: HttpConfig,
+    pub rtc: RtcConfig,
+    pub keys: KeysConfig,
+    pub room: RoomConfig,
+    /// A `tracing` filter such as `info` or `aula_signaling=debug,info`; `RUST_LOG` overrides it.
+    pub log_level: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// HTTP + WebSocket listen address.
+    pub bind: SocketAddr,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RtcConfig {
+    /// The one UDP socket all media flows through.
+    pub udp_bind: SocketAddr,
+    /// Addresses written into ICE candidates. Empty lets the SFU pick (see `aula_sfu::SfuConfig`).
+    pub advertised_ips: Vec<IpAddr>,
+}
+
+/// The key pair that signs access tokens. Both or neither: neither means dev mode.
+#[derive(Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeysConfig {
+    pub api_key: Option<String>,
+    pub api_secret: Option<String>,
+}
+
+/// Hand-written so that a `{:?}` of the config (e.g. in a log line) never prints the secret.
+impl fmt::Debug for KeysConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeysConfig")
+            .field("api_key", &self.api_key)
+            .field(
+                "api_secret",
+                &self.api_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoomConfig {
+    /// How long an empty room is kept before it is removed; 0 removes it at once.
+    pub empty_timeout_secs: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 7880)),
+        }
+    }
+}
+
+impl Default for RtcConfig {
+    fn default() -> Self {
+        Self {
+            udp_bind: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 7882)),
+            advertised_ips: Vec::new(),
+        }
+    }
+}
+
+impl Default for Config {
+    /// The embedded default: HTTP on `0.0.0.0:7880`, media on UDP `0.0.0.0:7882`, no keys (dev
+    /// mode), log level `info`.
+    fn default() -> Self {
+        Self {
+            http: HttpConfig::default(),
+            rtc: RtcConfig::default(),
+            keys: KeysConfig::default(),
+            room: RoomConfig::default(),
+            log_level: "info".to_owned(),
+        }
+    }
+}
+
+/// Why a configuration could not be used. The message names the file and the field.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// Syntax errors, unknown fields and wrongly typed values; `toml` names the field and line.
+    #[error("invalid config{}: {message}", in_file(.path))]
+    Parse {
+        path: Option<PathBuf>,
+        message: String,
+    },
+    /// Values that parse but do not make sense together.
+    #[error("invalid config{}: `{field}`: {message}", in_file(.path))]
+    Invalid {
+        path: Option<PathBuf>,
+        field: &'static str,
+        message: String,
+    },
+}
+
+/// One line naming the field (`section.key`) and the line, then what is wrong with it. `toml`'s
+/// own report is several lines with the offending line quoted, and its serde message alone
+/// ("invalid socket address syntax") does not say which field.
+fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim();
+    let Some(span) = e.span() else {
+        return message.to_owned();
+    };
+    let before = text.get(..span.start).unwrap_or(text);
+    let line_no = before.matches('\n').count() + 1;
+    let line = text.lines().nth(line_no - 1).unwrap_or("").trim();
+    let section = before
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find_map(|l| l.strip_prefix('[').and_then(|l| l.strip_suffix(']')))
+        .map(str::trim);
+    let key = line
+        .split('=')
+        .next()
+        .map(str::trim)
+        .filter(|k| !k.is_empty() && !k.starts_with('[') && line.contains('='));
+    match (section, key) {
+        (Some(section), Some(key)) => format!("`{section}.{key}` (line {line_no}): {message}"),
+        (None, Some(key)) => format!("`{key}` (line {line_no}): {message}"),
+        _ => format!("line {line_no}: {message}"),
+    }
+}
+
+fn in_file(path: &Option<PathBuf>) -> String {
+    path.as_ref()
+        .map(|p| format!(" in {}", p.display()))
+        .unwrap_or_default()
+}
+
+impl Config {
+    /// For tests: everything on loopback with OS-chosen ports, dev keys, rooms removed at once.
+    pub fn loopback_ephemeral() -> Self {
+        Self {
+            http: HttpConfig {
+                bind: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            },
+            rtc: RtcConfig {
+                udp_bind: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+                advertised_ips: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
+            },
+            keys: KeysConfig::default(),
+            room: RoomConfig::default(),
+            log_level: "info".to_owned(),
+        }
+    }
+
+    /// Parses and validates TOML text. Missing fields take their defaults.
+    pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
+        Self::parse(text, None)
+    }
+
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, Some(path))
+    }
+
+    /// `path`'s config, or the embedded default when there is none.
+    pub fn load_or_default(path: Option<&Path>) -> Result<Self, ConfigError> {
+        match path {
+            Some(path) => Self::load(path),
+            None => Ok(Self::default()),
+        }
+    }
+
+    fn parse(text: &str, path: Option<&Path>) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.map(Path::to_owned),
+            message: describe_toml_error(text, &e),
+        })?;
+        config
+            .validate()
+            .map_err(|(field, message)| ConfigError::Invalid {
+                path: path.map(Path::to_owned),
+                field,
+                message,
+            })?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot: keys come in pairs, secrets are long enough, the log filter parses.
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        match (&self.keys.api_key, &self.keys.api_secret) {
+            (None, None) => {}
+            (Some(_), None) => {
+                return Err((
+                    "keys.api_secret",
+                    "missing; set both api_key and api_secret, or neither for dev mode".into(),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err((
+                    "keys.api_key",
+                    "missing; set both api_key and api_secret, or neither for dev mode".into(),
+                ));
+            }
+            (Some(key), Some(secret)) => {
+                if key.trim().is_empty() {
+                    return Err(("keys.api_key", "must not be empty".into()));
+                }
+                if secret.len() < MIN_SECRET_BYTES {
+                    return Err((
+                        "keys.api_secret",
+                        format!(
+                            "must be at least {MIN_SECRET_BYTES} bytes (it is {}); generate one with `openssl rand -hex 32`",
+                            secret.len()
+                        ),
+                    ));
+                }
+            }
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
+            return Err((
+                "log_level",
+                format!("{:?} is not a valid filter: {e}", self.log_level),
+            ));
+        }
+        if self.rtc.advertised_ips.iter().any(IpAddr::is_unspecified) {
+            return Err((
+                "rtc.advertised_ips",
+                "0.0.0.0 / :: cannot be advertised to peers; list the addresses clients reach"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The configured signing keys, or the well-known dev keys when none are configured.
+    pub fn api_keys(&self) -> ApiKeys {
+        match (&self.keys.api_key, &self.keys.api_secret) {
+            (Some(key), Some(secret)) => ApiKeys {
+                key: key.clone(),
+                secret: secret.clone(),
+            },
+            _ => ApiKeys::dev(),
+        }
+    }
+
+    /// True when no keys are configured: anyone can mint tokens with the published dev secret,
+    /// and `/api/dev-token` hands them out.
+    pub fn is_dev_mode(&self) -> bool {
+        self.api_keys().is_dev()
+    }
+
+    pub(crate) fn sfu_config(&self) -> aula_sfu::SfuConfig {
+        aula_sfu::SfuConfig {
+            udp_bind: self.rtc.udp_bind,
+            advertised_ips: self.rtc.advertised_ips.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_the_default() {
+        let config = Config::from_toml_str("").expect("empty TOML is a valid config");
+        assert_eq!(config, Config::default());
+        assert_eq!(
+            config.http.bind,
+            "0.0.0.0:7880".parse::<SocketAddr>().expect("literal")
+        );
+        assert_eq!(
+            config.rtc.udp_bind,
+            "0.0.0.0:7882".parse::<SocketAddr>().expect("literal")
+        );
+        assert!(config.is_dev_mode());
+    }
+
+    #[test]
+    fn sample_config_parses() {
+        let text = include_str!("../../aula.sample.toml");
+        let config = Config::from_toml_str(text).expect("the shipped sample must parse");
+        // The sample shows the defaults, so copying it changes nothing by surprise.
+        assert_eq!(config, Config::default());
+
+        // The commented-out examples must be valid too once an operator uncomments them.
+        let uncommented: String = text
+            .lines()
+            .map(|line| match line.strip_prefix("# ") {
+                Some(rest) if rest.starts_with("api_") || rest.starts_with("advertised_ips") => {
+                    rest
+                }
+                _ => line,
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let uncommented = uncommented.replacen("advertised_ips = []\n", "", 1);
+        let config = Config::from_toml_str(&uncommented).expect("uncommented sample must parse");
+        assert!(!config.is_dev_mode());
+        assert_eq!(config.rtc.advertised_ips.len(), 1);
+    }
+
+    #[test]
+    fn unknown_field_is_refused_and_named() {
+        let err = Config::from_toml_str("[keys]\napi_secet = \"x\"\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("`keys.api_secet`"), "{msg}");
+        let err = Config::from_toml_str("bogus = 1\n").unwrap_err();
+        assert!(err.to_string().contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn bad_value_names_the_field() {
+        let err = Config::from_toml_str("[http]\nbind = \"not an address\"\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("`http.bind` (line 2)"), "{msg}");
+        assert!(!msg.contains('\n'), "one line: {msg}");
+
+        let err = Config::from_toml_str("[room]\nempty_timeout_secs = -1\n").unwrap_err();
+        assert!(err.to_string().contains("empty_timeout_secs"), "{err}");
+
+        let err = Config::from_toml_str("[rtc]\nadvertised_ips = [\"1.2.3\"]\n").unwrap_err();
+        assert!(err.to_string().contains("`rtc.advertised_ips`"), "{err}");
+
+        // Not even TOML: still one line, with the line number.
+        let err = Config::from_toml_str("[http\n").unwrap_err();
+        assert!(err.to_string().contains("line 1"), "{err}");
+        assert!(!err.to_string().contains('\n'), "{err}");
+    }
+
+    #[test]
+    fn keys_come_in_pairs_and_secrets_are_long() {
+        let err = Config::from_toml_str("[keys]\napi_key = \"k\"\n").unwrap_err();
+        assert!(err.to_string().contains("keys.api_secret"), "{err}");
+        let err =
+            Config::from_toml_str("[keys]\napi_key = \"k\"\napi_secret = \"short\"\n").unwrap_err();
+        assert!(err.to_string().contains("at least 32 bytes"), "{err}");
+        let ok = Config::from_toml_str(&format!(
+            "[keys]\napi_key = \"k\"\napi_secret = \"{}\"\n",
+            "s".repeat(32)
+        ))
+        .expect("valid key pair");
+        assert_eq!(ok.api_keys().key, "k");
+        assert!(!ok.is_dev_mode());
+    }
+
+    #[test]
+    fn bad_log_level_is_refused() {
+        let err = Config::from_toml_str("log_level = \"info,=[\"\n").unwrap_err();
+        assert!(err.to_string().contains("log_level"), "{err}");
+    }
+
+    #[test]
+    fn missing_file_is_a_clear_error() {
+        let err = Config::load(Path::new("/nonexistent/aula.toml")).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/aula.toml"), "{err}");
+    }
+
+    #[test]
+    fn secret_is_not_debug_printed() {
+        let mut config = Config::default();
+        config.keys.api_secret = Some("super-secret-value".into());
+        assert!(!format!("{config:?}").contains("super-secret-value"));
+    }
+
+    #[test]
+    fn loopback_ephemeral_is_loopback_and_dev() {
+        let config = Config::loopback_ephemeral();
+        assert!(config.http.bind.ip().is_loopback());
+        assert_eq!(config.http.bind.port(), 0);
+        assert!(config.rtc.udp_bind.ip().is_loopback());
+        assert!(config.is_dev_mode());
+    }
+}

@@ -1,0 +1,181 @@
+//! HTTP routes: the WebSocket endpoint, health, dev tokens, and the embedded pages and SDK.
+//!
+//! Every error, including unknown routes and malformed requests, is a 4xx with the JSON body
+//! `{"error": {"code": "...", "message": "..."}}`, so that scripts and the SDKs never have to
+//! parse an HTML or plain-text error page.
+//!
+//! The pages and the browser SDK are compiled into the binary (`include_str!`): `aula serve`
+//! needs no files next to it, and the SDK served always matches the server's protocol version.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aula_protocol::{MAX_MESSAGE_BYTES, Role};
+use axum::Json;
+use axum::Router;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::{Query, State, WebSocketUpgrade};
+use axum::http::{Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::server::AppState;
+use crate::token::{self, AccessClaims};
+
+/// Largest WebSocket message read at all. Above [`MAX_MESSAGE_BYTES`] (the protocol's limit) so
+/// that a somewhat too large message is read and refused with `message_too_large` while the
+/// session continues; a message above this closes the socket without buffering it.
+pub const WS_MAX_MESSAGE_BYTES: usize = 4 * MAX_MESSAGE_BYTES;
+
+/// Lifetime of tokens from `/api/dev-token`: one school day.
+const DEV_TOKEN_TTL: Duration = Duration::from_secs(6 * 3600);
+
+/// An embedded static file.
+struct Asset {
+    body: &'static str,
+    content_type: &'static str,
+}
+
+const SDK_JS: Asset = Asset {
+    body: include_str!("../../client-sdk/js/aula.js"),
+    content_type: "text/javascript; charset=utf-8",
+};
+const INDEX_HTML: Asset = Asset {
+    body: include_str!("../web/index.html"),
+    content_type: "text/html; charset=utf-8",
+};
+const CLASS_HTML: Asset = Asset {
+    body: include_str!("../web/class.html"),
+    content_type: "text/html; charset=utf-8",
+};
+const CLASS_JS: Asset = Asset {
+    body: include_str!("../web/class.js"),
+    content_type: "text/javascript; charset=utf-8",
+};
+const CLASS_CSS: Asset = Asset {
+    body: include_str!("../web/class.css"),
+    content_type: "text/css; charset=utf-8",
+};
+
+impl IntoResponse for &'static Asset {
+    fn into_response(self) -> Response {
+        (
+            [
+                (header::CONTENT_TYPE, self.content_type),
+                // Embedded files change only with the binary; revalidate so an upgrade shows.
+                (header::CACHE_CONTROL, "no-cache"),
+            ],
+            self.body,
+        )
+            .into_response()
+    }
+}
+
+/// A 4xx/5xx with the JSON error body every route uses.
+pub(crate) fn json_error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    (
+        status,
+        Json(json!({ "error": { "code": code, "message": message.into() } })),
+    )
+        .into_response()
+}
+
+pub(crate) fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/ws", get(ws))
+        .route("/healthz", get(healthz))
+        .route("/api/dev-token", get(dev_token))
+        .route("/", get(|| async { &INDEX_HTML }))
+        .route("/class", get(|| async { &CLASS_HTML }))
+        .route("/sdk/aula.js", get(|| async { &SDK_JS }))
+        .route("/web/class.js", get(|| async { &CLASS_JS }))
+        .route("/web/class.css", get(|| async { &CLASS_CSS }))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+async fn ws(
+    State(state): State<Arc<AppState>>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    match upgrade {
+        Ok(upgrade) => upgrade
+            .max_message_size(WS_MAX_MESSAGE_BYTES)
+            .max_frame_size(WS_MAX_MESSAGE_BYTES)
+            .on_upgrade(move |socket| crate::session::run(socket, state)),
+        Err(rejection) => json_error(
+            rejection.status(),
+            "not_websocket",
+            format!("/ws is the WebSocket endpoint: {}", rejection.body_text()),
+        ),
+    }
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+#[derive(Debug, Deserialize)]
+struct DevTokenQuery {
+    room: String,
+    identity: String,
+    role: Role,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+/// Hands out tokens for any room and role, so the demo pages work with no backend. Only in dev
+/// mode: with real keys, tokens come from the application that knows who is a teacher.
+async fn dev_token(
+    State(state): State<Arc<AppState>>,
+    query: Result<Query<DevTokenQuery>, QueryRejection>,
+) -> Response {
+    if !state.is_dev_mode() {
+        return json_error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "dev tokens are only served in dev mode (no [keys] configured)",
+        );
+    }
+    let Query(q) = match query {
+        Ok(q) => q,
+        Err(rejection) => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!(
+                    "expected ?room=R&identity=I&role=teacher|student[&name=N]: {}",
+                    rejection.body_text()
+                ),
+            );
+        }
+    };
+    let mut claims = AccessClaims::new(&q.room, &q.identity, q.role, DEV_TOKEN_TTL);
+    if let Some(name) = q.name.as_deref().filter(|n| !n.trim().is_empty()) {
+        claims = claims.with_name(name);
+    }
+    match token::mint(state.keys(), &claims) {
+        Ok(token) => Json(json!({ "token": token })).into_response(),
+        Err(e) => json_error(StatusCode::BAD_REQUEST, "bad_request", e.to_string()),
+    }
+}
+
+async fn not_found(method: Method, uri: Uri) -> Response {
+    json_error(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no route for {method} {}", uri.path()),
+    )
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> Response {
+    json_error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}

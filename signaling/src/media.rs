@@ -1,0 +1,102 @@
+//! The seam between the control plane and the media plane.
+//!
+//! Sessions and the SFU event dispatcher talk to the media plane only through [`MediaPlane`],
+//! implemented by [`aula_sfu::SfuHandle`]. The seam exists so that the room and session logic
+//! (who subscribes to what, who may publish, what happens when a peer fails) can be tested with
+//! a scripted fake and injected [`SfuEvent`]s, without UDP, ICE or a browser; and so that another
+//! media plane (e.g. a cascade relay) can be plugged in later. Only the commands the control plane
+//! uses are here.
+
+use aula_protocol::{IceCandidate, PeerTarget, TrackAnnouncement};
+use aula_sfu::{SfuError, SfuHandle};
+use futures_util::future::BoxFuture;
+
+/// What the control plane asks of the media plane. Every call is keyed by participant sid.
+///
+/// Boxed futures keep the trait object-safe, so the server holds an `Arc<dyn MediaPlane>`; the
+/// allocation per call is noise next to a round trip to the SFU thread.
+pub trait MediaPlane: Send + Sync + 'static {
+    /// Applies a publisher's offer and returns the answer.
+    fn publish_offer<'a>(
+        &'a self,
+        participant: &'a str,
+        sdp: String,
+        tracks: Vec<TrackAnnouncement>,
+    ) -> BoxFuture<'a, Result<String, SfuError>>;
+
+    /// Applies the answer to the last subscribe offer.
+    fn subscribe_answer<'a>(
+        &'a self,
+        participant: &'a str,
+        sdp: String,
+    ) -> BoxFuture<'a, Result<(), SfuError>>;
+
+    /// Adds a trickled client candidate.
+    fn add_candidate<'a>(
+        &'a self,
+        participant: &'a str,
+        target: PeerTarget,
+        candidate: IceCandidate,
+    ) -> BoxFuture<'a, Result<(), SfuError>>;
+
+    /// Starts forwarding a track to a participant (a subscribe offer follows as an event).
+    fn subscribe<'a>(
+        &'a self,
+        participant: &'a str,
+        track_sid: &'a str,
+    ) -> BoxFuture<'a, Result<(), SfuError>>;
+
+    /// Closes the participant's connections; its tracks are unpublished.
+    fn remove_participant<'a>(
+        &'a self,
+        participant: &'a str,
+    ) -> BoxFuture<'a, Result<(), SfuError>>;
+}
+
+impl MediaPlane for SfuHandle {
+    fn publish_offer<'a>(
+        &'a self,
+        participant: &'a str,
+        sdp: String,
+        tracks: Vec<TrackAnnouncement>,
+    ) -> BoxFuture<'a, Result<String, SfuError>> {
+        Box::pin(SfuHandle::publish_offer(self, participant, sdp, tracks))
+    }
+
+    fn subscribe_answer<'a>(
+        &'a self,
+        participant: &'a str,
+        sdp: String,
+    ) -> BoxFuture<'a, Result<(), SfuError>> {
+        Box::pin(SfuHandle::subscribe_answer(self, participant, sdp))
+    }
+
+    fn add_candidate<'a>(
+        &'a self,
+        participant: &'a str,
+        target: PeerTarget,
+        candidate: IceCandidate,
+    ) -> BoxFuture<'a, Result<(), SfuError>> {
+        Box::pin(SfuHandle::add_candidate(
+            self,
+            participant,
+            target,
+            candidate,
+        ))
+    }
+
+    fn subscribe<'a>(
+        &'a self,
+        participant: &'a str,
+        track_sid: &'a str,
+    ) -> BoxFuture<'a, Result<(), SfuError>> {
+        Box::pin(SfuHandle::subscribe(self, participant, track_sid))
+    }
+
+    fn remove_participant<'a>(
+        &'a self,
+        participant: &'a str,
+    ) -> BoxFuture<'a, Result<(), SfuError>> {
+        Box::pin(SfuHandle::remove_participant(self, participant))
+    }
+}

@@ -1,0 +1,542 @@
+//! Rooms and their participants: the control plane's only shared state.
+//!
+//! [`Registry`] is plain data behind one mutex, never held across an `.await`. Its methods
+//! change the state *and* queue the resulting messages on the participants' outboxes in the same
+//! critical section, so every participant sees events in the order the state changed (a
+//! `ParticipantJoined` can never overtake the `Joined` of the same newcomer, a track can never be
+//! both missing from a newcomer's snapshot and from its later `TrackPublished`). Calls to the
+//! media plane, which are async, are returned to the caller to perform after the lock is released.
+//!
+//! Outboxes are unbounded because queuing must not block under the lock. A client that stops
+//! reading is bounded by the session's idle timeout, which closes it.
+
+use std::collections::HashMap;
+
+use aula_protocol::{ParticipantInfo, Role, RoomInfo, ServerMessage, TrackInfo};
+use aula_sfu::PublishedTrack;
+use tokio::sync::mpsc;
+
+/// What a session's writer is asked to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Outgoing {
+    /// Send this message.
+    Message(ServerMessage),
+    /// End the session: send `Left { reason }` if given, then close the WebSocket.
+    End { left: Option<String> },
+}
+
+pub(crate) type Outbox = mpsc::UnboundedSender<Outgoing>;
+
+/// Why a participant was removed by someone other than itself.
+pub(crate) const REASON_DUPLICATE: &str = "duplicate identity";
+pub(crate) const REASON_PEER_FAILED: &str = "peer connection failed";
+
+/// A participant as the registry knows it.
+#[derive(Debug)]
+pub(crate) struct Member {
+    pub info: ParticipantInfo,
+    pub can_subscribe: bool,
+    pub outbox: Outbox,
+}
+
+#[derive(Debug, Default)]
+struct Room {
+    /// In join order, so that snapshots list participants the way they arrived. Classes are tens
+    /// to a few hundred people; linear scans are cheaper than keeping two maps in sync.
+    members: Vec<Member>,
+    /// Bumped on every join so that a delayed "remove if still empty" knows whether the room
+    /// was reused in between.
+    generation: u64,
+}
+
+impl Room {
+    fn member(&self, sid: &str) -> Option<&Member> {
+        self.members.iter().find(|m| m.info.sid == sid)
+    }
+
+    fn member_mut(&mut self, sid: &str) -> Option<&mut Member> {
+        self.members.iter_mut().find(|m| m.info.sid == sid)
+    }
+
+    fn broadcast(&self, msg: &ServerMessage, except: Option<&str>) {
+        for m in &self.members {
+            if Some(m.info.sid.as_str()) != except {
+                // A closed outbox means the session is ending; its cleanup removes it.
+                let _ = m.outbox.send(Outgoing::Message(msg.clone()));
+            }
+        }
+    }
+
+    /// Removes a member and tells the others: its tracks go first, then the participant, so a
+    /// client that only tracks `TrackUnpublished` still drops the tracks.
+    fn remove(&mut self, sid: &str) -> Option<Member> {
+        let pos = self.members.iter().position(|m| m.info.sid == sid)?;
+        let member = self.members.remove(pos);
+        for track in &member.info.tracks {
+            self.broadcast(
+                &ServerMessage::TrackUnpublished {
+                    track_sid: track.sid.clone(),
+                    participant_sid: sid.to_owned(),
+                },
+                None,
+            );
+        }
+        self.broadcast(
+            &ServerMessage::ParticipantLeft {
+                participant_sid: sid.to_owned(),
+            },
+            None,
+        );
+        Some(member)
+    }
+}
+
+/// What [`Registry::join`] asks the caller to do next.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct JoinOutcome {
+    /// Tracks already in the room to subscribe the newcomer to.
+    pub subscribe_to: Vec<String>,
+    /// An older session of the same identity that was removed (its media must be torn down).
+    pub replaced: Option<String>,
+}
+
+/// A room left empty by a removal; when the empty timeout is not zero, the caller schedules
+/// [`Registry::remove_room_if_empty`] with this generation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct EmptiedRoom {
+    pub room: String,
+    pub generation: u64,
+}
+
+/// Every room and participant of this server.
+#[derive(Debug)]
+pub(crate) struct Registry {
+    rooms: HashMap<String, Room>,
+    /// Participant sid -> room name, for events that name only the participant.
+    room_of: HashMap<String, String>,
+    /// Whether an emptied room is removed at once (empty timeout 0) or left for the caller.
+    keep_empty_rooms: bool,
+}
+
+impl Registry {
+    pub fn new(keep_empty_rooms: bool) -> Self {
+        Self {
+            rooms: HashMap::new(),
+            room_of: HashMap::new(),
+            keep_empty_rooms,
+        }
+    }
+
+    pub fn room_count(&self) -> usize {
+        self.rooms.len()
+    }
+
+    pub fn participant_count(&self) -> usize {
+        self.room_of.len()
+    }
+
+    /// Adds `member` to `room` (creating it), queues `Joined` for it and `ParticipantJoined` for
+    /// the others. An existing session with the same identity is removed first and told
+    /// `Left { reason: "duplicate identity" }`: the newest connection wins, as a reloaded browser
+    /// tab must not be locked out by its own ghost.
+    pub fn join(&mut self, room_name: &str, member: Member) -> JoinOutcome {
+        let room = self.rooms.entry(room_name.to_owned()).or_default();
+        room.generation += 1;
+
+        let mut outcome = JoinOutcome::default();
+        if let Some(old_sid) = room
+            .members
+            .iter()
+            .find(|m| m.info.identity == member.info.identity)
+            .map(|m| m.info.sid.clone())
+        {
+            if let Some(old) = room.remove(&old_sid) {
+                let _ = old.outbox.send(Outgoing::End {
+                    left: Some(REASON_DUPLICATE.to_owned()),
+                });
+            }
+            self.room_of.remove(&old_sid);
+            outcome.replaced = Some(old_sid);
+        }
+
+        if member.can_subscribe {
+            outcome.subscribe_to = room
+                .members
+                .iter()
+                .flat_map(|m| m.info.tracks.iter().map(|t| t.sid.clone()))
+                .collect();
+        }
+        let _ = member.outbox.send(Outgoing::Message(ServerMessage::Joined {
+            version: aula_protocol::PROTOCOL_VERSION,
+            participant: member.info.clone(),
+            room: RoomInfo {
+                name: room_name.to_owned(),
+                participants: room.members.iter().map(|m| m.info.clone()).collect(),
+            },
+        }));
+        room.broadcast(
+            &ServerMessage::ParticipantJoined {
+                participant: member.info.clone(),
+            },
+            None,
+        );
+        self.room_of
+            .insert(member.info.sid.clone(), room_name.to_owned());
+        room.members.push(member);
+        outcome
+    }
+
+    /// Removes a participant (its own leave, a closed socket, or a kick) and tells the others.
+    /// `None` when it was already gone, so every cleanup path may call it.
+    pub fn leave(&mut self, sid: &str) -> Option<(Member, Option<EmptiedRoom>)> {
+        let room_name = self.room_of.remove(sid)?;
+        let room = self.rooms.get_mut(&room_name)?;
+        let member = room.remove(sid)?;
+        let emptied = if room.members.is_empty() {
+            if self.keep_empty_rooms {
+                Some(EmptiedRoom {
+                    generation: room.generation,
+                    room: room_name,
+                })
+            } else {
+                self.rooms.remove(&room_name);
+                None
+            }
+        } else {
+            None
+        };
+        Some((member, emptied))
+    }
+
+    /// Removes a participant for `reason` and tells its session to end.
+    pub fn kick(&mut self, sid: &str, reason: &str) -> Option<Option<EmptiedRoom>> {
+        let (member, emptied) = self.leave(sid)?;
+        let _ = member.outbox.send(Outgoing::End {
+            left: Some(reason.to_owned()),
+        });
+        Some(emptied)
+    }
+
+    /// Removes a room kept after it emptied, unless someone joined it since.
+    pub fn remove_room_if_empty(&mut self, emptied: &EmptiedRoom) -> bool {
+        let unused = self
+            .rooms
+            .get(&emptied.room)
+            .is_some_and(|r| r.members.is_empty() && r.generation == emptied.generation);
+        if unused {
+            self.rooms.remove(&emptied.room);
+        }
+        unused
+    }
+
+    /// Records a track the SFU started receiving and announces it to the whole room, publisher
+    /// included (that is how the publisher learns the track's sid). Returns the other
+    /// participants allowed to subscribe; `None` if the publisher is gone.
+    pub fn track_published(&mut self, sid: &str, track: &PublishedTrack) -> Option<Vec<String>> {
+        let room = self.rooms.get_mut(self.room_of.get(sid)?)?;
+        let publisher = room.member_mut(sid)?;
+        let info = TrackInfo {
+            sid: track.sid.clone(),
+            participant_sid: sid.to_owned(),
+            kind: track.kind,
+            source: track.source,
+            simulcast: track.simulcast,
+            muted: false,
+            mime_type: track.mime_type.clone(),
+        };
+        publisher.info.tracks.retain(|t| t.sid != track.sid);
+        publisher.info.tracks.push(info.clone());
+        room.broadcast(&ServerMessage::TrackPublished { track: info }, None);
+        Some(
+            room.members
+                .iter()
+                .filter(|m| m.info.sid != sid && m.can_subscribe)
+                .map(|m| m.info.sid.clone())
+                .collect(),
+        )
+    }
+
+    /// Forgets a track and tells the room. False if it was not known.
+    pub fn track_unpublished(&mut self, sid: &str, track_sid: &str) -> bool {
+        let Some(room) = self.room_of.get(sid).and_then(|r| self.rooms.get_mut(r)) else {
+            return false;
+        };
+        let Some(publisher) = room.member_mut(sid) else {
+            return false;
+        };
+        let before = publisher.info.tracks.len();
+        publisher.info.tracks.retain(|t| t.sid != track_sid);
+        if publisher.info.tracks.len() == before {
+            return false;
+        }
+        room.broadcast(
+            &ServerMessage::TrackUnpublished {
+                track_sid: track_sid.to_owned(),
+                participant_sid: sid.to_owned(),
+            },
+            None,
+        );
+        true
+    }
+
+    /// Mutes or unmutes one of `sid`'s own tracks and tells the room. False if `sid` has no such
+    /// track (including someone else's track: only the publisher mutes its tracks).
+    pub fn mute(&mut self, sid: &str, track_sid: &str, muted: bool) -> bool {
+        let Some(room) = self.room_of.get(sid).and_then(|r| self.rooms.get_mut(r)) else {
+            return false;
+        };
+        let Some(track) = room
+            .member_mut(sid)
+            .and_then(|m| m.info.tracks.iter_mut().find(|t| t.sid == track_sid))
+        else {
+            return false;
+        };
+        track.muted = muted;
+        room.broadcast(
+            &ServerMessage::TrackMuted {
+                track_sid: track_sid.to_owned(),
+                participant_sid: sid.to_owned(),
+                muted,
+            },
+            None,
+        );
+        true
+    }
+
+    /// Queues a message for one participant. False if it is gone.
+    pub fn send_to(&self, sid: &str, msg: ServerMessage) -> bool {
+        self.room_of
+            .get(sid)
+            .and_then(|r| self.rooms.get(r))
+            .and_then(|room| room.member(sid))
+            .is_some_and(|m| m.outbox.send(Outgoing::Message(msg)).is_ok())
+    }
+}
+
+/// A participant's public info as first announced (no tracks yet).
+pub(crate) fn participant_info(
+    sid: String,
+    identity: &str,
+    name: &str,
+    role: Role,
+) -> ParticipantInfo {
+    ParticipantInfo {
+        sid,
+        identity: identity.to_owned(),
+        name: if name.is_empty() { identity } else { name }.to_owned(),
+        role,
+        tracks: Vec::new(),
+    }
+}
+
+/// A fresh participant sid: `PA_` and 12 random alphanumerics (~71 bits), unguessable so that a
+/// sid seen in the room cannot be used to address another session.
+pub(crate) fn new_participant_sid() -> String {
+    use rand::Rng;
+    use rand::distr::Alphanumeric;
+    let suffix: String = rand::rng()
+        .sample_iter(Alphanumeric)
+        .take(12)
+        .map(char::from)
+        .collect();
+    format!("PA_{suffix}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aula_protocol::{TrackKind, TrackSource};
+    use tokio::sync::mpsc::UnboundedReceiver;
+
+    fn member(sid: &str, identity: &str, role: Role) -> (Member, UnboundedReceiver<Outgoing>) {
+        let (outbox, rx) = mpsc::unbounded_channel();
+        (
+            Member {
+                info: participant_info(sid.into(), identity, "", role),
+                can_subscribe: true,
+                outbox,
+            },
+            rx,
+        )
+    }
+
+    fn drain(rx: &mut UnboundedReceiver<Outgoing>) -> Vec<Outgoing> {
+        let mut out = Vec::new();
+        while let Ok(m) = rx.try_recv() {
+            out.push(m);
+        }
+        out
+    }
+
+    fn camera(sid: &str) -> PublishedTrack {
+        PublishedTrack {
+            sid: sid.into(),
+            kind: TrackKind::Video,
+            source: TrackSource::Camera,
+            simulcast: true,
+            mime_type: "video/VP8".into(),
+        }
+    }
+
+    #[test]
+    fn join_snapshot_broadcast_and_leave_cleanup() {
+        let mut reg = Registry::new(false);
+        let (t, mut t_rx) = member("PA_t", "teacher", Role::Teacher);
+        assert_eq!(reg.join("math", t), JoinOutcome::default());
+        assert!(matches!(
+            &drain(&mut t_rx)[..],
+            [Outgoing::Message(ServerMessage::Joined { room, .. })] if room.participants.is_empty()
+        ));
+
+        assert_eq!(reg.track_published("PA_t", &camera("TR_1")), Some(vec![]));
+        let (s, mut s_rx) = member("PA_s", "student", Role::Student);
+        let outcome = reg.join("math", s);
+        assert_eq!(outcome.subscribe_to, vec!["TR_1".to_string()]);
+        let Outgoing::Message(ServerMessage::Joined {
+            room, participant, ..
+        }) = &drain(&mut s_rx)[0]
+        else {
+            panic!("student did not get Joined first");
+        };
+        assert_eq!(participant.sid, "PA_s");
+        assert_eq!(room.participants.len(), 1);
+        assert_eq!(room.participants[0].tracks[0].sid, "TR_1");
+        let t_msgs = drain(&mut t_rx);
+        assert!(t_msgs.iter().any(|m| matches!(m,
+            Outgoing::Message(ServerMessage::ParticipantJoined { participant }) if participant.sid == "PA_s")));
+
+        // The teacher leaves: the student hears about its track, then the participant.
+        let (_, emptied) = reg.leave("PA_t").expect("teacher was there");
+        assert_eq!(emptied, None);
+        assert_eq!(
+            drain(&mut s_rx),
+            vec![
+                Outgoing::Message(ServerMessage::TrackUnpublished {
+                    track_sid: "TR_1".into(),
+                    participant_sid: "PA_t".into()
+                }),
+                Outgoing::Message(ServerMessage::ParticipantLeft {
+                    participant_sid: "PA_t".into()
+                }),
+            ]
+        );
+        assert!(reg.leave("PA_t").is_none(), "leave is idempotent");
+        reg.leave("PA_s").expect("student was there");
+        assert_eq!(reg.room_count(), 0);
+        assert_eq!(reg.participant_count(), 0);
+    }
+
+    #[test]
+    fn duplicate_identity_replaces_the_older_session() {
+        let mut reg = Registry::new(false);
+        let (a1, mut a1_rx) = member("PA_1", "alice", Role::Teacher);
+        let (b, mut b_rx) = member("PA_b", "bob", Role::Student);
+        reg.join("r", a1);
+        reg.join("r", b);
+        drain(&mut a1_rx);
+        drain(&mut b_rx);
+
+        let (a2, mut a2_rx) = member("PA_2", "alice", Role::Teacher);
+        let outcome = reg.join("r", a2);
+        assert_eq!(outcome.replaced.as_deref(), Some("PA_1"));
+        assert!(drain(&mut a1_rx).contains(&Outgoing::End {
+            left: Some(REASON_DUPLICATE.into())
+        }));
+        let b_msgs = drain(&mut b_rx);
+        assert!(
+            matches!(&b_msgs[0], Outgoing::Message(ServerMessage::ParticipantLeft { participant_sid }) if participant_sid == "PA_1")
+        );
+        assert!(
+            matches!(&b_msgs[1], Outgoing::Message(ServerMessage::ParticipantJoined { participant }) if participant.sid == "PA_2")
+        );
+        let Outgoing::Message(ServerMessage::Joined { room, .. }) = &drain(&mut a2_rx)[0] else {
+            panic!("no Joined");
+        };
+        assert_eq!(
+            room.participants.len(),
+            1,
+            "the replaced session is not listed"
+        );
+        assert_eq!(reg.participant_count(), 2);
+    }
+
+    #[test]
+    fn track_events_reach_everyone_and_pick_subscribers() {
+        let mut reg = Registry::new(false);
+        let (t, mut t_rx) = member("PA_t", "t", Role::Teacher);
+        let (s, _s_rx) = member("PA_s", "s", Role::Student);
+        let (mut n, _n_rx) = member("PA_n", "n", Role::Student);
+        n.can_subscribe = false;
+        reg.join("r", t);
+        reg.join("r", s);
+        reg.join("r", n);
+        drain(&mut t_rx);
+
+        let subs = reg
+            .track_published("PA_t", &camera("TR_1"))
+            .expect("publisher known");
+        assert_eq!(subs, vec!["PA_s".to_string()]);
+        assert!(matches!(&drain(&mut t_rx)[..],
+            [Outgoing::Message(ServerMessage::TrackPublished { track })] if track.sid == "TR_1" && track.participant_sid == "PA_t"));
+        assert!(reg.track_published("PA_gone", &camera("TR_2")).is_none());
+
+        assert!(reg.mute("PA_t", "TR_1", true));
+        assert!(!reg.mute("PA_s", "TR_1", true), "not the student's track");
+        assert!(!reg.mute("PA_t", "TR_nope", true));
+        assert!(matches!(
+            &drain(&mut t_rx)[..],
+            [Outgoing::Message(ServerMessage::TrackMuted {
+                muted: true,
+                ..
+            })]
+        ));
+
+        assert!(reg.track_unpublished("PA_t", "TR_1"));
+        assert!(!reg.track_unpublished("PA_t", "TR_1"));
+        assert!(reg.send_to("PA_s", ServerMessage::Pong));
+        assert!(!reg.send_to("PA_gone", ServerMessage::Pong));
+    }
+
+    #[test]
+    fn kick_ends_the_session() {
+        let mut reg = Registry::new(false);
+        let (t, mut t_rx) = member("PA_t", "t", Role::Teacher);
+        reg.join("r", t);
+        drain(&mut t_rx);
+        assert_eq!(reg.kick("PA_t", REASON_PEER_FAILED), Some(None));
+        assert_eq!(
+            drain(&mut t_rx),
+            vec![Outgoing::End {
+                left: Some(REASON_PEER_FAILED.into())
+            }]
+        );
+        assert_eq!(reg.room_count(), 0);
+        assert_eq!(reg.kick("PA_t", REASON_PEER_FAILED), None);
+    }
+
+    #[test]
+    fn empty_rooms_kept_until_reaped_unless_reused() {
+        let mut reg = Registry::new(true);
+        let (a, _a_rx) = member("PA_a", "a", Role::Teacher);
+        reg.join("r", a);
+        let (_, emptied) = reg.leave("PA_a").expect("present");
+        let emptied = emptied.expect("room emptied");
+        assert_eq!(reg.room_count(), 1);
+
+        // Reused before the timeout: not removed.
+        let (b, _b_rx) = member("PA_b", "b", Role::Teacher);
+        reg.join("r", b);
+        assert!(!reg.remove_room_if_empty(&emptied));
+        let (_, emptied) = reg.leave("PA_b").expect("present");
+        assert!(reg.remove_room_if_empty(&emptied.expect("emptied")));
+        assert_eq!(reg.room_count(), 0);
+    }
+
+    #[test]
+    fn sids_are_prefixed_and_distinct() {
+        let a = new_participant_sid();
+        let b = new_participant_sid();
+        assert!(a.starts_with("PA_") && a.len() == 15);
+        assert_ne!(a, b);
+    }
+}

@@ -1,0 +1,311 @@
+//! The running server: HTTP listener, SFU, event dispatcher, and the state they share.
+//!
+//! Ownership is a tree so that shutdown is a matter of dropping: [`Server`] owns the shutdown
+//! signal; the HTTP task, every session and the event dispatcher hold an `Arc<AppState>`, which
+//! owns the media plane handle. When all of them have stopped, the last `AppState` drops, and
+//! with it the SFU handle (the SFU thread ends when its command channel closes).
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use aula_protocol::ServerMessage;
+use aula_sfu::{PeerState, SfuEvent};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::media::MediaPlane;
+use crate::room::{self, EmptiedRoom, JoinOutcome, Member, Registry};
+use crate::token::ApiKeys;
+
+/// How long [`Server::shutdown`] waits for each stage before giving up on it.
+const SHUTDOWN_STAGE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// State shared by the HTTP handlers, the sessions and the SFU event dispatcher.
+pub(crate) struct AppState {
+    /// Behind its own `Arc` so that delayed empty-room removals do not keep `AppState` alive.
+    registry: Arc<Mutex<Registry>>,
+    media: Arc<dyn MediaPlane>,
+    keys: ApiKeys,
+    empty_timeout: Duration,
+    shutdown: watch::Receiver<bool>,
+    /// Never sent on: [`Server::shutdown`] waits for the channel to close, i.e. for the last
+    /// `AppState` (the last session) to be dropped.
+    _alive: mpsc::Sender<()>,
+}
+
+impl AppState {
+    fn registry(&self) -> MutexGuard<'_, Registry> {
+        // Registry methods do not panic on any input; if one ever did, its state is still
+        // consistent enough to serve the other rooms, which beats taking the server down.
+        self.registry.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn keys(&self) -> &ApiKeys {
+        &self.keys
+    }
+
+    pub(crate) fn is_dev_mode(&self) -> bool {
+        self.keys.is_dev()
+    }
+
+    pub(crate) fn media(&self) -> &dyn MediaPlane {
+        self.media.as_ref()
+    }
+
+    pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.clone()
+    }
+
+    pub(crate) fn join(&self, room: &str, member: Member) -> JoinOutcome {
+        self.registry().join(room, member)
+    }
+
+    pub(crate) fn leave(&self, sid: &str) {
+        let emptied = self.registry().leave(sid).and_then(|(_, emptied)| emptied);
+        self.reap_later(emptied);
+    }
+
+    pub(crate) fn mute(&self, sid: &str, track_sid: &str, muted: bool) -> bool {
+        self.registry().mute(sid, track_sid, muted)
+    }
+
+    fn kick(&self, sid: &str, reason: &str) {
+        if let Some(emptied) = self.registry().kick(sid, reason) {
+            self.reap_later(emptied);
+        }
+    }
+
+    /// Removes an emptied room after the configured timeout unless it was reused.
+    fn reap_later(&self, emptied: Option<EmptiedRoom>) {
+        let Some(emptied) = emptied else { return };
+        let registry = Arc::clone(&self.registry);
+        let delay = self.empty_timeout;
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let removed = registry
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove_room_if_empty(&emptied);
+            if removed {
+                tracing::debug!(room = emptied.room, "removed empty room");
+            }
+        });
+    }
+
+    fn counts(&self) -> (usize, usize) {
+        let registry = self.registry();
+        (registry.room_count(), registry.participant_count())
+    }
+}
+
+/// A running Aula server. Dropping it without [`Server::shutdown`] also stops the sessions, but
+/// does not wait for them.
+pub struct Server {
+    http_addr: SocketAddr,
+    udp_addr: SocketAddr,
+    state: Arc<AppState>,
+    shutdown: watch::Sender<bool>,
+    http_task: JoinHandle<std::io::Result<()>>,
+    events_task: JoinHandle<()>,
+    alive: mpsc::Receiver<()>,
+}
+
+impl Server {
+    /// Where HTTP and WebSocket are served (the real port when configured with port 0).
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// Where the SFU receives media (the real port when configured with port 0).
+    pub fn udp_addr(&self) -> SocketAddr {
+        self.udp_addr
+    }
+
+    /// Rooms currently held (including empty ones waiting for their timeout).
+    pub fn room_count(&self) -> usize {
+        self.state.counts().0
+    }
+
+    /// Participants currently joined, over all rooms.
+    pub fn participant_count(&self) -> usize {
+        self.state.counts().1
+    }
+
+    /// Stops accepting, tells every participant `Left { reason: "server shutting down" }`, waits
+    /// (bounded) for sessions to close and the SFU handle to be released.
+    pub async fn shutdown(self) {
+        let Server {
+            state,
+            shutdown,
+            http_task,
+            events_task,
+            mut alive,
+            ..
+        } = self;
+        // Receivers see the change even if they are not waiting yet.
+        let _ = shutdown.send(true);
+        drop(state);
+        match tokio::time::timeout(SHUTDOWN_STAGE_TIMEOUT, http_task).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!("HTTP server ended with an error: {e}"),
+            Ok(Err(e)) => tracing::warn!("HTTP task failed: {e}"),
+            Err(_) => tracing::warn!("HTTP server did not stop in time"),
+        }
+        if tokio::time::timeout(SHUTDOWN_STAGE_TIMEOUT, events_task)
+            .await
+            .is_err()
+        {
+            tracing::warn!("SFU event dispatcher did not stop in time");
+        }
+        // `recv` returns `None` once every `AppState` (every session) is gone.
+        if tokio::time::timeout(SHUTDOWN_STAGE_TIMEOUT, alive.recv())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some sessions did not close in time");
+        }
+        drop(shutdown);
+    }
+}
+
+/// Starts the SFU (UDP) and the HTTP server as configured.
+pub async fn start(config: Config) -> anyhow::Result<Server> {
+    let (sfu, events) = aula_sfu::start(config.sfu_config())
+        .with_context(|| format!("cannot start the SFU on UDP {}", config.rtc.udp_bind))?;
+    let udp_addr = sfu.local_addr();
+    start_with_media(config, Arc::new(sfu), events, udp_addr).await
+}
+
+/// Starts the HTTP server against any media plane: the seam for tests that script the SFU's
+/// events, and for embedding another media plane. `udp_addr` is only reported.
+pub async fn start_with_media(
+    config: Config,
+    media: Arc<dyn MediaPlane>,
+    events: mpsc::UnboundedReceiver<SfuEvent>,
+    udp_addr: SocketAddr,
+) -> anyhow::Result<Server> {
+    let listener = TcpListener::bind(config.http.bind)
+        .await
+        .with_context(|| format!("cannot listen for HTTP on {}", config.http.bind))?;
+    let http_addr = listener
+        .local_addr()
+        .context("cannot read the HTTP listener's address")?;
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (alive_tx, alive_rx) = mpsc::channel(1);
+    let empty_timeout = Duration::from_secs(config.room.empty_timeout_secs);
+    let state = Arc::new(AppState {
+        registry: Arc::new(Mutex::new(Registry::new(!empty_timeout.is_zero()))),
+        media,
+        keys: config.api_keys(),
+        empty_timeout,
+        shutdown: shutdown_rx.clone(),
+        _alive: alive_tx,
+    });
+
+    let app = crate::http::router(Arc::clone(&state));
+    let mut http_shutdown = shutdown_rx.clone();
+    let http_task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stopped(&mut http_shutdown).await })
+            .await
+    });
+    let events_task = tokio::spawn(dispatch_events(Arc::clone(&state), events, shutdown_rx));
+    tracing::info!(%http_addr, %udp_addr, dev_mode = state.is_dev_mode(), "Aula server started");
+
+    Ok(Server {
+        http_addr,
+        udp_addr,
+        state,
+        shutdown: shutdown_tx,
+        http_task,
+        events_task,
+        alive: alive_rx,
+    })
+}
+
+/// Resolves once shutdown is signalled (or the [`Server`] is dropped, which also means stop).
+/// A plain `()` future: `wait_for`'s guard is not `Send` and must not live across a select.
+pub(crate) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+/// Applies the SFU's events to the rooms, one at a time, in the order the SFU produced them.
+async fn dispatch_events(
+    state: Arc<AppState>,
+    mut events: mpsc::UnboundedReceiver<SfuEvent>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let event = tokio::select! {
+            event = events.recv() => event,
+            _ = stopped(&mut shutdown) => break,
+        };
+        let Some(event) = event else {
+            tracing::error!("the SFU stopped; media no longer flows");
+            break;
+        };
+        handle_event(&state, event).await;
+    }
+}
+
+pub(crate) async fn handle_event(state: &AppState, event: SfuEvent) {
+    match event {
+        SfuEvent::TrackPublished { participant, track } => {
+            let subscribers = state.registry().track_published(&participant, &track);
+            let Some(subscribers) = subscribers else {
+                // The publisher left while its media was starting; the SFU cleans up its tracks.
+                tracing::debug!(
+                    participant,
+                    track_sid = track.sid,
+                    "track of a departed participant"
+                );
+                return;
+            };
+            tracing::info!(participant, track_sid = track.sid, kind = ?track.kind, source = ?track.source, "track published");
+            for subscriber in subscribers {
+                if let Err(e) = state.media.subscribe(&subscriber, &track.sid).await {
+                    tracing::warn!(subscriber, track_sid = track.sid, "subscribe failed: {e}");
+                }
+            }
+        }
+        SfuEvent::TrackUnpublished {
+            participant,
+            track_sid,
+        } => {
+            // Unknown when the participant already left: the leave announced its tracks.
+            if state.registry().track_unpublished(&participant, &track_sid) {
+                tracing::info!(participant, track_sid, "track unpublished");
+            }
+        }
+        SfuEvent::SubscribeOffer { participant, sdp } => {
+            if !state
+                .registry()
+                .send_to(&participant, ServerMessage::SubscribeOffer { sdp })
+            {
+                tracing::debug!(participant, "subscribe offer for a departed participant");
+            }
+        }
+        SfuEvent::PeerState {
+            participant,
+            target,
+            state: peer_state,
+        } => match peer_state {
+            PeerState::Connected => tracing::debug!(participant, ?target, "peer connected"),
+            PeerState::Failed => {
+                // No ICE restart yet: the client must rejoin, so end the session cleanly. The
+                // session's own cleanup tells the SFU to drop the participant.
+                tracing::info!(
+                    participant,
+                    ?target,
+                    "peer connection failed; ending session"
+                );
+                state.kick(&participant, room::REASON_PEER_FAILED);
+            }
+        },
+    }
+}

@@ -1,0 +1,321 @@
+//! One participant's WebSocket: the protocol state machine (before join / joined / ending).
+//!
+//! Each socket is one task running one loop that reads client frames, writes queued server
+//! messages, pings, and watches for shutdown. Client messages are handled one at a time, in
+//! order, awaiting the media plane inline: a client's `Candidate` can never overtake the
+//! `PublishOffer` it belongs to. Everything sent to the client goes through the session's outbox,
+//! replies included, so replies and room broadcasts leave in the order they were produced.
+//!
+//! Nothing a client sends can panic or end the session except `Leave`, a bad `Join`, silence
+//! past the idle timeout, or a frame larger than the WebSocket limit.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aula_protocol::{ClientMessage, ErrorCode, PROTOCOL_VERSION, ServerMessage};
+use aula_sfu::SfuError;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, close_code};
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::room::{self, Member, Outbox, Outgoing};
+use crate::server::AppState;
+use crate::token::{self, AccessClaims};
+
+/// How often the server pings. Browsers answer WebSocket pings by themselves.
+pub(crate) const PING_INTERVAL: Duration = Duration::from_secs(10);
+/// A client not heard from (any frame, pongs included) for this long is dead: TCP alone can take
+/// many minutes to notice a vanished peer, and its seat in the room would stay taken meanwhile.
+pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// A socket that has not joined by then is closed, so idle sockets cannot pile up.
+pub(crate) const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The reason sent when the server stops.
+const REASON_SHUTDOWN: &str = "server shutting down";
+
+/// Whether the loop keeps reading after a message.
+#[derive(Debug, PartialEq, Eq)]
+enum Flow {
+    Continue,
+    /// An [`Outgoing::End`] is queued: stop reading, flush, close.
+    Ending,
+}
+
+/// A joined participant.
+struct Joined {
+    sid: String,
+    claims: AccessClaims,
+}
+
+struct Session {
+    state: Arc<AppState>,
+    outbox: Outbox,
+    joined: Option<Joined>,
+}
+
+/// Runs one WebSocket to the end, then removes the participant from its room and the SFU.
+pub(crate) async fn run(socket: WebSocket, state: Arc<AppState>) {
+    let (mut sink, mut stream) = socket.split();
+    let (outbox, mut inbox) = mpsc::unbounded_channel();
+    let mut shutdown = state.shutdown_signal();
+    let mut session = Session {
+        state,
+        outbox,
+        joined: None,
+    };
+    let connected_at = Instant::now();
+    let mut last_heard = Instant::now();
+    let mut ping = tokio::time::interval_at(Instant::now() + PING_INTERVAL, PING_INTERVAL);
+    let mut ending = false;
+
+    loop {
+        tokio::select! {
+            // Outgoing first: whatever was queued before a client message was read leaves first,
+            // and an `End` stops the loop before any further input is handled.
+            biased;
+            out = inbox.recv() => {
+                // The session holds a sender itself, so `None` cannot happen; treat it as an end.
+                let Some(out) = out else { break };
+                match out {
+                    Outgoing::Message(msg) => {
+                        if send_json(&mut sink, &msg).await.is_err() {
+                            break;
+                        }
+                    }
+                    Outgoing::End { left } => {
+                        if let Some(reason) = left {
+                            let _ = send_json(&mut sink, &ServerMessage::Left { reason }).await;
+                        }
+                        let _ = sink.send(Message::Close(Some(CloseFrame {
+                            code: close_code::NORMAL,
+                            reason: "".into(),
+                        }))).await;
+                        break;
+                    }
+                }
+            }
+            _ = crate::server::stopped(&mut shutdown) => {
+                let _ = send_json(&mut sink, &ServerMessage::Left { reason: REASON_SHUTDOWN.into() }).await;
+                let _ = sink.send(Message::Close(Some(CloseFrame {
+                    code: close_code::AWAY,
+                    reason: REASON_SHUTDOWN.into(),
+                }))).await;
+                break;
+            }
+            frame = stream.next(), if !ending => {
+                let Some(Ok(frame)) = frame else {
+                    // Closed by the peer, or a protocol error (e.g. a frame over the size limit).
+                    break;
+                };
+                last_heard = Instant::now();
+                let flow = match frame {
+                    Message::Text(text) => session.handle_text(text.as_str()).await,
+                    Message::Binary(_) => {
+                        session.error(ErrorCode::BadMessage, "binary frames are not part of the protocol; send JSON text");
+                        Flow::Continue
+                    }
+                    // axum answers pings itself; pongs only prove liveness (recorded above).
+                    Message::Ping(_) | Message::Pong(_) => Flow::Continue,
+                    Message::Close(_) => break,
+                };
+                ending = flow == Flow::Ending;
+            }
+            _ = ping.tick() => {
+                if last_heard.elapsed() > IDLE_TIMEOUT {
+                    tracing::info!(sid = session.sid(), "closing idle WebSocket");
+                    break;
+                }
+                if session.joined.is_none() && connected_at.elapsed() > JOIN_TIMEOUT {
+                    session.error(ErrorCode::NotJoined, "no join received in time");
+                    session.end(None);
+                    ending = true;
+                    continue;
+                }
+                if sink.send(Message::Ping(Default::default())).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    session.cleanup().await;
+}
+
+async fn send_json<S>(sink: &mut S, msg: &ServerMessage) -> Result<(), ()>
+where
+    S: SinkExt<Message> + Unpin,
+{
+    // Serializing these plain types cannot fail; if it ever did, dropping the message is better
+    // than killing the session.
+    let text = serde_json::to_string(msg).map_err(|e| {
+        tracing::error!("cannot serialize {msg:?}: {e}");
+    })?;
+    sink.send(Message::text(text)).await.map_err(|_| ())
+}
+
+impl Session {
+    fn sid(&self) -> &str {
+        self.joined.as_ref().map_or("-", |j| j.sid.as_str())
+    }
+
+    fn send(&self, msg: ServerMessage) {
+        // The receiver lives as long as the session loop; a failed send means it already ended.
+        let _ = self.outbox.send(Outgoing::Message(msg));
+    }
+
+    fn error(&self, code: ErrorCode, message: impl Into<String>) {
+        self.send(ServerMessage::Error {
+            code,
+            message: message.into(),
+        });
+    }
+
+    fn end(&self, left: Option<&str>) {
+        let _ = self.outbox.send(Outgoing::End {
+            left: left.map(str::to_owned),
+        });
+    }
+
+    async fn handle_text(&mut self, text: &str) -> Flow {
+        let msg = match ClientMessage::parse(text) {
+            Ok(msg) => msg,
+            Err((code, message)) => {
+                tracing::debug!(sid = self.sid(), ?code, "refused message: {message}");
+                self.error(code, message);
+                return Flow::Continue;
+            }
+        };
+        match (&self.joined, msg) {
+            (None, ClientMessage::Join { version, token }) => self.join(version, &token).await,
+            (None, _) => {
+                self.error(ErrorCode::NotJoined, "the first message must be join");
+                Flow::Continue
+            }
+            (Some(joined), msg) => {
+                let sid = joined.sid.clone();
+                let can_publish = joined.claims.can_publish;
+                self.handle_joined(&sid, can_publish, msg).await
+            }
+        }
+    }
+
+    async fn join(&mut self, version: u32, token: &str) -> Flow {
+        if version != PROTOCOL_VERSION {
+            // An SDK speaking another version would misread everything that follows.
+            self.error(
+                ErrorCode::UnsupportedVersion,
+                format!("protocol version {version} is not supported; this server speaks {PROTOCOL_VERSION}"),
+            );
+            self.end(None);
+            return Flow::Ending;
+        }
+        let claims = match token::verify(self.state.keys(), token) {
+            Ok(claims) => claims,
+            Err(e) => {
+                tracing::info!("refused join: {e}");
+                self.error(ErrorCode::Unauthorized, e.to_string());
+                self.end(None);
+                return Flow::Ending;
+            }
+        };
+        let sid = room::new_participant_sid();
+        let member = Member {
+            info: room::participant_info(sid.clone(), &claims.sub, &claims.name, claims.role),
+            can_subscribe: claims.can_subscribe,
+            outbox: self.outbox.clone(),
+        };
+        tracing::info!(sid, room = claims.room, identity = claims.sub, role = ?claims.role, "joined");
+        let outcome = self.state.join(&claims.room, member);
+        self.joined = Some(Joined {
+            sid: sid.clone(),
+            claims,
+        });
+        if let Some(old) = outcome.replaced {
+            // The replaced session tears down its own media when it ends, but do it now too so
+            // that its tracks stop before the new session publishes the same camera again.
+            if let Err(e) = self.state.media().remove_participant(&old).await {
+                tracing::debug!(sid = old, "removing replaced participant: {e}");
+            }
+        }
+        for track_sid in outcome.subscribe_to {
+            if let Err(e) = self.state.media().subscribe(&sid, &track_sid).await {
+                tracing::warn!(sid, track_sid, "subscribe on join failed: {e}");
+            }
+        }
+        Flow::Continue
+    }
+
+    async fn handle_joined(&mut self, sid: &str, can_publish: bool, msg: ClientMessage) -> Flow {
+        match msg {
+            ClientMessage::Join { .. } => {
+                self.error(ErrorCode::AlreadyJoined, "this session already joined");
+            }
+            ClientMessage::PublishOffer { sdp, tracks } => {
+                if !can_publish {
+                    self.error(ErrorCode::Forbidden, "your token does not allow publishing");
+                    return Flow::Continue;
+                }
+                match self.state.media().publish_offer(sid, sdp, tracks).await {
+                    Ok(sdp) => self.send(ServerMessage::PublishAnswer { sdp }),
+                    Err(e) => self.sfu_error(sid, "publish offer", e, ErrorCode::BadSdp),
+                }
+            }
+            ClientMessage::SubscribeAnswer { sdp } => {
+                if let Err(e) = self.state.media().subscribe_answer(sid, sdp).await {
+                    self.sfu_error(sid, "subscribe answer", e, ErrorCode::BadSdp);
+                }
+            }
+            ClientMessage::Candidate { target, candidate } => {
+                if let Err(e) = self
+                    .state
+                    .media()
+                    .add_candidate(sid, target, candidate)
+                    .await
+                {
+                    self.sfu_error(sid, "candidate", e, ErrorCode::BadCandidate);
+                }
+            }
+            ClientMessage::MuteTrack { track_sid, muted } => {
+                if !self.state.mute(sid, &track_sid, muted) {
+                    self.error(
+                        ErrorCode::UnknownTrack,
+                        format!("{track_sid} is not one of your tracks"),
+                    );
+                }
+            }
+            ClientMessage::Ping => self.send(ServerMessage::Pong),
+            ClientMessage::Leave => {
+                self.end(Some("left"));
+                return Flow::Ending;
+            }
+        }
+        Flow::Continue
+    }
+
+    /// Reports a media-plane failure. Errors the client caused become `client_code` (bad SDP or
+    /// candidate) and the session continues; the media plane's own failures are `internal`.
+    fn sfu_error(&self, sid: &str, what: &str, e: SfuError, client_code: ErrorCode) {
+        let code = match &e {
+            SfuError::BadSdp(_) => ErrorCode::BadSdp,
+            SfuError::BadCandidate(_) => ErrorCode::BadCandidate,
+            SfuError::UnknownTrack(_) => ErrorCode::UnknownTrack,
+            SfuError::NoConnection(_) | SfuError::UnknownParticipant => client_code,
+            SfuError::Internal(_) | SfuError::Stopped => {
+                tracing::warn!(sid, "{what}: {e}");
+                ErrorCode::Internal
+            }
+        };
+        self.error(code, e.to_string());
+    }
+
+    async fn cleanup(self) {
+        let Some(joined) = self.joined else {
+            return;
+        };
+        self.state.leave(&joined.sid);
+        if let Err(e) = self.state.media().remove_participant(&joined.sid).await {
+            tracing::debug!(sid = joined.sid, "removing participant from the SFU: {e}");
+        }
+        tracing::info!(sid = joined.sid, room = joined.claims.room, "left");
+    }
+}
