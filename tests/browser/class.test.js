@@ -38,11 +38,17 @@ describe('live class', { timeout: 180_000 }, () => {
     teacher = await joinClass(browser, server.url, { room, name: 'Ms Rivera', role: 'teacher' });
     // The teacher's own camera goes out as three simulcast layers.
     await teacher.waitForFunction(() => window.aulaRoom.localTracks.get('camera')?.sid, null, { timeout: 15_000 });
+    // Each layer gets its outbound-rtp report once it has sent; poll briefly for all three.
     const rids = await teacher.evaluate(async () => {
-      const found = [];
-      (await window.aulaRoom.publisher.getStats()).forEach((r) => {
-        if (r.type === 'outbound-rtp' && r.kind === 'video' && r.rid) found.push(r.rid);
-      });
+      const deadline = performance.now() + 10_000;
+      let found = [];
+      while (found.length < 3 && performance.now() < deadline) {
+        found = [];
+        (await window.aulaRoom.publisher.getStats()).forEach((r) => {
+          if (r.type === 'outbound-rtp' && r.kind === 'video' && r.rid) found.push(r.rid);
+        });
+        await new Promise((ok) => setTimeout(ok, 100));
+      }
       return found.sort();
     });
     assert.deepEqual(rids, ['f', 'h', 'q']);
@@ -93,7 +99,7 @@ describe('live class', { timeout: 180_000 }, () => {
       await page.waitForFunction(() => document.querySelector('#stage .tile.screen video')?.videoWidth > 0, null, { timeout: 15_000 });
     }
     await teacher.click('#screen');
-    assert.equal(await teacher.textContent('#screen'), 'Share screen');
+    await teacher.waitForFunction(() => document.querySelector('#screen').textContent === 'Share screen', null, { timeout: 5_000 });
     for (const page of students) {
       await page.waitForFunction(() => document.querySelector('#stage').hidden && !document.querySelector('.tile.screen'), null, { timeout: 10_000 });
     }
