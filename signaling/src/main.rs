@@ -80,44 +80,68 @@ fn init_logging(level: &str) {
         .or_else(|_| EnvFilter::try_new(level))
         // The config's filter was validated at load; `info` is only a last resort.
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+    // Logs on stderr: stdout stays for command output (e.g. `aula token`).
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        // Colours only for people; journald and log files get plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    // Catch the stop signals before announcing readiness, so that a supervisor that stops us
+    // right after "ready" gets a graceful shutdown rather than the default signal death.
+    let stop = StopSignal::install().context("cannot install signal handlers")?;
     let server = aula_signaling::start(config)
         .await
         .context("cannot start the server")?;
+    let http = server.http_addr();
     tracing::info!(
-        "listening: http://{} (class page: /class), media UDP {}",
-        server.http_addr(),
+        "Aula ready: http://{http} (class page: http://{http}/class), media on UDP {}",
         server.udp_addr()
     );
-    wait_for_stop_signal().await;
+    stop.wait().await;
     tracing::info!("stopping");
     server.shutdown().await;
     Ok(())
 }
 
 /// Ctrl-C, or SIGTERM (what systemd and Docker send).
-async fn wait_for_stop_signal() {
+struct StopSignal {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(e) => {
-                tracing::warn!("cannot watch SIGTERM ({e}); stop with Ctrl-C");
-                let _ = tokio::signal::ctrl_c().await;
-            }
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignal {
+    fn install() -> std::io::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Self {
+                term: signal(SignalKind::terminate())?,
+                int: signal(SignalKind::interrupt())?,
+            })
+        }
+        #[cfg(not(unix))]
+        {
+            Ok(Self {})
         }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+
+    async fn wait(mut self) {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.term.recv() => {}
+                _ = self.int.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

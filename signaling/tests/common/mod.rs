@@ -1,0 +1,231 @@
+//! Test helpers: a real server on loopback, a WebSocket client speaking the protocol, a tiny
+//! HTTP GET, and tokens signed with the dev keys. Every wait is bounded by [`STEP`].
+
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use aula_protocol::{ClientMessage, PROTOCOL_VERSION, Role, ServerMessage};
+use aula_signaling::token::{self, AccessClaims, ApiKeys};
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
+
+/// The longest any single expected event may take (generous for a loaded 2-core CI machine).
+pub const STEP: Duration = Duration::from_secs(10);
+
+pub fn dev_token(room: &str, identity: &str, role: Role) -> String {
+    let claims = AccessClaims::new(room, identity, role, Duration::from_secs(600));
+    token::mint(&ApiKeys::dev(), &claims).expect("minting with the dev keys works")
+}
+
+pub struct Client {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl Client {
+    pub async fn connect(addr: SocketAddr) -> Self {
+        let (ws, _) = tokio::time::timeout(STEP, connect_async(format!("ws://{addr}/ws")))
+            .await
+            .expect("connect in time")
+            .expect("WebSocket handshake");
+        Self { ws }
+    }
+
+    /// Connects and joins; returns the client and its `Joined` message.
+    pub async fn join(
+        addr: SocketAddr,
+        room: &str,
+        identity: &str,
+        role: Role,
+    ) -> (Self, ServerMessage) {
+        let mut client = Self::connect(addr).await;
+        client
+            .send(&ClientMessage::Join {
+                version: PROTOCOL_VERSION,
+                token: dev_token(room, identity, role),
+            })
+            .await;
+        let joined = client.recv().await;
+        assert!(
+            matches!(joined, ServerMessage::Joined { .. }),
+            "expected Joined, got {joined:?}"
+        );
+        (client, joined)
+    }
+
+    pub async fn send(&mut self, msg: &ClientMessage) {
+        let text = serde_json::to_string(msg).expect("client messages serialize");
+        self.send_raw(Message::text(text)).await;
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.send_raw(Message::text(text)).await;
+    }
+
+    pub async fn send_raw(&mut self, msg: Message) {
+        tokio::time::timeout(STEP, self.ws.send(msg))
+            .await
+            .expect("send in time")
+            .expect("send");
+    }
+
+    /// The next protocol message (pings and pongs skipped). Panics on close or timeout.
+    pub async fn recv(&mut self) -> ServerMessage {
+        self.try_recv()
+            .await
+            .unwrap_or_else(|end| panic!("expected a message, got {end}"))
+    }
+
+    /// The next protocol message, or why none came (closed / timed out).
+    pub async fn try_recv(&mut self) -> Result<ServerMessage, String> {
+        let deadline = tokio::time::Instant::now() + STEP;
+        loop {
+            let frame = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .map_err(|_| "timeout".to_string())?;
+            match frame {
+                None => return Err("end of stream".into()),
+                Some(Err(e)) => return Err(format!("error: {e}")),
+                Some(Ok(Message::Text(text))) => {
+                    return Ok(serde_json::from_str(text.as_str())
+                        .unwrap_or_else(|e| panic!("server sent non-protocol text {text}: {e}")));
+                }
+                Some(Ok(Message::Close(frame))) => return Err(format!("closed: {frame:?}")),
+                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+                Some(Ok(Message::Binary(_))) => panic!("server sent a binary frame"),
+            }
+        }
+    }
+
+    /// Skips messages until one matches `pred` (bounded by [`STEP`] per message and 50 messages).
+    pub async fn recv_until(&mut self, pred: impl Fn(&ServerMessage) -> bool) -> ServerMessage {
+        for _ in 0..50 {
+            let msg = self.recv().await;
+            if pred(&msg) {
+                return msg;
+            }
+        }
+        panic!("no matching message within 50 messages");
+    }
+
+    /// Asserts the server closes the socket (after any messages, which are returned).
+    pub async fn expect_closed(&mut self) -> Vec<ServerMessage> {
+        let mut before = Vec::new();
+        for _ in 0..50 {
+            match self.try_recv().await {
+                Ok(msg) => before.push(msg),
+                Err(end) if end == "timeout" => panic!("socket not closed; got {before:?}"),
+                Err(_) => return before,
+            }
+        }
+        panic!("socket not closed; got {before:?}");
+    }
+
+    /// An error reply's code.
+    pub async fn expect_error(&mut self) -> aula_protocol::ErrorCode {
+        match self.recv().await {
+            ServerMessage::Error { code, .. } => code,
+            other => panic!("expected an error, got {other:?}"),
+        }
+    }
+
+    /// Ping/Pong round trip: proves the session is still served.
+    pub async fn assert_alive(&mut self) {
+        self.send(&ClientMessage::Ping).await;
+        assert_eq!(self.recv().await, ServerMessage::Pong);
+    }
+
+    pub async fn close(mut self) {
+        let _ = tokio::time::timeout(STEP, self.ws.close(None)).await;
+    }
+}
+
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: String,
+    pub body: String,
+}
+
+impl HttpResponse {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.body))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.lines().find_map(|line| {
+            let (k, v) = line.split_once(':')?;
+            k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+}
+
+/// A minimal HTTP/1.1 request (`Connection: close`, body read to EOF).
+pub async fn http(addr: SocketAddr, method: &str, path: &str) -> HttpResponse {
+    let fut = async {
+        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+        );
+        stream
+            .write_all(req.as_bytes())
+            .await
+            .expect("write request");
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await.expect("read response");
+        raw
+    };
+    let raw = tokio::time::timeout(STEP, fut)
+        .await
+        .expect("HTTP response in time");
+    let text = String::from_utf8(raw).expect("UTF-8 response");
+    let (head, body) = text.split_once("\r\n\r\n").expect("HTTP head");
+    let (status_line, headers) = head.split_once("\r\n").unwrap_or((head, ""));
+    let status = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status code");
+    let body = if headers
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    HttpResponse {
+        status,
+        headers: headers.to_owned(),
+        body,
+    }
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).expect("chunk size");
+        if size == 0 {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = &rest[size + 2..];
+    }
+    out
+}
+
+/// Polls `cond` every 20 ms until it holds, for at most [`STEP`].
+pub async fn eventually(what: &str, cond: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + STEP;
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -1,0 +1,452 @@
+//! Room logic driven by scripted media-plane events: what the control plane does when the SFU
+//! says a track started, an offer is ready, or a peer failed. Uses a fake [`MediaPlane`] so no
+//! media is needed to get there.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use aula_protocol::{
+    ClientMessage, ErrorCode, IceCandidate, PeerTarget, Role, ServerMessage, TrackAnnouncement,
+    TrackKind, TrackSource,
+};
+use aula_sfu::{PeerState, PublishedTrack, SfuError, SfuEvent};
+use aula_signaling::media::MediaPlane;
+use aula_signaling::{Config, Server, start_with_media};
+use common::{Client, eventually};
+use futures_util::future::BoxFuture;
+use tokio::sync::mpsc;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Call {
+    PublishOffer(String),
+    SubscribeAnswer(String),
+    Candidate(String),
+    Subscribe(String, String),
+    Remove(String),
+}
+
+/// Records every call; an SDP or candidate of `"bad"` is refused like the real SFU would.
+#[derive(Default)]
+struct FakeMedia {
+    calls: Mutex<Vec<Call>>,
+}
+
+impl FakeMedia {
+    fn record(&self, call: Call) {
+        self.calls.lock().expect("not poisoned").push(call);
+    }
+
+    fn calls(&self) -> Vec<Call> {
+        self.calls.lock().expect("not poisoned").clone()
+    }
+}
+
+impl MediaPlane for FakeMedia {
+    fn publish_offer<'a>(
+        &'a self,
+        participant: &'a str,
+        sdp: String,
+        _tracks: Vec<TrackAnnouncement>,
+    ) -> BoxFuture<'a, Result<String, SfuError>> {
+        self.record(Call::PublishOffer(participant.into()));
+        Box::pin(async move {
+            if sdp == "bad" {
+                Err(SfuError::BadSdp("fake".into()))
+            } else {
+                Ok(format!("answer to {sdp}"))
+            }
+        })
+    }
+
+    fn subscribe_answer<'a>(
+        &'a self,
+        participant: &'a str,
+        _sdp: String,
+    ) -> BoxFuture<'a, Result<(), SfuError>> {
+        self.record(Call::SubscribeAnswer(participant.into()));
+        Box::pin(async { Ok(()) })
+    }
+
+    fn add_candidate<'a>(
+        &'a self,
+        participant: &'a str,
+        _target: PeerTarget,
+        candidate: IceCandidate,
+    ) -> BoxFuture<'a, Result<(), SfuError>> {
+        self.record(Call::Candidate(participant.into()));
+        Box::pin(async move {
+            if candidate.candidate == "bad" {
+                Err(SfuError::BadCandidate("fake".into()))
+            } else if candidate.candidate == "explode" {
+                Err(SfuError::Internal("fake".into()))
+            } else {
+                Ok(())
+            }
+        })
+    }
+
+    fn subscribe<'a>(
+        &'a self,
+        participant: &'a str,
+        track_sid: &'a str,
+    ) -> BoxFuture<'a, Result<(), SfuError>> {
+        self.record(Call::Subscribe(participant.into(), track_sid.into()));
+        Box::pin(async { Ok(()) })
+    }
+
+    fn remove_participant<'a>(
+        &'a self,
+        participant: &'a str,
+    ) -> BoxFuture<'a, Result<(), SfuError>> {
+        self.record(Call::Remove(participant.into()));
+        Box::pin(async { Ok(()) })
+    }
+}
+
+struct Harness {
+    server: Server,
+    media: Arc<FakeMedia>,
+    events: mpsc::UnboundedSender<SfuEvent>,
+}
+
+impl Harness {
+    async fn start() -> Self {
+        let media = Arc::new(FakeMedia::default());
+        let (events, rx) = mpsc::unbounded_channel();
+        let server = start_with_media(
+            Config::loopback_ephemeral(),
+            media.clone(),
+            rx,
+            SocketAddr::from(([127, 0, 0, 1], 9)),
+        )
+        .await
+        .expect("server starts");
+        Self {
+            server,
+            media,
+            events,
+        }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.server.http_addr()
+    }
+
+    fn emit(&self, event: SfuEvent) {
+        self.events.send(event).expect("dispatcher running");
+    }
+}
+
+fn sid_of(joined: &ServerMessage) -> String {
+    match joined {
+        ServerMessage::Joined { participant, .. } => participant.sid.clone(),
+        other => panic!("not Joined: {other:?}"),
+    }
+}
+
+fn camera(sid: &str) -> PublishedTrack {
+    PublishedTrack {
+        sid: sid.into(),
+        kind: TrackKind::Video,
+        source: TrackSource::Camera,
+        simulcast: true,
+        mime_type: "video/VP8".into(),
+    }
+}
+
+#[tokio::test]
+async fn track_published_reaches_everyone_and_subscribes_the_others() {
+    let h = Harness::start().await;
+    let (mut teacher, jt) = Client::join(h.addr(), "r", "t", Role::Teacher).await;
+    let t_sid = sid_of(&jt);
+    let (mut student, js) = Client::join(h.addr(), "r", "s", Role::Student).await;
+    let s_sid = sid_of(&js);
+    teacher
+        .recv_until(|m| matches!(m, ServerMessage::ParticipantJoined { .. }))
+        .await;
+
+    teacher
+        .send(&ClientMessage::PublishOffer {
+            sdp: "offer".into(),
+            tracks: vec![],
+        })
+        .await;
+    assert_eq!(
+        teacher.recv().await,
+        ServerMessage::PublishAnswer {
+            sdp: "answer to offer".into()
+        }
+    );
+
+    h.emit(SfuEvent::TrackPublished {
+        participant: t_sid.clone(),
+        track: camera("TR_cam"),
+    });
+    for client in [&mut teacher, &mut student] {
+        match client.recv().await {
+            ServerMessage::TrackPublished { track } => {
+                assert_eq!(track.sid, "TR_cam");
+                assert_eq!(track.participant_sid, t_sid);
+                assert_eq!(track.kind, TrackKind::Video);
+                assert!(track.simulcast);
+                assert!(!track.muted);
+            }
+            other => panic!("expected TrackPublished, got {other:?}"),
+        }
+    }
+    eventually("student subscribed", || {
+        h.media
+            .calls()
+            .contains(&Call::Subscribe(s_sid.clone(), "TR_cam".into()))
+    })
+    .await;
+    assert!(
+        !h.media
+            .calls()
+            .contains(&Call::Subscribe(t_sid.clone(), "TR_cam".into())),
+        "the publisher is not subscribed to itself"
+    );
+
+    // The subscribe offer goes to the student only; its answer reaches the SFU.
+    h.emit(SfuEvent::SubscribeOffer {
+        participant: s_sid.clone(),
+        sdp: "sub-offer".into(),
+    });
+    assert_eq!(
+        student.recv().await,
+        ServerMessage::SubscribeOffer {
+            sdp: "sub-offer".into()
+        }
+    );
+    student
+        .send(&ClientMessage::SubscribeAnswer {
+            sdp: "sub-answer".into(),
+        })
+        .await;
+    student.assert_alive().await;
+    assert!(
+        h.media
+            .calls()
+            .contains(&Call::SubscribeAnswer(s_sid.clone()))
+    );
+    teacher.assert_alive().await; // nothing else queued for the teacher
+
+    // A newcomer gets the track in its snapshot and is subscribed to it.
+    let (_late, jl) = Client::join(h.addr(), "r", "late", Role::Student).await;
+    let ServerMessage::Joined { room, .. } = &jl else {
+        unreachable!()
+    };
+    let teacher_info = room
+        .participants
+        .iter()
+        .find(|p| p.sid == t_sid)
+        .expect("teacher listed");
+    assert_eq!(teacher_info.tracks.len(), 1);
+    assert_eq!(teacher_info.tracks[0].sid, "TR_cam");
+    let late_sid = sid_of(&jl);
+    eventually("newcomer subscribed", || {
+        h.media
+            .calls()
+            .contains(&Call::Subscribe(late_sid.clone(), "TR_cam".into()))
+    })
+    .await;
+
+    // Mute: only the publisher may, and everyone hears about it.
+    student
+        .send(&ClientMessage::MuteTrack {
+            track_sid: "TR_cam".into(),
+            muted: true,
+        })
+        .await;
+    assert!(matches!(
+        student
+            .recv_until(|m| matches!(m, ServerMessage::Error { .. }))
+            .await,
+        ServerMessage::Error {
+            code: ErrorCode::UnknownTrack,
+            ..
+        }
+    ));
+    teacher
+        .send(&ClientMessage::MuteTrack {
+            track_sid: "TR_cam".into(),
+            muted: true,
+        })
+        .await;
+    let muted = ServerMessage::TrackMuted {
+        track_sid: "TR_cam".into(),
+        participant_sid: t_sid.clone(),
+        muted: true,
+    };
+    assert_eq!(
+        teacher
+            .recv_until(|m| matches!(m, ServerMessage::TrackMuted { .. }))
+            .await,
+        muted
+    );
+    assert_eq!(
+        student
+            .recv_until(|m| matches!(m, ServerMessage::TrackMuted { .. }))
+            .await,
+        muted
+    );
+
+    h.emit(SfuEvent::TrackUnpublished {
+        participant: t_sid.clone(),
+        track_sid: "TR_cam".into(),
+    });
+    assert_eq!(
+        student
+            .recv_until(|m| matches!(m, ServerMessage::TrackUnpublished { .. }))
+            .await,
+        ServerMessage::TrackUnpublished {
+            track_sid: "TR_cam".into(),
+            participant_sid: t_sid.clone()
+        }
+    );
+    h.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn leaving_publisher_unpublishes_its_tracks_and_is_removed_from_the_sfu() {
+    let h = Harness::start().await;
+    let (teacher, jt) = Client::join(h.addr(), "r", "t", Role::Teacher).await;
+    let t_sid = sid_of(&jt);
+    let (mut student, _) = Client::join(h.addr(), "r", "s", Role::Student).await;
+    h.emit(SfuEvent::TrackPublished {
+        participant: t_sid.clone(),
+        track: camera("TR_cam"),
+    });
+    student
+        .recv_until(|m| matches!(m, ServerMessage::TrackPublished { .. }))
+        .await;
+
+    teacher.close().await;
+    assert_eq!(
+        student.recv().await,
+        ServerMessage::TrackUnpublished {
+            track_sid: "TR_cam".into(),
+            participant_sid: t_sid.clone()
+        }
+    );
+    assert_eq!(
+        student.recv().await,
+        ServerMessage::ParticipantLeft {
+            participant_sid: t_sid.clone()
+        }
+    );
+    eventually("teacher removed from the SFU", || {
+        h.media.calls().contains(&Call::Remove(t_sid.clone()))
+    })
+    .await;
+    // The SFU's own late TrackUnpublished for the departed teacher is ignored.
+    h.emit(SfuEvent::TrackUnpublished {
+        participant: t_sid.clone(),
+        track_sid: "TR_cam".into(),
+    });
+    student.assert_alive().await;
+    h.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn failed_peer_ends_the_session_like_a_leave() {
+    let h = Harness::start().await;
+    let (mut teacher, jt) = Client::join(h.addr(), "r", "t", Role::Teacher).await;
+    let t_sid = sid_of(&jt);
+    let (mut student, _) = Client::join(h.addr(), "r", "s", Role::Student).await;
+
+    h.emit(SfuEvent::PeerState {
+        participant: t_sid.clone(),
+        target: PeerTarget::Publish,
+        state: PeerState::Connected,
+    });
+    teacher
+        .recv_until(|m| matches!(m, ServerMessage::ParticipantJoined { .. }))
+        .await;
+    teacher.assert_alive().await;
+
+    h.emit(SfuEvent::PeerState {
+        participant: t_sid.clone(),
+        target: PeerTarget::Publish,
+        state: PeerState::Failed,
+    });
+    let msgs = teacher.expect_closed().await;
+    assert_eq!(
+        msgs,
+        vec![ServerMessage::Left {
+            reason: "peer connection failed".into()
+        }]
+    );
+    assert_eq!(
+        student.recv().await,
+        ServerMessage::ParticipantLeft {
+            participant_sid: t_sid.clone()
+        }
+    );
+    eventually("teacher removed from the SFU", || {
+        h.media.calls().contains(&Call::Remove(t_sid.clone()))
+    })
+    .await;
+    assert_eq!(h.server.participant_count(), 1);
+    h.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn media_errors_map_to_codes_and_the_session_continues() {
+    let h = Harness::start().await;
+    let (mut t, _) = Client::join(h.addr(), "r", "t", Role::Teacher).await;
+    t.send(&ClientMessage::PublishOffer {
+        sdp: "bad".into(),
+        tracks: vec![],
+    })
+    .await;
+    assert_eq!(t.expect_error().await, ErrorCode::BadSdp);
+    for (candidate, code) in [
+        ("bad", ErrorCode::BadCandidate),
+        ("explode", ErrorCode::Internal),
+    ] {
+        t.send(&ClientMessage::Candidate {
+            target: PeerTarget::Publish,
+            candidate: IceCandidate {
+                candidate: candidate.into(),
+                sdp_mid: None,
+                sdp_m_line_index: None,
+                username_fragment: None,
+            },
+        })
+        .await;
+        assert_eq!(t.expect_error().await, code);
+    }
+    t.assert_alive().await;
+    h.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn events_for_unknown_participants_are_ignored() {
+    let h = Harness::start().await;
+    let (mut c, _) = Client::join(h.addr(), "r", "t", Role::Teacher).await;
+    h.emit(SfuEvent::TrackPublished {
+        participant: "PA_ghost".into(),
+        track: camera("TR_x"),
+    });
+    h.emit(SfuEvent::SubscribeOffer {
+        participant: "PA_ghost".into(),
+        sdp: "x".into(),
+    });
+    h.emit(SfuEvent::PeerState {
+        participant: "PA_ghost".into(),
+        target: PeerTarget::Subscribe,
+        state: PeerState::Failed,
+    });
+    c.assert_alive().await;
+    assert_eq!(h.server.participant_count(), 1);
+    assert!(
+        h.media
+            .calls()
+            .iter()
+            .all(|c| !matches!(c, Call::Subscribe(..)))
+    );
+    h.server.shutdown().await;
+}
