@@ -51,7 +51,7 @@ impl LayerActivity {
     /// lowest alive layer (something beats a frozen picture). `None` when nothing arrives.
     pub fn best(&self, max_layer: Layer, now: Instant) -> Option<Layer> {
         let alive = |layer: &Layer| self.is_alive(*layer, now);
-        (0..self.last_packet.len().min(max_layer + 1))
+        (0..self.last_packet.len().min(max_layer.saturating_add(1)))
             .rev()
             .find(alive)
             .or_else(|| (0..self.last_packet.len()).find(alive))
@@ -70,6 +70,7 @@ mod tests {
         a.record(0, t0);
         a.record(2, t0);
         assert_eq!(a.best(2, t0), Some(2));
+        assert_eq!(a.best(Layer::MAX, t0), Some(2), "uncapped");
         assert_eq!(a.best(1, t0), Some(0), "capped, and layer 1 never arrived");
         // Layer 2 stops; layer 0 keeps going.
         let t1 = t0 + LAYER_TIMEOUT;
