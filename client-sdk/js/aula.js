@@ -144,7 +144,7 @@ export class Room extends EventTarget {
   /**
    * Our tracks by source. `sid` is null until the server announces the track; `muted` is what
    * `setMuted` last set.
-   * @type {Map<string, {track: MediaStreamTrack, sender: RTCRtpSender, sid: string|null, muted?: boolean}>}
+   * @type {Map<string, {track: MediaStreamTrack, transceiver: RTCRtpTransceiver, sid: string|null, muted?: boolean}>}
    */
   localTracks = new Map();
   /** @type {Map<string, {track: MediaStreamTrack, stream: MediaStream}>} received tracks by track sid */
@@ -229,8 +229,8 @@ export class Room extends EventTarget {
       const init = { direction: 'sendonly', streams: [stream] };
       if (source === 'camera' && simulcast) init.sendEncodings = CAMERA_SIMULCAST.map((e) => ({ ...e }));
       if (source === 'screen_share') track.contentHint = 'detail';
-      const { sender } = this.publisher.addTransceiver(track, init);
-      this.localTracks.set(source, { track, sender, sid: null });
+      const transceiver = this.publisher.addTransceiver(track, init);
+      this.localTracks.set(source, { track, transceiver, sid: null });
       // The browser's "Stop sharing" button ends the screen track: take it out of the room too.
       if (source === 'screen_share') track.addEventListener('ended', () => this.unpublish('screen_share').catch(() => {}));
     }
@@ -280,8 +280,9 @@ export class Room extends EventTarget {
     if (!local) return false;
     this.localTracks.delete(source);
     local.track.stop();
-    // removeTrack makes the m-line inactive; the next offer tells the server the track is gone.
-    if (this.publisher.signalingState !== 'closed') this.publisher.removeTrack(local.sender);
+    // Stopping the transceiver rejects its m-line (port 0) in the next offer, which tells the
+    // server the track is gone, and lets the browser recycle the m-line for a later track.
+    if (this.publisher.signalingState !== 'closed') local.transceiver.stop();
     return true;
   }
 
