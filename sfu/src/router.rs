@@ -871,7 +871,7 @@ impl Router {
                     consumer.stage = ConsumerStage::Live { payload_type };
                     consumer
                         .forwarder
-                        .set_target(producer.activity.best(Layer::MAX, now).or(Some(0)));
+                        .set_target(producer.activity.best(Layer::MAX).or(Some(0)));
                 }
                 None => {
                     warn!(%participant, track = %producer.sid, %mime, "subscriber did not accept the codec")
@@ -944,8 +944,12 @@ impl Router {
             };
             consumer
                 .forwarder
-                .set_target(producer.activity.best(Layer::MAX, now));
+                .set_target(producer.activity.best(Layer::MAX));
+            let was = consumer.forwarder.current();
             if let Decision::Forward(rewritten) = consumer.forwarder.decide(meta, now) {
+                if was != consumer.forwarder.current() {
+                    debug!(track = %sid, layer, seq = rewritten.seq, "consumer switched layer");
+                }
                 let mut out = packet.clone();
                 out.header.ssrc = consumer.ssrc;
                 out.header.sequence_number = rewritten.seq;
@@ -1019,8 +1023,9 @@ impl Router {
                 sender_ssrc: 0,
                 media_ssrc,
             };
-            if let Err(e) = receiver.write_rtcp(now, vec![Box::new(pli)]) {
-                debug!(track = %sid, error = %e, "PLI failed");
+            match receiver.write_rtcp(now, vec![Box::new(pli)]) {
+                Ok(()) => debug!(track = %sid, layer, media_ssrc, "PLI sent"),
+                Err(e) => debug!(track = %sid, error = %e, "PLI failed"),
             }
         }
         self.mark(key);

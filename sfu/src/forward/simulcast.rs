@@ -1,15 +1,18 @@
 //! Which simulcast layers of a published track are alive, and which one a subscriber should get.
 //!
 //! A publisher may stop sending a layer at any time (its encoder is CPU- or bandwidth-limited),
-//! so a layer counts as available only while its packets keep arriving.
+//! so a layer counts as available only while its packets keep arriving — *relative to the other
+//! layers*: when the whole encoder stalls (a busy CPU, a backgrounded tab) every layer goes quiet
+//! together, and switching layers then would only cost a keyframe for nothing.
 
 use std::time::{Duration, Instant};
 
 /// Index of a simulcast layer: 0 is the lowest quality. Tracks without simulcast have layer 0.
 pub type Layer = usize;
 
-/// A layer with no packet for this long is treated as stopped. Video at 15+ fps sends several
-/// packets a frame, so a second of silence means the encoder dropped it, not jitter.
+/// A layer whose last packet is this much older than the newest packet of any layer is treated
+/// as stopped. Video at 15+ fps sends several packets a frame, so a second of silence while
+/// other layers flow means the encoder dropped it, not jitter.
 pub const LAYER_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Orders a RID among simulcast layers. Aula's SDKs send `q`, `h`, `f` (quarter, half, full);
@@ -39,18 +42,18 @@ impl LayerActivity {
         self.last_packet[layer] = Some(now);
     }
 
-    pub fn is_alive(&self, layer: Layer, now: Instant) -> bool {
-        self.last_packet
-            .get(layer)
-            .copied()
-            .flatten()
-            .is_some_and(|at| now.saturating_duration_since(at) < LAYER_TIMEOUT)
+    pub fn is_alive(&self, layer: Layer) -> bool {
+        let newest = self.last_packet.iter().flatten().max();
+        match (self.last_packet.get(layer).copied().flatten(), newest) {
+            (Some(at), Some(newest)) => newest.saturating_duration_since(at) < LAYER_TIMEOUT,
+            _ => false,
+        }
     }
 
     /// The best layer that is alive and not above `max_layer`; if none of those is alive, the
-    /// lowest alive layer (something beats a frozen picture). `None` when nothing arrives.
-    pub fn best(&self, max_layer: Layer, now: Instant) -> Option<Layer> {
-        let alive = |layer: &Layer| self.is_alive(*layer, now);
+    /// lowest alive layer (something beats a frozen picture). `None` before any packet.
+    pub fn best(&self, max_layer: Layer) -> Option<Layer> {
+        let alive = |layer: &Layer| self.is_alive(*layer);
         (0..self.last_packet.len().min(max_layer.saturating_add(1)))
             .rev()
             .find(alive)
@@ -66,16 +69,28 @@ mod tests {
     fn picks_top_alive_layer_within_cap() {
         let t0 = Instant::now();
         let mut a = LayerActivity::default();
-        assert_eq!(a.best(2, t0), None);
+        assert_eq!(a.best(2), None);
         a.record(0, t0);
         a.record(2, t0);
-        assert_eq!(a.best(2, t0), Some(2));
-        assert_eq!(a.best(Layer::MAX, t0), Some(2), "uncapped");
-        assert_eq!(a.best(1, t0), Some(0), "capped, and layer 1 never arrived");
+        assert_eq!(a.best(2), Some(2));
+        assert_eq!(a.best(Layer::MAX), Some(2), "uncapped");
+        assert_eq!(a.best(1), Some(0), "capped, and layer 1 never arrived");
         // Layer 2 stops; layer 0 keeps going.
         let t1 = t0 + LAYER_TIMEOUT;
         a.record(0, t1);
-        assert_eq!(a.best(2, t1), Some(0));
+        assert_eq!(a.best(2), Some(0));
+    }
+
+    #[test]
+    fn a_stall_of_every_layer_is_not_a_layer_change() {
+        let t0 = Instant::now();
+        let mut a = LayerActivity::default();
+        a.record(0, t0);
+        a.record(1, t0);
+        // However long the encoder then stays silent, liveness is judged between layers, so
+        // layer 1 stays the best one and nothing switches.
+        assert_eq!(a.best(1), Some(1));
+        assert!(a.is_alive(0));
     }
 
     #[test]
@@ -83,7 +98,7 @@ mod tests {
         let t0 = Instant::now();
         let mut a = LayerActivity::default();
         a.record(2, t0);
-        assert_eq!(a.best(0, t0), Some(2));
+        assert_eq!(a.best(0), Some(2));
     }
 
     #[test]
