@@ -180,17 +180,22 @@ export class Room extends EventTarget {
 
   /** Sends `join` and waits for `joined` (or an error / close, which rejects). */
   async _join(token) {
-    await new Promise((resolve, reject) => {
-      this.#ws.addEventListener('open', resolve, { once: true });
-      this.#ws.addEventListener('error', () => reject(new Error(`cannot reach ${this.#ws.url}`)), { once: true });
-    });
-    this.#ws.addEventListener('close', (e) => this.#shutdown(e.reason || `connection closed (${e.code})`));
     const joined = new Promise((resolve, reject) => {
       this.#awaitingJoin = { resolve, reject };
     });
-    this.#ws.addEventListener('message', (e) => this.#onMessage(e.data));
-    this._send({ type: 'join', version: PROTOCOL_VERSION, token });
-    await joined;
+    const ws = this.#ws;
+    ws.addEventListener('open', () => this._send({ type: 'join', version: PROTOCOL_VERSION, token }));
+    ws.addEventListener('message', (e) => this.#onMessage(e.data));
+    // Also ends a join that never got an answer (server unreachable or gone), rejecting `joined`.
+    ws.addEventListener('close', (e) => {
+      this.#shutdown(e.reason || (this.localParticipant ? `connection closed (${e.code})` : `cannot reach ${ws.url}`));
+    });
+    try {
+      await joined;
+    } catch (err) {
+      this.#shutdown(err.message);
+      throw err;
+    }
     this.#pingTimer = setInterval(() => this._send({ type: 'ping' }), PING_INTERVAL_MS);
   }
 

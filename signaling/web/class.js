@@ -59,10 +59,12 @@ async function fetchDevToken(room, name, role) {
   const identity = `${name.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '') || 'guest'}-${crypto.randomUUID().slice(0, 8)}`;
   const query = new URLSearchParams({ room, identity, role, name });
   const res = await fetch(`/api/dev-token?${query}`);
+  if (res.status === 404) {
+    throw new Error('This server does not hand out tokens here. Open the class link your school sent you.');
+  }
   if (!res.ok) {
-    throw new Error(res.status === 404 || res.status === 403
-      ? 'This server does not hand out tokens here. Open the class link your school sent you.'
-      : `Could not get a token (HTTP ${res.status}).`);
+    const body = await res.json().catch(() => ({}));
+    throw new Error(`Could not get a token: ${body.error?.message ?? `HTTP ${res.status}`}`);
   }
   return (await res.json()).token;
 }

@@ -101,6 +101,34 @@ describe('live class', { timeout: 180_000 }, () => {
     }
   });
 
+  it('muting the microphone and camera shows on every student\'s teacher tile', { timeout: 20_000 }, async () => {
+    const tileHas = (page, state) => page.waitForFunction(
+      (s) => document.querySelector(`.tile.teacher`)?.classList.contains(s), state, { timeout: 5_000 });
+    const tileLacks = (page, state) => page.waitForFunction(
+      (s) => !document.querySelector(`.tile.teacher`)?.classList.contains(s), state, { timeout: 5_000 });
+    await teacher.click('#mic');
+    await teacher.click('#camera');
+    for (const page of students) {
+      await tileHas(page, 'mic-off');
+      await tileHas(page, 'camera-off');
+    }
+    await teacher.click('#mic');
+    await teacher.click('#camera');
+    for (const page of students) {
+      await tileLacks(page, 'mic-off');
+      await tileLacks(page, 'camera-off');
+    }
+  });
+
+  it('a bad token is refused and the page says so', { timeout: 15_000 }, async () => {
+    const page = await browser.newPage();
+    await page.goto(`${server.url}/class?token=not-a-token`);
+    await page.waitForFunction(() => document.querySelector('#status').dataset.kind === 'error', null, { timeout: 10_000 });
+    assert.match(await page.textContent('#status'), /unauthorized/);
+    assert.ok(await page.isVisible('#join-form'), 'the join form is offered instead');
+    await page.close();
+  });
+
   it('the teacher leaving removes their tracks and tile for every student', { timeout: 30_000 }, async () => {
     const teacherSid = await teacher.evaluate(() => window.aulaRoom.localParticipant.sid);
     // What the teacher still publishes, as the students' room state says (camera and microphone

@@ -71,7 +71,10 @@ export async function startServer() {
   });
   child.stdout.pipe(log);
   child.stderr.pipe(log);
-  const exited = new Promise((ok) => child.once('exit', (code, signal) => ok({ code, signal })));
+  const exited = new Promise((ok) => {
+    child.once('exit', (code, signal) => ok({ code, signal }));
+    child.once('error', (err) => ok({ code: err.code, signal: null })); // e.g. ENOENT: not built
+  });
   const logTail = () => {
     try {
       return readFileSync(logPath, 'utf8').split('\n').slice(-40).join('\n');
