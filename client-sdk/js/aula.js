@@ -208,6 +208,7 @@ export class Room extends EventTarget {
    *   `simulcast` (default true) sends the camera in three layers.
    */
   async publish({ camera, microphone, screen, simulcast = true } = {}) {
+    if (this.#closed) throw new Error('the room is closed');
     const captured = [];
     try {
       if (camera && !this.localTracks.has('camera')) {
@@ -465,6 +466,8 @@ export class Room extends EventTarget {
     this.#closed = true;
     clearInterval(this.#pingTimer);
     if (!this.localParticipant) this.#awaitingJoin?.reject(new Error(reason));
+    this.#awaitingAnswer?.reject(new Error(reason));
+    this.#awaitingAnswer = null;
     for (const sid of [...this.remoteTracks.keys()]) this.#removeRemoteTrack(sid);
     for (const { track } of this.localTracks.values()) track.stop();
     this.localTracks.clear();
