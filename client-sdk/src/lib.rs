@@ -1,1 +1,107 @@
+//! `aula-client`: the Rust client SDK of Aula.
+//!
+//! It joins a room over the JSON WebSocket protocol of [`aula_protocol`], publishes an Opus
+//! audio track, and reports every RTP packet of the tracks the server forwards. It exists for
+//! Aula's integration tests and load-test tool, so it favours being small and predictable over
+//! features: one audio track per client, no video, no jitter buffer, no reconnection.
+//!
+//! ```no_run
+//! # async fn demo(url: &str, token: &str) -> Result<(), aula_client::ClientError> {
+//! use aula_client::{AudioSource, Client, ClientEvent, ToneConfig};
+//!
+//! let mut client = Client::connect(url, token).await?;
+//! let _audio = client.publish_audio(AudioSource::Tone(ToneConfig::default())).await?;
+//! while let Some(event) = client.next_event().await {
+//!     if let ClientEvent::Packet(packet) = event {
+//!         println!("{} #{}: {} bytes", packet.track_sid, packet.seq, packet.payload.len());
+//!     }
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Checking what arrived
+//!
+//! An SFU rewrites sequence numbers and timestamps, so a receiver cannot compare them with the
+//! sender's. Payloads, though, travel untouched, and the tone is deterministic: a
+//! [`ToneEncoder`] built with the publisher's [`ToneConfig`] yields, frame by frame, exactly
+//! the payloads the publisher sends. A receiver finds its first packet's payload in that
+//! sequence and from there expects the following ones in order; since every packet advances
+//! the RTP timestamp by exactly one frame (960), timestamp differences tell how many frames a
+//! gap spans. For payloads that identify themselves, publish with [`AudioSource::Manual`] and
+//! number them in [`PublishedAudio::send_payload`].
+//!
+//! # Media
+//!
+//! Each peer connection (publish and subscribe, as the protocol describes) has its own UDP
+//! socket and a task driving webrtc-rs `rtc`, which is sans-I/O; see the `peer` module.
 
+mod client;
+mod error;
+mod peer;
+mod publish;
+mod rtp;
+pub mod tone;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use aula_protocol::{ErrorCode, ParticipantInfo, PeerTarget, TrackInfo};
+use bytes::Bytes;
+
+pub use aula_protocol;
+pub use client::Client;
+pub use error::ClientError;
+pub use publish::{AudioSource, PublishedAudio};
+pub use tone::{ToneConfig, ToneEncoder};
+
+/// What happened in the session, in the order [`Client::next_event`] reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClientEvent {
+    ParticipantJoined(ParticipantInfo),
+    ParticipantLeft {
+        participant_sid: String,
+    },
+    /// A track is live in the room (ours included); the server will forward others' tracks to
+    /// us, and their packets then arrive as [`ClientEvent::Packet`] with this `sid`.
+    TrackPublished(TrackInfo),
+    TrackUnpublished {
+        track_sid: String,
+        participant_sid: String,
+    },
+    TrackMuted {
+        track_sid: String,
+        participant_sid: String,
+        muted: bool,
+    },
+    /// One RTP packet of a subscribed track.
+    Packet(ReceivedPacket),
+    /// The server reported an error; the session goes on unless a `Disconnected` follows.
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
+    /// A peer connection's ICE or DTLS gave up; its media will not flow again.
+    MediaFailed {
+        target: PeerTarget,
+    },
+    /// The session is over (`Left` from the server, or the WebSocket closed). Only packets
+    /// already received may follow it.
+    Disconnected {
+        reason: String,
+    },
+}
+
+/// An RTP packet as it arrived (after SRTP, before any jitter buffer).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceivedPacket {
+    /// The Aula track sid ([`TrackInfo::sid`]); shared, as every packet of a track carries it.
+    pub track_sid: Arc<str>,
+    /// Sequence number as the SFU sent it (its numbering, not the publisher's).
+    pub seq: u16,
+    /// RTP timestamp as the SFU sent it (offset from the publisher's, same clock rate).
+    pub timestamp: u32,
+    pub marker: bool,
+    pub payload: Bytes,
+    pub received_at: Instant,
+}

@@ -1,0 +1,522 @@
+//! The session: one WebSocket to the signaling server plus up to two peer connections.
+//!
+//! Three kinds of task run per client: a WebSocket writer (all outgoing messages go through
+//! one queue, so their order is the order they were produced in), a WebSocket reader (which
+//! routes answers, offers and candidates to the peer tasks and turns the rest into
+//! [`ClientEvent`]s), and one task per peer connection (see [`crate::peer`]).
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aula_protocol::{
+    ClientMessage, PROTOCOL_VERSION, ParticipantInfo, PeerTarget, RoomInfo, ServerMessage,
+    TrackAnnouncement, TrackSource,
+};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::http::Uri;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tracing::{debug, warn};
+
+use crate::error::ClientError;
+use crate::peer::{Link, Peer, PeerCommand, PeerContext, PeerHandle};
+use crate::publish::{AudioSource, PublishedAudio};
+use crate::tone::ToneEncoder;
+use crate::{ClientEvent, ReceivedPacket};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// How long `connect` waits for `Joined`, and `publish_audio` for the answer and for ICE + DTLS.
+/// Loopback needs milliseconds; this is generous for a loaded CI machine.
+const NEGOTIATION_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long `leave` waits for the server's `Left` before closing anyway.
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Received packets queued for the application: 10 s of 20 tracks of 50 packets/s. Beyond
+/// that, packets are dropped and counted rather than stalling the media loop.
+const PACKET_QUEUE: usize = 10_000;
+
+/// The client's own hold on the event queues is weak, so that they close (and
+/// [`Client::next_event`] returns `None`) once the reader and the peer tasks are gone.
+struct WeakSinks {
+    control: mpsc::WeakUnboundedSender<ClientEvent>,
+    packets: mpsc::WeakSender<ReceivedPacket>,
+}
+
+/// State the reader task and `publish_audio` share. Locked briefly, never across an await.
+#[derive(Default)]
+struct Session {
+    /// Set as soon as `publish_audio` starts, so a second call fails at once.
+    publishing: bool,
+    publish: Option<mpsc::Sender<PeerCommand>>,
+    /// `publish_audio` waiting for the server to answer (or refuse) its offer.
+    pending_answer: Option<oneshot::Sender<Result<(), ClientError>>>,
+}
+
+/// A participant in one room.
+///
+/// Dropping the client closes the WebSocket and both peer connections at once; [`leave`]
+/// says goodbye first.
+///
+/// [`leave`]: Client::leave
+pub struct Client {
+    participant: ParticipantInfo,
+    room: RoomInfo,
+    media_ip: IpAddr,
+    signal: mpsc::UnboundedSender<ClientMessage>,
+    weak: WeakSinks,
+    dropped_packets: Arc<AtomicU64>,
+    session: Arc<Mutex<Session>>,
+    control: mpsc::UnboundedReceiver<ClientEvent>,
+    packets: mpsc::Receiver<ReceivedPacket>,
+    shutdown: Arc<watch::Sender<()>>,
+    reader: JoinHandle<()>,
+    writer: JoinHandle<()>,
+}
+
+impl Client {
+    /// Connects to `ws_url` (e.g. `ws://127.0.0.1:7880/ws`), joins with `token`, and returns
+    /// once the server has answered `Joined`.
+    ///
+    /// Media sockets are bound to the local address the kernel would use to reach the
+    /// signaling host (IPv4 preferred), which is 127.0.0.1 for a loopback server. This assumes
+    /// the SFU is reachable the same way as the signaling server, true for a single-host Aula.
+    pub async fn connect(ws_url: &str, token: &str) -> Result<Self, ClientError> {
+        let media_ip = media_ip_for(ws_url).await?;
+        let (ws, _response) = tokio::time::timeout(
+            NEGOTIATION_TIMEOUT,
+            tokio_tungstenite::connect_async(ws_url),
+        )
+        .await
+        .map_err(|_| ClientError::Timeout("the WebSocket handshake"))??;
+        let (mut sink, mut stream) = ws.split();
+
+        send(
+            &mut sink,
+            &ClientMessage::Join {
+                version: PROTOCOL_VERSION,
+                token: token.to_owned(),
+            },
+        )
+        .await?;
+        let (participant, room) = tokio::time::timeout(NEGOTIATION_TIMEOUT, async {
+            loop {
+                match receive(&mut stream).await? {
+                    ServerMessage::Joined {
+                        participant, room, ..
+                    } => return Ok((participant, room)),
+                    ServerMessage::Error { code, message } => {
+                        return Err(ClientError::Server { code, message });
+                    }
+                    other => debug!("before Joined, ignoring {other:?}"),
+                }
+            }
+        })
+        .await
+        .map_err(|_| ClientError::Timeout("Joined"))??;
+
+        let (signal, outgoing) = mpsc::unbounded_channel();
+        let (control_tx, control) = mpsc::unbounded_channel();
+        let (packets_tx, packets) = mpsc::channel(PACKET_QUEUE);
+        let shutdown = Arc::new(watch::Sender::new(()));
+        let dropped_packets = Arc::new(AtomicU64::new(0));
+        let weak = WeakSinks {
+            control: control_tx.downgrade(),
+            packets: packets_tx.downgrade(),
+        };
+        let ctx = PeerContext {
+            signal: signal.clone(),
+            control: control_tx,
+            packets: packets_tx,
+            dropped_packets: dropped_packets.clone(),
+            shutdown: shutdown.subscribe(),
+        };
+        let session = Arc::new(Mutex::new(Session::default()));
+        let reader = Reader {
+            ctx,
+            media_ip,
+            session: session.clone(),
+            subscribe: None,
+        };
+        let reader = tokio::spawn(reader.run(stream, shutdown.clone()));
+        let writer = tokio::spawn(write_loop(sink, outgoing));
+        Ok(Self {
+            participant,
+            room,
+            media_ip,
+            signal,
+            weak,
+            dropped_packets,
+            session,
+            control,
+            packets,
+            shutdown,
+            reader,
+            writer,
+        })
+    }
+
+    /// Who the server says we are.
+    pub fn participant(&self) -> &ParticipantInfo {
+        &self.participant
+    }
+
+    /// The room as it was when we joined; later changes arrive as [`ClientEvent`]s.
+    pub fn room(&self) -> &RoomInfo {
+        &self.room
+    }
+
+    /// The next event, or `None` once the session has ended and everything was delivered.
+    ///
+    /// Cancel-safe, so it can sit in `tokio::select!` or under a timeout. Room events come
+    /// before queued packets; the two travel different paths (WebSocket vs. UDP) so there is
+    /// no order between them to keep anyway.
+    pub async fn next_event(&mut self) -> Option<ClientEvent> {
+        tokio::select! {
+            biased;
+            Some(event) = self.control.recv() => Some(event),
+            Some(packet) = self.packets.recv() => Some(ClientEvent::Packet(packet)),
+            else => None,
+        }
+    }
+
+    /// Received packets dropped because the application did not call [`next_event`] often
+    /// enough. Non-zero means the reported stream has gaps the network did not cause.
+    ///
+    /// [`next_event`]: Client::next_event
+    pub fn dropped_packets(&self) -> u64 {
+        self.dropped_packets.load(Ordering::Relaxed)
+    }
+
+    /// Publishes one Opus audio track (as a microphone) and returns once media is connected,
+    /// so that the first payload sent is the first one subscribers can get.
+    ///
+    /// A server refusal (e.g. `forbidden` for a role without publish rights) comes back as
+    /// [`ClientError::Server`]. One audio track per client.
+    pub async fn publish_audio(&self, source: AudioSource) -> Result<PublishedAudio, ClientError> {
+        {
+            let mut session = lock(&self.session);
+            if session.publishing {
+                return Err(ClientError::AlreadyPublishing);
+            }
+            session.publishing = true;
+        }
+        let result = self.negotiate_publish(source).await;
+        if result.is_err() {
+            let mut session = lock(&self.session);
+            session.publishing = false;
+            session.publish = None;
+            session.pending_answer = None;
+        }
+        result
+    }
+
+    async fn negotiate_publish(&self, source: AudioSource) -> Result<PublishedAudio, ClientError> {
+        // Built before anything is sent so that a bad config fails without side effects.
+        let tone = match source {
+            AudioSource::Tone(config) => Some(ToneEncoder::new(config)?),
+            AudioSource::Manual => None,
+        };
+        let track_id = format!(
+            "{}-audio-{:08x}",
+            self.participant.sid,
+            rand::random::<u32>()
+        );
+        let (peer, offer) = Peer::publisher(self.media_ip, self.peer_context()?, &track_id).await?;
+
+        let (answered_tx, answered) = oneshot::channel();
+        let PeerHandle { commands, mut link } = {
+            // Held from sending the offer until the reader can route the answer: on loopback
+            // the answer may be back before this function runs another line.
+            let mut session = lock(&self.session);
+            self.signal
+                .send(ClientMessage::PublishOffer {
+                    sdp: offer,
+                    tracks: vec![TrackAnnouncement {
+                        track_id: track_id.clone(),
+                        source: TrackSource::Microphone,
+                    }],
+                })
+                .map_err(|_| ClientError::Closed)?;
+            // Spawned only after the offer is queued: its first act is to signal our
+            // candidate, which the server can only apply once it has seen the offer.
+            let handle = peer.spawn();
+            session.publish = Some(handle.commands.clone());
+            session.pending_answer = Some(answered_tx);
+            handle
+        };
+
+        tokio::time::timeout(NEGOTIATION_TIMEOUT, answered)
+            .await
+            .map_err(|_| ClientError::Timeout("PublishAnswer"))?
+            .map_err(|_| ClientError::Closed)??;
+        let connected = tokio::time::timeout(
+            NEGOTIATION_TIMEOUT,
+            link.wait_for(|link| *link != Link::Connecting),
+        )
+        .await
+        .map_err(|_| ClientError::Timeout("the publish connection"))?
+        .map_err(|_| ClientError::Closed)?;
+        match *connected {
+            Link::Connected => Ok(PublishedAudio::new(track_id, commands, tone)),
+            Link::Failed => Err(ClientError::MediaFailed(PeerTarget::Publish)),
+            Link::Connecting | Link::Closed => Err(ClientError::Closed),
+        }
+    }
+
+    /// What a new peer task needs; `Closed` once the session has ended.
+    fn peer_context(&self) -> Result<PeerContext, ClientError> {
+        Ok(PeerContext {
+            signal: self.signal.clone(),
+            control: self.weak.control.upgrade().ok_or(ClientError::Closed)?,
+            packets: self.weak.packets.upgrade().ok_or(ClientError::Closed)?,
+            dropped_packets: self.dropped_packets.clone(),
+            shutdown: self.shutdown.subscribe(),
+        })
+    }
+
+    /// Leaves the room: sends `Leave`, waits (briefly) for the server's `Left`, then closes
+    /// everything. Other participants see `ParticipantLeft` and our tracks unpublished.
+    pub async fn leave(mut self) -> Result<(), ClientError> {
+        self.signal
+            .send(ClientMessage::Leave)
+            .map_err(|_| ClientError::Closed)?;
+        // The reader ends on `Left` or when the server closes the socket.
+        tokio::time::timeout(LEAVE_TIMEOUT, &mut self.reader)
+            .await
+            .map_err(|_| ClientError::Timeout("Left"))?
+            .map_err(|_| ClientError::Closed)
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.shutdown.send_replace(());
+        self.reader.abort();
+        self.writer.abort();
+    }
+}
+
+fn lock(session: &Mutex<Session>) -> std::sync::MutexGuard<'_, Session> {
+    // Nothing panics while holding the lock, but if it did the state is still consistent
+    // (every update is a single assignment), so poisoning is ignored.
+    session
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Routes server messages; ends on `Left`, on close, or on a WebSocket error.
+struct Reader {
+    ctx: PeerContext,
+    media_ip: IpAddr,
+    session: Arc<Mutex<Session>>,
+    subscribe: Option<PeerHandle>,
+}
+
+impl Reader {
+    async fn run(mut self, mut stream: SplitStream<Ws>, shutdown: Arc<watch::Sender<()>>) {
+        let reason = loop {
+            match receive(&mut stream).await {
+                Ok(ServerMessage::Left { reason }) => break reason,
+                Ok(message) => self.handle(message).await,
+                Err(ClientError::Closed) => break "connection closed".to_owned(),
+                // A message we cannot parse is the server's bug or a newer protocol; skip it.
+                Err(ClientError::Protocol(e)) => warn!("{e}"),
+                Err(e) => break e.to_string(),
+            }
+        };
+        // The server has dropped our session; the peer connections are dead weight now.
+        shutdown.send_replace(());
+        if let Some(pending) = lock(&self.session).pending_answer.take() {
+            let _ = pending.send(Err(ClientError::Closed));
+        }
+        self.emit(ClientEvent::Disconnected { reason });
+    }
+
+    fn emit(&self, event: ClientEvent) {
+        // Fails only when the client is gone, and then nobody is listening.
+        let _ = self.ctx.control.send(event);
+    }
+
+    async fn handle(&mut self, message: ServerMessage) {
+        match message {
+            ServerMessage::ParticipantJoined { participant } => {
+                self.emit(ClientEvent::ParticipantJoined(participant))
+            }
+            ServerMessage::ParticipantLeft { participant_sid } => {
+                self.emit(ClientEvent::ParticipantLeft { participant_sid })
+            }
+            ServerMessage::TrackPublished { track } => {
+                self.emit(ClientEvent::TrackPublished(track))
+            }
+            ServerMessage::TrackUnpublished {
+                track_sid,
+                participant_sid,
+            } => self.emit(ClientEvent::TrackUnpublished {
+                track_sid,
+                participant_sid,
+            }),
+            ServerMessage::TrackMuted {
+                track_sid,
+                participant_sid,
+                muted,
+            } => self.emit(ClientEvent::TrackMuted {
+                track_sid,
+                participant_sid,
+                muted,
+            }),
+            ServerMessage::PublishAnswer { sdp } => {
+                let (publish, pending) = {
+                    let mut session = lock(&self.session);
+                    (session.publish.clone(), session.pending_answer.take())
+                };
+                match (publish, pending) {
+                    (Some(publish), Some(pending)) => {
+                        // Through the peer's queue, so candidates that follow the answer are
+                        // applied after it.
+                        if publish
+                            .send(PeerCommand::RemoteAnswer(sdp, pending))
+                            .await
+                            .is_err()
+                        {
+                            warn!("publish connection gone before its answer");
+                        }
+                    }
+                    _ => warn!("PublishAnswer without a pending offer"),
+                }
+            }
+            ServerMessage::SubscribeOffer { sdp } => {
+                if let Err(e) = self.subscribe_offer(sdp).await {
+                    warn!("subscribe offer: {e}");
+                    self.emit(ClientEvent::MediaFailed {
+                        target: PeerTarget::Subscribe,
+                    });
+                }
+            }
+            ServerMessage::Candidate { target, candidate } => {
+                let commands = match target {
+                    PeerTarget::Publish => lock(&self.session).publish.clone(),
+                    PeerTarget::Subscribe => {
+                        self.subscribe.as_ref().map(|peer| peer.commands.clone())
+                    }
+                };
+                match commands {
+                    Some(commands) => {
+                        let _ = commands.send(PeerCommand::RemoteCandidate(candidate)).await;
+                    }
+                    None => debug!(?target, "candidate for a connection we do not have"),
+                }
+            }
+            ServerMessage::Error { code, message } => {
+                // The server handles our messages in order, so an error while an offer is
+                // outstanding is the verdict on that offer.
+                if let Some(pending) = lock(&self.session).pending_answer.take() {
+                    let _ = pending.send(Err(ClientError::Server {
+                        code,
+                        message: message.clone(),
+                    }));
+                }
+                self.emit(ClientEvent::Error { code, message });
+            }
+            ServerMessage::Joined { .. } => warn!("Joined twice"),
+            ServerMessage::Pong => {}
+            // Handled by `run`.
+            ServerMessage::Left { .. } => {}
+        }
+    }
+
+    async fn subscribe_offer(&mut self, sdp: String) -> Result<(), ClientError> {
+        let peer = match &self.subscribe {
+            Some(peer) => peer,
+            None => {
+                let peer = Peer::subscriber(self.media_ip, self.ctx.clone()).await?;
+                self.subscribe.insert(peer.spawn())
+            }
+        };
+        peer.commands
+            .send(PeerCommand::RemoteOffer(sdp))
+            .await
+            .map_err(|_| ClientError::Closed)
+    }
+}
+
+async fn write_loop(
+    mut sink: SplitSink<Ws, Message>,
+    mut outgoing: mpsc::UnboundedReceiver<ClientMessage>,
+) {
+    while let Some(message) = outgoing.recv().await {
+        if let Err(e) = send(&mut sink, &message).await {
+            debug!("WebSocket write: {e}");
+            return;
+        }
+    }
+    // Every sender is gone: the client was dropped. Say goodbye at the WebSocket level.
+    let _ = sink.close().await;
+}
+
+async fn send(
+    sink: &mut SplitSink<Ws, Message>,
+    message: &ClientMessage,
+) -> Result<(), ClientError> {
+    let json = serde_json::to_string(message)
+        .map_err(|e| ClientError::Protocol(format!("encoding {message:?}: {e}")))?;
+    sink.send(Message::text(json)).await?;
+    Ok(())
+}
+
+/// The next server message. `Closed` when the socket ends; `Protocol` for an unparsable one.
+async fn receive(stream: &mut SplitStream<Ws>) -> Result<ServerMessage, ClientError> {
+    loop {
+        let message = match stream.next().await {
+            None => return Err(ClientError::Closed),
+            Some(message) => message?,
+        };
+        match message {
+            Message::Text(text) => {
+                return serde_json::from_str(text.as_str()).map_err(|e| {
+                    ClientError::Protocol(format!("unparsable server message {text}: {e}"))
+                });
+            }
+            Message::Close(_) => return Err(ClientError::Closed),
+            // Pings are answered by tungstenite itself; the protocol uses no binary frames.
+            _ => {}
+        }
+    }
+}
+
+/// The local address the kernel would use to reach the host of `ws_url`.
+///
+/// `connect` on a UDP socket only consults the routing table; nothing is sent.
+async fn media_ip_for(ws_url: &str) -> Result<IpAddr, ClientError> {
+    let bad = |reason: &str| ClientError::BadUrl {
+        url: ws_url.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let uri: Uri = ws_url.parse().map_err(|e| bad(&format!("{e}")))?;
+    let host = uri.host().ok_or_else(|| bad("no host"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port = match (uri.port_u16(), uri.scheme_str()) {
+        (Some(port), _) => port,
+        (None, Some("wss")) => 443,
+        (None, Some("ws")) => 80,
+        _ => return Err(bad("scheme must be ws or wss")),
+    };
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port)).await?.collect();
+    let server = addrs
+        .iter()
+        .find(|addr| addr.is_ipv4())
+        .or_else(|| addrs.first())
+        .ok_or_else(|| bad("host resolves to no address"))?;
+    let unspecified = match server {
+        SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    };
+    let probe = std::net::UdpSocket::bind(SocketAddr::new(unspecified, 0))?;
+    probe.connect(server)?;
+    Ok(probe.local_addr()?.ip())
+}
