@@ -17,6 +17,9 @@ use crate::token::ApiKeys;
 /// MAC (RFC 7518 §3.2 requires at least 256 bits).
 pub const MIN_SECRET_BYTES: usize = 32;
 
+/// Default for `[http] ws_idle_timeout_secs`: three missed 10 s pings.
+pub const DEFAULT_WS_IDLE_TIMEOUT_SECS: u64 = 30;
+
 /// The whole configuration file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -34,6 +37,9 @@ pub struct Config {
 pub struct HttpConfig {
     /// HTTP + WebSocket listen address.
     pub bind: SocketAddr,
+    /// Seconds without any frame from a client (pongs count) before its WebSocket is closed and
+    /// it leaves the room; also the time a new socket has to join. At least 1.
+    pub ws_idle_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,6 +83,7 @@ impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             bind: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 7880)),
+            ws_idle_timeout_secs: DEFAULT_WS_IDLE_TIMEOUT_SECS,
         }
     }
 }
@@ -168,6 +175,7 @@ impl Config {
         Self {
             http: HttpConfig {
                 bind: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+                ws_idle_timeout_secs: DEFAULT_WS_IDLE_TIMEOUT_SECS,
             },
             rtc: RtcConfig {
                 udp_bind: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
@@ -247,6 +255,12 @@ impl Config {
                 }
             }
         }
+        if self.http.ws_idle_timeout_secs == 0 {
+            return Err((
+                "http.ws_idle_timeout_secs",
+                "must be at least 1 (dead connections must be detected)".into(),
+            ));
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
             return Err((
                 "log_level",
@@ -284,6 +298,7 @@ impl Config {
         aula_sfu::SfuConfig {
             udp_bind: self.rtc.udp_bind,
             advertised_ips: self.rtc.advertised_ips.clone(),
+            ..Default::default()
         }
     }
 }
@@ -373,6 +388,17 @@ mod tests {
         .expect("valid key pair");
         assert_eq!(ok.api_keys().key, "k");
         assert!(!ok.is_dev_mode());
+    }
+
+    #[test]
+    fn idle_timeout_must_be_positive() {
+        let err = Config::from_toml_str("[http]\nws_idle_timeout_secs = 0\n").unwrap_err();
+        assert!(
+            err.to_string().contains("http.ws_idle_timeout_secs"),
+            "{err}"
+        );
+        let ok = Config::from_toml_str("[http]\nws_idle_timeout_secs = 5\n").expect("valid");
+        assert_eq!(ok.http.ws_idle_timeout_secs, 5);
     }
 
     #[test]

@@ -31,6 +31,7 @@ pub(crate) struct AppState {
     media: Arc<dyn MediaPlane>,
     keys: ApiKeys,
     empty_timeout: Duration,
+    idle_timeout: Duration,
     shutdown: watch::Receiver<bool>,
     /// Never sent on: [`Server::shutdown`] waits for the channel to close, i.e. for the last
     /// `AppState` (the last session) to be dropped.
@@ -54,6 +55,10 @@ impl AppState {
 
     pub(crate) fn media(&self) -> &dyn MediaPlane {
         self.media.as_ref()
+    }
+
+    pub(crate) fn idle_timeout(&self) -> Duration {
+        self.idle_timeout
     }
 
     pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {
@@ -203,6 +208,7 @@ pub async fn start_with_media(
         media,
         keys: config.api_keys(),
         empty_timeout,
+        idle_timeout: Duration::from_secs(config.http.ws_idle_timeout_secs),
         shutdown: shutdown_rx.clone(),
         _alive: alive_tx,
     });

@@ -10,7 +10,6 @@
 //! past the idle timeout, or a frame larger than the WebSocket limit.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use aula_protocol::{ClientMessage, ErrorCode, PROTOCOL_VERSION, ServerMessage};
 use aula_sfu::SfuError;
@@ -23,13 +22,9 @@ use crate::room::{self, Member, Outbox, Outgoing};
 use crate::server::AppState;
 use crate::token::{self, AccessClaims};
 
-/// How often the server pings. Browsers answer WebSocket pings by themselves.
-pub(crate) const PING_INTERVAL: Duration = Duration::from_secs(10);
-/// A client not heard from (any frame, pongs included) for this long is dead: TCP alone can take
-/// many minutes to notice a vanished peer, and its seat in the room would stay taken meanwhile.
-pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-/// A socket that has not joined by then is closed, so idle sockets cannot pile up.
-pub(crate) const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Pings per idle timeout: a client must miss several before it is declared dead, so one late
+/// pong on a congested link does not end a class.
+const PINGS_PER_IDLE_TIMEOUT: u32 = 3;
 
 /// The reason sent when the server stops.
 const REASON_SHUTDOWN: &str = "server shutting down";
@@ -66,7 +61,13 @@ pub(crate) async fn run(socket: WebSocket, state: Arc<AppState>) {
     };
     let connected_at = Instant::now();
     let mut last_heard = Instant::now();
-    let mut ping = tokio::time::interval_at(Instant::now() + PING_INTERVAL, PING_INTERVAL);
+    // A client not heard from (any frame, pongs included) for `idle_timeout` is dead: TCP alone
+    // can take many minutes to notice a vanished peer, and its seat in the room would stay taken.
+    // Browsers answer WebSocket pings by themselves. A socket that has not joined within the
+    // same time is closed too, so idle sockets cannot pile up.
+    let idle_timeout = session.state.idle_timeout();
+    let ping_every = idle_timeout / PINGS_PER_IDLE_TIMEOUT;
+    let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
     let mut ending = false;
 
     loop {
@@ -122,11 +123,11 @@ pub(crate) async fn run(socket: WebSocket, state: Arc<AppState>) {
                 ending = flow == Flow::Ending;
             }
             _ = ping.tick() => {
-                if last_heard.elapsed() > IDLE_TIMEOUT {
+                if last_heard.elapsed() > idle_timeout {
                     tracing::info!(sid = session.sid(), "closing idle WebSocket");
                     break;
                 }
-                if session.joined.is_none() && connected_at.elapsed() > JOIN_TIMEOUT {
+                if session.joined.is_none() && connected_at.elapsed() > idle_timeout {
                     session.error(ErrorCode::NotJoined, "no join received in time");
                     session.end(None);
                     ending = true;
@@ -139,6 +140,19 @@ pub(crate) async fn run(socket: WebSocket, state: Arc<AppState>) {
         }
     }
     session.cleanup().await;
+}
+
+/// The message's `type`, for logs (never the payload: tokens and SDPs stay out of logs).
+fn message_kind(msg: &ClientMessage) -> &'static str {
+    match msg {
+        ClientMessage::Join { .. } => "join",
+        ClientMessage::PublishOffer { .. } => "publish_offer",
+        ClientMessage::SubscribeAnswer { .. } => "subscribe_answer",
+        ClientMessage::Candidate { .. } => "candidate",
+        ClientMessage::MuteTrack { .. } => "mute_track",
+        ClientMessage::Ping => "ping",
+        ClientMessage::Leave => "leave",
+    }
 }
 
 async fn send_json<S>(sink: &mut S, msg: &ServerMessage) -> Result<(), ()>
@@ -185,6 +199,21 @@ impl Session {
                 return Flow::Continue;
             }
         };
+        // Per-message timing at debug level: the media plane is awaited inline, so this is where
+        // signaling latency (e.g. slow candidate handling delaying ICE) shows up.
+        let kind = message_kind(&msg);
+        let started = Instant::now();
+        let flow = self.dispatch(msg).await;
+        tracing::debug!(
+            sid = self.sid(),
+            kind,
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "handled"
+        );
+        flow
+    }
+
+    async fn dispatch(&mut self, msg: ClientMessage) -> Flow {
         match (&self.joined, msg) {
             (None, ClientMessage::Join { version, token }) => self.join(version, &token).await,
             (None, _) => {

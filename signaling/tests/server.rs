@@ -480,3 +480,46 @@ async fn dev_token_is_404_when_keys_are_configured() {
     assert!(matches!(c.recv().await, ServerMessage::Joined { .. }));
     server.shutdown().await;
 }
+
+fn short_idle_config() -> Config {
+    let mut config = Config::loopback_ephemeral();
+    config.http.ws_idle_timeout_secs = 1;
+    config
+}
+
+#[tokio::test]
+async fn silent_client_is_dropped_after_the_idle_timeout() {
+    let server = start(short_idle_config()).await.expect("server starts");
+    let (_dead, _) = Client::join(server.http_addr(), "r", "ghost", Role::Student).await;
+    let (mut alive, _) = Client::join(server.http_addr(), "r", "alive", Role::Teacher).await;
+    assert_eq!(server.participant_count(), 2);
+    // `_dead` never reads again, so it never answers a ping: the server must give up on it,
+    // while `alive` keeps answering pings (by reading) and stays.
+    let left = alive
+        .recv_until(|m| matches!(m, ServerMessage::ParticipantLeft { .. }))
+        .await;
+    assert!(matches!(left, ServerMessage::ParticipantLeft { .. }));
+    assert_eq!(server.participant_count(), 1);
+    alive.stay_quiet_for(Duration::from_millis(2500)).await;
+    alive.assert_alive().await;
+    assert_eq!(server.participant_count(), 1);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn socket_that_never_joins_is_closed() {
+    let server = start(short_idle_config()).await.expect("server starts");
+    let mut c = Client::connect(server.http_addr()).await;
+    let msgs = c.expect_closed().await;
+    assert!(
+        matches!(
+            &msgs[..],
+            [ServerMessage::Error {
+                code: ErrorCode::NotJoined,
+                ..
+            }]
+        ),
+        "{msgs:?}"
+    );
+    server.shutdown().await;
+}

@@ -139,6 +139,19 @@ impl Client {
         assert_eq!(self.recv().await, ServerMessage::Pong);
     }
 
+    /// Reads (so that the WebSocket library answers the server's pings) for `dur`, asserting that
+    /// no protocol message and no close arrives meanwhile.
+    pub async fn stay_quiet_for(&mut self, dur: Duration) {
+        let deadline = tokio::time::Instant::now() + dur;
+        loop {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Err(_) => return,
+                Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => {}
+                Ok(other) => panic!("expected silence, got {other:?}"),
+            }
+        }
+    }
+
     pub async fn close(mut self) {
         let _ = tokio::time::timeout(STEP, self.ws.close(None)).await;
     }
