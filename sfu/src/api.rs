@@ -23,6 +23,9 @@ pub struct SfuConfig {
     /// Addresses written into ICE host candidates. Empty means "the bound address", or, when
     /// bound to the unspecified address, 127.0.0.1 plus every non-loopback interface address.
     pub advertised_ips: Vec<IpAddr>,
+    /// Where the SFU registers its metrics (see [`crate::SfuMetrics`]); the control plane serves
+    /// this registry at `/metrics`.
+    pub registry: prometheus::Registry,
 }
 
 impl Default for SfuConfig {
@@ -30,6 +33,7 @@ impl Default for SfuConfig {
         Self {
             udp_bind: SocketAddr::from(([0, 0, 0, 0], 7882)),
             advertised_ips: Vec::new(),
+            registry: prometheus::Registry::new(),
         }
     }
 }

@@ -8,13 +8,15 @@ pub mod api;
 pub mod codec;
 pub mod demux;
 pub mod forward;
+pub mod metrics;
 mod peer;
 mod router;
-mod rtcp_delivery;
 mod sdp;
+mod tap;
 mod worker;
 
 pub use api::{
     ParticipantId, PeerState, PublishedTrack, SfuConfig, SfuError, SfuEvent, SfuHandle, SfuStats,
     TrackSid, start,
 };
+pub use metrics::SfuMetrics;

@@ -16,7 +16,8 @@ use rtc::peer_connection::transport::{
 };
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 
-use crate::rtcp_delivery::{self, KeyframeRequestDelivery};
+use crate::metrics::SfuMetrics;
+use crate::tap::{self, Tap};
 
 /// ICE timers. A browser that vanishes (tab closed, network gone) is declared failed after
 /// `FAILED`, which is when its tracks are unpublished; `DISCONNECTED` is the first warning.
@@ -39,18 +40,17 @@ pub fn ice_credentials() -> (String, String) {
 
 /// A peer connection with Aula's media configuration: the default codecs (Opus, VP8, VP9, H.264,
 /// AV1 with RTX), NACK generation and response, RTCP reports, TWCC feedback, simulcast header
-/// extensions, and keyframe requests delivered to the SFU.
+/// extensions, and the SFU's [`Tap`] (metrics; keyframe requests delivered to the SFU).
 pub fn build(
     ufrag: String,
     pwd: String,
+    metrics: &SfuMetrics,
     now: Instant,
 ) -> Result<RTCPeerConnection, rtc::shared::error::Error> {
     let mut media_engine = MediaEngine::default();
     media_engine.register_default_codecs()?;
-    let registry = register_default_interceptors(Registry::new(), &mut media_engine)?.with(
-        Slot::Custom(rtcp_delivery::SLOT),
-        KeyframeRequestDelivery::default(),
-    );
+    let registry = register_default_interceptors(Registry::new(), &mut media_engine)?
+        .with(Slot::Custom(tap::SLOT), Tap::new(metrics.clone()));
     let setting_engine = SettingEngineBuilder::new()
         .with_ice_credentials(ufrag, pwd)
         .with_ice_timeouts(

@@ -27,6 +27,9 @@ use rtc::rtp_transceiver::rtp_sender::{
 use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+use rtc::statistics::StatsSelector;
+use rtc::statistics::report::RTCStatsReportEntry;
+use rtc::statistics::stats::RTCStatsType;
 use tracing::{debug, info, warn};
 
 use crate::api::{
@@ -36,12 +39,15 @@ use crate::codec::VideoCodec;
 use crate::demux;
 use crate::forward::simulcast::{Layer, LayerActivity, rid_rank};
 use crate::forward::{Decision, Forwarder, PacketMeta};
+use crate::metrics::SfuMetrics;
 use crate::peer;
-use crate::rtcp_delivery::is_keyframe_request;
 use crate::sdp::simulcast_track_ids;
+use crate::tap::is_keyframe_request;
 
 /// How often keyframe requests for waiting consumers are (re)considered.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(100);
+/// How often subscribers' receiver reports are sampled into the metrics.
+const PEER_STATS_INTERVAL: Duration = Duration::from_secs(5);
 /// At most one PLI per layer per this interval, so a crowd of joining subscribers (or a
 /// subscriber whose decoder keeps complaining) cannot make the publisher send only keyframes.
 const PLI_MIN_INTERVAL: Duration = Duration::from_millis(500);
@@ -112,14 +118,6 @@ enum ConsumerStage {
     Live { payload_type: u8 },
 }
 
-#[derive(Default)]
-struct Counters {
-    rtp_in: u64,
-    rtp_out: u64,
-    unroutable: u64,
-    send_errors: u64,
-}
-
 /// See the module docs.
 pub struct Router {
     local_addr: SocketAddr,
@@ -135,12 +133,18 @@ pub struct Router {
     transmits: VecDeque<(SocketAddr, BytesMut)>,
     events: VecDeque<SfuEvent>,
     next_housekeeping: Instant,
-    counters: Counters,
+    next_peer_stats: Instant,
+    metrics: SfuMetrics,
 }
 
 impl Router {
     /// `advertised` are the addresses (with the socket's port) put into host candidates.
-    pub fn new(local_addr: SocketAddr, advertised: &[SocketAddr], now: Instant) -> Self {
+    pub fn new(
+        local_addr: SocketAddr,
+        advertised: &[SocketAddr],
+        metrics: SfuMetrics,
+        now: Instant,
+    ) -> Self {
         let host_candidates = advertised
             .iter()
             .filter_map(|addr| match peer::host_candidate(*addr) {
@@ -164,7 +168,8 @@ impl Router {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             next_housekeeping: now,
-            counters: Counters::default(),
+            next_peer_stats: now + PEER_STATS_INTERVAL,
+            metrics,
         }
     }
 
@@ -184,20 +189,15 @@ impl Router {
             .fold(self.next_housekeeping, Instant::min)
     }
 
-    /// The shell could not send a queued datagram.
-    pub fn count_send_error(&mut self) {
-        self.counters.send_errors += 1;
-    }
-
     pub fn stats(&self) -> SfuStats {
         SfuStats {
             peers: self.peers.len(),
             producers: self.producers.len(),
             consumers: self.producers.values().map(|p| p.consumers.len()).sum(),
-            rtp_packets_in: self.counters.rtp_in,
-            rtp_packets_out: self.counters.rtp_out,
-            unroutable_datagrams: self.counters.unroutable,
-            send_errors: self.counters.send_errors,
+            rtp_packets_in: self.metrics.rtp_packets_received.get(),
+            rtp_packets_out: self.metrics.packets_forwarded.get(),
+            unroutable_datagrams: self.metrics.udp_unroutable.get(),
+            send_errors: self.metrics.udp_send_errors.get(),
         }
     }
 
@@ -207,11 +207,11 @@ impl Router {
         let by_ufrag =
             demux::binding_request_ufrag(data).and_then(|u| self.by_ufrag.get(u).copied());
         let Some(key) = by_ufrag.or_else(|| self.by_addr.get(&from).copied()) else {
-            self.counters.unroutable += 1;
+            self.metrics.udp_unroutable.inc();
             return;
         };
         let Some(peer) = self.peers.get_mut(&key) else {
-            self.counters.unroutable += 1;
+            self.metrics.udp_unroutable.inc();
             return;
         };
         if by_ufrag.is_some() && self.by_addr.insert(from, key) != Some(key) {
@@ -252,6 +252,11 @@ impl Router {
         if now >= self.next_housekeeping {
             self.next_housekeeping = now + HOUSEKEEPING_INTERVAL;
             self.request_keyframes(now);
+            self.update_gauges();
+        }
+        if now >= self.next_peer_stats {
+            self.next_peer_stats = now + PEER_STATS_INTERVAL;
+            self.sample_peer_stats(now);
         }
         self.drive(now);
     }
@@ -514,8 +519,8 @@ impl Router {
         target: PeerTarget,
     ) -> Result<PeerKey, SfuError> {
         let (ufrag, pwd) = peer::ice_credentials();
-        let mut pc =
-            peer::build(ufrag.clone(), pwd, now).map_err(|e| SfuError::Internal(e.to_string()))?;
+        let mut pc = peer::build(ufrag.clone(), pwd, &self.metrics, now)
+            .map_err(|e| SfuError::Internal(e.to_string()))?;
         for candidate in &self.host_candidates {
             pc.add_local_candidate(candidate.clone())
                 .map_err(|e| SfuError::Internal(e.to_string()))?;
@@ -892,7 +897,6 @@ impl Router {
                 else {
                     return;
                 };
-                self.counters.rtp_in += 1;
                 self.forward(now, &sid, packet);
             }
             RTCMessage::RtcpPacket(track_id, packets) => {
@@ -966,10 +970,35 @@ impl Router {
                 continue;
             };
             match sender.write_rtp(now, out) {
-                Ok(()) => self.counters.rtp_out += 1,
+                Ok(()) => self.metrics.packets_forwarded.inc(),
                 Err(e) => debug!(track = %sid, error = %e, "forward failed"),
             }
             self.mark(key);
+        }
+    }
+
+    fn update_gauges(&self) {
+        let stats = self.stats();
+        self.metrics.peers.set(stats.peers as i64);
+        self.metrics.published_tracks.set(stats.producers as i64);
+        self.metrics.subscriptions.set(stats.consumers as i64);
+    }
+
+    /// Feeds what subscribers report about our streams (loss, jitter, RTT) into the metrics.
+    fn sample_peer_stats(&mut self, now: Instant) {
+        for peer in self.peers.values_mut().filter(|p| p.connected) {
+            let report = peer.pc.get_stats(now, StatsSelector::None);
+            for entry in report.iter_by_type(RTCStatsType::RemoteInboundRTP) {
+                if let RTCStatsReportEntry::RemoteInboundRtp(stats) = entry {
+                    self.metrics.peer_fraction_lost.observe(stats.fraction_lost);
+                    self.metrics
+                        .peer_jitter
+                        .observe(stats.received_rtp_stream_stats.jitter);
+                    if stats.round_trip_time_measurements > 0 {
+                        self.metrics.peer_rtt.observe(stats.round_trip_time);
+                    }
+                }
+            }
         }
     }
 

@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::api::{Command, SfuConfig, SfuEvent, SfuHandle};
+use crate::metrics::SfuMetrics;
 use crate::router::Router;
 
 /// Largest datagram we accept; WebRTC keeps packets under the path MTU (~1200-1500 bytes).
@@ -25,6 +26,7 @@ const COMMAND_QUEUE: usize = 1024;
 pub(crate) fn spawn(
     config: SfuConfig,
 ) -> std::io::Result<(SfuHandle, mpsc::UnboundedReceiver<SfuEvent>)> {
+    let metrics = SfuMetrics::register(&config.registry).map_err(std::io::Error::other)?;
     let std_socket = std::net::UdpSocket::bind(config.udp_bind)?;
     std_socket.set_nonblocking(true)?;
     let local_addr = std_socket.local_addr()?;
@@ -42,8 +44,8 @@ pub(crate) fn spawn(
     std::thread::Builder::new()
         .name("aula-sfu".into())
         .spawn(move || {
-            let router = Router::new(local_addr, &advertised, Instant::now());
-            runtime.block_on(run(socket, router, command_rx, event_tx));
+            let router = Router::new(local_addr, &advertised, metrics.clone(), Instant::now());
+            runtime.block_on(run(socket, router, metrics, command_rx, event_tx));
         })?;
     Ok((
         SfuHandle {
@@ -74,12 +76,13 @@ fn advertised_addrs(config: &SfuConfig, local_addr: SocketAddr) -> Vec<SocketAdd
 async fn run(
     socket: UdpSocket,
     mut router: Router,
+    metrics: SfuMetrics,
     mut commands: mpsc::Receiver<Command>,
     events: mpsc::UnboundedSender<SfuEvent>,
 ) {
     let mut buf = vec![0u8; MAX_DATAGRAM];
     loop {
-        flush(&socket, &mut router, &events);
+        flush(&socket, &mut router, &metrics, &events);
         let deadline = tokio::time::Instant::from_std(router.poll_timeout());
         tokio::select! {
             command = commands.recv() => match command {
@@ -93,7 +96,18 @@ async fn run(
                 }
                 for _ in 0..READ_BATCH {
                     match socket.try_recv_from(&mut buf) {
-                        Ok((len, from)) => router.handle_datagram(Instant::now(), from, &buf[..len]),
+                        Ok((len, from)) => {
+                            let arrived = Instant::now();
+                            metrics.udp_datagrams_received.inc();
+                            metrics.udp_bytes_received.inc_by(len as u64);
+                            let forwarded_before = metrics.packets_forwarded.get();
+                            router.handle_datagram(arrived, from, &buf[..len]);
+                            if metrics.packets_forwarded.get() != forwarded_before {
+                                // Send this datagram's copies now, to time the whole hop.
+                                flush(&socket, &mut router, &metrics, &events);
+                                metrics.forwarding_latency.observe(arrived.elapsed().as_secs_f64());
+                            }
+                        }
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                         // ICMP errors from an earlier send surface here on some systems.
                         Err(e) => debug!(error = %e, "recv failed"),
@@ -106,11 +120,22 @@ async fn run(
     info!("SFU stopped: the control plane is gone");
 }
 
-fn flush(socket: &UdpSocket, router: &mut Router, events: &mpsc::UnboundedSender<SfuEvent>) {
+fn flush(
+    socket: &UdpSocket,
+    router: &mut Router,
+    metrics: &SfuMetrics,
+    events: &mpsc::UnboundedSender<SfuEvent>,
+) {
     while let Some((to, data)) = router.poll_transmit() {
-        if let Err(e) = socket.try_send_to(&data, to) {
-            router.count_send_error();
-            debug!(%to, error = %e, "send failed");
+        match socket.try_send_to(&data, to) {
+            Ok(len) => {
+                metrics.udp_datagrams_sent.inc();
+                metrics.udp_bytes_sent.inc_by(len as u64);
+            }
+            Err(e) => {
+                metrics.udp_send_errors.inc();
+                debug!(%to, error = %e, "send failed");
+            }
         }
     }
     while let Some(event) = router.poll_event() {

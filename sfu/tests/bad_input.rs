@@ -13,7 +13,7 @@ const DATAGRAMS: u64 = 2_000;
 async fn random_datagrams_are_counted_and_dropped() {
     let (sfu, _events) = start(SfuConfig {
         udp_bind: SocketAddr::from(([127, 0, 0, 1], 0)),
-        advertised_ips: Vec::new(),
+        ..SfuConfig::default()
     })
     .expect("bind SFU on loopback");
     let sender = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -54,7 +54,7 @@ async fn random_datagrams_are_counted_and_dropped() {
 async fn commands_for_unknown_participants_are_errors_not_crashes() {
     let (sfu, _events) = start(SfuConfig {
         udp_bind: SocketAddr::from(([127, 0, 0, 1], 0)),
-        advertised_ips: Vec::new(),
+        ..SfuConfig::default()
     })
     .expect("bind SFU on loopback");
     assert!(sfu.subscribe_answer("nobody", "v=0".into()).await.is_err());

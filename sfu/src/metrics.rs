@@ -1,0 +1,158 @@
+//! The SFU's Prometheus metrics, registered in the registry the control plane serves at
+//! `/metrics`. Counters are atomics, so updating them on the packet path is cheap.
+
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge, Registry};
+
+/// Every metric the media plane exports. Cloning shares the same underlying metrics.
+#[derive(Clone)]
+pub struct SfuMetrics {
+    pub peers: IntGauge,
+    pub published_tracks: IntGauge,
+    pub subscriptions: IntGauge,
+    pub udp_datagrams_received: IntCounter,
+    pub udp_bytes_received: IntCounter,
+    pub udp_datagrams_sent: IntCounter,
+    pub udp_bytes_sent: IntCounter,
+    pub udp_send_errors: IntCounter,
+    pub udp_unroutable: IntCounter,
+    /// RTP packets and bytes from publishers, after SRTP (retransmissions included).
+    pub rtp_packets_received: IntCounter,
+    pub rtp_bytes_received: IntCounter,
+    /// RTP packets and bytes to subscribers, before SRTP (retransmissions included).
+    pub rtp_packets_sent: IntCounter,
+    pub rtp_bytes_sent: IntCounter,
+    /// Publisher packets handed to subscriber connections by the forwarder.
+    pub packets_forwarded: IntCounter,
+    pub nacks_received: IntCounter,
+    pub nacks_sent: IntCounter,
+    pub retransmissions: IntCounter,
+    pub plis_received: IntCounter,
+    pub plis_sent: IntCounter,
+    /// From a datagram's arrival to the end of sending what it caused (decrypt, forward,
+    /// encrypt, send), for datagrams that were forwarded.
+    pub forwarding_latency: Histogram,
+    /// What subscribers report about the streams we send them (RTCP receiver reports).
+    pub peer_fraction_lost: Histogram,
+    pub peer_jitter: Histogram,
+    pub peer_rtt: Histogram,
+}
+
+impl SfuMetrics {
+    /// Creates the metrics and registers them. Fails only if `registry` already holds metrics
+    /// of the same names (one SFU per registry).
+    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let gauge = |name: &str, help: &str| -> prometheus::Result<IntGauge> {
+            let g = IntGauge::new(name, help)?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let counter = |name: &str, help: &str| -> prometheus::Result<IntCounter> {
+            let c = IntCounter::new(name, help)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        let histogram =
+            |name: &str, help: &str, buckets: Vec<f64>| -> prometheus::Result<Histogram> {
+                let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))?;
+                registry.register(Box::new(h.clone()))?;
+                Ok(h)
+            };
+        Ok(Self {
+            peers: gauge("aula_sfu_peers", "Peer connections in the SFU")?,
+            published_tracks: gauge(
+                "aula_sfu_published_tracks",
+                "Tracks being received from publishers",
+            )?,
+            subscriptions: gauge(
+                "aula_sfu_subscriptions",
+                "Tracks being forwarded to subscribers (consumers)",
+            )?,
+            udp_datagrams_received: counter(
+                "aula_udp_datagrams_received_total",
+                "Datagrams read from the media socket",
+            )?,
+            udp_bytes_received: counter(
+                "aula_udp_bytes_received_total",
+                "Bytes read from the media socket",
+            )?,
+            udp_datagrams_sent: counter(
+                "aula_udp_datagrams_sent_total",
+                "Datagrams written to the media socket",
+            )?,
+            udp_bytes_sent: counter(
+                "aula_udp_bytes_sent_total",
+                "Bytes written to the media socket",
+            )?,
+            udp_send_errors: counter(
+                "aula_udp_send_errors_total",
+                "Datagrams the media socket refused to send",
+            )?,
+            udp_unroutable: counter(
+                "aula_udp_unroutable_datagrams_total",
+                "Datagrams that belonged to no peer (dropped)",
+            )?,
+            rtp_packets_received: counter(
+                "aula_rtp_packets_received_total",
+                "RTP packets received from publishers",
+            )?,
+            rtp_bytes_received: counter(
+                "aula_rtp_bytes_received_total",
+                "RTP bytes (header and payload) received from publishers",
+            )?,
+            rtp_packets_sent: counter(
+                "aula_rtp_packets_sent_total",
+                "RTP packets sent to subscribers, retransmissions included",
+            )?,
+            rtp_bytes_sent: counter(
+                "aula_rtp_bytes_sent_total",
+                "RTP bytes (header and payload) sent to subscribers",
+            )?,
+            packets_forwarded: counter(
+                "aula_packets_forwarded_total",
+                "Publisher packets forwarded to a subscriber",
+            )?,
+            nacks_received: counter(
+                "aula_nacks_received_total",
+                "Lost packets subscribers asked us to resend (NACKed sequence numbers)",
+            )?,
+            nacks_sent: counter(
+                "aula_nacks_sent_total",
+                "Lost packets we asked publishers to resend (NACKed sequence numbers)",
+            )?,
+            retransmissions: counter(
+                "aula_retransmissions_total",
+                "Packets resent to subscribers in answer to NACKs",
+            )?,
+            plis_received: counter(
+                "aula_plis_received_total",
+                "Keyframe requests (PLI/FIR) from subscribers",
+            )?,
+            plis_sent: counter(
+                "aula_plis_sent_total",
+                "Keyframe requests (PLI) sent to publishers",
+            )?,
+            forwarding_latency: histogram(
+                "aula_forwarding_latency_seconds",
+                "From a forwarded datagram's arrival to the end of sending its copies",
+                vec![
+                    25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3,
+                ],
+            )?,
+            peer_fraction_lost: histogram(
+                "aula_peer_fraction_lost",
+                "Fraction of our packets lost, as subscribers report it per stream",
+                vec![0.0, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0],
+            )?,
+            peer_jitter: histogram(
+                "aula_peer_jitter_seconds",
+                "Interarrival jitter subscribers report for our streams",
+                vec![0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5],
+            )?,
+            peer_rtt: histogram(
+                "aula_peer_rtt_seconds",
+                "Round-trip time to subscribers, from their receiver reports",
+                vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6],
+            )?,
+        })
+    }
+}
