@@ -10,10 +10,12 @@
 //! past the idle timeout, or a frame larger than the WebSocket limit.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use aula_protocol::{ClientMessage, ErrorCode, PROTOCOL_VERSION, ServerMessage};
 use aula_sfu::SfuError;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, close_code};
+use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -51,7 +53,7 @@ struct Session {
 
 /// Runs one WebSocket to the end, then removes the participant from its room and the SFU.
 pub(crate) async fn run(socket: WebSocket, state: Arc<AppState>) {
-    let (mut sink, mut stream) = socket.split();
+    let (sink, mut stream) = socket.split();
     let (outbox, mut inbox) = mpsc::unbounded_channel();
     let mut shutdown = state.shutdown_signal();
     let mut session = Session {
@@ -70,6 +72,13 @@ pub(crate) async fn run(socket: WebSocket, state: Arc<AppState>) {
     let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
     let mut ending = false;
 
+    // Writes are bounded by the idle timeout too: a client that stops reading fills its TCP
+    // window, and an unbounded write would then block this loop, its pings and its timeout.
+    let mut writer = Writer {
+        sink,
+        timeout: idle_timeout,
+    };
+
     loop {
         tokio::select! {
             // Outgoing first: whatever was queued before a client message was read leaves first,
@@ -80,28 +89,22 @@ pub(crate) async fn run(socket: WebSocket, state: Arc<AppState>) {
                 let Some(out) = out else { break };
                 match out {
                     Outgoing::Message(msg) => {
-                        if send_json(&mut sink, &msg).await.is_err() {
+                        if writer.send_json(&msg).await.is_err() {
                             break;
                         }
                     }
                     Outgoing::End { left } => {
                         if let Some(reason) = left {
-                            let _ = send_json(&mut sink, &ServerMessage::Left { reason }).await;
+                            let _ = writer.send_json(&ServerMessage::Left { reason }).await;
                         }
-                        let _ = sink.send(Message::Close(Some(CloseFrame {
-                            code: close_code::NORMAL,
-                            reason: "".into(),
-                        }))).await;
+                        writer.close(close_code::NORMAL, "").await;
                         break;
                     }
                 }
             }
             _ = crate::server::stopped(&mut shutdown) => {
-                let _ = send_json(&mut sink, &ServerMessage::Left { reason: REASON_SHUTDOWN.into() }).await;
-                let _ = sink.send(Message::Close(Some(CloseFrame {
-                    code: close_code::AWAY,
-                    reason: REASON_SHUTDOWN.into(),
-                }))).await;
+                let _ = writer.send_json(&ServerMessage::Left { reason: REASON_SHUTDOWN.into() }).await;
+                writer.close(close_code::AWAY, REASON_SHUTDOWN).await;
                 break;
             }
             frame = stream.next(), if !ending => {
@@ -133,7 +136,7 @@ pub(crate) async fn run(socket: WebSocket, state: Arc<AppState>) {
                     ending = true;
                     continue;
                 }
-                if sink.send(Message::Ping(Default::default())).await.is_err() {
+                if writer.send(Message::Ping(Default::default())).await.is_err() {
                     break;
                 }
             }
@@ -155,16 +158,43 @@ fn message_kind(msg: &ClientMessage) -> &'static str {
     }
 }
 
-async fn send_json<S>(sink: &mut S, msg: &ServerMessage) -> Result<(), ()>
-where
-    S: SinkExt<Message> + Unpin,
-{
-    // Serializing these plain types cannot fail; if it ever did, dropping the message is better
-    // than killing the session.
-    let text = serde_json::to_string(msg).map_err(|e| {
-        tracing::error!("cannot serialize {msg:?}: {e}");
-    })?;
-    sink.send(Message::text(text)).await.map_err(|_| ())
+/// The sending half of the socket, every write bounded in time.
+struct Writer {
+    sink: SplitSink<WebSocket, Message>,
+    timeout: Duration,
+}
+
+/// The client is gone or not reading; the session ends.
+struct WriteFailed;
+
+impl Writer {
+    async fn send(&mut self, msg: Message) -> Result<(), WriteFailed> {
+        match tokio::time::timeout(self.timeout, self.sink.send(msg)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) | Err(_) => Err(WriteFailed),
+        }
+    }
+
+    async fn send_json(&mut self, msg: &ServerMessage) -> Result<(), WriteFailed> {
+        match serde_json::to_string(msg) {
+            Ok(text) => self.send(Message::text(text)).await,
+            // Serializing these plain types cannot fail; if it ever did, dropping one message
+            // is better than ending the session.
+            Err(e) => {
+                tracing::error!("cannot serialize {msg:?}: {e}");
+                Ok(())
+            }
+        }
+    }
+
+    /// Best effort: the socket is dropped right after anyway.
+    async fn close(&mut self, code: u16, reason: &'static str) {
+        let frame = CloseFrame {
+            code,
+            reason: reason.into(),
+        };
+        let _ = self.send(Message::Close(Some(frame))).await;
+    }
 }
 
 impl Session {
