@@ -10,8 +10,9 @@ pub mod demux;
 pub mod forward;
 pub mod metrics;
 mod peer;
-mod router;
+pub mod router;
 mod sdp;
+pub mod sim;
 mod tap;
 mod worker;
 
