@@ -87,6 +87,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/ws", get(ws))
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
         .route("/api/dev-token", get(dev_token))
         .route("/", get(|| async { &INDEX_HTML }))
         .route("/class", get(|| async { &CLASS_HTML }))
@@ -117,6 +118,20 @@ async fn ws(
 
 async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
+}
+
+/// Prometheus scrape endpoint: the SFU's and the control plane's metrics. It reveals load, not
+/// secrets, but operators exposing the server publicly may block it at the reverse proxy.
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let families = state.gather_metrics();
+    match prometheus::TextEncoder::new().encode_to_string(&families) {
+        Ok(text) => ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], text).into_response(),
+        Err(e) => json_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("cannot encode metrics: {e}"),
+        ),
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -4,7 +4,8 @@
 //! - [`token`]: JWT access tokens naming the room, the identity and the grants.
 //! - `room`: rooms and participants, the only shared state.
 //! - `session`: one participant's WebSocket, the protocol state machine.
-//! - `http`: routes (`/ws`, `/healthz`, `/api/dev-token`, the embedded pages and SDK).
+//! - `http`: routes (`/ws`, `/healthz`, `/metrics`, `/api/dev-token`, the embedded pages and SDK).
+//! - `metrics`: the control plane's Prometheus metrics (the SFU registers its own alongside).
 //! - [`media`]: the seam to the media plane ([`aula_sfu::SfuHandle`] in production).
 //! - `server`: [`start`] wires it together and returns a [`Server`].
 //!
@@ -15,6 +16,7 @@ pub mod cli;
 pub mod config;
 mod http;
 pub mod media;
+mod metrics;
 mod room;
 mod server;
 mod session;

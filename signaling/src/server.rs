@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::media::MediaPlane;
+use crate::metrics::SignalingMetrics;
 use crate::room::{self, EmptiedRoom, JoinOutcome, Member, Registry};
 use crate::token::ApiKeys;
 
@@ -33,6 +34,9 @@ pub(crate) struct AppState {
     empty_timeout: Duration,
     idle_timeout: Duration,
     shutdown: watch::Receiver<bool>,
+    /// Both planes' metrics, served at `/metrics`.
+    metrics_registry: prometheus::Registry,
+    metrics: SignalingMetrics,
     /// Never sent on: [`Server::shutdown`] waits for the channel to close, i.e. for the last
     /// `AppState` (the last session) to be dropped.
     _alive: mpsc::Sender<()>,
@@ -99,6 +103,22 @@ impl AppState {
                 tracing::debug!(room = emptied.room, "removed empty room");
             }
         });
+    }
+
+    pub(crate) fn metrics(&self) -> &SignalingMetrics {
+        &self.metrics
+    }
+
+    /// Everything in the registry, in the Prometheus text format.
+    pub(crate) fn gather_metrics(&self) -> Vec<prometheus::proto::MetricFamily> {
+        let (rooms, participants) = self.counts();
+        self.metrics
+            .rooms
+            .set(i64::try_from(rooms).unwrap_or(i64::MAX));
+        self.metrics
+            .participants
+            .set(i64::try_from(participants).unwrap_or(i64::MAX));
+        self.metrics_registry.gather()
     }
 
     fn counts(&self) -> (usize, usize) {
@@ -179,20 +199,29 @@ impl Server {
 
 /// Starts the SFU (UDP) and the HTTP server as configured.
 pub async fn start(config: Config) -> anyhow::Result<Server> {
-    let (sfu, events) = aula_sfu::start(config.sfu_config())
+    let metrics = prometheus::Registry::new();
+    let sfu_config = aula_sfu::SfuConfig {
+        registry: metrics.clone(),
+        ..config.sfu_config()
+    };
+    let (sfu, events) = aula_sfu::start(sfu_config)
         .with_context(|| format!("cannot start the SFU on UDP {}", config.rtc.udp_bind))?;
     let udp_addr = sfu.local_addr();
-    start_with_media(config, Arc::new(sfu), events, udp_addr).await
+    start_with_media(config, Arc::new(sfu), events, udp_addr, metrics).await
 }
 
 /// Starts the HTTP server against any media plane: the seam for tests that script the SFU's
-/// events, and for embedding another media plane. `udp_addr` is only reported.
+/// events, and for embedding another media plane. `udp_addr` is only reported; `metrics` is the
+/// registry the media plane registered its metrics in (the control plane adds its own).
 pub async fn start_with_media(
     config: Config,
     media: Arc<dyn MediaPlane>,
     events: mpsc::UnboundedReceiver<SfuEvent>,
     udp_addr: SocketAddr,
+    metrics: prometheus::Registry,
 ) -> anyhow::Result<Server> {
+    let signaling_metrics = SignalingMetrics::register(&metrics)
+        .context("cannot register the signaling metrics (registry already used by a server?)")?;
     let listener = TcpListener::bind(config.http.bind)
         .await
         .with_context(|| format!("cannot listen for HTTP on {}", config.http.bind))?;
@@ -210,6 +239,8 @@ pub async fn start_with_media(
         empty_timeout,
         idle_timeout: Duration::from_secs(config.http.ws_idle_timeout_secs),
         shutdown: shutdown_rx.clone(),
+        metrics_registry: metrics,
+        metrics: signaling_metrics,
         _alive: alive_tx,
     });
 

@@ -158,6 +158,23 @@ fn message_kind(msg: &ClientMessage) -> &'static str {
     }
 }
 
+/// The error code as it appears on the wire (`bad_sdp`), for metric labels.
+fn error_code_label(code: ErrorCode) -> &'static str {
+    match code {
+        ErrorCode::BadMessage => "bad_message",
+        ErrorCode::MessageTooLarge => "message_too_large",
+        ErrorCode::UnsupportedVersion => "unsupported_version",
+        ErrorCode::Unauthorized => "unauthorized",
+        ErrorCode::Forbidden => "forbidden",
+        ErrorCode::NotJoined => "not_joined",
+        ErrorCode::AlreadyJoined => "already_joined",
+        ErrorCode::BadSdp => "bad_sdp",
+        ErrorCode::BadCandidate => "bad_candidate",
+        ErrorCode::UnknownTrack => "unknown_track",
+        ErrorCode::Internal => "internal",
+    }
+}
+
 /// The sending half of the socket, every write bounded in time.
 struct Writer {
     sink: SplitSink<WebSocket, Message>,
@@ -208,6 +225,11 @@ impl Session {
     }
 
     fn error(&self, code: ErrorCode, message: impl Into<String>) {
+        self.state
+            .metrics()
+            .errors
+            .with_label_values(&[error_code_label(code)])
+            .inc();
         self.send(ServerMessage::Error {
             code,
             message: message.into(),
@@ -232,6 +254,11 @@ impl Session {
         // Per-message timing at debug level: the media plane is awaited inline, so this is where
         // signaling latency (e.g. slow candidate handling delaying ICE) shows up.
         let kind = message_kind(&msg);
+        self.state
+            .metrics()
+            .messages
+            .with_label_values(&[kind])
+            .inc();
         let started = Instant::now();
         let flow = self.dispatch(msg).await;
         tracing::debug!(

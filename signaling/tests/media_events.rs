@@ -120,6 +120,7 @@ impl Harness {
             media.clone(),
             rx,
             SocketAddr::from(([127, 0, 0, 1], 9)),
+            prometheus::Registry::new(),
         )
         .await
         .expect("server starts");

@@ -523,3 +523,40 @@ async fn socket_that_never_joins_is_closed() {
     );
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn metrics_cover_both_planes() {
+    let server = server().await;
+    let addr = server.http_addr();
+    let (mut c, _) = Client::join(addr, "r", "a", Role::Student).await;
+    c.send_text("{oops").await;
+    assert_eq!(c.expect_error().await, ErrorCode::BadMessage);
+    c.assert_alive().await;
+
+    let r = http(addr, "GET", "/metrics").await;
+    assert_eq!(r.status, 200);
+    assert!(
+        r.header("content-type")
+            .is_some_and(|t| t.starts_with("text/plain")),
+        "{:?}",
+        r.header("content-type")
+    );
+    for line in [
+        "aula_rooms 1",
+        "aula_participants 1",
+        "aula_signaling_errors_total{code=\"bad_message\"} 1",
+        "aula_signaling_messages_total{type=\"join\"} 1",
+        "aula_signaling_messages_total{type=\"ping\"} 1",
+    ] {
+        assert!(
+            r.body.lines().any(|l| l == line),
+            "missing {line:?} in:\n{}",
+            r.body
+        );
+    }
+    assert!(
+        r.body.contains("aula_sfu_peers"),
+        "the SFU's metrics are in the same registry"
+    );
+    server.shutdown().await;
+}

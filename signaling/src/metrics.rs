@@ -1,0 +1,49 @@
+//! The control plane's Prometheus metrics, served with the SFU's at `GET /metrics`.
+//!
+//! One registry holds both planes' metrics so that one scrape sees a consistent picture. The
+//! room gauges are read from the registry at scrape time rather than kept in step on every
+//! join and leave, so they can never drift from the truth.
+
+use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
+
+#[derive(Clone)]
+pub(crate) struct SignalingMetrics {
+    pub rooms: IntGauge,
+    pub participants: IntGauge,
+    /// Client messages handled, by `type`.
+    pub messages: IntCounterVec,
+    /// Error replies sent, by `code`: a rise in `unauthorized` or `bad_sdp` points at a
+    /// misconfigured backend or a broken client release.
+    pub errors: IntCounterVec,
+}
+
+impl SignalingMetrics {
+    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let rooms = IntGauge::new("aula_rooms", "Rooms currently open")?;
+        let participants = IntGauge::new("aula_participants", "Participants currently joined")?;
+        let messages = IntCounterVec::new(
+            Opts::new(
+                "aula_signaling_messages_total",
+                "Client signaling messages handled, by type",
+            ),
+            &["type"],
+        )?;
+        let errors = IntCounterVec::new(
+            Opts::new(
+                "aula_signaling_errors_total",
+                "Error replies sent to clients, by code",
+            ),
+            &["code"],
+        )?;
+        registry.register(Box::new(rooms.clone()))?;
+        registry.register(Box::new(participants.clone()))?;
+        registry.register(Box::new(messages.clone()))?;
+        registry.register(Box::new(errors.clone()))?;
+        Ok(Self {
+            rooms,
+            participants,
+            messages,
+            errors,
+        })
+    }
+}
