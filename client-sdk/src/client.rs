@@ -391,11 +391,16 @@ impl Reader {
                 }
             }
             ServerMessage::SubscribeOffer { sdp } => {
-                if let Err(e) = self.subscribe_offer(sdp).await {
-                    warn!("subscribe offer: {e}");
-                    self.emit(ClientEvent::MediaFailed {
-                        target: PeerTarget::Subscribe,
-                    });
+                match self.subscribe_offer(sdp).await {
+                    Ok(()) => {}
+                    // The client is being dropped; its peer task went first.
+                    Err(ClientError::Closed) => debug!("subscribe offer after close"),
+                    Err(e) => {
+                        warn!("subscribe offer: {e}");
+                        self.emit(ClientEvent::MediaFailed {
+                            target: PeerTarget::Subscribe,
+                        });
+                    }
                 }
             }
             ServerMessage::Candidate { target, candidate } => {

@@ -410,8 +410,11 @@ impl Peer {
             PeerCommand::RemoteCandidate(candidate) => self.add_remote_candidate(candidate),
             PeerCommand::Send(payload) => self.send_payload(payload),
         };
-        if let Err(e) = result {
-            warn!(target = ?self.target, "{e}");
+        match result {
+            Ok(()) => {}
+            // The client is being dropped and its WebSocket writer went first.
+            Err(ClientError::Closed) => debug!(target = ?self.target, "command after close"),
+            Err(e) => warn!(target = ?self.target, "{e}"),
         }
     }
 
