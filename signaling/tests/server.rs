@@ -560,3 +560,19 @@ async fn metrics_cover_both_planes() {
     );
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn empty_room_is_kept_for_its_timeout_then_removed() {
+    let mut config = Config::loopback_ephemeral();
+    config.room.empty_timeout_secs = 2;
+    let server = start(config).await.expect("server starts");
+    let (c, _) = Client::join(server.http_addr(), "r", "a", Role::Teacher).await;
+    c.close().await;
+    eventually("participant gone", || server.participant_count() == 0).await;
+    assert_eq!(server.room_count(), 1, "kept while the timeout runs");
+    eventually("room removed after its timeout", || {
+        server.room_count() == 0
+    })
+    .await;
+    server.shutdown().await;
+}
