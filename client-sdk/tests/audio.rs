@@ -236,3 +236,31 @@ async fn server_refusals_surface_with_their_code() {
     .expect("test finished in time");
     server.server.shutdown().await;
 }
+
+/// The server closes a WebSocket it has not heard from for its idle timeout. The SDK sends
+/// nothing on its own, so it stays only because tungstenite answers the server's pings: a
+/// listen-only load-test client must not be dropped after 30 s.
+#[tokio::test]
+async fn an_idle_client_stays_joined() {
+    let mut config = aula_signaling::Config::loopback_ephemeral();
+    config.http.ws_idle_timeout_secs = 1;
+    let server = TestServer::start_with(config).await;
+    let mut student = server.join("lab", "student", Role::Student).await;
+    // Three idle timeouts without a single application message.
+    let quiet = tokio::time::timeout(Duration::from_secs(3), async {
+        loop {
+            match student.next_event().await {
+                Some(ClientEvent::Disconnected { reason }) => return reason,
+                Some(_) => {}
+                None => return "events ended".to_owned(),
+            }
+        }
+    })
+    .await;
+    if let Ok(reason) = quiet {
+        panic!("an idle client was disconnected: {reason}");
+    }
+    assert_eq!(server.server.participant_count(), 1);
+    student.leave().await.expect("leave");
+    server.server.shutdown().await;
+}

@@ -25,10 +25,12 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start() -> Self {
+        Self::start_with(Config::loopback_ephemeral()).await
+    }
+
+    pub async fn start_with(config: Config) -> Self {
         init_tracing();
-        let server = aula_signaling::start(Config::loopback_ephemeral())
-            .await
-            .expect("server starts");
+        let server = aula_signaling::start(config).await.expect("server starts");
         Self { server }
     }
 
