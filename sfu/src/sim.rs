@@ -176,6 +176,17 @@ impl Sim {
         }
     }
 
+    /// Takes the datagrams a client has queued (e.g. encrypted media after [`Sim::send_audio`])
+    /// instead of delivering them, so a benchmark can feed them to the router itself.
+    pub fn take_datagrams(&mut self, index: usize) -> Vec<(SocketAddr, BytesMut)> {
+        let client = &mut self.clients[index];
+        let mut out = Vec::new();
+        while let Some(msg) = client.pc.poll_write() {
+            out.push((client.addr, msg.message));
+        }
+        out
+    }
+
     /// Subscribes a (new or existing) subscriber client to a track.
     pub fn subscribe(&mut self, participant: &str, track_sid: &str) {
         if !self.clients.iter().any(|c| c.participant == participant) {

@@ -1,0 +1,82 @@
+//! The SFU's hot path, per publisher packet: SRTP decrypt -> forwarding decision -> rewrite ->
+//! SRTP encrypt for every subscriber -> `send_to` on a real loopback socket.
+//!
+//! The publisher's packets are encrypted before the clock starts (their cost is the client's,
+//! not the SFU's); everything the router does with them, and the syscalls, is measured.
+//! `cargo bench -p aula-sfu --bench forward` prints time per publisher packet; divide by the
+//! subscriber count for the cost per forwarded packet.
+
+use std::hint::black_box;
+use std::net::UdpSocket;
+use std::time::{Duration, Instant};
+
+use aula_sfu::sim::Sim;
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+
+/// A call with one Opus publisher and `subscribers` subscribers, connected and flowing.
+fn connected_call(subscribers: usize) -> (Sim, usize) {
+    let mut sim = Sim::new();
+    let teacher = sim.add_audio_publisher("teacher");
+    let step = Duration::from_millis(5);
+    let mut published = None;
+    for _ in 0..500 {
+        if let Some((_, sid)) = sim.published.first() {
+            published = Some(sid.clone());
+            break;
+        }
+        sim.send_audio(teacher, &[0u8; 80]);
+        sim.step(step);
+    }
+    let track = published.expect("the SFU published the track");
+    for i in 0..subscribers {
+        sim.subscribe(&format!("student-{i}"), &track);
+    }
+    assert!(
+        sim.run_until(5_000, step, |s| s.router.stats().consumers == subscribers),
+        "every subscriber connected"
+    );
+    // Let every consumer start (audio needs no keyframe, but the first packet starts it).
+    for _ in 0..20 {
+        sim.send_audio(teacher, &[0u8; 80]);
+        sim.step(Duration::from_millis(20));
+    }
+    (sim, teacher)
+}
+
+fn forward(c: &mut Criterion) {
+    let sink = UdpSocket::bind("127.0.0.1:0").expect("bind sink");
+    let sink_addr = sink.local_addr().expect("sink address");
+    let sender = UdpSocket::bind("127.0.0.1:0").expect("bind sender");
+    let mut group = c.benchmark_group("forward_opus_packet");
+    for subscribers in [1usize, 10, 50] {
+        let (mut sim, teacher) = connected_call(subscribers);
+        group.throughput(Throughput::Elements(subscribers as u64));
+        group.bench_with_input(
+            BenchmarkId::from_parameter(subscribers),
+            &subscribers,
+            |b, _| {
+                b.iter_custom(|iters| {
+                    let mut datagrams = Vec::with_capacity(iters as usize);
+                    for _ in 0..iters {
+                        sim.send_audio(teacher, &[0x5a; 80]);
+                        datagrams.extend(sim.take_datagrams(teacher));
+                    }
+                    let now = sim.now;
+                    let start = Instant::now();
+                    for (from, data) in &datagrams {
+                        sim.router.handle_datagram(now, *from, data);
+                        while let Some((_, out)) = sim.router.poll_transmit() {
+                            // Every copy really goes through the kernel, to a socket nobody reads.
+                            let _ = black_box(sender.send_to(&out, sink_addr));
+                        }
+                    }
+                    start.elapsed()
+                });
+            },
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(benches, forward);
+criterion_main!(benches);
