@@ -1,0 +1,83 @@
+//! Command-line options.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+use crate::scenario::Scenario;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "aula-loadtest",
+    about = "Load-test an SFU on this machine with many light WebRTC clients",
+    after_help = "Example: aula-loadtest --spawn-server --scenario class --subscribers 100 --duration 20"
+)]
+pub struct Args {
+    /// The server's HTTP address; only loopback (see --allow-netns-target).
+    #[arg(long, default_value = "http://127.0.0.1:7880")]
+    pub url: String,
+
+    #[arg(long, value_enum, default_value = "class")]
+    pub scenario: Scenario,
+
+    /// class: students subscribing to the teacher.
+    #[arg(long, default_value_t = 100)]
+    pub subscribers: usize,
+
+    /// meeting: participants, each publishing and subscribing to all others.
+    #[arg(long, default_value_t = 6)]
+    pub participants: usize,
+
+    /// support: rooms of two.
+    #[arg(long, default_value_t = 20)]
+    pub pairs: usize,
+
+    /// Measurement window in seconds, after everyone has joined.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub duration: u64,
+
+    /// Seconds to wait for every subscriber's first media packet before measuring anyway.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub join_timeout: u64,
+
+    /// Participants joining per second.
+    #[arg(long, default_value_t = 50.0)]
+    pub join_rate: f64,
+
+    /// The server's pid, for its CPU and memory (from /proc).
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+
+    /// Start `aula serve` (built beforehand) on free loopback ports for this run.
+    #[arg(long)]
+    pub spawn_server: bool,
+
+    /// The `aula` binary for --spawn-server [default: next to this binary].
+    #[arg(long)]
+    pub server_bin: Option<PathBuf>,
+
+    /// Also allow private and link-local targets, for a server in a network namespace the
+    /// benchmark script created (Janus cannot run on loopback).
+    #[arg(long)]
+    pub allow_netns_target: bool,
+
+    /// Peers per UDP socket (and per driver task).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub peers_per_socket: u32,
+
+    /// Video frames per second.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=120))]
+    pub fps: u32,
+
+    /// A keyframe every this many frames (and whenever a PLI arrives).
+    #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(u32).range(1..))]
+    pub keyframe_interval: u32,
+
+    /// Runtime worker threads of the load generator.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub threads: u16,
+
+    /// Print the report as JSON on stdout (and no progress bar).
+    #[arg(long)]
+    pub json: bool,
+}

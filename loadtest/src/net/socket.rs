@@ -1,0 +1,197 @@
+//! One UDP socket shared by many peers, each with its own local address.
+//!
+//! The SFU tells peers apart by their address (after the first STUN request), so two peers
+//! must never share an `ip:port`. Instead of one socket per peer, every peer gets its own
+//! loopback alias (127.100.x.y — all of 127/8 is local on Linux) on one socket bound to the
+//! wildcard address: `IP_PKTINFO` tells us which alias a datagram was sent to and lets us pick
+//! the source alias for each send. `quinn-udp` does the cmsg work and reads in `recvmmsg`
+//! batches, which is what lets hundreds of subscribers run in one task.
+//!
+//! Datagrams from anywhere but loopback are dropped: the wildcard bind must not make the load
+//! generator a thing the network can talk to.
+
+use std::io::{self, IoSliceMut};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Instant;
+
+use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
+use tokio::io::Interest;
+use tokio::net::UdpSocket;
+
+/// Datagrams per `recvmmsg` (quinn-udp's own batch size on Linux).
+pub const RECV_BATCH: usize = quinn_udp::BATCH_SIZE;
+/// Room per slot: GRO may coalesce several datagrams of one flow into one slot.
+const SLOT_BYTES: usize = 64 * 1024;
+/// Kernel buffers: a burst of keyframes to hundreds of subscribers must not overflow them.
+const SOCKET_BUFFER_BYTES: usize = 16 * 1024 * 1024;
+
+/// A datagram as received: who sent it, to which of our addresses, when.
+pub struct Datagram<'a> {
+    pub from: SocketAddr,
+    pub to: IpAddr,
+    pub at: Instant,
+    pub data: &'a [u8],
+}
+
+pub struct MuxSocket {
+    socket: UdpSocket,
+    state: UdpSocketState,
+    port: u16,
+    buffers: Vec<u8>,
+    metas: Vec<RecvMeta>,
+    dropped_foreign: u64,
+}
+
+impl MuxSocket {
+    /// Binds a socket on the wildcard address. Must run inside a tokio runtime.
+    pub fn bind() -> io::Result<Self> {
+        let std_socket =
+            std::net::UdpSocket::bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0))?;
+        let state = UdpSocketState::new((&std_socket).into())?;
+        // Best effort: larger buffers only make drops less likely.
+        let _ = state.set_recv_buffer_size((&std_socket).into(), SOCKET_BUFFER_BYTES);
+        let _ = state.set_send_buffer_size((&std_socket).into(), SOCKET_BUFFER_BYTES);
+        let port = std_socket.local_addr()?.port();
+        let socket = UdpSocket::from_std(std_socket)?;
+        Ok(Self {
+            socket,
+            state,
+            port,
+            buffers: vec![0; RECV_BATCH * SLOT_BYTES],
+            metas: vec![RecvMeta::default(); RECV_BATCH],
+            dropped_foreign: 0,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The local address of the `n`-th peer on this socket: its own alias, this socket's port.
+    /// 250 hosts per /24 keeps clear of .0 and .255, which some tools treat specially.
+    pub fn peer_addr(&self, n: u32) -> SocketAddr {
+        let ip = Ipv4Addr::new(
+            127,
+            100,
+            u8::try_from(n / 250).unwrap_or(u8::MAX),
+            u8::try_from(n % 250 + 1).unwrap_or(1),
+        );
+        SocketAddr::new(IpAddr::V4(ip), self.port)
+    }
+
+    /// Datagrams dropped because they came from somewhere other than the target.
+    pub fn dropped_foreign(&self) -> u64 {
+        self.dropped_foreign
+    }
+
+    /// Waits until the socket has something to read.
+    pub async fn readable(&self) -> io::Result<()> {
+        self.socket.readable().await
+    }
+
+    /// Reads one batch without waiting and hands each datagram to `handle`. Returns how many
+    /// datagrams there were (0 when nothing was waiting).
+    pub fn recv_batch(&mut self, mut handle: impl FnMut(Datagram<'_>)) -> io::Result<usize> {
+        let received = {
+            let mut slices: Vec<IoSliceMut<'_>> = self
+                .buffers
+                .chunks_mut(SLOT_BYTES)
+                .map(IoSliceMut::new)
+                .collect();
+            let (socket, state, metas) = (&self.socket, &self.state, &mut self.metas);
+            match socket.try_io(Interest::READABLE, || {
+                state.recv(socket.into(), &mut slices, metas)
+            }) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(0),
+                Err(e) => return Err(e),
+            }
+        };
+        let at = Instant::now();
+        let local_ip = self.socket.local_addr().map(|a| a.ip()).ok();
+        let mut count = 0;
+        for (slot, meta) in self.metas[..received].iter().enumerate() {
+            let from = meta.addr;
+            if !from.ip().is_loopback() {
+                self.dropped_foreign += 1;
+                continue;
+            }
+            let Some(to) = meta.dst_ip.or(local_ip) else {
+                continue;
+            };
+            let data = &self.buffers[slot * SLOT_BYTES..slot * SLOT_BYTES + meta.len];
+            let stride = meta.stride.max(1);
+            for segment in data.chunks(stride) {
+                count += 1;
+                handle(Datagram {
+                    from,
+                    to,
+                    at,
+                    data: segment,
+                });
+            }
+        }
+        Ok(count)
+    }
+
+    /// Sends one datagram from `from` (a peer's address on this socket). Waits for buffer
+    /// space a bounded number of times, then drops it: UDP may lose packets, and the loss
+    /// shows in the report.
+    pub async fn send(&self, from: IpAddr, to: SocketAddr, data: &[u8]) -> io::Result<()> {
+        let transmit = Transmit {
+            destination: to,
+            ecn: None,
+            contents: data,
+            segment_size: None,
+            src_ip: Some(from),
+        };
+        for _ in 0..3 {
+            match self.socket.try_io(Interest::WRITABLE, || {
+                self.state.try_send((&self.socket).into(), &transmit)
+            }) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.socket.writable().await?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(io::ErrorKind::WouldBlock.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn aliases_round_trip_through_one_socket() {
+        let server = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let server_addr = server.local_addr().unwrap();
+        let mut mux = MuxSocket::bind().unwrap();
+        let (a, b) = (mux.peer_addr(0), mux.peer_addr(251));
+        assert_ne!(a.ip(), b.ip());
+        assert_eq!(b.ip(), IpAddr::V4(Ipv4Addr::new(127, 100, 1, 2)));
+        mux.send(a.ip(), server_addr, b"from a").await.unwrap();
+        mux.send(b.ip(), server_addr, b"from b").await.unwrap();
+        let mut buf = [0u8; 16];
+        let mut seen = Vec::new();
+        for _ in 0..2 {
+            let (n, from) = server.recv_from(&mut buf).unwrap();
+            seen.push((from, buf[..n].to_vec()));
+            server.send_to(b"reply", from).unwrap();
+        }
+        assert!(seen.contains(&(a, b"from a".to_vec())));
+        assert!(seen.contains(&(b, b"from b".to_vec())));
+        let mut replies = Vec::new();
+        while replies.len() < 2 {
+            mux.readable().await.unwrap();
+            mux.recv_batch(|d| replies.push((d.to, d.data.to_vec())))
+                .unwrap();
+        }
+        replies.sort();
+        let mut want = vec![(a.ip(), b"reply".to_vec()), (b.ip(), b"reply".to_vec())];
+        want.sort();
+        assert_eq!(replies, want);
+    }
+}

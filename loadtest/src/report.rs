@@ -1,0 +1,311 @@
+//! The run's results: built from the shards' reports and the server probes, printed as a table
+//! for people or as JSON for scripts (`compare.sh`, CI trend lines).
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::scenario::Scenario;
+use crate::shard::ShardReport;
+use crate::stats::Summary;
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub target: &'static str,
+    pub scenario: Scenario,
+    pub url: String,
+    pub cpus: usize,
+    /// Measurement window actually measured, seconds.
+    pub window_seconds: f64,
+    pub participants: usize,
+    pub join: JoinReport,
+    pub latency_ms: Summary,
+    pub loss: LossReport,
+    pub jitter_ms: JitterReport,
+    pub bitrate_kbps: Summary,
+    pub server: Option<ServerReport>,
+    pub forwarded: ForwardedReport,
+    pub client: ClientReport,
+}
+
+#[derive(Debug, Serialize)]
+pub struct JoinReport {
+    /// Subscribing participants.
+    pub subscribers: usize,
+    /// Those whose subscribe connection came up (ICE and DTLS).
+    pub connected: usize,
+    /// Those that received a first media packet.
+    pub with_media: usize,
+    pub failed: usize,
+    /// Token request to first media packet, milliseconds.
+    pub time_ms: Summary,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LossReport {
+    /// Packets the subscribers should have received in the window, by sequence number.
+    pub expected: u64,
+    pub received: u64,
+    pub lost: u64,
+    pub percent: f64,
+    /// The worst single subscriber's loss.
+    pub worst_subscriber_percent: f64,
+    pub subscribers_with_loss: usize,
+    pub duplicates: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct JitterReport {
+    /// RFC 3550 interarrival jitter at the end of the window, one value per received stream.
+    pub audio: Summary,
+    pub video: Summary,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ServerReport {
+    pub pid: u32,
+    /// CPU seconds the server used during the window.
+    pub cpu_seconds: f64,
+    /// Of one core: 100 is one core busy.
+    pub cpu_percent: f64,
+    pub rss_mb: f64,
+    pub peak_rss_mb: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ForwardedReport {
+    pub packets: f64,
+    /// `"server_metrics"` (the server's `aula_packets_forwarded_total`) or `"subscribers"`
+    /// (packets the subscribers received, which misses what the network dropped).
+    pub source: &'static str,
+    pub per_second: f64,
+    /// Forwarded packets per CPU-second of the server; needs its pid.
+    pub per_cpu_second: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ClientReport {
+    /// CPU the load generator itself used during the window, of one core.
+    pub cpu_percent: f64,
+    pub packets_sent: u64,
+    pub keyframe_requests_received: u64,
+    pub udp_send_errors: u64,
+    /// Datagrams the kernel dropped on the load generator's sockets (its own overload).
+    pub udp_receive_drops: u64,
+    /// Datagrams from non-loopback sources, dropped unread.
+    pub foreign_datagrams_dropped: u64,
+    pub unstamped_packets: u64,
+}
+
+/// What the run measured besides the shards' reports.
+pub struct RunFacts {
+    pub target: &'static str,
+    pub scenario: Scenario,
+    pub url: String,
+    pub participants: usize,
+    pub subscribers: usize,
+    pub window_seconds: f64,
+    pub server: Option<ServerReport>,
+    /// Forwarded packets in the window from the server's metrics, if it has them.
+    pub server_forwarded: Option<f64>,
+    pub client_cpu_seconds: f64,
+    pub udp_receive_drops: u64,
+}
+
+impl Report {
+    pub fn build(facts: RunFacts, shards: Vec<ShardReport>) -> Self {
+        let subscribers: Vec<_> = shards.iter().flat_map(|s| &s.subscribers).collect();
+        let publishers: Vec<_> = shards.iter().flat_map(|s| &s.publishers).collect();
+        let window = facts.window_seconds.max(1e-3);
+
+        let mut join_ms: Vec<f64> = subscribers
+            .iter()
+            .filter_map(|s| s.join_time)
+            .map(|d| d.as_secs_f64() * 1000.0)
+            .collect();
+        let with_media = join_ms.len();
+        let mut latency_ms: Vec<f64> = shards
+            .iter()
+            .flat_map(|s| &s.latencies_us)
+            .map(|&us| f64::from(us) / 1000.0)
+            .collect();
+        let percent = |lost: u64, expected: u64| {
+            if expected == 0 {
+                0.0
+            } else {
+                lost as f64 * 100.0 / expected as f64
+            }
+        };
+        let expected: u64 = subscribers.iter().map(|s| s.expected).sum();
+        let received: u64 = subscribers.iter().map(|s| s.received).sum();
+        let lost = expected.saturating_sub(received);
+        let mut audio_jitter: Vec<f64> = subscribers
+            .iter()
+            .flat_map(|s| s.audio_jitter_ms.iter().copied())
+            .collect();
+        let mut video_jitter: Vec<f64> = subscribers
+            .iter()
+            .flat_map(|s| s.video_jitter_ms.iter().copied())
+            .collect();
+        let mut bitrate: Vec<f64> = subscribers
+            .iter()
+            .map(|s| s.bytes as f64 * 8.0 / window / 1000.0)
+            .collect();
+        let (forwarded, source) = match facts.server_forwarded {
+            Some(packets) => (packets, "server_metrics"),
+            None => (received as f64, "subscribers"),
+        };
+        let per_cpu_second = facts
+            .server
+            .as_ref()
+            .filter(|s| s.cpu_seconds > 0.0)
+            .map(|s| forwarded / s.cpu_seconds);
+        Self {
+            target: facts.target,
+            scenario: facts.scenario,
+            url: facts.url,
+            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            window_seconds: facts.window_seconds,
+            participants: facts.participants,
+            join: JoinReport {
+                subscribers: facts.subscribers,
+                connected: subscribers.iter().filter(|s| s.connected).count(),
+                with_media,
+                failed: facts.subscribers.saturating_sub(with_media),
+                time_ms: Summary::of(&mut join_ms),
+            },
+            latency_ms: Summary::of(&mut latency_ms),
+            loss: LossReport {
+                expected,
+                received,
+                lost,
+                percent: percent(lost, expected),
+                worst_subscriber_percent: subscribers
+                    .iter()
+                    .map(|s| percent(s.expected.saturating_sub(s.received), s.expected))
+                    .fold(0.0, f64::max),
+                subscribers_with_loss: subscribers
+                    .iter()
+                    .filter(|s| s.received < s.expected)
+                    .count(),
+                duplicates: subscribers.iter().map(|s| s.duplicates).sum(),
+            },
+            jitter_ms: JitterReport {
+                audio: Summary::of(&mut audio_jitter),
+                video: Summary::of(&mut video_jitter),
+            },
+            bitrate_kbps: Summary::of(&mut bitrate),
+            server: facts.server,
+            forwarded: ForwardedReport {
+                packets: forwarded,
+                source,
+                per_second: forwarded / window,
+                per_cpu_second,
+            },
+            client: ClientReport {
+                cpu_percent: facts.client_cpu_seconds * 100.0 / window,
+                packets_sent: publishers.iter().map(|p| p.packets_sent).sum(),
+                keyframe_requests_received: publishers.iter().map(|p| p.keyframe_requests).sum(),
+                udp_send_errors: shards.iter().map(|s| s.send_errors).sum::<u64>()
+                    + publishers.iter().map(|p| p.send_errors).sum::<u64>(),
+                udp_receive_drops: facts.udp_receive_drops,
+                foreign_datagrams_dropped: shards.iter().map(|s| s.dropped_foreign).sum(),
+                unstamped_packets: subscribers.iter().map(|s| s.unstamped).sum(),
+            },
+        }
+    }
+
+    /// The human table.
+    pub fn table(&self) -> String {
+        let mut t = String::new();
+        let row = |t: &mut String, name: &str, value: String| {
+            let _ = writeln!(t, "  {name:<28} {value}");
+        };
+        let pct = |s: &Summary| {
+            format!(
+                "p50 {:.2}  p95 {:.2}  p99 {:.2}  max {:.2}",
+                s.p50, s.p95, s.p99, s.max
+            )
+        };
+        let _ = writeln!(
+            t,
+            "aula-loadtest: {:?} against {} at {} ({} participants, {:.1} s window, {} CPUs)",
+            self.scenario, self.target, self.url, self.participants, self.window_seconds, self.cpus
+        );
+        row(
+            &mut t,
+            "subscribers with media",
+            format!(
+                "{}/{} ({} connected, {} failed)",
+                self.join.with_media, self.join.subscribers, self.join.connected, self.join.failed
+            ),
+        );
+        row(&mut t, "join time ms", pct(&self.join.time_ms));
+        row(&mut t, "latency ms", pct(&self.latency_ms));
+        row(
+            &mut t,
+            "loss",
+            format!(
+                "{:.3}% ({} of {}; worst subscriber {:.3}%, {} with loss, {} duplicates)",
+                self.loss.percent,
+                self.loss.lost,
+                self.loss.expected,
+                self.loss.worst_subscriber_percent,
+                self.loss.subscribers_with_loss,
+                self.loss.duplicates
+            ),
+        );
+        row(&mut t, "jitter audio ms", pct(&self.jitter_ms.audio));
+        row(&mut t, "jitter video ms", pct(&self.jitter_ms.video));
+        row(
+            &mut t,
+            "bitrate per subscriber kbps",
+            format!(
+                "mean {:.0}  min {:.0}  max {:.0}",
+                self.bitrate_kbps.mean, self.bitrate_kbps.min, self.bitrate_kbps.max
+            ),
+        );
+        row(
+            &mut t,
+            "forwarded packets",
+            format!(
+                "{:.0} ({:.0}/s, from {})",
+                self.forwarded.packets, self.forwarded.per_second, self.forwarded.source
+            ),
+        );
+        match &self.server {
+            Some(s) => {
+                row(
+                    &mut t,
+                    "server CPU",
+                    format!(
+                        "{:.2} s ({:.0}% of a core), pid {}",
+                        s.cpu_seconds, s.cpu_percent, s.pid
+                    ),
+                );
+                row(
+                    &mut t,
+                    "server RSS MB",
+                    format!("{:.1} (peak {:.1})", s.rss_mb, s.peak_rss_mb),
+                );
+            }
+            None => row(&mut t, "server CPU", "unknown (give --server-pid)".into()),
+        }
+        if let Some(per) = self.forwarded.per_cpu_second {
+            row(&mut t, "forwarded per CPU-second", format!("{per:.0}"));
+        }
+        row(
+            &mut t,
+            "load generator",
+            format!(
+                "{:.0}% CPU, {} packets sent, {} PLI/FIR, {} send errors, {} receive drops",
+                self.client.cpu_percent,
+                self.client.packets_sent,
+                self.client.keyframe_requests_received,
+                self.client.udp_send_errors,
+                self.client.udp_receive_drops
+            ),
+        );
+        t
+    }
+}

@@ -1,0 +1,275 @@
+//! One run, start to end: server, shards, joins, the measurement window, the report.
+//!
+//! Phases are bounded: joining by `--join-timeout` (the window then starts with whoever has
+//! media, and the report counts the rest as failed), measuring by `--duration`, leaving by
+//! [`LEAVE_TIMEOUT`]. Publishers that must be live before others join (the class teacher) join
+//! first, so join time measures the subscriber's path and not the teacher's.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use aula_protocol::PeerTarget;
+use rand::Rng;
+use rand::distr::Alphanumeric;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tracing::warn;
+
+use crate::cli::Args;
+use crate::clock::Epoch;
+use crate::progress::{self, Progress};
+use crate::report::{Report, RunFacts, ServerReport};
+use crate::scenario::{self, Cast, Sizes};
+use crate::server::{self, SpawnedServer};
+use crate::shard::{Shard, ShardHandle};
+use crate::signal::{self, ParticipantEvent, ParticipantSpec};
+use crate::{guard, procfs};
+
+/// Time participants get to leave cleanly at the end.
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Errors printed at the end; the rest are counted.
+const ERRORS_SHOWN: usize = 5;
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let spawned = match args.spawn_server {
+        true => Some(SpawnedServer::start(&server_binary(&args)?).await?),
+        false => None,
+    };
+    let server = match &spawned {
+        Some(s) => s.http,
+        None => guard::parse_target(&args.url, args.allow_netns_target)?,
+    };
+    let server_pid = args.server_pid.or(spawned.as_ref().map(SpawnedServer::pid));
+    let sizes = Sizes {
+        subscribers: args.subscribers,
+        participants: args.participants,
+        pairs: args.pairs,
+        fps: args.fps,
+        keyframe_interval: args.keyframe_interval,
+    };
+    let run_id: String = rand::rng()
+        .sample_iter(Alphanumeric)
+        .take(6)
+        .map(char::from)
+        .collect();
+    let cast = scenario::cast(args.scenario, &sizes, &run_id);
+
+    let epoch = Epoch::now();
+    let progress = Arc::new(Progress::default());
+    let shard_count = cast.peers().div_ceil(args.peers_per_socket as usize).max(1);
+    let shards = (0..shard_count)
+        .map(|_| Shard::spawn(epoch, progress.clone()))
+        .collect::<std::io::Result<Vec<_>>>()
+        .context("binding UDP sockets")?;
+
+    let (events_tx, events_rx) = mpsc::unbounded_channel();
+    let errors = tokio::spawn(collect_events(events_rx, progress.clone()));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut participants = JoinSet::new();
+    let mut assign = Assigner::new(&shards, args.peers_per_socket as usize);
+    let launch = |participants: &mut JoinSet<()>, assign: &mut Assigner, spec: ParticipantSpec| {
+        let shard = assign.next(&spec);
+        let (events, stop) = (events_tx.clone(), stop_rx.clone());
+        participants.spawn(async move {
+            let identity = spec.identity.clone();
+            if let Err(e) = signal::aula::run(server, spec, shard, events.clone(), stop).await {
+                let _ = events.send(ParticipantEvent::Failed(format!("{identity}: {e:#}")));
+            }
+        });
+    };
+
+    // Phase 1: publishers others wait for.
+    let join_deadline = tokio::time::Instant::now() + Duration::from_secs(args.join_timeout);
+    let first_publishers = cast.first.iter().filter(|p| p.publish.is_some()).count() as u64;
+    for spec in cast.first.clone() {
+        launch(&mut participants, &mut assign, spec);
+    }
+    while progress.publishers_connected.load(Ordering::Relaxed) < first_publishers {
+        if tokio::time::Instant::now() >= join_deadline {
+            anyhow::bail!(
+                "the first publishers did not connect within {} s: {}",
+                args.join_timeout,
+                progress.errors().join("; ")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Phase 2: everyone else, at the join rate, until every subscriber has media.
+    let subscribers = cast.subscribers();
+    let bar = progress::bar(subscribers as u64, "joining", args.json);
+    let joining = async {
+        let gap = Duration::from_secs_f64(1.0 / args.join_rate.max(0.1));
+        for spec in cast.rest.clone() {
+            launch(&mut participants, &mut assign, spec);
+            tokio::time::sleep(gap).await;
+        }
+        loop {
+            let with_media = progress.subscribers_with_media.load(Ordering::Relaxed);
+            bar.set_position(with_media);
+            if with_media >= subscribers as u64 || tokio::time::Instant::now() >= join_deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    progress::follow(&bar, &progress, subscribers as u64, joining).await;
+    bar.finish_and_clear();
+
+    // Phase 3: the measurement window.
+    let facts = measure(&args, server, server_pid, &shards, &progress, &cast).await?;
+    let reports = {
+        let mut reports = Vec::new();
+        for shard in &shards {
+            reports.push(shard.finish().await?);
+        }
+        reports
+    };
+    let ports: Vec<u16> = reports.iter().map(|r| r.socket_port).collect();
+    let facts = RunFacts {
+        udp_receive_drops: procfs::udp_drops(&ports),
+        ..facts
+    };
+
+    // Phase 4: leave.
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(LEAVE_TIMEOUT, async {
+        while participants.join_next().await.is_some() {}
+    })
+    .await;
+    participants.abort_all();
+    drop((shards, events_tx));
+    let errors = errors.await.unwrap_or_default();
+
+    let report = Report::build(facts, reports);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.table());
+    }
+    for error in errors.iter().take(ERRORS_SHOWN) {
+        warn!("{error}");
+    }
+    if errors.len() > ERRORS_SHOWN {
+        warn!("... and {} more errors", errors.len() - ERRORS_SHOWN);
+    }
+    Ok(())
+}
+
+/// Runs the window: samples the server and ourselves before and after, counts in between.
+async fn measure(
+    args: &Args,
+    server: SocketAddr,
+    server_pid: Option<u32>,
+    shards: &[ShardHandle],
+    progress: &Progress,
+    cast: &Cast,
+) -> anyhow::Result<RunFacts> {
+    let pid = server_pid.map(|p| p.to_string());
+    let server_before = pid.as_deref().map(procfs::sample).transpose()?;
+    let self_before = procfs::sample("self")?;
+    let forwarded_before = server::forwarded_packets(server).await;
+    for shard in shards {
+        shard.send(crate::shard::ShardCommand::StartWindow)?;
+    }
+    let started = Instant::now();
+    let bar = progress::bar(args.duration, "measure", args.json);
+    let subscribers = cast.subscribers() as u64;
+    let window = async {
+        for second in 1..=args.duration {
+            tokio::time::sleep_until((started + Duration::from_secs(second)).into()).await;
+            bar.set_position(second);
+        }
+    };
+    progress::follow(&bar, progress, subscribers, window).await;
+    bar.finish_and_clear();
+    let window_seconds = started.elapsed().as_secs_f64();
+    let server_after = pid.as_deref().map(procfs::sample).transpose()?;
+    let self_after = procfs::sample("self")?;
+    let forwarded_after = server::forwarded_packets(server).await;
+
+    let server_report = match (server_pid, server_before, server_after) {
+        (Some(pid), Some(before), Some(after)) => {
+            let cpu_seconds = after.cpu_seconds - before.cpu_seconds;
+            Some(ServerReport {
+                pid,
+                cpu_seconds,
+                cpu_percent: cpu_seconds * 100.0 / window_seconds,
+                rss_mb: after.rss_bytes as f64 / 1e6,
+                peak_rss_mb: after.peak_rss_bytes as f64 / 1e6,
+            })
+        }
+        _ => None,
+    };
+    Ok(RunFacts {
+        target: "aula",
+        scenario: args.scenario,
+        url: format!("http://{server}"),
+        participants: cast.all().count(),
+        subscribers: cast.subscribers(),
+        window_seconds,
+        server: server_report,
+        server_forwarded: forwarded_before
+            .zip(forwarded_after)
+            .map(|(before, after)| after - before),
+        client_cpu_seconds: self_after.cpu_seconds - self_before.cpu_seconds,
+        udp_receive_drops: 0,
+    })
+}
+
+/// Counts participant events into `progress`; returns the errors.
+async fn collect_events(
+    mut events: mpsc::UnboundedReceiver<ParticipantEvent>,
+    progress: Arc<Progress>,
+) -> Vec<String> {
+    while let Some(event) = events.recv().await {
+        match event {
+            ParticipantEvent::Connected(PeerTarget::Publish) => {
+                progress
+                    .publishers_connected
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            ParticipantEvent::Joined => {
+                progress.participants_joined.fetch_add(1, Ordering::Relaxed);
+            }
+            ParticipantEvent::Connected(PeerTarget::Subscribe) => {}
+            ParticipantEvent::Failed(error) => progress.record_error(error),
+        }
+    }
+    progress.errors()
+}
+
+/// Fills shards in order, a participant's peers always in one shard.
+struct Assigner<'a> {
+    shards: &'a [ShardHandle],
+    per_shard: usize,
+    placed: usize,
+}
+
+impl<'a> Assigner<'a> {
+    fn new(shards: &'a [ShardHandle], per_shard: usize) -> Self {
+        Self {
+            shards,
+            per_shard: per_shard.max(1),
+            placed: 0,
+        }
+    }
+
+    fn next(&mut self, spec: &ParticipantSpec) -> ShardHandle {
+        let index = (self.placed / self.per_shard).min(self.shards.len() - 1);
+        self.placed += usize::from(spec.publish.is_some()) + usize::from(spec.subscribe);
+        self.shards[index].clone()
+    }
+}
+
+/// `--server-bin`, or `aula` next to this binary (both live in `target/release`).
+fn server_binary(args: &Args) -> anyhow::Result<std::path::PathBuf> {
+    if let Some(path) = &args.server_bin {
+        return Ok(path.clone());
+    }
+    let me = std::env::current_exe().context("locating this binary")?;
+    Ok(me.with_file_name("aula"))
+}

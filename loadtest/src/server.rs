@@ -1,0 +1,132 @@
+//! The server under test: optionally started here, and observed during the window (CPU and
+//! memory from /proc, forwarded packets from its Prometheus `/metrics` when it has them).
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+use crate::http;
+
+/// How long a spawned server has to answer `/healthz`.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
+const METRICS_TIMEOUT: Duration = Duration::from_secs(2);
+/// The counter of packets the SFU forwarded to subscribers.
+const FORWARDED_METRIC: &str = "aula_packets_forwarded_total";
+
+/// An `aula serve` started for this run on free loopback ports; killed when dropped.
+pub struct SpawnedServer {
+    child: Child,
+    pub http: SocketAddr,
+    config: PathBuf,
+    pub log: PathBuf,
+}
+
+impl SpawnedServer {
+    /// Starts `binary` (built beforehand: this builds nothing) with a temporary config.
+    pub async fn start(binary: &Path) -> anyhow::Result<Self> {
+        if !binary.exists() {
+            bail!(
+                "{} not found: build it first with `cargo build --release --bin aula`",
+                binary.display()
+            );
+        }
+        let http_port = free_port()?;
+        let udp_port = free_port()?;
+        let dir = std::env::temp_dir();
+        let stem = format!("aula-loadtest-{}", std::process::id());
+        let config = dir.join(format!("{stem}.toml"));
+        let log = dir.join(format!("{stem}.log"));
+        std::fs::write(
+            &config,
+            format!(
+                "log_level = \"warn\"\n\n[http]\nbind = \"127.0.0.1:{http_port}\"\n\n\
+                 [rtc]\nudp_bind = \"127.0.0.1:{udp_port}\"\nadvertised_ips = [\"127.0.0.1\"]\n"
+            ),
+        )?;
+        let child = Command::new(binary)
+            .arg("serve")
+            .arg("--config")
+            .arg(&config)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        let server = Self {
+            child,
+            http: SocketAddr::from(([127, 0, 0, 1], http_port)),
+            config,
+            log,
+        };
+        let deadline = tokio::time::Instant::now() + STARTUP_TIMEOUT;
+        while tokio::time::Instant::now() < deadline {
+            if let Ok((200, _)) = http::get(server.http, "/healthz", METRICS_TIMEOUT).await {
+                return Ok(server);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bail!(
+            "the server did not answer /healthz within {STARTUP_TIMEOUT:?}; see {}",
+            server.log.display()
+        )
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for SpawnedServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.config);
+    }
+}
+
+/// A loopback port nobody holds right now (the server binds it a moment later).
+fn free_port() -> anyhow::Result<u16> {
+    Ok(UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// The server's forwarded-packet counter, if it exports one.
+pub async fn forwarded_packets(server: SocketAddr) -> Option<f64> {
+    let (status, body) = http::get(server, "/metrics", METRICS_TIMEOUT).await.ok()?;
+    (status == 200).then(|| metric_value(&body, FORWARDED_METRIC))?
+}
+
+/// Sums every series of `name` in Prometheus text format (labels or not).
+fn metric_value(text: &str, name: &str) -> Option<f64> {
+    let mut found = None;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        if !(rest.starts_with(' ') || rest.starts_with('{')) {
+            continue; // a longer name sharing the prefix
+        }
+        if let Some(value) = rest.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) {
+            *found.get_or_insert(0.0) += value;
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_counter_from_prometheus_text() {
+        let text = "# HELP aula_packets_forwarded_total x\n# TYPE aula_packets_forwarded_total counter\n\
+aula_packets_forwarded_total 1234\naula_packets_forwarded_total_extra 5\n";
+        assert_eq!(metric_value(text, FORWARDED_METRIC), Some(1234.0));
+        assert_eq!(metric_value("x 1\n", FORWARDED_METRIC), None);
+        let labelled = "aula_packets_forwarded_total{shard=\"0\"} 2\naula_packets_forwarded_total{shard=\"1\"} 3\n";
+        assert_eq!(metric_value(labelled, FORWARDED_METRIC), Some(5.0));
+    }
+}
