@@ -41,11 +41,15 @@ use crate::forward::simulcast::{Layer, LayerActivity, rid_rank};
 use crate::forward::{Decision, Forwarder, PacketMeta};
 use crate::metrics::SfuMetrics;
 use crate::peer;
-use crate::sdp::simulcast_track_ids;
+use crate::sdp::{sending_track_ids, simulcast_track_ids};
 use crate::tap::is_keyframe_request;
 
 /// How often keyframe requests for waiting consumers are (re)considered.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(100);
+/// How long a subscribe connection's changes are collected before one offer carries them all.
+/// A participant joining a class is subscribed to every track in a burst of commands; without
+/// this, each would cost its own offer/answer round trip before media could start.
+const OFFER_DEBOUNCE: Duration = Duration::from_millis(15);
 /// How often subscribers' receiver reports are sampled into the metrics.
 const PEER_STATS_INTERVAL: Duration = Duration::from_secs(5);
 /// At most one PLI per layer per this interval, so a crowd of joining subscribers (or a
@@ -68,9 +72,10 @@ struct Peer {
     simulcast_ids: HashSet<String>,
     /// Publish side: msid track id -> producer.
     producers: HashMap<String, TrackSid>,
-    /// Subscribe side: an offer is out and unanswered; a change meanwhile sets `needs_offer`.
+    /// Subscribe side: an offer is out and unanswered.
     awaiting_answer: bool,
-    needs_offer: bool,
+    /// Subscribe side: when to send the next offer (see [`OFFER_DEBOUNCE`]).
+    offer_due: Option<Instant>,
 }
 
 #[derive(Default)]
@@ -185,7 +190,8 @@ impl Router {
     pub fn poll_timeout(&self) -> Instant {
         self.peers
             .values()
-            .filter_map(|p| p.deadline)
+            .flat_map(|p| [p.deadline, p.offer_due.filter(|_| !p.awaiting_answer)])
+            .flatten()
             .fold(self.next_housekeeping, Instant::min)
     }
 
@@ -241,6 +247,15 @@ impl Router {
             .filter(|(_, p)| p.deadline.is_some_and(|d| d <= now))
             .map(|(k, _)| *k)
             .collect();
+        let offers_due: Vec<PeerKey> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| !p.awaiting_answer && p.offer_due.is_some_and(|d| d <= now))
+            .map(|(k, _)| *k)
+            .collect();
+        for key in offers_due {
+            self.send_offer(now, key);
+        }
         for key in due {
             if let Some(peer) = self.peers.get_mut(&key) {
                 if let Err(e) = peer.pc.handle_timeout(now) {
@@ -305,6 +320,13 @@ impl Router {
         peer.announced
             .extend(tracks.into_iter().map(|t| (t.track_id, t.source)));
         peer.simulcast_ids = simulcast_track_ids(sdp);
+        let sending = sending_track_ids(sdp);
+        let stopped: Vec<TrackSid> = peer
+            .producers
+            .iter()
+            .filter(|(track_id, _)| !sending.contains(*track_id))
+            .map(|(_, sid)| sid.clone())
+            .collect();
         let answer = peer
             .pc
             .create_answer(None)
@@ -313,6 +335,10 @@ impl Router {
             .set_local_description(now, answer)
             .map_err(|e| SfuError::Internal(e.to_string()))?;
         self.mark(key);
+        // The publisher stopped these tracks (removed, or the transceiver stopped).
+        for sid in stopped {
+            self.unpublish(now, &sid);
+        }
         let peer = &self.peers[&key];
         peer.pc
             .local_description()
@@ -341,8 +367,8 @@ impl Router {
         peer.pc
             .set_remote_description(now, answer)
             .map_err(|e| SfuError::BadSdp(e.to_string()))?;
+        // Changes made meanwhile (`offer_due`) go out from the next `handle_timeout`.
         peer.awaiting_answer = false;
-        let renegotiate = std::mem::take(&mut peer.needs_offer);
         self.mark(key);
         self.advance_consumers(
             participant,
@@ -350,9 +376,6 @@ impl Router {
             ConsumerStage::Negotiated,
         );
         self.start_consumers(now, participant);
-        if renegotiate {
-            self.negotiate(now, key);
-        }
         self.drive(now);
         Ok(())
     }
@@ -455,7 +478,7 @@ impl Router {
             .or_default()
             .subscriptions
             .insert(track_sid.to_owned());
-        self.negotiate(now, key);
+        self.schedule_offer(now, key);
         self.drive(now);
         Ok(())
     }
@@ -467,7 +490,7 @@ impl Router {
         track_sid: &str,
     ) -> Result<(), SfuError> {
         if let Some(key) = self.detach_consumer(participant, track_sid) {
-            self.negotiate(now, key);
+            self.schedule_offer(now, key);
         }
         self.drive(now);
         Ok(())
@@ -542,7 +565,7 @@ impl Router {
                 simulcast_ids: HashSet::new(),
                 producers: HashMap::new(),
                 awaiting_answer: false,
-                needs_offer: false,
+                offer_due: None,
             },
         );
         let state = self.participants.entry(participant.to_owned()).or_default();
@@ -605,7 +628,7 @@ impl Router {
         let (publisher, peer_key) = (producer.participant.clone(), producer.peer);
         for participant in subscribers {
             if let Some(key) = self.detach_consumer(&participant, sid) {
-                self.negotiate(now, key);
+                self.schedule_offer(now, key);
             }
         }
         self.producers.remove(sid);
@@ -618,16 +641,19 @@ impl Router {
         });
     }
 
-    /// Sends a (re)offer on a subscribe peer, or notes that one is needed once the outstanding
-    /// offer is answered: one offer at a time keeps the two sides' states in step.
-    fn negotiate(&mut self, now: Instant, key: PeerKey) {
+    /// Notes that a subscribe peer needs a (re)offer; it goes out after [`OFFER_DEBOUNCE`], and
+    /// never while the previous offer is unanswered, which keeps both sides' states in step.
+    fn schedule_offer(&mut self, now: Instant, key: PeerKey) {
+        if let Some(peer) = self.peers.get_mut(&key) {
+            peer.offer_due.get_or_insert(now + OFFER_DEBOUNCE);
+        }
+    }
+
+    fn send_offer(&mut self, now: Instant, key: PeerKey) {
         let Some(peer) = self.peers.get_mut(&key) else {
             return;
         };
-        if peer.awaiting_answer {
-            peer.needs_offer = true;
-            return;
-        }
+        peer.offer_due = None;
         let offer = match peer.pc.create_offer(None) {
             Ok(offer) => offer,
             Err(e) => {

@@ -26,6 +26,30 @@ pub fn simulcast_track_ids(sdp: &str) -> HashSet<String> {
     ids
 }
 
+/// Track ids of m-sections that still send media: not rejected (port 0), not `inactive` or
+/// `recvonly`. A publisher's renegotiation that drops a track shows up here, whether it
+/// stopped the transceiver or only set it to not send.
+pub fn sending_track_ids(sdp: &str) -> HashSet<String> {
+    let mut ids = HashSet::new();
+    for section in sdp.split("\nm=").skip(1) {
+        let rejected = section.split_whitespace().nth(1) == Some("0");
+        let mut track_id = None;
+        let mut sending = true;
+        for line in section.lines() {
+            let line = line.trim_end();
+            if let Some(msid) = line.strip_prefix("a=msid:") {
+                track_id = msid.split_whitespace().nth(1).map(str::to_owned);
+            } else if line == "a=inactive" || line == "a=recvonly" {
+                sending = false;
+            }
+        }
+        if let (false, true, Some(id)) = (rejected, sending, track_id) {
+            ids.insert(id);
+        }
+    }
+    ids
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -39,5 +63,16 @@ m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:2\r\na=msid:s2 screen-1\r\n";
         let ids = simulcast_track_ids(sdp);
         assert_eq!(ids, HashSet::from(["cam-1".to_owned()]));
         assert!(simulcast_track_ids("garbage\nm=\n").is_empty());
+    }
+
+    #[test]
+    fn finds_sending_sections() {
+        let sdp = "v=0\r\n\
+m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=sendonly\r\na=msid:s mic\r\n\
+m=video 0 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\na=inactive\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:2\r\na=recvonly\r\na=msid:s screen\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:3\r\na=sendrecv\r\na=msid:s cam\r\n";
+        let ids = sending_track_ids(sdp);
+        assert_eq!(ids, HashSet::from(["mic".to_owned(), "cam".to_owned()]));
     }
 }

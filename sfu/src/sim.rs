@@ -61,6 +61,8 @@ pub struct Sim {
     pub published: Vec<(String, TrackSid)>,
     /// Datagrams the SFU sent to addresses no client has.
     pub undeliverable: usize,
+    /// Subscribe offers the SFU made, all participants together.
+    pub subscribe_offers: usize,
     next_port: u16,
 }
 
@@ -81,6 +83,7 @@ impl Sim {
             clients: Vec::new(),
             published: Vec::new(),
             undeliverable: 0,
+            subscribe_offers: 0,
             next_port: 40_000,
         }
     }
@@ -293,6 +296,7 @@ impl Sim {
                 self.published.push((participant, track.sid));
             }
             SfuEvent::SubscribeOffer { participant, sdp } => {
+                self.subscribe_offers += 1;
                 let now = self.now;
                 let Some(client) = self
                     .clients

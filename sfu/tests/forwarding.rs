@@ -88,3 +88,32 @@ fn unsubscribing_and_leaving_leave_no_state_behind() {
     sim.router.remove_participant(now, "s2");
     assert_eq!(sim.router.stats().peers, 0, "every peer connection closed");
 }
+
+#[test]
+fn a_burst_of_subscriptions_is_one_offer() {
+    let mut sim = Sim::new();
+    let teacher = sim.add_audio_publisher("teacher");
+    let assistant = sim.add_audio_publisher("assistant");
+    let first = publish(&mut sim, teacher);
+    let second = publish_other(&mut sim, assistant, &first);
+    // A joining student is subscribed to everything at once, as the control plane does.
+    sim.subscribe("student", &first);
+    sim.subscribe("student", &second);
+    assert!(sim.run_until(1_000, STEP, |s| s.subscribe_offers > 0));
+    for _ in 0..100 {
+        sim.step(STEP);
+    }
+    assert_eq!(sim.subscribe_offers, 1, "both tracks went out in one offer");
+}
+
+/// Like [`publish`], for a second publisher: waits for a track other than `known`.
+fn publish_other(sim: &mut Sim, publisher: usize, known: &str) -> String {
+    for _ in 0..500 {
+        if let Some((_, sid)) = sim.published.iter().find(|(_, sid)| sid != known) {
+            return sid.clone();
+        }
+        sim.send_audio(publisher, b"warm-up");
+        sim.step(STEP);
+    }
+    panic!("the SFU never published the second track");
+}
