@@ -38,7 +38,7 @@ pub enum ShardCommand {
         plan: MediaPlan,
         name: String,
         out: mpsc::UnboundedSender<PeerOutput>,
-        reply: oneshot::Sender<Result<(PeerId, String, Vec<TrackAnnouncement>), String>>,
+        reply: oneshot::Sender<Result<PublisherOffer, String>>,
     },
     AddSubscriber {
         join_started: Instant,
@@ -59,6 +59,13 @@ pub enum ShardCommand {
     Finish {
         reply: oneshot::Sender<ShardReport>,
     },
+}
+
+/// A new publish connection and the offer to send for it.
+pub struct PublisherOffer {
+    pub peer: PeerId,
+    pub sdp: String,
+    pub tracks: Vec<TrackAnnouncement>,
 }
 
 /// What a shard measured in the window.
@@ -115,7 +122,7 @@ impl ShardHandle {
         plan: MediaPlan,
         name: String,
         out: mpsc::UnboundedSender<PeerOutput>,
-    ) -> anyhow::Result<(PeerId, String, Vec<TrackAnnouncement>)> {
+    ) -> anyhow::Result<PublisherOffer> {
         let (reply, rx) = oneshot::channel();
         self.send(ShardCommand::AddPublisher {
             plan,
@@ -349,7 +356,11 @@ impl Shard {
             } => {
                 let local = self.socket.peer_addr(self.peers.len() as u32);
                 let result = LightPeer::publisher(local, out, plan, self.epoch, &name, now)
-                    .map(|(peer, sdp, tracks)| (self.add_slot(peer), sdp, tracks))
+                    .map(|(peer, sdp, tracks)| PublisherOffer {
+                        peer: self.add_slot(peer),
+                        sdp,
+                        tracks,
+                    })
                     .map_err(|e| e.to_string());
                 let _ = reply.send(result);
             }

@@ -202,9 +202,13 @@ impl MediaSource {
         let ticks = u32::try_from(VIDEO_CLOCK / u64::from(self.plan.fps.max(1))).unwrap_or(3000);
         let mut frames = 0;
         while self.next_frame <= now && frames < MAX_CATCH_UP {
-            let periodic = self.frame_no % self.plan.keyframe_interval.max(1) == 0;
+            let periodic = self
+                .frame_no
+                .is_multiple_of(self.plan.keyframe_interval.max(1));
             for (index, layer) in self.layers.iter_mut().enumerate() {
-                let keyframe = periodic || std::mem::take(&mut layer.force_keyframe);
+                // Taken even on a periodic keyframe: that one satisfies the request too.
+                let forced = std::mem::take(&mut layer.force_keyframe);
+                let keyframe = periodic || forced;
                 let average = layer.spec.bitrate_bps as usize / 8 / self.plan.fps.max(1) as usize;
                 let size = if keyframe {
                     average * KEYFRAME_SIZE_FACTOR

@@ -17,7 +17,7 @@ use tracing::{debug, warn};
 use super::{ParticipantEvent, ParticipantSpec};
 use crate::http;
 use crate::peer::PeerOutput;
-use crate::shard::{PeerId, ShardCommand, ShardHandle};
+use crate::shard::{PeerId, PublisherOffer, ShardCommand, ShardHandle};
 
 /// Token request, WebSocket connect and `Joined` must each finish within this.
 const STEP_TIMEOUT: Duration = Duration::from_secs(15);
@@ -125,7 +125,7 @@ pub async fn run(
                         debug!(identity = %spec.identity, sid = %participant.sid, "joined");
                         let _ = events.send(ParticipantEvent::Joined);
                         if let Some(plan) = spec.publish.clone() {
-                            let (peer, sdp, tracks) = shard
+                            let PublisherOffer { peer, sdp, tracks } = shard
                                 .add_publisher(plan, spec.identity.clone(), out_tx.clone())
                                 .await?;
                             publish_peer = Some(peer);

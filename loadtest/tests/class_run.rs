@@ -1,0 +1,68 @@
+//! A short real run: the `class` scenario against an in-process Aula on loopback.
+
+use std::process::Command;
+
+use aula_signaling::Config;
+use serde_json::Value;
+
+fn loadtest() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_aula-loadtest"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn class_run_delivers_to_every_subscriber_without_loss() {
+    let server = aula_signaling::start(Config::loopback_ephemeral())
+        .await
+        .expect("start server");
+    let url = format!("http://{}", server.http_addr());
+    let output = tokio::task::spawn_blocking(move || {
+        loadtest()
+            .args(["--url", &url, "--scenario", "class", "--subscribers", "5"])
+            .args(["--duration", "3", "--join-timeout", "10", "--json"])
+            // The server runs in this test process.
+            .args(["--server-pid", &std::process::id().to_string()])
+            .output()
+            .expect("run aula-loadtest")
+    })
+    .await
+    .expect("join");
+    assert!(output.status.success(), "{output:?}");
+    let report: Value = serde_json::from_slice(&output.stdout).expect("JSON report");
+
+    assert_eq!(report["scenario"], "class");
+    assert_eq!(report["join"]["subscribers"], 5);
+    assert_eq!(report["join"]["with_media"], 5, "{report:#}");
+    assert!(report["join"]["time_ms"]["p99"].as_f64().unwrap() > 0.0);
+    let expected = report["loss"]["expected"].as_u64().unwrap();
+    // 5 subscribers x 3 s x (50 audio + ~180 video packets/s), with a wide margin.
+    assert!(expected > 5 * 3 * 100, "{report:#}");
+    assert_eq!(
+        report["loss"]["lost"], 0,
+        "loopback loses nothing: {report:#}"
+    );
+    assert!(report["latency_ms"]["count"].as_u64().unwrap() > 1000);
+    assert!(report["latency_ms"]["p50"].as_f64().unwrap() > 0.0);
+    // Every subscriber gets the top layer (~1.5 Mbit/s) plus audio.
+    assert!(
+        report["bitrate_kbps"]["min"].as_f64().unwrap() > 500.0,
+        "{report:#}"
+    );
+    assert!(report["forwarded"]["packets"].as_f64().unwrap() > 0.0);
+    assert!(report["forwarded"]["per_cpu_second"].as_f64().unwrap() > 0.0);
+    assert!(report["server"]["rss_mb"].as_f64().unwrap() > 0.0);
+    for field in ["jitter_ms", "client", "window_seconds", "cpus"] {
+        assert!(!report[field].is_null(), "missing {field}");
+    }
+    server.shutdown().await;
+}
+
+#[test]
+fn refuses_targets_off_this_machine() {
+    let output = loadtest()
+        .args(["--url", "http://192.0.2.1:7880", "--duration", "1"])
+        .output()
+        .expect("run aula-loadtest");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("only loopback"), "{stderr}");
+}
