@@ -73,9 +73,16 @@ impl Forwarder {
         self.current = None;
     }
 
+    /// Starting (nothing forwarded yet), any keyframe at or below the target layer will do: a
+    /// picture now beats a better one later, and the switch up follows at the target's next
+    /// keyframe (still wanted, so still requested).
     pub fn decide(&mut self, packet: PacketMeta, now: Instant) -> Decision {
-        if packet.keyframe && self.target == Some(packet.layer) && self.current != self.target {
-            self.current = self.target;
+        let starts = self.current.is_none() && self.target.is_some_and(|t| packet.layer <= t);
+        if packet.keyframe
+            && (starts || self.target == Some(packet.layer))
+            && self.current != self.target
+        {
+            self.current = Some(packet.layer);
             return Decision::Forward(self.rewriter.start_segment(
                 packet.seq,
                 packet.timestamp,
@@ -146,6 +153,26 @@ mod tests {
         assert_eq!(f.current(), Some(2));
         assert_eq!(f.decide(meta(0, 102, 6000, false), t1), Decision::Drop);
         assert_eq!(seq_of(f.decide(meta(2, 5002, 3090, false), t1)), s + 1);
+    }
+
+    #[test]
+    fn starts_on_the_first_keyframe_at_or_below_target_then_climbs() {
+        let t = Instant::now();
+        let mut f = Forwarder::new(90_000);
+        f.set_target(Some(1));
+        assert_eq!(
+            f.decide(meta(2, 1, 0, true), t),
+            Decision::Drop,
+            "above target"
+        );
+        let a = seq_of(f.decide(meta(0, 50, 0, true), t));
+        assert_eq!(f.current(), Some(0));
+        assert_eq!(f.wants_keyframe(), Some(1), "still climbing");
+        assert_eq!(f.decide(meta(1, 70, 0, false), t), Decision::Drop);
+        assert_eq!(seq_of(f.decide(meta(0, 51, 90, false), t)), a + 1);
+        assert_eq!(seq_of(f.decide(meta(1, 71, 180, true), t)), a + 2);
+        assert_eq!(f.current(), Some(1));
+        assert_eq!(f.wants_keyframe(), None);
     }
 
     #[test]

@@ -11,9 +11,10 @@ use std::time::{Duration, Instant};
 pub type Layer = usize;
 
 /// A layer whose last packet is this much older than the newest packet of any layer is treated
-/// as stopped. Video at 15+ fps sends several packets a frame, so a second of silence while
-/// other layers flow means the encoder dropped it, not jitter.
-pub const LAYER_TIMEOUT: Duration = Duration::from_secs(1);
+/// as stopped. Simulcast layers share one frame clock, so at 15+ fps half a second of silence
+/// while other layers flow means the encoder dropped it (Chrome does under CPU load), not
+/// jitter; waiting longer only keeps subscribers on a frozen layer.
+pub const LAYER_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Orders a RID among simulcast layers. Aula's SDKs send `q`, `h`, `f` (quarter, half, full);
 /// other senders commonly use `0`, `1`, `2` or `l`, `m`, `h`. Unknown RIDs sort by name after
