@@ -10,13 +10,14 @@ use std::hint::black_box;
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
+use aula_protocol::TrackKind;
 use aula_sfu::sim::Sim;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
 /// A call with one Opus publisher and `subscribers` subscribers, connected and flowing.
 fn connected_call(subscribers: usize) -> (Sim, usize) {
     let mut sim = Sim::new();
-    let teacher = sim.add_audio_publisher("teacher");
+    let teacher = sim.add_publisher("teacher", TrackKind::Audio);
     let step = Duration::from_millis(5);
     let mut published = None;
     for _ in 0..500 {
@@ -24,7 +25,7 @@ fn connected_call(subscribers: usize) -> (Sim, usize) {
             published = Some(sid.clone());
             break;
         }
-        sim.send_audio(teacher, &[0u8; 80]);
+        sim.send(teacher, &[0u8; 80]);
         sim.step(step);
     }
     let track = published.expect("the SFU published the track");
@@ -37,7 +38,7 @@ fn connected_call(subscribers: usize) -> (Sim, usize) {
     );
     // Let every consumer start (audio needs no keyframe, but the first packet starts it).
     for _ in 0..20 {
-        sim.send_audio(teacher, &[0u8; 80]);
+        sim.send(teacher, &[0u8; 80]);
         sim.step(Duration::from_millis(20));
     }
     (sim, teacher)
@@ -58,7 +59,7 @@ fn forward(c: &mut Criterion) {
                 b.iter_custom(|iters| {
                     let mut datagrams = Vec::with_capacity(iters as usize);
                     for _ in 0..iters {
-                        sim.send_audio(teacher, &[0x5a; 80]);
+                        sim.send(teacher, &[0x5a; 80]);
                         datagrams.extend(sim.take_datagrams(teacher));
                     }
                     let now = sim.now;

@@ -195,6 +195,10 @@ impl Router {
             .fold(self.next_housekeeping, Instant::min)
     }
 
+    pub fn metrics(&self) -> &SfuMetrics {
+        &self.metrics
+    }
+
     pub fn stats(&self) -> SfuStats {
         SfuStats {
             peers: self.peers.len(),

@@ -9,11 +9,11 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use aula_protocol::{TrackAnnouncement, TrackSource};
+use aula_protocol::{TrackAnnouncement, TrackKind, TrackSource};
 use bytes::{Bytes, BytesMut};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::RTCPeerConnection;
-use rtc::peer_connection::configuration::media_engine::MIME_TYPE_OPUS;
+use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
 use rtc::peer_connection::message::RTCMessage;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::rtp_transceiver::RTCRtpSenderId;
@@ -49,7 +49,17 @@ pub struct Client {
     pub pc: RTCPeerConnection,
     pub addr: SocketAddr,
     pub received: Vec<Received>,
-    sender: Option<(RTCRtpSenderId, u32)>,
+    sender: Option<Sender>,
+}
+
+/// What a publishing client sends with.
+#[derive(Clone, Copy)]
+struct Sender {
+    id: RTCRtpSenderId,
+    ssrc: u32,
+    payload_type: u8,
+    /// RTP clock ticks per packet: one 20 ms Opus frame, or one frame of 30 fps video.
+    ticks: u32,
     seq: u16,
 }
 
@@ -63,6 +73,9 @@ pub struct Sim {
     pub undeliverable: usize,
     /// Subscribe offers the SFU made, all participants together.
     pub subscribe_offers: usize,
+    /// Loss on the way from the SFU to clients: every n-th datagram is dropped.
+    pub drop_every_nth_to_clients: Option<usize>,
+    to_clients: usize,
     next_port: u16,
 }
 
@@ -84,6 +97,8 @@ impl Sim {
             published: Vec::new(),
             undeliverable: 0,
             subscribe_offers: 0,
+            drop_every_nth_to_clients: None,
+            to_clients: 0,
             next_port: 40_000,
         }
     }
@@ -103,34 +118,50 @@ impl Sim {
             addr,
             received: Vec::new(),
             sender: None,
-            seq: 0,
         });
         self.clients.len() - 1
     }
 
-    /// A participant publishing one Opus track; returns the client index once the SFU has
-    /// answered (media flows after a few [`Sim::step`]s).
-    pub fn add_audio_publisher(&mut self, participant: &str) -> usize {
+    /// A participant publishing one track (Opus audio or VP8 video); returns the client index
+    /// once the SFU has answered (media flows after a few [`Sim::step`]s).
+    pub fn add_publisher(&mut self, participant: &str, kind: TrackKind) -> usize {
         let index = self.new_client(participant);
         let ssrc = 0x1000 + index as u32;
+        let (codec, rtp_kind, payload_type, ticks, source) = match kind {
+            TrackKind::Audio => (
+                opus(),
+                RtpCodecKind::Audio,
+                111,
+                960,
+                TrackSource::Microphone,
+            ),
+            TrackKind::Video => (vp8(), RtpCodecKind::Video, 96, 3000, TrackSource::Camera),
+        };
+        let track_id = format!("{kind:?}-{participant}");
         let track = MediaStreamTrack::new(
             format!("stream-{participant}"),
-            format!("mic-{participant}"),
-            "mic".to_owned(),
-            RtpCodecKind::Audio,
+            track_id.clone(),
+            track_id.clone(),
+            rtp_kind,
             vec![RTCRtpEncodingParameters {
                 rtp_coding_parameters: RTCRtpCodingParameters {
                     ssrc: Some(ssrc),
                     ..Default::default()
                 },
                 active: true,
-                codec: opus(),
+                codec,
                 ..Default::default()
             }],
         );
         let client = &mut self.clients[index];
-        let sender = client.pc.add_track(track).expect("track added");
-        client.sender = Some((sender, ssrc));
+        let id = client.pc.add_track(track).expect("track added");
+        client.sender = Some(Sender {
+            id,
+            ssrc,
+            payload_type,
+            ticks,
+            seq: 0,
+        });
         let offer = client.pc.create_offer(None).expect("offer");
         let sdp = offer.sdp.clone();
         client
@@ -143,10 +174,7 @@ impl Sim {
                 self.now,
                 participant,
                 sdp,
-                vec![TrackAnnouncement {
-                    track_id: format!("mic-{participant}"),
-                    source: TrackSource::Microphone,
-                }],
+                vec![TrackAnnouncement { track_id, source }],
             )
             .expect("SFU answers");
         let answer = RTCSessionDescription::answer(answer).expect("SFU answer parses");
@@ -157,29 +185,32 @@ impl Sim {
         index
     }
 
-    /// Sends one Opus-typed RTP packet from a publisher.
-    pub fn send_audio(&mut self, index: usize, payload: &[u8]) {
+    /// Sends one RTP packet from a publisher. For video, `payload` must start with a VP8
+    /// payload descriptor (see [`vp8_payload`]).
+    pub fn send(&mut self, index: usize, payload: &[u8]) {
         let now = self.now;
         let client = &mut self.clients[index];
-        let (sender_id, ssrc) = client.sender.expect("client publishes");
-        client.seq = client.seq.wrapping_add(1);
+        let sender = client.sender.as_mut().expect("client publishes");
+        sender.seq = sender.seq.wrapping_add(1);
         let packet = rtc::rtp::Packet {
             header: rtc::rtp::header::Header {
                 version: 2,
-                payload_type: 111,
-                sequence_number: client.seq,
-                timestamp: u32::from(client.seq) * 960,
-                ssrc,
+                marker: true,
+                payload_type: sender.payload_type,
+                sequence_number: sender.seq,
+                timestamp: u32::from(sender.seq).wrapping_mul(sender.ticks),
+                ssrc: sender.ssrc,
                 ..Default::default()
             },
             payload: Bytes::copy_from_slice(payload),
         };
-        if let Some(mut sender) = client.pc.rtp_sender(sender_id) {
+        let id = sender.id;
+        if let Some(mut sender) = client.pc.rtp_sender(id) {
             sender.write_rtp(now, packet).expect("publisher sends");
         }
     }
 
-    /// Takes the datagrams a client has queued (e.g. encrypted media after [`Sim::send_audio`])
+    /// Takes the datagrams a client has queued (e.g. encrypted media after [`Sim::send`])
     /// instead of delivering them, so a benchmark can feed them to the router itself.
     pub fn take_datagrams(&mut self, index: usize) -> Vec<(SocketAddr, BytesMut)> {
         let client = &mut self.clients[index];
@@ -224,6 +255,13 @@ impl Sim {
             }
             for (to, data) in to_clients {
                 moved = true;
+                self.to_clients += 1;
+                if self
+                    .drop_every_nth_to_clients
+                    .is_some_and(|n| self.to_clients % n == 0)
+                {
+                    continue;
+                }
                 match by_addr.get(&to) {
                     Some(&i) => {
                         let msg = tagged(self.now, SFU_ADDR, to, data);
@@ -333,6 +371,24 @@ fn opus() -> RTCRtpCodec {
         sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
         rtcp_feedback: Vec::new(),
     }
+}
+
+fn vp8() -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: MIME_TYPE_VP8.to_owned(),
+        clock_rate: 90_000,
+        channels: 0,
+        sdp_fmtp_line: String::new(),
+        rtcp_feedback: Vec::new(),
+    }
+}
+
+/// A one-packet VP8 frame: payload descriptor (S=1, PID=0), then a payload header whose
+/// inverse-keyframe bit says what it is, then `body`.
+pub fn vp8_payload(keyframe: bool, body: &[u8]) -> Vec<u8> {
+    let mut payload = vec![0x10, if keyframe { 0x00 } else { 0x01 }];
+    payload.extend_from_slice(body);
+    payload
 }
 
 fn tagged(now: Instant, from: SocketAddr, to: SocketAddr, data: BytesMut) -> TaggedBytesMut {

@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use aula_sfu::sim::Sim;
+use aula_protocol::TrackKind;
+use aula_sfu::sim::{Sim, vp8_payload};
 
 const STEP: Duration = Duration::from_millis(5);
 
@@ -14,7 +15,7 @@ fn publish(sim: &mut Sim, publisher: usize) -> String {
         if let Some((_, sid)) = sim.published.first() {
             return sid.clone();
         }
-        sim.send_audio(publisher, b"warm-up");
+        sim.send(publisher, b"warm-up");
         sim.step(STEP);
     }
     panic!("the SFU never published the track");
@@ -23,7 +24,7 @@ fn publish(sim: &mut Sim, publisher: usize) -> String {
 #[test]
 fn every_subscriber_gets_every_audio_packet_in_order() {
     let mut sim = Sim::new();
-    let teacher = sim.add_audio_publisher("teacher");
+    let teacher = sim.add_publisher("teacher", TrackKind::Audio);
     let track = publish(&mut sim, teacher);
     let students = ["s1", "s2", "s3"];
     for s in students {
@@ -32,7 +33,7 @@ fn every_subscriber_gets_every_audio_packet_in_order() {
     // Let ICE and DTLS finish on the subscribe connections.
     assert!(sim.run_until(2_000, STEP, |s| s.router.stats().consumers == 3));
     for _ in 0..200 {
-        sim.send_audio(teacher, b"warm-up");
+        sim.send(teacher, b"warm-up");
         sim.step(Duration::from_millis(20));
     }
     let baseline: Vec<usize> = students
@@ -45,7 +46,7 @@ fn every_subscriber_gets_every_audio_packet_in_order() {
     );
 
     for i in 0..100u32 {
-        sim.send_audio(teacher, format!("frame-{i}").as_bytes());
+        sim.send(teacher, format!("frame-{i}").as_bytes());
         sim.step(Duration::from_millis(20));
     }
     for (s, skip) in students.iter().zip(baseline) {
@@ -72,7 +73,7 @@ fn every_subscriber_gets_every_audio_packet_in_order() {
 #[test]
 fn unsubscribing_and_leaving_leave_no_state_behind() {
     let mut sim = Sim::new();
-    let teacher = sim.add_audio_publisher("teacher");
+    let teacher = sim.add_publisher("teacher", TrackKind::Audio);
     let track = publish(&mut sim, teacher);
     sim.subscribe("s1", &track);
     sim.subscribe("s2", &track);
@@ -92,8 +93,8 @@ fn unsubscribing_and_leaving_leave_no_state_behind() {
 #[test]
 fn a_burst_of_subscriptions_is_one_offer() {
     let mut sim = Sim::new();
-    let teacher = sim.add_audio_publisher("teacher");
-    let assistant = sim.add_audio_publisher("assistant");
+    let teacher = sim.add_publisher("teacher", TrackKind::Audio);
+    let assistant = sim.add_publisher("assistant", TrackKind::Audio);
     let first = publish(&mut sim, teacher);
     let second = publish_other(&mut sim, assistant, &first);
     // A joining student is subscribed to everything at once, as the control plane does.
@@ -112,8 +113,67 @@ fn publish_other(sim: &mut Sim, publisher: usize, known: &str) -> String {
         if let Some((_, sid)) = sim.published.iter().find(|(_, sid)| sid != known) {
             return sid.clone();
         }
-        sim.send_audio(publisher, b"warm-up");
+        sim.send(publisher, b"warm-up");
         sim.step(STEP);
     }
     panic!("the SFU never published the second track");
+}
+
+#[test]
+fn lost_video_packets_are_recovered_by_nack_and_retransmission() {
+    let mut sim = Sim::new();
+    let teacher = sim.add_publisher("teacher", TrackKind::Video);
+    let mut track = None;
+    for _ in 0..500 {
+        if let Some((_, sid)) = sim.published.first() {
+            track = Some(sid.clone());
+            break;
+        }
+        sim.send(teacher, &vp8_payload(true, b"warm-up"));
+        sim.step(STEP);
+    }
+    let track = track.expect("video published");
+    sim.subscribe("student", &track);
+    assert!(sim.run_until(1_000, STEP, |s| s.subscribe_offers > 0));
+    // Keyframes until the student's consumer is live and forwarding.
+    for _ in 0..100 {
+        if !sim.client("student").received.is_empty() {
+            break;
+        }
+        sim.send(teacher, &vp8_payload(true, b"warm-up"));
+        sim.step(Duration::from_millis(33));
+    }
+    assert!(
+        !sim.client("student").received.is_empty(),
+        "video reached the student"
+    );
+    let baseline = sim.client("student").received.len();
+
+    // One datagram in seven from the SFU to the student is lost.
+    sim.drop_every_nth_to_clients = Some(7);
+    for i in 0..150u32 {
+        sim.send(
+            teacher,
+            &vp8_payload(i % 30 == 0, format!("frame-{i}").as_bytes()),
+        );
+        sim.step(Duration::from_millis(33));
+    }
+    // No more media: give NACKs and retransmissions time to settle (they are lost 1 in 7 too).
+    for _ in 0..100 {
+        sim.step(Duration::from_millis(20));
+    }
+    let got: std::collections::HashSet<Vec<u8>> = sim.client("student").received[baseline..]
+        .iter()
+        .map(|r| r.payload[2..].to_vec())
+        .collect();
+    let missing: Vec<u32> = (0..150u32)
+        .filter(|i| !got.contains(format!("frame-{i}").as_bytes()))
+        .collect();
+    assert!(missing.is_empty(), "never recovered: {missing:?}");
+    let metrics = sim.router.metrics();
+    assert!(
+        metrics.nacks_received.get() > 0,
+        "the student asked for the lost packets"
+    );
+    assert!(metrics.retransmissions.get() > 0, "the SFU resent them");
 }
