@@ -258,7 +258,7 @@ impl Sim {
                 self.to_clients += 1;
                 if self
                     .drop_every_nth_to_clients
-                    .is_some_and(|n| self.to_clients % n == 0)
+                    .is_some_and(|n| self.to_clients.is_multiple_of(n))
                 {
                     continue;
                 }
