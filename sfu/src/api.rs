@@ -149,6 +149,19 @@ pub(crate) enum Command {
         participant: ParticipantId,
         reply: Reply<()>,
     },
+    UnpublishTrack {
+        track_sid: TrackSid,
+        reply: Reply<()>,
+    },
+    SetTrackPaused {
+        track_sid: TrackSid,
+        paused: bool,
+        reply: Reply<()>,
+    },
+    RestartIce {
+        participant: ParticipantId,
+        reply: Reply<()>,
+    },
     Stats {
         reply: Reply<SfuStats>,
     },
@@ -251,6 +264,34 @@ impl SfuHandle {
     pub async fn remove_participant(&self, participant: &str) -> Result<(), SfuError> {
         let participant = participant.to_owned();
         self.call(|reply| Command::RemoveParticipant { participant, reply })
+            .await
+    }
+
+    /// Stops a published track at once (its consumers go, [`SfuEvent::TrackUnpublished`]
+    /// follows), e.g. when a moderator revokes the publisher's permission.
+    pub async fn unpublish_track(&self, track_sid: &str) -> Result<(), SfuError> {
+        let track_sid = track_sid.to_owned();
+        self.call(|reply| Command::UnpublishTrack { track_sid, reply })
+            .await
+    }
+
+    /// Pauses (a moderator's mute) or resumes forwarding of a track to every subscriber.
+    pub async fn set_track_paused(&self, track_sid: &str, paused: bool) -> Result<(), SfuError> {
+        let track_sid = track_sid.to_owned();
+        self.call(|reply| Command::SetTrackPaused {
+            track_sid,
+            paused,
+            reply,
+        })
+        .await
+    }
+
+    /// Restarts ICE on the participant's subscribe connection (it reconnected from another
+    /// network); an [`SfuEvent::SubscribeOffer`] with new credentials follows. The publish
+    /// connection restarts from the client's side, with an ICE-restart offer.
+    pub async fn restart_ice(&self, participant: &str) -> Result<(), SfuError> {
+        let participant = participant.to_owned();
+        self.call(|reply| Command::RestartIce { participant, reply })
             .await
     }
 

@@ -41,7 +41,7 @@ use crate::forward::simulcast::{Layer, LayerActivity, rid_rank};
 use crate::forward::{Decision, Forwarder, PacketMeta};
 use crate::metrics::SfuMetrics;
 use crate::peer;
-use crate::sdp::{sending_track_ids, simulcast_track_ids};
+use crate::sdp::{ice_ufrag, sending_track_ids, simulcast_track_ids};
 use crate::tap::is_keyframe_request;
 
 /// How often keyframe requests for waiting consumers are (re)considered.
@@ -99,6 +99,8 @@ struct Producer {
     activity: LayerActivity,
     last_pli: HashMap<Layer, Instant>,
     consumers: HashMap<ParticipantId, Consumer>,
+    /// Muted by a moderator: nothing is forwarded until resumed.
+    paused: bool,
 }
 
 struct Consumer {
@@ -338,6 +340,7 @@ impl Router {
         peer.pc
             .set_local_description(now, answer)
             .map_err(|e| SfuError::Internal(e.to_string()))?;
+        self.refresh_ufrag(key);
         self.mark(key);
         // The publisher stopped these tracks (removed, or the transceiver stopped).
         for sid in stopped {
@@ -500,6 +503,50 @@ impl Router {
         Ok(())
     }
 
+    /// Stops a published track at once (e.g. publish permission revoked): its consumers are
+    /// removed and further packets of it are ignored.
+    pub fn unpublish_track(&mut self, now: Instant, track_sid: &str) -> Result<(), SfuError> {
+        if !self.producers.contains_key(track_sid) {
+            return Err(SfuError::UnknownTrack(track_sid.to_owned()));
+        }
+        self.unpublish(now, track_sid);
+        self.drive(now);
+        Ok(())
+    }
+
+    /// Pauses or resumes forwarding of a track (a moderator's mute). Resumed video restarts
+    /// every consumer on a fresh keyframe, which is requested at once.
+    pub fn set_track_paused(
+        &mut self,
+        now: Instant,
+        track_sid: &str,
+        paused: bool,
+    ) -> Result<(), SfuError> {
+        let producer = self
+            .producers
+            .get_mut(track_sid)
+            .ok_or_else(|| SfuError::UnknownTrack(track_sid.to_owned()))?;
+        if producer.paused && !paused {
+            for consumer in producer.consumers.values_mut() {
+                consumer.forwarder.restart();
+            }
+            self.next_housekeeping = now;
+        }
+        producer.paused = paused;
+        Ok(())
+    }
+
+    /// Restarts ICE on the participant's subscribe connection (after it reconnected from a new
+    /// network): a new offer with fresh credentials follows.
+    pub fn restart_ice(&mut self, now: Instant, participant: &str) -> Result<(), SfuError> {
+        let key = self.peer_of(participant, PeerTarget::Subscribe)?;
+        if let Some(peer) = self.peers.get_mut(&key) {
+            peer.pc.restart_ice();
+        }
+        self.schedule_offer(now, key);
+        Ok(())
+    }
+
     pub fn remove_participant(&mut self, now: Instant, participant: &str) {
         let Some(state) = self.participants.remove(participant) else {
             return;
@@ -607,6 +654,26 @@ impl Router {
         }
     }
 
+    /// Keeps STUN routing right after an ICE restart, which gives the connection a new local
+    /// ufrag: the browser's checks from its new address name the new one.
+    fn refresh_ufrag(&mut self, key: PeerKey) {
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
+        let Some(ufrag) = peer
+            .pc
+            .local_description()
+            .and_then(|d| ice_ufrag(&d.sdp).map(str::to_owned))
+        else {
+            return;
+        };
+        if ufrag != peer.ufrag {
+            self.by_ufrag.remove(&peer.ufrag);
+            self.by_ufrag.insert(ufrag.clone(), key);
+            peer.ufrag = ufrag;
+        }
+    }
+
     /// Removes one consumer and its sender; returns the subscriber's peer to renegotiate.
     fn detach_consumer(&mut self, participant: &str, track_sid: &str) -> Option<PeerKey> {
         if let Some(state) = self.participants.get_mut(participant) {
@@ -672,6 +739,7 @@ impl Router {
         }
         peer.awaiting_answer = true;
         let participant = peer.participant.clone();
+        self.refresh_ufrag(key);
         self.advance_consumers(&participant, ConsumerStage::Added, ConsumerStage::Offered);
         self.events
             .push_back(SfuEvent::SubscribeOffer { participant, sdp });
@@ -845,6 +913,7 @@ impl Router {
             activity: LayerActivity::default(),
             last_pli: HashMap::new(),
             consumers: HashMap::new(),
+            paused: false,
         };
         producer.layers.insert(ssrc, layer);
         producer.activity.record(layer, now);
@@ -952,7 +1021,7 @@ impl Router {
             return;
         };
         // RTX and other repair streams use another payload type; their layer is not known.
-        if packet.header.payload_type != producer.payload_type {
+        if producer.paused || packet.header.payload_type != producer.payload_type {
             return;
         }
         let Some(&layer) = producer.layers.get(&packet.header.ssrc) else {

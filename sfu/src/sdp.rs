@@ -50,6 +50,12 @@ pub fn sending_track_ids(sdp: &str) -> HashSet<String> {
     ids
 }
 
+/// The ICE username fragment of a description (session- or first media-level).
+pub fn ice_ufrag(sdp: &str) -> Option<&str> {
+    sdp.lines()
+        .find_map(|line| line.trim_end().strip_prefix("a=ice-ufrag:"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -63,6 +69,15 @@ m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:2\r\na=msid:s2 screen-1\r\n";
         let ids = simulcast_track_ids(sdp);
         assert_eq!(ids, HashSet::from(["cam-1".to_owned()]));
         assert!(simulcast_track_ids("garbage\nm=\n").is_empty());
+    }
+
+    #[test]
+    fn finds_ice_ufrag() {
+        assert_eq!(
+            ice_ufrag("v=0\r\nm=audio 9 X 0\r\na=ice-ufrag:abcd\r\n"),
+            Some("abcd")
+        );
+        assert_eq!(ice_ufrag("v=0\r\n"), None);
     }
 
     #[test]

@@ -189,6 +189,19 @@ fn handle_command(router: &mut Router, command: Command) {
             router.remove_participant(now, &participant);
             let _ = reply.send(Ok(()));
         }
+        Command::UnpublishTrack { track_sid, reply } => {
+            let _ = reply.send(router.unpublish_track(now, &track_sid));
+        }
+        Command::SetTrackPaused {
+            track_sid,
+            paused,
+            reply,
+        } => {
+            let _ = reply.send(router.set_track_paused(now, &track_sid, paused));
+        }
+        Command::RestartIce { participant, reply } => {
+            let _ = reply.send(router.restart_ice(now, &participant));
+        }
         Command::Stats { reply } => {
             let _ = reply.send(Ok(router.stats()));
         }

@@ -177,3 +177,38 @@ fn lost_video_packets_are_recovered_by_nack_and_retransmission() {
     );
     assert!(metrics.retransmissions.get() > 0, "the SFU resent them");
 }
+
+#[test]
+fn a_moderator_can_pause_resume_and_stop_a_track() {
+    let mut sim = Sim::new();
+    let teacher = sim.add_publisher("student-on-stage", TrackKind::Audio);
+    let track = publish(&mut sim, teacher);
+    sim.subscribe("s1", &track);
+    let flowing = |sim: &mut Sim, teacher| {
+        let before = sim.client("s1").received.len();
+        for _ in 0..20 {
+            sim.send(teacher, b"speech");
+            sim.step(Duration::from_millis(20));
+        }
+        sim.client("s1").received.len() - before
+    };
+    assert!(sim.run_until(1_000, STEP, |s| s.subscribe_offers > 0));
+    flowing(&mut sim, teacher);
+    assert!(flowing(&mut sim, teacher) >= 19, "audio flows");
+
+    let now = sim.now;
+    sim.router.set_track_paused(now, &track, true).unwrap();
+    assert_eq!(flowing(&mut sim, teacher), 0, "muted by the teacher");
+    let now = sim.now;
+    sim.router.set_track_paused(now, &track, false).unwrap();
+    assert!(flowing(&mut sim, teacher) >= 19, "unmuted");
+
+    let now = sim.now;
+    sim.router.unpublish_track(now, &track).unwrap();
+    assert_eq!(sim.router.stats().producers, 0);
+    assert_eq!(flowing(&mut sim, teacher), 0, "stopped at once");
+    assert!(
+        sim.router.unpublish_track(now, &track).is_err(),
+        "already gone"
+    );
+}
