@@ -51,30 +51,61 @@ fn clock_ticks() -> f64 {
     if ticks > 0 { ticks as f64 } else { 100.0 }
 }
 
-/// Datagrams the kernel dropped on our UDP sockets (full receive buffer), from
-/// `/proc/self/net/udp[6]`: such loss is the load generator's, not the server's.
-pub fn udp_drops(ports: &[u16]) -> u64 {
-    ["/proc/self/net/udp", "/proc/self/net/udp6"]
+/// Datagrams the kernel dropped on the UDP sockets of process `pid` (`"self"` works) because
+/// their receive buffer was full, since each socket was opened. Tells where loss happened:
+/// on the server's socket it is the server's, on ours the load generator's.
+pub fn udp_drops(pid: &str) -> u64 {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return 0;
+    };
+    let inodes: Vec<u64> = fds
+        .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .filter_map(|target| {
+            let target = target.to_str()?;
+            target
+                .strip_prefix("socket:[")?
+                .strip_suffix(']')?
+                .parse()
+                .ok()
+        })
+        .collect();
+    ["udp", "udp6"]
         .iter()
-        .filter_map(|path| std::fs::read_to_string(path).ok())
-        .map(|table| udp_drops_in(&table, ports))
+        .filter_map(|table| std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).ok())
+        .map(|table| udp_drops_in(&table, &inodes))
         .sum()
 }
 
-fn udp_drops_in(table: &str, ports: &[u16]) -> u64 {
+/// Sums the `drops` column of the rows whose `inode` column is one of `inodes`.
+fn udp_drops_in(table: &str, inodes: &[u64]) -> u64 {
     table
         .lines()
         .skip(1)
         .filter_map(|line| {
             let fields: Vec<&str> = line.split_whitespace().collect();
-            let port = fields.get(1)?.rsplit(':').next()?;
-            let port = u16::from_str_radix(port, 16).ok()?;
-            ports
-                .contains(&port)
+            let inode: u64 = fields.get(9)?.parse().ok()?;
+            inodes
+                .contains(&inode)
                 .then(|| fields.last()?.parse::<u64>().ok())
                 .flatten()
         })
         .sum()
+}
+
+/// Busy and total CPU time of the whole machine, in ticks (first line of `/proc/stat`).
+pub fn machine_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let values: Vec<u64> = stat
+        .lines()
+        .next()?
+        .strip_prefix("cpu ")?
+        .split_whitespace()
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal ...; idle and iowait are not busy.
+    let total: u64 = values.iter().take(8).sum();
+    let idle = values.get(3)? + values.get(4).copied().unwrap_or(0);
+    Some((total - idle, total))
 }
 
 #[cfg(test)]
@@ -89,17 +120,24 @@ mod tests {
     }
 
     #[test]
+    fn reads_machine_ticks() {
+        let (busy, total) = machine_ticks().unwrap();
+        assert!(busy <= total && total > 0);
+    }
+
+    #[test]
     fn reads_own_process() {
         let s = sample("self").unwrap();
         assert!(s.rss_bytes > 0 && s.peak_rss_bytes >= s.rss_bytes);
     }
 
     #[test]
-    fn counts_drops_of_our_ports() {
+    fn counts_drops_of_given_sockets() {
         let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n\
   1: 00000000:1F90 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 1 2 0000000000000000 7\n\
-  2: 0100007F:0035 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 1 2 0000000000000000 3\n";
-        assert_eq!(udp_drops_in(table, &[0x1f90]), 7);
-        assert_eq!(udp_drops_in(table, &[1]), 0);
+  2: 0100007F:0035 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 5 2 0000000000000000 3\n";
+        assert_eq!(udp_drops_in(table, &[1]), 7);
+        assert_eq!(udp_drops_in(table, &[1, 5]), 10);
+        assert_eq!(udp_drops_in(table, &[2]), 0);
     }
 }

@@ -26,6 +26,7 @@ pub struct Report {
     pub server: Option<ServerReport>,
     pub forwarded: ForwardedReport,
     pub client: ClientReport,
+    pub machine: Option<MachineReport>,
 }
 
 #[derive(Debug, Serialize)]
@@ -70,6 +71,16 @@ pub struct ServerReport {
     pub cpu_percent: f64,
     pub rss_mb: f64,
     pub peak_rss_mb: f64,
+    /// Datagrams the kernel dropped on the server's UDP sockets in the window (full buffer).
+    pub udp_receive_drops: u64,
+}
+
+/// Whole-machine CPU in the window, in cores: what is left after the server and the load
+/// generator is other processes, whose load makes numbers noisy.
+#[derive(Debug, Serialize)]
+pub struct MachineReport {
+    pub busy_cores: f64,
+    pub other_processes_cores: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -110,6 +121,7 @@ pub struct RunFacts {
     pub server_forwarded: Option<f64>,
     pub client_cpu_seconds: f64,
     pub udp_receive_drops: u64,
+    pub machine_busy_cores: Option<f64>,
 }
 
 impl Report {
@@ -160,6 +172,14 @@ impl Report {
             .as_ref()
             .filter(|s| s.cpu_seconds > 0.0)
             .map(|s| forwarded / s.cpu_seconds);
+        let client_cores = facts.client_cpu_seconds / window;
+        let machine = facts.machine_busy_cores.map(|busy| MachineReport {
+            busy_cores: busy,
+            other_processes_cores: facts
+                .server
+                .as_ref()
+                .map(|s| (busy - s.cpu_seconds / window - client_cores).max(0.0)),
+        });
         Self {
             target: facts.target,
             scenario: facts.scenario,
@@ -203,7 +223,7 @@ impl Report {
                 per_cpu_second,
             },
             client: ClientReport {
-                cpu_percent: facts.client_cpu_seconds * 100.0 / window,
+                cpu_percent: client_cores * 100.0,
                 packets_sent: publishers.iter().map(|p| p.packets_sent).sum(),
                 keyframe_requests_received: publishers.iter().map(|p| p.keyframe_requests).sum(),
                 udp_send_errors: shards.iter().map(|s| s.send_errors).sum::<u64>()
@@ -212,6 +232,7 @@ impl Report {
                 foreign_datagrams_dropped: shards.iter().map(|s| s.dropped_foreign).sum(),
                 unstamped_packets: subscribers.iter().map(|s| s.unstamped).sum(),
             },
+            machine,
         }
     }
 
@@ -288,6 +309,11 @@ impl Report {
                     "server RSS MB",
                     format!("{:.1} (peak {:.1})", s.rss_mb, s.peak_rss_mb),
                 );
+                row(
+                    &mut t,
+                    "server UDP receive drops",
+                    s.udp_receive_drops.to_string(),
+                );
             }
             None => row(&mut t, "server CPU", "unknown (give --server-pid)".into()),
         }
@@ -306,6 +332,16 @@ impl Report {
                 self.client.udp_receive_drops
             ),
         );
+        if let Some(m) = &self.machine {
+            let others = m
+                .other_processes_cores
+                .map_or(String::new(), |o| format!(", {o:.2} by other processes"));
+            row(
+                &mut t,
+                "machine",
+                format!("{:.2} of {} cores busy{others}", m.busy_cores, self.cpus),
+            );
+        }
         t
     }
 }

@@ -128,11 +128,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
         reports
     };
-    let ports: Vec<u16> = reports.iter().map(|r| r.socket_port).collect();
-    let facts = RunFacts {
-        udp_receive_drops: procfs::udp_drops(&ports),
-        ..facts
-    };
 
     // Phase 4: leave.
     let _ = stop_tx.send(true);
@@ -170,7 +165,10 @@ async fn measure(
 ) -> anyhow::Result<RunFacts> {
     let pid = server_pid.map(|p| p.to_string());
     let server_before = pid.as_deref().map(procfs::sample).transpose()?;
+    let server_drops_before = pid.as_deref().map(procfs::udp_drops);
     let self_before = procfs::sample("self")?;
+    let self_drops_before = procfs::udp_drops("self");
+    let machine_before = procfs::machine_ticks();
     let forwarded_before = server::forwarded_packets(server).await;
     for shard in shards {
         shard.send(crate::shard::ShardCommand::StartWindow)?;
@@ -188,7 +186,10 @@ async fn measure(
     bar.finish_and_clear();
     let window_seconds = started.elapsed().as_secs_f64();
     let server_after = pid.as_deref().map(procfs::sample).transpose()?;
+    let server_drops_after = pid.as_deref().map(procfs::udp_drops);
     let self_after = procfs::sample("self")?;
+    let self_drops_after = procfs::udp_drops("self");
+    let machine_after = procfs::machine_ticks();
     let forwarded_after = server::forwarded_packets(server).await;
 
     let server_report = match (server_pid, server_before, server_after) {
@@ -200,6 +201,9 @@ async fn measure(
                 cpu_percent: cpu_seconds * 100.0 / window_seconds,
                 rss_mb: after.rss_bytes as f64 / 1e6,
                 peak_rss_mb: after.peak_rss_bytes as f64 / 1e6,
+                udp_receive_drops: server_drops_after
+                    .zip(server_drops_before)
+                    .map_or(0, |(a, b)| a.saturating_sub(b)),
             })
         }
         _ => None,
@@ -216,7 +220,14 @@ async fn measure(
             .zip(forwarded_after)
             .map(|(before, after)| after - before),
         client_cpu_seconds: self_after.cpu_seconds - self_before.cpu_seconds,
-        udp_receive_drops: 0,
+        udp_receive_drops: self_drops_after.saturating_sub(self_drops_before),
+        machine_busy_cores: machine_before.zip(machine_after).and_then(
+            |((busy0, total0), (busy1, total1))| {
+                let total = total1.checked_sub(total0).filter(|t| *t > 0)?;
+                let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+                Some(busy1.saturating_sub(busy0) as f64 / total as f64 * cpus as f64)
+            },
+        ),
     })
 }
 

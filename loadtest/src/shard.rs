@@ -79,7 +79,6 @@ pub struct ShardReport {
     pub dropped_foreign: u64,
     /// Datagrams the socket could not send.
     pub send_errors: u64,
-    pub socket_port: u16,
 }
 
 #[derive(Debug, Clone)]
@@ -412,7 +411,6 @@ impl Shard {
             latencies_us: std::mem::take(&mut self.latencies_us),
             dropped_foreign: self.socket.dropped_foreign(),
             send_errors: self.send_errors,
-            socket_port: self.socket.port(),
             ..Default::default()
         };
         for slot in &self.peers {

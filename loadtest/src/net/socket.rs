@@ -49,8 +49,12 @@ impl MuxSocket {
             std::net::UdpSocket::bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0))?;
         let state = UdpSocketState::new((&std_socket).into())?;
         // Best effort: larger buffers only make drops less likely.
-        let _ = state.set_recv_buffer_size((&std_socket).into(), SOCKET_BUFFER_BYTES);
-        let _ = state.set_send_buffer_size((&std_socket).into(), SOCKET_BUFFER_BYTES);
+        if !force_buffer(&std_socket, libc::SO_RCVBUFFORCE) {
+            let _ = state.set_recv_buffer_size((&std_socket).into(), SOCKET_BUFFER_BYTES);
+        }
+        if !force_buffer(&std_socket, libc::SO_SNDBUFFORCE) {
+            let _ = state.set_send_buffer_size((&std_socket).into(), SOCKET_BUFFER_BYTES);
+        }
         let port = std_socket.local_addr()?.port();
         let socket = UdpSocket::from_std(std_socket)?;
         Ok(Self {
@@ -61,10 +65,6 @@ impl MuxSocket {
             metas: vec![RecvMeta::default(); RECV_BATCH],
             dropped_foreign: 0,
         })
-    }
-
-    pub fn port(&self) -> u16 {
-        self.port
     }
 
     /// The local address of the `n`-th peer on this socket: its own alias, this socket's port.
@@ -158,6 +158,26 @@ impl MuxSocket {
         }
         Err(io::ErrorKind::WouldBlock.into())
     }
+}
+
+/// `SO_RCVBUF`/`SO_SNDBUF` are capped by `net.core.[rw]mem_max` (208 KiB by default), which
+/// a burst of keyframes to hundreds of subscribers overflows while the task is descheduled;
+/// the `*FORCE` variants (root only) are not. Returns whether it worked.
+fn force_buffer(socket: &std::net::UdpSocket, option: libc::c_int) -> bool {
+    use std::os::fd::AsRawFd;
+    let value = libc::c_int::try_from(SOCKET_BUFFER_BYTES).unwrap_or(libc::c_int::MAX);
+    // SAFETY: the fd is open for the duration of the call and setsockopt reads exactly
+    // `size_of::<c_int>()` bytes from `value`.
+    let result = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            option,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    result == 0
 }
 
 #[cfg(test)]
