@@ -41,10 +41,16 @@ pub fn ice_credentials() -> (String, String) {
 /// A peer connection with Aula's media configuration: the default codecs (Opus, VP8, VP9, H.264,
 /// AV1 with RTX), NACK generation and response, RTCP reports, TWCC feedback, simulcast header
 /// extensions, and the SFU's [`Tap`] (metrics; keyframe requests delivered to the SFU).
+///
+/// The SFU runs ICE-lite (`ice_lite`): it has public host candidates only, so the browser is
+/// always the controlling agent and nominates the pair as soon as its own check succeeds.
+/// As a full agent, the SFU had to finish its own checks first, and the browser's DTLS
+/// handshake, started on its side meanwhile, was often dropped and only retried a second later.
 pub fn build(
     ufrag: String,
     pwd: String,
     metrics: &SfuMetrics,
+    ice_lite: bool,
     now: Instant,
 ) -> Result<RTCPeerConnection, rtc::shared::error::Error> {
     let mut media_engine = MediaEngine::default();
@@ -53,6 +59,7 @@ pub fn build(
         .with(Slot::Custom(tap::SLOT), Tap::new(metrics.clone()));
     let setting_engine = SettingEngineBuilder::new()
         .with_ice_credentials(ufrag, pwd)
+        .with_lite(ice_lite)
         .with_ice_timeouts(
             Some(ICE_DISCONNECTED),
             Some(ICE_FAILED),

@@ -344,6 +344,7 @@ impl Router {
         self.mark(key);
         // The publisher stopped these tracks (removed, or the transceiver stopped).
         for sid in stopped {
+            info!(track = %sid, "publisher stopped sending the track");
             self.unpublish(now, &sid);
         }
         let peer = &self.peers[&key];
@@ -593,7 +594,7 @@ impl Router {
         target: PeerTarget,
     ) -> Result<PeerKey, SfuError> {
         let (ufrag, pwd) = peer::ice_credentials();
-        let mut pc = peer::build(ufrag.clone(), pwd, &self.metrics, now)
+        let mut pc = peer::build(ufrag.clone(), pwd, &self.metrics, true, now)
             .map_err(|e| SfuError::Internal(e.to_string()))?;
         for candidate in &self.host_candidates {
             pc.add_local_candidate(candidate.clone())
@@ -733,6 +734,7 @@ impl Router {
             }
         };
         let sdp = offer.sdp.clone();
+        tracing::trace!(participant = %peer.participant, %sdp, "subscribe offer");
         if let Err(e) = peer.pc.set_local_description(now, offer) {
             warn!(participant = %peer.participant, error = %e, "cannot apply subscribe offer");
             return;

@@ -22,6 +22,12 @@ const MAX_DATAGRAM: usize = 2048;
 const READ_BATCH: usize = 64;
 /// Commands queued from the control plane before senders wait.
 const COMMAND_QUEUE: usize = 1024;
+/// Socket buffer we ask the kernel for, each way. The default (~208 KiB) holds about 150
+/// full-size packets: one scheduling hiccup of the SFU thread while a class's teacher sends a
+/// keyframe was enough to overflow it (measured with `aula-loadtest`: every subscriber lost
+/// the same packets, dropped on arrival). Linux caps this at `net.core.rmem_max`/`wmem_max`;
+/// operators raise those for large rooms (see `deploy/`).
+const SOCKET_BUFFER: usize = 4 << 20;
 
 pub(crate) fn spawn(
     config: SfuConfig,
@@ -29,6 +35,19 @@ pub(crate) fn spawn(
     let metrics = SfuMetrics::register(&config.registry).map_err(std::io::Error::other)?;
     let std_socket = std::net::UdpSocket::bind(config.udp_bind)?;
     std_socket.set_nonblocking(true)?;
+    let sock = socket2::SockRef::from(&std_socket);
+    // A smaller buffer than asked for only means less slack, so failures are not fatal.
+    if let Err(e) = sock.set_recv_buffer_size(SOCKET_BUFFER) {
+        warn!(error = %e, "cannot enlarge the UDP receive buffer");
+    }
+    if let Err(e) = sock.set_send_buffer_size(SOCKET_BUFFER) {
+        warn!(error = %e, "cannot enlarge the UDP send buffer");
+    }
+    info!(
+        recv_buffer = sock.recv_buffer_size().unwrap_or_default(),
+        send_buffer = sock.send_buffer_size().unwrap_or_default(),
+        "media socket buffers"
+    );
     let local_addr = std_socket.local_addr()?;
     let advertised = advertised_addrs(&config, local_addr);
     let runtime = tokio::runtime::Builder::new_current_thread()
