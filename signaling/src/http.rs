@@ -22,6 +22,7 @@ use axum::routing::get;
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::metrics::OpenWebSocket;
 use crate::server::AppState;
 use crate::token::{self, AccessClaims};
 
@@ -107,7 +108,10 @@ async fn ws(
         Ok(upgrade) => upgrade
             .max_message_size(WS_MAX_MESSAGE_BYTES)
             .max_frame_size(WS_MAX_MESSAGE_BYTES)
-            .on_upgrade(move |socket| crate::session::run(socket, state)),
+            .on_upgrade(move |socket| async move {
+                let _open = OpenWebSocket::new(&state.metrics().websockets);
+                crate::session::run(socket, state).await
+            }),
         Err(rejection) => json_error(
             rejection.status(),
             "not_websocket",

@@ -15,6 +15,24 @@ pub(crate) struct SignalingMetrics {
     /// Error replies sent, by `code`: a rise in `unauthorized` or `bad_sdp` points at a
     /// misconfigured backend or a broken client release.
     pub errors: IntCounterVec,
+    /// WebSocket connections open now, joined or not.
+    pub websockets: IntGauge,
+}
+
+/// Counts one open WebSocket for as long as it lives, however its session ends.
+pub(crate) struct OpenWebSocket(IntGauge);
+
+impl OpenWebSocket {
+    pub fn new(gauge: &IntGauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for OpenWebSocket {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 impl SignalingMetrics {
@@ -39,11 +57,17 @@ impl SignalingMetrics {
         registry.register(Box::new(participants.clone()))?;
         registry.register(Box::new(messages.clone()))?;
         registry.register(Box::new(errors.clone()))?;
+        let websockets = IntGauge::new(
+            "aula_websocket_connections",
+            "Signaling WebSocket connections open",
+        )?;
+        registry.register(Box::new(websockets.clone()))?;
         Ok(Self {
             rooms,
             participants,
             messages,
             errors,
+            websockets,
         })
     }
 }

@@ -547,6 +547,7 @@ async fn metrics_cover_both_planes() {
         "aula_signaling_errors_total{code=\"bad_message\"} 1",
         "aula_signaling_messages_total{type=\"join\"} 1",
         "aula_signaling_messages_total{type=\"ping\"} 1",
+        "aula_websocket_connections 1",
     ] {
         assert!(
             r.body.lines().any(|l| l == line),
