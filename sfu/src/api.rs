@@ -80,6 +80,11 @@ pub enum SfuEvent {
         target: PeerTarget,
         state: PeerState,
     },
+    /// The participant's connection quality changed (sampled every few seconds).
+    ConnectionQuality {
+        participant: ParticipantId,
+        quality: crate::quality::ConnectionQuality,
+    },
 }
 
 /// Why a command failed. `BadSdp` and `BadCandidate` are the client's fault; the rest are not.

@@ -10,6 +10,7 @@ pub mod demux;
 pub mod forward;
 pub mod metrics;
 mod peer;
+pub mod quality;
 pub mod router;
 mod sdp;
 pub mod sim;
@@ -21,3 +22,4 @@ pub use api::{
     TrackSid, start,
 };
 pub use metrics::SfuMetrics;
+pub use quality::ConnectionQuality;

@@ -1,7 +1,7 @@
 //! The SFU's Prometheus metrics, registered in the registry the control plane serves at
 //! `/metrics`. Counters are atomics, so updating them on the packet path is cheap.
 
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge, Registry};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge, IntGaugeVec, Opts, Registry};
 
 /// Every metric the media plane exports. Cloning shares the same underlying metrics.
 #[derive(Clone)]
@@ -35,6 +35,8 @@ pub struct SfuMetrics {
     pub peer_fraction_lost: Histogram,
     pub peer_jitter: Histogram,
     pub peer_rtt: Histogram,
+    /// Participants at each connection quality level (`quality` = excellent, good, poor).
+    pub connection_quality: IntGaugeVec,
 }
 
 impl SfuMetrics {
@@ -57,7 +59,16 @@ impl SfuMetrics {
                 registry.register(Box::new(h.clone()))?;
                 Ok(h)
             };
+        let connection_quality = IntGaugeVec::new(
+            Opts::new(
+                "aula_connection_quality_participants",
+                "Participants with media, by connection quality",
+            ),
+            &["quality"],
+        )?;
+        registry.register(Box::new(connection_quality.clone()))?;
         Ok(Self {
+            connection_quality,
             peers: gauge("aula_sfu_peers", "Peer connections in the SFU")?,
             published_tracks: gauge(
                 "aula_sfu_published_tracks",

@@ -29,7 +29,6 @@ use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use rtc::statistics::StatsSelector;
 use rtc::statistics::report::RTCStatsReportEntry;
-use rtc::statistics::stats::RTCStatsType;
 use tracing::{debug, info, warn};
 
 use crate::api::{
@@ -41,6 +40,7 @@ use crate::forward::simulcast::{Layer, LayerActivity, rid_rank};
 use crate::forward::{Decision, Forwarder, PacketMeta};
 use crate::metrics::SfuMetrics;
 use crate::peer;
+use crate::quality::{self, ConnectionQuality, LinkSample};
 use crate::sdp::{ice_ufrag, sending_track_ids, simulcast_track_ids};
 use crate::tap::is_keyframe_request;
 
@@ -67,6 +67,9 @@ struct Peer {
     connected: bool,
     /// Cached `pc.poll_timeout()`, refreshed whenever the peer was driven.
     deadline: Option<Instant>,
+    /// Publish side: cumulative (received, lost) of inbound streams at the last sample, to
+    /// turn `rtc`'s running totals into the loss of the last interval.
+    inbound_totals: HashMap<u32, (u64, i64)>,
     /// Publish side: what the client said each msid track is, and which are simulcast.
     announced: HashMap<String, TrackSource>,
     simulcast_ids: HashSet<String>,
@@ -83,6 +86,8 @@ struct Participant {
     publish: Option<PeerKey>,
     subscribe: Option<PeerKey>,
     subscriptions: HashSet<TrackSid>,
+    /// Last level told to the control plane.
+    quality: Option<ConnectionQuality>,
 }
 
 struct Producer {
@@ -613,6 +618,7 @@ impl Router {
                 addrs: Vec::new(),
                 connected: false,
                 deadline: None,
+                inbound_totals: HashMap::new(),
                 announced: HashMap::new(),
                 simulcast_ids: HashSet::new(),
                 producers: HashMap::new(),
@@ -1085,21 +1091,75 @@ impl Router {
         self.metrics.subscriptions.set(stats.consumers as i64);
     }
 
-    /// Feeds what subscribers report about our streams (loss, jitter, RTT) into the metrics.
+    /// Feeds what each link reports (subscribers: their receiver reports about our streams;
+    /// publishers: what we measure of theirs) into the metrics, and tells the control plane
+    /// when a participant's connection quality changes.
     fn sample_peer_stats(&mut self, now: Instant) {
+        let mut links: HashMap<ParticipantId, Vec<LinkSample>> = HashMap::new();
         for peer in self.peers.values_mut().filter(|p| p.connected) {
             let report = peer.pc.get_stats(now, StatsSelector::None);
-            for entry in report.iter_by_type(RTCStatsType::RemoteInboundRTP) {
-                if let RTCStatsReportEntry::RemoteInboundRtp(stats) = entry {
-                    self.metrics.peer_fraction_lost.observe(stats.fraction_lost);
-                    self.metrics
-                        .peer_jitter
-                        .observe(stats.received_rtp_stream_stats.jitter);
-                    if stats.round_trip_time_measurements > 0 {
-                        self.metrics.peer_rtt.observe(stats.round_trip_time);
+            let samples = links.entry(peer.participant.clone()).or_default();
+            for entry in report.iter() {
+                match entry {
+                    RTCStatsReportEntry::RemoteInboundRtp(stats) => {
+                        let jitter = stats.received_rtp_stream_stats.jitter;
+                        let rtt = (stats.round_trip_time_measurements > 0)
+                            .then_some(stats.round_trip_time);
+                        self.metrics.peer_fraction_lost.observe(stats.fraction_lost);
+                        self.metrics.peer_jitter.observe(jitter);
+                        if let Some(rtt) = rtt {
+                            self.metrics.peer_rtt.observe(rtt);
+                        }
+                        samples.push(LinkSample {
+                            loss: stats.fraction_lost,
+                            jitter: Duration::from_secs_f64(jitter.max(0.0)),
+                            rtt: rtt.map(|r| Duration::from_secs_f64(r.max(0.0))),
+                        });
                     }
+                    RTCStatsReportEntry::InboundRtp(stats) => {
+                        let received = &stats.received_rtp_stream_stats;
+                        let ssrc = received.rtp_stream_stats.ssrc;
+                        let (was_received, was_lost) = peer
+                            .inbound_totals
+                            .insert(ssrc, (received.packets_received, received.packets_lost))
+                            .unwrap_or((0, 0));
+                        let got = received.packets_received.saturating_sub(was_received);
+                        let lost = (received.packets_lost - was_lost).max(0) as u64;
+                        if got + lost > 0 {
+                            samples.push(LinkSample {
+                                loss: lost as f64 / (got + lost) as f64,
+                                jitter: Duration::from_secs_f64(received.jitter.max(0.0)),
+                                rtt: None,
+                            });
+                        }
+                    }
+                    _ => {}
                 }
             }
+        }
+        let mut counts: HashMap<ConnectionQuality, i64> = HashMap::new();
+        for (participant, samples) in links {
+            let level = quality::participant(samples);
+            *counts.entry(level).or_default() += 1;
+            if let Some(state) = self.participants.get_mut(&participant)
+                && state.quality != Some(level)
+            {
+                state.quality = Some(level);
+                self.events.push_back(SfuEvent::ConnectionQuality {
+                    participant,
+                    quality: level,
+                });
+            }
+        }
+        for level in [
+            ConnectionQuality::Excellent,
+            ConnectionQuality::Good,
+            ConnectionQuality::Poor,
+        ] {
+            self.metrics
+                .connection_quality
+                .with_label_values(&[quality::label(level)])
+                .set(counts.get(&level).copied().unwrap_or(0));
         }
     }
 

@@ -359,7 +359,9 @@ impl Sim {
                     .subscribe_answer(now, &participant, sdp)
                     .expect("SFU takes the answer");
             }
-            SfuEvent::TrackUnpublished { .. } | SfuEvent::PeerState { .. } => {}
+            SfuEvent::TrackUnpublished { .. }
+            | SfuEvent::PeerState { .. }
+            | SfuEvent::ConnectionQuality { .. } => {}
         }
     }
 }

@@ -344,5 +344,16 @@ pub(crate) async fn handle_event(state: &AppState, event: SfuEvent) {
                 state.kick(&participant, room::REASON_PEER_FAILED);
             }
         },
+        SfuEvent::ConnectionQuality {
+            participant,
+            quality,
+        } => {
+            // The participant sees its own level (staff views come with roles' moderation).
+            let msg = ServerMessage::ConnectionQuality {
+                participant_sid: participant.clone(),
+                quality,
+            };
+            state.registry().send_to(&participant, msg);
+        }
     }
 }

@@ -180,9 +180,24 @@ pub enum ServerMessage {
         candidate: IceCandidate,
     },
     Pong,
+    /// How well a participant's media flows, sent to that participant and to the room's
+    /// teachers whenever it changes (sampled every few seconds from RTCP reports).
+    ConnectionQuality {
+        participant_sid: String,
+        quality: ConnectionQuality,
+    },
     /// The server ended this participant's session (after `Leave`, or for `reason`).
     Left { reason: String },
     Error { code: ErrorCode, message: String },
+}
+
+/// A participant's connection quality: the worst of its links' loss, jitter and RTT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnectionQuality {
+    Poor,
+    Good,
+    Excellent,
 }
 
 /// Machine-readable error codes; `message` says the details for people.
