@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use aula_protocol::Role;
+use aula_protocol::{PublishSource, Role};
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::Config;
@@ -45,10 +45,55 @@ pub enum Command {
         /// Validity in seconds (default: 6 hours, one school day).
         #[arg(long, default_value_t = 6 * 3600)]
         ttl_secs: u64,
+        #[command(flatten)]
+        grants: GrantArgs,
         /// Config file whose [keys] sign the token. Without one: the dev keys.
         #[arg(long, short, env = "AULA_CONFIG")]
         config: Option<PathBuf>,
     },
+}
+
+/// Overrides of the role's default grants (see `token::role_permissions`); absent flags keep
+/// the role's defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
+pub struct GrantArgs {
+    /// May publish at all (`true`/`false`).
+    #[arg(long)]
+    pub can_publish: Option<bool>,
+    /// Comma-separated sources publishing covers: camera,microphone,screen.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub sources: Option<Vec<CliSource>>,
+    /// May subscribe to others' tracks (`true`/`false`).
+    #[arg(long)]
+    pub can_subscribe: Option<bool>,
+    /// May send chat and data messages (`true`/`false`).
+    #[arg(long)]
+    pub can_publish_data: Option<bool>,
+    /// Invisible to the others (e.g. a recorder); never publishes.
+    #[arg(long)]
+    pub hidden: bool,
+    /// May use the admin HTTP API with this token.
+    #[arg(long)]
+    pub admin: bool,
+}
+
+impl GrantArgs {
+    fn apply(&self, claims: &mut AccessClaims) {
+        if let Some(v) = self.can_publish {
+            claims.can_publish = v;
+        }
+        if let Some(sources) = &self.sources {
+            claims.publish_sources = sources.iter().map(|s| PublishSource::from(*s)).collect();
+        }
+        if let Some(v) = self.can_subscribe {
+            claims.can_subscribe = v;
+        }
+        if let Some(v) = self.can_publish_data {
+            claims.can_publish_data = v;
+        }
+        claims.hidden = self.hidden;
+        claims.admin = self.admin;
+    }
 }
 
 /// `Role` for clap (the protocol crate does not depend on clap).
@@ -56,6 +101,9 @@ pub enum Command {
 pub enum CliRole {
     Teacher,
     Student,
+    Assistant,
+    Agent,
+    Learner,
 }
 
 impl From<CliRole> for Role {
@@ -63,6 +111,27 @@ impl From<CliRole> for Role {
         match role {
             CliRole::Teacher => Role::Teacher,
             CliRole::Student => Role::Student,
+            CliRole::Assistant => Role::Assistant,
+            CliRole::Agent => Role::Agent,
+            CliRole::Learner => Role::Learner,
+        }
+    }
+}
+
+/// `PublishSource` for clap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CliSource {
+    Camera,
+    Microphone,
+    Screen,
+}
+
+impl From<CliSource> for PublishSource {
+    fn from(source: CliSource) -> Self {
+        match source {
+            CliSource::Camera => PublishSource::Camera,
+            CliSource::Microphone => PublishSource::Microphone,
+            CliSource::Screen => PublishSource::Screen,
         }
     }
 }
@@ -85,11 +154,13 @@ pub fn token_command(
     role: Role,
     name: Option<&str>,
     ttl: Duration,
+    grants: &GrantArgs,
 ) -> Result<String, token::TokenError> {
     let mut claims = AccessClaims::new(room, identity, role, ttl);
     if let Some(name) = name {
         claims = claims.with_name(name);
     }
+    grants.apply(&mut claims);
     token::mint(&config.api_keys(), &claims)
 }
 
@@ -135,6 +206,49 @@ mod tests {
     }
 
     #[test]
+    fn grant_flags_override_the_role() {
+        let cli = Cli::try_parse_from([
+            "aula",
+            "token",
+            "--room",
+            "math",
+            "--identity",
+            "rec",
+            "--role",
+            "student",
+            "--can-publish",
+            "true",
+            "--sources",
+            "screen,microphone",
+            "--can-publish-data",
+            "false",
+            "--hidden",
+            "--admin",
+        ])
+        .expect("grant flags parse");
+        let Command::Token { grants, .. } = cli.command else {
+            panic!("not token");
+        };
+        let jwt = token_command(
+            &Config::default(),
+            "math",
+            "rec",
+            Role::Student,
+            None,
+            Duration::from_secs(60),
+            &grants,
+        )
+        .expect("mint");
+        let claims = token::verify(&token::ApiKeys::dev(), &jwt).expect("verify");
+        assert!(claims.can_publish && claims.hidden && claims.admin && !claims.can_publish_data);
+        assert_eq!(
+            claims.publish_sources,
+            vec![PublishSource::Screen, PublishSource::Microphone]
+        );
+        assert!(claims.can_subscribe);
+    }
+
+    #[test]
     fn token_command_signs_with_config_keys() {
         let config = Config::default();
         let jwt = token_command(
@@ -144,6 +258,7 @@ mod tests {
             Role::Student,
             Some("Ana"),
             Duration::from_secs(60),
+            &GrantArgs::default(),
         )
         .expect("mint");
         let claims = token::verify(&token::ApiKeys::dev(), &jwt).expect("dev keys verify");

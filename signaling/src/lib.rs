@@ -4,6 +4,8 @@
 //! - [`token`]: JWT access tokens naming the room, the identity and the grants.
 //! - `room`: rooms and participants, the only shared state.
 //! - `session`: one participant's WebSocket, the protocol state machine.
+//! - `moderation`: who may moderate whom, and the class moderation actions.
+//! - `ratelimit`: token buckets for chat and data messages.
 //! - `http`: routes (`/ws`, `/healthz`, `/metrics`, `/api/dev-token`, the embedded pages and SDK).
 //! - `metrics`: the control plane's Prometheus metrics (the SFU registers its own alongside).
 //! - [`media`]: the seam to the media plane ([`aula_sfu::SfuHandle`] in production).
@@ -17,6 +19,8 @@ pub mod config;
 mod http;
 pub mod media;
 mod metrics;
+mod moderation;
+mod ratelimit;
 mod room;
 mod server;
 mod session;

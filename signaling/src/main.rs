@@ -45,6 +45,7 @@ fn main() -> ExitCode {
             role,
             name,
             ttl_secs,
+            grants,
             config,
         } => {
             let config = match Config::load_or_default(config.as_deref()) {
@@ -55,7 +56,15 @@ fn main() -> ExitCode {
                 eprintln!("{}", dev_keys_warning());
             }
             let ttl = Duration::from_secs(ttl_secs);
-            match token_command(&config, &room, &identity, role.into(), name.as_deref(), ttl) {
+            match token_command(
+                &config,
+                &room,
+                &identity,
+                role.into(),
+                name.as_deref(),
+                ttl,
+                &grants,
+            ) {
                 Ok(token) => {
                     println!("{token}");
                     ExitCode::SUCCESS

@@ -51,6 +51,36 @@ pub trait MediaPlane: Send + Sync + 'static {
         &'a self,
         participant: &'a str,
     ) -> BoxFuture<'a, Result<(), SfuError>>;
+
+    // Moderation commands. Defaults refuse, so that media planes written before moderation
+    // (test fakes) keep compiling; the control plane logs the refusal and carries on.
+
+    /// Stops forwarding a track to one participant (its subscribe permission was revoked).
+    fn unsubscribe<'a>(
+        &'a self,
+        _participant: &'a str,
+        _track_sid: &'a str,
+    ) -> BoxFuture<'a, Result<(), SfuError>> {
+        Box::pin(async { Err(unsupported("unsubscribe")) })
+    }
+
+    /// Stops a published track at once (its publisher lost the right to send it).
+    fn unpublish_track<'a>(&'a self, _track_sid: &'a str) -> BoxFuture<'a, Result<(), SfuError>> {
+        Box::pin(async { Err(unsupported("unpublish_track")) })
+    }
+
+    /// Pauses (moderator mute) or resumes forwarding a track to everyone.
+    fn set_track_paused<'a>(
+        &'a self,
+        _track_sid: &'a str,
+        _paused: bool,
+    ) -> BoxFuture<'a, Result<(), SfuError>> {
+        Box::pin(async { Err(unsupported("set_track_paused")) })
+    }
+}
+
+fn unsupported(what: &str) -> SfuError {
+    SfuError::Internal(format!("{what} is not supported by this media plane"))
 }
 
 impl MediaPlane for SfuHandle {
@@ -98,5 +128,25 @@ impl MediaPlane for SfuHandle {
         participant: &'a str,
     ) -> BoxFuture<'a, Result<(), SfuError>> {
         Box::pin(SfuHandle::remove_participant(self, participant))
+    }
+
+    fn unsubscribe<'a>(
+        &'a self,
+        participant: &'a str,
+        track_sid: &'a str,
+    ) -> BoxFuture<'a, Result<(), SfuError>> {
+        Box::pin(SfuHandle::unsubscribe(self, participant, track_sid))
+    }
+
+    fn unpublish_track<'a>(&'a self, track_sid: &'a str) -> BoxFuture<'a, Result<(), SfuError>> {
+        Box::pin(SfuHandle::unpublish_track(self, track_sid))
+    }
+
+    fn set_track_paused<'a>(
+        &'a self,
+        track_sid: &'a str,
+        paused: bool,
+    ) -> BoxFuture<'a, Result<(), SfuError>> {
+        Box::pin(SfuHandle::set_track_paused(self, track_sid, paused))
     }
 }

@@ -10,9 +10,11 @@
 //! Outboxes are unbounded because queuing must not block under the lock. A client that stops
 //! reading is bounded by the session's idle timeout, which closes it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
-use aula_protocol::{ParticipantInfo, Role, RoomInfo, ServerMessage, TrackInfo};
+use aula_protocol::{
+    ErrorCode, ParticipantInfo, Permissions, Role, RoomInfo, ServerEvent, ServerMessage, TrackInfo,
+};
 use aula_sfu::PublishedTrack;
 use tokio::sync::mpsc;
 
@@ -21,6 +23,8 @@ use tokio::sync::mpsc;
 pub(crate) enum Outgoing {
     /// Send this message.
     Message(ServerMessage),
+    /// Send this event (moderation, chat, support).
+    Event(ServerEvent),
     /// End the session: send `Left { reason }` if given, then close the WebSocket.
     End { left: Option<String> },
 }
@@ -31,40 +35,75 @@ pub(crate) type Outbox = mpsc::UnboundedSender<Outgoing>;
 pub(crate) const REASON_DUPLICATE: &str = "duplicate identity";
 pub(crate) const REASON_PEER_FAILED: &str = "peer connection failed";
 
+/// A refused request: the error code and the message for people.
+pub(crate) type Refused = (ErrorCode, String);
+
 /// A participant as the registry knows it.
 #[derive(Debug)]
 pub(crate) struct Member {
     pub info: ParticipantInfo,
-    pub can_subscribe: bool,
+    /// Live permissions: from the token at join, then changed by moderators.
+    pub permissions: Permissions,
     pub outbox: Outbox,
 }
 
+impl Member {
+    pub fn send(&self, msg: ServerMessage) {
+        // A closed outbox means the session is ending; its cleanup removes it.
+        let _ = self.outbox.send(Outgoing::Message(msg));
+    }
+
+    pub fn send_event(&self, event: ServerEvent) {
+        let _ = self.outbox.send(Outgoing::Event(event));
+    }
+
+    fn is_hidden(&self) -> bool {
+        self.permissions.hidden
+    }
+}
+
 #[derive(Debug, Default)]
-struct Room {
+pub(crate) struct Room {
     /// In join order, so that snapshots list participants the way they arrived. Classes are tens
     /// to a few hundred people; linear scans are cheaper than keeping two maps in sync.
-    members: Vec<Member>,
+    pub members: Vec<Member>,
     /// Bumped on every join so that a delayed "remove if still empty" knows whether the room
     /// was reused in between.
     generation: u64,
+    /// New non-staff joins are refused while set.
+    pub locked: bool,
+    /// Raised hands, first raised first.
+    pub hands: Vec<String>,
+    /// Tracks a moderator paused in the SFU; resumed when their publisher unmutes them.
+    pub force_muted: HashSet<String>,
 }
 
 impl Room {
-    fn member(&self, sid: &str) -> Option<&Member> {
+    pub fn member(&self, sid: &str) -> Option<&Member> {
         self.members.iter().find(|m| m.info.sid == sid)
     }
 
-    fn member_mut(&mut self, sid: &str) -> Option<&mut Member> {
+    pub fn member_mut(&mut self, sid: &str) -> Option<&mut Member> {
         self.members.iter_mut().find(|m| m.info.sid == sid)
     }
 
-    fn broadcast(&self, msg: &ServerMessage, except: Option<&str>) {
+    pub fn broadcast(&self, msg: &ServerMessage, except: Option<&str>) {
         for m in &self.members {
             if Some(m.info.sid.as_str()) != except {
-                // A closed outbox means the session is ending; its cleanup removes it.
-                let _ = m.outbox.send(Outgoing::Message(msg.clone()));
+                m.send(msg.clone());
             }
         }
+    }
+
+    pub fn broadcast_event(&self, event: &ServerEvent) {
+        for m in &self.members {
+            m.send_event(event.clone());
+        }
+    }
+
+    /// The participants others may see: hidden ones (recorders) are never listed.
+    pub fn visible(&self) -> impl Iterator<Item = &Member> {
+        self.members.iter().filter(|m| !m.is_hidden())
     }
 
     /// Removes a member and tells the others: its tracks go first, then the participant, so a
@@ -72,6 +111,14 @@ impl Room {
     fn remove(&mut self, sid: &str) -> Option<Member> {
         let pos = self.members.iter().position(|m| m.info.sid == sid)?;
         let member = self.members.remove(pos);
+        if self.hands.iter().any(|h| h == sid) {
+            self.hands.retain(|h| h != sid);
+            crate::moderation::send_hand_queue(self);
+        }
+        if member.is_hidden() {
+            // Never announced, so never un-announced (and a hidden member publishes nothing).
+            return Some(member);
+        }
         for track in &member.info.tracks {
             self.broadcast(
                 &ServerMessage::TrackUnpublished {
@@ -135,6 +182,39 @@ impl Registry {
         self.room_of.len()
     }
 
+    /// The room `sid` is in.
+    pub fn room_of(&self, sid: &str) -> Option<&Room> {
+        self.rooms.get(self.room_of.get(sid)?)
+    }
+
+    pub fn room_of_mut(&mut self, sid: &str) -> Option<&mut Room> {
+        self.rooms.get_mut(self.room_of.get(sid)?)
+    }
+
+    /// A participant's live permissions; `None` once it left.
+    pub fn permissions(&self, sid: &str) -> Option<Permissions> {
+        Some(self.room_of(sid)?.member(sid)?.permissions.clone())
+    }
+
+    /// Refuses a join into a locked room, except for staff and for an identity already in the
+    /// room (a reloaded tab must get back in).
+    pub fn may_join(&self, room_name: &str, member: &Member) -> Result<(), Refused> {
+        let Some(room) = self.rooms.get(room_name) else {
+            return Ok(());
+        };
+        let returning = room
+            .members
+            .iter()
+            .any(|m| m.info.identity == member.info.identity);
+        if room.locked && !member.permissions.can_moderate && !returning {
+            return Err((
+                ErrorCode::RoomLocked,
+                format!("room {room_name} is locked by its teacher; ask them to unlock it"),
+            ));
+        }
+        Ok(())
+    }
+
     /// Adds `member` to `room` (creating it), queues `Joined` for it and `ParticipantJoined` for
     /// the others. An existing session with the same identity is removed first and told
     /// `Left { reason: "duplicate identity" }`: the newest connection wins, as a reloaded browser
@@ -159,27 +239,34 @@ impl Registry {
             outcome.replaced = Some(old_sid);
         }
 
-        if member.can_subscribe {
+        if member.permissions.can_subscribe {
             outcome.subscribe_to = room
                 .members
                 .iter()
                 .flat_map(|m| m.info.tracks.iter().map(|t| t.sid.clone()))
                 .collect();
         }
-        let _ = member.outbox.send(Outgoing::Message(ServerMessage::Joined {
+        member.send(ServerMessage::Joined {
             version: aula_protocol::PROTOCOL_VERSION,
             participant: member.info.clone(),
             room: RoomInfo {
                 name: room_name.to_owned(),
-                participants: room.members.iter().map(|m| m.info.clone()).collect(),
+                participants: room.visible().map(|m| m.info.clone()).collect(),
+                locked: room.locked,
             },
-        }));
-        room.broadcast(
-            &ServerMessage::ParticipantJoined {
-                participant: member.info.clone(),
-            },
-            None,
-        );
+            permissions: Some(member.permissions.clone()),
+        });
+        if !member.is_hidden() {
+            room.broadcast(
+                &ServerMessage::ParticipantJoined {
+                    participant: member.info.clone(),
+                },
+                None,
+            );
+        }
+        if member.permissions.can_moderate && !room.hands.is_empty() {
+            member.send_event(crate::moderation::hand_queue(room));
+        }
         self.room_of
             .insert(member.info.sid.clone(), room_name.to_owned());
         room.members.push(member);
@@ -250,7 +337,7 @@ impl Registry {
         Some(
             room.members
                 .iter()
-                .filter(|m| m.info.sid != sid && m.can_subscribe)
+                .filter(|m| m.info.sid != sid && m.permissions.can_subscribe)
                 .map(|m| m.info.sid.clone())
                 .collect(),
         )
@@ -326,6 +413,7 @@ pub(crate) fn participant_info(
         name: if name.is_empty() { identity } else { name }.to_owned(),
         role,
         tracks: Vec::new(),
+        hand_raised: false,
     }
 }
 
@@ -353,7 +441,7 @@ mod tests {
         (
             Member {
                 info: participant_info(sid.into(), identity, "", role),
-                can_subscribe: true,
+                permissions: crate::token::role_permissions(role),
                 outbox,
             },
             rx,
@@ -466,7 +554,7 @@ mod tests {
         let (t, mut t_rx) = member("PA_t", "t", Role::Teacher);
         let (s, _s_rx) = member("PA_s", "s", Role::Student);
         let (mut n, _n_rx) = member("PA_n", "n", Role::Student);
-        n.can_subscribe = false;
+        n.permissions.can_subscribe = false;
         reg.join("r", t);
         reg.join("r", s);
         reg.join("r", n);

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use aula_protocol::ServerMessage;
+use aula_protocol::{Permissions, ServerMessage};
 use aula_sfu::{PeerState, SfuEvent};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
@@ -19,7 +19,8 @@ use tokio::task::JoinHandle;
 use crate::config::Config;
 use crate::media::MediaPlane;
 use crate::metrics::SignalingMetrics;
-use crate::room::{self, EmptiedRoom, JoinOutcome, Member, Registry};
+use crate::moderation::MediaEffect;
+use crate::room::{self, EmptiedRoom, JoinOutcome, Member, Refused, Registry};
 use crate::token::ApiKeys;
 
 /// How long [`Server::shutdown`] waits for each stage before giving up on it.
@@ -43,7 +44,7 @@ pub(crate) struct AppState {
 }
 
 impl AppState {
-    fn registry(&self) -> MutexGuard<'_, Registry> {
+    pub(crate) fn registry(&self) -> MutexGuard<'_, Registry> {
         // Registry methods do not panic on any input; if one ever did, its state is still
         // consistent enough to serve the other rooms, which beats taking the server down.
         self.registry.lock().unwrap_or_else(PoisonError::into_inner)
@@ -69,8 +70,40 @@ impl AppState {
         self.shutdown.clone()
     }
 
-    pub(crate) fn join(&self, room: &str, member: Member) -> JoinOutcome {
-        self.registry().join(room, member)
+    /// Joins unless the room refuses (locked), checked under the same lock as the join.
+    pub(crate) fn join(&self, room: &str, member: Member) -> Result<JoinOutcome, Refused> {
+        let mut registry = self.registry();
+        registry.may_join(room, &member)?;
+        Ok(registry.join(room, member))
+    }
+
+    pub(crate) fn permissions(&self, sid: &str) -> Option<Permissions> {
+        self.registry().permissions(sid)
+    }
+
+    /// Carries out what a moderation action asks of the media plane. Failures are logged, not
+    /// reported to the moderator: the registry already changed, and a track that is gone from
+    /// the SFU (its publisher just left) is the usual cause.
+    pub(crate) async fn apply_effects(&self, effects: Vec<MediaEffect>) {
+        for effect in effects {
+            let result = match &effect {
+                MediaEffect::Unpublish { track_sid } => self.media.unpublish_track(track_sid).await,
+                MediaEffect::Pause { track_sid, paused } => {
+                    self.media.set_track_paused(track_sid, *paused).await
+                }
+                MediaEffect::Subscribe {
+                    participant,
+                    track_sid,
+                } => self.media.subscribe(participant, track_sid).await,
+                MediaEffect::Unsubscribe {
+                    participant,
+                    track_sid,
+                } => self.media.unsubscribe(participant, track_sid).await,
+            };
+            if let Err(e) = result {
+                tracing::debug!(?effect, "media effect failed: {e}");
+            }
+        }
     }
 
     pub(crate) fn leave(&self, sid: &str) {
@@ -89,7 +122,7 @@ impl AppState {
     }
 
     /// Removes an emptied room after the configured timeout unless it was reused.
-    fn reap_later(&self, emptied: Option<EmptiedRoom>) {
+    pub(crate) fn reap_later(&self, emptied: Option<EmptiedRoom>) {
         let Some(emptied) = emptied else { return };
         let registry = Arc::clone(&self.registry);
         let delay = self.empty_timeout;
@@ -293,6 +326,20 @@ async fn dispatch_events(
 pub(crate) async fn handle_event(state: &AppState, event: SfuEvent) {
     match event {
         SfuEvent::TrackPublished { participant, track } => {
+            // The offer was checked against the announced sources, but a client may send a
+            // track it did not announce (the SFU then guesses camera or microphone), or lose the
+            // right while its media was starting: check again on what actually arrived.
+            let allowed = state
+                .registry()
+                .permissions(&participant)
+                .is_some_and(|p| p.allows(track.source));
+            if !allowed {
+                tracing::info!(participant, track_sid = track.sid, source = ?track.source, "refusing a track its publisher may not send");
+                if let Err(e) = state.media.unpublish_track(&track.sid).await {
+                    tracing::debug!(track_sid = track.sid, "unpublishing a refused track: {e}");
+                }
+                return;
+            }
             let subscribers = state.registry().track_published(&participant, &track);
             let Some(subscribers) = subscribers else {
                 // The publisher left while its media was starting; the SFU cleans up its tracks.

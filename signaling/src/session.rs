@@ -17,10 +17,13 @@ use aula_sfu::SfuError;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, close_code};
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
+use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::room::{self, Member, Outbox, Outgoing};
+use crate::moderation::MediaEffect;
+use crate::ratelimit::TokenBucket;
+use crate::room::{self, Member, Outbox, Outgoing, Refused};
 use crate::server::AppState;
 use crate::token::{self, AccessClaims};
 
@@ -30,6 +33,20 @@ const PINGS_PER_IDLE_TIMEOUT: u32 = 3;
 
 /// The reason sent when the server stops.
 const REASON_SHUTDOWN: &str = "server shutting down";
+
+/// Longest chat line, in bytes: a paragraph, not a file.
+pub(crate) const MAX_CHAT_BYTES: usize = 2000;
+/// Longest data payload, in bytes: "small data messages" (quiz answers, reactions, cursor
+/// positions); files go over HTTP.
+pub(crate) const MAX_DATA_BYTES: usize = 4096;
+/// Longest data topic, in bytes.
+const MAX_TOPIC_BYTES: usize = 64;
+/// Chat: a burst of 5 lines, then one per second sustained.
+const CHAT_BURST: u32 = 5;
+const CHAT_PER_SEC: f64 = 1.0;
+/// Data: a burst of 20, then 10 per second (reactions and quiz clicks come in flurries).
+const DATA_BURST: u32 = 20;
+const DATA_PER_SEC: f64 = 10.0;
 
 /// Whether the loop keeps reading after a message.
 #[derive(Debug, PartialEq, Eq)]
@@ -43,6 +60,8 @@ enum Flow {
 struct Joined {
     sid: String,
     claims: AccessClaims,
+    chat_bucket: TokenBucket,
+    data_bucket: TokenBucket,
 }
 
 struct Session {
@@ -90,6 +109,11 @@ pub(crate) async fn run(socket: WebSocket, state: Arc<AppState>) {
                 match out {
                     Outgoing::Message(msg) => {
                         if writer.send_json(&msg).await.is_err() {
+                            break;
+                        }
+                    }
+                    Outgoing::Event(event) => {
+                        if writer.send_json(&event).await.is_err() {
                             break;
                         }
                     }
@@ -155,6 +179,24 @@ fn message_kind(msg: &ClientMessage) -> &'static str {
         ClientMessage::MuteTrack { .. } => "mute_track",
         ClientMessage::Ping => "ping",
         ClientMessage::Leave => "leave",
+        ClientMessage::RaiseHand => "raise_hand",
+        ClientMessage::LowerHand { .. } => "lower_hand",
+        ClientMessage::InviteToStage { .. } => "invite_to_stage",
+        ClientMessage::RemoveFromStage { .. } => "remove_from_stage",
+        ClientMessage::MuteParticipantTrack { .. } => "mute_participant_track",
+        ClientMessage::MuteAllStudents => "mute_all_students",
+        ClientMessage::RemoveParticipant { .. } => "remove_participant",
+        ClientMessage::LockRoom { .. } => "lock_room",
+        ClientMessage::EndClass => "end_class",
+        ClientMessage::SetPermissions { .. } => "set_permissions",
+        ClientMessage::Chat { .. } => "chat",
+        ClientMessage::Data { .. } => "data",
+        ClientMessage::GoOnDuty { .. } => "go_on_duty",
+        ClientMessage::GoOffDuty => "go_off_duty",
+        ClientMessage::RequestHelp { .. } => "request_help",
+        ClientMessage::CancelHelp => "cancel_help",
+        ClientMessage::TransferSession { .. } => "transfer_session",
+        ClientMessage::EndSupportSession { .. } => "end_support_session",
     }
 }
 
@@ -171,6 +213,12 @@ fn error_code_label(code: ErrorCode) -> &'static str {
         ErrorCode::BadSdp => "bad_sdp",
         ErrorCode::BadCandidate => "bad_candidate",
         ErrorCode::UnknownTrack => "unknown_track",
+        ErrorCode::UnknownParticipant => "unknown_participant",
+        ErrorCode::RoomLocked => "room_locked",
+        ErrorCode::RateLimited => "rate_limited",
+        ErrorCode::PayloadTooLarge => "payload_too_large",
+        ErrorCode::UnknownSession => "unknown_session",
+        ErrorCode::Conflict => "conflict",
         ErrorCode::Internal => "internal",
     }
 }
@@ -192,7 +240,10 @@ impl Writer {
         }
     }
 
-    async fn send_json(&mut self, msg: &ServerMessage) -> Result<(), WriteFailed> {
+    async fn send_json<T: Serialize + std::fmt::Debug>(
+        &mut self,
+        msg: &T,
+    ) -> Result<(), WriteFailed> {
         match serde_json::to_string(msg) {
             Ok(text) => self.send(Message::text(text)).await,
             // Serializing these plain types cannot fail; if it ever did, dropping one message
@@ -279,8 +330,7 @@ impl Session {
             }
             (Some(joined), msg) => {
                 let sid = joined.sid.clone();
-                let can_publish = joined.claims.can_publish;
-                self.handle_joined(&sid, can_publish, msg).await
+                self.handle_joined(&sid, msg).await
             }
         }
     }
@@ -307,14 +357,29 @@ impl Session {
         let sid = room::new_participant_sid();
         let member = Member {
             info: room::participant_info(sid.clone(), &claims.sub, &claims.name, claims.role),
-            can_subscribe: claims.can_subscribe,
+            permissions: claims.permissions(),
             outbox: self.outbox.clone(),
         };
-        tracing::info!(sid, room = claims.room, identity = claims.sub, role = ?claims.role, "joined");
-        let outcome = self.state.join(&claims.room, member);
+        let outcome = match self.state.join(&claims.room, member) {
+            Ok(outcome) => outcome,
+            Err((code, message)) => {
+                tracing::info!(
+                    room = claims.room,
+                    identity = claims.sub,
+                    "refused join: {message}"
+                );
+                self.error(code, message);
+                self.end(None);
+                return Flow::Ending;
+            }
+        };
+        tracing::info!(sid, room = claims.room, identity = claims.sub, role = ?claims.role, hidden = claims.hidden, "joined");
+        let now = std::time::Instant::now();
         self.joined = Some(Joined {
             sid: sid.clone(),
             claims,
+            chat_bucket: TokenBucket::new(CHAT_BURST, CHAT_PER_SEC, now),
+            data_bucket: TokenBucket::new(DATA_BURST, DATA_PER_SEC, now),
         });
         if let Some(old) = outcome.replaced {
             // The replaced session tears down its own media when it ends, but do it now too so
@@ -331,14 +396,31 @@ impl Session {
         Flow::Continue
     }
 
-    async fn handle_joined(&mut self, sid: &str, can_publish: bool, msg: ClientMessage) -> Flow {
+    async fn handle_joined(&mut self, sid: &str, msg: ClientMessage) -> Flow {
         match msg {
             ClientMessage::Join { .. } => {
                 self.error(ErrorCode::AlreadyJoined, "this session already joined");
             }
             ClientMessage::PublishOffer { sdp, tracks } => {
-                if !can_publish {
-                    self.error(ErrorCode::Forbidden, "your token does not allow publishing");
+                // Live permissions, not the token's: a student invited on stage publishes, one
+                // removed from it no longer does.
+                let permissions = self.state.permissions(sid).unwrap_or_default();
+                if !permissions.can_publish || permissions.hidden {
+                    self.error(
+                        ErrorCode::Forbidden,
+                        if permissions.hidden {
+                            "hidden participants do not publish"
+                        } else {
+                            "you may not publish (yet): your token or a moderator does not allow it"
+                        },
+                    );
+                    return Flow::Continue;
+                }
+                if let Some(t) = tracks.iter().find(|t| !permissions.allows(t.source)) {
+                    self.error(
+                        ErrorCode::Forbidden,
+                        format!("you may not publish a {:?} track", t.source),
+                    );
                     return Flow::Continue;
                 }
                 match self.state.media().publish_offer(sid, sdp, tracks).await {
@@ -367,6 +449,14 @@ impl Session {
                         ErrorCode::UnknownTrack,
                         format!("{track_sid} is not one of your tracks"),
                     );
+                } else if !muted && self.state.registry().take_force_muted(sid, &track_sid) {
+                    // A moderator had paused it in the SFU; the publisher's unmute resumes it.
+                    self.state
+                        .apply_effects(vec![MediaEffect::Pause {
+                            track_sid,
+                            paused: false,
+                        }])
+                        .await;
                 }
             }
             ClientMessage::Ping => self.send(ServerMessage::Pong),
@@ -374,8 +464,140 @@ impl Session {
                 self.end(Some("left"));
                 return Flow::Ending;
             }
+            ClientMessage::Chat { text } => self.chat(sid, &text),
+            ClientMessage::Data { topic, payload } => self.data(sid, &topic, &payload),
+            msg @ (ClientMessage::GoOnDuty { .. }
+            | ClientMessage::GoOffDuty
+            | ClientMessage::RequestHelp { .. }
+            | ClientMessage::CancelHelp
+            | ClientMessage::TransferSession { .. }
+            | ClientMessage::EndSupportSession { .. }) => self.support(sid, msg),
+            msg => {
+                let result = self.moderate(sid, msg).await;
+                if let Err((code, message)) = result {
+                    self.error(code, message);
+                }
+            }
         }
         Flow::Continue
+    }
+
+    /// The moderation messages: the registry checks and changes, then the media plane follows.
+    async fn moderate(&mut self, sid: &str, msg: ClientMessage) -> Result<(), Refused> {
+        let effects = {
+            let mut reg = self.state.registry();
+            match msg {
+                ClientMessage::RaiseHand => reg.raise_hand(sid).map(|()| Vec::new())?,
+                ClientMessage::LowerHand { participant_sid } => reg
+                    .lower_hand(sid, participant_sid.as_deref())
+                    .map(|()| Vec::new())?,
+                ClientMessage::InviteToStage { participant_sid } => reg
+                    .invite_to_stage(sid, &participant_sid)
+                    .map(|()| Vec::new())?,
+                ClientMessage::RemoveFromStage { participant_sid } => {
+                    reg.remove_from_stage(sid, &participant_sid)?
+                }
+                ClientMessage::MuteParticipantTrack { track_sid } => {
+                    reg.mute_participant_track(sid, &track_sid)?
+                }
+                ClientMessage::MuteAllStudents => reg.mute_all_students(sid)?,
+                ClientMessage::SetPermissions {
+                    participant_sid,
+                    permissions,
+                } => reg.set_permissions(sid, &participant_sid, permissions)?,
+                ClientMessage::RemoveParticipant {
+                    participant_sid,
+                    reason,
+                } => {
+                    let emptied =
+                        reg.remove_participant(sid, &participant_sid, reason.as_deref())?;
+                    drop(reg);
+                    self.state.reap_later(emptied);
+                    tracing::info!(sid, participant_sid, "removed by moderator");
+                    Vec::new()
+                }
+                ClientMessage::LockRoom { locked } => {
+                    reg.lock_room(sid, locked).map(|()| Vec::new())?
+                }
+                ClientMessage::EndClass => {
+                    let ended = reg.end_class(sid)?;
+                    tracing::info!(sid, participants = ended.len(), "class ended");
+                    Vec::new()
+                }
+                other => {
+                    // Every other message is handled by `handle_joined`.
+                    tracing::error!("unrouted message {}", message_kind(&other));
+                    return Err((ErrorCode::Internal, "unrouted message".into()));
+                }
+            }
+        };
+        self.state.apply_effects(effects).await;
+        Ok(())
+    }
+
+    fn chat(&mut self, sid: &str, text: &str) {
+        if text.trim().is_empty() || text.len() > MAX_CHAT_BYTES {
+            self.error(
+                ErrorCode::PayloadTooLarge,
+                format!("chat text must be 1 to {MAX_CHAT_BYTES} bytes"),
+            );
+            return;
+        }
+        if let Err(e) = self.state.registry().data_allowed(sid) {
+            self.error(e.0, e.1);
+            return;
+        }
+        if let Some(wait) = self
+            .joined
+            .as_mut()
+            .and_then(|j| j.chat_bucket.take(std::time::Instant::now()).err())
+        {
+            self.error(
+                ErrorCode::RateLimited,
+                format!("too many chat messages; retry in {} ms", wait.as_millis()),
+            );
+            return;
+        }
+        if let Err((code, message)) = self.state.registry().chat(sid, text) {
+            self.error(code, message);
+        }
+    }
+
+    fn data(&mut self, sid: &str, topic: &str, payload: &str) {
+        if payload.len() > MAX_DATA_BYTES || topic.len() > MAX_TOPIC_BYTES {
+            self.error(
+                ErrorCode::PayloadTooLarge,
+                format!(
+                    "data payload at most {MAX_DATA_BYTES} bytes, topic at most {MAX_TOPIC_BYTES}"
+                ),
+            );
+            return;
+        }
+        if let Err(e) = self.state.registry().data_allowed(sid) {
+            self.error(e.0, e.1);
+            return;
+        }
+        if let Some(wait) = self
+            .joined
+            .as_mut()
+            .and_then(|j| j.data_bucket.take(std::time::Instant::now()).err())
+        {
+            self.error(
+                ErrorCode::RateLimited,
+                format!("too many data messages; retry in {} ms", wait.as_millis()),
+            );
+            return;
+        }
+        if let Err((code, message)) = self.state.registry().data(sid, topic, payload) {
+            self.error(code, message);
+        }
+    }
+
+    fn support(&mut self, _sid: &str, _msg: ClientMessage) {
+        self.error(
+            ErrorCode::Forbidden,
+            "the support desk is not enabled on this server",
+        );
     }
 
     /// Reports a media-plane failure. Errors the client caused become `client_code` (bad SDP or

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use aula_protocol::Role;
+use aula_protocol::{Permissions, PublishSource, Role};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
 use serde::{Deserialize, Serialize};
 
@@ -69,7 +69,20 @@ pub struct AccessClaims {
     pub room: String,
     pub role: Role,
     pub can_publish: bool,
+    /// Which sources `can_publish` covers. Absent in tokens minted before grants had sources,
+    /// which then keep meaning "any source".
+    #[serde(default = "all_sources")]
+    pub publish_sources: Vec<PublishSource>,
     pub can_subscribe: bool,
+    /// May send chat and data messages. Absent in older tokens, which allowed it.
+    #[serde(default = "yes")]
+    pub can_publish_data: bool,
+    /// Invisible to the others (a recorder, an inspector): never announced, never publishes.
+    #[serde(default)]
+    pub hidden: bool,
+    /// May use the admin HTTP API with this token as a bearer token.
+    #[serde(default)]
+    pub admin: bool,
     /// Expiry, seconds since the Unix epoch. Only checked at join: a session outlives its token.
     pub exp: u64,
     /// Not before, seconds since the Unix epoch.
@@ -78,21 +91,42 @@ pub struct AccessClaims {
 }
 
 impl AccessClaims {
-    /// Claims valid from now for `ttl`, with grants from the role: a teacher publishes and
-    /// subscribes; a student only subscribes (going "on stage" is a later grant). `iss` is left
+    /// Claims valid from now for `ttl`, with the role's default grants (see
+    /// [`role_permissions`]): a student only subscribes until invited on stage. `iss` is left
     /// empty: [`mint`] fills it with the signing key.
     pub fn new(room: &str, identity: &str, role: Role, ttl: Duration) -> Self {
         let now = unix_now();
+        let grants = role_permissions(role);
         Self {
             iss: String::new(),
             sub: identity.to_owned(),
             name: identity.to_owned(),
             room: room.to_owned(),
             role,
-            can_publish: role == Role::Teacher,
-            can_subscribe: true,
+            can_publish: grants.can_publish,
+            publish_sources: grants.publish_sources,
+            can_subscribe: grants.can_subscribe,
+            can_publish_data: grants.can_publish_data,
+            hidden: false,
+            admin: false,
             exp: now.saturating_add(ttl.as_secs()),
             nbf: now,
+        }
+    }
+
+    /// The permissions a session starts with. Moderation follows the role (staff), except for
+    /// hidden participants, which only watch.
+    pub fn permissions(&self) -> Permissions {
+        let mut sources = self.publish_sources.clone();
+        sources.sort_by_key(|s| *s as u8);
+        sources.dedup();
+        Permissions {
+            can_publish: self.can_publish && !self.hidden,
+            publish_sources: sources,
+            can_subscribe: self.can_subscribe,
+            can_publish_data: self.can_publish_data && !self.hidden,
+            hidden: self.hidden,
+            can_moderate: self.role.is_staff() && !self.hidden,
         }
     }
 
@@ -118,6 +152,42 @@ impl AccessClaims {
         }
         Ok(())
     }
+}
+
+/// The default grants of each role, used by [`AccessClaims::new`] (and so by `aula token` and
+/// `/api/dev-token` unless overridden).
+///
+/// - teacher: publishes every source, moderates;
+/// - assistant: publishes camera and microphone, moderates (revocable by the teacher);
+/// - student: subscribes and chats; publishes only once invited on stage;
+/// - agent and learner: every source, as a support session needs screen + camera both ways.
+pub fn role_permissions(role: Role) -> Permissions {
+    let sources = match role {
+        Role::Teacher | Role::Agent | Role::Learner => PublishSource::ALL.to_vec(),
+        Role::Assistant => vec![PublishSource::Camera, PublishSource::Microphone],
+        Role::Student => Vec::new(),
+    };
+    Permissions {
+        can_publish: !sources.is_empty(),
+        publish_sources: sources,
+        can_subscribe: true,
+        can_publish_data: true,
+        hidden: false,
+        can_moderate: role.is_staff(),
+    }
+}
+
+/// The sources a student invited on stage may publish.
+pub fn stage_sources() -> Vec<PublishSource> {
+    vec![PublishSource::Camera, PublishSource::Microphone]
+}
+
+fn all_sources() -> Vec<PublishSource> {
+    PublishSource::ALL.to_vec()
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn check_id(field: &str, value: &str) -> Result<(), TokenError> {
@@ -247,6 +317,44 @@ mod tests {
         assert!(s.can_subscribe);
         assert_eq!(s.name, "bob");
         assert!(s.exp >= s.nbf + 60);
+    }
+
+    #[test]
+    fn every_role_has_defaults_and_hidden_never_publishes() {
+        let a = AccessClaims::new("math", "asst", Role::Assistant, Duration::from_secs(60));
+        let p = a.permissions();
+        assert!(p.can_moderate && p.can_publish);
+        assert_eq!(
+            p.publish_sources,
+            vec![PublishSource::Camera, PublishSource::Microphone]
+        );
+        for role in [Role::Agent, Role::Learner] {
+            let p = AccessClaims::new("help", "x", role, Duration::from_secs(60)).permissions();
+            assert!(p.allows(aula_protocol::TrackSource::ScreenShare));
+            assert!(!p.can_moderate);
+        }
+        let mut recorder = AccessClaims::new("math", "rec", Role::Teacher, Duration::from_secs(60));
+        recorder.hidden = true;
+        let p = recorder.permissions();
+        assert!(!p.can_publish && !p.can_moderate && p.can_subscribe && p.hidden);
+    }
+
+    #[test]
+    fn tokens_without_new_grants_keep_their_meaning() {
+        // A token minted before sources, data, hidden and admin existed.
+        let old = serde_json::json!({
+            "iss": "school", "sub": "alice", "room": "math", "role": "teacher",
+            "can_publish": true, "can_subscribe": true, "exp": unix_now() + 60,
+        });
+        let token = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &old,
+            &EncodingKey::from_secret(keys().secret.as_bytes()),
+        )
+        .expect("encode");
+        let claims = verify(&keys(), &token).expect("old token verifies");
+        assert_eq!(claims.publish_sources, PublishSource::ALL.to_vec());
+        assert!(claims.can_publish_data && !claims.hidden && !claims.admin);
     }
 
     #[test]

@@ -38,6 +38,7 @@ async fn join_with_valid_token_gets_joined() {
         version,
         participant,
         room,
+        ..
     } = joined
     else {
         unreachable!("Client::join checked the variant");
