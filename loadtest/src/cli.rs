@@ -6,6 +6,24 @@ use clap::Parser;
 
 use crate::scenario::Scenario;
 
+/// Which SFU the scenario runs against; only the signaling differs, peers and media are the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Target {
+    /// Aula's JSON WebSocket protocol (`/ws`, dev tokens).
+    Aula,
+    /// Janus's videoroom plugin over its WebSocket API (`--url http://<ip>:8188`).
+    Janus,
+}
+
+impl Target {
+    pub fn name(self) -> &'static str {
+        match self {
+            Target::Aula => "aula",
+            Target::Janus => "janus",
+        }
+    }
+}
+
 #[derive(Debug, Parser)]
 #[command(
     name = "aula-loadtest",
@@ -16,6 +34,9 @@ pub struct Args {
     /// The server's HTTP address; only loopback (see --allow-netns-target).
     #[arg(long, default_value = "http://127.0.0.1:7880")]
     pub url: String,
+
+    #[arg(long, value_enum, default_value = "aula")]
+    pub target: Target,
 
     #[arg(long, value_enum, default_value = "class")]
     pub scenario: Scenario,
@@ -60,6 +81,13 @@ pub struct Args {
     /// benchmark script created (Janus cannot run on loopback).
     #[arg(long)]
     pub allow_netns_target: bool,
+
+    /// Local address for the peers' sockets instead of loopback aliases: the host side of the
+    /// veth pair of a server in a network namespace (e.g. 10.98.0.2), which is the only
+    /// address such a server can reach. Peers then share the address and differ by the
+    /// server's port (each Janus handle has its own). Needs --allow-netns-target.
+    #[arg(long)]
+    pub local_ip: Option<std::net::IpAddr>,
 
     /// Peers per UDP socket (and per driver task).
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]

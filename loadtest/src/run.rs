@@ -18,8 +18,9 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::warn;
 
-use crate::cli::Args;
+use crate::cli::{Args, Target};
 use crate::clock::Epoch;
+use crate::net::socket::Addressing;
 use crate::progress::{self, Progress};
 use crate::report::{Report, RunFacts, ServerReport};
 use crate::scenario::{self, Cast, Sizes};
@@ -34,6 +35,11 @@ const LEAVE_TIMEOUT: Duration = Duration::from_secs(5);
 const ERRORS_SHOWN: usize = 5;
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    if args.spawn_server && args.target == Target::Janus {
+        anyhow::bail!(
+            "--spawn-server starts Aula; Janus runs in its namespace (see bench/compare.sh)"
+        );
+    }
     let spawned = match args.spawn_server {
         true => Some(SpawnedServer::start(&server_binary(&args)?).await?),
         false => None,
@@ -60,8 +66,18 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let epoch = Epoch::now();
     let progress = Arc::new(Progress::default());
     let shard_count = cast.peers().div_ceil(args.peers_per_socket as usize).max(1);
+    let addressing = match args.local_ip {
+        Some(local) => {
+            guard::check_ip(local, args.allow_netns_target).context("--local-ip")?;
+            Addressing::Netns {
+                local,
+                server: server.ip(),
+            }
+        }
+        None => Addressing::Loopback,
+    };
     let shards = (0..shard_count)
-        .map(|_| Shard::spawn(epoch, progress.clone()))
+        .map(|_| Shard::spawn(epoch, progress.clone(), addressing))
         .collect::<std::io::Result<Vec<_>>>()
         .context("binding UDP sockets")?;
 
@@ -70,12 +86,21 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut participants = JoinSet::new();
     let mut assign = Assigner::new(&shards, args.peers_per_socket as usize);
+    let janus_rooms = signal::janus::room_plans(&cast);
+    let target = args.target;
     let launch = |participants: &mut JoinSet<()>, assign: &mut Assigner, spec: ParticipantSpec| {
         let shard = assign.next(&spec);
         let (events, stop) = (events_tx.clone(), stop_rx.clone());
+        let rooms = janus_rooms.clone();
         participants.spawn(async move {
             let identity = spec.identity.clone();
-            if let Err(e) = signal::aula::run(server, spec, shard, events.clone(), stop).await {
+            let result = match target {
+                Target::Aula => signal::aula::run(server, spec, shard, events.clone(), stop).await,
+                Target::Janus => {
+                    signal::janus::run(server, rooms, spec, shard, events.clone(), stop).await
+                }
+            };
+            if let Err(e) = result {
                 let _ = events.send(ParticipantEvent::Failed(format!("{identity}: {e:#}")));
             }
         });
@@ -169,7 +194,12 @@ async fn measure(
     let self_before = procfs::sample("self")?;
     let self_drops_before = procfs::udp_drops("self");
     let machine_before = procfs::machine_ticks();
-    let forwarded_before = server::forwarded_packets(server).await;
+    // Janus has no such counter (and its WebSocket port is no HTTP server).
+    let with_metrics = args.target == Target::Aula;
+    let forwarded_before = match with_metrics {
+        true => server::forwarded_packets(server).await,
+        false => None,
+    };
     for shard in shards {
         shard.send(crate::shard::ShardCommand::StartWindow)?;
     }
@@ -190,7 +220,10 @@ async fn measure(
     let self_after = procfs::sample("self")?;
     let self_drops_after = procfs::udp_drops("self");
     let machine_after = procfs::machine_ticks();
-    let forwarded_after = server::forwarded_packets(server).await;
+    let forwarded_after = match with_metrics {
+        true => server::forwarded_packets(server).await,
+        false => None,
+    };
 
     let server_report = match (server_pid, server_before, server_after) {
         (Some(pid), Some(before), Some(after)) => {
@@ -209,7 +242,7 @@ async fn measure(
         _ => None,
     };
     Ok(RunFacts {
-        target: "aula",
+        target: args.target.name(),
         scenario: args.scenario,
         url: format!("http://{server}"),
         participants: cast.all().count(),

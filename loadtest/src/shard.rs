@@ -20,7 +20,7 @@ use tracing::{debug, warn};
 
 use crate::clock::Epoch;
 use crate::media::source::MediaPlan;
-use crate::net::socket::MuxSocket;
+use crate::net::socket::{Addressing, MuxSocket};
 use crate::net::stun;
 use crate::peer::{LightPeer, PeerOutput, Role};
 use crate::progress::Progress;
@@ -177,8 +177,12 @@ pub struct Shard {
 
 impl Shard {
     /// Binds the shard's socket and starts its task.
-    pub fn spawn(epoch: Epoch, progress: Arc<Progress>) -> std::io::Result<ShardHandle> {
-        let socket = MuxSocket::bind()?;
+    pub fn spawn(
+        epoch: Epoch,
+        progress: Arc<Progress>,
+        addressing: Addressing,
+    ) -> std::io::Result<ShardHandle> {
+        let socket = MuxSocket::bind(addressing)?;
         let (commands, rx) = mpsc::unbounded_channel();
         let shard = Self {
             socket,

@@ -9,6 +9,12 @@
 //!
 //! Datagrams from anywhere but loopback are dropped: the wildcard bind must not make the load
 //! generator a thing the network can talk to.
+//!
+//! A server in a network namespace (Janus, which offers no loopback candidates) cannot reach
+//! our loopback aliases. For it, [`Addressing::Netns`] binds the socket to the host side of
+//! the namespace's veth pair instead: every peer then has that one address and the same port,
+//! which still keeps flows apart because each of the server's peers (Janus handles) uses a
+//! port of its own; and datagrams are accepted from the server's address besides loopback.
 
 use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -33,8 +39,18 @@ pub struct Datagram<'a> {
     pub data: &'a [u8],
 }
 
+/// Which local addresses the peers use, and whom datagrams are accepted from.
+#[derive(Debug, Clone, Copy)]
+pub enum Addressing {
+    /// Wildcard bind, one loopback alias per peer, loopback sources only.
+    Loopback,
+    /// Bound to `local` (our side of a veth pair); sources: loopback and `server`.
+    Netns { local: IpAddr, server: IpAddr },
+}
+
 pub struct MuxSocket {
     socket: UdpSocket,
+    addressing: Addressing,
     state: UdpSocketState,
     port: u16,
     buffers: Vec<u8>,
@@ -43,10 +59,14 @@ pub struct MuxSocket {
 }
 
 impl MuxSocket {
-    /// Binds a socket on the wildcard address. Must run inside a tokio runtime.
-    pub fn bind() -> io::Result<Self> {
-        let std_socket =
-            std::net::UdpSocket::bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0))?;
+    /// Binds a socket on the wildcard address (or the netns address). Must run inside a tokio
+    /// runtime.
+    pub fn bind(addressing: Addressing) -> io::Result<Self> {
+        let ip = match addressing {
+            Addressing::Loopback => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            Addressing::Netns { local, .. } => local,
+        };
+        let std_socket = std::net::UdpSocket::bind(SocketAddr::new(ip, 0))?;
         let state = UdpSocketState::new((&std_socket).into())?;
         // Best effort: larger buffers only make drops less likely.
         if !force_buffer(&std_socket, libc::SO_RCVBUFFORCE) {
@@ -59,6 +79,7 @@ impl MuxSocket {
         let socket = UdpSocket::from_std(std_socket)?;
         Ok(Self {
             socket,
+            addressing,
             state,
             port,
             buffers: vec![0; RECV_BATCH * SLOT_BYTES],
@@ -70,6 +91,9 @@ impl MuxSocket {
     /// The local address of the `n`-th peer on this socket: its own alias, this socket's port.
     /// 250 hosts per /24 keeps clear of .0 and .255, which some tools treat specially.
     pub fn peer_addr(&self, n: u32) -> SocketAddr {
+        if let Addressing::Netns { local, .. } = self.addressing {
+            return SocketAddr::new(local, self.port);
+        }
         let ip = Ipv4Addr::new(
             127,
             100,
@@ -112,7 +136,9 @@ impl MuxSocket {
         let mut count = 0;
         for (slot, meta) in self.metas[..received].iter().enumerate() {
             let from = meta.addr;
-            if !from.ip().is_loopback() {
+            let allowed = from.ip().is_loopback()
+                || matches!(self.addressing, Addressing::Netns { server, .. } if server == from.ip());
+            if !allowed {
                 self.dropped_foreign += 1;
                 continue;
             }
@@ -188,7 +214,7 @@ mod tests {
     async fn aliases_round_trip_through_one_socket() {
         let server = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let server_addr = server.local_addr().unwrap();
-        let mut mux = MuxSocket::bind().unwrap();
+        let mut mux = MuxSocket::bind(Addressing::Loopback).unwrap();
         let (a, b) = (mux.peer_addr(0), mux.peer_addr(251));
         assert_ne!(a.ip(), b.ip());
         assert_eq!(b.ip(), IpAddr::V4(Ipv4Addr::new(127, 100, 1, 2)));

@@ -1,6 +1,7 @@
 //! Signaling: how a participant gets its peers negotiated with the server under test.
 
 pub mod aula;
+pub mod janus;
 
 use aula_protocol::PeerTarget;
 
