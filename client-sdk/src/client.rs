@@ -428,6 +428,13 @@ impl Reader {
                 }
                 self.emit(ClientEvent::Error { code, message });
             }
+            ServerMessage::ConnectionQuality {
+                participant_sid,
+                quality,
+            } => self.emit(ClientEvent::ConnectionQuality {
+                participant_sid,
+                quality,
+            }),
             ServerMessage::Joined { .. } => warn!("Joined twice"),
             ServerMessage::Pong => {}
             // Handled by `run`.

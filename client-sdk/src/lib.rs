@@ -74,6 +74,11 @@ pub enum ClientEvent {
         participant_sid: String,
         muted: bool,
     },
+    /// The server's view of a participant's connection quality changed.
+    ConnectionQuality {
+        participant_sid: String,
+        quality: aula_protocol::ConnectionQuality,
+    },
     /// One RTP packet of a subscribed track.
     Packet(ReceivedPacket),
     /// The server reported an error; the session goes on unless a `Disconnected` follows.
