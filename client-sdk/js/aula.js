@@ -357,9 +357,13 @@ export class Room extends EventTarget {
       case 'track_published':
         this.#onTrackPublished(msg.track);
         break;
-      case 'track_unpublished':
+      case 'track_unpublished': {
         this.#removeRemoteTrack(msg.track_sid);
+        // Only the server's word removes a track from a participant's list (see #removeRemoteTrack).
+        const found = this.#findTrack(msg.track_sid);
+        if (found) found.participant.tracks = found.participant.tracks.filter((t) => t.sid !== msg.track_sid);
         break;
+      }
       case 'track_muted': {
         const found = this.#findTrack(msg.track_sid);
         if (!found) break;
@@ -437,18 +441,27 @@ export class Room extends EventTarget {
     const remote = { track: event.track, stream };
     this.remoteTracks.set(sid, remote);
     // The server renegotiated the track away (its m-line went inactive): the track leaves its stream.
-    stream.addEventListener('removetrack', () => this.#removeRemoteTrack(sid));
+    stream.addEventListener('removetrack', (e) => this.#removeRemoteTrack(sid, e.track));
     const found = this.#findTrack(sid);
     if (found) this._emit('trackSubscribed', { ...remote, ...found });
   }
 
-  /** Forgets a remote track and tells listeners once, whichever signal (message or SDP) came first. */
-  #removeRemoteTrack(sid) {
-    const found = this.#findTrack(sid);
+  /**
+   * Forgets received media and tells listeners once, whichever signal (message or SDP) came first.
+   * With `track`, only if that is still the media held for `sid`.
+   *
+   * It leaves `participant.tracks` alone: that list is what the server announced, and only
+   * `track_unpublished` / `participant_left` change it. Media also goes when the track is still
+   * published (the server stopped sending it to us, or our session ended); dropping the info
+   * then made a still-published track vanish from `room.participants`, and media arriving for it
+   * again could no longer be named.
+   */
+  #removeRemoteTrack(sid, track = null) {
     const remote = this.remoteTracks.get(sid);
+    if (!remote || (track && remote.track !== track)) return;
     this.remoteTracks.delete(sid);
-    if (found) found.participant.tracks = found.participant.tracks.filter((t) => t.sid !== sid);
-    if (remote && found) this._emit('trackUnsubscribed', { track: remote.track, ...found });
+    const found = this.#findTrack(sid);
+    if (found) this._emit('trackUnsubscribed', { track: remote.track, ...found });
   }
 
   /** @returns {{info: object, participant: object} | null} */

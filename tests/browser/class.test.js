@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { joinClass, launchBrowser, startServer, waitForMedia } from './harness.js';
+import { joinClass, launchBrowser, sessionEnded, startServer, waitForMedia } from './harness.js';
 
 /** First media may take a while on a loaded 2-core CI machine: ICE, DTLS, keyframe, decode. */
 const MEDIA_DEADLINE_MS = 20_000;
@@ -133,6 +133,11 @@ describe('live class', { timeout: 180_000 }, () => {
   });
 
   it('the teacher leaving removes their tracks and tile for every student', { timeout: 30_000 }, async () => {
+    // The students are still in the class; otherwise their ended sessions, not the teacher's
+    // leaving, would be what removes the tracks and tiles checked below.
+    for (const [i, page] of students.entries()) {
+      assert.equal(await sessionEnded(page), null, `student ${i + 1}'s session ended before the teacher left`);
+    }
     const teacherSid = await teacher.evaluate(() => window.aulaRoom.localParticipant.sid);
     // What the teacher still publishes, as the students' room state says (camera and microphone
     // unless an earlier step left more behind).
@@ -158,6 +163,7 @@ describe('live class', { timeout: 180_000 }, () => {
       );
       assert.deepEqual(await page.evaluate(() => window.unsubscribed.sort()), published);
       assert.equal(await page.locator('audio').count(), 0, 'no audio element left playing');
+      assert.equal(await sessionEnded(page), null, 'the student stays in the class');
     }
   });
 

@@ -171,7 +171,20 @@ export async function joinClass(browser, baseUrl, { room, name, role }) {
   });
   await page.click('button[type="submit"]');
   await page.waitForFunction(() => window.aulaRoom?.localParticipant, null, { timeout: 10_000 });
+  // Why the session ended, if it did (see `sessionEnded`).
+  await page.evaluate(() => window.aulaRoom.addEventListener('disconnected', (e) => {
+    window.aulaEndedReason = e.detail.reason;
+  }));
   return page;
+}
+
+/**
+ * The reason the server or the SDK gave for ending the page's session, or null while it lasts.
+ * A session ended early also drops every remote track and tile, which can make a later step's
+ * checks pass, or fail, for the wrong reason.
+ */
+export function sessionEnded(page) {
+  return page.evaluate(() => window.aulaEndedReason ?? null);
 }
 
 /**
