@@ -9,7 +9,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use aula_protocol::{TrackAnnouncement, TrackKind, TrackSource};
+use aula_protocol::{PeerTarget, TrackAnnouncement, TrackKind, TrackSource};
 use bytes::{Bytes, BytesMut};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::RTCPeerConnection;
@@ -23,7 +23,7 @@ use rtc::rtp_transceiver::rtp_sender::{
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 
-use crate::api::{SfuEvent, TrackSid};
+use crate::api::{PeerState, SfuEvent, TrackSid};
 use crate::metrics::SfuMetrics;
 use crate::peer;
 use crate::router::Router;
@@ -75,6 +75,10 @@ pub struct Sim {
     pub subscribe_offers: usize,
     /// Loss on the way from the SFU to clients: every n-th datagram is dropped.
     pub drop_every_nth_to_clients: Option<usize>,
+    /// Participants whose network is gone: nothing reaches them or comes from them.
+    pub cut_off: Vec<String>,
+    /// Peer connection state changes the SFU reported.
+    pub peer_states: Vec<(String, PeerTarget, PeerState)>,
     to_clients: usize,
     next_port: u16,
 }
@@ -98,6 +102,8 @@ impl Sim {
             undeliverable: 0,
             subscribe_offers: 0,
             drop_every_nth_to_clients: None,
+            cut_off: Vec::new(),
+            peer_states: Vec::new(),
             to_clients: 0,
             next_port: 40_000,
         }
@@ -264,6 +270,7 @@ impl Sim {
                     continue;
                 }
                 match by_addr.get(&to) {
+                    Some(&i) if self.cut_off.contains(&self.clients[i].participant) => {}
                     Some(&i) => {
                         let msg = tagged(self.now, SFU_ADDR, to, data);
                         let _ = self.clients[i].pc.handle_read(msg);
@@ -293,6 +300,9 @@ impl Sim {
                     }
                 }
                 let from = client.addr;
+                if self.cut_off.contains(&client.participant) {
+                    continue;
+                }
                 for msg in out {
                     moved = true;
                     self.router.handle_datagram(self.now, from, &msg.message);
@@ -359,9 +369,12 @@ impl Sim {
                     .subscribe_answer(now, &participant, sdp)
                     .expect("SFU takes the answer");
             }
-            SfuEvent::TrackUnpublished { .. }
-            | SfuEvent::PeerState { .. }
-            | SfuEvent::ConnectionQuality { .. } => {}
+            SfuEvent::PeerState {
+                participant,
+                target,
+                state,
+            } => self.peer_states.push((participant, target, state)),
+            SfuEvent::TrackUnpublished { .. } | SfuEvent::ConnectionQuality { .. } => {}
         }
     }
 }

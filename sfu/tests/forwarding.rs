@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
+use aula_protocol::PeerTarget;
 use aula_protocol::TrackKind;
+use aula_sfu::PeerState;
 use aula_sfu::sim::{Sim, vp8_payload};
 
 const STEP: Duration = Duration::from_millis(5);
@@ -211,4 +213,41 @@ fn a_moderator_can_pause_resume_and_stop_a_track() {
         sim.router.unpublish_track(now, &track).is_err(),
         "already gone"
     );
+}
+
+#[test]
+fn a_vanished_subscriber_is_reported_failed_within_the_ice_timeout() {
+    let mut sim = Sim::new();
+    let teacher = sim.add_publisher("teacher", TrackKind::Audio);
+    let track = publish(&mut sim, teacher);
+    sim.subscribe("student", &track);
+    let connected = (
+        "student".to_owned(),
+        PeerTarget::Subscribe,
+        PeerState::Connected,
+    );
+    assert!(sim.run_until(1_000, STEP, |s| s.peer_states.contains(&connected)));
+    // The student's laptop lid closes: no more datagrams either way, and no goodbye.
+    sim.cut_off.push("student".to_owned());
+    let failed = (
+        "student".to_owned(),
+        PeerTarget::Subscribe,
+        PeerState::Failed,
+    );
+    let start = sim.now;
+    assert!(
+        sim.run_until(2_500, Duration::from_millis(10), |s| s
+            .peer_states
+            .contains(&failed)),
+        "ICE never gave up on the vanished student"
+    );
+    let took = sim.now - start;
+    assert!(
+        took <= Duration::from_secs(20),
+        "declared failed after {took:?}, later than the 15 s ICE timeout allows"
+    );
+    // The control plane answers a failure by removing the participant: nothing is left.
+    let now = sim.now;
+    sim.router.remove_participant(now, "student");
+    assert_eq!(sim.router.stats().consumers, 0);
 }
