@@ -6,7 +6,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use aula_protocol::{ClientMessage, PROTOCOL_VERSION, Role, ServerMessage};
+use aula_protocol::{
+    ClientMessage, PROTOCOL_VERSION, Role, ServerEvent, ServerFrame, ServerMessage,
+};
 use aula_signaling::token::{self, AccessClaims, ApiKeys};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -19,6 +21,18 @@ pub const STEP: Duration = Duration::from_secs(10);
 
 pub fn dev_token(room: &str, identity: &str, role: Role) -> String {
     let claims = AccessClaims::new(room, identity, role, Duration::from_secs(600));
+    token::mint(&ApiKeys::dev(), &claims).expect("minting with the dev keys works")
+}
+
+/// A token with the role's defaults changed by `edit` (grants tests).
+pub fn token_with(
+    room: &str,
+    identity: &str,
+    role: Role,
+    edit: impl FnOnce(&mut AccessClaims),
+) -> String {
+    let mut claims = AccessClaims::new(room, identity, role, Duration::from_secs(600));
+    edit(&mut claims);
     token::mint(&ApiKeys::dev(), &claims).expect("minting with the dev keys works")
 }
 
@@ -55,6 +69,113 @@ impl Client {
             "expected Joined, got {joined:?}"
         );
         (client, joined)
+    }
+
+    /// Connects and joins with `token`; returns the client and its `Joined` message.
+    pub async fn join_token(addr: SocketAddr, token: String) -> (Self, ServerMessage) {
+        let mut client = Self::connect(addr).await;
+        client
+            .send(&ClientMessage::Join {
+                version: PROTOCOL_VERSION,
+                token,
+            })
+            .await;
+        let joined = client.recv().await;
+        assert!(
+            matches!(joined, ServerMessage::Joined { .. }),
+            "expected Joined, got {joined:?}"
+        );
+        (client, joined)
+    }
+
+    /// The next message or event (pings skipped). Panics on close or timeout.
+    pub async fn recv_frame(&mut self) -> ServerFrame {
+        let deadline = tokio::time::Instant::now() + STEP;
+        loop {
+            let frame = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .expect("a message in time");
+            match frame {
+                Some(Ok(Message::Text(text))) => {
+                    return serde_json::from_str(text.as_str())
+                        .unwrap_or_else(|e| panic!("server sent non-protocol text {text}: {e}"));
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+                other => panic!("expected a message, got {other:?}"),
+            }
+        }
+    }
+
+    /// Skips frames until an event matches `pred` (at most 50 frames).
+    pub async fn event_until(&mut self, pred: impl Fn(&ServerEvent) -> bool) -> ServerEvent {
+        for _ in 0..50 {
+            if let ServerFrame::Event(e) = self.recv_frame().await
+                && pred(&e)
+            {
+                return e;
+            }
+        }
+        panic!("no matching event within 50 messages");
+    }
+
+    /// Skips frames until a message matches `pred` (at most 50 frames).
+    pub async fn message_until(&mut self, pred: impl Fn(&ServerMessage) -> bool) -> ServerMessage {
+        for _ in 0..50 {
+            if let ServerFrame::Message(m) = self.recv_frame().await
+                && pred(&m)
+            {
+                return m;
+            }
+        }
+        panic!("no matching message within 50 messages");
+    }
+
+    /// Raises this client's hand and waits until the server has handled it.
+    pub async fn raise_hand_and_sync(&mut self) {
+        self.send(&ClientMessage::RaiseHand).await;
+        self.sync().await;
+    }
+
+    /// Asserts the server closes the socket; returns the frames before the close.
+    pub async fn expect_closed_frames(&mut self) -> Vec<ServerFrame> {
+        let mut before = Vec::new();
+        let deadline = tokio::time::Instant::now() + STEP;
+        loop {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Err(_) => panic!("socket not closed; got {before:?}"),
+                Ok(None | Some(Err(_)) | Some(Ok(Message::Close(_)))) => return before,
+                Ok(Some(Ok(Message::Text(text)))) => before.push(
+                    serde_json::from_str(text.as_str())
+                        .unwrap_or_else(|e| panic!("non-protocol text {text}: {e}")),
+                ),
+                Ok(Some(Ok(_))) => {}
+            }
+        }
+    }
+
+    /// Skips frames until an error arrives; returns its code.
+    pub async fn error_code(&mut self) -> aula_protocol::ErrorCode {
+        match self
+            .message_until(|m| matches!(m, ServerMessage::Error { .. }))
+            .await
+        {
+            ServerMessage::Error { code, .. } => code,
+            _ => unreachable!("matched an error"),
+        }
+    }
+
+    /// Ping/Pong round trip skipping anything queued before the pong: proves the session is
+    /// still served, and that everything the server queued before it has been read.
+    pub async fn sync(&mut self) -> Vec<ServerFrame> {
+        self.send(&ClientMessage::Ping).await;
+        let mut before = Vec::new();
+        for _ in 0..50 {
+            match self.recv_frame().await {
+                ServerFrame::Message(ServerMessage::Pong) => return before,
+                other => before.push(other),
+            }
+        }
+        panic!("no pong within 50 messages: {before:?}");
     }
 
     pub async fn send(&mut self, msg: &ClientMessage) {
