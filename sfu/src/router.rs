@@ -599,7 +599,7 @@ impl Router {
         target: PeerTarget,
     ) -> Result<PeerKey, SfuError> {
         let (ufrag, pwd) = peer::ice_credentials();
-        let mut pc = peer::build(ufrag.clone(), pwd, &self.metrics, true, now)
+        let mut pc = peer::build(ufrag.clone(), pwd, &self.metrics, now)
             .map_err(|e| SfuError::Internal(e.to_string()))?;
         for candidate in &self.host_candidates {
             pc.add_local_candidate(candidate.clone())
