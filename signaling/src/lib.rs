@@ -6,6 +6,7 @@
 //! - `session`: one participant's WebSocket, the protocol state machine.
 //! - `moderation`: who may moderate whom, and the class moderation actions.
 //! - `ratelimit`: token buckets for chat and data messages.
+//! - `support`: the support desk (routing learners to agents, private rooms).
 //! - `http`: routes (`/ws`, `/healthz`, `/metrics`, `/api/dev-token`, the embedded pages and SDK).
 //! - `metrics`: the control plane's Prometheus metrics (the SFU registers its own alongside).
 //! - [`media`]: the seam to the media plane ([`aula_sfu::SfuHandle`] in production).
@@ -24,6 +25,7 @@ mod ratelimit;
 mod room;
 mod server;
 mod session;
+mod support;
 pub mod token;
 
 pub use config::Config;

@@ -4,7 +4,7 @@
 //! room gauges are read from the registry at scrape time rather than kept in step on every
 //! join and leave, so they can never drift from the truth.
 
-use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry};
 
 #[derive(Clone)]
 pub(crate) struct SignalingMetrics {
@@ -17,6 +17,10 @@ pub(crate) struct SignalingMetrics {
     pub errors: IntCounterVec,
     /// WebSocket connections open now, joined or not.
     pub websockets: IntGauge,
+    /// Support: how long learners waited for an agent.
+    pub support_wait: Histogram,
+    /// Support: how long sessions lasted (also feeds the wait estimate).
+    pub support_session: Histogram,
 }
 
 /// Counts one open WebSocket for as long as it lives, however its session ends.
@@ -53,6 +57,27 @@ impl SignalingMetrics {
             ),
             &["code"],
         )?;
+        // Waits from seconds to an hour; sessions from a minute to two hours.
+        let support_wait = Histogram::with_opts(
+            HistogramOpts::new(
+                "aula_support_queue_wait_seconds",
+                "Time a learner waited for an agent",
+            )
+            .buckets(vec![
+                1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+            ]),
+        )?;
+        let support_session = Histogram::with_opts(
+            HistogramOpts::new(
+                "aula_support_session_duration_seconds",
+                "Duration of support sessions",
+            )
+            .buckets(vec![
+                60.0, 180.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0,
+            ]),
+        )?;
+        registry.register(Box::new(support_wait.clone()))?;
+        registry.register(Box::new(support_session.clone()))?;
         registry.register(Box::new(rooms.clone()))?;
         registry.register(Box::new(participants.clone()))?;
         registry.register(Box::new(messages.clone()))?;
@@ -67,6 +92,8 @@ impl SignalingMetrics {
             participants,
             messages,
             errors,
+            support_wait,
+            support_session,
             websockets,
         })
     }

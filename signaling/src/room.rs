@@ -191,6 +191,14 @@ impl Registry {
         self.rooms.get_mut(self.room_of.get(sid)?)
     }
 
+    /// Everyone in a room, hidden ones included.
+    pub fn sids_in(&self, room: &str) -> Vec<String> {
+        self.rooms
+            .get(room)
+            .map(|r| r.members.iter().map(|m| m.info.sid.clone()).collect())
+            .unwrap_or_default()
+    }
+
     /// A participant's live permissions; `None` once it left.
     pub fn permissions(&self, sid: &str) -> Option<Permissions> {
         Some(self.room_of(sid)?.member(sid)?.permissions.clone())

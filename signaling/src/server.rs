@@ -21,7 +21,11 @@ use crate::media::MediaPlane;
 use crate::metrics::SignalingMetrics;
 use crate::moderation::MediaEffect;
 use crate::room::{self, EmptiedRoom, JoinOutcome, Member, Refused, Registry};
+use crate::support::desk::{Desk, DeskEffects};
 use crate::token::ApiKeys;
+
+/// `left` reason in a support room whose session ended.
+const REASON_SUPPORT_ENDED: &str = "support session ended";
 
 /// How long [`Server::shutdown`] waits for each stage before giving up on it.
 const SHUTDOWN_STAGE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -38,6 +42,8 @@ pub(crate) struct AppState {
     /// Both planes' metrics, served at `/metrics`.
     metrics_registry: prometheus::Registry,
     metrics: SignalingMetrics,
+    /// The support desk; its own lock, never taken together with the registry's.
+    desk: Mutex<Desk>,
     /// Never sent on: [`Server::shutdown`] waits for the channel to close, i.e. for the last
     /// `AppState` (the last session) to be dropped.
     _alive: mpsc::Sender<()>,
@@ -136,6 +142,40 @@ impl AppState {
                 tracing::debug!(room = emptied.room, "removed empty room");
             }
         });
+    }
+
+    pub(crate) fn desk(&self) -> MutexGuard<'_, Desk> {
+        self.desk.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records what the desk did and closes the rooms of ended sessions.
+    pub(crate) fn desk_effects(&self, effects: DeskEffects) {
+        for started in &effects.started {
+            self.metrics
+                .support_wait
+                .observe(started.waited.as_secs_f64());
+            tracing::info!(
+                session = started.session_id,
+                agent = started.agent,
+                learner = started.learner,
+                waited_ms = started.waited.as_millis() as u64,
+                "support session started"
+            );
+        }
+        for ended in &effects.ended {
+            self.metrics
+                .support_session
+                .observe(ended.duration.as_secs_f64());
+            tracing::info!(
+                session = ended.session_id,
+                secs = ended.duration.as_secs(),
+                "support session ended"
+            );
+            let sids = self.registry().sids_in(&ended.room);
+            for sid in sids {
+                self.kick(&sid, REASON_SUPPORT_ENDED);
+            }
+        }
     }
 
     pub(crate) fn metrics(&self) -> &SignalingMetrics {
@@ -274,6 +314,7 @@ pub async fn start_with_media(
         shutdown: shutdown_rx.clone(),
         metrics_registry: metrics,
         metrics: signaling_metrics,
+        desk: Mutex::new(Desk::new(config.api_keys())),
         _alive: alive_tx,
     });
 

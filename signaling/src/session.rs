@@ -25,6 +25,7 @@ use crate::moderation::MediaEffect;
 use crate::ratelimit::TokenBucket;
 use crate::room::{self, Member, Outbox, Outgoing, Refused};
 use crate::server::AppState;
+use crate::support::desk::Caller;
 use crate::token::{self, AccessClaims};
 
 /// Pings per idle timeout: a client must miss several before it is declared dead, so one late
@@ -593,11 +594,38 @@ impl Session {
         }
     }
 
-    fn support(&mut self, _sid: &str, _msg: ClientMessage) {
-        self.error(
-            ErrorCode::Forbidden,
-            "the support desk is not enabled on this server",
-        );
+    /// The support desk messages; the desk checks the role (agents go on duty, learners ask).
+    fn support(&mut self, sid: &str, msg: ClientMessage) {
+        let Some(joined) = &self.joined else { return };
+        let caller = Caller {
+            sid: sid.to_owned(),
+            identity: joined.claims.sub.clone(),
+            role: joined.claims.role,
+            outbox: self.outbox.clone(),
+        };
+        let now = std::time::Instant::now();
+        let result = {
+            let mut desk = self.state.desk();
+            match msg {
+                ClientMessage::GoOnDuty { skills, capacity } => {
+                    desk.go_on_duty(caller, &skills, capacity, now)
+                }
+                ClientMessage::GoOffDuty => desk.go_off_duty(sid, now),
+                ClientMessage::RequestHelp { topic, language } => {
+                    desk.request_help(caller, &topic, &language, now)
+                }
+                ClientMessage::CancelHelp => desk.cancel_help(sid, now),
+                ClientMessage::TransferSession { session_id, skill } => {
+                    desk.transfer(sid, &session_id, &skill, now)
+                }
+                ClientMessage::EndSupportSession { session_id } => desk.end(sid, &session_id, now),
+                _ => return,
+            }
+        };
+        match result {
+            Ok(effects) => self.state.desk_effects(effects),
+            Err((code, message)) => self.error(code, message),
+        }
     }
 
     /// Reports a media-plane failure. Errors the client caused become `client_code` (bad SDP or
@@ -621,6 +649,11 @@ impl Session {
             return;
         };
         self.state.leave(&joined.sid);
+        let effects = self
+            .state
+            .desk()
+            .disconnect(&joined.sid, std::time::Instant::now());
+        self.state.desk_effects(effects);
         if let Err(e) = self.state.media().remove_participant(&joined.sid).await {
             tracing::debug!(sid = joined.sid, "removing participant from the SFU: {e}");
         }

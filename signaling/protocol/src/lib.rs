@@ -35,12 +35,93 @@ pub enum PeerTarget {
     Subscribe,
 }
 
-/// The role a token grants. Issue-level permissions derive from it (see the server's grants).
+/// The role a token grants. Default [`Permissions`] derive from it (see the server's grants);
+/// a token may override them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
+    /// Runs a class: publishes, moderates, ends the class.
     Teacher,
+    /// Listens until invited on stage.
     Student,
+    /// Helps the teacher moderate; the teacher can revoke that live.
+    Assistant,
+    /// Support desk staff: goes on duty and helps learners in private rooms.
+    Agent,
+    /// Asks the support desk for help; shares camera and screen with its agent.
+    Learner,
+}
+
+impl Role {
+    /// Staff may moderate a class (until a teacher revokes it for an assistant).
+    pub fn is_staff(self) -> bool {
+        matches!(self, Role::Teacher | Role::Assistant)
+    }
+
+    /// Who may act on whom: a participant moderates only those of lower rank, so an assistant
+    /// cannot remove the teacher or another assistant.
+    pub fn rank(self) -> u8 {
+        match self {
+            Role::Teacher => 3,
+            Role::Assistant => 2,
+            Role::Agent => 2,
+            Role::Student | Role::Learner => 1,
+        }
+    }
+}
+
+/// What a participant may publish. Screen share covers its audio too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PublishSource {
+    Camera,
+    Microphone,
+    Screen,
+}
+
+impl PublishSource {
+    /// Every source, in a stable order.
+    pub const ALL: [PublishSource; 3] = [
+        PublishSource::Camera,
+        PublishSource::Microphone,
+        PublishSource::Screen,
+    ];
+
+    /// The grant a track of `source` needs.
+    pub fn of(source: TrackSource) -> Self {
+        match source {
+            TrackSource::Camera => PublishSource::Camera,
+            TrackSource::Microphone => PublishSource::Microphone,
+            TrackSource::ScreenShare | TrackSource::ScreenShareAudio => PublishSource::Screen,
+        }
+    }
+}
+
+/// A participant's live permissions: first from its token, then changed by moderators (invite
+/// to stage, revoke). Every field has a serde default so that older peers may omit new ones.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct Permissions {
+    /// May open a publish connection at all.
+    pub can_publish: bool,
+    /// Which sources it may publish (only meaningful with `can_publish`).
+    pub publish_sources: Vec<PublishSource>,
+    pub can_subscribe: bool,
+    /// May send chat and data messages.
+    pub can_publish_data: bool,
+    /// Invisible to the others (e.g. a recorder): never announced, never publishes.
+    pub hidden: bool,
+    /// May use the moderation messages (hands, stage, mute, remove, lock).
+    pub can_moderate: bool,
+}
+
+impl Permissions {
+    /// Whether a track of `source` may be published now.
+    pub fn allows(&self, source: TrackSource) -> bool {
+        self.can_publish
+            && !self.hidden
+            && self.publish_sources.contains(&PublishSource::of(source))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -107,6 +188,9 @@ pub struct ParticipantInfo {
     pub name: String,
     pub role: Role,
     pub tracks: Vec<TrackInfo>,
+    /// Whether the participant's hand is raised (see [`ClientMessage::RaiseHand`]).
+    #[serde(default)]
+    pub hand_raised: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,6 +198,9 @@ pub struct RoomInfo {
     pub name: String,
     /// Everyone else in the room, with their published tracks.
     pub participants: Vec<ParticipantInfo>,
+    /// Whether new joins (other than staff) are refused.
+    #[serde(default)]
+    pub locked: bool,
 }
 
 /// Messages from a client to the server.
@@ -140,6 +227,62 @@ pub enum ClientMessage {
     Ping,
     /// Leave the room. The server answers with [`ServerMessage::Left`] and closes.
     Leave,
+
+    // --- Class moderation (protocol version 1, added later; servers without it answer
+    // `bad_message`). Privileged ones answer `forbidden` unless the sender may moderate and
+    // outranks the target. ---
+    /// Raise one's hand: joins the ordered queue staff see in [`ServerEvent::HandQueue`].
+    RaiseHand,
+    /// Lower a hand: one's own (`participant_sid` absent), or anyone's for staff.
+    LowerHand {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        participant_sid: Option<String>,
+    },
+    /// Staff: let a participant publish camera and microphone (lowers its hand).
+    InviteToStage { participant_sid: String },
+    /// Staff: revoke publishing; the participant's tracks are unpublished at once.
+    RemoveFromStage { participant_sid: String },
+    /// Staff: mute another participant's track (the SFU stops forwarding it). Only the
+    /// publisher itself can unmute, with [`ClientMessage::MuteTrack`].
+    MuteParticipantTrack { track_sid: String },
+    /// Staff: mute every student's microphone.
+    MuteAllStudents,
+    /// Staff: remove a participant; it gets [`ServerMessage::Left`] with the reason.
+    RemoveParticipant {
+        participant_sid: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// Staff: refuse (or again allow) new joins of non-staff participants.
+    LockRoom { locked: bool },
+    /// Teacher: end the class; everyone gets `left` with reason `class ended`.
+    EndClass,
+    /// Staff: replace a participant's permissions (e.g. the teacher revokes an assistant's
+    /// moderation). `hidden` cannot be changed live and is ignored.
+    SetPermissions {
+        participant_sid: String,
+        permissions: Permissions,
+    },
+    /// A chat line to the room (needs `can_publish_data`; rate limited).
+    Chat { text: String },
+    /// A small application message to the room (needs `can_publish_data`; rate limited).
+    Data { topic: String, payload: String },
+
+    // --- Support desk ---
+    /// Agent: go on duty with skills (e.g. `audio`, `billing`, `en`) and how many learners at
+    /// once. Sending it again updates them.
+    GoOnDuty { skills: Vec<String>, capacity: u32 },
+    /// Agent: take no new learners (current sessions continue).
+    GoOffDuty,
+    /// Learner: ask for help. Answered with [`ServerEvent::SupportQueued`] or
+    /// [`ServerEvent::SupportAssigned`].
+    RequestHelp { topic: String, language: String },
+    /// Learner: withdraw a request still waiting.
+    CancelHelp,
+    /// Agent: hand a session over to an agent with `skill` (queued again if none is free).
+    TransferSession { session_id: String, skill: String },
+    /// Agent or learner: end a support session.
+    EndSupportSession { session_id: String },
 }
 
 /// Messages from the server to a client.
@@ -151,6 +294,9 @@ pub enum ServerMessage {
         version: u32,
         participant: ParticipantInfo,
         room: RoomInfo,
+        /// What this participant may do; absent from servers before grants.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        permissions: Option<Permissions>,
     },
     ParticipantJoined {
         participant: ParticipantInfo,
@@ -200,6 +346,63 @@ pub enum ServerMessage {
     },
 }
 
+/// Server messages added after the first release of protocol version 1: moderation, chat and
+/// the support desk. They travel on the same socket with the same `type` tag as
+/// [`ServerMessage`], but live in their own enum so that code matching `ServerMessage`
+/// exhaustively (SDKs built against the first release) keeps compiling; such SDKs skip these as
+/// unknown types. New clients parse both with [`ServerFrame`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerEvent {
+    /// The raised hands in the order they were raised (to staff and to those in it).
+    HandQueue { participant_sids: Vec<String> },
+    /// Your permissions (or, for staff, another participant's) changed.
+    PermissionsChanged {
+        participant_sid: String,
+        permissions: Permissions,
+    },
+    /// The room was locked or unlocked.
+    RoomLocked { locked: bool },
+    /// A chat line; `from` is the sender's participant sid.
+    Chat {
+        from: String,
+        name: String,
+        text: String,
+    },
+    /// An application data message.
+    Data {
+        from: String,
+        topic: String,
+        payload: String,
+    },
+    /// Support: your request waits at `position` (1 = next among requests on its topic), for
+    /// about `estimated_wait_secs`; `null` when no agent on duty serves the topic right now.
+    SupportQueued {
+        position: u32,
+        estimated_wait_secs: Option<u64>,
+    },
+    /// Support: a private room for you and your peer; join it with `token`.
+    SupportAssigned {
+        session_id: String,
+        room: String,
+        token: String,
+        /// The other side's identity (the agent for a learner, the learner for an agent).
+        peer_identity: String,
+        topic: String,
+    },
+    /// Support: the session ended (or was transferred away from this agent).
+    SupportEnded { session_id: String, reason: String },
+}
+
+/// Anything the server sends: parse with this when handling both [`ServerMessage`] and
+/// [`ServerEvent`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ServerFrame {
+    Message(ServerMessage),
+    Event(ServerEvent),
+}
+
 /// A participant's connection quality: the worst of its links' loss, jitter and RTT.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -232,6 +435,18 @@ pub enum ErrorCode {
     BadCandidate,
     /// A track sid that does not exist or is not yours.
     UnknownTrack,
+    /// No such participant in your room.
+    UnknownParticipant,
+    /// The room is locked: only staff may join until it is unlocked.
+    RoomLocked,
+    /// Too many chat or data messages; wait and retry.
+    RateLimited,
+    /// A chat or data message larger than allowed.
+    PayloadTooLarge,
+    /// No such support session, or not yours.
+    UnknownSession,
+    /// The request does not fit the current state (e.g. asking for help twice).
+    Conflict,
     /// The media plane failed; the session may continue.
     Internal,
 }
@@ -284,6 +499,74 @@ mod tests {
         assert_eq!(target, PeerTarget::Publish);
         assert_eq!(candidate.sdp_mid.as_deref(), Some("0"));
         assert_eq!(candidate.sdp_m_line_index, Some(0));
+    }
+
+    #[test]
+    fn additions_are_backward_compatible() {
+        // A participant and a room as the first release sent them (no hand, no lock).
+        let old = r#"{"type":"joined","version":1,"participant":{"sid":"PA_1","identity":"a","name":"a","role":"student","tracks":[]},"room":{"name":"r","participants":[]}}"#;
+        let ServerMessage::Joined {
+            participant,
+            room,
+            permissions,
+            ..
+        } = serde_json::from_str(old).expect("old joined parses")
+        else {
+            panic!("not joined");
+        };
+        assert!(!participant.hand_raised && !room.locked && permissions.is_none());
+        // Permissions tolerate missing fields; new roles round-trip.
+        let p: Permissions = serde_json::from_str(r#"{"can_subscribe":true}"#).expect("partial");
+        assert!(p.can_subscribe && !p.can_publish);
+        for role in [Role::Assistant, Role::Agent, Role::Learner] {
+            let json = serde_json::to_string(&role).expect("role");
+            assert_eq!(
+                serde_json::from_str::<Role>(&json).expect("role back"),
+                role
+            );
+        }
+        assert_eq!(
+            serde_json::to_string(&Role::Assistant).expect("role"),
+            r#""assistant""#
+        );
+    }
+
+    #[test]
+    fn server_frame_parses_messages_and_events() {
+        let msg: ServerFrame = serde_json::from_str(r#"{"type":"pong"}"#).expect("pong");
+        assert_eq!(msg, ServerFrame::Message(ServerMessage::Pong));
+        let ev: ServerFrame =
+            serde_json::from_str(r#"{"type":"hand_queue","participant_sids":["PA_1"]}"#)
+                .expect("hand queue");
+        assert_eq!(
+            ev,
+            ServerFrame::Event(ServerEvent::HandQueue {
+                participant_sids: vec!["PA_1".into()]
+            })
+        );
+        assert!(serde_json::from_str::<ServerFrame>(r#"{"type":"nope"}"#).is_err());
+    }
+
+    #[test]
+    fn permissions_check_sources() {
+        let p = Permissions {
+            can_publish: true,
+            publish_sources: vec![PublishSource::Screen],
+            ..Default::default()
+        };
+        assert!(p.allows(TrackSource::ScreenShare));
+        assert!(p.allows(TrackSource::ScreenShareAudio));
+        assert!(!p.allows(TrackSource::Camera));
+        let hidden = Permissions {
+            hidden: true,
+            ..p.clone()
+        };
+        assert!(!hidden.allows(TrackSource::ScreenShare));
+        let off = Permissions {
+            can_publish: false,
+            ..p
+        };
+        assert!(!off.allows(TrackSource::ScreenShare));
     }
 
     #[test]
