@@ -23,6 +23,8 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 /// Messages kept for the main loop while a request waits; past this the oldest go (a healthy
 /// run has a handful, so this only bounds a misbehaving server).
 const BACKLOG_LIMIT: usize = 1024;
+/// How long leaving waits for Janus to confirm the session is gone.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub struct Connection {
     tx: SplitSink<Ws, Message>,
@@ -158,11 +160,13 @@ impl Connection {
         self.backlog.push_back(message);
     }
 
-    /// Ends the session and closes the socket, best effort: the run is over either way.
+    /// Ends the session and closes the socket, best effort: the run is over either way. Waits
+    /// (briefly) for `destroy`'s answer, because a socket closed first makes Janus drop the
+    /// session itself and then log the `destroy` as a request for an unknown session.
     pub async fn close(mut self) {
         if self.session.is_some() {
             let destroy = self.request("destroy");
-            let _ = self.send(&destroy).await;
+            let _ = self.call(destroy, CLOSE_TIMEOUT).await;
         }
         let _ = self.tx.close().await;
     }
