@@ -28,6 +28,7 @@ pub struct Config {
     pub rtc: RtcConfig,
     pub keys: KeysConfig,
     pub room: RoomConfig,
+    pub webhooks: WebhooksConfig,
     /// A `tracing` filter such as `info` or `aula_signaling=debug,info`; `RUST_LOG` overrides it.
     pub log_level: String,
 }
@@ -79,6 +80,28 @@ pub struct RoomConfig {
     pub empty_timeout_secs: u64,
 }
 
+/// Where room, participant and support events are POSTed, signed with the API secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhooksConfig {
+    /// `http://host:port/path`; none disables webhooks. TLS is left to a local proxy.
+    pub url: Option<String>,
+    /// Deliveries per event before it is dropped (with a warning); at least 1.
+    pub max_attempts: u32,
+    /// Per-attempt timeout, milliseconds.
+    pub timeout_ms: u64,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            max_attempts: 5,
+            timeout_ms: 5000,
+        }
+    }
+}
+
 impl Default for HttpConfig {
     fn default() -> Self {
         Self {
@@ -106,6 +129,7 @@ impl Default for Config {
             rtc: RtcConfig::default(),
             keys: KeysConfig::default(),
             room: RoomConfig::default(),
+            webhooks: WebhooksConfig::default(),
             log_level: "info".to_owned(),
         }
     }
@@ -183,6 +207,7 @@ impl Config {
             },
             keys: KeysConfig::default(),
             room: RoomConfig::default(),
+            webhooks: WebhooksConfig::default(),
             log_level: "info".to_owned(),
         }
     }
@@ -254,6 +279,14 @@ impl Config {
                     ));
                 }
             }
+        }
+        if let Some(url) = &self.webhooks.url
+            && let Err(e) = crate::webhook::Endpoint::parse(url)
+        {
+            return Err(("webhooks.url", e));
+        }
+        if self.webhooks.max_attempts == 0 {
+            return Err(("webhooks.max_attempts", "must be at least 1".into()));
         }
         if self.http.ws_idle_timeout_secs == 0 {
             return Err((
@@ -399,6 +432,18 @@ mod tests {
         );
         let ok = Config::from_toml_str("[http]\nws_idle_timeout_secs = 5\n").expect("valid");
         assert_eq!(ok.http.ws_idle_timeout_secs, 5);
+    }
+
+    #[test]
+    fn webhooks_need_an_http_url_and_an_attempt() {
+        let ok = Config::from_toml_str("[webhooks]\nurl = \"http://127.0.0.1:9000/hooks\"\n")
+            .expect("valid");
+        assert_eq!(ok.webhooks.max_attempts, 5);
+        let err =
+            Config::from_toml_str("[webhooks]\nurl = \"https://backend/hooks\"\n").unwrap_err();
+        assert!(err.to_string().contains("`webhooks.url`"), "{err}");
+        let err = Config::from_toml_str("[webhooks]\nmax_attempts = 0\n").unwrap_err();
+        assert!(err.to_string().contains("max_attempts"), "{err}");
     }
 
     #[test]

@@ -90,6 +90,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/api/dev-token", get(dev_token))
+        .merge(crate::admin::routes())
         .route("/", get(|| async { &INDEX_HTML }))
         .route("/class", get(|| async { &CLASS_HTML }))
         .route("/sdk/aula.js", get(|| async { &SDK_JS }))

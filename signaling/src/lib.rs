@@ -7,6 +7,8 @@
 //! - `moderation`: who may moderate whom, and the class moderation actions.
 //! - `ratelimit`: token buckets for chat and data messages.
 //! - `support`: the support desk (routing learners to agents, private rooms).
+//! - [`webhook`]: signed event delivery to the application's backend.
+//! - `admin`: the admin HTTP API (`/api/admin/...`).
 //! - `http`: routes (`/ws`, `/healthz`, `/metrics`, `/api/dev-token`, the embedded pages and SDK).
 //! - `metrics`: the control plane's Prometheus metrics (the SFU registers its own alongside).
 //! - [`media`]: the seam to the media plane ([`aula_sfu::SfuHandle`] in production).
@@ -15,6 +17,7 @@
 //! The control plane decides *who* may do *what* and who subscribes to which track; the SFU only
 //! moves media. Dependencies point one way: this crate uses `aula-sfu`, never the reverse.
 
+mod admin;
 pub mod cli;
 pub mod config;
 mod http;
@@ -27,6 +30,7 @@ mod server;
 mod session;
 mod support;
 pub mod token;
+pub mod webhook;
 
 pub use config::Config;
 pub use http::WS_MAX_MESSAGE_BYTES;

@@ -413,6 +413,57 @@ impl Registry {
         Ok(sids)
     }
 
+    // --- The admin API acts with the server's own authority: no actor, no rank check, but
+    // the target must be in the named room. ---
+
+    fn admin_target(&mut self, room: &str, sid: &str) -> Result<&mut Room, Refused> {
+        self.room_mut(room)
+            .filter(|r| r.member(sid).is_some())
+            .ok_or_else(|| unknown_participant(sid))
+    }
+
+    /// Replaces a participant's permissions (as [`Registry::set_permissions`] without a rank).
+    pub fn admin_set_permissions(
+        &mut self,
+        room: &str,
+        sid: &str,
+        new: Permissions,
+    ) -> Result<Vec<MediaEffect>, Refused> {
+        let room = self.admin_target(room, sid)?;
+        Ok(apply_permissions(room, sid, new))
+    }
+
+    /// Mutes one of a participant's tracks.
+    pub fn admin_mute(
+        &mut self,
+        room: &str,
+        sid: &str,
+        track_sid: &str,
+    ) -> Result<Vec<MediaEffect>, Refused> {
+        let room = self.admin_target(room, sid)?;
+        let owns = room
+            .member(sid)
+            .is_some_and(|m| m.info.tracks.iter().any(|t| t.sid == track_sid));
+        if !owns {
+            return Err((
+                ErrorCode::UnknownTrack,
+                format!("{sid} has no track {track_sid}"),
+            ));
+        }
+        Ok(force_mute(room, track_sid).into_iter().collect())
+    }
+
+    /// Removes a participant; it is told `reason`.
+    pub fn admin_remove(
+        &mut self,
+        room: &str,
+        sid: &str,
+        reason: &str,
+    ) -> Result<Option<EmptiedRoom>, Refused> {
+        self.admin_target(room, sid)?;
+        Ok(self.kick(sid, reason).flatten())
+    }
+
     /// Whether `actor` may send chat and data (checked before its rate limit is charged).
     pub fn data_allowed(&self, actor: &str) -> Result<(), Refused> {
         self.data_sender(actor).map(|_| ())

@@ -145,6 +145,8 @@ pub(crate) struct JoinOutcome {
     pub subscribe_to: Vec<String>,
     /// An older session of the same identity that was removed (its media must be torn down).
     pub replaced: Option<String>,
+    /// The room did not exist before this join (a `room_started` webhook).
+    pub room_created: bool,
 }
 
 /// A room left empty by a removal; when the empty timeout is not zero, the caller schedules
@@ -163,6 +165,8 @@ pub(crate) struct Registry {
     room_of: HashMap<String, String>,
     /// Whether an emptied room is removed at once (empty timeout 0) or left for the caller.
     keep_empty_rooms: bool,
+    /// Rooms removed since the last [`Registry::take_ended_rooms`] (for `room_ended` webhooks).
+    ended_rooms: Vec<String>,
 }
 
 impl Registry {
@@ -171,6 +175,7 @@ impl Registry {
             rooms: HashMap::new(),
             room_of: HashMap::new(),
             keep_empty_rooms,
+            ended_rooms: Vec::new(),
         }
     }
 
@@ -189,6 +194,54 @@ impl Registry {
 
     pub fn room_of_mut(&mut self, sid: &str) -> Option<&mut Room> {
         self.rooms.get_mut(self.room_of.get(sid)?)
+    }
+
+    /// Rooms removed since the last call.
+    pub fn take_ended_rooms(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.ended_rooms)
+    }
+
+    /// Creates an empty room (admin API); false if it exists. Kept like any emptied room.
+    pub fn create_room(&mut self, name: &str) -> bool {
+        if self.rooms.contains_key(name) {
+            return false;
+        }
+        self.rooms.insert(name.to_owned(), Room::default());
+        true
+    }
+
+    /// Room names with their visible participant count and lock, for the admin API.
+    pub fn room_list(&self) -> Vec<(String, usize, bool)> {
+        let mut list: Vec<_> = self
+            .rooms
+            .iter()
+            .map(|(name, r)| (name.clone(), r.members.len(), r.locked))
+            .collect();
+        list.sort();
+        list
+    }
+
+    pub fn room(&self, name: &str) -> Option<&Room> {
+        self.rooms.get(name)
+    }
+
+    pub fn room_mut(&mut self, name: &str) -> Option<&mut Room> {
+        self.rooms.get_mut(name)
+    }
+
+    /// Removes a room outright (admin API): everyone is told `reason`. False if unknown.
+    pub fn delete_room(&mut self, name: &str, reason: &str) -> bool {
+        let Some(room) = self.rooms.remove(name) else {
+            return false;
+        };
+        for m in room.members {
+            self.room_of.remove(&m.info.sid);
+            let _ = m.outbox.send(Outgoing::End {
+                left: Some(reason.to_owned()),
+            });
+        }
+        self.ended_rooms.push(name.to_owned());
+        true
     }
 
     /// Everyone in a room, hidden ones included.
@@ -228,10 +281,13 @@ impl Registry {
     /// `Left { reason: "duplicate identity" }`: the newest connection wins, as a reloaded browser
     /// tab must not be locked out by its own ghost.
     pub fn join(&mut self, room_name: &str, member: Member) -> JoinOutcome {
+        let mut outcome = JoinOutcome {
+            room_created: !self.rooms.contains_key(room_name),
+            ..JoinOutcome::default()
+        };
         let room = self.rooms.entry(room_name.to_owned()).or_default();
         room.generation += 1;
 
-        let mut outcome = JoinOutcome::default();
         if let Some(old_sid) = room
             .members
             .iter()
@@ -295,6 +351,7 @@ impl Registry {
                 })
             } else {
                 self.rooms.remove(&room_name);
+                self.ended_rooms.push(room_name);
                 None
             }
         } else {
@@ -320,6 +377,7 @@ impl Registry {
             .is_some_and(|r| r.members.is_empty() && r.generation == emptied.generation);
         if unused {
             self.rooms.remove(&emptied.room);
+            self.ended_rooms.push(emptied.room.clone());
         }
         unused
     }
@@ -478,7 +536,13 @@ mod tests {
     fn join_snapshot_broadcast_and_leave_cleanup() {
         let mut reg = Registry::new(false);
         let (t, mut t_rx) = member("PA_t", "teacher", Role::Teacher);
-        assert_eq!(reg.join("math", t), JoinOutcome::default());
+        assert_eq!(
+            reg.join("math", t),
+            JoinOutcome {
+                room_created: true,
+                ..JoinOutcome::default()
+            }
+        );
         assert!(matches!(
             &drain(&mut t_rx)[..],
             [Outgoing::Message(ServerMessage::Joined { room, .. })] if room.participants.is_empty()

@@ -23,6 +23,8 @@ use crate::moderation::MediaEffect;
 use crate::room::{self, EmptiedRoom, JoinOutcome, Member, Refused, Registry};
 use crate::support::desk::{Desk, DeskEffects};
 use crate::token::ApiKeys;
+use crate::webhook::Webhooks;
+use serde_json::json;
 
 /// `left` reason in a support room whose session ended.
 const REASON_SUPPORT_ENDED: &str = "support session ended";
@@ -44,6 +46,7 @@ pub(crate) struct AppState {
     metrics: SignalingMetrics,
     /// The support desk; its own lock, never taken together with the registry's.
     desk: Mutex<Desk>,
+    webhooks: Webhooks,
     /// Never sent on: [`Server::shutdown`] waits for the channel to close, i.e. for the last
     /// `AppState` (the last session) to be dropped.
     _alive: mpsc::Sender<()>,
@@ -115,6 +118,20 @@ impl AppState {
     pub(crate) fn leave(&self, sid: &str) {
         let emptied = self.registry().leave(sid).and_then(|(_, emptied)| emptied);
         self.reap_later(emptied);
+        self.flush_room_events();
+    }
+
+    /// Sends `room_ended` for rooms removed since the last call. Every removal of a member ends
+    /// with its session's [`AppState::leave`], so calling this there catches kicks too.
+    pub(crate) fn flush_room_events(&self) {
+        let ended = self.registry().take_ended_rooms();
+        for room in ended {
+            self.webhooks.emit("room_ended", json!({ "room": room }));
+        }
+    }
+
+    pub(crate) fn webhooks(&self) -> &Webhooks {
+        &self.webhooks
     }
 
     pub(crate) fn mute(&self, sid: &str, track_sid: &str, muted: bool) -> bool {
@@ -131,15 +148,16 @@ impl AppState {
     pub(crate) fn reap_later(&self, emptied: Option<EmptiedRoom>) {
         let Some(emptied) = emptied else { return };
         let registry = Arc::clone(&self.registry);
+        let webhooks = self.webhooks.clone();
         let delay = self.empty_timeout;
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
-            let removed = registry
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .remove_room_if_empty(&emptied);
-            if removed {
+            let mut registry = registry.lock().unwrap_or_else(PoisonError::into_inner);
+            if registry.remove_room_if_empty(&emptied) {
                 tracing::debug!(room = emptied.room, "removed empty room");
+            }
+            for room in registry.take_ended_rooms() {
+                webhooks.emit("room_ended", json!({ "room": room }));
             }
         });
     }
@@ -315,6 +333,7 @@ pub async fn start_with_media(
         metrics_registry: metrics,
         metrics: signaling_metrics,
         desk: Mutex::new(Desk::new(config.api_keys())),
+        webhooks: Webhooks::start(&config.webhooks, config.api_keys().secret),
         _alive: alive_tx,
     });
 

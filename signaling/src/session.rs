@@ -375,6 +375,20 @@ impl Session {
             }
         };
         tracing::info!(sid, room = claims.room, identity = claims.sub, role = ?claims.role, hidden = claims.hidden, "joined");
+        let webhooks = self.state.webhooks();
+        if outcome.room_created {
+            webhooks.emit("room_started", serde_json::json!({ "room": claims.room }));
+        }
+        webhooks.emit(
+            "participant_joined",
+            serde_json::json!({
+                "room": claims.room,
+                "participant": {
+                    "sid": sid, "identity": claims.sub, "name": claims.name,
+                    "role": claims.role, "hidden": claims.hidden,
+                },
+            }),
+        );
         let now = std::time::Instant::now();
         self.joined = Some(Joined {
             sid: sid.clone(),
@@ -648,6 +662,15 @@ impl Session {
         let Some(joined) = self.joined else {
             return;
         };
+        // Before `leave`, which may report the room's end: the backend sees the last
+        // participant leave, then the room end.
+        self.state.webhooks().emit(
+            "participant_left",
+            serde_json::json!({
+                "room": joined.claims.room,
+                "participant": { "sid": joined.sid, "identity": joined.claims.sub },
+            }),
+        );
         self.state.leave(&joined.sid);
         let effects = self
             .state

@@ -96,7 +96,6 @@ pub(crate) struct DeskEffects {
 }
 
 /// An agent as the admin API shows it.
-#[allow(dead_code)] // read by the admin API
 #[derive(Debug, Clone, serde::Serialize)]
 pub(crate) struct AgentView {
     pub participant_sid: String,
@@ -108,7 +107,6 @@ pub(crate) struct AgentView {
 }
 
 /// A waiting request as the admin API shows it.
-#[allow(dead_code)] // read by the admin API
 #[derive(Debug, Clone, serde::Serialize)]
 pub(crate) struct WaitingView {
     pub participant_sid: String,
@@ -354,7 +352,6 @@ impl Desk {
         effects
     }
 
-    #[allow(dead_code)] // read by the admin API
     pub fn agents(&self, now: Instant) -> Vec<AgentView> {
         self.agents
             .iter()
@@ -369,7 +366,6 @@ impl Desk {
             .collect()
     }
 
-    #[allow(dead_code)] // read by the admin API
     pub fn queue(&self, now: Instant) -> Vec<WaitingView> {
         self.queue
             .iter()

@@ -300,10 +300,29 @@ impl HttpResponse {
 
 /// A minimal HTTP/1.1 request (`Connection: close`, body read to EOF).
 pub async fn http(addr: SocketAddr, method: &str, path: &str) -> HttpResponse {
+    http_with(addr, method, path, &[], "").await
+}
+
+/// [`http`] with extra headers and a body (sent as JSON when not empty).
+pub async fn http_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> HttpResponse {
     let fut = async {
         let mut stream = TcpStream::connect(addr).await.expect("connect");
+        let mut extra = String::new();
+        for (k, v) in headers {
+            extra.push_str(&format!("{k}: {v}\r\n"));
+        }
+        if !body.is_empty() {
+            extra.push_str("Content-Type: application/json\r\n");
+        }
         let req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{extra}Content-Length: {}\r\n\r\n{body}",
+            body.len()
         );
         stream
             .write_all(req.as_bytes())
