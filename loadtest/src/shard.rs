@@ -21,7 +21,6 @@ use tracing::{debug, warn};
 use crate::clock::Epoch;
 use crate::media::source::MediaPlan;
 use crate::net::socket::{Addressing, MuxSocket};
-use crate::net::stun;
 use crate::peer::{LightPeer, PeerOutput, Role};
 use crate::progress::Progress;
 
@@ -267,7 +266,7 @@ impl Shard {
                     .get(&(datagram.to, datagram.from))
                     .copied()
                     .or_else(|| {
-                        let id = stun::binding_request_ufrag(datagram.data)
+                        let id = aula_sfu::demux::binding_request_ufrag(datagram.data)
                             .and_then(|ufrag| by_ufrag.get(ufrag).copied())?;
                         routes.insert((datagram.to, datagram.from), id);
                         Some(id)

@@ -9,7 +9,7 @@ pub mod codec;
 pub mod demux;
 pub mod forward;
 pub mod metrics;
-mod peer;
+pub mod peer;
 pub mod quality;
 pub mod router;
 mod sdp;

@@ -1,5 +1,6 @@
 //! Building the `rtc` peer connections the SFU uses, with the codecs, feedback and
-//! interceptors every Aula connection shares.
+//! interceptors every Aula connection shares; the credential, candidate and codec helpers are
+//! public so that Aula's own light clients (the simulator, `aula-loadtest`) build theirs alike.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -9,12 +10,15 @@ use rand::distr::Alphanumeric;
 use rtc::interceptor::{Registry, Slot};
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
-use rtc::peer_connection::configuration::media_engine::MediaEngine;
+use rtc::peer_connection::configuration::media_engine::{
+    MIME_TYPE_OPUS, MIME_TYPE_VP8, MediaEngine,
+};
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::transport::{
     CandidateConfig, CandidateHostConfig, RTCIceCandidate, RTCIceCandidateInit,
 };
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
+use rtc::rtp_transceiver::rtp_sender::RTCRtpCodec;
 
 use crate::metrics::SfuMetrics;
 use crate::tap::{self, Tap};
@@ -87,4 +91,25 @@ pub fn host_candidate(addr: SocketAddr) -> Result<RTCIceCandidateInit, rtc::shar
     }
     .new_candidate_host()?;
     RTCIceCandidate::from(&candidate).to_json()
+}
+
+/// Opus as browsers send it: 48 kHz stereo in SDP, in-band FEC on.
+pub fn opus() -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: MIME_TYPE_OPUS.to_owned(),
+        clock_rate: 48_000,
+        channels: 2,
+        sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+        rtcp_feedback: Vec::new(),
+    }
+}
+
+pub fn vp8() -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: MIME_TYPE_VP8.to_owned(),
+        clock_rate: 90_000,
+        channels: 0,
+        sdp_fmtp_line: String::new(),
+        rtcp_feedback: Vec::new(),
+    }
 }

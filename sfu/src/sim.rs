@@ -13,12 +13,11 @@ use aula_protocol::{PeerTarget, TrackAnnouncement, TrackKind, TrackSource};
 use bytes::{Bytes, BytesMut};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::RTCPeerConnection;
-use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
 use rtc::peer_connection::message::RTCMessage;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::rtp_transceiver::RTCRtpSenderId;
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+    RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
@@ -135,13 +134,19 @@ impl Sim {
         let ssrc = 0x1000 + index as u32;
         let (codec, rtp_kind, payload_type, ticks, source) = match kind {
             TrackKind::Audio => (
-                opus(),
+                peer::opus(),
                 RtpCodecKind::Audio,
                 111,
                 960,
                 TrackSource::Microphone,
             ),
-            TrackKind::Video => (vp8(), RtpCodecKind::Video, 96, 3000, TrackSource::Camera),
+            TrackKind::Video => (
+                peer::vp8(),
+                RtpCodecKind::Video,
+                96,
+                3000,
+                TrackSource::Camera,
+            ),
         };
         let track_id = format!("{kind:?}-{participant}");
         let track = MediaStreamTrack::new(
@@ -375,26 +380,6 @@ impl Sim {
             } => self.peer_states.push((participant, target, state)),
             SfuEvent::TrackUnpublished { .. } | SfuEvent::ConnectionQuality { .. } => {}
         }
-    }
-}
-
-fn opus() -> RTCRtpCodec {
-    RTCRtpCodec {
-        mime_type: MIME_TYPE_OPUS.to_owned(),
-        clock_rate: 48_000,
-        channels: 2,
-        sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
-        rtcp_feedback: Vec::new(),
-    }
-}
-
-fn vp8() -> RTCRtpCodec {
-    RTCRtpCodec {
-        mime_type: MIME_TYPE_VP8.to_owned(),
-        clock_rate: 90_000,
-        channels: 0,
-        sdp_fmtp_line: String::new(),
-        rtcp_feedback: Vec::new(),
     }
 }
 

@@ -1,4 +1,4 @@
-//! UDP for many peers: one multiplexed socket per shard, and STUN routing of first contacts.
+//! UDP for many peers: one multiplexed socket per shard (first contacts are routed by the
+//! STUN ufrag with the SFU's own parser, `aula_sfu::demux`).
 
 pub mod socket;
-pub mod stun;

@@ -6,18 +6,15 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use rand::Rng;
-use rand::distr::Alphanumeric;
 use rtc::interceptor::{Registry, Slot};
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
-use rtc::peer_connection::configuration::media_engine::{
-    MIME_TYPE_OPUS, MIME_TYPE_VP8, MediaEngine,
-};
+use rtc::peer_connection::configuration::media_engine::MediaEngine;
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
-use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
-use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind};
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodecParameters, RtpCodecKind};
 use rtc::shared::error::Error;
+
+use aula_sfu::peer::{self, opus, vp8};
 
 use super::tap::{self, KeyframeTap};
 
@@ -29,38 +26,6 @@ const VP8_PAYLOAD_TYPE: u8 = 96;
 const ICE_DISCONNECTED: Duration = Duration::from_secs(5);
 const ICE_FAILED: Duration = Duration::from_secs(10);
 const ICE_KEEPALIVE: Duration = Duration::from_secs(2);
-
-pub fn opus() -> RTCRtpCodec {
-    RTCRtpCodec {
-        mime_type: MIME_TYPE_OPUS.to_owned(),
-        clock_rate: 48_000,
-        channels: 2,
-        sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
-        rtcp_feedback: vec![],
-    }
-}
-
-pub fn vp8() -> RTCRtpCodec {
-    RTCRtpCodec {
-        mime_type: MIME_TYPE_VP8.to_owned(),
-        clock_rate: 90_000,
-        channels: 0,
-        sdp_fmtp_line: String::new(),
-        rtcp_feedback: vec![],
-    }
-}
-
-/// Random ICE username fragment and password (RFC 8445: at least 24 and 128 random bits).
-pub fn ice_credentials() -> (String, String) {
-    let random = |len| {
-        rand::rng()
-            .sample_iter(Alphanumeric)
-            .take(len)
-            .map(char::from)
-            .collect::<String>()
-    };
-    (random(16), random(32))
-}
 
 pub fn build(ufrag: String, pwd: String, now: Instant) -> Result<RTCPeerConnection, Error> {
     let mut media_engine = MediaEngine::default();
@@ -97,16 +62,5 @@ pub fn build(ufrag: String, pwd: String, now: Instant) -> Result<RTCPeerConnecti
 
 /// `rtc` gathers nothing itself: the peer's own address is its one (host) candidate.
 pub fn add_host_candidate(pc: &mut RTCPeerConnection, addr: SocketAddr) -> Result<(), Error> {
-    let candidate = CandidateHostConfig {
-        base_config: CandidateConfig {
-            network: "udp".to_owned(),
-            address: addr.ip().to_string(),
-            port: addr.port(),
-            component: 1,
-            ..Default::default()
-        },
-        ..Default::default()
-    }
-    .new_candidate_host()?;
-    pc.add_local_candidate(RTCIceCandidate::from(&candidate).to_json()?)
+    pc.add_local_candidate(peer::host_candidate(addr)?)
 }

@@ -10,6 +10,7 @@ pub mod publisher;
 pub mod subscriber;
 pub mod tap;
 
+use aula_sfu::peer;
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -78,7 +79,7 @@ impl LightPeer {
         name: &str,
         now: Instant,
     ) -> Result<(Self, String, Vec<TrackAnnouncement>), Error> {
-        let (ufrag, pwd) = config::ice_credentials();
+        let (ufrag, pwd) = peer::ice_credentials();
         let mut pc = config::build(ufrag.clone(), pwd, now)?;
         let (publisher, tracks) = Publisher::add_tracks(&mut pc, plan, epoch, name)?;
         config::add_host_candidate(&mut pc, local)?;
@@ -109,7 +110,7 @@ impl LightPeer {
         join_started: Instant,
         now: Instant,
     ) -> Result<Self, Error> {
-        let (ufrag, pwd) = config::ice_credentials();
+        let (ufrag, pwd) = peer::ice_credentials();
         let pc = config::build(ufrag.clone(), pwd, now)?;
         Ok(Self {
             pc,

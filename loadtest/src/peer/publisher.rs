@@ -5,6 +5,7 @@
 //! `a=ssrc` lines for RID-based simulcast). So each packet gets them here, with the ids the
 //! answer negotiated, as a browser's RTP sender would do.
 
+use aula_sfu::peer;
 use std::time::Instant;
 
 use aula_protocol::{TrackAnnouncement, TrackSource};
@@ -19,7 +20,6 @@ use rtc::rtp_transceiver::rtp_sender::{
 use rtc::sdp::extmap::{SDES_MID_URI, SDES_RTP_STREAM_ID_URI};
 use rtc::shared::error::Error;
 
-use super::config;
 use crate::clock::Epoch;
 use crate::media::source::{MediaPlan, MediaSource, Outgoing, StreamRef};
 
@@ -80,7 +80,7 @@ impl Publisher {
                         ..Default::default()
                     },
                     active: true,
-                    codec: config::opus(),
+                    codec: peer::opus(),
                     ..Default::default()
                 }],
             );
@@ -117,7 +117,7 @@ impl Publisher {
                         ..Default::default()
                     },
                     active: true,
-                    codec: config::vp8(),
+                    codec: peer::vp8(),
                     max_bitrate: layer.bitrate_bps,
                     ..Default::default()
                 })
