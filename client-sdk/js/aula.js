@@ -139,6 +139,8 @@ export class Room extends EventTarget {
   localParticipant = null;
   /** @type {string} */
   name = '';
+  /** @type {object|null} our live permissions (from `joined`, then `permissions_changed`) */
+  permissions = null;
   /** @type {Map<string, object>} other participants by sid; each ParticipantInfo's `tracks` is kept current */
   participants = new Map();
   /**
@@ -338,6 +340,7 @@ export class Room extends EventTarget {
     switch (msg.type) {
       case 'joined':
         this.localParticipant = msg.participant;
+        this.permissions = msg.permissions ?? null;
         this.name = msg.room.name;
         for (const p of msg.room.participants) this.participants.set(p.sid, p);
         this.#awaitingJoin.resolve();
@@ -393,8 +396,15 @@ export class Room extends EventTarget {
       case 'error':
         this.#onError(msg.code, msg.message);
         break;
+      case 'permissions_changed':
+        if (msg.participant_sid === this.localParticipant?.sid) this.permissions = msg.permissions;
+        this._emit('serverEvent', msg);
+        break;
       default:
-        // A newer server may add message types; ignoring them keeps old pages working.
+        // Moderation, chat and support events (hand_queue, chat, support_assigned, ...) go to
+        // the page as 'serverEvent' with the message as detail; types this SDK does not know
+        // yet arrive the same way, so old SDKs keep working with newer servers.
+        this._emit('serverEvent', msg);
         break;
     }
   }
@@ -493,6 +503,15 @@ export class Room extends EventTarget {
   /** @internal */
   _send(msg) {
     if (this.#ws.readyState === WebSocket.OPEN) this.#ws.send(JSON.stringify(msg));
+  }
+
+  /**
+   * Sends a protocol message as is, e.g. `{type: 'raise_hand'}`, `{type: 'chat', text}` or
+   * `{type: 'request_help', topic, language}`. Replies and refusals come back as 'serverEvent'
+   * and 'error' events.
+   */
+  send(message) {
+    this._send(message);
   }
 
   /** @internal */

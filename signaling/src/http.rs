@@ -56,6 +56,18 @@ const CLASS_JS: Asset = Asset {
     body: include_str!("../web/class.js"),
     content_type: "text/javascript; charset=utf-8",
 };
+const SUPPORT_HTML: Asset = Asset {
+    body: include_str!("../web/support.html"),
+    content_type: "text/html; charset=utf-8",
+};
+const AGENT_HTML: Asset = Asset {
+    body: include_str!("../web/agent.html"),
+    content_type: "text/html; charset=utf-8",
+};
+const DESK_JS: Asset = Asset {
+    body: include_str!("../web/desk.js"),
+    content_type: "text/javascript; charset=utf-8",
+};
 const CLASS_CSS: Asset = Asset {
     body: include_str!("../web/class.css"),
     content_type: "text/css; charset=utf-8",
@@ -96,6 +108,9 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/sdk/aula.js", get(|| async { &SDK_JS }))
         .route("/web/class.js", get(|| async { &CLASS_JS }))
         .route("/web/class.css", get(|| async { &CLASS_CSS }))
+        .route("/support", get(|| async { &SUPPORT_HTML }))
+        .route("/agent", get(|| async { &AGENT_HTML }))
+        .route("/web/desk.js", get(|| async { &DESK_JS }))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
@@ -168,7 +183,7 @@ async fn dev_token(
                 StatusCode::BAD_REQUEST,
                 "bad_request",
                 format!(
-                    "expected ?room=R&identity=I&role=teacher|student[&name=N]: {}",
+                    "expected ?room=R&identity=I&role=teacher|assistant|student|agent|learner[&name=N]: {}",
                     rejection.body_text()
                 ),
             );
