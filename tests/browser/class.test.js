@@ -79,13 +79,24 @@ describe('live class', { timeout: 180_000 }, () => {
     assert.ok((await waitForMedia(students[0], 5_000)).ok);
   });
 
-  it(`a late student decodes video within ${LATE_JOIN_BUDGET_MS} ms of joining`, { timeout: 30_000 }, async () => {
-    const late = await joinClass(browser, server.url, { room, name: 'Late Student', role: 'student' });
-    students.push(late);
-    const r = await waitForMedia(late, MEDIA_DEADLINE_MS);
-    console.log(`# late join: subscribed after ${r.subscribedAfterMs} ms, first frame decoded after ${r.decodedAfterMs} ms (from clicking Join)`);
-    assert.ok(r.ok, JSON.stringify(r));
-    assert.ok(r.decodedAfterMs < LATE_JOIN_BUDGET_MS, `first frame after ${r.decodedAfterMs} ms`);
+  // Three late joiners, one after another, and the median must fit the budget: one sample on
+  // a shared 2-core machine measures the scheduler as much as the server (a single DTLS
+  // retransmission costs a second), while a median of three still fails if joins are slow.
+  it(`late students decode video within ${LATE_JOIN_BUDGET_MS} ms of joining (median of 3)`, { timeout: 60_000 }, async () => {
+    const times = [];
+    for (let i = 0; i < 3; i++) {
+      const late = await joinClass(browser, server.url, { room, name: `Late Student ${i + 1}`, role: 'student' });
+      const r = await waitForMedia(late, MEDIA_DEADLINE_MS);
+      console.log(`# late join ${i + 1}: subscribed after ${r.subscribedAfterMs} ms, first frame decoded after ${r.decodedAfterMs} ms (from clicking Join)`);
+      assert.ok(r.ok, JSON.stringify(r));
+      times.push(r.decodedAfterMs);
+      // The first stays for the steps below; the others leave so the class keeps its size.
+      if (i === 0) students.push(late);
+      else await late.close();
+    }
+    const median = [...times].sort((a, b) => a - b)[1];
+    console.log(`# late join median: ${median} ms of ${JSON.stringify(times)}`);
+    assert.ok(median < LATE_JOIN_BUDGET_MS, `median first frame after ${median} ms (${times})`);
   });
 
   it('a shared screen appears on every student\'s stage', { timeout: 30_000 }, async () => {
