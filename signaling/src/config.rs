@@ -17,6 +17,9 @@ use crate::token::ApiKeys;
 /// MAC (RFC 7518 §3.2 requires at least 256 bits).
 pub const MIN_SECRET_BYTES: usize = 32;
 
+/// Default for `[room] reconnect_timeout_secs`: a Wi-Fi to 4G switch takes a few seconds.
+pub const DEFAULT_RECONNECT_TIMEOUT_SECS: u64 = 15;
+
 /// Default for `[http] ws_idle_timeout_secs`: three missed 10 s pings.
 pub const DEFAULT_WS_IDLE_TIMEOUT_SECS: u64 = 30;
 
@@ -73,11 +76,23 @@ impl fmt::Debug for KeysConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RoomConfig {
     /// How long an empty room is kept before it is removed; 0 removes it at once.
     pub empty_timeout_secs: u64,
+    /// How long a participant whose connection dropped (a network change, a laptop lid) is
+    /// kept, tracks and all, waiting to resume; 0 removes it at once.
+    pub reconnect_timeout_secs: u64,
+}
+
+impl Default for RoomConfig {
+    fn default() -> Self {
+        Self {
+            empty_timeout_secs: 0,
+            reconnect_timeout_secs: DEFAULT_RECONNECT_TIMEOUT_SECS,
+        }
+    }
 }
 
 /// Where room, participant and support events are POSTed, signed with the API secret.
@@ -206,7 +221,11 @@ impl Config {
                 advertised_ips: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
             },
             keys: KeysConfig::default(),
-            room: RoomConfig::default(),
+            // Tests see a closed socket leave at once, as before reconnects existed.
+            room: RoomConfig {
+                empty_timeout_secs: 0,
+                reconnect_timeout_secs: 0,
+            },
             webhooks: WebhooksConfig::default(),
             log_level: "info".to_owned(),
         }

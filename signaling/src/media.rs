@@ -77,6 +77,11 @@ pub trait MediaPlane: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<(), SfuError>> {
         Box::pin(async { Err(unsupported("set_track_paused")) })
     }
+
+    /// Restarts ICE on the participant's subscribe connection after it resumed.
+    fn restart_ice<'a>(&'a self, _participant: &'a str) -> BoxFuture<'a, Result<(), SfuError>> {
+        Box::pin(async { Err(unsupported("restart_ice")) })
+    }
 }
 
 fn unsupported(what: &str) -> SfuError {
@@ -148,5 +153,9 @@ impl MediaPlane for SfuHandle {
         paused: bool,
     ) -> BoxFuture<'a, Result<(), SfuError>> {
         Box::pin(SfuHandle::set_track_paused(self, track_sid, paused))
+    }
+
+    fn restart_ice<'a>(&'a self, participant: &'a str) -> BoxFuture<'a, Result<(), SfuError>> {
+        Box::pin(SfuHandle::restart_ice(self, participant))
     }
 }

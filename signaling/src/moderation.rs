@@ -525,6 +525,7 @@ mod tests {
                 info: participant_info(sid.into(), sid, "", role),
                 permissions: crate::token::role_permissions(role),
                 outbox,
+                resume_token: None,
             },
         );
         rx

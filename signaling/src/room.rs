@@ -45,6 +45,8 @@ pub(crate) struct Member {
     /// Live permissions: from the token at join, then changed by moderators.
     pub permissions: Permissions,
     pub outbox: Outbox,
+    /// Sent once, in `Joined`; `None` when reconnects are off.
+    pub resume_token: Option<String>,
 }
 
 impl Member {
@@ -319,6 +321,7 @@ impl Registry {
                 locked: room.locked,
             },
             permissions: Some(member.permissions.clone()),
+            resume_token: member.resume_token.clone(),
         });
         if !member.is_hidden() {
             room.broadcast(
@@ -509,6 +512,7 @@ mod tests {
                 info: participant_info(sid.into(), identity, "", role),
                 permissions: crate::token::role_permissions(role),
                 outbox,
+                resume_token: None,
             },
             rx,
         )

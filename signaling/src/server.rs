@@ -5,6 +5,7 @@
 //! owns the media plane handle. When all of them have stopped, the last `AppState` drops, and
 //! with it the SFU handle (the SFU thread ends when its command channel closes).
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -21,6 +22,7 @@ use crate::media::MediaPlane;
 use crate::metrics::SignalingMetrics;
 use crate::moderation::MediaEffect;
 use crate::room::{self, EmptiedRoom, JoinOutcome, Member, Refused, Registry};
+use crate::session::Parked;
 use crate::support::desk::{Desk, DeskEffects};
 use crate::token::ApiKeys;
 use crate::webhook::Webhooks;
@@ -47,6 +49,9 @@ pub(crate) struct AppState {
     /// The support desk; its own lock, never taken together with the registry's.
     desk: Mutex<Desk>,
     webhooks: Webhooks,
+    /// Participants whose socket dropped, by resume token (see `session::park`).
+    parked: Mutex<HashMap<String, Parked>>,
+    reconnect_timeout: Duration,
     /// Never sent on: [`Server::shutdown`] waits for the channel to close, i.e. for the last
     /// `AppState` (the last session) to be dropped.
     _alive: mpsc::Sender<()>,
@@ -128,6 +133,14 @@ impl AppState {
         for room in ended {
             self.webhooks.emit("room_ended", json!({ "room": room }));
         }
+    }
+
+    pub(crate) fn parked(&self) -> MutexGuard<'_, HashMap<String, Parked>> {
+        self.parked.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn reconnect_timeout(&self) -> Duration {
+        self.reconnect_timeout
     }
 
     pub(crate) fn webhooks(&self) -> &Webhooks {
@@ -334,6 +347,8 @@ pub async fn start_with_media(
         metrics: signaling_metrics,
         desk: Mutex::new(Desk::new(config.api_keys())),
         webhooks: Webhooks::start(&config.webhooks, config.api_keys().secret),
+        parked: Mutex::new(HashMap::new()),
+        reconnect_timeout: Duration::from_secs(config.room.reconnect_timeout_secs),
         _alive: alive_tx,
     });
 

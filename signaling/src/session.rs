@@ -12,7 +12,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use aula_protocol::{ClientMessage, ErrorCode, PROTOCOL_VERSION, ServerMessage};
+use aula_protocol::{ClientMessage, ErrorCode, PROTOCOL_VERSION, ServerEvent, ServerMessage};
 use aula_sfu::SfuError;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, close_code};
 use futures_util::stream::SplitSink;
@@ -50,19 +50,36 @@ const DATA_BURST: u32 = 20;
 const DATA_PER_SEC: f64 = 10.0;
 
 /// Whether the loop keeps reading after a message.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 enum Flow {
     Continue,
     /// An [`Outgoing::End`] is queued: stop reading, flush, close.
     Ending,
+    /// This socket took over a parked participant: serve its queue from now on.
+    Resumed {
+        inbox: mpsc::UnboundedReceiver<Outgoing>,
+        sid: String,
+    },
 }
 
 /// A joined participant.
+#[derive(Debug)]
 struct Joined {
     sid: String,
     claims: AccessClaims,
     chat_bucket: TokenBucket,
     data_bucket: TokenBucket,
+    /// Secret to take this participant over from a new socket; empty when reconnects are off.
+    resume_token: String,
+}
+
+/// A participant whose socket dropped, waiting (up to the reconnect timeout) for `Resume`. It
+/// stays in its room meanwhile; what the room sends it queues in `inbox`.
+#[derive(Debug)]
+pub(crate) struct Parked {
+    joined: Joined,
+    outbox: Outbox,
+    inbox: mpsc::UnboundedReceiver<Outgoing>,
 }
 
 struct Session {
@@ -91,6 +108,9 @@ pub(crate) async fn run(socket: WebSocket, state: Arc<AppState>) {
     let ping_every = idle_timeout / PINGS_PER_IDLE_TIMEOUT;
     let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
     let mut ending = false;
+    // Whether the connection was lost rather than ended on purpose (leave, kick, shutdown):
+    // only then is the participant kept for a resume.
+    let mut lost = false;
 
     // Writes are bounded by the idle timeout too: a client that stops reading fills its TCP
     // window, and an unbounded write would then block this loop, its pings and its timeout.
@@ -110,11 +130,13 @@ pub(crate) async fn run(socket: WebSocket, state: Arc<AppState>) {
                 match out {
                     Outgoing::Message(msg) => {
                         if writer.send_json(&msg).await.is_err() {
+                            lost = true;
                             break;
                         }
                     }
                     Outgoing::Event(event) => {
                         if writer.send_json(&event).await.is_err() {
+                            lost = true;
                             break;
                         }
                     }
@@ -135,6 +157,7 @@ pub(crate) async fn run(socket: WebSocket, state: Arc<AppState>) {
             frame = stream.next(), if !ending => {
                 let Some(Ok(frame)) = frame else {
                     // Closed by the peer, or a protocol error (e.g. a frame over the size limit).
+                    lost = true;
                     break;
                 };
                 last_heard = Instant::now();
@@ -146,13 +169,32 @@ pub(crate) async fn run(socket: WebSocket, state: Arc<AppState>) {
                     }
                     // axum answers pings itself; pongs only prove liveness (recorded above).
                     Message::Ping(_) | Message::Pong(_) => Flow::Continue,
-                    Message::Close(_) => break,
+                    Message::Close(_) => {
+                        // A closing tab and a network switch look alike; `Leave` is the way
+                        // to go for good.
+                        lost = true;
+                        break;
+                    }
                 };
-                ending = flow == Flow::Ending;
+                match flow {
+                    Flow::Continue => {}
+                    Flow::Ending => ending = true,
+                    Flow::Resumed { inbox: parked, sid } => {
+                        // Before anything queued while away, so the client knows where it is.
+                        let resumed = ServerEvent::Resumed { participant_sid: sid };
+                        if writer.send_json(&resumed).await.is_err() {
+                            lost = true;
+                            inbox = parked;
+                            break;
+                        }
+                        inbox = parked;
+                    }
+                }
             }
             _ = ping.tick() => {
                 if last_heard.elapsed() > idle_timeout {
                     tracing::info!(sid = session.sid(), "closing idle WebSocket");
+                    lost = true;
                     break;
                 }
                 if session.joined.is_none() && connected_at.elapsed() > idle_timeout {
@@ -162,18 +204,79 @@ pub(crate) async fn run(socket: WebSocket, state: Arc<AppState>) {
                     continue;
                 }
                 if writer.send(Message::Ping(Default::default())).await.is_err() {
+                    lost = true;
                     break;
                 }
             }
         }
     }
-    session.cleanup().await;
+    let timeout = session.state.reconnect_timeout();
+    match session.joined.take() {
+        Some(joined) if lost && !timeout.is_zero() && !joined.resume_token.is_empty() => {
+            park(session.state, joined, session.outbox, inbox, timeout);
+        }
+        joined => {
+            session.joined = joined;
+            session.cleanup().await;
+        }
+    }
+}
+
+/// Keeps a participant whose socket dropped for `timeout`, then removes it unless a new socket
+/// resumed it. Stops waiting at shutdown, so parked participants do not hold the server up.
+fn park(
+    state: Arc<AppState>,
+    joined: Joined,
+    outbox: Outbox,
+    inbox: mpsc::UnboundedReceiver<Outgoing>,
+    timeout: Duration,
+) {
+    let token = joined.resume_token.clone();
+    tracing::info!(sid = joined.sid, "connection lost; waiting for a resume");
+    state.parked().insert(
+        token.clone(),
+        Parked {
+            joined,
+            outbox,
+            inbox,
+        },
+    );
+    tokio::spawn(async move {
+        let mut shutdown = state.shutdown_signal();
+        tokio::select! {
+            _ = tokio::time::sleep(timeout) => {}
+            _ = crate::server::stopped(&mut shutdown) => {}
+        }
+        let parked = state.parked().remove(&token);
+        if let Some(parked) = parked {
+            tracing::info!(sid = parked.joined.sid, "not resumed in time; removing");
+            let session = Session {
+                state: Arc::clone(&state),
+                outbox: parked.outbox,
+                joined: Some(parked.joined),
+            };
+            session.cleanup().await;
+        }
+    });
+}
+
+/// A fresh resume token: 32 random alphanumerics (~190 bits); whoever holds it *is* the
+/// participant, like a session cookie.
+fn new_resume_token() -> String {
+    use rand::Rng;
+    use rand::distr::Alphanumeric;
+    rand::rng()
+        .sample_iter(Alphanumeric)
+        .take(32)
+        .map(char::from)
+        .collect()
 }
 
 /// The message's `type`, for logs (never the payload: tokens and SDPs stay out of logs).
 fn message_kind(msg: &ClientMessage) -> &'static str {
     match msg {
         ClientMessage::Join { .. } => "join",
+        ClientMessage::Resume { .. } => "resume",
         ClientMessage::PublishOffer { .. } => "publish_offer",
         ClientMessage::SubscribeAnswer { .. } => "subscribe_answer",
         ClientMessage::Candidate { .. } => "candidate",
@@ -325,6 +428,13 @@ impl Session {
     async fn dispatch(&mut self, msg: ClientMessage) -> Flow {
         match (&self.joined, msg) {
             (None, ClientMessage::Join { version, token }) => self.join(version, &token).await,
+            (
+                None,
+                ClientMessage::Resume {
+                    version,
+                    resume_token,
+                },
+            ) => self.resume(version, &resume_token).await,
             (None, _) => {
                 self.error(ErrorCode::NotJoined, "the first message must be join");
                 Flow::Continue
@@ -333,6 +443,44 @@ impl Session {
                 let sid = joined.sid.clone();
                 self.handle_joined(&sid, msg).await
             }
+        }
+    }
+
+    /// Takes over a parked participant (see [`park`]).
+    async fn resume(&mut self, version: u32, resume_token: &str) -> Flow {
+        if version != PROTOCOL_VERSION {
+            self.error(
+                ErrorCode::UnsupportedVersion,
+                format!("protocol version {version} is not supported; this server speaks {PROTOCOL_VERSION}"),
+            );
+            self.end(None);
+            return Flow::Ending;
+        }
+        let parked = if resume_token.is_empty() {
+            None
+        } else {
+            self.state.parked().remove(resume_token)
+        };
+        let Some(parked) = parked else {
+            self.error(
+                ErrorCode::Unauthorized,
+                "unknown or expired resume token; join again",
+            );
+            self.end(None);
+            return Flow::Ending;
+        };
+        let sid = parked.joined.sid.clone();
+        tracing::info!(sid, "resumed");
+        self.outbox = parked.outbox;
+        self.joined = Some(parked.joined);
+        // The client's addresses may have changed: new ICE credentials for the subscribe
+        // connection (its offer follows as an event); the client restarts its publish side.
+        if let Err(e) = self.state.media().restart_ice(&sid).await {
+            tracing::debug!(sid, "ICE restart after resume: {e}");
+        }
+        Flow::Resumed {
+            inbox: parked.inbox,
+            sid,
         }
     }
 
@@ -356,7 +504,13 @@ impl Session {
             }
         };
         let sid = room::new_participant_sid();
+        let resume_token = if self.state.reconnect_timeout().is_zero() {
+            String::new()
+        } else {
+            new_resume_token()
+        };
         let member = Member {
+            resume_token: Some(resume_token.clone()).filter(|t| !t.is_empty()),
             info: room::participant_info(sid.clone(), &claims.sub, &claims.name, claims.role),
             permissions: claims.permissions(),
             outbox: self.outbox.clone(),
@@ -395,6 +549,7 @@ impl Session {
             claims,
             chat_bucket: TokenBucket::new(CHAT_BURST, CHAT_PER_SEC, now),
             data_bucket: TokenBucket::new(DATA_BURST, DATA_PER_SEC, now),
+            resume_token,
         });
         if let Some(old) = outcome.replaced {
             // The replaced session tears down its own media when it ends, but do it now too so
@@ -413,7 +568,7 @@ impl Session {
 
     async fn handle_joined(&mut self, sid: &str, msg: ClientMessage) -> Flow {
         match msg {
-            ClientMessage::Join { .. } => {
+            ClientMessage::Join { .. } | ClientMessage::Resume { .. } => {
                 self.error(ErrorCode::AlreadyJoined, "this session already joined");
             }
             ClientMessage::PublishOffer { sdp, tracks } => {

@@ -209,6 +209,12 @@ pub struct RoomInfo {
 pub enum ClientMessage {
     /// Must be the first message. The token names the room and the identity.
     Join { version: u32, token: String },
+    /// Instead of `Join` on a new connection after the old one dropped: continues the same
+    /// participant (same sid, tracks, subscriptions) if sent within the server's reconnect
+    /// timeout. Answered with [`ServerEvent::Resumed`], then whatever was queued meanwhile; the
+    /// server restarts ICE on the subscribe connection (a new `subscribe_offer` follows) and
+    /// the client restarts ICE on its publish connection (an offer with `iceRestart`).
+    Resume { version: u32, resume_token: String },
     /// SDP offer for the publish connection, with what each sending track is.
     PublishOffer {
         sdp: String,
@@ -297,6 +303,10 @@ pub enum ServerMessage {
         /// What this participant may do; absent from servers before grants.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         permissions: Option<Permissions>,
+        /// Secret for [`ClientMessage::Resume`] after a dropped connection; absent when the
+        /// server does not keep dropped participants.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resume_token: Option<String>,
     },
     ParticipantJoined {
         participant: ParticipantInfo,
@@ -354,6 +364,8 @@ pub enum ServerMessage {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerEvent {
+    /// Answer to [`ClientMessage::Resume`]: the same participant continues on this connection.
+    Resumed { participant_sid: String },
     /// The raised hands in the order they were raised (to staff and to those in it).
     HandQueue { participant_sids: Vec<String> },
     /// Your permissions (or, for staff, another participant's) changed.

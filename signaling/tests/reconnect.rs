@@ -1,0 +1,216 @@
+//! Reconnect: a participant whose connection drops stays in the room for the reconnect
+//! timeout and resumes on a new connection with its resume token (same sid, what was sent
+//! meanwhile delivered, ICE restarted); after the timeout it is removed.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aula_protocol::{
+    ClientMessage, ErrorCode, IceCandidate, PROTOCOL_VERSION, PeerTarget, Role, ServerEvent,
+    ServerFrame, ServerMessage, TrackAnnouncement,
+};
+use aula_sfu::{SfuError, SfuEvent};
+use aula_signaling::media::MediaPlane;
+use aula_signaling::{Config, Server, start_with_media};
+use common::{Client, eventually};
+use futures_util::future::BoxFuture;
+use tokio::sync::mpsc;
+
+/// Records ICE restarts; everything else succeeds.
+#[derive(Default)]
+struct FakeMedia {
+    restarts: Mutex<Vec<String>>,
+}
+
+fn ok<'a>() -> BoxFuture<'a, Result<(), SfuError>> {
+    Box::pin(async { Ok(()) })
+}
+
+impl MediaPlane for FakeMedia {
+    fn publish_offer<'a>(
+        &'a self,
+        _: &'a str,
+        _: String,
+        _: Vec<TrackAnnouncement>,
+    ) -> BoxFuture<'a, Result<String, SfuError>> {
+        Box::pin(async { Ok("answer".to_owned()) })
+    }
+    fn subscribe_answer<'a>(
+        &'a self,
+        _: &'a str,
+        _: String,
+    ) -> BoxFuture<'a, Result<(), SfuError>> {
+        ok()
+    }
+    fn add_candidate<'a>(
+        &'a self,
+        _: &'a str,
+        _: PeerTarget,
+        _: IceCandidate,
+    ) -> BoxFuture<'a, Result<(), SfuError>> {
+        ok()
+    }
+    fn subscribe<'a>(&'a self, _: &'a str, _: &'a str) -> BoxFuture<'a, Result<(), SfuError>> {
+        ok()
+    }
+    fn remove_participant<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<(), SfuError>> {
+        ok()
+    }
+    fn restart_ice<'a>(&'a self, participant: &'a str) -> BoxFuture<'a, Result<(), SfuError>> {
+        self.restarts
+            .lock()
+            .expect("not poisoned")
+            .push(participant.to_owned());
+        ok()
+    }
+}
+
+async fn server(reconnect_secs: u64) -> (Server, Arc<FakeMedia>, mpsc::UnboundedSender<SfuEvent>) {
+    let mut config = Config::loopback_ephemeral();
+    config.room.reconnect_timeout_secs = reconnect_secs;
+    let media = Arc::new(FakeMedia::default());
+    let (events, rx) = mpsc::unbounded_channel();
+    let server = start_with_media(
+        config,
+        media.clone(),
+        rx,
+        SocketAddr::from(([127, 0, 0, 1], 9)),
+        prometheus::Registry::new(),
+    )
+    .await
+    .expect("server starts");
+    (server, media, events)
+}
+
+fn sid_and_token(joined: &ServerMessage) -> (String, String) {
+    match joined {
+        ServerMessage::Joined {
+            participant,
+            resume_token,
+            ..
+        } => (
+            participant.sid.clone(),
+            resume_token
+                .clone()
+                .expect("a resume token when reconnects are on"),
+        ),
+        other => panic!("not joined: {other:?}"),
+    }
+}
+
+async fn resume(addr: SocketAddr, token: &str) -> Client {
+    let mut client = Client::connect(addr).await;
+    client
+        .send(&ClientMessage::Resume {
+            version: PROTOCOL_VERSION,
+            resume_token: token.to_owned(),
+        })
+        .await;
+    client
+}
+
+#[tokio::test]
+async fn a_dropped_participant_resumes_with_its_queue_and_an_ice_restart() {
+    let (server, media, _events) = server(5).await;
+    let addr = server.http_addr();
+    let (mut teacher, _) = Client::join(addr, "class", "teacher", Role::Teacher).await;
+    let (student, joined) = Client::join(addr, "class", "student", Role::Student).await;
+    let (s_sid, token) = sid_and_token(&joined);
+    teacher.sync().await;
+
+    // The network goes away.
+    student.close().await;
+    // Still in the room: nobody is told it left, and chat meanwhile is kept for it.
+    teacher
+        .send(&ClientMessage::Chat {
+            text: "still there?".into(),
+        })
+        .await;
+    let seen = teacher.sync().await;
+    assert!(
+        !seen.iter().any(|f| matches!(
+            f,
+            ServerFrame::Message(ServerMessage::ParticipantLeft { .. })
+        )),
+        "{seen:?}"
+    );
+    assert_eq!(server.participant_count(), 2);
+
+    let mut student = resume(addr, &token).await;
+    assert_eq!(
+        student.recv_frame().await,
+        ServerFrame::Event(ServerEvent::Resumed {
+            participant_sid: s_sid.clone()
+        })
+    );
+    student
+        .event_until(|e| matches!(e, ServerEvent::Chat { text, .. } if text == "still there?"))
+        .await;
+    eventually("ICE restarted", || {
+        media
+            .restarts
+            .lock()
+            .expect("not poisoned")
+            .contains(&s_sid)
+    })
+    .await;
+    // The same participant continues: it can act, and the room still counts two.
+    student.send(&ClientMessage::RaiseHand).await;
+    teacher
+        .event_until(|e| {
+            *e == ServerEvent::HandQueue {
+                participant_sids: vec![s_sid.clone()],
+            }
+        })
+        .await;
+    assert_eq!(server.participant_count(), 2);
+
+    // A token works once.
+    let mut thief = resume(addr, &token).await;
+    assert_eq!(thief.expect_error().await, ErrorCode::Unauthorized);
+    thief.expect_closed().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_participant_not_back_in_time_is_removed() {
+    let (server, _media, _events) = server(1).await;
+    let addr = server.http_addr();
+    let (mut teacher, _) = Client::join(addr, "class", "teacher", Role::Teacher).await;
+    let (student, joined) = Client::join(addr, "class", "student", Role::Student).await;
+    let (s_sid, token) = sid_and_token(&joined);
+    teacher.sync().await;
+    student.close().await;
+    let started = tokio::time::Instant::now();
+    teacher
+        .message_until(|m| matches!(m, ServerMessage::ParticipantLeft { participant_sid } if *participant_sid == s_sid))
+        .await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(800),
+        "removed after the timeout, not at once ({:?})",
+        started.elapsed()
+    );
+    let mut late = resume(addr, &token).await;
+    assert_eq!(late.expect_error().await, ErrorCode::Unauthorized);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn leaving_on_purpose_is_not_kept() {
+    let (server, _media, _events) = server(30).await;
+    let addr = server.http_addr();
+    let (mut teacher, _) = Client::join(addr, "class", "teacher", Role::Teacher).await;
+    let (mut student, joined) = Client::join(addr, "class", "student", Role::Student).await;
+    let (s_sid, _) = sid_and_token(&joined);
+    teacher.sync().await;
+    student.send(&ClientMessage::Leave).await;
+    student.expect_closed().await;
+    teacher
+        .message_until(|m| matches!(m, ServerMessage::ParticipantLeft { participant_sid } if *participant_sid == s_sid))
+        .await;
+    assert_eq!(server.participant_count(), 1);
+    server.shutdown().await;
+}
