@@ -259,8 +259,9 @@ impl Registry {
         Some(self.room_of(sid)?.member(sid)?.permissions.clone())
     }
 
-    /// Refuses a join into a locked room, except for staff and for an identity already in the
-    /// room (a reloaded tab must get back in).
+    /// Refuses a join into a locked room, except for staff, hidden participants (a recorder
+    /// started late must still record) and an identity already in the room (a reloaded tab must
+    /// get back in).
     pub fn may_join(&self, room_name: &str, member: &Member) -> Result<(), Refused> {
         let Some(room) = self.rooms.get(room_name) else {
             return Ok(());
@@ -269,7 +270,8 @@ impl Registry {
             .members
             .iter()
             .any(|m| m.info.identity == member.info.identity);
-        if room.locked && !member.permissions.can_moderate && !returning {
+        let exempt = member.permissions.can_moderate || member.permissions.hidden;
+        if room.locked && !exempt && !returning {
             return Err((
                 ErrorCode::RoomLocked,
                 format!("room {room_name} is locked by its teacher; ask them to unlock it"),

@@ -277,7 +277,7 @@ async fn hands_queue_in_order_for_staff_and_invite_to_stage_grants_publishing() 
 }
 
 #[tokio::test]
-async fn a_locked_room_refuses_new_students_but_not_staff_or_returning_ones() {
+async fn a_locked_room_refuses_new_students_but_not_staff_recorders_or_returning_ones() {
     let server = real_server().await;
     let addr = server.http_addr();
     let (mut teacher, _) = join(addr, "teacher", Role::Teacher).await;
@@ -304,6 +304,8 @@ async fn a_locked_room_refuses_new_students_but_not_staff_or_returning_ones() {
     // Staff get in; so does a student reconnecting (its old session is replaced).
     let (_assistant, _) = join(addr, "assistant", Role::Assistant).await;
     let (_student_again, _) = join(addr, "student", Role::Student).await;
+    let recorder = token_with("class", "recorder", Role::Student, |c| c.hidden = true);
+    let (_recorder, _) = Client::join_token(addr, recorder).await;
 
     teacher
         .send(&ClientMessage::LockRoom { locked: false })
