@@ -23,11 +23,18 @@
 //   localTrackPublished {source, track, info}        the server accepted one of our tracks
 //   connectionState     {target, state}              'publish' | 'subscribe', RTCPeerConnectionState
 //   error               {code, message}              an error the server sent that no call awaited
+//   reconnecting        {}                           the connection dropped; resuming (media keeps flowing)
+//   reconnected         {}                           resumed: same participant, tracks and subscriptions
+//   serverEvent         {type, ...}                  moderation, chat and support messages, as sent
 //   disconnected        {reason}                     the session is over; the Room is unusable
 //
 // Participants already in the room when `connect` resolves are in `room.participants`; their
 // tracks arrive as `trackSubscribed` events, which cannot fire before the caller has had a chance
 // to add listeners right after `await connect(...)`.
+
+/** How long a dropped connection is retried before the session is given up (the server keeps
+ * a dropped participant for its `reconnect_timeout_secs`, 15 s by default). */
+const RESUME_WINDOW_MS = 10_000;
 
 /** Protocol version announced in `join`; the server refuses versions it does not speak. */
 export const PROTOCOL_VERSION = 1;
@@ -162,9 +169,16 @@ export class Room extends EventTarget {
   #awaitingAnswer = null;
   #pingTimer = null;
   #closed = false;
+  #wsUrl;
+  /** From `joined`; null when the server does not keep dropped participants. */
+  #resumeToken = null;
+  /** When resuming gives up (ms since the epoch); null while connected. */
+  #resumeDeadline = null;
+  #resumeAttempts = 0;
 
   constructor(wsUrl, { iceServers = [] } = {}) {
     super();
+    this.#wsUrl = wsUrl;
     this.#ws = new WebSocket(wsUrl);
     this.#rtcConfig = { iceServers, bundlePolicy: 'max-bundle' };
     // Created before joining so that a `subscribe_offer` right behind `joined` finds it.
@@ -185,13 +199,7 @@ export class Room extends EventTarget {
     const joined = new Promise((resolve, reject) => {
       this.#awaitingJoin = { resolve, reject };
     });
-    const ws = this.#ws;
-    ws.addEventListener('open', () => this._send({ type: 'join', version: PROTOCOL_VERSION, token }));
-    ws.addEventListener('message', (e) => this.#onMessage(e.data));
-    // Also ends a join that never got an answer (server unreachable or gone), rejecting `joined`.
-    ws.addEventListener('close', (e) => {
-      this.#shutdown(e.reason || (this.localParticipant ? `connection closed (${e.code})` : `cannot reach ${ws.url}`));
-    });
+    this.#attach(this.#ws, { type: 'join', version: PROTOCOL_VERSION, token });
     try {
       await joined;
     } catch (err) {
@@ -270,6 +278,46 @@ export class Room extends EventTarget {
     if (local.sid) this._send({ type: 'mute_track', track_sid: local.sid, muted });
   }
 
+  /** Wires a WebSocket that sends `first` once open; events of a replaced socket are ignored. */
+  #attach(ws, first) {
+    ws.addEventListener('open', () => ws.send(JSON.stringify(first)));
+    ws.addEventListener('message', (e) => {
+      if (ws === this.#ws) this.#onMessage(e.data);
+    });
+    ws.addEventListener('close', (e) => {
+      if (ws === this.#ws) this.#onClose(e);
+    });
+  }
+
+  /**
+   * A closed socket ends the session, unless it was joined and the server gave a resume token:
+   * then new sockets send `resume` (at once, then every second) until the server answers
+   * `resumed`, refuses, or RESUME_WINDOW_MS pass. Also ends a join that never got an answer.
+   */
+  #onClose(e) {
+    if (this.#closed) return;
+    if (this.localParticipant && this.#resumeToken) {
+      this.#resumeDeadline ??= Date.now() + RESUME_WINDOW_MS;
+      if (Date.now() < this.#resumeDeadline) {
+        if (this.#resumeAttempts === 0) this._emit('reconnecting', {});
+        setTimeout(() => this.#reopen(), this.#resumeAttempts++ === 0 ? 0 : 1000);
+        return;
+      }
+    }
+    this.#shutdown(e.reason || (this.localParticipant ? `connection closed (${e.code})` : `cannot reach ${this.#ws.url}`));
+  }
+
+  #reopen() {
+    if (this.#closed) return;
+    this.#ws = new WebSocket(this.#wsUrl);
+    this.#attach(this.#ws, { type: 'resume', version: PROTOCOL_VERSION, resume_token: this.#resumeToken });
+  }
+
+  /** @internal For tests: drops the WebSocket as a network change would (media stays up). */
+  _dropConnection() {
+    this.#ws.close(4000, 'dropped for a test');
+  }
+
   /** Leaves the room: tells the server, waits briefly for `left`, and releases all media. */
   async leave() {
     if (this.#closed) return;
@@ -299,10 +347,10 @@ export class Room extends EventTarget {
    * Queued: a call made while an exchange is in flight runs after it, with the tracks as they
    * are by then, so the server always ends up with the latest set.
    */
-  #negotiatePublisher() {
+  #negotiatePublisher(iceRestart = false) {
     const peer = this.#publisher;
     return peer.serial.run(async () => {
-      const offer = await peer.pc.createOffer();
+      const offer = await peer.pc.createOffer({ iceRestart });
       await peer.pc.setLocalDescription(offer);
       const tracks = [...this.localTracks].map(([source, { track }]) => ({ track_id: track.id, source }));
       const answer = new Promise((resolve, reject) => {
@@ -341,6 +389,7 @@ export class Room extends EventTarget {
       case 'joined':
         this.localParticipant = msg.participant;
         this.permissions = msg.permissions ?? null;
+        this.#resumeToken = msg.resume_token ?? null;
         this.name = msg.room.name;
         for (const p of msg.room.participants) this.participants.set(p.sid, p);
         this.#awaitingJoin.resolve();
@@ -396,6 +445,16 @@ export class Room extends EventTarget {
       case 'error':
         this.#onError(msg.code, msg.message);
         break;
+      case 'resumed':
+        this.#resumeDeadline = null;
+        this.#resumeAttempts = 0;
+        this._emit('reconnected', {});
+        // Our address may have changed: new ICE credentials for what we send (the server
+        // restarts the subscribe side itself with a new offer).
+        if (this.#publisher) {
+          this.#negotiatePublisher(true).catch((err) => this._emit('error', { code: 'ice_restart_failed', message: String(err) }));
+        }
+        break;
       case 'permissions_changed':
         if (msg.participant_sid === this.localParticipant?.sid) this.permissions = msg.permissions;
         this._emit('serverEvent', msg);
@@ -416,6 +475,8 @@ export class Room extends EventTarget {
    */
   #onError(code, message) {
     const error = new AulaError(code, message);
+    // The server refused our resume (expired): the close that follows ends the session.
+    if (this.#resumeDeadline !== null && code === 'unauthorized') this.#resumeToken = null;
     if (!this.localParticipant) return this.#awaitingJoin?.reject(error);
     if (this.#awaitingAnswer && ['forbidden', 'bad_sdp', 'internal'].includes(code)) {
       const waiting = this.#awaitingAnswer;

@@ -14,7 +14,7 @@ use anyhow::Context as _;
 use aula_protocol::{Permissions, ServerMessage};
 use aula_sfu::{PeerState, SfuEvent};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
@@ -51,6 +51,8 @@ pub(crate) struct AppState {
     webhooks: Webhooks,
     /// Participants whose socket dropped, by resume token (see `session::park`).
     parked: Mutex<HashMap<String, Parked>>,
+    /// Sessions being served, by resume token, to hand a participant over to a resuming socket.
+    live: Mutex<HashMap<String, Arc<Notify>>>,
     reconnect_timeout: Duration,
     /// Never sent on: [`Server::shutdown`] waits for the channel to close, i.e. for the last
     /// `AppState` (the last session) to be dropped.
@@ -137,6 +139,30 @@ impl AppState {
 
     pub(crate) fn parked(&self) -> MutexGuard<'_, HashMap<String, Parked>> {
         self.parked.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn live(&self) -> MutexGuard<'_, HashMap<String, Arc<Notify>>> {
+        self.live.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records the session serving the participant with this resume token (none if empty).
+    pub(crate) fn register_live(&self, token: &str, handover: &Arc<Notify>) {
+        if !token.is_empty() {
+            self.live().insert(token.to_owned(), Arc::clone(handover));
+        }
+    }
+
+    /// Forgets the session serving `token`, if it is still `handover`'s (a resumed session may
+    /// have registered itself since).
+    pub(crate) fn unregister_live(&self, token: &str, handover: &Arc<Notify>) {
+        let mut live = self.live();
+        if live.get(token).is_some_and(|h| Arc::ptr_eq(h, handover)) {
+            live.remove(token);
+        }
+    }
+
+    pub(crate) fn live_session(&self, token: &str) -> Option<Arc<Notify>> {
+        self.live().get(token).cloned()
     }
 
     pub(crate) fn reconnect_timeout(&self) -> Duration {
@@ -348,6 +374,7 @@ pub async fn start_with_media(
         desk: Mutex::new(Desk::new(config.api_keys())),
         webhooks: Webhooks::start(&config.webhooks, config.api_keys().secret),
         parked: Mutex::new(HashMap::new()),
+        live: Mutex::new(HashMap::new()),
         reconnect_timeout: Duration::from_secs(config.room.reconnect_timeout_secs),
         _alive: alive_tx,
     });

@@ -18,7 +18,7 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, close_code};
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use serde::Serialize;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 
 use crate::moderation::MediaEffect;
@@ -34,6 +34,9 @@ const PINGS_PER_IDLE_TIMEOUT: u32 = 3;
 
 /// The reason sent when the server stops.
 const REASON_SHUTDOWN: &str = "server shutting down";
+
+/// How long a `Resume` waits for the old socket's session to let go of the participant.
+const HANDOVER_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Longest chat line, in bytes: a paragraph, not a file.
 pub(crate) const MAX_CHAT_BYTES: usize = 2000;
@@ -86,6 +89,10 @@ struct Session {
     state: Arc<AppState>,
     outbox: Outbox,
     joined: Option<Joined>,
+    /// Notified when a new socket resumes this participant while this socket still looks
+    /// alive (after a network change the server may not notice the old one is dead for a
+    /// whole idle timeout): this loop then lets go, and the new one takes over.
+    handover: Arc<Notify>,
 }
 
 /// Runs one WebSocket to the end, then removes the participant from its room and the SFU.
@@ -93,10 +100,12 @@ pub(crate) async fn run(socket: WebSocket, state: Arc<AppState>) {
     let (sink, mut stream) = socket.split();
     let (outbox, mut inbox) = mpsc::unbounded_channel();
     let mut shutdown = state.shutdown_signal();
+    let handover = Arc::new(Notify::new());
     let mut session = Session {
         state,
         outbox,
         joined: None,
+        handover: Arc::clone(&handover),
     };
     let connected_at = Instant::now();
     let mut last_heard = Instant::now();
@@ -148,6 +157,11 @@ pub(crate) async fn run(socket: WebSocket, state: Arc<AppState>) {
                         break;
                     }
                 }
+            }
+            _ = handover.notified() => {
+                tracing::info!(sid = session.sid(), "resumed on another connection");
+                lost = true;
+                break;
             }
             _ = crate::server::stopped(&mut shutdown) => {
                 let _ = writer.send_json(&ServerMessage::Left { reason: REASON_SHUTDOWN.into() }).await;
@@ -210,6 +224,11 @@ pub(crate) async fn run(socket: WebSocket, state: Arc<AppState>) {
             }
         }
     }
+    if let Some(joined) = &session.joined {
+        session
+            .state
+            .unregister_live(&joined.resume_token, &session.handover);
+    }
     let timeout = session.state.reconnect_timeout();
     match session.joined.take() {
         Some(joined) if lost && !timeout.is_zero() && !joined.resume_token.is_empty() => {
@@ -254,6 +273,7 @@ fn park(
                 state: Arc::clone(&state),
                 outbox: parked.outbox,
                 joined: Some(parked.joined),
+                handover: Arc::new(Notify::new()),
             };
             session.cleanup().await;
         }
@@ -459,7 +479,7 @@ impl Session {
         let parked = if resume_token.is_empty() {
             None
         } else {
-            self.state.parked().remove(resume_token)
+            self.take_parked(resume_token).await
         };
         let Some(parked) = parked else {
             self.error(
@@ -471,6 +491,8 @@ impl Session {
         };
         let sid = parked.joined.sid.clone();
         tracing::info!(sid, "resumed");
+        self.state
+            .register_live(&parked.joined.resume_token, &self.handover);
         self.outbox = parked.outbox;
         self.joined = Some(parked.joined);
         // The client's addresses may have changed: new ICE credentials for the subscribe
@@ -482,6 +504,24 @@ impl Session {
             inbox: parked.inbox,
             sid,
         }
+    }
+
+    /// The parked participant for `token`; if its old socket is still being served, asks that
+    /// session to let go and waits (bounded) for it to park.
+    async fn take_parked(&self, token: &str) -> Option<Parked> {
+        if let Some(parked) = self.state.parked().remove(token) {
+            return Some(parked);
+        }
+        let old = self.state.live_session(token)?;
+        old.notify_one();
+        let deadline = Instant::now() + HANDOVER_TIMEOUT;
+        while Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            if let Some(parked) = self.state.parked().remove(token) {
+                return Some(parked);
+            }
+        }
+        None
     }
 
     async fn join(&mut self, version: u32, token: &str) -> Flow {
@@ -549,8 +589,9 @@ impl Session {
             claims,
             chat_bucket: TokenBucket::new(CHAT_BURST, CHAT_PER_SEC, now),
             data_bucket: TokenBucket::new(DATA_BURST, DATA_PER_SEC, now),
-            resume_token,
+            resume_token: resume_token.clone(),
         });
+        self.state.register_live(&resume_token, &self.handover);
         if let Some(old) = outcome.replaced {
             // The replaced session tears down its own media when it ends, but do it now too so
             // that its tracks stop before the new session publishes the same camera again.

@@ -168,10 +168,10 @@ async fn a_dropped_participant_resumes_with_its_queue_and_an_ice_restart() {
         .await;
     assert_eq!(server.participant_count(), 2);
 
-    // A token works once.
-    let mut thief = resume(addr, &token).await;
-    assert_eq!(thief.expect_error().await, ErrorCode::Unauthorized);
-    thief.expect_closed().await;
+    // A made-up token resumes nobody.
+    let mut guess = resume(addr, "not-a-resume-token").await;
+    assert_eq!(guess.expect_error().await, ErrorCode::Unauthorized);
+    guess.expect_closed().await;
     server.shutdown().await;
 }
 
@@ -212,5 +212,44 @@ async fn leaving_on_purpose_is_not_kept() {
         .message_until(|m| matches!(m, ServerMessage::ParticipantLeft { participant_sid } if *participant_sid == s_sid))
         .await;
     assert_eq!(server.participant_count(), 1);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_resume_takes_over_a_connection_that_still_looks_alive() {
+    // After a network change the old socket is dead but the server cannot tell yet: the new
+    // connection must not wait for the idle timeout.
+    let (server, _media, _events) = server(5).await;
+    let addr = server.http_addr();
+    let (mut teacher, _) = Client::join(addr, "class", "teacher", Role::Teacher).await;
+    let (mut old, joined) = Client::join(addr, "class", "student", Role::Student).await;
+    let (s_sid, token) = sid_and_token(&joined);
+    teacher.sync().await;
+
+    let mut new = resume(addr, &token).await;
+    assert_eq!(
+        new.recv_frame().await,
+        ServerFrame::Event(ServerEvent::Resumed {
+            participant_sid: s_sid.clone()
+        })
+    );
+    old.expect_closed_frames().await;
+    new.assert_alive().await;
+    let seen = teacher.sync().await;
+    assert!(
+        !seen.iter().any(|f| matches!(
+            f,
+            ServerFrame::Message(ServerMessage::ParticipantLeft { .. })
+        )),
+        "{seen:?}"
+    );
+    assert_eq!(server.participant_count(), 2);
+    // And the resumed connection can itself be resumed later.
+    new.close().await;
+    let mut again = resume(addr, &token).await;
+    assert!(matches!(
+        again.recv_frame().await,
+        ServerFrame::Event(ServerEvent::Resumed { .. })
+    ));
     server.shutdown().await;
 }
