@@ -16,6 +16,7 @@ else
 fi
 
 # The browser tests start target/debug/aula, built above.
-(cd tests/browser && node --test class.test.js) || status=1
+# One file at a time: each starts a server and several Chromium pages on a 2-core machine.
+(cd tests/browser && node --test --test-concurrency=1 class.test.js support.test.js reconnect.test.js) || status=1
 
 exit $status
