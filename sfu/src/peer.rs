@@ -25,8 +25,11 @@ use crate::tap::{self, Tap};
 
 /// ICE timers. A browser that vanishes (tab closed, network gone) is declared failed after
 /// `FAILED`, which is when its tracks are unpublished; `DISCONNECTED` is the first warning.
+/// `FAILED` outlasts the control plane's reconnect window (`[room] reconnect_timeout_secs`,
+/// 15 s by default), so a participant changing networks can resume, with an ICE restart,
+/// before the media plane gives up on it.
 const ICE_DISCONNECTED: Duration = Duration::from_secs(5);
-const ICE_FAILED: Duration = Duration::from_secs(15);
+const ICE_FAILED: Duration = Duration::from_secs(25);
 const ICE_KEEPALIVE: Duration = Duration::from_secs(2);
 
 /// Random ICE credentials: the ufrag routes the peer's first STUN request to it, the password

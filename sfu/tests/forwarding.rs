@@ -236,15 +236,15 @@ fn a_vanished_subscriber_is_reported_failed_within_the_ice_timeout() {
     );
     let start = sim.now;
     assert!(
-        sim.run_until(2_500, Duration::from_millis(10), |s| s
+        sim.run_until(3_500, Duration::from_millis(10), |s| s
             .peer_states
             .contains(&failed)),
         "ICE never gave up on the vanished student"
     );
     let took = sim.now - start;
     assert!(
-        took <= Duration::from_secs(20),
-        "declared failed after {took:?}, later than the 15 s ICE timeout allows"
+        took <= Duration::from_secs(30),
+        "declared failed after {took:?}, later than the 25 s ICE timeout allows"
     );
     // The control plane answers a failure by removing the participant: nothing is left.
     let now = sim.now;
