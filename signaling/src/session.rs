@@ -754,24 +754,38 @@ impl Session {
             );
             return;
         }
-        if let Err(e) = self.state.registry().data_allowed(sid) {
-            self.error(e.0, e.1);
-            return;
-        }
-        if let Some(wait) = self
-            .joined
-            .as_mut()
-            .and_then(|j| j.chat_bucket.take(std::time::Instant::now()).err())
-        {
-            self.error(
-                ErrorCode::RateLimited,
-                format!("too many chat messages; retry in {} ms", wait.as_millis()),
-            );
+        if !self.may_send(sid, |j| &mut j.chat_bucket, "chat") {
             return;
         }
         if let Err((code, message)) = self.state.registry().chat(sid, text) {
             self.error(code, message);
         }
+    }
+
+    /// The checks chat and data messages share: the sender's data grant, then its rate limit
+    /// (`bucket` picks which). Replies with the error and returns false when either refuses.
+    fn may_send(
+        &mut self,
+        sid: &str,
+        bucket: fn(&mut Joined) -> &mut TokenBucket,
+        what: &str,
+    ) -> bool {
+        if let Err((code, message)) = self.state.registry().data_allowed(sid) {
+            self.error(code, message);
+            return false;
+        }
+        if let Some(wait) = self
+            .joined
+            .as_mut()
+            .and_then(|j| bucket(j).take(std::time::Instant::now()).err())
+        {
+            self.error(
+                ErrorCode::RateLimited,
+                format!("too many {what} messages; retry in {} ms", wait.as_millis()),
+            );
+            return false;
+        }
+        true
     }
 
     fn data(&mut self, sid: &str, topic: &str, payload: &str) {
@@ -784,19 +798,7 @@ impl Session {
             );
             return;
         }
-        if let Err(e) = self.state.registry().data_allowed(sid) {
-            self.error(e.0, e.1);
-            return;
-        }
-        if let Some(wait) = self
-            .joined
-            .as_mut()
-            .and_then(|j| j.data_bucket.take(std::time::Instant::now()).err())
-        {
-            self.error(
-                ErrorCode::RateLimited,
-                format!("too many data messages; retry in {} ms", wait.as_millis()),
-            );
+        if !self.may_send(sid, |j| &mut j.data_bucket, "data") {
             return;
         }
         if let Err((code, message)) = self.state.registry().data(sid, topic, payload) {
