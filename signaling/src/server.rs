@@ -497,12 +497,21 @@ pub(crate) async fn handle_event(state: &AppState, event: SfuEvent) {
             participant,
             quality,
         } => {
-            // The participant sees its own level (staff views come with roles' moderation).
+            // The participant sees its own level; staff see everyone's, so a teacher can tell
+            // which student cannot hear and why.
             let msg = ServerMessage::ConnectionQuality {
                 participant_sid: participant.clone(),
                 quality,
             };
-            state.registry().send_to(&participant, msg);
+            let registry = state.registry();
+            if let Some(room) = registry.room_of(&participant) {
+                for member in room
+                    .visible()
+                    .filter(|m| m.info.sid == participant || m.permissions.can_moderate)
+                {
+                    member.send(msg.clone());
+                }
+            }
         }
     }
 }

@@ -8,8 +8,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use aula_protocol::{
-    ClientMessage, ErrorCode, IceCandidate, PeerTarget, Role, ServerMessage, TrackAnnouncement,
-    TrackKind, TrackSource,
+    ClientMessage, ConnectionQuality, ErrorCode, IceCandidate, PeerTarget, Role, ServerFrame,
+    ServerMessage, TrackAnnouncement, TrackKind, TrackSource,
 };
 use aula_sfu::{PeerState, PublishedTrack, SfuError, SfuEvent};
 use aula_signaling::media::MediaPlane;
@@ -391,6 +391,35 @@ async fn failed_peer_ends_the_session_like_a_leave() {
     })
     .await;
     assert_eq!(h.server.participant_count(), 1);
+    h.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn connection_quality_goes_to_the_participant_and_to_staff_only() {
+    let h = Harness::start().await;
+    let (mut teacher, _) = Client::join(h.addr(), "r", "t", Role::Teacher).await;
+    let (mut student, js) = Client::join(h.addr(), "r", "s", Role::Student).await;
+    let s_sid = sid_of(&js);
+    let (mut other, _) = Client::join(h.addr(), "r", "o", Role::Student).await;
+    let poor = ServerMessage::ConnectionQuality {
+        participant_sid: s_sid.clone(),
+        quality: ConnectionQuality::Poor,
+    };
+    h.emit(SfuEvent::ConnectionQuality {
+        participant: s_sid.clone(),
+        quality: ConnectionQuality::Poor,
+    });
+    assert_eq!(student.recv_until(|m| *m == poor).await, poor);
+    assert_eq!(teacher.recv_until(|m| *m == poor).await, poor);
+    // The other student is told nothing about a classmate's network.
+    let seen = other.sync().await;
+    assert!(
+        !seen.iter().any(|f| matches!(
+            f,
+            ServerFrame::Message(ServerMessage::ConnectionQuality { .. })
+        )),
+        "{seen:?}"
+    );
     h.server.shutdown().await;
 }
 
