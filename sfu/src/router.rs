@@ -22,7 +22,8 @@ use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::peer_connection::transport::RTCIceCandidateInit;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+    RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
+    RtpCodecKind,
 };
 use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
 use rtc::sansio::Protocol;
@@ -67,6 +68,8 @@ struct Peer {
     connected: bool,
     /// Cached `pc.poll_timeout()`, refreshed whenever the peer was driven.
     deadline: Option<Instant>,
+    /// In `Router::dirty`, waiting to be driven.
+    queued: bool,
     /// Publish side: cumulative (received, lost) of inbound streams at the last sample, to
     /// turn `rtc`'s running totals into the loss of the last interval.
     inbound_totals: HashMap<u32, (u64, i64)>,
@@ -618,6 +621,7 @@ impl Router {
                 addrs: Vec::new(),
                 connected: false,
                 deadline: None,
+                queued: false,
                 inbound_totals: HashMap::new(),
                 announced: HashMap::new(),
                 simulcast_ids: HashSet::new(),
@@ -754,8 +758,13 @@ impl Router {
         self.mark(key);
     }
 
+    /// Queues a peer for [`Router::drive`] once. A flag on the peer, not a scan of the queue:
+    /// forwarding one packet marks every subscriber, so a scan made fan-out quadratic.
     fn mark(&mut self, key: PeerKey) {
-        if !self.dirty.contains(&key) {
+        if let Some(peer) = self.peers.get_mut(&key)
+            && !peer.queued
+        {
+            peer.queued = true;
             self.dirty.push_back(key);
         }
     }
@@ -768,6 +777,7 @@ impl Router {
             let Some(peer) = self.peers.get_mut(&key) else {
                 continue;
             };
+            peer.queued = false;
             while let Some(out) = peer.pc.poll_write() {
                 self.transmits
                     .push_back((out.transport.peer_addr, out.message));
@@ -880,13 +890,10 @@ impl Router {
             warn!(participant = %peer.participant, %track_id, "track opened without a codec");
             return;
         };
-        let payload_type = receiver
-            .get_parameters()
-            .rtp_parameters
-            .codecs
-            .iter()
-            .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(&codec.mime_type))
-            .map(|c| c.payload_type);
+        let payload_type = payload_type_of(
+            &receiver.get_parameters().rtp_parameters.codecs,
+            &codec.mime_type,
+        );
         let Some(payload_type) = payload_type else {
             warn!(participant = %peer.participant, %track_id, "no payload type for the track's codec");
             return;
@@ -971,13 +978,8 @@ impl Router {
                 continue;
             };
             let mime = &producer.codec.mime_type;
-            let payload_type = sender
-                .get_parameters()
-                .rtp_parameters
-                .codecs
-                .iter()
-                .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(mime))
-                .map(|c| c.payload_type);
+            let payload_type =
+                payload_type_of(&sender.get_parameters().rtp_parameters.codecs, mime);
             match payload_type {
                 Some(payload_type) => {
                     consumer.stage = ConsumerStage::Live { payload_type };
@@ -1220,6 +1222,15 @@ impl Router {
         }
         self.mark(key);
     }
+}
+
+/// The payload type a connection negotiated for a codec (mime types compare case-insensitively:
+/// browsers write `VP8`, some stacks `vp8`).
+fn payload_type_of(codecs: &[RTCRtpCodecParameters], mime: &str) -> Option<u8> {
+    codecs
+        .iter()
+        .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(mime))
+        .map(|c| c.payload_type)
 }
 
 fn random_id() -> String {
