@@ -38,6 +38,13 @@ impl Default for SfuConfig {
     }
 }
 
+/// The size, in CSS pixels times the device pixel ratio, at which a subscriber shows a video.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RenderedSize {
+    pub width: u32,
+    pub height: u32,
+}
+
 /// A track the SFU started receiving from a publisher.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PublishedTrack {
@@ -165,6 +172,12 @@ pub(crate) enum Command {
     },
     RestartIce {
         participant: ParticipantId,
+        reply: Reply<()>,
+    },
+    SetRenderedSize {
+        participant: ParticipantId,
+        track_sid: TrackSid,
+        size: Option<RenderedSize>,
         reply: Reply<()>,
     },
     Stats {
@@ -298,6 +311,25 @@ impl SfuHandle {
         let participant = participant.to_owned();
         self.call(|reply| Command::RestartIce { participant, reply })
             .await
+    }
+
+    /// Tells the SFU how large the participant shows a subscribed video track, so it forwards
+    /// no larger a simulcast layer than that needs. `None` means "unknown" (no limit);
+    /// a zero size means the video is not shown at all, and it is paused for this subscriber.
+    pub async fn set_rendered_size(
+        &self,
+        participant: &str,
+        track_sid: &str,
+        size: Option<RenderedSize>,
+    ) -> Result<(), SfuError> {
+        let (participant, track_sid) = (participant.to_owned(), track_sid.to_owned());
+        self.call(|reply| Command::SetRenderedSize {
+            participant,
+            track_sid,
+            size,
+            reply,
+        })
+        .await
     }
 
     pub async fn stats(&self) -> Result<SfuStats, SfuError> {

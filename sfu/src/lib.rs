@@ -18,8 +18,8 @@ mod tap;
 mod worker;
 
 pub use api::{
-    ParticipantId, PeerState, PublishedTrack, SfuConfig, SfuError, SfuEvent, SfuHandle, SfuStats,
-    TrackSid, start,
+    ParticipantId, PeerState, PublishedTrack, RenderedSize, SfuConfig, SfuError, SfuEvent,
+    SfuHandle, SfuStats, TrackSid, start,
 };
 pub use metrics::SfuMetrics;
 pub use quality::ConnectionQuality;

@@ -33,7 +33,7 @@ use rtc::statistics::report::RTCStatsReportEntry;
 use tracing::{debug, info, warn};
 
 use crate::api::{
-    ParticipantId, PeerState, PublishedTrack, SfuError, SfuEvent, SfuStats, TrackSid,
+    ParticipantId, PeerState, PublishedTrack, RenderedSize, SfuError, SfuEvent, SfuStats, TrackSid,
 };
 use crate::codec::VideoCodec;
 use crate::demux;
@@ -117,6 +117,8 @@ struct Consumer {
     ssrc: u32,
     stage: ConsumerStage,
     forwarder: Forwarder,
+    /// How large the subscriber shows this track, if it said.
+    rendered: Option<RenderedSize>,
 }
 
 /// A consumer forwards only once the subscriber has accepted its sender in an answer and its
@@ -486,6 +488,7 @@ impl Router {
                     ssrc,
                     stage: ConsumerStage::Added,
                     forwarder: Forwarder::new(codec.clock_rate),
+                    rendered: None,
                 },
             );
         }
@@ -543,6 +546,37 @@ impl Router {
         }
         producer.paused = paused;
         Ok(())
+    }
+
+    /// Records how large the subscriber shows a video track; the allocator forwards no larger a
+    /// layer than that size needs, and pauses the video while it is not shown (zero size).
+    pub fn set_rendered_size(
+        &mut self,
+        participant: &str,
+        track_sid: &str,
+        size: Option<RenderedSize>,
+    ) -> Result<(), SfuError> {
+        let consumer = self
+            .producers
+            .get_mut(track_sid)
+            .and_then(|p| p.consumers.get_mut(participant))
+            .ok_or_else(|| SfuError::UnknownTrack(track_sid.to_owned()))?;
+        consumer.rendered = size;
+        Ok(())
+    }
+
+    /// The remote addresses of the participant's connections (both directions), e.g. for a
+    /// test's impairment of one participant's link.
+    pub fn participant_addrs(&self, participant: &str) -> Vec<SocketAddr> {
+        let Some(state) = self.participants.get(participant) else {
+            return Vec::new();
+        };
+        [state.publish, state.subscribe]
+            .into_iter()
+            .flatten()
+            .filter_map(|key| self.peers.get(&key))
+            .flat_map(|peer| peer.addrs.iter().copied())
+            .collect()
     }
 
     /// Restarts ICE on the participant's subscribe connection (after it reconnected from a new

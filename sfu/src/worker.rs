@@ -221,6 +221,14 @@ fn handle_command(router: &mut Router, command: Command) {
         Command::RestartIce { participant, reply } => {
             let _ = reply.send(router.restart_ice(now, &participant));
         }
+        Command::SetRenderedSize {
+            participant,
+            track_sid,
+            size,
+            reply,
+        } => {
+            let _ = reply.send(router.set_rendered_size(&participant, &track_sid, size));
+        }
         Command::Stats { reply } => {
             let _ = reply.send(Ok(router.stats()));
         }
