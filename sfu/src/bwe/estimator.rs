@@ -1,0 +1,410 @@
+//! A send-side bandwidth estimator for one subscriber connection, fed by `rtc`'s congestion
+//! control interceptor with TWCC-resolved packet reports.
+//!
+//! # Why not `rtc`'s own `Gcc`
+//!
+//! `rtc` 0.21 ships a port of GCC and we tried it first. Two of its choices fit an SFU badly:
+//!
+//! - Its loss controller backs off whenever loss passes 10 %. A learner on hotel Wi-Fi with 10 %
+//!   *random* loss is not congested: NACK/RTX repairs that loss, and backing off only takes the
+//!   picture away (at 10 % the estimate slides to the minimum and video would be paused).
+//! - After a backoff it climbs additively (12 kbit/s every 200 ms) for as long as it stays near
+//!   the old ceiling, and an SFU that has dropped to the low layer never sends enough to prove
+//!   the ceiling is gone: climbing back from 500 kbit/s to a 1.5 Mbit/s layer took > 15 s.
+//!
+//! So this is the same shape (a delay signal and a loss signal, AIMD) with rules chosen for
+//! forwarding simulcast, where the sender cannot change its rate smoothly but jumps between
+//! layers:
+//!
+//! - **Delay.** Each packet's one-way delay is `arrival (receiver clock) − departure (ours)`.
+//!   The clocks' offset is unknown but constant, so the *minimum* over the last
+//!   [`BASE_WINDOW`] is the path's propagation delay, and anything above it is queueing. A
+//!   queue over [`OVERUSE_QUEUE`] means the path is full: the target drops to
+//!   [`DECREASE_FACTOR`] × what actually arrived (the delivered rate is the best measure of
+//!   capacity there is).
+//! - **Loss.** Only heavy loss (> [`HEAVY_LOSS`]) cuts the target, in proportion; moderate
+//!   loss holds it (no increase) rather than cutting it.
+//! - **Increase.** With an empty queue and little loss the target grows by
+//!   [`INCREASE_PER_SECOND`], but never above [`app_limited_cap`]: an SFU sending only the low
+//!   layer learns nothing about capacity above twice what it sends, so it may try the next
+//!   layer up, and no more (the allocator's hysteresis makes that try careful).
+//!
+//! Every instant is passed in; nothing reads a clock, so the tests below replay traces.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use rtc::interceptor::{BandwidthEstimator, EstimatorStats, PacketReport};
+
+use super::SharedEstimate;
+
+/// The propagation delay is the minimum one-way delay seen over this window. Long enough to
+/// include a moment with an empty queue, short enough to follow a route change.
+pub const BASE_WINDOW: Duration = Duration::from_secs(10);
+/// Queueing delay that means the bottleneck is full. Jitter on Wi-Fi reaches 10–20 ms without
+/// any congestion; a standing queue of 50 ms is congestion and already hurts interactivity.
+pub const OVERUSE_QUEUE: Duration = Duration::from_millis(50);
+/// Queueing delay under which the path is considered empty enough to grow into.
+pub const UNDERUSE_QUEUE: Duration = Duration::from_millis(15);
+/// Back off to this share of the delivered rate, which leaves room for the queue to drain.
+pub const DECREASE_FACTOR: f64 = 0.85;
+/// Loss above this (over [`RATE_WINDOW`]) cuts the target. Below it NACK repairs the loss.
+pub const HEAVY_LOSS: f64 = 0.2;
+/// Loss above this holds the target (no increase).
+pub const MODERATE_LOSS: f64 = 0.02;
+/// Multiplicative growth per second while the path shows no congestion.
+pub const INCREASE_PER_SECOND: f64 = 1.25;
+/// After a decrease, no change for this long, so the decrease is seen in the feedback before
+/// the next decision (one decrease per congestion episode, not one per report).
+pub const HOLD_AFTER_DECREASE: Duration = Duration::from_millis(300);
+/// Window for the loss fraction.
+pub const RATE_WINDOW: Duration = Duration::from_secs(1);
+/// Window for the delivered rate, on the receiver's clock: short, so that a backoff follows
+/// what the path carries now rather than what it carried a second ago.
+pub const DELIVERY_WINDOW: Duration = Duration::from_millis(250);
+
+/// The highest target an estimate may grow to while the sender uses only `delivered` bits/s:
+/// twice that plus 300 kbit/s, enough to try the next simulcast layer (about 3× the one below
+/// it) from the low layer, never enough to jump straight from low to full.
+pub fn app_limited_cap(delivered: f64) -> f64 {
+    2.0 * delivered + 300_000.0
+}
+
+/// See the module docs.
+pub struct Estimator {
+    target: f64,
+    min: f64,
+    max: f64,
+    /// Where results go for the router to read (the interceptor owns this estimator).
+    shared: SharedEstimate,
+    /// Departures are measured from here, so delays are plain numbers.
+    epoch: Option<Instant>,
+    /// (bucket start, minimum one-way delay in the bucket, seconds), one bucket per second.
+    base: VecDeque<(Instant, f64)>,
+    /// (feedback instant, packets reported, packets lost), for the loss fraction.
+    window: VecDeque<(Instant, usize, usize)>,
+    /// (arrival on the receiver's clock, bytes) of arrived packets, for the delivered rate.
+    arrivals: VecDeque<(Duration, usize)>,
+    queue: Duration,
+    last_decrease: Option<Instant>,
+    last_update: Option<Instant>,
+}
+
+impl Estimator {
+    pub fn new(initial: f64, min: f64, max: f64, shared: SharedEstimate) -> Self {
+        Self {
+            target: initial.clamp(min, max),
+            min,
+            max,
+            shared,
+            epoch: None,
+            base: VecDeque::new(),
+            window: VecDeque::new(),
+            arrivals: VecDeque::new(),
+            queue: Duration::ZERO,
+            last_decrease: None,
+            last_update: None,
+        }
+    }
+
+    /// Queueing delay seen in the last feedback.
+    pub fn queue(&self) -> Duration {
+        self.queue
+    }
+
+    /// Bits per second that reached the receiver over the last [`DELIVERY_WINDOW`] of its
+    /// clock: what the path delivered, measured where it matters.
+    pub fn delivered(&self) -> f64 {
+        let bytes: usize = self.arrivals.iter().map(|a| a.1).sum();
+        bytes as f64 * 8.0 / DELIVERY_WINDOW.as_secs_f64()
+    }
+
+    /// Lost share of the packets reported over [`RATE_WINDOW`] (`None` with too few reports).
+    pub fn loss(&self) -> Option<f64> {
+        let total: usize = self.window.iter().map(|w| w.1).sum();
+        let lost: usize = self.window.iter().map(|w| w.2).sum();
+        (total >= 10).then(|| lost as f64 / total as f64)
+    }
+
+    /// Folds one feedback batch into the delay and rate windows; returns the batch's mean
+    /// queueing delay, if any packet in it arrived.
+    fn observe(&mut self, now: Instant, reports: &[PacketReport]) -> Option<Duration> {
+        let epoch = *self.epoch.get_or_insert(reports[0].departure);
+        let mut delays = Vec::with_capacity(reports.len());
+        for report in reports {
+            if let Some(arrival) = report.arrival {
+                let departure = report.departure.saturating_duration_since(epoch);
+                delays.push(arrival.as_secs_f64() - departure.as_secs_f64());
+            }
+        }
+        for report in reports {
+            if let Some(arrival) = report.arrival {
+                self.arrivals.push_back((arrival, report.size));
+            }
+        }
+        if let Some(&(latest, _)) = self.arrivals.back() {
+            while self
+                .arrivals
+                .front()
+                .is_some_and(|a| latest.saturating_sub(a.0) >= DELIVERY_WINDOW)
+            {
+                self.arrivals.pop_front();
+            }
+        }
+        let lost = reports.iter().filter(|r| !r.arrived).count();
+        self.window.push_back((now, reports.len(), lost));
+        while self
+            .window
+            .front()
+            .is_some_and(|w| now.saturating_duration_since(w.0) > RATE_WINDOW)
+        {
+            self.window.pop_front();
+        }
+
+        let batch_min = delays.iter().copied().reduce(f64::min)?;
+        match self.base.back_mut() {
+            Some((start, min))
+                if now.saturating_duration_since(*start) < Duration::from_secs(1) =>
+            {
+                *min = min.min(batch_min)
+            }
+            _ => self.base.push_back((now, batch_min)),
+        }
+        while self
+            .base
+            .front()
+            .is_some_and(|b| now.saturating_duration_since(b.0) > BASE_WINDOW)
+        {
+            self.base.pop_front();
+        }
+        let base = self.base.iter().map(|b| b.1).reduce(f64::min)?;
+        let mean = delays.iter().sum::<f64>() / delays.len() as f64;
+        Some(Duration::from_secs_f64((mean - base).max(0.0)))
+    }
+
+    fn decrease_to(&mut self, now: Instant, target: f64) {
+        self.target = target.clamp(self.min, self.max);
+        self.last_decrease = Some(now);
+    }
+}
+
+impl BandwidthEstimator for Estimator {
+    fn on_reports(&mut self, now: Instant, reports: &[PacketReport]) {
+        if reports.is_empty() {
+            return;
+        }
+        let since_update = self
+            .last_update
+            .map_or(Duration::ZERO, |at| now.saturating_duration_since(at));
+        self.last_update = Some(now);
+        if let Some(queue) = self.observe(now, reports) {
+            self.queue = queue;
+        }
+        let holding = self
+            .last_decrease
+            .is_some_and(|at| now.saturating_duration_since(at) < HOLD_AFTER_DECREASE);
+        let loss = self.loss().unwrap_or(0.0);
+        let delivered = self.delivered();
+        if !holding && self.queue > OVERUSE_QUEUE {
+            let from = if delivered > 0.0 {
+                delivered
+            } else {
+                self.target
+            };
+            self.decrease_to(now, from * DECREASE_FACTOR);
+        } else if !holding && loss > HEAVY_LOSS {
+            self.decrease_to(now, self.target * (1.0 - 0.5 * loss));
+        } else if !holding
+            && self.queue < UNDERUSE_QUEUE
+            && self.loss().is_some_and(|loss| loss <= MODERATE_LOSS)
+        {
+            let growth = INCREASE_PER_SECOND.powf(since_update.as_secs_f64().min(0.5));
+            let grown = (self.target * growth).min(app_limited_cap(delivered));
+            // The cap limits growth; it never lowers an estimate that was already higher.
+            self.target = grown.max(self.target).clamp(self.min, self.max);
+        }
+        self.shared.set_twcc(self.target);
+    }
+
+    fn target_bitrate(&self) -> f64 {
+        self.target
+    }
+
+    fn stats(&self) -> EstimatorStats {
+        let mut stats = EstimatorStats::default();
+        stats.packet_loss = self.loss();
+        stats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rtc::rtcp::transport_feedbacks::cc_feedback_report::Ecn;
+
+    /// A fluid model of one bottleneck: a sender at `send_bps` through a link of `capacity`
+    /// bits/s with a 300 ms buffer and 20 ms propagation, 1000-byte packets, feedback every
+    /// 50 ms. Returns the estimate after every feedback.
+    struct Path {
+        epoch: Instant,
+        now: Instant,
+        /// When the bottleneck finishes sending what is queued.
+        busy_until: Instant,
+        id: u64,
+        estimator: Estimator,
+        pending: Vec<PacketReport>,
+        loss_every: Option<u64>,
+    }
+
+    const PROPAGATION: Duration = Duration::from_millis(20);
+    const BUFFER: Duration = Duration::from_millis(300);
+
+    impl Path {
+        fn new(initial: f64) -> Self {
+            let epoch = Instant::now();
+            Self {
+                epoch,
+                now: epoch,
+                busy_until: epoch,
+                id: 0,
+                estimator: Estimator::new(initial, 50_000.0, 10_000_000.0, SharedEstimate::new()),
+                pending: Vec::new(),
+                loss_every: None,
+            }
+        }
+
+        /// Runs for `duration` with the sender at `send(target)` over a link of `capacity`.
+        fn run(&mut self, duration: Duration, capacity: f64, send: impl Fn(f64) -> f64) {
+            let end = self.now + duration;
+            let mut next_feedback = self.now + Duration::from_millis(50);
+            while self.now < end {
+                let rate = send(self.estimator.target_bitrate()).max(8_000.0);
+                let gap = Duration::from_secs_f64(8_000.0 / rate);
+                self.id += 1;
+                let start = self.busy_until.max(self.now);
+                let queued = start.saturating_duration_since(self.now);
+                let random_loss = self.loss_every.is_some_and(|n| self.id % n == 0);
+                let arrival = if queued > BUFFER || random_loss {
+                    None
+                } else {
+                    self.busy_until = start + Duration::from_secs_f64(8_000.0 / capacity);
+                    // The receiver's clock is offset by 5 s: only differences matter.
+                    Some(
+                        self.busy_until.duration_since(self.epoch)
+                            + PROPAGATION
+                            + Duration::from_secs(5),
+                    )
+                };
+                self.pending.push(PacketReport {
+                    ssrc: 1,
+                    id: self.id,
+                    rtp_sequence_number: self.id as u16,
+                    is_twcc: true,
+                    twcc_sequence_number: self.id as u16,
+                    size: 1000,
+                    arrived: arrival.is_some(),
+                    departure: self.now,
+                    arrival,
+                    ecn: Ecn::default(),
+                });
+                self.now += gap;
+                if self.now >= next_feedback {
+                    // Feedback covers what has arrived by now, and what was lost.
+                    let arrived_by = self.now.duration_since(self.epoch) + Duration::from_secs(5);
+                    let (reports, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending)
+                        .into_iter()
+                        .partition(|r| r.arrival.is_none_or(|at| at <= arrived_by));
+                    self.pending = later;
+                    self.estimator.on_reports(self.now + PROPAGATION, &reports);
+                    next_feedback += Duration::from_millis(50);
+                }
+            }
+        }
+
+        fn target(&self) -> f64 {
+            self.estimator.target_bitrate()
+        }
+    }
+
+    /// The sender sends exactly what the estimate allows (a greedy, fluid sender).
+    fn greedy(target: f64) -> f64 {
+        target
+    }
+
+    #[test]
+    fn settles_below_a_bottleneck_and_backs_off_fast_when_it_shrinks() {
+        let mut path = Path::new(1_000_000.0);
+        path.run(Duration::from_secs(20), 2_000_000.0, greedy);
+        let settled = path.target();
+        assert!(
+            (1_400_000.0..=2_600_000.0).contains(&settled),
+            "settles near the 2 Mbit/s capacity: {settled}"
+        );
+        // The capacity drops to 500 kbit/s: within a second the estimate is at or below it.
+        path.run(Duration::from_secs(1), 500_000.0, greedy);
+        assert!(
+            path.target() <= 550_000.0,
+            "backed off within 1 s: {}",
+            path.target()
+        );
+        path.run(Duration::from_secs(10), 500_000.0, greedy);
+        assert!(
+            (300_000.0..=700_000.0).contains(&path.target()),
+            "tracks 500 kbit/s: {}",
+            path.target()
+        );
+    }
+
+    #[test]
+    fn climbs_back_within_ten_seconds_when_the_cap_is_lifted() {
+        let mut path = Path::new(1_000_000.0);
+        path.run(Duration::from_secs(10), 500_000.0, greedy);
+        assert!(path.target() < 700_000.0);
+        path.run(Duration::from_secs(10), 5_000_000.0, greedy);
+        assert!(
+            path.target() > 2_000_000.0,
+            "climbed from ~500 kbit/s: {}",
+            path.target()
+        );
+    }
+
+    #[test]
+    fn random_loss_of_ten_percent_holds_the_estimate() {
+        let mut path = Path::new(1_000_000.0);
+        path.loss_every = Some(10);
+        path.run(Duration::from_secs(20), 5_000_000.0, greedy);
+        assert_eq!(path.target(), 1_000_000.0, "neither cut nor grown");
+    }
+
+    #[test]
+    fn heavy_loss_cuts_the_estimate() {
+        let mut path = Path::new(1_000_000.0);
+        path.loss_every = Some(3);
+        path.run(Duration::from_secs(3), 5_000_000.0, greedy);
+        assert!(path.target() < 500_000.0, "{}", path.target());
+    }
+
+    #[test]
+    fn an_app_limited_sender_does_not_inflate_the_estimate() {
+        let mut path = Path::new(300_000.0);
+        // The sender uses only 150 kbit/s whatever the estimate says.
+        path.run(Duration::from_secs(30), 10_000_000.0, |_| 150_000.0);
+        let cap = app_limited_cap(150_000.0);
+        assert!(
+            path.target() <= cap * 1.05,
+            "at most the cap {cap}: {}",
+            path.target()
+        );
+        assert!(path.target() > 500_000.0, "but it may try the next layer");
+    }
+
+    #[test]
+    fn publishes_the_target_for_the_router() {
+        let mut path = Path::new(800_000.0);
+        let shared = path.estimator.shared.clone();
+        assert_eq!(shared.twcc(), None, "nothing before feedback");
+        path.run(Duration::from_millis(200), 5_000_000.0, greedy);
+        let published = shared.twcc().expect("published");
+        assert!((published - path.target()).abs() < 1.0, "{published}");
+    }
+}

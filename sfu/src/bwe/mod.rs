@@ -1,0 +1,112 @@
+//! Bandwidth estimation for each subscriber connection: how many bits per second the path from
+//! the SFU to that subscriber carries now.
+//!
+//! - With TWCC (every current browser), the estimate is send-side: `rtc`'s congestion control
+//!   interceptor joins each packet we sent with the arrival time the subscriber reported, and our
+//!   [`estimator::Estimator`] turns that into a target.
+//! - Without TWCC, a receiver may still send REMB (its own estimate); [`remb::RembReader`] keeps
+//!   the latest. That is the fallback.
+//! - With neither, there is no estimate and the allocator forwards the best layers, as before
+//!   congestion control existed (e.g. Aula's own load-test clients, which send no feedback).
+//!
+//! Both readers live inside the connection's interceptor chain, which the router cannot reach
+//! into, so they publish into a [`SharedEstimate`] the router holds a clone of.
+
+pub mod estimator;
+pub mod remb;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rtc::interceptor::{CongestionControlBuilder, Registry, Slot, TwccSenderBuilder};
+
+/// Where a new subscriber's estimate starts: enough for audio and a middle layer, so the first
+/// picture comes quickly and the climb to the top layer is a step, not a gamble.
+pub const INITIAL_BITRATE: f64 = 1_000_000.0;
+/// Floor of the estimate: audio (about 40 kbit/s) must always fit, and a path that carries
+/// less than this gets audio only.
+pub const MIN_BITRATE: f64 = 50_000.0;
+/// Ceiling: far above any class's video, so it never limits, but bounds the arithmetic.
+pub const MAX_BITRATE: f64 = 20_000_000.0;
+
+/// The latest TWCC and REMB estimates of one connection, in bits per second. `0` is "none yet".
+#[derive(Debug, Clone, Default)]
+pub struct SharedEstimate(Arc<Inner>);
+
+#[derive(Debug, Default)]
+struct Inner {
+    twcc: AtomicU64,
+    remb: AtomicU64,
+}
+
+impl SharedEstimate {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn set_twcc(&self, bps: f64) {
+        self.0.twcc.store(bps.max(1.0) as u64, Ordering::Relaxed);
+    }
+
+    pub fn set_remb(&self, bps: f64) {
+        self.0.remb.store(bps.max(1.0) as u64, Ordering::Relaxed);
+    }
+
+    pub fn twcc(&self) -> Option<f64> {
+        read(&self.0.twcc)
+    }
+
+    pub fn remb(&self) -> Option<f64> {
+        read(&self.0.remb)
+    }
+
+    /// The estimate to allocate from: TWCC once its feedback has arrived, else REMB.
+    pub fn current(&self) -> Option<f64> {
+        self.twcc().or_else(|| self.remb())
+    }
+}
+
+fn read(cell: &AtomicU64) -> Option<f64> {
+    match cell.load(Ordering::Relaxed) {
+        0 => None,
+        bps => Some(bps as f64),
+    }
+}
+
+/// Adds send-side congestion control to a subscriber connection's chain: transport-wide
+/// sequence numbers on what we send, the send history joined with the subscriber's TWCC
+/// feedback, our estimator, and the REMB reader.
+///
+/// No pacer, deliberately: the media is already paced by each publisher's encoder, and an SFU
+/// pacer would hold a teacher's audio behind a burst of keyframe packets. Keeping the sum of
+/// forwarded layers under the estimate is the allocator's job (see `forward::allocate`), and it
+/// does it by choosing layers rather than by queueing.
+pub fn with_congestion_control(registry: Registry, shared: &SharedEstimate) -> Registry {
+    let estimator =
+        estimator::Estimator::new(INITIAL_BITRATE, MIN_BITRATE, MAX_BITRATE, shared.clone());
+    registry
+        .with(
+            Slot::CongestionControl,
+            CongestionControlBuilder::new(estimator).build(),
+        )
+        .with(Slot::TwccSender, TwccSenderBuilder::new().build())
+        .with(
+            Slot::Custom(remb::SLOT),
+            remb::RembReader::new(shared.clone()),
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn twcc_wins_over_remb_and_nothing_means_none() {
+        let shared = SharedEstimate::new();
+        assert_eq!(shared.current(), None);
+        shared.set_remb(300_000.0);
+        assert_eq!(shared.current(), Some(300_000.0));
+        shared.set_twcc(900_000.0);
+        assert_eq!(shared.current(), Some(900_000.0));
+    }
+}
