@@ -27,31 +27,34 @@ impl VideoCodec {
             Self::H264 => h264_is_keyframe(payload),
         }
     }
+
+    /// The picture size a keyframe payload declares, for codecs where it is cheap to read
+    /// (VP8 carries it in every keyframe header; H.264's is in the SPS, not read here).
+    pub fn keyframe_size(self, payload: &[u8]) -> Option<(u32, u32)> {
+        match self {
+            Self::Vp8 => vp8_keyframe_size(payload),
+            Self::H264 => None,
+        }
+    }
 }
 
-/// RFC 7741 §4.2: skip the VP8 payload descriptor, then bit 0 of the first payload-header byte
-/// is the inverse keyframe flag. Only the first packet of a frame (S=1, PID=0) carries it.
-fn vp8_is_keyframe(payload: &[u8]) -> bool {
-    let Some(&first) = payload.first() else {
-        return false;
-    };
+/// RFC 7741 §4.2: the VP8 payload header (the bytes after the payload descriptor), present
+/// only in the first packet of a frame (S=1, PID=0).
+fn vp8_payload_header(payload: &[u8]) -> Option<&[u8]> {
+    let first = *payload.first()?;
     let extended = first & 0x80 != 0;
     let start_of_partition = first & 0x10 != 0;
     let partition_id = first & 0x07;
     if !start_of_partition || partition_id != 0 {
-        return false;
+        return None;
     }
     let mut at = 1;
     if extended {
-        let Some(&ext) = payload.get(at) else {
-            return false;
-        };
+        let ext = *payload.get(at)?;
         at += 1;
         if ext & 0x80 != 0 {
             // PictureID: 7 bits, or 15 when its M bit is set.
-            let Some(&pid) = payload.get(at) else {
-                return false;
-            };
+            let pid = *payload.get(at)?;
             at += if pid & 0x80 != 0 { 2 } else { 1 };
         }
         if ext & 0x40 != 0 {
@@ -61,7 +64,26 @@ fn vp8_is_keyframe(payload: &[u8]) -> bool {
             at += 1; // TID/Y/KEYIDX
         }
     }
-    payload.get(at).is_some_and(|header| header & 0x01 == 0)
+    payload.get(at..).filter(|header| !header.is_empty())
+}
+
+/// Bit 0 of the first payload-header byte is the inverse keyframe flag.
+fn vp8_is_keyframe(payload: &[u8]) -> bool {
+    vp8_payload_header(payload).is_some_and(|header| header[0] & 0x01 == 0)
+}
+
+/// RFC 6386 §9.1: a keyframe's 3-byte frame tag is followed by the start code 9d 01 2a and
+/// the 14-bit width and height (little-endian, the top two bits are scaling).
+fn vp8_keyframe_size(payload: &[u8]) -> Option<(u32, u32)> {
+    let header = vp8_payload_header(payload)?;
+    if header[0] & 0x01 != 0 || header.get(3..6)? != [0x9d, 0x01, 0x2a] {
+        return None;
+    }
+    let dimension = |at: usize| -> Option<u32> {
+        let bytes = header.get(at..at + 2)?;
+        Some(u32::from(u16::from_le_bytes([bytes[0], bytes[1]]) & 0x3fff))
+    };
+    Some((dimension(6)?, dimension(8)?))
 }
 
 /// RFC 6184: a keyframe starts with an IDR slice (5) or the SPS (7) sent in front of it, either
@@ -108,6 +130,21 @@ mod tests {
         assert!(!VideoCodec::Vp8.is_keyframe(&[0x90, 0xe0, 0x80, 0x01, 0x05, 0x20, 0x01]));
         // Not the start of a partition.
         assert!(!VideoCodec::Vp8.is_keyframe(&[0x00, 0x00]));
+    }
+
+    #[test]
+    fn vp8_keyframe_size_is_read_from_the_frame_header() {
+        // Descriptor (S=1), frame tag (keyframe), start code, 640 (scale bits set) x 360.
+        let mut payload = vec![0x10, 0x50, 0x2a, 0x01, 0x9d, 0x01, 0x2a];
+        payload.extend_from_slice(&(640u16 | 0xc000).to_le_bytes());
+        payload.extend_from_slice(&360u16.to_le_bytes());
+        assert_eq!(VideoCodec::Vp8.keyframe_size(&payload), Some((640, 360)));
+        for len in 0..payload.len() {
+            assert_eq!(VideoCodec::Vp8.keyframe_size(&payload[..len]), None);
+        }
+        payload[1] |= 0x01; // an interframe has no size
+        assert_eq!(VideoCodec::Vp8.keyframe_size(&payload), None);
+        assert_eq!(VideoCodec::H264.keyframe_size(&[0x65, 0x88]), None);
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! The SFU's Prometheus metrics, registered in the registry the control plane serves at
 //! `/metrics`. Counters are atomics, so updating them on the packet path is cheap.
 
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 
 /// Every metric the media plane exports. Cloning shares the same underlying metrics.
 #[derive(Clone)]
@@ -25,6 +27,8 @@ pub struct SfuMetrics {
     pub packets_forwarded: IntCounter,
     pub nacks_received: IntCounter,
     pub nacks_sent: IntCounter,
+    /// NACKed sequence numbers not resent: sent too long ago to still help, or never sent.
+    pub nack_stale: IntCounter,
     pub retransmissions: IntCounter,
     pub plis_received: IntCounter,
     pub plis_sent: IntCounter,
@@ -37,6 +41,11 @@ pub struct SfuMetrics {
     pub peer_rtt: Histogram,
     /// Participants at each connection quality level (`quality` = excellent, good, poor).
     pub connection_quality: IntGaugeVec,
+    /// Bandwidth allocation: changes of a consumer's allowed layer (`direction` = up, down),
+    /// the subscribers' estimates (sampled), and video consumers paused for lack of bandwidth.
+    pub layer_changes: IntCounterVec,
+    pub subscriber_estimate: Histogram,
+    pub paused_video: IntGauge,
 }
 
 impl SfuMetrics {
@@ -67,8 +76,28 @@ impl SfuMetrics {
             &["quality"],
         )?;
         registry.register(Box::new(connection_quality.clone()))?;
+        let layer_changes = IntCounterVec::new(
+            Opts::new(
+                "aula_layer_changes_total",
+                "Changes of the layer a subscriber's bandwidth allows for a track",
+            ),
+            &["direction"],
+        )?;
+        registry.register(Box::new(layer_changes.clone()))?;
         Ok(Self {
             connection_quality,
+            layer_changes,
+            subscriber_estimate: histogram(
+                "aula_subscriber_estimate_bits_per_second",
+                "Bandwidth estimates of the paths to subscribers, sampled every 5 s",
+                vec![
+                    100e3, 200e3, 300e3, 500e3, 750e3, 1e6, 1.5e6, 2e6, 3e6, 5e6, 10e6,
+                ],
+            )?,
+            paused_video: gauge(
+                "aula_paused_video_consumers",
+                "Video tracks not forwarded to a subscriber for lack of bandwidth",
+            )?,
             peers: gauge("aula_sfu_peers", "Peer connections in the SFU")?,
             published_tracks: gauge(
                 "aula_sfu_published_tracks",
@@ -129,6 +158,10 @@ impl SfuMetrics {
             nacks_sent: counter(
                 "aula_nacks_sent_total",
                 "Lost packets we asked publishers to resend (NACKed sequence numbers)",
+            )?,
+            nack_stale: counter(
+                "aula_nack_stale_total",
+                "NACKed sequence numbers not resent: sent over a second before, or never sent",
             )?,
             retransmissions: counter(
                 "aula_retransmissions_total",

@@ -20,6 +20,7 @@ use rtc::peer_connection::transport::{
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtp_transceiver::rtp_sender::RTCRtpCodec;
 
+use crate::bwe::{self, SharedEstimate};
 use crate::metrics::SfuMetrics;
 use crate::tap::{self, Tap};
 
@@ -49,6 +50,9 @@ pub fn ice_credentials() -> (String, String) {
 /// AV1 with RTX), NACK generation and response, RTCP reports, TWCC feedback, simulcast header
 /// extensions, and the SFU's [`Tap`] (metrics; keyframe requests delivered to the SFU).
 ///
+/// A connection the SFU *sends* media on (a subscriber's) also gets send-side congestion
+/// control, publishing its estimate into `estimate` (see [`crate::bwe`]).
+///
 /// The SFU is a full ICE agent, not ICE-lite, although lite would let the browser nominate at
 /// once (late joiners decoded in ~0.6 s instead of ~1 s). Measured with `rtc` 0.21: a lite
 /// agent keeps the first nominated pair and ignores the browser's later nomination of another
@@ -58,12 +62,16 @@ pub fn build(
     ufrag: String,
     pwd: String,
     metrics: &SfuMetrics,
+    estimate: Option<&SharedEstimate>,
     now: Instant,
 ) -> Result<RTCPeerConnection, rtc::shared::error::Error> {
     let mut media_engine = MediaEngine::default();
     media_engine.register_default_codecs()?;
-    let registry = register_default_interceptors(Registry::new(), &mut media_engine)?
+    let mut registry = register_default_interceptors(Registry::new(), &mut media_engine)?
         .with(Slot::Custom(tap::SLOT), Tap::new(metrics.clone()));
+    if let Some(estimate) = estimate {
+        registry = bwe::with_congestion_control(registry, estimate);
+    }
     let setting_engine = SettingEngineBuilder::new()
         .with_ice_credentials(ufrag, pwd)
         .with_ice_timeouts(

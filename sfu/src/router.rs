@@ -35,9 +35,13 @@ use tracing::{debug, info, warn};
 use crate::api::{
     ParticipantId, PeerState, PublishedTrack, RenderedSize, SfuError, SfuEvent, SfuStats, TrackSid,
 };
+use crate::bwe::{self, SharedEstimate};
 use crate::codec::VideoCodec;
 use crate::demux;
-use crate::forward::simulcast::{Layer, LayerActivity, rid_rank};
+use crate::forward::allocate::{Demand, Priority, allocate};
+use crate::forward::rates::LayerRates;
+use crate::forward::selector::{self, Selector};
+use crate::forward::simulcast::{Layer, LayerActivity, layer_for_size, rid_rank};
 use crate::forward::{Decision, Forwarder, PacketMeta};
 use crate::metrics::SfuMetrics;
 use crate::peer;
@@ -56,6 +60,17 @@ const PEER_STATS_INTERVAL: Duration = Duration::from_secs(5);
 /// At most one PLI per layer per this interval, so a crowd of joining subscribers (or a
 /// subscriber whose decoder keeps complaining) cannot make the publisher send only keyframes.
 const PLI_MIN_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Bytes a forwarded packet costs beyond its payload: the RTP header with our extensions and
+/// the SRTP tag. Layer rates include it, so they compare with the estimate.
+const PACKET_OVERHEAD: usize = 40;
+/// A subscriber whose connection has been up this long without any congestion feedback (no
+/// TWCC, no REMB) is not estimating: it gets the best layers, as it would from an SFU
+/// without congestion control.
+const FEEDBACK_GRACE: Duration = Duration::from_secs(3);
+/// Bitrates assumed for a layer before a whole window of it has been measured.
+const ASSUMED_AUDIO_RATE: f64 = 40_000.0;
+const ASSUMED_VIDEO_RATES: [f64; 3] = [150_000.0, 500_000.0, 1_500_000.0];
 
 type PeerKey = u64;
 
@@ -82,6 +97,9 @@ struct Peer {
     awaiting_answer: bool,
     /// Subscribe side: when to send the next offer (see [`OFFER_DEBOUNCE`]).
     offer_due: Option<Instant>,
+    /// Subscribe side: the bandwidth estimate of the path to the subscriber.
+    estimate: Option<SharedEstimate>,
+    connected_at: Option<Instant>,
 }
 
 #[derive(Default)]
@@ -91,6 +109,8 @@ struct Participant {
     subscriptions: HashSet<TrackSid>,
     /// Last level told to the control plane.
     quality: Option<ConnectionQuality>,
+    /// A teacher or assistant: their camera comes before other cameras in allocation.
+    staff: bool,
 }
 
 struct Producer {
@@ -99,12 +119,16 @@ struct Producer {
     peer: PeerKey,
     receiver_id: RTCRtpReceiverId,
     kind: TrackKind,
+    source: TrackSource,
     codec: RTCRtpCodec,
     payload_type: u8,
     video: Option<VideoCodec>,
     /// SSRC -> layer, learnt from the RID of each stream as it starts.
     layers: HashMap<u32, Layer>,
     activity: LayerActivity,
+    rates: LayerRates,
+    /// Picture size of each layer, from its last keyframe (VP8 only).
+    sizes: Vec<Option<(u32, u32)>>,
     last_pli: HashMap<Layer, Instant>,
     consumers: HashMap<ParticipantId, Consumer>,
     /// Muted by a moderator: nothing is forwarded until resumed.
@@ -119,6 +143,19 @@ struct Consumer {
     forwarder: Forwarder,
     /// How large the subscriber shows this track, if it said.
     rendered: Option<RenderedSize>,
+    /// The highest layer the subscriber's bandwidth allows (`None`: paused).
+    selector: Selector,
+}
+
+impl Consumer {
+    /// The highest layer to forward now; `None` pauses: the subscriber does not show the video
+    /// (a zero rendered size), or its bandwidth does not allow even the lowest layer.
+    fn wanted(&self) -> Option<Layer> {
+        if self.rendered.is_some_and(|r| r.width == 0 || r.height == 0) {
+            return None;
+        }
+        self.selector.allowed()
+    }
 }
 
 /// A consumer forwards only once the subscriber has accepted its sender in an answer and its
@@ -282,6 +319,7 @@ impl Router {
         }
         if now >= self.next_housekeeping {
             self.next_housekeeping = now + HOUSEKEEPING_INTERVAL;
+            self.allocate_bandwidth(now);
             self.request_keyframes(now);
             self.update_gauges();
         }
@@ -489,6 +527,7 @@ impl Router {
                     stage: ConsumerStage::Added,
                     forwarder: Forwarder::new(codec.clock_rate),
                     rendered: None,
+                    selector: Selector::default(),
                 },
             );
         }
@@ -636,7 +675,8 @@ impl Router {
         target: PeerTarget,
     ) -> Result<PeerKey, SfuError> {
         let (ufrag, pwd) = peer::ice_credentials();
-        let mut pc = peer::build(ufrag.clone(), pwd, &self.metrics, now)
+        let estimate = (target == PeerTarget::Subscribe).then(SharedEstimate::new);
+        let mut pc = peer::build(ufrag.clone(), pwd, &self.metrics, estimate.as_ref(), now)
             .map_err(|e| SfuError::Internal(e.to_string()))?;
         for candidate in &self.host_candidates {
             pc.add_local_candidate(candidate.clone())
@@ -662,6 +702,8 @@ impl Router {
                 producers: HashMap::new(),
                 awaiting_answer: false,
                 offer_due: None,
+                estimate,
+                connected_at: None,
             },
         );
         let state = self.participants.entry(participant.to_owned()).or_default();
@@ -853,6 +895,7 @@ impl Router {
                 match state {
                     RTCPeerConnectionState::Connected => {
                         peer.connected = true;
+                        peer.connected_at.get_or_insert(now);
                         if target == PeerTarget::Subscribe {
                             self.start_consumers(now, &participant);
                         }
@@ -955,11 +998,14 @@ impl Router {
             peer: key,
             receiver_id,
             kind,
+            source,
             video: VideoCodec::from_mime(&codec.mime_type),
             codec: codec.clone(),
             payload_type,
             layers: HashMap::new(),
             activity: LayerActivity::default(),
+            rates: LayerRates::default(),
+            sizes: Vec::new(),
             last_pli: HashMap::new(),
             consumers: HashMap::new(),
             paused: false,
@@ -1015,17 +1061,13 @@ impl Router {
             let payload_type =
                 payload_type_of(&sender.get_parameters().rtp_parameters.codecs, mime);
             match payload_type {
-                Some(payload_type) => {
-                    consumer.stage = ConsumerStage::Live { payload_type };
-                    consumer
-                        .forwarder
-                        .set_target(producer.activity.best(Layer::MAX).or(Some(0)));
-                }
+                Some(payload_type) => consumer.stage = ConsumerStage::Live { payload_type },
                 None => {
                     warn!(%participant, track = %producer.sid, %mime, "subscriber did not accept the codec")
                 }
             }
         }
+        // The new consumers get their layers (and keyframe requests) on this very tick.
         self.next_housekeeping = now;
     }
 
@@ -1072,13 +1114,25 @@ impl Router {
             return;
         };
         producer.activity.record(layer, now);
+        producer
+            .rates
+            .record(layer, packet.payload.len() + PACKET_OVERHEAD, now);
+        let keyframe = producer
+            .video
+            .is_none_or(|codec| codec.is_keyframe(&packet.payload));
+        if keyframe && let Some(codec) = producer.video {
+            if producer.sizes.len() <= layer {
+                producer.sizes.resize(layer + 1, None);
+            }
+            producer.sizes[layer] = codec
+                .keyframe_size(&packet.payload)
+                .or(producer.sizes[layer]);
+        }
         let meta = PacketMeta {
             layer,
             seq: packet.header.sequence_number,
             timestamp: packet.header.timestamp,
-            keyframe: producer
-                .video
-                .is_none_or(|codec| codec.is_keyframe(&packet.payload)),
+            keyframe,
         };
         // Header extensions are per connection (ids negotiated per peer); the sender adds its own.
         packet.header.extension = false;
@@ -1089,9 +1143,10 @@ impl Router {
             let ConsumerStage::Live { payload_type } = consumer.stage else {
                 continue;
             };
-            consumer
-                .forwarder
-                .set_target(producer.activity.best(Layer::MAX));
+            let target = consumer
+                .wanted()
+                .and_then(|max| producer.activity.best(max));
+            consumer.forwarder.set_target(target);
             let was = consumer.forwarder.current();
             if let Decision::Forward(rewritten) = consumer.forwarder.decide(meta, now) {
                 if was != consumer.forwarder.current() {
@@ -1125,6 +1180,18 @@ impl Router {
         self.metrics.peers.set(stats.peers as i64);
         self.metrics.published_tracks.set(stats.producers as i64);
         self.metrics.subscriptions.set(stats.consumers as i64);
+        let paused = self
+            .producers
+            .values()
+            .filter(|p| p.kind == TrackKind::Video && !p.paused)
+            .flat_map(|p| p.consumers.values())
+            .filter(|c| {
+                matches!(c.stage, ConsumerStage::Live { .. })
+                    && c.selector.allowed().is_none()
+                    && !c.rendered.is_some_and(|r| r.width == 0 || r.height == 0)
+            })
+            .count();
+        self.metrics.paused_video.set(paused as i64);
     }
 
     /// Feeds what each link reports (subscribers: their receiver reports about our streams;
@@ -1133,6 +1200,9 @@ impl Router {
     fn sample_peer_stats(&mut self, now: Instant) {
         let mut links: HashMap<ParticipantId, Vec<LinkSample>> = HashMap::new();
         for peer in self.peers.values_mut().filter(|p| p.connected) {
+            if let Some(estimate) = peer.estimate.as_ref().and_then(SharedEstimate::current) {
+                self.metrics.subscriber_estimate.observe(estimate);
+            }
             let report = peer.pc.get_stats(now, StatsSelector::None);
             let samples = links.entry(peer.participant.clone()).or_default();
             for entry in report.iter() {
@@ -1199,6 +1269,87 @@ impl Router {
         }
     }
 
+    /// Shares each subscriber's bandwidth estimate among its consumers: see
+    /// [`crate::forward::allocate`] for the order and [`crate::forward::selector`] for the
+    /// timing. A subscriber without any estimate gets the best layers.
+    fn allocate_bandwidth(&mut self, now: Instant) {
+        let budgets: Vec<(ParticipantId, Option<f64>)> = self
+            .participants
+            .iter()
+            .filter_map(|(id, state)| {
+                let peer = self.peers.get(&state.subscribe?)?;
+                let budget = peer.estimate.as_ref().and_then(SharedEstimate::current);
+                let young = peer
+                    .connected_at
+                    .is_none_or(|at| now.saturating_duration_since(at) < FEEDBACK_GRACE);
+                Some((id.clone(), budget.or(young.then_some(bwe::INITIAL_BITRATE))))
+            })
+            .collect();
+        for (participant, budget) in budgets {
+            self.allocate_for(now, &participant, budget);
+        }
+    }
+
+    fn allocate_for(&mut self, now: Instant, participant: &str, budget: Option<f64>) {
+        let staff: HashSet<&ParticipantId> = self
+            .participants
+            .iter()
+            .filter(|(_, p)| p.staff)
+            .map(|(id, _)| id)
+            .collect();
+        let mut sids = Vec::new();
+        let mut demands = Vec::new();
+        for producer in self.producers.values() {
+            let Some(consumer) = producer.consumers.get(participant) else {
+                continue;
+            };
+            // A moderator's pause and a hidden video cost nothing and keep their layer.
+            let hidden = consumer
+                .rendered
+                .is_some_and(|r| r.width == 0 || r.height == 0);
+            if producer.paused || hidden || !matches!(consumer.stage, ConsumerStage::Live { .. }) {
+                continue;
+            }
+            demands.push(demand(
+                producer,
+                consumer.rendered,
+                staff.contains(&producer.participant),
+            ));
+            sids.push(producer.sid.clone());
+        }
+        let (fits, fits_with_margin) = match budget {
+            Some(budget) => (
+                allocate(budget, &demands),
+                allocate(budget / selector::UP_MARGIN, &demands),
+            ),
+            None => {
+                let best = allocate(f64::INFINITY, &demands);
+                (best.clone(), best)
+            }
+        };
+        for (i, sid) in sids.iter().enumerate() {
+            let Some(consumer) = self
+                .producers
+                .get_mut(sid)
+                .and_then(|p| p.consumers.get_mut(participant))
+            else {
+                continue;
+            };
+            let before = consumer.selector.allowed();
+            let after = match budget {
+                Some(_) => consumer.selector.update(now, fits[i], fits_with_margin[i]),
+                None => consumer.selector.unlimited(fits[i]),
+            };
+            if before != after {
+                debug!(%participant, track = %sid, ?before, ?after, ?budget, "allocation changed");
+                self.metrics
+                    .layer_changes
+                    .with_label_values(&[if after > before { "up" } else { "down" }])
+                    .inc();
+            }
+        }
+    }
+
     /// Asks publishers for the keyframes that waiting consumers need.
     fn request_keyframes(&mut self, now: Instant) {
         let wanted: Vec<(TrackSid, Layer)> = self
@@ -1256,6 +1407,32 @@ impl Router {
         }
         self.mark(key);
     }
+}
+
+/// What forwarding `producer` to one subscriber costs, layer by layer: measured rates of the
+/// layers being received, none above what the subscriber's rendered size needs.
+fn demand(producer: &Producer, rendered: Option<RenderedSize>, staff: bool) -> Demand {
+    let priority = match (producer.kind, producer.source) {
+        (TrackKind::Audio, _) => Priority::Audio,
+        (_, TrackSource::ScreenShare) => Priority::Screen,
+        _ if staff => Priority::Teacher,
+        _ => Priority::Camera,
+    };
+    let count = producer.layers.values().max().map_or(1, |top| top + 1);
+    let max_layer = rendered
+        .and_then(|r| layer_for_size(&producer.sizes, (r.width, r.height)))
+        .unwrap_or(Layer::MAX);
+    let layers = (0..count)
+        .map(|layer| {
+            let assumed = match producer.kind {
+                TrackKind::Audio => ASSUMED_AUDIO_RATE,
+                TrackKind::Video => ASSUMED_VIDEO_RATES[layer.min(2)],
+            };
+            (layer <= max_layer && producer.activity.is_alive(layer))
+                .then(|| producer.rates.rate(layer).unwrap_or(assumed))
+        })
+        .collect();
+    Demand { priority, layers }
 }
 
 /// The payload type a connection negotiated for a codec (mime types compare case-insensitively:

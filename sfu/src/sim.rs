@@ -114,7 +114,8 @@ impl Sim {
         let (ufrag, pwd) = peer::ice_credentials();
         let metrics = SfuMetrics::register(&prometheus::Registry::new())
             .expect("a fresh registry has no metrics to clash with");
-        let mut pc = peer::build(ufrag, pwd, &metrics, self.now).expect("default peer builds");
+        let mut pc =
+            peer::build(ufrag, pwd, &metrics, None, self.now).expect("default peer builds");
         pc.add_local_candidate(peer::host_candidate(addr).expect("valid address"))
             .expect("host candidate");
         self.clients.push(Client {

@@ -160,7 +160,12 @@ fn lost_video_packets_are_recovered_by_nack_and_retransmission() {
         );
         sim.step(Duration::from_millis(33));
     }
-    // No more media: give NACKs and retransmissions time to settle (they are lost 1 in 7 too).
+    // A loss is detected by the packet after it, so a few more frames follow the checked
+    // ones; then give NACKs and retransmissions time to settle (they are lost 1 in 7 too).
+    for i in 150..155u32 {
+        sim.send(teacher, &vp8_payload(false, format!("tail-{i}").as_bytes()));
+        sim.step(Duration::from_millis(33));
+    }
     for _ in 0..100 {
         sim.step(Duration::from_millis(20));
     }

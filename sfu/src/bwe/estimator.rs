@@ -64,10 +64,10 @@ pub const RATE_WINDOW: Duration = Duration::from_secs(1);
 pub const DELIVERY_WINDOW: Duration = Duration::from_millis(250);
 
 /// The highest target an estimate may grow to while the sender uses only `delivered` bits/s:
-/// twice that plus 300 kbit/s, enough to try the next simulcast layer (about 3× the one below
-/// it) from the low layer, never enough to jump straight from low to full.
+/// three times that plus 300 kbit/s, enough to try the next simulcast layer (about 3× the one
+/// below it), never enough to jump straight from the low layer to the full one.
 pub fn app_limited_cap(delivered: f64) -> f64 {
-    2.0 * delivered + 300_000.0
+    3.0 * delivered + 300_000.0
 }
 
 /// See the module docs.

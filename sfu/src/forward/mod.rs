@@ -4,7 +4,10 @@
 //! it says drop or forward-with-these-numbers. The worker applies the decision. Keeping the
 //! decision free of I/O lets the layer-switching rules be tested on virtual time.
 
+pub mod allocate;
+pub mod rates;
 pub mod rewrite;
+pub mod selector;
 pub mod simulcast;
 
 use std::time::Instant;
@@ -48,8 +51,13 @@ impl Forwarder {
         }
     }
 
+    /// The layer to forward; `None` pauses the consumer: nothing is forwarded, and forwarding
+    /// resumes on a keyframe (the decoder cannot continue from where it stopped).
     pub fn set_target(&mut self, layer: Option<Layer>) {
         self.target = layer;
+        if layer.is_none() {
+            self.current = None;
+        }
     }
 
     pub fn current(&self) -> Option<Layer> {
@@ -173,6 +181,22 @@ mod tests {
         assert_eq!(seq_of(f.decide(meta(1, 71, 180, true), t)), a + 2);
         assert_eq!(f.current(), Some(1));
         assert_eq!(f.wants_keyframe(), None);
+    }
+
+    #[test]
+    fn a_paused_consumer_forwards_nothing_and_resumes_on_a_keyframe_without_gaps() {
+        let t = Instant::now();
+        let mut f = Forwarder::new(90_000);
+        f.set_target(Some(0));
+        let a = seq_of(f.decide(meta(0, 1, 0, true), t));
+        f.set_target(None);
+        assert_eq!(f.wants_keyframe(), None, "a paused consumer wants nothing");
+        assert_eq!(f.decide(meta(0, 2, 3000, false), t), Decision::Drop);
+        assert_eq!(f.decide(meta(0, 3, 6000, true), t), Decision::Drop);
+        f.set_target(Some(0));
+        assert_eq!(f.wants_keyframe(), Some(0));
+        assert_eq!(f.decide(meta(0, 4, 9000, false), t), Decision::Drop);
+        assert_eq!(seq_of(f.decide(meta(0, 5, 12000, true), t)), a + 1);
     }
 
     #[test]

@@ -29,6 +29,17 @@ pub fn rid_rank(rid: &str) -> (u8, String) {
     (rank, rid.to_owned())
 }
 
+/// The highest layer worth sending to a subscriber that shows the video at `rendered` (width,
+/// height): the smallest layer at least that large in either dimension. Layers whose size is
+/// unknown are not considered; `None` means no limit (nothing known is large enough, or
+/// nothing is known).
+pub fn layer_for_size(sizes: &[Option<(u32, u32)>], rendered: (u32, u32)) -> Option<Layer> {
+    sizes.iter().enumerate().find_map(|(layer, size)| {
+        size.filter(|(w, h)| *w >= rendered.0 || *h >= rendered.1)
+            .map(|_| layer)
+    })
+}
+
 /// When each layer of one track last carried a packet.
 #[derive(Debug, Clone, Default)]
 pub struct LayerActivity {
@@ -65,6 +76,27 @@ impl LayerActivity {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_smallest_layer_covering_the_rendered_size() {
+        let sizes = [Some((160, 90)), Some((320, 180)), Some((640, 360))];
+        assert_eq!(layer_for_size(&sizes, (150, 80)), Some(0));
+        assert_eq!(
+            layer_for_size(&sizes, (300, 200)),
+            Some(1),
+            "height decides"
+        );
+        assert_eq!(
+            layer_for_size(&sizes, (1280, 720)),
+            None,
+            "no layer is big enough"
+        );
+        assert_eq!(
+            layer_for_size(&[None, Some((320, 180))], (100, 50)),
+            Some(1)
+        );
+        assert_eq!(layer_for_size(&[], (100, 50)), None);
+    }
 
     #[test]
     fn picks_top_alive_layer_within_cap() {

@@ -1,0 +1,102 @@
+//! What each layer of a published track costs to forward, measured as it arrives.
+//!
+//! The allocator needs each layer's bitrate, and only the publisher's encoder knows it; it also
+//! changes (a static slide costs little, a moving hand much more), so it is measured. A
+//! keyframe makes a layer briefly several times dearer, so the rate is smoothed over windows of
+//! [`WINDOW`] rather than taken per frame.
+
+use std::time::{Duration, Instant};
+
+use super::simulcast::Layer;
+
+/// Measurement window.
+pub const WINDOW: Duration = Duration::from_millis(500);
+/// Weight of the newest window in the smoothed rate.
+const NEW_WEIGHT: f64 = 0.5;
+
+#[derive(Debug, Clone, Default)]
+struct LayerRate {
+    window_start: Option<Instant>,
+    bytes: usize,
+    smoothed: Option<f64>,
+}
+
+/// Per-layer bitrates of one track.
+#[derive(Debug, Clone, Default)]
+pub struct LayerRates {
+    layers: Vec<LayerRate>,
+}
+
+impl LayerRates {
+    pub fn record(&mut self, layer: Layer, bytes: usize, now: Instant) {
+        if self.layers.len() <= layer {
+            self.layers.resize(layer + 1, LayerRate::default());
+        }
+        let rate = &mut self.layers[layer];
+        let start = *rate.window_start.get_or_insert(now);
+        let elapsed = now.saturating_duration_since(start);
+        if elapsed >= WINDOW {
+            let measured = rate.bytes as f64 * 8.0 / elapsed.as_secs_f64();
+            rate.smoothed = Some(match rate.smoothed {
+                Some(old) => old * (1.0 - NEW_WEIGHT) + measured * NEW_WEIGHT,
+                None => measured,
+            });
+            rate.window_start = Some(now);
+            rate.bytes = 0;
+        }
+        rate.bytes += bytes;
+    }
+
+    /// Bits per second of `layer`, once a whole window has been measured.
+    pub fn rate(&self, layer: Layer) -> Option<f64> {
+        self.layers.get(layer).and_then(|r| r.smoothed)
+    }
+
+    /// How many layers have been seen.
+    pub fn len(&self) -> usize {
+        self.layers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.layers.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn measures_each_layer_after_a_window() {
+        let t = Instant::now();
+        let mut rates = LayerRates::default();
+        // Layer 0: 1000 bytes every 40 ms (200 kbit/s); layer 2: 5000 bytes (1 Mbit/s).
+        for i in 0..100u64 {
+            let now = t + Duration::from_millis(40 * i);
+            rates.record(0, 1_000, now);
+            rates.record(2, 5_000, now);
+        }
+        let near = |a: f64, b: f64| (a - b).abs() / b < 0.05;
+        assert!(
+            near(rates.rate(0).unwrap(), 200_000.0),
+            "{:?}",
+            rates.rate(0)
+        );
+        assert!(
+            near(rates.rate(2).unwrap(), 1_000_000.0),
+            "{:?}",
+            rates.rate(2)
+        );
+        assert_eq!(rates.rate(1), None, "never seen");
+        assert_eq!(rates.len(), 3);
+    }
+
+    #[test]
+    fn nothing_before_the_first_window_ends() {
+        let t = Instant::now();
+        let mut rates = LayerRates::default();
+        rates.record(0, 1_000, t);
+        rates.record(0, 1_000, t + Duration::from_millis(100));
+        assert_eq!(rates.rate(0), None);
+    }
+}

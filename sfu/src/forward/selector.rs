@@ -1,0 +1,208 @@
+//! When a subscriber's layer for one track actually changes: down at once, up carefully.
+//!
+//! Going down late costs a frozen picture (the path is already full); going up early costs the
+//! same, plus a keyframe for nothing. So [`Selector::update`] applies a lower allocation
+//! immediately, but an upgrade only when the estimate has covered it *with a margin*
+//! ([`UP_MARGIN`], see [`super::allocate`] run on the estimate divided by it) for a while
+//! ([`UP_HOLD`]), and one layer at a time. An upgrade that had to be undone soon after
+//! ([`FAILED_UPGRADE`]) was a failed probe of the path: the next one waits twice as long, up
+//! to [`MAX_HOLD`]; a layer that held for [`SETTLED`] resets the wait.
+
+use std::time::{Duration, Instant};
+
+use super::simulcast::Layer;
+
+/// The estimate must exceed an upgrade's cost by this factor.
+pub const UP_MARGIN: f64 = 1.15;
+/// How long the upgrade must stay affordable before it is made.
+pub const UP_HOLD: Duration = Duration::from_secs(2);
+/// The longest wait before another upgrade after repeated failures.
+pub const MAX_HOLD: Duration = Duration::from_secs(32);
+/// A downgrade this soon after an upgrade means the upgrade failed.
+pub const FAILED_UPGRADE: Duration = Duration::from_secs(5);
+/// A layer kept this long means the path carries it; the next upgrade waits [`UP_HOLD`] again.
+pub const SETTLED: Duration = Duration::from_secs(15);
+
+/// The allowed layer of one consumer (`None`: paused), with its upgrade timing.
+#[derive(Debug, Clone)]
+pub struct Selector {
+    allowed: Option<Layer>,
+    started: bool,
+    /// Since when an upgrade has been affordable.
+    up_since: Option<Instant>,
+    last_change: Option<Instant>,
+    last_up: Option<Instant>,
+    hold: Duration,
+}
+
+impl Default for Selector {
+    fn default() -> Self {
+        Self {
+            allowed: None,
+            started: false,
+            up_since: None,
+            last_change: None,
+            last_up: None,
+            hold: UP_HOLD,
+        }
+    }
+}
+
+impl Selector {
+    pub fn allowed(&self) -> Option<Layer> {
+        self.allowed
+    }
+
+    /// Without an estimate there is nothing to be careful about: take `best` as is. When an
+    /// estimate appears later, its first allocation is taken as is too.
+    pub fn unlimited(&mut self, best: Option<Layer>) -> Option<Layer> {
+        *self = Self {
+            allowed: best,
+            ..Self::default()
+        };
+        self.allowed
+    }
+
+    /// `fits` is the allocation on the estimate, `fits_with_margin` the one on the estimate
+    /// divided by [`UP_MARGIN`]. The first call takes `fits` as is: a new subscriber starts at
+    /// what the (initial) estimate allows. Returns the layer to forward now.
+    pub fn update(
+        &mut self,
+        now: Instant,
+        fits: Option<Layer>,
+        fits_with_margin: Option<Layer>,
+    ) -> Option<Layer> {
+        if !self.started {
+            self.started = true;
+            self.allowed = fits;
+            self.last_change = Some(now);
+            return self.allowed;
+        }
+        if fits < self.allowed {
+            if self
+                .last_up
+                .is_some_and(|at| now.saturating_duration_since(at) < FAILED_UPGRADE)
+            {
+                self.hold = (self.hold * 2).min(MAX_HOLD);
+            }
+            self.allowed = fits;
+            self.up_since = None;
+            self.last_change = Some(now);
+            return self.allowed;
+        }
+        if self
+            .last_change
+            .is_some_and(|at| now.saturating_duration_since(at) >= SETTLED)
+        {
+            self.hold = UP_HOLD;
+        }
+        if fits_with_margin > self.allowed {
+            let since = *self.up_since.get_or_insert(now);
+            if now.saturating_duration_since(since) >= self.hold {
+                self.allowed = Some(self.allowed.map_or(0, |layer| layer + 1));
+                self.up_since = None;
+                self.last_change = Some(now);
+                self.last_up = Some(now);
+            }
+        } else {
+            self.up_since = None;
+        }
+        self.allowed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(t: Instant, ms: u64) -> Instant {
+        t + Duration::from_millis(ms)
+    }
+
+    #[test]
+    fn starts_where_the_estimate_allows() {
+        let t = Instant::now();
+        let mut s = Selector::default();
+        assert_eq!(s.update(t, Some(1), Some(0)), Some(1));
+    }
+
+    #[test]
+    fn goes_down_at_once_and_up_one_layer_after_the_hold() {
+        let t = Instant::now();
+        let mut s = Selector::default();
+        s.update(t, Some(2), Some(2));
+        assert_eq!(
+            s.update(ms(t, 100), Some(0), Some(0)),
+            Some(0),
+            "down at once"
+        );
+        // The path recovers: the top layer is affordable with margin from 20 s on.
+        let mut at = 20_000;
+        assert_eq!(s.update(ms(t, at), Some(2), Some(2)), Some(0));
+        at += 1_900;
+        assert_eq!(
+            s.update(ms(t, at), Some(2), Some(2)),
+            Some(0),
+            "still holding"
+        );
+        at += 100;
+        assert_eq!(s.update(ms(t, at), Some(2), Some(2)), Some(1), "one step");
+        at += 2_000;
+        assert_eq!(s.update(ms(t, at), Some(2), Some(2)), Some(1), "hold again");
+        at += 1;
+        s.update(ms(t, at), Some(2), Some(2));
+        at += 2_000;
+        assert_eq!(s.update(ms(t, at), Some(2), Some(2)), Some(2));
+    }
+
+    #[test]
+    fn an_upgrade_affordable_only_without_margin_is_not_made() {
+        let t = Instant::now();
+        let mut s = Selector::default();
+        s.update(t, Some(0), Some(0));
+        for second in 1..60 {
+            assert_eq!(s.update(ms(t, second * 1000), Some(1), Some(0)), Some(0));
+        }
+    }
+
+    #[test]
+    fn failed_upgrades_back_off_exponentially_and_success_resets() {
+        let t = Instant::now();
+        let mut s = Selector::default();
+        s.update(t, Some(0), Some(0));
+        let mut now = 0;
+        let mut waits = Vec::new();
+        for _ in 0..6 {
+            // The estimate says "go up" until the upgrade happens...
+            let start = now;
+            while s.allowed() == Some(0) {
+                now += 100;
+                s.update(ms(t, now), Some(1), Some(1));
+            }
+            waits.push(now - start);
+            // ...and the path cannot carry it: back down a second later.
+            now += 1_000;
+            assert_eq!(s.update(ms(t, now), Some(0), Some(0)), Some(0));
+        }
+        assert_eq!(waits, [2_100, 4_100, 8_100, 16_100, 32_100, 32_100]);
+        // A long quiet spell on the low layer resets the wait.
+        now += SETTLED.as_millis() as u64;
+        s.update(ms(t, now), Some(0), Some(0));
+        let start = now;
+        while s.allowed() == Some(0) {
+            now += 100;
+            s.update(ms(t, now), Some(1), Some(1));
+        }
+        assert_eq!(now - start, 2_100);
+    }
+
+    #[test]
+    fn paused_video_resumes_on_the_lowest_layer_first() {
+        let t = Instant::now();
+        let mut s = Selector::default();
+        s.update(t, Some(1), Some(1));
+        assert_eq!(s.update(ms(t, 50), None, None), None, "paused at once");
+        s.update(ms(t, 20_000), Some(2), Some(2));
+        assert_eq!(s.update(ms(t, 22_000), Some(2), Some(2)), Some(0));
+    }
+}
