@@ -53,7 +53,7 @@ pub const HEAVY_LOSS: f64 = 0.2;
 /// Loss above this holds the target (no increase).
 pub const MODERATE_LOSS: f64 = 0.02;
 /// Multiplicative growth per second while the path shows no congestion.
-pub const INCREASE_PER_SECOND: f64 = 1.25;
+pub const INCREASE_PER_SECOND: f64 = 1.4;
 /// After a decrease, no change for this long, so the decrease is seen in the feedback before
 /// the next decision (one decrease per congestion episode, not one per report).
 pub const HOLD_AFTER_DECREASE: Duration = Duration::from_millis(300);
@@ -66,9 +66,17 @@ pub const DELIVERY_WINDOW: Duration = Duration::from_millis(250);
 /// The highest target an estimate may grow to while the sender uses only `delivered` bits/s:
 /// three times that plus 300 kbit/s, enough to try the next simulcast layer (about 3× the one
 /// below it), never enough to jump straight from the low layer to the full one.
+///
+/// Up to [`FREE_GROWTH`] the estimate may grow whatever is sent: a subscriber whose video is
+/// paused receives only audio, and without this its estimate could never reach what resuming
+/// the video costs. Resuming is then a trial of the path with real media, which the allocator
+/// undoes at the first sign of congestion and retries ever more rarely.
 pub fn app_limited_cap(delivered: f64) -> f64 {
-    3.0 * delivered + 300_000.0
+    (3.0 * delivered + 300_000.0).max(FREE_GROWTH)
 }
+
+/// See [`app_limited_cap`].
+pub const FREE_GROWTH: f64 = 1_000_000.0;
 
 /// See the module docs.
 pub struct Estimator {
@@ -197,6 +205,7 @@ impl BandwidthEstimator for Estimator {
             .last_update
             .map_or(Duration::ZERO, |at| now.saturating_duration_since(at));
         self.last_update = Some(now);
+        let previous_queue = self.queue;
         if let Some(queue) = self.observe(now, reports) {
             self.queue = queue;
         }
@@ -205,13 +214,14 @@ impl BandwidthEstimator for Estimator {
             .is_some_and(|at| now.saturating_duration_since(at) < HOLD_AFTER_DECREASE);
         let loss = self.loss().unwrap_or(0.0);
         let delivered = self.delivered();
-        if !holding && self.queue > OVERUSE_QUEUE {
-            let from = if delivered > 0.0 {
-                delivered
-            } else {
-                self.target
-            };
-            self.decrease_to(now, from * DECREASE_FACTOR);
+        // A queue that is already shrinking is draining after a decrease (or after the
+        // allocator paused something): cutting again would punish the path for the past.
+        let rising = self.queue >= previous_queue;
+        if !holding && self.queue > OVERUSE_QUEUE && rising {
+            // What arrived is the best measure of capacity, but it also drops when the sender
+            // itself sends less, so one step never cuts more than half.
+            let from = delivered.max(self.target * 0.5 / DECREASE_FACTOR);
+            self.decrease_to(now, (from * DECREASE_FACTOR).min(self.target));
         } else if !holding && loss > HEAVY_LOSS {
             self.decrease_to(now, self.target * (1.0 - 0.5 * loss));
         } else if !holding
@@ -387,15 +397,15 @@ mod tests {
     #[test]
     fn an_app_limited_sender_does_not_inflate_the_estimate() {
         let mut path = Path::new(300_000.0);
-        // The sender uses only 150 kbit/s whatever the estimate says.
-        path.run(Duration::from_secs(30), 10_000_000.0, |_| 150_000.0);
-        let cap = app_limited_cap(150_000.0);
+        // The sender uses only 250 kbit/s whatever the estimate says.
+        path.run(Duration::from_secs(30), 10_000_000.0, |_| 250_000.0);
+        let cap = app_limited_cap(250_000.0);
         assert!(
             path.target() <= cap * 1.05,
             "at most the cap {cap}: {}",
             path.target()
         );
-        assert!(path.target() > 500_000.0, "but it may try the next layer");
+        assert!(path.target() > 1_000_000.0, "but it may try the next layer");
     }
 
     #[test]

@@ -4,9 +4,15 @@
 //! same, plus a keyframe for nothing. So [`Selector::update`] applies a lower allocation
 //! immediately, but an upgrade only when the estimate has covered it *with a margin*
 //! ([`UP_MARGIN`], see [`super::allocate`] run on the estimate divided by it) for a while
-//! ([`UP_HOLD`]), and one layer at a time. An upgrade that had to be undone soon after
-//! ([`FAILED_UPGRADE`]) was a failed probe of the path: the next one waits twice as long, up
-//! to [`MAX_HOLD`]; a layer that held for [`SETTLED`] resets the wait.
+//! ([`UP_HOLD`]), and one layer at a time.
+//!
+//! An upgrade is also how the path is probed: an SFU that forwards only the low layer cannot
+//! learn that the path would carry more except by sending more. An upgrade undone within
+//! [`FAILED_UPGRADE`] was a failed probe, and the next one waits twice as long, up to
+//! [`MAX_HOLD`]; an upgrade that held that long succeeded and the wait is back to
+//! [`UP_HOLD`]. The ceiling is short on purpose: a learner whose Wi-Fi recovers should get
+//! the picture back within seconds, and a failed probe costs little (the allocation is undone
+//! at the first sign of a queue, before anything is lost).
 
 use std::time::{Duration, Instant};
 
@@ -17,11 +23,10 @@ pub const UP_MARGIN: f64 = 1.15;
 /// How long the upgrade must stay affordable before it is made.
 pub const UP_HOLD: Duration = Duration::from_secs(2);
 /// The longest wait before another upgrade after repeated failures.
-pub const MAX_HOLD: Duration = Duration::from_secs(32);
-/// A downgrade this soon after an upgrade means the upgrade failed.
-pub const FAILED_UPGRADE: Duration = Duration::from_secs(5);
-/// A layer kept this long means the path carries it; the next upgrade waits [`UP_HOLD`] again.
-pub const SETTLED: Duration = Duration::from_secs(15);
+pub const MAX_HOLD: Duration = Duration::from_secs(8);
+/// A downgrade this soon after an upgrade means the upgrade failed; an upgrade that lasts
+/// longer succeeded.
+pub const FAILED_UPGRADE: Duration = Duration::from_secs(3);
 
 /// The allowed layer of one consumer (`None`: paused), with its upgrade timing.
 #[derive(Debug, Clone)]
@@ -30,7 +35,7 @@ pub struct Selector {
     started: bool,
     /// Since when an upgrade has been affordable.
     up_since: Option<Instant>,
-    last_change: Option<Instant>,
+    /// The last upgrade, until it has failed or succeeded.
     last_up: Option<Instant>,
     hold: Duration,
 }
@@ -41,7 +46,6 @@ impl Default for Selector {
             allowed: None,
             started: false,
             up_since: None,
-            last_change: None,
             last_up: None,
             hold: UP_HOLD,
         }
@@ -75,33 +79,29 @@ impl Selector {
         if !self.started {
             self.started = true;
             self.allowed = fits;
-            self.last_change = Some(now);
             return self.allowed;
         }
+        let probing = self
+            .last_up
+            .is_some_and(|at| now.saturating_duration_since(at) < FAILED_UPGRADE);
         if fits < self.allowed {
-            if self
-                .last_up
-                .is_some_and(|at| now.saturating_duration_since(at) < FAILED_UPGRADE)
-            {
+            if probing {
                 self.hold = (self.hold * 2).min(MAX_HOLD);
             }
             self.allowed = fits;
             self.up_since = None;
-            self.last_change = Some(now);
+            self.last_up = None;
             return self.allowed;
         }
-        if self
-            .last_change
-            .is_some_and(|at| now.saturating_duration_since(at) >= SETTLED)
-        {
+        if self.last_up.is_some() && !probing {
             self.hold = UP_HOLD;
+            self.last_up = None;
         }
         if fits_with_margin > self.allowed {
             let since = *self.up_since.get_or_insert(now);
             if now.saturating_duration_since(since) >= self.hold {
                 self.allowed = Some(self.allowed.map_or(0, |layer| layer + 1));
                 self.up_since = None;
-                self.last_change = Some(now);
                 self.last_up = Some(now);
             }
         } else {
@@ -165,35 +165,42 @@ mod tests {
         }
     }
 
+    /// Tries the upgrade until it happens (the estimate says "go up" all along); returns how
+    /// long that took, in ms, and the time.
+    fn upgrade(s: &mut Selector, t: Instant, mut now: u64) -> (u64, u64) {
+        let start = now;
+        let from = s.allowed();
+        while s.allowed() == from {
+            now += 100;
+            s.update(ms(t, now), Some(2), Some(2));
+        }
+        (now - start, now)
+    }
+
     #[test]
-    fn failed_upgrades_back_off_exponentially_and_success_resets() {
+    fn failed_upgrades_back_off_exponentially_and_a_success_resets() {
         let t = Instant::now();
         let mut s = Selector::default();
         s.update(t, Some(0), Some(0));
         let mut now = 0;
         let mut waits = Vec::new();
-        for _ in 0..6 {
-            // The estimate says "go up" until the upgrade happens...
-            let start = now;
-            while s.allowed() == Some(0) {
-                now += 100;
-                s.update(ms(t, now), Some(1), Some(1));
-            }
-            waits.push(now - start);
-            // ...and the path cannot carry it: back down a second later.
-            now += 1_000;
+        for _ in 0..5 {
+            let (wait, at) = upgrade(&mut s, t, now);
+            waits.push(wait);
+            // The path cannot carry it: back down a second later.
+            now = at + 1_000;
             assert_eq!(s.update(ms(t, now), Some(0), Some(0)), Some(0));
         }
-        assert_eq!(waits, [2_100, 4_100, 8_100, 16_100, 32_100, 32_100]);
-        // A long quiet spell on the low layer resets the wait.
-        now += SETTLED.as_millis() as u64;
-        s.update(ms(t, now), Some(0), Some(0));
-        let start = now;
-        while s.allowed() == Some(0) {
-            now += 100;
-            s.update(ms(t, now), Some(1), Some(1));
-        }
-        assert_eq!(now - start, 2_100);
+        assert_eq!(waits, [2_100, 4_100, 8_100, 8_100, 8_100]);
+        // This time the path carries it: three seconds later the upgrade has succeeded, and
+        // the next one waits only the normal hold.
+        let (_, at) = upgrade(&mut s, t, now);
+        assert_eq!(s.allowed(), Some(1));
+        now = at + FAILED_UPGRADE.as_millis() as u64;
+        s.update(ms(t, now), Some(1), Some(1));
+        let (wait, _) = upgrade(&mut s, t, now);
+        assert_eq!(wait, 2_100);
+        assert_eq!(s.allowed(), Some(2));
     }
 
     #[test]
