@@ -10,6 +10,8 @@ use std::net::{IpAddr, SocketAddr};
 use aula_protocol::{IceCandidate, PeerTarget, TrackAnnouncement, TrackKind, TrackSource};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::impair::Impairment;
+
 /// Participant session id, assigned by the control plane (`ParticipantInfo::sid`).
 pub type ParticipantId = String;
 /// Published track id, assigned by the SFU (`TrackInfo::sid`).
@@ -183,6 +185,11 @@ pub(crate) enum Command {
     Stats {
         reply: Reply<SfuStats>,
     },
+    SetImpairment {
+        participant: ParticipantId,
+        impairment: Option<Impairment>,
+        reply: Reply<()>,
+    },
 }
 
 /// Cheap to clone; every method is a round trip to the SFU thread.
@@ -327,6 +334,25 @@ impl SfuHandle {
             participant,
             track_sid,
             size,
+            reply,
+        })
+        .await
+    }
+
+    /// Tests only: impairs the participant's network path inside the SFU (see
+    /// [`crate::impair`]), or with `None` stops. What the SFU sends to the participant's
+    /// addresses suffers loss, the rate cap and delay; what it receives from them, the loss.
+    /// Participants the SFU does not know yet are accepted: the impairment applies once their
+    /// media connects, and ends when they are removed.
+    pub async fn set_impairment(
+        &self,
+        participant: &str,
+        impairment: Option<Impairment>,
+    ) -> Result<(), SfuError> {
+        let participant = participant.to_owned();
+        self.call(|reply| Command::SetImpairment {
+            participant,
+            impairment,
             reply,
         })
         .await

@@ -9,6 +9,7 @@ pub mod bwe;
 pub mod codec;
 pub mod demux;
 pub mod forward;
+pub mod impair;
 pub mod metrics;
 pub mod peer;
 pub mod quality;

@@ -4,6 +4,10 @@
 //! the router's next timer — hands it to the router with the current time, then sends what the
 //! router queued. Reads are drained in bounded batches so a flood on the socket cannot starve
 //! commands or timers.
+//!
+//! Tests can impair one participant's path here ([`crate::impair`]): datagrams to it may be
+//! dropped or held until a release instant (one more timer in the loop), datagrams from it
+//! dropped on arrival. With nothing impaired the only cost is checking an empty table.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Instant;
@@ -13,6 +17,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::api::{Command, SfuConfig, SfuEvent, SfuHandle};
+use crate::impair::Impairments;
 use crate::metrics::SfuMetrics;
 use crate::router::Router;
 
@@ -100,12 +105,16 @@ async fn run(
     events: mpsc::UnboundedSender<SfuEvent>,
 ) {
     let mut buf = vec![0u8; MAX_DATAGRAM];
+    // Tests only; empty (one branch per datagram) unless a test impairs someone.
+    let mut impairments = Impairments::default();
     loop {
-        flush(&socket, &mut router, &metrics, &events);
+        flush(&socket, &mut router, &metrics, &events, &mut impairments);
         let deadline = tokio::time::Instant::from_std(router.poll_timeout());
+        let release = impairments.next_release();
+        let release_at = release.map_or(deadline, tokio::time::Instant::from_std);
         tokio::select! {
             command = commands.recv() => match command {
-                Some(command) => handle_command(&mut router, command),
+                Some(command) => handle_command(&mut router, &mut impairments, command),
                 None => break,
             },
             readable = socket.readable() => {
@@ -117,13 +126,19 @@ async fn run(
                     match socket.try_recv_from(&mut buf) {
                         Ok((len, from)) => {
                             let arrived = Instant::now();
+                            let addrs_of = |p: &str| router.participant_addrs(p);
+                            if !impairments.is_empty()
+                                && impairments.uplink_lost(arrived, from, addrs_of)
+                            {
+                                continue;
+                            }
                             metrics.udp_datagrams_received.inc();
                             metrics.udp_bytes_received.inc_by(len as u64);
                             let forwarded_before = metrics.packets_forwarded.get();
                             router.handle_datagram(arrived, from, &buf[..len]);
                             if metrics.packets_forwarded.get() != forwarded_before {
                                 // Send this datagram's copies now, to time the whole hop.
-                                flush(&socket, &mut router, &metrics, &events);
+                                flush(&socket, &mut router, &metrics, &events, &mut impairments);
                                 metrics.forwarding_latency.observe(arrived.elapsed().as_secs_f64());
                             }
                         }
@@ -134,6 +149,8 @@ async fn run(
                 }
             }
             () = tokio::time::sleep_until(deadline) => router.handle_timeout(Instant::now()),
+            // Held datagrams are sent by the flush at the top of the loop.
+            () = tokio::time::sleep_until(release_at), if release.is_some() => {}
         }
     }
     info!("SFU stopped: the control plane is gone");
@@ -144,16 +161,22 @@ fn flush(
     router: &mut Router,
     metrics: &SfuMetrics,
     events: &mpsc::UnboundedSender<SfuEvent>,
+    impairments: &mut Impairments,
 ) {
-    while let Some((to, data)) = router.poll_transmit() {
-        match socket.try_send_to(&data, to) {
-            Ok(len) => {
-                metrics.udp_datagrams_sent.inc();
-                metrics.udp_bytes_sent.inc_by(len as u64);
-            }
-            Err(e) => {
-                metrics.udp_send_errors.inc();
-                debug!(%to, error = %e, "send failed");
+    if impairments.is_empty() {
+        while let Some((to, data)) = router.poll_transmit() {
+            send(socket, metrics, to, &data);
+        }
+    } else {
+        let now = Instant::now();
+        // Held datagrams first: anything due now was queued before what the router has.
+        while let Some((to, data)) = impairments.pop_due(now) {
+            send(socket, metrics, to, &data);
+        }
+        while let Some((to, data)) = router.poll_transmit() {
+            if let Some(data) = impairments.downlink(now, to, data, |p| router.participant_addrs(p))
+            {
+                send(socket, metrics, to, &data);
             }
         }
     }
@@ -163,7 +186,20 @@ fn flush(
     }
 }
 
-fn handle_command(router: &mut Router, command: Command) {
+fn send(socket: &UdpSocket, metrics: &SfuMetrics, to: SocketAddr, data: &[u8]) {
+    match socket.try_send_to(data, to) {
+        Ok(len) => {
+            metrics.udp_datagrams_sent.inc();
+            metrics.udp_bytes_sent.inc_by(len as u64);
+        }
+        Err(e) => {
+            metrics.udp_send_errors.inc();
+            debug!(%to, error = %e, "send failed");
+        }
+    }
+}
+
+fn handle_command(router: &mut Router, impairments: &mut Impairments, command: Command) {
     let now = Instant::now();
     // A dropped reply receiver means the caller gave up waiting; the work is done regardless.
     match command {
@@ -206,6 +242,7 @@ fn handle_command(router: &mut Router, command: Command) {
         }
         Command::RemoveParticipant { participant, reply } => {
             router.remove_participant(now, &participant);
+            impairments.remove(&participant);
             let _ = reply.send(Ok(()));
         }
         Command::UnpublishTrack { track_sid, reply } => {
@@ -231,6 +268,14 @@ fn handle_command(router: &mut Router, command: Command) {
         }
         Command::Stats { reply } => {
             let _ = reply.send(Ok(router.stats()));
+        }
+        Command::SetImpairment {
+            participant,
+            impairment,
+            reply,
+        } => {
+            impairments.set(&participant, impairment);
+            let _ = reply.send(Ok(()));
         }
     }
 }
