@@ -23,6 +23,7 @@ use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 
 use crate::api::{PeerState, SfuEvent, TrackSid};
+use crate::impair::Link;
 use crate::metrics::SfuMetrics;
 use crate::peer;
 use crate::router::Router;
@@ -76,6 +77,10 @@ pub struct Sim {
     pub drop_every_nth_to_clients: Option<usize>,
     /// Participants whose network is gone: nothing reaches them or comes from them.
     pub cut_off: Vec<String>,
+    /// Impaired paths from the SFU to participants (rate caps, loss, delay); datagrams on one
+    /// wait in flight until their delivery instant.
+    pub downlinks: HashMap<String, Link>,
+    in_flight: Vec<(Instant, SocketAddr, BytesMut)>,
     /// Peer connection state changes the SFU reported.
     pub peer_states: Vec<(String, PeerTarget, PeerState)>,
     to_clients: usize,
@@ -102,6 +107,8 @@ impl Sim {
             subscribe_offers: 0,
             drop_every_nth_to_clients: None,
             cut_off: Vec::new(),
+            downlinks: HashMap::new(),
+            in_flight: Vec::new(),
             peer_states: Vec::new(),
             to_clients: 0,
             next_port: 40_000,
@@ -261,9 +268,21 @@ impl Sim {
                 .enumerate()
                 .map(|(i, c)| (c.addr, i))
                 .collect();
-            let mut to_clients = VecDeque::new();
+            let now = self.now;
+            let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.in_flight)
+                .into_iter()
+                .partition(|(at, _, _)| *at <= now);
+            self.in_flight = later;
+            let mut to_clients: VecDeque<_> = due.into_iter().map(|(_, to, d)| (to, d)).collect();
             while let Some((to, data)) = self.router.poll_transmit() {
-                to_clients.push_back((to, data));
+                let link = by_addr
+                    .get(&to)
+                    .and_then(|&i| self.downlinks.get_mut(&self.clients[i].participant));
+                match link.map(|link| link.offer(now, data.len())) {
+                    Some(None) => {}
+                    Some(Some(at)) if at > now => self.in_flight.push((at, to, data)),
+                    _ => to_clients.push_back((to, data)),
+                }
             }
             for (to, data) in to_clients {
                 moved = true;
