@@ -11,6 +11,7 @@ pub mod demux;
 pub mod forward;
 pub mod impair;
 pub mod metrics;
+pub mod nack_age;
 pub mod peer;
 pub mod quality;
 pub mod router;

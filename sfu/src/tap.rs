@@ -7,6 +7,9 @@
 //!   application unless an interceptor marks a packet [`Attribute::DeliverToApplication`]; an
 //!   SFU must see a subscriber's PLI/FIR to relay it to the publisher, so this marks exactly
 //!   those (and not the NACKs and reports the chain already acts on itself).
+//! - It keeps stale NACKs from the responder. It records when each outgoing packet first went
+//!   out ([`SendLog`]), and trims inbound NACKs to the packets sent recently enough for a resend
+//!   to help, before `rtc`'s NACK responder (further from the wire) acts on them.
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -20,12 +23,14 @@ use rtc::shared::error::Error;
 use rtc::shared::marshal::MarshalSize;
 
 use crate::metrics::SfuMetrics;
+use crate::nack_age::{SendLog, Trim};
 
 /// Position in the chain: below `Slot::CongestionControl` (1_000), the lowest built-in slot.
 pub const SLOT: usize = 500;
 
 pub struct Tap {
     metrics: SfuMetrics,
+    sent: SendLog,
     read: VecDeque<TaggedPacket>,
     write: VecDeque<TaggedPacket>,
 }
@@ -34,9 +39,34 @@ impl Tap {
     pub fn new(metrics: SfuMetrics) -> Self {
         Self {
             metrics,
+            sent: SendLog::new(),
             read: VecDeque::new(),
             write: VecDeque::new(),
         }
+    }
+
+    /// Trims every NACK in a compound packet to what is still worth resending, removing the
+    /// NACKs left empty; counts the sequence numbers left out.
+    fn trim_nacks(&mut self, packets: &mut Vec<Box<dyn rtc::rtcp::Packet>>, now: Instant) {
+        let mut stale = 0;
+        packets.retain_mut(|packet| {
+            let Some(nack) = packet.as_any().downcast_ref::<TransportLayerNack>() else {
+                return true;
+            };
+            match self.sent.trim(nack, now) {
+                Trim::Keep => true,
+                Trim::Rewrite { nack, skipped } => {
+                    stale += skipped;
+                    *packet = Box::new(nack);
+                    true
+                }
+                Trim::Drop { skipped } => {
+                    stale += skipped;
+                    false
+                }
+            }
+        });
+        self.metrics.nack_stale.inc_by(stale);
     }
 }
 
@@ -59,6 +89,14 @@ fn nacked(packet: &dyn rtc::rtcp::Packet) -> u64 {
         })
 }
 
+/// Whether a stream negotiated generic NACK (`a=rtcp-fb:<pt> nack`), the test `rtc`'s responder
+/// uses to decide whether to buffer a stream for resending.
+fn supports_nack(info: &StreamInfo) -> bool {
+    info.rtcp_feedback
+        .iter()
+        .any(|fb| fb.typ == "nack" && fb.parameter.is_empty())
+}
+
 impl Protocol<TaggedPacket, TaggedPacket, ()> for Tap {
     type Rout = TaggedPacket;
     type Wout = TaggedPacket;
@@ -67,26 +105,33 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for Tap {
     type Time = Instant;
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Error> {
-        match &msg.message.packet {
+        let now = msg.now;
+        let mut keyframe_request = false;
+        match &mut msg.message.packet {
             Packet::Rtp(rtp) => {
                 self.metrics.rtp_packets_received.inc();
                 let size = rtp.header.marshal_size() + rtp.payload.len();
                 self.metrics.rtp_bytes_received.inc_by(size as u64);
             }
             Packet::Rtcp(packets) => {
-                let mut keyframe_request = false;
-                for packet in packets {
+                for packet in packets.iter() {
                     self.metrics.nacks_received.inc_by(nacked(packet.as_ref()));
                     if is_keyframe_request(packet.as_ref()) {
                         keyframe_request = true;
                         self.metrics.plis_received.inc();
                     }
                 }
-                if keyframe_request {
-                    msg.message.add(Attribute::DeliverToApplication);
+                self.trim_nacks(packets, now);
+                // Nothing left: it held only stale NACKs. Passing it on empty would make it an
+                // attribute carrier (see `Packet::Rtcp`), and at the wire end it carries none.
+                if packets.is_empty() {
+                    return Ok(());
                 }
             }
             _ => {}
+        }
+        if keyframe_request {
+            msg.message.add(Attribute::DeliverToApplication);
         }
         self.read.push_back(msg);
         Ok(())
@@ -104,6 +149,10 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for Tap {
                 self.metrics.rtp_bytes_sent.inc_by(size as u64);
                 if msg.message.has(&Attribute::Retransmission) {
                     self.metrics.retransmissions.inc();
+                } else {
+                    // A resend's age counts from the original, so only originals are recorded.
+                    self.sent
+                        .record(rtp.header.ssrc, rtp.header.sequence_number, msg.now);
                 }
             }
             Packet::Rtcp(packets) => {
@@ -126,8 +175,128 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for Tap {
 }
 
 impl Interceptor for Tap {
-    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+    /// Only streams the responder buffers are logged; a NACK for any other stream is dropped,
+    /// as the responder would ignore it.
+    fn bind_local_stream(&mut self, info: &StreamInfo) {
+        if supports_nack(info) {
+            self.sent.bind(info.ssrc);
+        }
+    }
+    fn unbind_local_stream(&mut self, info: &StreamInfo) {
+        self.sent.unbind(info.ssrc);
+    }
     fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
     fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use rtc::interceptor::{AttributedPacket, RTCPFeedback};
+    use rtc::rtcp::receiver_report::ReceiverReport;
+    use rtc::rtcp::transport_feedbacks::transport_layer_nack::nack_pairs_from_sequence_numbers;
+    use rtc::shared::TransportContext;
+
+    use super::*;
+
+    const SSRC: u32 = 0xA1;
+
+    fn tap() -> Tap {
+        let metrics = SfuMetrics::register(&prometheus::Registry::new()).expect("fresh registry");
+        let mut tap = Tap::new(metrics);
+        tap.bind_local_stream(&StreamInfo {
+            ssrc: SSRC,
+            rtcp_feedback: vec![RTCPFeedback {
+                typ: "nack".to_owned(),
+                parameter: String::new(),
+            }],
+            ..Default::default()
+        });
+        tap
+    }
+
+    fn tagged(now: Instant, message: AttributedPacket) -> TaggedPacket {
+        TaggedPacket {
+            now,
+            transport: TransportContext::default(),
+            message,
+        }
+    }
+
+    fn send(tap: &mut Tap, seq: u16, now: Instant, retransmission: bool) {
+        let mut rtp = rtc::rtp::Packet::default();
+        rtp.header.ssrc = SSRC;
+        rtp.header.sequence_number = seq;
+        let mut message = AttributedPacket::new(Packet::Rtp(rtp));
+        if retransmission {
+            message.add(Attribute::Retransmission);
+        }
+        tap.handle_write(tagged(now, message)).expect("write");
+        assert!(tap.poll_write().is_some());
+    }
+
+    fn nack(seqs: &[u16]) -> Box<dyn rtc::rtcp::Packet> {
+        Box::new(TransportLayerNack {
+            sender_ssrc: 1,
+            media_ssrc: SSRC,
+            nacks: nack_pairs_from_sequence_numbers(seqs),
+        })
+    }
+
+    /// What of a compound packet the tap passes on, as NACKed seqs and the other packets' count.
+    fn receive(
+        tap: &mut Tap,
+        packets: Vec<Box<dyn rtc::rtcp::Packet>>,
+        now: Instant,
+    ) -> Option<(Vec<u16>, usize)> {
+        let message = AttributedPacket::new(Packet::Rtcp(packets));
+        tap.handle_read(tagged(now, message)).expect("read");
+        let out = tap.poll_read()?;
+        let Packet::Rtcp(packets) = out.message.packet else {
+            panic!("RTCP in, RTCP out");
+        };
+        let nacks = packets
+            .iter()
+            .filter_map(|p| p.as_any().downcast_ref::<TransportLayerNack>())
+            .flat_map(|n| n.nacks.iter().flat_map(|pair| pair.packet_list()))
+            .collect();
+        let others = packets
+            .iter()
+            .filter(|p| !p.as_any().is::<TransportLayerNack>())
+            .count();
+        Some((nacks, others))
+    }
+
+    #[test]
+    fn stale_nacks_are_trimmed_before_the_responder() {
+        let mut tap = tap();
+        let t0 = Instant::now();
+        send(&mut tap, 10, t0, false);
+        send(&mut tap, 11, t0 + Duration::from_millis(900), false);
+        // A resend of 10 must not make 10 look fresh again.
+        send(&mut tap, 10, t0 + Duration::from_millis(900), true);
+        let now = t0 + Duration::from_millis(1_500);
+
+        let out = receive(&mut tap, vec![nack(&[10, 11])], now);
+        assert_eq!(out, Some((vec![11], 0)));
+        assert_eq!(tap.metrics.nack_stale.get(), 1);
+        assert_eq!(tap.metrics.nacks_received.get(), 2);
+
+        // Only stale NACKs in a compound with a report: the report goes on alone.
+        let report: Box<dyn rtc::rtcp::Packet> = Box::new(ReceiverReport::default());
+        let out = receive(&mut tap, vec![report, nack(&[10, 12])], now);
+        assert_eq!(out, Some((vec![], 1)));
+        assert_eq!(tap.metrics.nack_stale.get(), 3);
+
+        // Only stale NACKs: nothing goes on.
+        assert_eq!(receive(&mut tap, vec![nack(&[10])], now), None);
+
+        // The stream unbinds: its log goes, and NACKs for it with it.
+        tap.unbind_local_stream(&StreamInfo {
+            ssrc: SSRC,
+            ..Default::default()
+        });
+        assert_eq!(receive(&mut tap, vec![nack(&[11])], now), None);
+    }
 }

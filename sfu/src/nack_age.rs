@@ -1,0 +1,339 @@
+//! Which NACKed packets are still worth resending.
+//!
+//! `rtc`'s NACK responder resends anything still in its buffer (the last 1024 packets of a
+//! stream), however long ago it went out. On a congested link that is exactly the wrong thing:
+//! a resend the receiver can no longer use only adds load, and the receiver will ask for a
+//! keyframe anyway. [`SendLog`] remembers when each packet was first sent and trims a NACK down
+//! to the sequence numbers sent at most [`MAX_AGE`] ago, before the responder sees it.
+//!
+//! Pure: time is passed in, nothing here reads the clock or does I/O.
+
+use std::time::{Duration, Instant};
+
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::{NackPair, TransportLayerNack};
+
+/// How old a packet may be and still be resent.
+///
+/// It has to be longer than a few round trips on a bad link: a receiver NACKs about once per
+/// RTT and a resend may itself be lost, so on a 300 ms mobile RTT one second leaves room for
+/// the first request and two retries. It has to be shorter than the time after which a
+/// receiver gives up on the frame: libwebrtc (Chrome) asks for a keyframe after 3 s without a
+/// decodable frame (`kMaxWaitForFrame`), and a resend arriving after that repairs nothing.
+/// libwebrtc's own sender keeps packets for resending for max(1 s, 3 RTT), the same order.
+pub const MAX_AGE: Duration = Duration::from_secs(1);
+
+/// Slots per stream, indexed by the low bits of the sequence number. Twice the responder's
+/// buffer of 1024 packets: a sequence number whose slot was reused since is also gone from
+/// the responder's buffer, so "unknown here" never hides a packet the responder could resend.
+const RING: usize = 2048;
+
+/// One slot: `(sent_ms + 1) << 16 | seq`, where `sent_ms` counts milliseconds since the log's
+/// epoch; 0 means never written. Packed into one word so that recording a packet is a single
+/// store and a stream's log is 16 KiB (48 bits of milliseconds last 8,900 years).
+type Slot = u64;
+
+/// Send times of recent packets, per local stream.
+///
+/// A peer connection sends a handful of streams, so the streams are a short list scanned
+/// linearly (cheaper than hashing for the few SSRCs there are), and each stream's ring is
+/// allocated once when it is bound: recording a packet allocates nothing.
+#[derive(Default)]
+pub struct SendLog {
+    /// The instant send times are measured from: the first packet recorded.
+    epoch: Option<Instant>,
+    ssrcs: Vec<u32>,
+    rings: Vec<Box<[Slot; RING]>>,
+}
+
+/// What to do with a NACK.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Trim {
+    /// Every sequence number it asks for is worth resending: pass it on unchanged.
+    Keep,
+    /// Pass on this smaller NACK instead; `skipped` sequence numbers were left out.
+    Rewrite {
+        nack: TransportLayerNack,
+        skipped: u64,
+    },
+    /// Nothing in it is worth resending: drop it; it asked for `skipped` sequence numbers.
+    Drop { skipped: u64 },
+}
+
+impl SendLog {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Starts recording a local stream. Binding a stream already bound keeps its log.
+    pub fn bind(&mut self, ssrc: u32) {
+        if !self.ssrcs.contains(&ssrc) {
+            self.ssrcs.push(ssrc);
+            self.rings.push(Box::new([0; RING]));
+        }
+    }
+
+    /// Forgets a local stream, so that the log does not grow with streams that come and go.
+    pub fn unbind(&mut self, ssrc: u32) {
+        if let Some(index) = self.ssrcs.iter().position(|&s| s == ssrc) {
+            self.ssrcs.swap_remove(index);
+            self.rings.swap_remove(index);
+        }
+    }
+
+    /// Records that `seq` of stream `ssrc` is being sent now. Call it for first transmissions
+    /// only, so that a packet's age counts from when it first went out. Packets of streams that
+    /// are not bound are ignored.
+    pub fn record(&mut self, ssrc: u32, seq: u16, now: Instant) {
+        let epoch = *self.epoch.get_or_insert(now);
+        let Some(index) = self.ssrcs.iter().position(|&s| s == ssrc) else {
+            return;
+        };
+        let sent_ms = millis_since(epoch, now);
+        self.rings[index][usize::from(seq) % RING] = ((sent_ms + 1) << 16) | Slot::from(seq);
+    }
+
+    /// Trims `nack` to the sequence numbers sent at most [`MAX_AGE`] before `now`. Sequence
+    /// numbers never sent, or sent so long ago that their slot has been reused, and NACKs for
+    /// streams not bound, are left out too: the responder has nothing to resend for them.
+    pub fn trim(&self, nack: &TransportLayerNack, now: Instant) -> Trim {
+        let ring = self
+            .ssrcs
+            .iter()
+            .position(|&s| s == nack.media_ssrc)
+            .map(|index| &*self.rings[index]);
+        let now_ms = self.epoch.map_or(0, |epoch| millis_since(epoch, now));
+        let max_age_ms = MAX_AGE.as_millis() as u64;
+        let fresh = |seq: u16| {
+            ring.is_some_and(|ring| {
+                let slot = ring[usize::from(seq) % RING];
+                let sent = slot >> 16;
+                sent != 0 && slot as u16 == seq && now_ms.saturating_sub(sent - 1) <= max_age_ms
+            })
+        };
+        // Bit 0 stands for the pair's `packet_id`, bit i + 1 for bit i of its bitmap.
+        let wanted = |pair: &NackPair| 1 | u32::from(pair.lost_packets) << 1;
+        let kept = |pair: &NackPair| {
+            let wanted = wanted(pair);
+            (0..17)
+                .filter(|&bit| wanted & (1 << bit) != 0 && fresh(pair.packet_id.wrapping_add(bit)))
+                .fold(0u32, |kept, bit| kept | 1 << bit)
+        };
+        let skipped = |pair: &NackPair| u64::from((wanted(pair) & !kept(pair)).count_ones());
+
+        // Most NACKs on a healthy link are all fresh: decide that without allocating.
+        let total_skipped: u64 = nack.nacks.iter().map(skipped).sum();
+        if total_skipped == 0 {
+            return Trim::Keep;
+        }
+        let nacks: Vec<NackPair> = nack
+            .nacks
+            .iter()
+            .filter_map(|pair| {
+                let kept = kept(pair);
+                if kept == 0 {
+                    return None;
+                }
+                // The first sequence number kept becomes the pair's base; the rest shift down.
+                let first = kept.trailing_zeros();
+                Some(NackPair {
+                    packet_id: pair.packet_id.wrapping_add(first as u16),
+                    lost_packets: (kept >> first >> 1) as u16,
+                })
+            })
+            .collect();
+        if nacks.is_empty() {
+            Trim::Drop {
+                skipped: total_skipped,
+            }
+        } else {
+            Trim::Rewrite {
+                nack: TransportLayerNack {
+                    sender_ssrc: nack.sender_ssrc,
+                    media_ssrc: nack.media_ssrc,
+                    nacks,
+                },
+                skipped: total_skipped,
+            }
+        }
+    }
+}
+
+/// Whole milliseconds from `epoch` to `now`; 0 if `now` is earlier (time is passed in, and a
+/// caller's instants need not be strictly ordered across the read and write legs).
+fn millis_since(epoch: Instant, now: Instant) -> u64 {
+    // 2^47 ms is 4,400 years: the cap only keeps the shift in `record` from overflowing.
+    (now.saturating_duration_since(epoch).as_millis() as u64).min(1 << 47)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SSRC: u32 = 0x1234;
+
+    fn nack(seqs: &[u16]) -> TransportLayerNack {
+        TransportLayerNack {
+            sender_ssrc: 1,
+            media_ssrc: SSRC,
+            nacks: rtc::rtcp::transport_feedbacks::transport_layer_nack::nack_pairs_from_sequence_numbers(seqs),
+        }
+    }
+
+    fn seqs(nack: &TransportLayerNack) -> Vec<u16> {
+        nack.nacks
+            .iter()
+            .flat_map(|pair| pair.packet_list())
+            .collect()
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// A log with stream `SSRC` bound and `sent` recorded at `start`.
+    fn log_with(start: Instant, sent: impl IntoIterator<Item = u16>) -> SendLog {
+        let mut log = SendLog::new();
+        log.bind(SSRC);
+        for seq in sent {
+            log.record(SSRC, seq, start);
+        }
+        log
+    }
+
+    #[test]
+    fn fresh_seqs_are_kept_unchanged() {
+        let t0 = Instant::now();
+        let log = log_with(t0, 100..120);
+        assert_eq!(log.trim(&nack(&[100, 105, 119]), t0 + ms(200)), Trim::Keep);
+        assert_eq!(log.trim(&nack(&[100]), t0 + MAX_AGE), Trim::Keep);
+    }
+
+    #[test]
+    fn old_seqs_are_dropped() {
+        let t0 = Instant::now();
+        let mut log = log_with(t0, 100..110);
+        for seq in 110..120 {
+            log.record(SSRC, seq, t0 + ms(900));
+        }
+        let now = t0 + ms(1_500);
+        assert_eq!(log.trim(&nack(&[100, 109]), now), Trim::Drop { skipped: 2 });
+        // 100..=116 is one pair whose base is stale: the first fresh seq becomes the base.
+        match log.trim(&nack(&[100, 105, 110, 116]), now) {
+            Trim::Rewrite {
+                nack: trimmed,
+                skipped,
+            } => {
+                assert_eq!(skipped, 2);
+                assert_eq!(seqs(&trimmed), vec![110, 116]);
+                assert_eq!(trimmed.media_ssrc, SSRC);
+                assert_eq!(trimmed.sender_ssrc, 1);
+            }
+            other => panic!("expected a rewrite, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn seqs_never_sent_are_dropped() {
+        let t0 = Instant::now();
+        let log = log_with(t0, 100..110);
+        match log.trim(&nack(&[99, 100, 110]), t0 + ms(10)) {
+            Trim::Rewrite {
+                nack: trimmed,
+                skipped,
+            } => {
+                assert_eq!(skipped, 2);
+                assert_eq!(seqs(&trimmed), vec![100]);
+            }
+            other => panic!("expected a rewrite, got {other:?}"),
+        }
+        // A slot holding another packet with the same low bits is not the one asked for.
+        assert_eq!(
+            log.trim(&nack(&[100 + RING as u16]), t0 + ms(10)),
+            Trim::Drop { skipped: 1 }
+        );
+    }
+
+    #[test]
+    fn sequence_numbers_wrap() {
+        let t0 = Instant::now();
+        let mut log = log_with(t0, 65_530..=65_535);
+        for seq in 0..5 {
+            log.record(SSRC, seq, t0 + ms(800));
+        }
+        // One pair spans the wrap; its stale half (sent at t0) goes, the wrapped half stays.
+        let now = t0 + ms(1_200);
+        match log.trim(&nack(&[65_534, 65_535, 0, 3]), now) {
+            Trim::Rewrite {
+                nack: trimmed,
+                skipped,
+            } => {
+                assert_eq!(skipped, 2);
+                assert_eq!(seqs(&trimmed), vec![0, 3]);
+            }
+            other => panic!("expected a rewrite, got {other:?}"),
+        }
+        // After a full cycle of 65,536 packets a slot holds the newer packet of the same seq.
+        for seq in (5..=u16::MAX).chain(0..3) {
+            log.record(SSRC, seq, t0 + ms(2_000));
+        }
+        assert_eq!(log.trim(&nack(&[65_530, 1]), t0 + ms(2_100)), Trim::Keep);
+    }
+
+    #[test]
+    fn unknown_or_unbound_streams_are_dropped() {
+        let t0 = Instant::now();
+        let mut log = SendLog::new();
+        assert_eq!(log.trim(&nack(&[1, 2]), t0), Trim::Drop { skipped: 2 });
+        log.bind(SSRC);
+        log.record(SSRC, 1, t0);
+        log.record(SSRC + 1, 2, t0);
+        assert_eq!(
+            log.trim(&nack(&[1, 2]), t0),
+            Trim::Rewrite {
+                nack: nack(&[1]),
+                skipped: 1
+            }
+        );
+        log.unbind(SSRC);
+        assert!(log.ssrcs.is_empty() && log.rings.is_empty());
+        assert_eq!(log.trim(&nack(&[1]), t0), Trim::Drop { skipped: 1 });
+    }
+
+    #[test]
+    fn rebinding_keeps_the_log() {
+        let t0 = Instant::now();
+        let mut log = log_with(t0, [7]);
+        log.bind(SSRC);
+        assert_eq!(log.rings.len(), 1);
+        assert_eq!(log.trim(&nack(&[7]), t0), Trim::Keep);
+    }
+
+    #[test]
+    fn instants_before_the_epoch_count_as_fresh() {
+        let t0 = Instant::now() + ms(10);
+        let log = log_with(t0, [7]);
+        assert_eq!(log.trim(&nack(&[7]), t0 - ms(10)), Trim::Keep);
+    }
+
+    #[test]
+    fn a_full_bitmap_is_trimmed_bit_by_bit() {
+        let t0 = Instant::now();
+        // 0..=16 in one pair; every other one fresh.
+        let mut log = log_with(t0, (0..=16).filter(|s| s % 2 == 1));
+        for seq in (0..=16).filter(|s| s % 2 == 0) {
+            log.record(SSRC, seq, t0 + ms(2_000));
+        }
+        let all: Vec<u16> = (0..=16).collect();
+        match log.trim(&nack(&all), t0 + ms(2_500)) {
+            Trim::Rewrite {
+                nack: trimmed,
+                skipped,
+            } => {
+                assert_eq!(skipped, 8);
+                assert_eq!(trimmed.nacks.len(), 1);
+                assert_eq!(seqs(&trimmed), (0..=16).step_by(2).collect::<Vec<_>>());
+            }
+            other => panic!("expected a rewrite, got {other:?}"),
+        }
+    }
+}
