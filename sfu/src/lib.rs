@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod nack_age;
 pub mod peer;
 pub mod quality;
+pub mod red;
 pub mod router;
 mod sdp;
 pub mod sim;

@@ -1,0 +1,318 @@
+//! Audio RED (RFC 2198): Opus sent with copies of the previous frames in the same packet.
+//!
+//! Chrome offers `red/48000/2` with fmtp `111/111` (blocks of payload type 111, Opus) on the
+//! audio m-line. A packet carries the current Opus frame (the *primary* block, last) after up to
+//! a few older ones, so one lost packet costs nothing audible: the next one repeats it. For a
+//! student on a lossy link that is worth the extra bitrate (one redundant block about doubles
+//! the audio's).
+//!
+//! The SFU does not re-encode: it forwards a RED packet as is to subscribers that negotiated
+//! RED, and sends only the primary block to those that did not (they get plain Opus, so they
+//! lose the protection but not the audio). This module is what that needs: a parser that finds
+//! the primary block without allocating, and the codec to register so RED is negotiated.
+//!
+//! Layout (RFC 2198 §3): one 4-byte header per redundant block, `F=1 | PT(7) | timestamp
+//! offset(14) | length(10)`, then a 1-byte header for the primary block, `F=0 | PT(7)`, then
+//! the blocks' data in the same order; the primary block runs to the end of the payload.
+
+use rtc::peer_connection::configuration::media_engine::MediaEngine;
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind};
+
+/// The MIME type `rtc` negotiates RED under; there is no constant for it in `rtc`.
+pub const MIME_TYPE_RED: &str = "audio/red";
+
+/// The payload type Aula offers RED on: the one Chrome uses, so that a publisher's answer and
+/// a subscriber's offer number it alike.
+pub const PAYLOAD_TYPE: u8 = 63;
+
+/// The most blocks a packet may hold, primary included. Browsers send one or two redundant
+/// blocks; libwebrtc's own receiver (NetEq) rejects more than 32 as malformed, and so do we, so
+/// that a hostile packet of 4-byte headers cannot make us walk hundreds of them.
+pub const MAX_BLOCKS: usize = 32;
+
+/// One block of a RED payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Block<'a> {
+    /// The payload type of the block's data (Opus's, for the RED browsers send).
+    pub payload_type: u8,
+    /// How many RTP timestamp units before the packet's timestamp this block's frame starts;
+    /// 0 for the primary block.
+    pub timestamp_offset: u16,
+    pub data: &'a [u8],
+}
+
+/// The blocks of a RED payload, oldest first and the primary last; see [`blocks`].
+#[derive(Debug, Clone)]
+pub struct Blocks<'a> {
+    /// The headers not yet read (the primary's 1-byte header last).
+    headers: &'a [u8],
+    /// The data not yet read.
+    data: &'a [u8],
+}
+
+/// The blocks of a RED payload, or `None` if it is malformed: no primary header, a header cut
+/// short, block lengths that run past the payload, or more than [`MAX_BLOCKS`] blocks. The
+/// whole payload is checked here, so the iterator yields every block it announces.
+pub fn blocks(payload: &[u8]) -> Option<Blocks<'_>> {
+    let mut header_len = 0;
+    let mut redundant = 0;
+    let mut redundant_len = 0;
+    loop {
+        let first = *payload.get(header_len)?;
+        if first & 0x80 == 0 {
+            header_len += 1;
+            break;
+        }
+        redundant += 1;
+        // This one and the primary still to come.
+        if redundant + 1 > MAX_BLOCKS {
+            return None;
+        }
+        let header = payload.get(header_len..header_len + 4)?;
+        redundant_len += block_length(header[2], header[3]);
+        header_len += 4;
+    }
+    let (headers, data) = payload.split_at(header_len);
+    (redundant_len <= data.len()).then_some(Blocks { headers, data })
+}
+
+/// The primary block's data: the current frame, what a subscriber without RED is sent (as the
+/// payload of a plain Opus packet). `None` if the payload is malformed (see [`blocks`]).
+///
+/// It may be empty (a sender with nothing new to say); a caller should send nothing then.
+pub fn primary(payload: &[u8]) -> Option<&[u8]> {
+    blocks(payload)?.last().map(|block| block.data)
+}
+
+/// The 10-bit block length from the third and fourth bytes of a 4-byte header.
+fn block_length(third: u8, fourth: u8) -> usize {
+    usize::from(third & 0x03) << 8 | usize::from(fourth)
+}
+
+impl<'a> Iterator for Blocks<'a> {
+    type Item = Block<'a>;
+
+    fn next(&mut self) -> Option<Block<'a>> {
+        match *self.headers {
+            [first, second, third, fourth, ref rest @ ..] if first & 0x80 != 0 => {
+                let (data, after) = self.data.split_at_checked(block_length(third, fourth))?;
+                self.headers = rest;
+                self.data = after;
+                Some(Block {
+                    payload_type: first & 0x7f,
+                    timestamp_offset: u16::from(second) << 6 | u16::from(third >> 2),
+                    data,
+                })
+            }
+            [first, ..] => {
+                self.headers = &[];
+                Some(Block {
+                    payload_type: first & 0x7f,
+                    timestamp_offset: 0,
+                    data: std::mem::take(&mut self.data),
+                })
+            }
+            [] => None,
+        }
+    }
+}
+
+/// RED as Chrome offers it, over Opus at payload type 111 (the one `rtc`'s default codecs give
+/// Opus): `a=rtpmap:63 red/48000/2`, `a=fmtp:63 111/111` (two blocks: one redundant, one primary).
+pub fn red_codec() -> RTCRtpCodecParameters {
+    RTCRtpCodecParameters {
+        rtp_codec: RTCRtpCodec {
+            mime_type: MIME_TYPE_RED.to_owned(),
+            clock_rate: 48_000,
+            channels: 2,
+            sdp_fmtp_line: "111/111".to_owned(),
+            rtcp_feedback: Vec::new(),
+        },
+        payload_type: PAYLOAD_TYPE,
+    }
+}
+
+/// Registers RED in a media engine, so that it is offered and accepted on audio m-lines.
+/// Call it after `register_default_codecs`, so that Opus stays first in our offers.
+///
+/// Registering is not enough for a browser to *send* RED: libwebrtc uses RED only when the
+/// answer lists it before the codec it carries, and `rtc` answers in the offer's order, where
+/// Chrome puts Opus first. The SFU has to prefer RED on a publisher's audio transceiver
+/// (`set_codec_preferences(vec![red_codec(), opus])`) before it answers; a test below shows
+/// the answer that gives.
+pub fn register_red(media_engine: &mut MediaEngine) -> Result<(), rtc::shared::error::Error> {
+    media_engine.register_codec(red_codec(), RtpCodecKind::Audio)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use rtc::peer_connection::RTCPeerConnectionBuilder;
+
+    use super::*;
+
+    const OPUS: u8 = 111;
+
+    /// A RED payload: `redundant` as (timestamp offset, data), then the primary's data.
+    fn red(redundant: &[(u16, &[u8])], primary: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for &(offset, data) in redundant {
+            let len = data.len();
+            out.extend_from_slice(&[
+                0x80 | OPUS,
+                (offset >> 6) as u8,
+                ((offset & 0x3f) << 2) as u8 | (len >> 8) as u8,
+                len as u8,
+            ]);
+        }
+        out.push(OPUS);
+        for &(_, data) in redundant {
+            out.extend_from_slice(data);
+        }
+        out.extend_from_slice(primary);
+        out
+    }
+
+    fn all(payload: &[u8]) -> Vec<Block<'_>> {
+        blocks(payload).expect("well formed").collect()
+    }
+
+    #[test]
+    fn one_block_is_the_primary() {
+        let payload = red(&[], b"now");
+        assert_eq!(primary(&payload), Some(&b"now"[..]));
+        assert_eq!(
+            all(&payload),
+            vec![Block {
+                payload_type: OPUS,
+                timestamp_offset: 0,
+                data: b"now"
+            }]
+        );
+    }
+
+    #[test]
+    fn the_primary_is_the_last_of_two_and_three_blocks() {
+        let payload = red(&[(960, b"before")], b"now");
+        assert_eq!(primary(&payload), Some(&b"now"[..]));
+        let blocks = all(&payload);
+        assert_eq!(blocks.len(), 2);
+        assert_eq!(
+            (blocks[0].timestamp_offset, blocks[0].data),
+            (960, &b"before"[..])
+        );
+
+        // The largest offset (14 bits) and a length over 255 (10 bits) survive the packing.
+        let long = [7u8; 700];
+        let payload = red(&[(16_383, &long), (960, b"b")], b"now");
+        assert_eq!(primary(&payload), Some(&b"now"[..]));
+        let blocks = all(&payload);
+        assert_eq!(blocks.len(), 3);
+        assert_eq!(
+            (blocks[0].timestamp_offset, blocks[0].data),
+            (16_383, &long[..])
+        );
+        assert_eq!(
+            (blocks[1].timestamp_offset, blocks[1].data),
+            (960, &b"b"[..])
+        );
+        assert!(blocks.iter().all(|b| b.payload_type == OPUS));
+    }
+
+    #[test]
+    fn blocks_may_be_empty() {
+        let payload = red(&[(960, b"")], b"now");
+        assert_eq!(primary(&payload), Some(&b"now"[..]));
+        assert_eq!(all(&payload)[0].data, b"");
+        let payload = red(&[(960, b"before")], b"");
+        assert_eq!(primary(&payload), Some(&b""[..]));
+    }
+
+    #[test]
+    fn malformed_payloads_are_rejected() {
+        assert_eq!(primary(&[]), None, "no primary header");
+        let payload = red(&[(960, b"before")], b"now");
+        // Cut anywhere inside the headers or the redundant data.
+        for len in 0..5 + b"before".len() {
+            assert_eq!(primary(&payload[..len]), None, "cut at {len}");
+        }
+        // A length past the end.
+        let mut long = payload.clone();
+        long[3] = 200;
+        assert_eq!(primary(&long), None);
+        // Headers only, never a primary header.
+        assert_eq!(primary(&[0x80 | OPUS, 0, 0, 0, 0x80 | OPUS, 0, 0, 0]), None);
+    }
+
+    #[test]
+    fn too_many_blocks_are_rejected() {
+        let redundant = vec![(960, &b""[..]); MAX_BLOCKS - 1];
+        assert_eq!(primary(&red(&redundant, b"now")), Some(&b"now"[..]));
+        let redundant = vec![(960, &b""[..]); MAX_BLOCKS];
+        assert_eq!(primary(&red(&redundant, b"now")), None);
+    }
+
+    fn peer_with_red() -> rtc::peer_connection::RTCPeerConnection {
+        let mut media_engine = MediaEngine::default();
+        media_engine.register_default_codecs().expect("defaults");
+        register_red(&mut media_engine).expect("red");
+        RTCPeerConnectionBuilder::new()
+            .with_media_engine(media_engine)
+            .build(Instant::now())
+            .expect("peer connection")
+    }
+
+    /// The payload types of an SDP's audio m-line, in order of preference.
+    fn audio_formats(sdp: &str) -> Vec<&str> {
+        let line = sdp
+            .lines()
+            .find(|line| line.starts_with("m=audio"))
+            .expect("an audio m-line");
+        line.split(' ').skip(3).collect()
+    }
+
+    #[test]
+    fn an_offer_with_red_registered_carries_it() {
+        let mut pc = peer_with_red();
+        pc.add_transceiver_from_kind(RtpCodecKind::Audio, None)
+            .expect("audio transceiver");
+        let sdp = pc.create_offer(None).expect("offer").sdp;
+        assert!(sdp.contains("a=rtpmap:63 red/48000/2"), "{sdp}");
+        assert!(sdp.contains("a=fmtp:63 111/111"), "{sdp}");
+        // Opus stays the first audio codec.
+        assert_eq!(audio_formats(&sdp)[0], "111", "{sdp}");
+    }
+
+    /// libwebrtc sends RED only if the answer lists it before Opus, and `rtc` answers in the
+    /// offer's order (Opus first, as Chrome offers): the answerer has to ask for RED first.
+    #[test]
+    fn an_answer_puts_red_first_when_the_transceiver_prefers_it() {
+        let mut browser = peer_with_red();
+        browser
+            .add_transceiver_from_kind(RtpCodecKind::Audio, None)
+            .expect("audio transceiver");
+        let offer = browser.create_offer(None).expect("offer");
+        let mut sfu = peer_with_red();
+        sfu.set_remote_description(Instant::now(), offer)
+            .expect("remote offer");
+
+        let answer = sfu.create_answer(None).expect("answer").sdp;
+        assert_eq!(audio_formats(&answer)[0], "111", "{answer}");
+
+        let id = sfu
+            .get_transceivers()
+            .next()
+            .expect("the audio transceiver");
+        let opus = RTCRtpCodecParameters {
+            rtp_codec: crate::peer::opus(),
+            payload_type: 111,
+        };
+        sfu.rtp_transceiver(id)
+            .expect("transceiver")
+            .set_codec_preferences(vec![red_codec(), opus])
+            .expect("both negotiable");
+        let answer = sfu.create_answer(None).expect("answer").sdp;
+        assert_eq!(audio_formats(&answer), ["63", "111"], "{answer}");
+    }
+}
