@@ -176,6 +176,11 @@ pub(crate) enum Command {
         participant: ParticipantId,
         reply: Reply<()>,
     },
+    SetStaff {
+        participant: ParticipantId,
+        staff: bool,
+        reply: Reply<()>,
+    },
     SetRenderedSize {
         participant: ParticipantId,
         track_sid: TrackSid,
@@ -318,6 +323,18 @@ impl SfuHandle {
         let participant = participant.to_owned();
         self.call(|reply| Command::RestartIce { participant, reply })
             .await
+    }
+
+    /// Marks a participant as staff (a teacher or an assistant): when a subscriber's
+    /// bandwidth is short, staff cameras keep their layers before other cameras do.
+    pub async fn set_staff(&self, participant: &str, staff: bool) -> Result<(), SfuError> {
+        let participant = participant.to_owned();
+        self.call(|reply| Command::SetStaff {
+            participant,
+            staff,
+            reply,
+        })
+        .await
     }
 
     /// Tells the SFU how large the participant shows a subscribed video track, so it forwards

@@ -587,6 +587,15 @@ impl Router {
         Ok(())
     }
 
+    /// Staff (teachers, assistants) cameras come before other cameras in every subscriber's
+    /// allocation.
+    pub fn set_staff(&mut self, participant: &str, staff: bool) {
+        self.participants
+            .entry(participant.to_owned())
+            .or_default()
+            .staff = staff;
+    }
+
     /// Records how large the subscriber shows a video track; the allocator forwards no larger a
     /// layer than that size needs, and pauses the video while it is not shown (zero size).
     pub fn set_rendered_size(
@@ -1319,7 +1328,7 @@ impl Router {
         }
         let (fits, fits_with_margin) = match budget {
             Some(budget) => (
-                allocate(budget, &demands),
+                allocate(budget * selector::DOWN_TOLERANCE, &demands),
                 allocate(budget / selector::UP_MARGIN, &demands),
             ),
             None => {

@@ -258,6 +258,14 @@ fn handle_command(router: &mut Router, impairments: &mut Impairments, command: C
         Command::RestartIce { participant, reply } => {
             let _ = reply.send(router.restart_ice(now, &participant));
         }
+        Command::SetStaff {
+            participant,
+            staff,
+            reply,
+        } => {
+            router.set_staff(&participant, staff);
+            let _ = reply.send(Ok(()));
+        }
         Command::SetRenderedSize {
             participant,
             track_sid,

@@ -18,24 +18,43 @@ struct Class {
     sim: Sim,
     camera: usize,
     microphone: usize,
+    /// A student's camera too, sending the same as the teacher's (body bytes 0x80 and up).
+    student_camera: Option<usize>,
     frame: u32,
     elapsed: Duration,
 }
 
 impl Class {
-    fn new() -> Self {
+    fn new(with_student_camera: bool) -> Self {
         let mut sim = Sim::new();
         let camera = sim.add_publisher("teacher", TrackKind::Video);
         let microphone = sim.add_publisher("teacher-mic", TrackKind::Audio);
+        let student_camera =
+            with_student_camera.then(|| sim.add_publisher("pupil", TrackKind::Video));
         let mut class = Self {
             sim,
             camera,
             microphone,
+            student_camera,
             frame: 0,
             elapsed: Duration::ZERO,
         };
         class.run(Duration::from_secs(1));
-        assert_eq!(class.sim.published.len(), 2, "both tracks published");
+        let tracks = 2 + usize::from(with_student_camera);
+        assert_eq!(class.sim.published.len(), tracks, "every track published");
+        let sids: Vec<String> = class
+            .sim
+            .published
+            .iter()
+            .map(|(_, sid)| sid.clone())
+            .collect();
+        for sid in &sids {
+            class.sim.subscribe("student", sid);
+        }
+        class
+            .sim
+            .downlinks
+            .insert("student".to_owned(), Link::new(Impairment::default(), 7));
         class
     }
 
@@ -44,16 +63,21 @@ impl Class {
         let end = self.elapsed + duration;
         while self.elapsed < end {
             let ms = self.elapsed.as_millis();
-            if ms % 20 == 0 {
+            if ms.is_multiple_of(20) {
                 self.sim.send(self.microphone, &[0xA5; 100]);
             }
-            if ms % 35 == 0 {
-                let keyframe = self.frame % 30 == 0;
-                for part in 0..3u8 {
-                    let mut body = vec![part; 1000];
-                    body[..4].copy_from_slice(&self.frame.to_be_bytes());
-                    self.sim
-                        .send(self.camera, &vp8_payload(keyframe && part == 0, &body));
+            if ms.is_multiple_of(35) {
+                let keyframe = self.frame.is_multiple_of(30);
+                let cameras = [(self.camera, 0u8)]
+                    .into_iter()
+                    .chain(self.student_camera.map(|c| (c, 0x80)));
+                for (camera, mark) in cameras {
+                    for part in 0..3u8 {
+                        let mut body = vec![mark + part; 1000];
+                        body[..4].copy_from_slice(&self.frame.to_be_bytes());
+                        self.sim
+                            .send(camera, &vp8_payload(keyframe && part == 0, &body));
+                    }
                 }
                 self.frame += 1;
             }
@@ -68,24 +92,19 @@ impl Class {
         let video = got.iter().filter(|r| r.payload.len() > 500).count();
         (video, got.len() - video)
     }
+
+    /// Video packets of the student's camera the student received so far.
+    fn received_from_pupil(&self) -> usize {
+        let got = &self.sim.client("student").received;
+        got.iter()
+            .filter(|r| r.payload.len() > 500 && r.payload[r.payload.len() - 1] >= 0x80)
+            .count()
+    }
 }
 
 #[test]
 fn video_pauses_under_a_cap_audio_goes_on_and_video_comes_back_when_it_lifts() {
-    let mut class = Class::new();
-    let tracks: Vec<String> = class
-        .sim
-        .published
-        .iter()
-        .map(|(_, sid)| sid.clone())
-        .collect();
-    for track in &tracks {
-        class.sim.subscribe("student", track);
-    }
-    class
-        .sim
-        .downlinks
-        .insert("student".to_owned(), Link::new(Impairment::default(), 7));
+    let mut class = Class::new(false);
 
     // A clean path: both flow.
     class.run(Duration::from_secs(5));
@@ -168,5 +187,57 @@ fn video_pauses_under_a_cap_audio_goes_on_and_video_comes_back_when_it_lifts() {
     assert!(
         down >= 1 && up >= 1,
         "the allocation went down ({down}) and up ({up})"
+    );
+}
+
+#[test]
+fn when_one_camera_fits_it_is_the_teachers() {
+    let mut class = Class::new(true);
+    class.sim.router.set_staff("teacher", true);
+    // A new subscriber starts at a 1 Mbit/s estimate (one camera), and the estimate grows
+    // until both fit.
+    class.run(Duration::from_secs(8));
+    let (video, _) = class.received();
+    let pupil = class.received_from_pupil();
+    class.run(Duration::from_secs(3));
+    let teacher = (class.received().0 - class.received_from_pupil()) - (video - pupil);
+    let pupil = class.received_from_pupil() - pupil;
+    assert!(
+        pupil > 200 && teacher > 200,
+        "both cameras on a clean path: teacher {teacher}, pupil {pupil} of 258"
+    );
+
+    // 1.2 Mbit/s carries the audio and one 720 kbit/s camera (with room for the
+    // retransmissions that follow the overflow), not two.
+    let cap = Impairment {
+        rate_bps: Some(1_200_000),
+        ..Impairment::default()
+    };
+    class.sim.downlinks.get_mut("student").unwrap().set(cap);
+    class.run(Duration::from_secs(3));
+    let (video, audio) = class.received();
+    let pupil = class.received_from_pupil();
+    class.run(Duration::from_secs(10));
+    let (video_later, audio_later) = class.received();
+    let pupil_later = class.received_from_pupil();
+    let teacher = (video_later - pupil_later) - (video - pupil);
+    println!(
+        "under the cap: teacher {teacher}, pupil {} video packets, {} audio packets",
+        pupil_later - pupil,
+        audio_later - audio
+    );
+    assert!(
+        teacher > 700,
+        "the teacher's camera keeps flowing: {teacher} of 860"
+    );
+    assert!(
+        pupil_later - pupil < 150,
+        "the other camera is mostly paused: {}",
+        pupil_later - pupil
+    );
+    assert!(
+        audio_later - audio >= 490,
+        "audio whole: {}",
+        audio_later - audio
     );
 }

@@ -19,11 +19,12 @@
 //! - **Delay.** Each packet's one-way delay is `arrival (receiver clock) − departure (ours)`.
 //!   The clocks' offset is unknown but constant, so the *minimum* over the last
 //!   [`BASE_WINDOW`] is the path's propagation delay, and anything above it is queueing. A
-//!   queue over [`OVERUSE_QUEUE`] means the path is full: the target drops to
-//!   [`DECREASE_FACTOR`] × what actually arrived (the delivered rate is the best measure of
-//!   capacity there is).
-//! - **Loss.** Only heavy loss (> [`HEAVY_LOSS`]) cuts the target, in proportion; moderate
-//!   loss holds it (no increase) rather than cutting it.
+//!   queue over [`OVERUSE_QUEUE`] that still grows, or stays full and overflows, means the path
+//!   is full: the target drops to [`DECREASE_FACTOR`] × the bottleneck's rate, measured from
+//!   the spacing of the latest arrivals (a full bottleneck sends back to back), and never by
+//!   more than half in one step. A queue that drains, even slowly, is left to drain.
+//! - **Loss.** Only heavy loss (> [`HEAVY_LOSS`] over [`RATE_WINDOW`]) cuts the target, in
+//!   proportion and once per window; moderate loss holds it (no increase) rather than cutting.
 //! - **Increase.** With an empty queue and little loss the target grows by
 //!   [`INCREASE_PER_SECOND`], but never above [`app_limited_cap`]: an SFU sending only the low
 //!   layer learns nothing about capacity above twice what it sends, so it may try the next
@@ -44,6 +45,9 @@ pub const BASE_WINDOW: Duration = Duration::from_secs(10);
 /// Queueing delay that means the bottleneck is full. Jitter on Wi-Fi reaches 10–20 ms without
 /// any congestion; a standing queue of 50 ms is congestion and already hurts interactivity.
 pub const OVERUSE_QUEUE: Duration = Duration::from_millis(50);
+/// Changes of the queueing delay smaller than this are noise (a full queue at its limit
+/// wobbles), not a sign that it is draining.
+pub const QUEUE_NOISE: Duration = Duration::from_millis(5);
 /// Queueing delay under which the path is considered empty enough to grow into.
 pub const UNDERUSE_QUEUE: Duration = Duration::from_millis(15);
 /// Back off to this share of the delivered rate, which leaves room for the queue to drain.
@@ -57,6 +61,8 @@ pub const INCREASE_PER_SECOND: f64 = 1.4;
 /// After a decrease, no change for this long, so the decrease is seen in the feedback before
 /// the next decision (one decrease per congestion episode, not one per report).
 pub const HOLD_AFTER_DECREASE: Duration = Duration::from_millis(300);
+/// How many of the latest arrivals measure the bottleneck's rate while it is full.
+pub const CAPACITY_PACKETS: usize = 20;
 /// Window for the loss fraction.
 pub const RATE_WINDOW: Duration = Duration::from_secs(1);
 /// Window for the delivered rate, on the receiver's clock: short, so that a backoff follows
@@ -95,6 +101,9 @@ pub struct Estimator {
     arrivals: VecDeque<(Duration, usize)>,
     queue: Duration,
     last_decrease: Option<Instant>,
+    /// Loss is judged over [`RATE_WINDOW`], so it cuts at most once per window: the loss
+    /// that caused one cut must not cause the next.
+    last_loss_cut: Option<Instant>,
     last_update: Option<Instant>,
 }
 
@@ -111,6 +120,7 @@ impl Estimator {
             arrivals: VecDeque::new(),
             queue: Duration::ZERO,
             last_decrease: None,
+            last_loss_cut: None,
             last_update: None,
         }
     }
@@ -125,6 +135,23 @@ impl Estimator {
     pub fn delivered(&self) -> f64 {
         let bytes: usize = self.arrivals.iter().map(|a| a.1).sum();
         bytes as f64 * 8.0 / DELIVERY_WINDOW.as_secs_f64()
+    }
+
+    /// What the bottleneck carries, measured while it is full: then packets leave it back to
+    /// back, so the spacing of the last [`CAPACITY_PACKETS`] arrivals is its rate. A time
+    /// window would mix in a quiet moment before the queue formed (a paused video being
+    /// resumed, say) and under-measure it. `None` with too few arrivals.
+    fn capacity(&self) -> Option<f64> {
+        let n = self.arrivals.len().min(CAPACITY_PACKETS);
+        if n < 2 {
+            return None;
+        }
+        let mut recent = self.arrivals.range(self.arrivals.len() - n..);
+        // The first packet was served before the span began: only the rest count.
+        let (first, _) = *recent.next()?;
+        let bytes: usize = recent.map(|a| a.1).sum();
+        let span = self.arrivals.back()?.0.checked_sub(first)?;
+        (span >= Duration::from_millis(5)).then(|| bytes as f64 * 8.0 / span.as_secs_f64())
     }
 
     /// Lost share of the packets reported over [`RATE_WINDOW`] (`None` with too few reports).
@@ -214,16 +241,27 @@ impl BandwidthEstimator for Estimator {
             .is_some_and(|at| now.saturating_duration_since(at) < HOLD_AFTER_DECREASE);
         let loss = self.loss().unwrap_or(0.0);
         let delivered = self.delivered();
-        // A queue that is already shrinking is draining after a decrease (or after the
+        // Overuse is a queue that grows, or one that stays full and overflows (tail drops).
+        // A queue that shrinks, even slowly, is draining after a decrease (or after the
         // allocator paused something): cutting again would punish the path for the past.
-        let rising = self.queue >= previous_queue;
+        let growing = self.queue > previous_queue + QUEUE_NOISE;
+        let draining = self.queue + QUEUE_NOISE < previous_queue;
+        let batch_loss =
+            reports.iter().filter(|r| !r.arrived).count() as f64 / reports.len() as f64;
+        let rising = growing || (!draining && batch_loss > MODERATE_LOSS);
+        let loss_judged = self
+            .last_loss_cut
+            .is_none_or(|at| now.saturating_duration_since(at) >= RATE_WINDOW);
         if !holding && self.queue > OVERUSE_QUEUE && rising {
-            // What arrived is the best measure of capacity, but it also drops when the sender
-            // itself sends less, so one step never cuts more than half.
-            let from = delivered.max(self.target * 0.5 / DECREASE_FACTOR);
-            self.decrease_to(now, (from * DECREASE_FACTOR).min(self.target));
-        } else if !holding && loss > HEAVY_LOSS {
+            // The capacity measure is only as good as the last few packets, and when the
+            // allocator has just paused something it measures that, not the path: so one
+            // cut never takes more than half. A second cut follows if the queue still grows.
+            let capacity = self.capacity().unwrap_or(self.target);
+            let cut = (capacity * DECREASE_FACTOR).max(self.target * 0.5);
+            self.decrease_to(now, cut.min(self.target));
+        } else if !holding && loss_judged && loss > HEAVY_LOSS {
             self.decrease_to(now, self.target * (1.0 - 0.5 * loss));
+            self.last_loss_cut = Some(now);
         } else if !holding
             && self.queue < UNDERUSE_QUEUE
             && self.loss().is_some_and(|loss| loss <= MODERATE_LOSS)
@@ -293,7 +331,7 @@ mod tests {
                 self.id += 1;
                 let start = self.busy_until.max(self.now);
                 let queued = start.saturating_duration_since(self.now);
-                let random_loss = self.loss_every.is_some_and(|n| self.id % n == 0);
+                let random_loss = self.loss_every.is_some_and(|n| self.id.is_multiple_of(n));
                 let arrival = if queued > BUFFER || random_loss {
                     None
                 } else {
@@ -390,8 +428,14 @@ mod tests {
     fn heavy_loss_cuts_the_estimate() {
         let mut path = Path::new(1_000_000.0);
         path.loss_every = Some(3);
+        // A third lost: a sixth off, once per second (the loss window), so three cuts in 3 s.
         path.run(Duration::from_secs(3), 5_000_000.0, greedy);
-        assert!(path.target() < 500_000.0, "{}", path.target());
+        let expected = 1_000_000.0 * (1.0f64 - 0.5 / 3.0).powi(3);
+        assert!(
+            (path.target() - expected).abs() < 30_000.0,
+            "{} vs {expected}",
+            path.target()
+        );
     }
 
     #[test]
