@@ -1147,6 +1147,7 @@ impl Router {
         packet.header.extension = false;
         packet.header.extensions.clear();
         packet.header.extension_profile = 0;
+        packet.header.extensions_padding = 0;
         let mut writes = Vec::new();
         for consumer in producer.consumers.values_mut() {
             let ConsumerStage::Live { payload_type } = consumer.stage else {
