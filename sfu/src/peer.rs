@@ -22,6 +22,7 @@ use rtc::rtp_transceiver::rtp_sender::RTCRtpCodec;
 
 use crate::bwe::{self, SharedEstimate};
 use crate::metrics::SfuMetrics;
+use crate::red;
 use crate::tap::{self, Tap};
 
 /// ICE timers. A browser that vanishes (tab closed, network gone) is declared failed after
@@ -67,6 +68,7 @@ pub fn build(
 ) -> Result<RTCPeerConnection, rtc::shared::error::Error> {
     let mut media_engine = MediaEngine::default();
     media_engine.register_default_codecs()?;
+    red::register_red(&mut media_engine)?;
     let mut registry = register_default_interceptors(Registry::new(), &mut media_engine)?
         .with(Slot::Custom(tap::SLOT), Tap::new(metrics.clone()));
     if let Some(estimate) = estimate {

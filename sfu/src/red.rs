@@ -6,15 +6,19 @@
 //! student on a lossy link that is worth the extra bitrate (one redundant block about doubles
 //! the audio's).
 //!
-//! The SFU does not re-encode: it forwards a RED packet as is to subscribers that negotiated
-//! RED, and sends only the primary block to those that did not (they get plain Opus, so they
-//! lose the protection but not the audio). This module is what that needs: a parser that finds
-//! the primary block without allocating, and the codec to register so RED is negotiated.
+//! The SFU is the RED encoder for its subscribers: a publisher's audio is taken as plain Opus
+//! (the primary block, if the publisher sent RED), and each subscriber that negotiated RED gets
+//! it wrapped with the previous frames ([`Encoder`]); the others get plain Opus. This module
+//! has the parser that finds the primary block without allocating, the encoder, and the codec
+//! to register so RED is negotiated.
 //!
 //! Layout (RFC 2198 §3): one 4-byte header per redundant block, `F=1 | PT(7) | timestamp
 //! offset(14) | length(10)`, then a 1-byte header for the primary block, `F=0 | PT(7)`, then
 //! the blocks' data in the same order; the primary block runs to the end of the payload.
 
+use std::collections::VecDeque;
+
+use bytes::{BufMut, Bytes, BytesMut};
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind};
 
@@ -117,6 +121,56 @@ impl<'a> Iterator for Blocks<'a> {
     }
 }
 
+/// How many earlier frames the SFU repeats in each packet it sends as RED: two, so that only
+/// three packets lost in a row (0.1 % of the time at 10 % random loss, 2.7 % at 30 %) lose
+/// audio. It triples the audio's bitrate (about 40 → 120 kbit/s with headers), which the
+/// allocator counts, and which is cheap next to any video.
+pub const DISTANCE: usize = 2;
+
+/// Wraps one subscriber's Opus packets as RED (RFC 2198) with the previous [`DISTANCE`]
+/// frames, for a subscriber that negotiated RED. The SFU adds the redundancy itself because
+/// the loss is on the subscriber's link, not the publisher's: a teacher on good Wi-Fi sends
+/// plain Opus, and each student on a bad one still gets the protection.
+#[derive(Debug, Clone, Default)]
+pub struct Encoder {
+    /// (RTP timestamp, payload) of the last frames sent, oldest first.
+    history: VecDeque<(u32, Bytes)>,
+}
+
+impl Encoder {
+    /// The RED payload for a frame at `timestamp` (the subscriber's timestamps), whose blocks
+    /// carry `block_payload_type` (the subscriber's Opus payload type). Earlier frames that
+    /// cannot be expressed (more than 14 bits of timestamp back, e.g. after a silence, or more
+    /// than 1023 bytes) are left out.
+    pub fn encode(&mut self, timestamp: u32, payload: &Bytes, block_payload_type: u8) -> Bytes {
+        let usable = || {
+            self.history.iter().filter_map(move |(ts, data)| {
+                let offset = timestamp.wrapping_sub(*ts);
+                (offset > 0 && offset < 1 << 14 && data.len() < 1 << 10)
+                    .then_some((offset as u16, data))
+            })
+        };
+        let size = usable().map(|(_, d)| 4 + d.len()).sum::<usize>() + 1 + payload.len();
+        let mut out = BytesMut::with_capacity(size);
+        for (offset, data) in usable() {
+            out.put_u8(0x80 | block_payload_type);
+            out.put_u8((offset >> 6) as u8);
+            out.put_u8(((offset & 0x3f) as u8) << 2 | (data.len() >> 8) as u8);
+            out.put_u8(data.len() as u8);
+        }
+        out.put_u8(block_payload_type & 0x7f);
+        for (_, data) in usable() {
+            out.put_slice(data);
+        }
+        out.put_slice(payload);
+        self.history.push_back((timestamp, payload.clone()));
+        if self.history.len() > DISTANCE {
+            self.history.pop_front();
+        }
+        out.freeze()
+    }
+}
+
 /// RED as Chrome offers it, over Opus at payload type 111 (the one `rtc`'s default codecs give
 /// Opus): `a=rtpmap:63 red/48000/2`, `a=fmtp:63 111/111` (two blocks: one redundant, one primary).
 pub fn red_codec() -> RTCRtpCodecParameters {
@@ -176,6 +230,33 @@ mod tests {
 
     fn all(payload: &[u8]) -> Vec<Block<'_>> {
         blocks(payload).expect("well formed").collect()
+    }
+
+    #[test]
+    fn the_encoder_repeats_the_last_two_frames_and_its_output_parses() {
+        let mut encoder = Encoder::default();
+        let frame = |i: u8| Bytes::from(vec![i; 10 + usize::from(i)]);
+        let first = encoder.encode(1000, &frame(1), OPUS);
+        assert_eq!(
+            primary(&first),
+            Some(&frame(1)[..]),
+            "nothing to repeat yet"
+        );
+        assert_eq!(blocks(&first).unwrap().count(), 1);
+        encoder.encode(1960, &frame(2), OPUS);
+        let third = encoder.encode(2920, &frame(3), OPUS);
+        let got: Vec<Block> = blocks(&third).unwrap().collect();
+        assert_eq!(got.len(), 3);
+        assert_eq!(
+            (got[0].timestamp_offset, got[0].data),
+            (1920, &frame(1)[..])
+        );
+        assert_eq!((got[1].timestamp_offset, got[1].data), (960, &frame(2)[..]));
+        assert_eq!((got[2].timestamp_offset, got[2].data), (0, &frame(3)[..]));
+        assert!(got.iter().all(|b| b.payload_type == OPUS));
+        // After a long silence (DTX) the old frames are too far back to describe.
+        let later = encoder.encode(2920 + 20_000, &frame(4), OPUS);
+        assert_eq!(blocks(&later).unwrap().count(), 1);
     }
 
     #[test]

@@ -15,6 +15,7 @@ use bytes::BytesMut;
 use rand::Rng;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::RTCPeerConnection;
+use rtc::peer_connection::configuration::media_engine::MIME_TYPE_OPUS;
 use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
 use rtc::peer_connection::message::RTCMessage;
 use rtc::peer_connection::sdp::RTCSessionDescription;
@@ -46,6 +47,7 @@ use crate::forward::{Decision, Forwarder, PacketMeta};
 use crate::metrics::SfuMetrics;
 use crate::peer;
 use crate::quality::{self, ConnectionQuality, LinkSample};
+use crate::red;
 use crate::sdp::{ice_ufrag, sending_track_ids, simulcast_track_ids};
 use crate::tap::is_keyframe_request;
 
@@ -122,6 +124,8 @@ struct Producer {
     source: TrackSource,
     codec: RTCRtpCodec,
     payload_type: u8,
+    /// The payload type the publisher negotiated for RED, if any.
+    red_payload_type: Option<u8>,
     video: Option<VideoCodec>,
     /// SSRC -> layer, learnt from the RID of each stream as it starts.
     layers: HashMap<u32, Layer>,
@@ -145,6 +149,8 @@ struct Consumer {
     rendered: Option<RenderedSize>,
     /// The highest layer the subscriber's bandwidth allows (`None`: paused).
     selector: Selector,
+    /// Audio sent as RED: the frames to repeat.
+    red_encoder: red::Encoder,
 }
 
 impl Consumer {
@@ -168,8 +174,9 @@ enum ConsumerStage {
     Offered,
     /// Answered; waiting for the connection.
     Negotiated,
-    /// Forwarding with the payload type the subscriber negotiated.
-    Live { payload_type: u8 },
+    /// Forwarding with the payload type the subscriber negotiated, as RED with the RED
+    /// payload type if it negotiated RED for this (Opus) track.
+    Live { payload_type: u8, red: Option<u8> },
 }
 
 /// See the module docs.
@@ -528,6 +535,7 @@ impl Router {
                     forwarder: Forwarder::new(codec.clock_rate),
                     rendered: None,
                     selector: Selector::default(),
+                    red_encoder: red::Encoder::default(),
                 },
             );
         }
@@ -976,10 +984,9 @@ impl Router {
             warn!(participant = %peer.participant, %track_id, "track opened without a codec");
             return;
         };
-        let payload_type = payload_type_of(
-            &receiver.get_parameters().rtp_parameters.codecs,
-            &codec.mime_type,
-        );
+        let codecs = &receiver.get_parameters().rtp_parameters.codecs;
+        let payload_type = payload_type_of(codecs, &codec.mime_type);
+        let red_payload_type = payload_type_of(codecs, red::MIME_TYPE_RED);
         let Some(payload_type) = payload_type else {
             warn!(participant = %peer.participant, %track_id, "no payload type for the track's codec");
             return;
@@ -1011,6 +1018,7 @@ impl Router {
             video: VideoCodec::from_mime(&codec.mime_type),
             codec: codec.clone(),
             payload_type,
+            red_payload_type,
             layers: HashMap::new(),
             activity: LayerActivity::default(),
             rates: LayerRates::default(),
@@ -1067,10 +1075,15 @@ impl Router {
                 continue;
             };
             let mime = &producer.codec.mime_type;
-            let payload_type =
-                payload_type_of(&sender.get_parameters().rtp_parameters.codecs, mime);
+            let codecs = &sender.get_parameters().rtp_parameters.codecs;
+            let payload_type = payload_type_of(codecs, mime);
+            // RED only over Opus, the codec Aula's RED is registered for.
+            let red = mime
+                .eq_ignore_ascii_case(MIME_TYPE_OPUS)
+                .then(|| payload_type_of(codecs, red::MIME_TYPE_RED))
+                .flatten();
             match payload_type {
-                Some(payload_type) => consumer.stage = ConsumerStage::Live { payload_type },
+                Some(payload_type) => consumer.stage = ConsumerStage::Live { payload_type, red },
                 None => {
                     warn!(%participant, track = %producer.sid, %mime, "subscriber did not accept the codec")
                 }
@@ -1115,9 +1128,23 @@ impl Router {
         let Some(producer) = self.producers.get_mut(sid) else {
             return;
         };
-        // RTX and other repair streams use another payload type; their layer is not known.
-        if producer.paused || packet.header.payload_type != producer.payload_type {
+        if producer.paused {
             return;
+        }
+        if packet.header.payload_type != producer.payload_type {
+            // A publisher's RED is taken apart: its primary block is the frame, and each
+            // subscriber gets its own redundancy (see `red::Encoder`). Other payload types
+            // (RTX and other repair streams) are not forwarded.
+            let primary = (Some(packet.header.payload_type) == producer.red_payload_type)
+                .then(|| red::primary(&packet.payload))
+                .flatten()
+                .filter(|primary| !primary.is_empty())
+                .map(|primary| packet.payload.slice_ref(primary));
+            let Some(primary) = primary else {
+                return;
+            };
+            packet.payload = primary;
+            packet.header.payload_type = producer.payload_type;
         }
         let Some(&layer) = producer.layers.get(&packet.header.ssrc) else {
             return;
@@ -1150,7 +1177,7 @@ impl Router {
         packet.header.extensions_padding = 0;
         let mut writes = Vec::new();
         for consumer in producer.consumers.values_mut() {
-            let ConsumerStage::Live { payload_type } = consumer.stage else {
+            let ConsumerStage::Live { payload_type, red } = consumer.stage else {
                 continue;
             };
             let target = consumer
@@ -1167,6 +1194,14 @@ impl Router {
                 out.header.sequence_number = rewritten.seq;
                 out.header.timestamp = rewritten.timestamp;
                 out.header.payload_type = payload_type;
+                if let Some(red_payload_type) = red {
+                    out.payload = consumer.red_encoder.encode(
+                        rewritten.timestamp,
+                        &packet.payload,
+                        payload_type,
+                    );
+                    out.header.payload_type = red_payload_type;
+                }
                 writes.push((consumer.peer, consumer.sender_id, out));
             }
         }
@@ -1322,7 +1357,7 @@ impl Router {
             }
             demands.push(demand(
                 producer,
-                consumer.rendered,
+                consumer,
                 staff.contains(&producer.participant),
             ));
             sids.push(producer.sid.clone());
@@ -1421,7 +1456,7 @@ impl Router {
 
 /// What forwarding `producer` to one subscriber costs, layer by layer: measured rates of the
 /// layers being received, none above what the subscriber's rendered size needs.
-fn demand(producer: &Producer, rendered: Option<RenderedSize>, staff: bool) -> Demand {
+fn demand(producer: &Producer, consumer: &Consumer, staff: bool) -> Demand {
     let priority = match (producer.kind, producer.source) {
         (TrackKind::Audio, _) => Priority::Audio,
         (_, TrackSource::ScreenShare) => Priority::Screen,
@@ -1429,7 +1464,13 @@ fn demand(producer: &Producer, rendered: Option<RenderedSize>, staff: bool) -> D
         _ => Priority::Camera,
     };
     let count = producer.layers.values().max().map_or(1, |top| top + 1);
-    let max_layer = rendered
+    // RED repeats each frame `red::DISTANCE` more times.
+    let redundancy = match consumer.stage {
+        ConsumerStage::Live { red: Some(_), .. } => 1.0 + red::DISTANCE as f64,
+        _ => 1.0,
+    };
+    let max_layer = consumer
+        .rendered
         .and_then(|r| layer_for_size(&producer.sizes, (r.width, r.height)))
         .unwrap_or(Layer::MAX);
     let layers = (0..count)
@@ -1439,7 +1480,7 @@ fn demand(producer: &Producer, rendered: Option<RenderedSize>, staff: bool) -> D
                 TrackKind::Video => ASSUMED_VIDEO_RATES[layer.min(2)],
             };
             (layer <= max_layer && producer.activity.is_alive(layer))
-                .then(|| producer.rates.rate(layer).unwrap_or(assumed))
+                .then(|| producer.rates.rate(layer).unwrap_or(assumed) * redundancy)
         })
         .collect();
     Demand { priority, layers }

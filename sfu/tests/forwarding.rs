@@ -6,6 +6,7 @@ use std::time::Duration;
 use aula_protocol::PeerTarget;
 use aula_protocol::TrackKind;
 use aula_sfu::PeerState;
+use aula_sfu::red;
 use aula_sfu::sim::{Sim, vp8_payload};
 
 const STEP: Duration = Duration::from_millis(5);
@@ -53,7 +54,19 @@ fn every_subscriber_gets_every_audio_packet_in_order() {
     }
     for (s, skip) in students.iter().zip(baseline) {
         let got = &sim.client(s).received[skip..];
-        let payloads: Vec<&[u8]> = got.iter().map(|r| r.payload.as_ref()).collect();
+        // The SFU sends audio as RED to subscribers that negotiated it (these do): the frame
+        // is the primary block, after the two before it.
+        let payloads: Vec<&[u8]> = got
+            .iter()
+            .map(|r| red::primary(&r.payload).expect("audio comes as RED"))
+            .collect();
+        for pair in got.windows(3) {
+            let blocks = red::blocks(&pair[2].payload).unwrap().count();
+            assert_eq!(
+                blocks, 3,
+                "{s}: two earlier frames repeated in every packet"
+            );
+        }
         let expected: Vec<Vec<u8>> = (0..100u32)
             .map(|i| format!("frame-{i}").into_bytes())
             .collect();

@@ -82,7 +82,7 @@ pub fn app_limited_cap(delivered: f64) -> f64 {
 }
 
 /// See [`app_limited_cap`].
-pub const FREE_GROWTH: f64 = 1_000_000.0;
+pub const FREE_GROWTH: f64 = 2_000_000.0;
 
 /// See the module docs.
 pub struct Estimator {
