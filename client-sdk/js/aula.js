@@ -31,6 +31,17 @@
 // Participants already in the room when `connect` resolves are in `room.participants`; their
 // tracks arrive as `trackSubscribed` events, which cannot fire before the caller has had a chance
 // to add listeners right after `await connect(...)`.
+//
+// Rendered sizes: the server forwards each remote video at no larger a simulcast layer than it is
+// shown, and not at all while it is not shown. Nothing to call: show a track by setting a
+// `<video>` element's `srcObject` to a MediaStream holding it (the event's `stream`, or a new
+// MediaStream of its `track`), with the element in the document. The SDK notices (the element's
+// `loadstart` / `emptied` events), watches the element's size and visibility, and sends
+// `track_settings` with clientWidth x clientHeight x devicePixelRatio, the largest over the
+// elements showing that track, or 0x0 when none is shown (display:none, scrolled far away,
+// removed, srcObject cleared, or the tab hidden). Sent 300 ms after the last change, and only
+// when the size differs from the last one sent. A track never shown in a <video> element is not
+// reported, so a page that uses a track otherwise (canvas, recorder) still gets it unlimited.
 
 /** How long a dropped connection is retried before the session is given up (the server keeps
  * a dropped participant for its `reconnect_timeout_secs`, 15 s by default). */
@@ -52,6 +63,21 @@ const CAMERA_SIMULCAST = [
   { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 500_000 },
   { rid: 'f', scaleResolutionDownBy: 1, maxBitrate: 1_500_000 },
 ];
+
+/**
+ * How long rendered sizes settle before `track_settings` goes out: a window drag or a layout
+ * change sends one message per video, not one per animation frame.
+ */
+const RENDERED_SIZE_DEBOUNCE_MS = 300;
+
+/**
+ * A video this close to the viewport counts as shown, so that one scrolled into view has usually
+ * been resumed already (the server needs a keyframe from the publisher to restart it).
+ */
+const IN_VIEW_MARGIN = '200px';
+
+/** The protocol's MAX_RENDERED_DIMENSION: larger sizes are refused, so they are capped here. */
+const MAX_RENDERED_DIMENSION = 16384;
 
 /** Camera capture when `publish({camera: true})`: 720p is what the `f` layer is sized for. */
 const DEFAULT_CAMERA = { width: { ideal: 1280 }, height: { ideal: 720 }, frameRate: { ideal: 30 } };
@@ -175,10 +201,13 @@ export class Room extends EventTarget {
   /** When resuming gives up (ms since the epoch); null while connected. */
   #resumeDeadline = null;
   #resumeAttempts = 0;
+  /** Reports how large remote videos are shown (see the header comment). */
+  #renderedSizes;
 
   constructor(wsUrl, { iceServers = [] } = {}) {
     super();
     this.#wsUrl = wsUrl;
+    this.#renderedSizes = new RenderedSizes((msg) => this._send(msg), (stream) => this.#remoteVideoSid(stream));
     this.#ws = new WebSocket(wsUrl);
     this.#rtcConfig = { iceServers, bundlePolicy: 'max-bundle' };
     // Created before joining so that a `subscribe_offer` right behind `joined` finds it.
@@ -449,6 +478,8 @@ export class Room extends EventTarget {
         this.#resumeDeadline = null;
         this.#resumeAttempts = 0;
         this._emit('reconnected', {});
+        // Sizes sent while the socket was down were dropped.
+        this.#renderedSizes.resendAll();
         // Our address may have changed: new ICE credentials for what we send (the server
         // restarts the subscribe side itself with a new offer).
         if (this.#publisher) {
@@ -531,8 +562,19 @@ export class Room extends EventTarget {
     const remote = this.remoteTracks.get(sid);
     if (!remote || (track && remote.track !== track)) return;
     this.remoteTracks.delete(sid);
+    // Before listeners detach it: a size for a track the server no longer sends us is refused.
+    this.#renderedSizes.forget(sid);
     const found = this.#findTrack(sid);
     if (found) this._emit('trackUnsubscribed', { track: remote.track, ...found });
+  }
+
+  /** The sid of a remote video track that `stream` (an element's `srcObject`) holds, or null. */
+  #remoteVideoSid(stream) {
+    if (!(stream instanceof MediaStream)) return null;
+    for (const track of stream.getVideoTracks()) {
+      for (const [sid, remote] of this.remoteTracks) if (remote.track === track) return sid;
+    }
+    return null;
   }
 
   /** @returns {{info: object, participant: object} | null} */
@@ -553,6 +595,7 @@ export class Room extends EventTarget {
     this.#awaitingAnswer?.reject(new Error(reason));
     this.#awaitingAnswer = null;
     for (const sid of [...this.remoteTracks.keys()]) this.#removeRemoteTrack(sid);
+    this.#renderedSizes.close();
     for (const { track } of this.localTracks.values()) track.stop();
     this.localTracks.clear();
     this.#publisher?.pc.close();
@@ -579,6 +622,126 @@ export class Room extends EventTarget {
   _emit(type, detail) {
     this.dispatchEvent(new CustomEvent(type, { detail }));
   }
+}
+
+/**
+ * Sends `track_settings` for the remote videos the page shows (see the header comment).
+ *
+ * The page attaches tracks itself, so elements are found through the media events a <video>
+ * fires when its `srcObject` changes (`loadstart` when set, `emptied` when replaced or cleared),
+ * caught on the document in the capture phase since they do not bubble. Each element found is
+ * watched with a ResizeObserver and an IntersectionObserver; any change (and the tab's
+ * visibility) schedules one debounced pass over all elements.
+ */
+class RenderedSizes {
+  /** Watched <video> elements and the track sid each shows. */
+  #elements = new Map();
+  /** The last size sent per track sid ('640x360'); null to send it again whatever it is. */
+  #sent = new Map();
+  /** What the IntersectionObserver last said of each element (absent: nothing yet). */
+  #inView = new WeakMap();
+  #timer = null;
+  #resizes = new ResizeObserver(() => this.#schedule());
+  #intersections = new IntersectionObserver((entries) => {
+    for (const entry of entries) this.#inView.set(entry.target, entry.isIntersecting);
+    this.#schedule();
+  }, { rootMargin: IN_VIEW_MARGIN });
+  #onMediaEvent = (e) => this.#check(e.target);
+  #onVisibility = () => this.#schedule();
+  #send;
+  #sidOf;
+
+  /**
+   * @param {(msg: object) => void} send sends a protocol message
+   * @param {(srcObject: any) => string|null} sidOf the remote video track sid an element shows
+   */
+  constructor(send, sidOf) {
+    this.#send = send;
+    this.#sidOf = sidOf;
+    document.addEventListener('loadstart', this.#onMediaEvent, true);
+    document.addEventListener('emptied', this.#onMediaEvent, true);
+    document.addEventListener('visibilitychange', this.#onVisibility);
+  }
+
+  /** The remote track went away: forget it silently (the server would refuse its size). */
+  forget(sid) {
+    this.#sent.delete(sid);
+    for (const [el, shown] of this.#elements) if (shown === sid) this.#unwatch(el);
+  }
+
+  /** Sends every known size again on the next pass, changed or not. */
+  resendAll() {
+    for (const sid of this.#sent.keys()) this.#sent.set(sid, null);
+    this.#schedule();
+  }
+
+  close() {
+    clearTimeout(this.#timer);
+    document.removeEventListener('loadstart', this.#onMediaEvent, true);
+    document.removeEventListener('emptied', this.#onMediaEvent, true);
+    document.removeEventListener('visibilitychange', this.#onVisibility);
+    this.#resizes.disconnect();
+    this.#intersections.disconnect();
+    this.#elements.clear();
+  }
+
+  /** Starts, moves or stops watching `el` after its `srcObject` changed. */
+  #check(el) {
+    if (!(el instanceof HTMLVideoElement)) return;
+    const sid = this.#sidOf(el.srcObject);
+    if (sid === (this.#elements.get(el) ?? null)) return;
+    if (sid) {
+      this.#elements.set(el, sid);
+      this.#resizes.observe(el);
+      this.#intersections.observe(el);
+    } else {
+      this.#unwatch(el);
+    }
+    this.#schedule();
+  }
+
+  #unwatch(el) {
+    this.#elements.delete(el);
+    this.#resizes.unobserve(el);
+    this.#intersections.unobserve(el);
+  }
+
+  #schedule() {
+    clearTimeout(this.#timer);
+    this.#timer = setTimeout(() => this.#flush(), RENDERED_SIZE_DEBOUNCE_MS);
+  }
+
+  /** Measures every watched element and sends the sizes that changed. */
+  #flush() {
+    // Tracks reported before and now shown nowhere go to 0x0.
+    const sizes = new Map([...this.#sent.keys()].map((sid) => [sid, [0, 0]]));
+    const tabShown = document.visibilityState === 'visible';
+    for (const [el, sid] of this.#elements) {
+      // Changed outside the document, where its events do not reach us.
+      if (this.#sidOf(el.srcObject) !== sid) {
+        this.#unwatch(el);
+        continue;
+      }
+      const shown = tabShown && el.isConnected && this.#inView.get(el) !== false;
+      const [width, height] = shown ? renderedSize(el) : [0, 0];
+      const [w, h] = sizes.get(sid) ?? [0, 0];
+      sizes.set(sid, [Math.max(w, width), Math.max(h, height)]);
+    }
+    for (const [sid, [width, height]] of sizes) {
+      const key = `${width}x${height}`;
+      if (this.#sent.get(sid) === key) continue;
+      this.#sent.set(sid, key);
+      this.#send({ type: 'track_settings', track_sid: sid, width, height });
+    }
+  }
+}
+
+/** An element's size in device pixels, or 0x0 if either side is empty (e.g. display:none). */
+function renderedSize(el) {
+  const scale = globalThis.devicePixelRatio || 1;
+  const device = (css) => Math.min(MAX_RENDERED_DIMENSION, Math.round(css * scale));
+  const [width, height] = [device(el.clientWidth), device(el.clientHeight)];
+  return width > 0 && height > 0 ? [width, height] : [0, 0];
 }
 
 /** A track for `option`: the track itself, or one captured with `option` (or `defaults` for true). */

@@ -280,6 +280,29 @@ impl Client {
         })
     }
 
+    /// Tells the server how large we show the video track `track_sid`, in device pixels, so
+    /// that it forwards no larger a simulcast layer than needed; a zero `width` or `height`
+    /// means not shown, and the server stops forwarding it until a non-zero size comes. Send
+    /// it only when the size changes: the server applies every one.
+    ///
+    /// Returns once queued; a refusal (`unknown_track` for a track we do not receive as video,
+    /// `bad_message` above [`aula_protocol::MAX_RENDERED_DIMENSION`]) arrives as
+    /// [`ClientEvent::Error`] and the session goes on.
+    pub fn set_rendered_size(
+        &self,
+        track_sid: &str,
+        width: u32,
+        height: u32,
+    ) -> Result<(), ClientError> {
+        self.signal
+            .send(ClientMessage::TrackSettings {
+                track_sid: track_sid.to_owned(),
+                width,
+                height,
+            })
+            .map_err(|_| ClientError::Closed)
+    }
+
     /// Leaves the room: sends `Leave`, waits (briefly) for the server's `Left`, then closes
     /// everything. Other participants see `ParticipantLeft` and our tracks unpublished.
     pub async fn leave(mut self) -> Result<(), ClientError> {

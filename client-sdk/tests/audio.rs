@@ -230,6 +230,21 @@ async fn server_refusals_surface_with_their_code() {
         })
         .await;
         assert_eq!(code, ErrorCode::Forbidden);
+
+        // A rendered size for a track the student does not receive is refused, the session
+        // goes on (the browser SDK sends these for the videos it shows). Other errors of the
+        // refused publish (its trickled candidate) may come first.
+        student
+            .set_rendered_size("TR_nope", 640, 360)
+            .expect("queued");
+        wait_for(&mut student, |event| match event {
+            ClientEvent::Error {
+                code: ErrorCode::UnknownTrack,
+                ..
+            } => Some(()),
+            _ => None,
+        })
+        .await;
         student.leave().await.expect("leave");
     })
     .await

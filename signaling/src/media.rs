@@ -8,7 +8,7 @@
 //! uses are here.
 
 use aula_protocol::{IceCandidate, PeerTarget, TrackAnnouncement};
-use aula_sfu::{SfuError, SfuHandle};
+use aula_sfu::{RenderedSize, SfuError, SfuHandle};
 use futures_util::future::BoxFuture;
 
 /// What the control plane asks of the media plane. Every call is keyed by participant sid.
@@ -81,6 +81,18 @@ pub trait MediaPlane: Send + Sync + 'static {
     /// Restarts ICE on the participant's subscribe connection after it resumed.
     fn restart_ice<'a>(&'a self, _participant: &'a str) -> BoxFuture<'a, Result<(), SfuError>> {
         Box::pin(async { Err(unsupported("restart_ice")) })
+    }
+
+    /// How large a participant shows a video track it receives (zero: not shown), so that the
+    /// media plane forwards no larger a layer than needed. Only a hint, so the default accepts
+    /// and ignores it, as a media plane without layer selection (or a test fake) rightly does.
+    fn set_rendered_size<'a>(
+        &'a self,
+        _participant: &'a str,
+        _track_sid: &'a str,
+        _size: RenderedSize,
+    ) -> BoxFuture<'a, Result<(), SfuError>> {
+        Box::pin(async { Ok(()) })
     }
 }
 
@@ -157,5 +169,19 @@ impl MediaPlane for SfuHandle {
 
     fn restart_ice<'a>(&'a self, participant: &'a str) -> BoxFuture<'a, Result<(), SfuError>> {
         Box::pin(SfuHandle::restart_ice(self, participant))
+    }
+
+    fn set_rendered_size<'a>(
+        &'a self,
+        participant: &'a str,
+        track_sid: &'a str,
+        size: RenderedSize,
+    ) -> BoxFuture<'a, Result<(), SfuError>> {
+        Box::pin(SfuHandle::set_rendered_size(
+            self,
+            participant,
+            track_sid,
+            Some(size),
+        ))
     }
 }

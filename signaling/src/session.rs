@@ -12,8 +12,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use aula_protocol::{ClientMessage, ErrorCode, PROTOCOL_VERSION, ServerEvent, ServerMessage};
-use aula_sfu::SfuError;
+use aula_protocol::{
+    ClientMessage, ErrorCode, MAX_RENDERED_DIMENSION, PROTOCOL_VERSION, ServerEvent, ServerMessage,
+    TrackKind,
+};
+use aula_sfu::{RenderedSize, SfuError};
 use axum::extract::ws::{CloseFrame, Message, WebSocket, close_code};
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
@@ -23,7 +26,7 @@ use tokio::time::Instant;
 
 use crate::moderation::MediaEffect;
 use crate::ratelimit::TokenBucket;
-use crate::room::{self, Member, Outbox, Outgoing, Refused};
+use crate::room::{self, Member, Outbox, Outgoing, Refused, Registry};
 use crate::server::AppState;
 use crate::support::desk::Caller;
 use crate::token::{self, AccessClaims};
@@ -321,7 +324,41 @@ fn message_kind(msg: &ClientMessage) -> &'static str {
         ClientMessage::CancelHelp => "cancel_help",
         ClientMessage::TransferSession { .. } => "transfer_session",
         ClientMessage::EndSupportSession { .. } => "end_support_session",
+        ClientMessage::TrackSettings { .. } => "track_settings",
     }
+}
+
+/// Whether `sid` receives `track_sid` as video, as far as the room knows: another member's
+/// video track, and `sid` may subscribe. The SFU then checks that the subscription exists.
+fn receives_video(registry: &Registry, sid: &str, track_sid: &str) -> Result<(), Refused> {
+    let unknown = |why: &str| (ErrorCode::UnknownTrack, format!("{track_sid}: {why}"));
+    let room = registry
+        .room_of(sid)
+        .ok_or_else(|| unknown("you are in no room"))?;
+    let (owner, track) = room
+        .members
+        .iter()
+        .find_map(|m| {
+            m.info
+                .tracks
+                .iter()
+                .find(|t| t.sid == track_sid)
+                .map(|t| (m, t))
+        })
+        .ok_or_else(|| unknown("no such track in your room"))?;
+    if owner.info.sid == sid {
+        return Err(unknown("your own track; you do not receive it"));
+    }
+    if !room
+        .member(sid)
+        .is_some_and(|m| m.permissions.can_subscribe)
+    {
+        return Err(unknown("you may not subscribe to tracks"));
+    }
+    if track.kind != TrackKind::Video {
+        return Err(unknown("not a video track"));
+    }
+    Ok(())
 }
 
 /// The error code as it appears on the wire (`bad_sdp`), for metric labels.
@@ -675,6 +712,11 @@ impl Session {
                 self.end(Some("left"));
                 return Flow::Ending;
             }
+            ClientMessage::TrackSettings {
+                track_sid,
+                width,
+                height,
+            } => self.track_settings(sid, &track_sid, width, height).await,
             ClientMessage::Chat { text } => self.chat(sid, &text),
             ClientMessage::Data { topic, payload } => self.data(sid, &topic, &payload),
             msg @ (ClientMessage::GoOnDuty { .. }
@@ -744,6 +786,33 @@ impl Session {
         };
         self.state.apply_effects(effects).await;
         Ok(())
+    }
+
+    /// A subscriber's rendered size of one video track, passed to the SFU as it comes: the
+    /// client already sends it only on change, and the SFU keeps just the latest per track.
+    async fn track_settings(&mut self, sid: &str, track_sid: &str, width: u32, height: u32) {
+        if width > MAX_RENDERED_DIMENSION || height > MAX_RENDERED_DIMENSION {
+            self.error(
+                ErrorCode::BadMessage,
+                format!("width and height must be at most {MAX_RENDERED_DIMENSION} pixels"),
+            );
+            return;
+        }
+        // The registry guard is a temporary: released before the SFU is awaited.
+        let receives = receives_video(&self.state.registry(), sid, track_sid);
+        if let Err((code, message)) = receives {
+            self.error(code, message);
+            return;
+        }
+        let size = RenderedSize { width, height };
+        if let Err(e) = self
+            .state
+            .media()
+            .set_rendered_size(sid, track_sid, size)
+            .await
+        {
+            self.sfu_error(sid, "track settings", e, ErrorCode::UnknownTrack);
+        }
     }
 
     fn chat(&mut self, sid: &str, text: &str) {

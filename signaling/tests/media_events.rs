@@ -11,10 +11,10 @@ use aula_protocol::{
     ClientMessage, ConnectionQuality, ErrorCode, IceCandidate, PeerTarget, Role, ServerFrame,
     ServerMessage, TrackAnnouncement, TrackKind, TrackSource,
 };
-use aula_sfu::{PeerState, PublishedTrack, SfuError, SfuEvent};
+use aula_sfu::{PeerState, PublishedTrack, RenderedSize, SfuError, SfuEvent};
 use aula_signaling::media::MediaPlane;
 use aula_signaling::{Config, Server, start_with_media};
-use common::{Client, eventually};
+use common::{Client, eventually, http, token_with};
 use futures_util::future::BoxFuture;
 use tokio::sync::mpsc;
 
@@ -25,9 +25,11 @@ enum Call {
     Candidate(String),
     Subscribe(String, String),
     Remove(String),
+    RenderedSize(String, String, RenderedSize),
 }
 
-/// Records every call; an SDP or candidate of `"bad"` is refused like the real SFU would.
+/// Records every call; an SDP or candidate of `"bad"` is refused like the real SFU would, and
+/// so is a rendered size for `TR_stale` (as for a track the SFU no longer forwards).
 #[derive(Default)]
 struct FakeMedia {
     calls: Mutex<Vec<Call>>,
@@ -102,6 +104,26 @@ impl MediaPlane for FakeMedia {
     ) -> BoxFuture<'a, Result<(), SfuError>> {
         self.record(Call::Remove(participant.into()));
         Box::pin(async { Ok(()) })
+    }
+
+    fn set_rendered_size<'a>(
+        &'a self,
+        participant: &'a str,
+        track_sid: &'a str,
+        size: RenderedSize,
+    ) -> BoxFuture<'a, Result<(), SfuError>> {
+        self.record(Call::RenderedSize(
+            participant.into(),
+            track_sid.into(),
+            size,
+        ));
+        Box::pin(async move {
+            if track_sid == "TR_stale" {
+                Err(SfuError::UnknownTrack(track_sid.into()))
+            } else {
+                Ok(())
+            }
+        })
     }
 }
 
@@ -477,6 +499,107 @@ async fn events_for_unknown_participants_are_ignored() {
             .calls()
             .iter()
             .all(|c| !matches!(c, Call::Subscribe(..)))
+    );
+    h.server.shutdown().await;
+}
+
+fn track_settings(track_sid: &str, width: u32, height: u32) -> ClientMessage {
+    ClientMessage::TrackSettings {
+        track_sid: track_sid.into(),
+        width,
+        height,
+    }
+}
+
+#[tokio::test]
+async fn rendered_sizes_reach_the_sfu_and_bad_ones_are_refused_with_a_code() {
+    let h = Harness::start().await;
+    let (mut teacher, jt) = Client::join(h.addr(), "r", "t", Role::Teacher).await;
+    let t_sid = sid_of(&jt);
+    let (mut student, js) = Client::join(h.addr(), "r", "s", Role::Student).await;
+    let s_sid = sid_of(&js);
+    let no_subscribe = token_with("r", "n", Role::Student, |c| c.can_subscribe = false);
+    let (mut listener, _) = Client::join_token(h.addr(), no_subscribe).await;
+    let (mut elsewhere, _) = Client::join(h.addr(), "other", "o", Role::Student).await;
+    let microphone = PublishedTrack {
+        sid: "TR_mic".into(),
+        kind: TrackKind::Audio,
+        source: TrackSource::Microphone,
+        simulcast: false,
+        mime_type: "audio/opus".into(),
+    };
+    for track in [camera("TR_cam"), camera("TR_stale"), microphone] {
+        h.emit(SfuEvent::TrackPublished {
+            participant: t_sid.clone(),
+            track,
+        });
+    }
+    eventually("student subscribed", || {
+        let calls = h.media.calls();
+        ["TR_cam", "TR_stale", "TR_mic"]
+            .iter()
+            .all(|t| calls.contains(&Call::Subscribe(s_sid.clone(), (*t).into())))
+    })
+    .await;
+
+    // Shown at 640x360, then hidden: each reaches the SFU as sent, and nothing comes back.
+    for (width, height) in [(640, 360), (0, 0)] {
+        student.send(&track_settings("TR_cam", width, height)).await;
+        let before_pong = student.sync().await;
+        assert!(
+            !before_pong
+                .iter()
+                .any(|f| matches!(f, ServerFrame::Message(ServerMessage::Error { .. }))),
+            "{before_pong:?}"
+        );
+        assert!(h.media.calls().contains(&Call::RenderedSize(
+            s_sid.clone(),
+            "TR_cam".into(),
+            RenderedSize { width, height }
+        )));
+    }
+
+    // Refusals: each answered with its code, the session goes on, the SFU hears nothing.
+    let calls_before = h.media.calls().len();
+    let refused = [
+        (track_settings("TR_nope", 640, 360), ErrorCode::UnknownTrack),
+        (track_settings("TR_mic", 640, 360), ErrorCode::UnknownTrack),
+        (track_settings("TR_cam", 16385, 360), ErrorCode::BadMessage),
+        (
+            track_settings("TR_cam", 640, u32::MAX),
+            ErrorCode::BadMessage,
+        ),
+    ];
+    for (msg, code) in refused {
+        student.send(&msg).await;
+        assert_eq!(student.error_code().await, code, "{msg:?}");
+        student.sync().await;
+    }
+    // The publisher itself, one without the subscribe grant, one in another room.
+    for client in [&mut teacher, &mut listener, &mut elsewhere] {
+        client.send(&track_settings("TR_cam", 640, 360)).await;
+        assert_eq!(client.error_code().await, ErrorCode::UnknownTrack);
+        client.sync().await;
+    }
+    student
+        .send_text(r#"{"type":"track_settings","track_sid":"TR_cam","width":-1,"height":360}"#)
+        .await;
+    assert_eq!(student.error_code().await, ErrorCode::BadMessage);
+    assert_eq!(
+        h.media.calls().len(),
+        calls_before,
+        "refused before the SFU"
+    );
+
+    // What the SFU refuses (a track it no longer forwards) comes back coded too.
+    student.send(&track_settings("TR_stale", 320, 180)).await;
+    assert_eq!(student.error_code().await, ErrorCode::UnknownTrack);
+    student.assert_alive().await;
+
+    let metrics = http(h.addr(), "GET", "/metrics").await.body;
+    assert!(
+        metrics.contains(r#"aula_signaling_messages_total{type="track_settings"} 10"#),
+        "{metrics}"
     );
     h.server.shutdown().await;
 }

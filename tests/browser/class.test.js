@@ -2,6 +2,7 @@
 //
 // One teacher publishes camera + microphone with simulcast; three students join through the
 // page's form and must decode both; a fourth student joins late and must see video quickly; the
+// first student reports how large it shows the teacher's camera (and 0x0 once it is hidden); the
 // teacher shares the screen, stops sharing, mutes and unmutes; a bad token is refused; the
 // teacher leaves and every student's page must drop the teacher's tracks and tile. The steps
 // share one room and run in order, each bounded in time.
@@ -17,11 +18,43 @@ const MEDIA_DEADLINE_MS = 20_000;
 /** The late joiner's budget from clicking Join to its first decoded frame. */
 const LATE_JOIN_BUDGET_MS = 2_000;
 
+/**
+ * `browser` for `joinClass`, except that the page it opens records every WebSocket message it
+ * sends and every error the server answers, parsed, in `log.sent` and `log.errors`.
+ */
+function recordingBrowser(browser, log) {
+  return {
+    newPage: async () => {
+      const page = await browser.newPage();
+      page.on('websocket', (ws) => {
+        ws.on('framesent', ({ payload }) => log.sent.push(JSON.parse(payload)));
+        ws.on('framereceived', ({ payload }) => {
+          const msg = JSON.parse(payload);
+          if (msg.type === 'error') log.errors.push(msg);
+        });
+      });
+      return page;
+    },
+  };
+}
+
+/** Polls `check` (async, truthy when done) every 100 ms for up to `ms`; returns its last value. */
+async function poll(check, ms) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const value = await check();
+    if (value || Date.now() > deadline) return value;
+    await new Promise((ok) => setTimeout(ok, 100));
+  }
+}
+
 describe('live class', { timeout: 180_000 }, () => {
   let server;
   let browser;
   let teacher;
   const students = [];
+  /** What the first student's page sent and the errors it got (see `recordingBrowser`). */
+  const firstStudent = { sent: [], errors: [] };
   const room = `class-${process.pid}`;
 
   before(async () => {
@@ -52,7 +85,10 @@ describe('live class', { timeout: 180_000 }, () => {
     });
     assert.deepEqual(rids, ['f', 'h', 'q']);
 
-    for (const n of [1, 2, 3]) students.push(await joinClass(browser, server.url, { room, name: `Student ${n}`, role: 'student' }));
+    for (const n of [1, 2, 3]) {
+      const opener = n === 1 ? recordingBrowser(browser, firstStudent) : browser;
+      students.push(await joinClass(opener, server.url, { room, name: `Student ${n}`, role: 'student' }));
+    }
     const results = await Promise.all(students.map((page) => waitForMedia(page, MEDIA_DEADLINE_MS)));
     results.forEach((r, i) => {
       assert.ok(r.ok, `student ${i + 1} within ${MEDIA_DEADLINE_MS} ms: ${JSON.stringify(r)}\n${server.logTail()}`);
@@ -77,6 +113,65 @@ describe('live class', { timeout: 180_000 }, () => {
     assert.equal(outcome, 'forbidden');
     // The refusal leaves the student's session and media intact.
     assert.ok((await waitForMedia(students[0], 5_000)).ok);
+  });
+
+  it('a student tells the server how large it shows the teacher\'s camera, and when not at all', { timeout: 20_000 }, async () => {
+    const page = students[0];
+    // The refusal of the step before is this student's, too.
+    const errorsBefore = firstStudent.errors.length;
+    const camera = await page.evaluate(() => [...window.aulaRoom.participants.values()]
+      .flatMap((p) => p.tracks)
+      .find((t) => t.source === 'camera').sid);
+    const sizes = () => firstStudent.sent.filter((m) => m.type === 'track_settings' && m.track_sid === camera);
+    // What the tile shows now, in device pixels: the last size sent must come to match it.
+    const shown = () => page.evaluate(() => {
+      const video = document.querySelector('.tile.teacher video');
+      return { width: Math.round(video.clientWidth * devicePixelRatio), height: Math.round(video.clientHeight * devicePixelRatio) };
+    });
+    const settlesOn = async (expected) => {
+      const last = await poll(async () => {
+        const want = expected ?? await shown();
+        const got = sizes().at(-1);
+        return got?.width === want.width && got?.height === want.height ? got : null;
+      }, 5_000);
+      assert.ok(last, `expected ${JSON.stringify(expected ?? await shown())}, sent ${JSON.stringify(sizes())}`);
+    };
+    assert.equal(await page.evaluate(() => document.visibilityState), 'visible');
+    const visible = await shown();
+    assert.ok(visible.width > 0 && visible.height > 0, JSON.stringify(visible));
+    await settlesOn(null);
+
+    // Hidden (display:none): 0x0, which pauses it for this student; shown again: its size.
+    await page.evaluate(() => { document.querySelector('.tile.teacher video').style.display = 'none'; });
+    await settlesOn({ width: 0, height: 0 });
+    await page.evaluate(() => { document.querySelector('.tile.teacher video').style.display = ''; });
+    await settlesOn(null);
+
+    // Only changes are sent, and the server accepted every one.
+    sizes().slice(1).forEach((m, i) => {
+      const before = sizes()[i];
+      assert.ok(m.width !== before.width || m.height !== before.height, `sent twice: ${JSON.stringify(m)}`);
+    });
+    assert.deepEqual(firstStudent.errors.slice(errorsBefore), []);
+    console.log(`# sizes sent for the teacher's camera: ${sizes().map((m) => `${m.width}x${m.height}`).join(', ')}`);
+    // Shown again, the camera plays again (frames keep being decoded).
+    const decoding = await page.evaluate(async () => {
+      const decoded = async () => {
+        let frames = 0;
+        (await window.aulaRoom.subscriber.getStats()).forEach((r) => {
+          if (r.type === 'inbound-rtp' && r.kind === 'video') frames += r.framesDecoded ?? 0;
+        });
+        return frames;
+      };
+      const start = await decoded();
+      const deadline = performance.now() + 5_000;
+      while (performance.now() < deadline) {
+        if (await decoded() >= start + 10) return true;
+        await new Promise((ok) => setTimeout(ok, 100));
+      }
+      return false;
+    });
+    assert.ok(decoding, 'the teacher\'s camera is decoded again once shown');
   });
 
   // Three late joiners, one after another, and the median must fit the budget: one sample on

@@ -27,6 +27,10 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// tracks is well under 64 KiB; larger messages are refused with [`ErrorCode::MessageTooLarge`].
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
 
+/// Largest `width` or `height` of [`ClientMessage::TrackSettings`], in device pixels: twice an
+/// 8K screen's width. Anything larger is a client bug, refused with [`ErrorCode::BadMessage`].
+pub const MAX_RENDERED_DIMENSION: u32 = 16384;
+
 /// Which of the participant's two peer connections a message is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -289,6 +293,24 @@ pub enum ClientMessage {
     TransferSession { session_id: String, skill: String },
     /// Agent or learner: end a support session.
     EndSupportSession { session_id: String },
+
+    // --- Subscriber hints (servers without them answer `bad_message`) ---
+    /// How large this client shows a video track it receives, in device pixels (CSS pixels times
+    /// `devicePixelRatio`), e.g. `{"type":"track_settings","track_sid":"TR_x","width":640,
+    /// "height":360}`. The server forwards no larger a simulcast layer than that size needs. A
+    /// zero `width` or `height` means the video is not shown at all (hidden, scrolled away,
+    /// detached, tab in the background): the server stops forwarding it to this client until a
+    /// non-zero size comes. Until a client sends one for a track, the track has no size limit.
+    ///
+    /// Refused with `unknown_track` unless the track is a video track this participant
+    /// receives, and with `bad_message` when a dimension exceeds [`MAX_RENDERED_DIMENSION`];
+    /// the session goes on either way. Each message is applied as it comes, so clients send it
+    /// only when the size changes (the browser SDK debounces it).
+    TrackSettings {
+        track_sid: String,
+        width: u32,
+        height: u32,
+    },
 }
 
 /// Messages from the server to a client.
@@ -579,6 +601,34 @@ mod tests {
             ..p
         };
         assert!(!off.allows(TrackSource::ScreenShare));
+    }
+
+    #[test]
+    fn track_settings_shape() {
+        let text = r#"{"type":"track_settings","track_sid":"TR_1","width":640,"height":0}"#;
+        let msg = ClientMessage::parse(text).expect("parses");
+        assert_eq!(
+            msg,
+            ClientMessage::TrackSettings {
+                track_sid: "TR_1".into(),
+                width: 640,
+                height: 0
+            }
+        );
+        assert_eq!(serde_json::to_string(&msg).expect("serializes"), text);
+        // Sizes are whole, non-negative pixels: a browser's fractional or negative value is a
+        // client bug.
+        for bad in [
+            r#"{"type":"track_settings","track_sid":"TR_1","width":640.5,"height":360}"#,
+            r#"{"type":"track_settings","track_sid":"TR_1","width":-1,"height":360}"#,
+            r#"{"type":"track_settings","track_sid":"TR_1","width":640}"#,
+        ] {
+            assert_eq!(
+                ClientMessage::parse(bad).unwrap_err().0,
+                ErrorCode::BadMessage,
+                "{bad}"
+            );
+        }
     }
 
     #[test]
