@@ -70,6 +70,13 @@ const PACKET_OVERHEAD: usize = 40;
 /// TWCC, no REMB) is not estimating: it gets the best layers, as it would from an SFU
 /// without congestion control.
 const FEEDBACK_GRACE: Duration = Duration::from_secs(3);
+/// A subscriber losing more than this share of packets gets no video layer above
+/// [`LOSSY_MAX_LAYER`], whatever its bandwidth: a frame shows only once all its packets have
+/// arrived, and each lost one costs a retransmission round trip (a second one if the
+/// retransmission is lost too), so the fewer packets per frame, the fewer frames wait. The
+/// full layer of a camera is several packets a frame, the middle one one or two.
+const LOSSY_LINK: f64 = 0.05;
+const LOSSY_MAX_LAYER: Layer = 1;
 /// Bitrates assumed for a layer before a whole window of it has been measured.
 const ASSUMED_AUDIO_RATE: f64 = 40_000.0;
 const ASSUMED_VIDEO_RATES: [f64; 3] = [150_000.0, 500_000.0, 1_500_000.0];
@@ -1318,7 +1325,7 @@ impl Router {
     /// [`crate::forward::allocate`] for the order and [`crate::forward::selector`] for the
     /// timing. A subscriber without any estimate gets the best layers.
     fn allocate_bandwidth(&mut self, now: Instant) {
-        let budgets: Vec<(ParticipantId, Option<f64>)> = self
+        let budgets: Vec<(ParticipantId, Option<f64>, bool)> = self
             .participants
             .iter()
             .filter_map(|(id, state)| {
@@ -1327,15 +1334,20 @@ impl Router {
                 let young = peer
                     .connected_at
                     .is_none_or(|at| now.saturating_duration_since(at) < FEEDBACK_GRACE);
-                Some((id.clone(), budget.or(young.then_some(bwe::INITIAL_BITRATE))))
+                let lossy = peer
+                    .estimate
+                    .as_ref()
+                    .is_some_and(|e| e.loss() > LOSSY_LINK);
+                let budget = budget.or(young.then_some(bwe::INITIAL_BITRATE));
+                Some((id.clone(), budget, lossy))
             })
             .collect();
-        for (participant, budget) in budgets {
-            self.allocate_for(now, &participant, budget);
+        for (participant, budget, lossy) in budgets {
+            self.allocate_for(now, &participant, budget, lossy);
         }
     }
 
-    fn allocate_for(&mut self, now: Instant, participant: &str, budget: Option<f64>) {
+    fn allocate_for(&mut self, now: Instant, participant: &str, budget: Option<f64>, lossy: bool) {
         let staff: HashSet<&ParticipantId> = self
             .participants
             .iter()
@@ -1359,6 +1371,7 @@ impl Router {
                 producer,
                 consumer,
                 staff.contains(&producer.participant),
+                lossy,
             ));
             sids.push(producer.sid.clone());
         }
@@ -1455,8 +1468,9 @@ impl Router {
 }
 
 /// What forwarding `producer` to one subscriber costs, layer by layer: measured rates of the
-/// layers being received, none above what the subscriber's rendered size needs.
-fn demand(producer: &Producer, consumer: &Consumer, staff: bool) -> Demand {
+/// layers being received, none above what the subscriber's rendered size needs (or, on a
+/// lossy link, above [`LOSSY_MAX_LAYER`]).
+fn demand(producer: &Producer, consumer: &Consumer, staff: bool, lossy: bool) -> Demand {
     let priority = match (producer.kind, producer.source) {
         (TrackKind::Audio, _) => Priority::Audio,
         (_, TrackSource::ScreenShare) => Priority::Screen,
@@ -1472,7 +1486,8 @@ fn demand(producer: &Producer, consumer: &Consumer, staff: bool) -> Demand {
     let max_layer = consumer
         .rendered
         .and_then(|r| layer_for_size(&producer.sizes, (r.width, r.height)))
-        .unwrap_or(Layer::MAX);
+        .unwrap_or(Layer::MAX)
+        .min(if lossy { LOSSY_MAX_LAYER } else { Layer::MAX });
     let layers = (0..count)
         .map(|layer| {
             let assumed = match producer.kind {

@@ -14,7 +14,9 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use rtc::interceptor::{Attribute, Interceptor, Packet, StreamInfo, TaggedPacket};
+use rtc::interceptor::{
+    Attribute, AttributedPacket, Interceptor, Packet, StreamInfo, TaggedPacket,
+};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
@@ -149,6 +151,18 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for Tap {
                 self.metrics.rtp_bytes_sent.inc_by(size as u64);
                 if msg.message.has(&Attribute::Retransmission) {
                     self.metrics.retransmissions.inc();
+                    // A resend goes out twice. The receiver asks again only a round trip
+                    // later (a receive-only browser assumes 100 ms, as it cannot measure the
+                    // RTT), which is what freezes a picture on a lossy link; a second copy
+                    // makes losing the resend ten times rarer at 10 % loss. SRTP's replay
+                    // protection drops the copy if the first arrived.
+                    let copy = AttributedPacket::new(Packet::Rtp(rtp.clone()))
+                        .with(Attribute::Retransmission);
+                    self.write.push_back(TaggedPacket {
+                        now: msg.now,
+                        transport: msg.transport,
+                        message: copy,
+                    });
                 } else {
                     // A resend's age counts from the original, so only originals are recorded.
                     self.sent

@@ -24,7 +24,8 @@
 //!   the spacing of the latest arrivals (a full bottleneck sends back to back), and never by
 //!   more than half in one step. A queue that drains, even slowly, is left to drain.
 //! - **Loss.** Only heavy loss (> [`HEAVY_LOSS`] over [`RATE_WINDOW`]) cuts the target, in
-//!   proportion and once per window; moderate loss holds it (no increase) rather than cutting.
+//!   proportion and once per window, and never below [`LOSS_FLOOR`]; moderate loss holds it
+//!   (no increase) rather than cutting.
 //! - **Increase.** With an empty queue and little loss the target grows by
 //!   [`INCREASE_PER_SECOND`], but never above [`app_limited_cap`]: an SFU sending only the low
 //!   layer learns nothing about capacity above twice what it sends, so it may try the next
@@ -54,6 +55,10 @@ pub const UNDERUSE_QUEUE: Duration = Duration::from_millis(15);
 pub const DECREASE_FACTOR: f64 = 0.85;
 /// Loss above this (over [`RATE_WINDOW`]) cuts the target. Below it NACK repairs the loss.
 pub const HEAVY_LOSS: f64 = 0.2;
+/// Loss alone never cuts the target below this: enough for audio (with its redundancy) and
+/// a low video layer. Random loss on a bad Wi-Fi is not congestion, and sending less does not
+/// make it go away; a full queue (the delay signal) still cuts to whatever the path carries.
+pub const LOSS_FLOOR: f64 = 400_000.0;
 /// Loss above this holds the target (no increase).
 pub const MODERATE_LOSS: f64 = 0.02;
 /// Multiplicative growth per second while the path shows no congestion.
@@ -259,8 +264,9 @@ impl BandwidthEstimator for Estimator {
             let capacity = self.capacity().unwrap_or(self.target);
             let cut = (capacity * DECREASE_FACTOR).max(self.target * 0.5);
             self.decrease_to(now, cut.min(self.target));
-        } else if !holding && loss_judged && loss > HEAVY_LOSS {
-            self.decrease_to(now, self.target * (1.0 - 0.5 * loss));
+        } else if !holding && loss_judged && loss > HEAVY_LOSS && self.target > LOSS_FLOOR {
+            let cut = self.target * (1.0 - 0.5 * loss);
+            self.decrease_to(now, cut.max(LOSS_FLOOR));
             self.last_loss_cut = Some(now);
         } else if !holding
             && self.queue < UNDERUSE_QUEUE
@@ -272,6 +278,7 @@ impl BandwidthEstimator for Estimator {
             self.target = grown.max(self.target).clamp(self.min, self.max);
         }
         self.shared.set_twcc(self.target);
+        self.shared.set_loss(loss);
     }
 
     fn target_bitrate(&self) -> f64 {
@@ -436,6 +443,9 @@ mod tests {
             "{} vs {expected}",
             path.target()
         );
+        // Loss alone stops at the floor: audio and a low layer stay.
+        path.run(Duration::from_secs(10), 5_000_000.0, greedy);
+        assert_eq!(path.target(), LOSS_FLOOR);
     }
 
     #[test]

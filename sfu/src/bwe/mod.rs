@@ -29,7 +29,8 @@ pub const MIN_BITRATE: f64 = 50_000.0;
 /// Ceiling: far above any class's video, so it never limits, but bounds the arithmetic.
 pub const MAX_BITRATE: f64 = 20_000_000.0;
 
-/// The latest TWCC and REMB estimates of one connection, in bits per second. `0` is "none yet".
+/// The latest TWCC and REMB estimates of one connection, in bits per second (`0` is "none
+/// yet"), and the share of packets the path lost recently (from TWCC feedback).
 #[derive(Debug, Clone, Default)]
 pub struct SharedEstimate(Arc<Inner>);
 
@@ -37,6 +38,8 @@ pub struct SharedEstimate(Arc<Inner>);
 struct Inner {
     twcc: AtomicU64,
     remb: AtomicU64,
+    /// `f64` bits.
+    loss: AtomicU64,
 }
 
 impl SharedEstimate {
@@ -50,6 +53,15 @@ impl SharedEstimate {
 
     pub fn set_remb(&self, bps: f64) {
         self.0.remb.store(bps.max(1.0) as u64, Ordering::Relaxed);
+    }
+
+    pub fn set_loss(&self, loss: f64) {
+        self.0.loss.store(loss.to_bits(), Ordering::Relaxed);
+    }
+
+    /// Lost share of the packets sent recently (0 before any feedback).
+    pub fn loss(&self) -> f64 {
+        f64::from_bits(self.0.loss.load(Ordering::Relaxed))
     }
 
     pub fn twcc(&self) -> Option<f64> {
