@@ -30,6 +30,10 @@ pub enum Command {
         /// Config file (see aula.sample.toml). Without one: built-in defaults, dev mode.
         #[arg(long, short, env = "AULA_CONFIG")]
         config: Option<PathBuf>,
+        /// Serve POST /test/impairment (loss, rate cap, delay on one participant's media), as
+        /// `[dev] test_impairment = true` does. Unauthenticated: for test servers only.
+        #[arg(long)]
+        test_impairment: bool,
     },
     /// Print an access token signed with the configured (or dev) keys.
     Token {
@@ -171,7 +175,21 @@ mod tests {
     #[test]
     fn parses_serve_and_token() {
         let cli = Cli::try_parse_from(["aula", "serve"]).expect("serve needs no arguments");
-        assert!(matches!(cli.command, Command::Serve { config: None }));
+        assert!(matches!(
+            cli.command,
+            Command::Serve {
+                config: None,
+                test_impairment: false
+            }
+        ));
+        let cli = Cli::try_parse_from(["aula", "serve", "--test-impairment"]).expect("parses");
+        assert!(matches!(
+            cli.command,
+            Command::Serve {
+                test_impairment: true,
+                ..
+            }
+        ));
 
         let cli = Cli::try_parse_from([
             "aula",

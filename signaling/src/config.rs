@@ -32,6 +32,7 @@ pub struct Config {
     pub keys: KeysConfig,
     pub room: RoomConfig,
     pub webhooks: WebhooksConfig,
+    pub dev: DevConfig,
     /// A `tracing` filter such as `info` or `aula_signaling=debug,info`; `RUST_LOG` overrides it.
     pub log_level: String,
 }
@@ -117,6 +118,17 @@ impl Default for WebhooksConfig {
     }
 }
 
+/// Switches for testing the server itself; all off in production.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DevConfig {
+    /// Serve `POST /test/impairment`, which makes the SFU drop, rate-limit and delay one
+    /// participant's media (weak-network tests without netem). It takes no credentials: anyone
+    /// who reaches the HTTP port can degrade anyone's call, so never in production. Also
+    /// `aula serve --test-impairment`.
+    pub test_impairment: bool,
+}
+
 impl Default for HttpConfig {
     fn default() -> Self {
         Self {
@@ -145,6 +157,7 @@ impl Default for Config {
             keys: KeysConfig::default(),
             room: RoomConfig::default(),
             webhooks: WebhooksConfig::default(),
+            dev: DevConfig::default(),
             log_level: "info".to_owned(),
         }
     }
@@ -227,6 +240,7 @@ impl Config {
                 reconnect_timeout_secs: 0,
             },
             webhooks: WebhooksConfig::default(),
+            dev: DevConfig::default(),
             log_level: "info".to_owned(),
         }
     }
@@ -463,6 +477,16 @@ mod tests {
         assert!(err.to_string().contains("`webhooks.url`"), "{err}");
         let err = Config::from_toml_str("[webhooks]\nmax_attempts = 0\n").unwrap_err();
         assert!(err.to_string().contains("max_attempts"), "{err}");
+    }
+
+    #[test]
+    fn test_impairment_is_off_unless_switched_on() {
+        assert!(!Config::default().dev.test_impairment);
+        assert!(!Config::loopback_ephemeral().dev.test_impairment);
+        let on = Config::from_toml_str("[dev]\ntest_impairment = true\n").expect("valid");
+        assert!(on.dev.test_impairment);
+        let err = Config::from_toml_str("[dev]\ntest_impairments = true\n").unwrap_err();
+        assert!(err.to_string().contains("`dev.test_impairments`"), "{err}");
     }
 
     #[test]

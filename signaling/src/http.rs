@@ -103,6 +103,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/dev-token", get(dev_token))
         .merge(crate::admin::routes())
+        .merge(crate::impairment::routes(&state))
         .route("/", get(|| async { &INDEX_HTML }))
         .route("/class", get(|| async { &CLASS_HTML }))
         .route("/sdk/aula.js", get(|| async { &SDK_JS }))

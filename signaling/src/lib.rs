@@ -9,6 +9,7 @@
 //! - `support`: the support desk (routing learners to agents, private rooms).
 //! - [`webhook`]: signed event delivery to the application's backend.
 //! - `admin`: the admin HTTP API (`/api/admin/...`).
+//! - `impairment`: `/test/impairment`, weak networks for tests (only with the test switch).
 //! - `http`: routes (`/ws`, `/healthz`, `/metrics`, `/api/dev-token`, the embedded pages and SDK).
 //! - `metrics`: the control plane's Prometheus metrics (the SFU registers its own alongside).
 //! - [`media`]: the seam to the media plane ([`aula_sfu::SfuHandle`] in production).
@@ -21,6 +22,7 @@ mod admin;
 pub mod cli;
 pub mod config;
 mod http;
+mod impairment;
 pub mod media;
 mod metrics;
 mod moderation;

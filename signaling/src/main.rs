@@ -15,14 +15,23 @@ const EXIT_CONFIG: u8 = 2;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { config } => {
-            let config = match Config::load_or_default(config.as_deref()) {
+        Command::Serve {
+            config,
+            test_impairment,
+        } => {
+            let mut config = match Config::load_or_default(config.as_deref()) {
                 Ok(config) => config,
                 Err(e) => return config_error(&e),
             };
+            config.dev.test_impairment |= test_impairment;
             init_logging(&config.log_level);
             if config.is_dev_mode() {
                 tracing::warn!("{}", dev_keys_warning());
+            }
+            if config.dev.test_impairment {
+                tracing::warn!(
+                    "POST /test/impairment is on: anyone reaching the HTTP port can degrade any participant's media; never in production"
+                );
             }
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(rt) => rt,

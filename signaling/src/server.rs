@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use aula_protocol::{Permissions, ServerMessage};
-use aula_sfu::{PeerState, SfuEvent};
+use aula_sfu::{PeerState, SfuEvent, SfuHandle};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
@@ -54,6 +54,9 @@ pub(crate) struct AppState {
     /// Sessions being served, by resume token, to hand a participant over to a resuming socket.
     live: Mutex<HashMap<String, Arc<Notify>>>,
     reconnect_timeout: Duration,
+    /// The SFU that `POST /test/impairment` impairs: only with the `[dev] test_impairment`
+    /// switch on and the real SFU as the media plane (see `crate::impairment`).
+    impairer: Option<SfuHandle>,
     /// Never sent on: [`Server::shutdown`] waits for the channel to close, i.e. for the last
     /// `AppState` (the last session) to be dropped.
     _alive: mpsc::Sender<()>,
@@ -167,6 +170,10 @@ impl AppState {
 
     pub(crate) fn reconnect_timeout(&self) -> Duration {
         self.reconnect_timeout
+    }
+
+    pub(crate) fn impairer(&self) -> Option<&SfuHandle> {
+        self.impairer.as_ref()
     }
 
     pub(crate) fn webhooks(&self) -> &Webhooks {
@@ -337,15 +344,29 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     let (sfu, events) = aula_sfu::start(sfu_config)
         .with_context(|| format!("cannot start the SFU on UDP {}", config.rtc.udp_bind))?;
     let udp_addr = sfu.local_addr();
-    start_with_media(config, Arc::new(sfu), events, udp_addr, metrics).await
+    let impairer = config.dev.test_impairment.then(|| sfu.clone());
+    launch(config, Arc::new(sfu), impairer, events, udp_addr, metrics).await
 }
 
 /// Starts the HTTP server against any media plane: the seam for tests that script the SFU's
 /// events, and for embedding another media plane. `udp_addr` is only reported; `metrics` is the
 /// registry the media plane registered its metrics in (the control plane adds its own).
+/// `/test/impairment` is never served here: it needs the real SFU.
 pub async fn start_with_media(
     config: Config,
     media: Arc<dyn MediaPlane>,
+    events: mpsc::UnboundedReceiver<SfuEvent>,
+    udp_addr: SocketAddr,
+    metrics: prometheus::Registry,
+) -> anyhow::Result<Server> {
+    launch(config, media, None, events, udp_addr, metrics).await
+}
+
+/// Both starts; `impairer` is the SFU behind `/test/impairment`, when that is served.
+async fn launch(
+    config: Config,
+    media: Arc<dyn MediaPlane>,
+    impairer: Option<SfuHandle>,
     events: mpsc::UnboundedReceiver<SfuEvent>,
     udp_addr: SocketAddr,
     metrics: prometheus::Registry,
@@ -376,6 +397,7 @@ pub async fn start_with_media(
         parked: Mutex::new(HashMap::new()),
         live: Mutex::new(HashMap::new()),
         reconnect_timeout: Duration::from_secs(config.room.reconnect_timeout_secs),
+        impairer,
         _alive: alive_tx,
     });
 

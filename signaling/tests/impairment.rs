@@ -1,0 +1,165 @@
+//! `POST /test/impairment`: absent without the test switch; with it, bad values are 400,
+//! unknown rooms and identities 404, and a joined participant's impairment is set and cleared.
+//! (That the SFU then really drops its media is checked with the Rust SDK, in
+//! `client-sdk/tests/impairment.rs`.)
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use aula_protocol::{Role, ServerMessage};
+use aula_signaling::{Config, start};
+use common::{Client, HttpResponse, http_with};
+use serde_json::json;
+
+async fn post(addr: SocketAddr, body: &str) -> HttpResponse {
+    http_with(addr, "POST", "/test/impairment", &[], body).await
+}
+
+fn error_code(response: &HttpResponse) -> String {
+    response.json()["error"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error code in {}", response.body))
+        .to_owned()
+}
+
+fn with_switch() -> Config {
+    let mut config = Config::loopback_ephemeral();
+    config.dev.test_impairment = true;
+    config
+}
+
+#[tokio::test]
+async fn without_the_switch_the_route_does_not_exist() {
+    let server = start(Config::loopback_ephemeral()).await.expect("starts");
+    let (client, _) = Client::join(server.http_addr(), "r", "student1", Role::Student).await;
+    let response = post(
+        server.http_addr(),
+        r#"{"room": "r", "identity": "student1", "loss": 1.0}"#,
+    )
+    .await;
+    assert_eq!(response.status, 404, "{}", response.body);
+    assert_eq!(error_code(&response), "not_found");
+    client.close().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn with_the_switch_values_are_checked_and_participants_found() {
+    let server = start(with_switch()).await.expect("starts");
+    let addr = server.http_addr();
+    let (client, joined) = Client::join(addr, "r", "student1", Role::Student).await;
+    let ServerMessage::Joined { participant, .. } = joined else {
+        unreachable!("join returns Joined")
+    };
+
+    for bad in [
+        r#"{"room": "r", "identity": "student1", "loss": 2.0}"#,
+        r#"{"room": "r", "identity": "student1", "loss": -0.5}"#,
+        r#"{"room": "r", "identity": "student1", "delay_ms": -20}"#,
+        r#"{"room": "r", "identity": "student1", "delay_ms": 3600000}"#,
+        r#"{"room": "r", "identity": "student1", "rate_kbps": "fast"}"#,
+        r#"{"room": "r", "identity": "student1", "jitter_ms": 5}"#,
+        r#"{"room": "r"}"#,
+        "not json",
+    ] {
+        let response = post(addr, bad).await;
+        assert_eq!(response.status, 400, "{bad}: {}", response.body);
+        assert_eq!(error_code(&response), "bad_request", "{bad}");
+    }
+
+    for unknown in [
+        r#"{"room": "r", "identity": "nobody", "loss": 0.5}"#,
+        r#"{"room": "elsewhere", "identity": "student1", "loss": 0.5}"#,
+    ] {
+        let response = post(addr, unknown).await;
+        assert_eq!(response.status, 404, "{unknown}: {}", response.body);
+        assert_eq!(error_code(&response), "not_found", "{unknown}");
+    }
+
+    let set = post(
+        addr,
+        r#"{"room": "r", "identity": "student1", "loss": 0.1, "rate_kbps": 500, "delay_ms": 20}"#,
+    )
+    .await;
+    assert_eq!(set.status, 200, "{}", set.body);
+    assert_eq!(
+        set.json(),
+        json!({
+            "room": "r",
+            "identity": "student1",
+            "participant_sid": participant.sid,
+            "impairment": {"loss": 0.1, "rate_kbps": 500, "delay_ms": 20, "queue_ms": 200},
+        })
+    );
+
+    let cleared = post(addr, r#"{"room": "r", "identity": "student1"}"#).await;
+    assert_eq!(cleared.status, 200, "{}", cleared.body);
+    assert_eq!(cleared.json()["impairment"], json!(null));
+
+    // Only POST is served there.
+    let get = http_with(addr, "GET", "/test/impairment", &[], "").await;
+    assert_eq!(get.status, 405);
+
+    client.close().await;
+    server.shutdown().await;
+}
+
+/// The CLI flag turns the route on in the real binary (no config file: the defaults would bind
+/// fixed ports, so a file moves them to ephemeral loopback ones).
+#[tokio::test]
+async fn the_serve_flag_turns_the_route_on() {
+    let path = std::env::temp_dir().join(format!("aula-impairment-{}.toml", std::process::id()));
+    std::fs::write(
+        &path,
+        "[http]\nbind = \"127.0.0.1:0\"\n[rtc]\nudp_bind = \"127.0.0.1:0\"\nadvertised_ips = [\"127.0.0.1\"]\n",
+    )
+    .expect("write config");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_aula"))
+        .args(["serve", "--test-impairment", "--config"])
+        .arg(&path)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn aula serve");
+    let stderr = child.stderr.take().expect("piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut log = String::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let http = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(line) = rx.recv_timeout(left) else {
+            let _ = child.kill();
+            panic!("aula serve did not report ready in time:\n{log}");
+        };
+        log.push_str(&line);
+        log.push('\n');
+        if let Some(rest) = line.split("Aula ready: http://").nth(1) {
+            let addr = rest.split_whitespace().next().unwrap_or_default();
+            break addr
+                .parse::<SocketAddr>()
+                .expect("the ready line names the address");
+        }
+    };
+    // A missing route answers 404 too, so ask something only the route refuses, with 400.
+    let response = post(http, r#"{"room": "r", "identity": "i", "loss": 7}"#).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(response.status, 400, "{}", response.body);
+    assert!(
+        log.contains("/test/impairment is on"),
+        "no warning in:\n{log}"
+    );
+}
