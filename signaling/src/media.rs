@@ -94,6 +94,12 @@ pub trait MediaPlane: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<(), SfuError>> {
         Box::pin(async { Ok(()) })
     }
+
+    /// Marks a teacher or assistant, whose camera a subscriber short of bandwidth keeps before
+    /// other cameras. Also only a hint: the default accepts and ignores it.
+    fn set_staff<'a>(&'a self, _participant: &'a str) -> BoxFuture<'a, Result<(), SfuError>> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 fn unsupported(what: &str) -> SfuError {
@@ -183,5 +189,9 @@ impl MediaPlane for SfuHandle {
             track_sid,
             Some(size),
         ))
+    }
+
+    fn set_staff<'a>(&'a self, participant: &'a str) -> BoxFuture<'a, Result<(), SfuError>> {
+        Box::pin(SfuHandle::set_staff(self, participant, true))
     }
 }

@@ -606,6 +606,11 @@ impl Session {
             }
         };
         tracing::info!(sid, room = claims.room, identity = claims.sub, role = ?claims.role, hidden = claims.hidden, "joined");
+        if claims.role.is_staff()
+            && let Err(e) = self.state.media().set_staff(&sid).await
+        {
+            tracing::warn!(sid, error = %e, "media plane did not take the staff mark");
+        }
         let webhooks = self.state.webhooks();
         if outcome.room_created {
             webhooks.emit("room_started", serde_json::json!({ "room": claims.room }));

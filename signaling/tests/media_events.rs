@@ -26,6 +26,7 @@ enum Call {
     Subscribe(String, String),
     Remove(String),
     RenderedSize(String, String, RenderedSize),
+    Staff(String),
 }
 
 /// Records every call; an SDP or candidate of `"bad"` is refused like the real SFU would, and
@@ -103,6 +104,11 @@ impl MediaPlane for FakeMedia {
         participant: &'a str,
     ) -> BoxFuture<'a, Result<(), SfuError>> {
         self.record(Call::Remove(participant.into()));
+        Box::pin(async { Ok(()) })
+    }
+
+    fn set_staff<'a>(&'a self, participant: &'a str) -> BoxFuture<'a, Result<(), SfuError>> {
+        self.record(Call::Staff(participant.into()));
         Box::pin(async { Ok(()) })
     }
 
@@ -602,4 +608,26 @@ async fn rendered_sizes_reach_the_sfu_and_bad_ones_are_refused_with_a_code() {
         "{metrics}"
     );
     h.server.shutdown().await;
+}
+
+/// Teachers and assistants are marked as staff in the media plane when they join (their
+/// cameras come first when a student's bandwidth is short); students are not.
+#[tokio::test]
+async fn staff_are_marked_in_the_media_plane_when_they_join() {
+    let h = Harness::start().await;
+    let (_teacher, jt) = Client::join(h.addr(), "r", "t", Role::Teacher).await;
+    let (_assistant, ja) = Client::join(h.addr(), "r", "a", Role::Assistant).await;
+    let (_student, js) = Client::join(h.addr(), "r", "s", Role::Student).await;
+    let staff: Vec<Call> = h
+        .media
+        .calls()
+        .into_iter()
+        .filter(|c| matches!(c, Call::Staff(_)))
+        .collect();
+    assert_eq!(
+        staff,
+        [Call::Staff(sid_of(&jt)), Call::Staff(sid_of(&ja))],
+        "student {} is not staff",
+        sid_of(&js)
+    );
 }
