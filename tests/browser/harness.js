@@ -48,10 +48,11 @@ async function freeUdpPort() {
 
 /**
  * Starts `aula serve` with a temporary config (dev mode, HTTP and UDP on 127.0.0.1), or uses
- * AULA_URL. Resolves once /healthz answers.
+ * AULA_URL. Resolves once /healthz answers. `testImpairment` switches on the test-only
+ * `POST /test/impairment` (see weaknet.js).
  * @returns {Promise<{url: string, stop: () => Promise<void>, logTail: () => string}>}
  */
-export async function startServer() {
+export async function startServer({ testImpairment = false } = {}) {
   if (process.env.AULA_URL) {
     const url = process.env.AULA_URL.replace(/\/$/, '');
     await waitHealthy(url, null);
@@ -61,7 +62,7 @@ export async function startServer() {
   const httpPort = await freeTcpPort();
   const udpPort = await freeUdpPort();
   const config = join(dir, 'aula.toml');
-  writeFileSync(config, serverConfig(httpPort, udpPort));
+  writeFileSync(config, serverConfig(httpPort, udpPort, testImpairment));
   const logPath = join(dir, 'server.log');
   const log = createWriteStream(logPath);
   const bin = process.env.AULA_BIN ?? join(process.env.CARGO_TARGET_DIR ?? join(REPO, 'target'), 'debug', 'aula');
@@ -103,7 +104,7 @@ export async function startServer() {
  * The server's config for one test run (format: aula.sample.toml). No `[keys]` means dev mode,
  * which the page's join form needs for /api/dev-token.
  */
-function serverConfig(httpPort, udpPort) {
+function serverConfig(httpPort, udpPort, testImpairment) {
   return `# written by tests/browser/harness.js
 [http]
 bind = "127.0.0.1:${httpPort}"
@@ -111,6 +112,9 @@ bind = "127.0.0.1:${httpPort}"
 [rtc]
 udp_bind = "127.0.0.1:${udpPort}"
 advertised_ips = ["127.0.0.1"]
+
+[dev]
+test_impairment = ${testImpairment}
 `;
 }
 

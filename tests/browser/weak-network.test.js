@@ -1,0 +1,90 @@
+// Weak networks (issue 5): a student's link is impaired between the SFU and the browser (the
+// server's test-only impairment layer: loss, a rate cap), and the student must keep hearing
+// the teacher and keep seeing the board. Judged from the student's own WebRTC stats.
+//
+// One teacher (camera in three simulcast layers, microphone) and one student, in order:
+// 10 % loss, then a 500 kbit/s cap, then the cap lifted, then 30 % loss.
+
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { joinClass, launchBrowser, startServer, waitForMedia } from './harness.js';
+import { impair, median, serverCounters, showVideosLarge, waitForHeight, watch } from './weaknet.js';
+
+const COUNTERS = ['aula_nacks_received_total', 'aula_retransmissions_total', 'aula_nack_stale_total', 'aula_plis_received_total', 'aula_plis_sent_total'];
+
+describe('weak networks', { timeout: 240_000 }, () => {
+  let server;
+  let browser;
+  let student;
+  let identity;
+  /** The decoded height of the teacher's top layer, learnt on the clean link. */
+  let top;
+  const room = `weak-${process.pid}`;
+
+  before(async () => {
+    server = await startServer({ testImpairment: true });
+    browser = await launchBrowser();
+    const teacher = await joinClass(browser, server.url, { room, name: 'Ms Rivera', role: 'teacher' });
+    await teacher.waitForFunction(() => window.aulaRoom.localTracks.get('camera')?.sid, null, { timeout: 15_000 });
+    student = await joinClass(browser, server.url, { room, name: 'Sam', role: 'student' });
+    await showVideosLarge(student);
+    identity = await student.evaluate(() => window.aulaRoom.localParticipant.identity);
+    const media = await waitForMedia(student, 20_000);
+    assert.ok(media.ok, `the student gets media on a clean link: ${JSON.stringify(media)}`);
+    // On a clean link the student climbs to the top layer (the teacher's encoder ramps up too).
+    await waitForHeight(student, (h) => h >= 700, 30_000);
+    top = (await watch(student, 1_000)).heights.at(-1);
+    assert.ok(top >= 240, `the top layer is decoded on a clean link: ${top}p`);
+  });
+
+  after(async () => {
+    await browser?.close();
+    await server?.stop();
+  });
+
+  it('at 10 % loss the video barely freezes and the audio is barely concealed', { timeout: 60_000 }, async () => {
+    const before = await serverCounters(server.url, COUNTERS);
+    await impair(server.url, { room, identity, loss: 0.1 });
+    // The SFU notices the loss within a few seconds and moves the student to a layer with
+    // fewer packets per frame; the steady state after that is what is judged.
+    await new Promise((ok) => setTimeout(ok, 5_000));
+    const seen = await watch(student, 20_000);
+    await impair(server.url, { room, identity });
+    const after = await serverCounters(server.url, COUNTERS);
+    console.log('10 % loss:', JSON.stringify({ ...seen, heights: undefined }));
+    console.log('server:', JSON.stringify(Object.fromEntries(COUNTERS.map((c) => [c, after[c] - before[c]]))));
+    assert.ok(seen.fps > 10, `video keeps playing: ${seen.fps.toFixed(1)} fps`);
+    assert.ok(seen.freezeShare < 0.01, `frozen ${(seen.freezeShare * 100).toFixed(2)} % of the time`);
+    assert.ok(seen.concealment < 0.02, `${(seen.concealment * 100).toFixed(2)} % of audio concealed`);
+    assert.ok(seen.nacks > 0, 'lost video packets were asked for again (NACK)');
+  });
+
+  it('at 500 kbit/s the student gets a layer that fits with audio intact, then climbs back', { timeout: 90_000 }, async () => {
+    await impair(server.url, { room, identity, rateKbps: 500 });
+    // Which layer fits depends on what the teacher's encoder spends on each: the issue's
+    // figures (150k/500k/1.5M) give the low one; Chromium's fake camera spends less, and its
+    // middle layer (with the audio's redundancy) fits under 500 kbit/s.
+    const switchedAfter = await waitForHeight(student, (h) => h > 0 && h < top, 10_000);
+    assert.notEqual(switchedAfter, null, `switched below the top layer (${top}p) within 10 s`);
+    const seen = await watch(student, 15_000);
+    console.log(`500 kbit/s (switched after ${switchedAfter} ms):`, JSON.stringify(seen));
+    assert.ok(median(seen.heights) < top, `mostly below the top layer: median ${median(seen.heights)}p`);
+    assert.ok(seen.longestStallMs < 1_000, `no freeze over 1 s after the switch: ${seen.longestStallMs} ms`);
+    assert.ok(seen.kbps + seen.audioKbps < 500, `within the cap: ${seen.kbps.toFixed(0)} + ${seen.audioKbps.toFixed(0)} kbit/s`);
+    assert.ok(seen.concealment < 0.02, `audio intact: ${(seen.concealment * 100).toFixed(2)} % concealed`);
+
+    await impair(server.url, { room, identity });
+    const climbedAfter = await waitForHeight(student, (h) => h >= top, 15_000);
+    console.log(`cap lifted: back on ${top}p after ${climbedAfter} ms`);
+    assert.notEqual(climbedAfter, null, `back on the top layer (${top}p) within 15 s`);
+  });
+
+  it('at 30 % loss the audio stays continuous', { timeout: 60_000 }, async () => {
+    await impair(server.url, { room, identity, loss: 0.3 });
+    const seen = await watch(student, 15_000);
+    await impair(server.url, { room, identity });
+    console.log('30 % loss:', JSON.stringify({ ...seen, heights: undefined }));
+    assert.ok(seen.audioKbps > 10, `audio keeps arriving: ${seen.audioKbps.toFixed(0)} kbit/s`);
+    assert.ok(seen.concealment < 0.1, `${(seen.concealment * 100).toFixed(1)} % of audio concealed`);
+  });
+});

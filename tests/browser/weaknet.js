@@ -1,0 +1,123 @@
+// Weak-network helpers shared by weak-network.test.js and weak-network-report.js: impairing one
+// participant's link through the server's test-only impairment layer, and measuring what the
+// student actually saw and heard, from the browser's own stats.
+
+/**
+ * Impairs the link between the SFU and one participant (POST /test/impairment; the server must
+ * run with `[dev] test_impairment = true`). `loss` is a fraction, `rateKbps` caps the downlink.
+ * With no impairment fields it clears the impairment.
+ */
+export async function impair(baseUrl, { room, identity, loss, rateKbps, delayMs }) {
+  const body = { room, identity };
+  if (loss !== undefined) body.loss = loss;
+  if (rateKbps !== undefined) body.rate_kbps = rateKbps;
+  if (delayMs !== undefined) body.delay_ms = delayMs;
+  const res = await fetch(`${baseUrl}/test/impairment`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+  });
+  if (!res.ok) throw new Error(`impairment refused: HTTP ${res.status} ${await res.text()}`);
+}
+
+/**
+ * Shows every remote video at 1280x720 CSS pixels, so that the size the SDK reports never
+ * limits the layer and only the network decides.
+ */
+export async function showVideosLarge(page) {
+  await page.addStyleTag({ content: 'video { width: 1280px !important; height: 720px !important; }' });
+}
+
+/**
+ * Watches the page's received video and audio for `ms` (sampling every 100 ms, in the page)
+ * and returns what a viewer would judge:
+ * - `freezeShare`: share of the time the video was frozen (the browser's own freeze
+ *   detection: `totalFreezesDuration`), `longestStallMs`: the longest time without a newly
+ *   decoded frame (sampling resolution 100 ms), `fps`, `heights`: the decoded frame height
+ *   at each sample, `kbps`: video bitrate received;
+ * - `concealment`: share of audio samples the decoder had to invent (`concealedSamples` /
+ *   `totalSamplesReceived`), `audioKbps`.
+ */
+export function watch(page, ms) {
+  return page.evaluate(async (ms) => {
+    const read = async () => {
+      let video = null;
+      let audio = null;
+      (await window.aulaRoom.subscriber.getStats()).forEach((r) => {
+        if (r.type !== 'inbound-rtp') return;
+        if (r.kind === 'video' && (!video || (r.framesDecoded ?? 0) > (video.framesDecoded ?? 0))) video = r;
+        if (r.kind === 'audio' && (!audio || (r.totalSamplesReceived ?? 0) > (audio.totalSamplesReceived ?? 0))) audio = r;
+      });
+      return { at: performance.now(), video: video ?? {}, audio: audio ?? {} };
+    };
+    const first = await read();
+    const heights = [];
+    let last = first;
+    let lastNewFrameAt = first.at;
+    let longestStallMs = 0;
+    while (performance.now() - first.at < ms) {
+      await new Promise((ok) => setTimeout(ok, 100));
+      const now = await read();
+      if ((now.video.framesDecoded ?? 0) > (last.video.framesDecoded ?? 0)) lastNewFrameAt = now.at;
+      longestStallMs = Math.max(longestStallMs, now.at - lastNewFrameAt);
+      heights.push(now.video.frameHeight ?? 0);
+      last = now;
+    }
+    const seconds = (last.at - first.at) / 1000;
+    const delta = (kind, field) => (last[kind][field] ?? 0) - (first[kind][field] ?? 0);
+    const samples = delta('audio', 'totalSamplesReceived');
+    return {
+      seconds,
+      freezeShare: delta('video', 'totalFreezesDuration') / seconds,
+      freezeCount: delta('video', 'freezeCount'),
+      longestStallMs: Math.round(longestStallMs),
+      fps: delta('video', 'framesDecoded') / seconds,
+      heights,
+      kbps: (delta('video', 'bytesReceived') * 8) / seconds / 1000,
+      nacks: delta('video', 'nackCount'),
+      concealment: samples > 0 ? delta('audio', 'concealedSamples') / samples : 1,
+      audioKbps: (delta('audio', 'bytesReceived') * 8) / seconds / 1000,
+      audioCodec: last.audio.codecId ?? null,
+    };
+  }, ms);
+}
+
+/** The decoded height of the received video now (0 before the first frame). */
+export async function frameHeight(page) {
+  return page.evaluate(async () => {
+    let height = 0;
+    (await window.aulaRoom.subscriber.getStats()).forEach((r) => {
+      if (r.type === 'inbound-rtp' && r.kind === 'video') height = Math.max(height, r.frameHeight ?? 0);
+    });
+    return height;
+  });
+}
+
+/** Waits up to `ms` until `frameHeight(page)` satisfies `ok`; returns the wait in ms, or null. */
+export async function waitForHeight(page, ok, ms) {
+  const start = Date.now();
+  while (Date.now() - start < ms) {
+    if (ok(await frameHeight(page))) return Date.now() - start;
+    await new Promise((done) => setTimeout(done, 200));
+  }
+  return null;
+}
+
+/** The median of a list of numbers. */
+export function median(values) {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted.length ? sorted[Math.floor(sorted.length / 2)] : 0;
+}
+
+/** Totals of the server's counters whose names start with one of `prefixes` (from /metrics). */
+export async function serverCounters(baseUrl, prefixes) {
+  const text = await (await fetch(`${baseUrl}/metrics`)).text();
+  const totals = {};
+  for (const line of text.split('\n')) {
+    if (line.startsWith('#')) continue;
+    const [name, value] = line.split(/\s+/);
+    const prefix = prefixes.find((p) => name?.startsWith(p));
+    if (prefix) totals[prefix] = (totals[prefix] ?? 0) + Number(value);
+  }
+  return totals;
+}
