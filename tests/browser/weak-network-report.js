@@ -2,7 +2,9 @@
 // on the link between the SFU and the student's browser, plus a 500 kbit/s cap. Prints a
 // Markdown table (the README's "Weak networks" section is this output).
 //
-//   cd tests/browser && node weak-network-report.js [seconds per row, default 20]
+//   cd tests/browser && node weak-network-report.js [seconds per row, default 20] [row labels...]
+//
+// Row labels (e.g. `10` for 10 % loss, `500k` for the cap) pick rows; default all.
 //
 // A real `aula` server (debug build by default; AULA_BIN=../../target/release/aula for release)
 // with its test-only impairment layer, Debian's Chromium with the fake camera and microphone,
@@ -12,10 +14,11 @@ import { joinClass, launchBrowser, startServer, waitForMedia } from './harness.j
 import { impair, median, showVideosLarge, waitForHeight, watch } from './weaknet.js';
 
 const seconds = Number(process.argv[2] ?? 20);
+const picked = process.argv.slice(3);
 const rows = [
-  ...[0, 0.05, 0.1, 0.2, 0.3, 0.5].map((loss) => ({ label: `${loss * 100} % loss`, loss })),
-  { label: '500 kbit/s cap', rateKbps: 500 },
-];
+  ...[0, 0.05, 0.1, 0.2, 0.3, 0.5].map((loss) => ({ key: `${loss * 100}`, label: `${loss * 100} % loss`, loss })),
+  { key: '500k', label: '500 kbit/s cap', rateKbps: 500 },
+].filter((row) => picked.length === 0 || picked.includes(row.key));
 
 const server = await startServer({ testImpairment: true });
 const browser = await launchBrowser();
@@ -23,26 +26,25 @@ try {
   const room = `report-${process.pid}`;
   const teacher = await joinClass(browser, server.url, { room, name: 'Teacher', role: 'teacher' });
   await teacher.waitForFunction(() => window.aulaRoom.localTracks.get('camera')?.sid, null, { timeout: 15_000 });
-  const student = await joinClass(browser, server.url, { room, name: 'Student', role: 'student' });
-  await showVideosLarge(student);
-  const identity = await student.evaluate(() => window.aulaRoom.localParticipant.identity);
-  if (!(await waitForMedia(student, 20_000)).ok) throw new Error('no media on a clean link');
-  await waitForHeight(student, (h) => h >= 700, 30_000);
-
   console.log(`| link (SFU → student) | video frozen | longest stall | fps | median height | video kbit/s | NACKs | audio concealed | audio kbit/s |`);
   console.log(`|---|---|---|---|---|---|---|---|---|`);
   for (const row of rows) {
+    // Every row has a student of its own, who joins on a clean link and climbs to the top
+    // layer first, so no row inherits the estimate or the backoff of the one before.
+    const student = await joinClass(browser, server.url, { room, name: 'Student', role: 'student' });
+    await showVideosLarge(student);
+    const identity = await student.evaluate(() => window.aulaRoom.localParticipant.identity);
+    if (!(await waitForMedia(student, 20_000)).ok) throw new Error('no media on a clean link');
+    await waitForHeight(student, (h) => h >= 700, 30_000);
     await impair(server.url, { room, identity, loss: row.loss, rateKbps: row.rateKbps });
     // Let the allocation settle on the new link before judging it.
     await new Promise((ok) => setTimeout(ok, 5_000));
     const seen = await watch(student, seconds * 1000);
-    await impair(server.url, { room, identity });
     const pct = (x) => `${(x * 100).toFixed(2)} %`;
     console.log(
       `| ${row.label} | ${pct(seen.freezeShare)} | ${seen.longestStallMs} ms | ${seen.fps.toFixed(1)} | ${median(seen.heights)}p | ${seen.kbps.toFixed(0)} | ${seen.nacks} | ${pct(seen.concealment)} | ${seen.audioKbps.toFixed(0)} |`,
     );
-    // Back to the top layer before the next row, so every row starts from the same place.
-    await waitForHeight(student, (h) => h >= 700, 20_000);
+    await student.close();
   }
 } finally {
   await browser.close();
