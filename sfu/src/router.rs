@@ -1342,18 +1342,25 @@ impl Router {
                 Some((id.clone(), budget, lossy))
             })
             .collect();
-        for (participant, budget, lossy) in budgets {
-            self.allocate_for(now, &participant, budget, lossy);
-        }
-    }
-
-    fn allocate_for(&mut self, now: Instant, participant: &str, budget: Option<f64>, lossy: bool) {
-        let staff: HashSet<&ParticipantId> = self
+        let staff: HashSet<ParticipantId> = self
             .participants
             .iter()
             .filter(|(_, p)| p.staff)
-            .map(|(id, _)| id)
+            .map(|(id, _)| id.clone())
             .collect();
+        for (participant, budget, lossy) in budgets {
+            self.allocate_for(now, &participant, &staff, budget, lossy);
+        }
+    }
+
+    fn allocate_for(
+        &mut self,
+        now: Instant,
+        participant: &str,
+        staff: &HashSet<ParticipantId>,
+        budget: Option<f64>,
+        lossy: bool,
+    ) {
         let mut sids = Vec::new();
         let mut demands = Vec::new();
         for producer in self.producers.values() {
