@@ -69,8 +69,10 @@ pub fn build(
     let mut media_engine = MediaEngine::default();
     media_engine.register_default_codecs()?;
     red::register_red(&mut media_engine)?;
-    let mut registry = register_default_interceptors(Registry::new(), &mut media_engine)?
-        .with(Slot::Custom(tap::SLOT), Tap::new(metrics.clone()));
+    let mut registry = register_default_interceptors(Registry::new(), &mut media_engine)?.with(
+        Slot::Custom(tap::SLOT),
+        Tap::new(metrics.clone(), estimate.cloned()),
+    );
     if let Some(estimate) = estimate {
         registry = bwe::with_congestion_control(registry, estimate);
     }

@@ -24,6 +24,7 @@ use rtc::sansio::Protocol;
 use rtc::shared::error::Error;
 use rtc::shared::marshal::MarshalSize;
 
+use crate::bwe::SharedEstimate;
 use crate::metrics::SfuMetrics;
 use crate::nack_age::{SendLog, Trim};
 
@@ -32,15 +33,19 @@ pub const SLOT: usize = 500;
 
 pub struct Tap {
     metrics: SfuMetrics,
+    /// The connection's bandwidth estimate, on connections the SFU sends media on: resends
+    /// are doubled only while its path shows no queue.
+    estimate: Option<SharedEstimate>,
     sent: SendLog,
     read: VecDeque<TaggedPacket>,
     write: VecDeque<TaggedPacket>,
 }
 
 impl Tap {
-    pub fn new(metrics: SfuMetrics) -> Self {
+    pub fn new(metrics: SfuMetrics, estimate: Option<SharedEstimate>) -> Self {
         Self {
             metrics,
+            estimate,
             sent: SendLog::new(),
             read: VecDeque::new(),
             write: VecDeque::new(),
@@ -151,18 +156,21 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for Tap {
                 self.metrics.rtp_bytes_sent.inc_by(size as u64);
                 if msg.message.has(&Attribute::Retransmission) {
                     self.metrics.retransmissions.inc();
-                    // A resend goes out twice. The receiver asks again only a round trip
-                    // later (a receive-only browser assumes 100 ms, as it cannot measure the
-                    // RTT), which is what freezes a picture on a lossy link; a second copy
-                    // makes losing the resend ten times rarer at 10 % loss. SRTP's replay
-                    // protection drops the copy if the first arrived.
-                    let copy = AttributedPacket::new(Packet::Rtp(rtp.clone()))
-                        .with(Attribute::Retransmission);
-                    self.write.push_back(TaggedPacket {
-                        now: msg.now,
-                        transport: msg.transport,
-                        message: copy,
-                    });
+                    // On a lossy path without a queue a resend goes out twice. The receiver
+                    // asks again only a round trip later (a receive-only browser assumes
+                    // 100 ms, as it cannot measure the RTT), which is what freezes a picture
+                    // on a lossy link; a second copy makes losing the resend ten times rarer
+                    // at 10 % loss. SRTP's replay protection drops the copy if the first
+                    // arrived. On a congested path the copy would only add to the queue.
+                    if self.estimate.as_ref().is_some_and(|e| !e.congested()) {
+                        let copy = AttributedPacket::new(Packet::Rtp(rtp.clone()))
+                            .with(Attribute::Retransmission);
+                        self.write.push_back(TaggedPacket {
+                            now: msg.now,
+                            transport: msg.transport,
+                            message: copy,
+                        });
+                    }
                 } else {
                     // A resend's age counts from the original, so only originals are recorded.
                     self.sent
@@ -218,7 +226,7 @@ mod tests {
 
     fn tap() -> Tap {
         let metrics = SfuMetrics::register(&prometheus::Registry::new()).expect("fresh registry");
-        let mut tap = Tap::new(metrics);
+        let mut tap = Tap::new(metrics, None);
         tap.bind_local_stream(&StreamInfo {
             ssrc: SSRC,
             rtcp_feedback: vec![RTCPFeedback {

@@ -220,10 +220,10 @@ fn when_one_camera_fits_it_is_the_teachers() {
         "both cameras on a clean path: teacher {teacher}, pupil {pupil} of 258"
     );
 
-    // 1.2 Mbit/s carries the audio and one 720 kbit/s camera (with room for the
-    // retransmissions that follow the overflow), not two.
+    // 1.4 Mbit/s carries the audio (about 170 kbit/s with its redundancy) and one 760 kbit/s
+    // camera, with room for the resends that follow the overflow, but not two cameras.
     let cap = Impairment {
-        rate_bps: Some(1_200_000),
+        rate_bps: Some(1_400_000),
         ..Impairment::default()
     };
     class.sim.downlinks.get_mut("student").unwrap().set(cap);

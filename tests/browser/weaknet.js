@@ -33,7 +33,8 @@ export async function showVideosLarge(page) {
  * and returns what a viewer would judge:
  * - `freezeShare`: share of the time the video was frozen (the browser's own freeze
  *   detection: `totalFreezesDuration`), `longestStallMs`: the longest time without a newly
- *   decoded frame (sampling resolution 100 ms), `fps`, `heights`: the decoded frame height
+ *   decoded frame (sampling resolution 100 ms) and when it began (`longestStallSince`, wall
+ *   clock, to find it in the server's log), `fps`, `heights`: the decoded frame height
  *   at each sample, `kbps`: video bitrate received;
  * - `concealment`: share of audio samples the decoder had to invent (`concealedSamples` /
  *   `totalSamplesReceived`), `audioKbps`.
@@ -55,11 +56,15 @@ export function watch(page, ms) {
     let last = first;
     let lastNewFrameAt = first.at;
     let longestStallMs = 0;
+    let longestStallSince = null;
     while (performance.now() - first.at < ms) {
       await new Promise((ok) => setTimeout(ok, 100));
       const now = await read();
       if ((now.video.framesDecoded ?? 0) > (last.video.framesDecoded ?? 0)) lastNewFrameAt = now.at;
-      longestStallMs = Math.max(longestStallMs, now.at - lastNewFrameAt);
+      if (now.at - lastNewFrameAt > longestStallMs) {
+        longestStallMs = now.at - lastNewFrameAt;
+        longestStallSince = new Date(Date.now() - longestStallMs).toISOString();
+      }
       heights.push(now.video.frameHeight ?? 0);
       last = now;
     }
@@ -71,6 +76,7 @@ export function watch(page, ms) {
       freezeShare: delta('video', 'totalFreezesDuration') / seconds,
       freezeCount: delta('video', 'freezeCount'),
       longestStallMs: Math.round(longestStallMs),
+      longestStallSince,
       fps: delta('video', 'framesDecoded') / seconds,
       heights,
       kbps: (delta('video', 'bytesReceived') * 8) / seconds / 1000,

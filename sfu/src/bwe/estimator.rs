@@ -46,9 +46,11 @@ pub const BASE_WINDOW: Duration = Duration::from_secs(10);
 /// Queueing delay that means the bottleneck is full. Jitter on Wi-Fi reaches 10–20 ms without
 /// any congestion; a standing queue of 50 ms is congestion and already hurts interactivity.
 pub const OVERUSE_QUEUE: Duration = Duration::from_millis(50);
+/// Weight of the newest feedback batch in the smoothed queueing delay.
+pub const QUEUE_SMOOTHING: f64 = 0.3;
 /// Changes of the queueing delay smaller than this are noise (a full queue at its limit
 /// wobbles), not a sign that it is draining.
-pub const QUEUE_NOISE: Duration = Duration::from_millis(5);
+pub const QUEUE_NOISE: Duration = Duration::from_millis(10);
 /// Queueing delay under which the path is considered empty enough to grow into.
 pub const UNDERUSE_QUEUE: Duration = Duration::from_millis(15);
 /// Back off to this share of the delivered rate, which leaves room for the queue to drain.
@@ -239,7 +241,14 @@ impl BandwidthEstimator for Estimator {
         self.last_update = Some(now);
         let previous_queue = self.queue;
         if let Some(queue) = self.observe(now, reports) {
-            self.queue = queue;
+            // Smoothed: one batch's mean is noisy (a busy receiver timestamps late), and
+            // noise must not read as a growing queue. A real queue still shows within a few
+            // batches.
+            self.queue = if self.last_decrease.is_none() && previous_queue.is_zero() {
+                queue
+            } else {
+                previous_queue.mul_f64(1.0 - QUEUE_SMOOTHING) + queue.mul_f64(QUEUE_SMOOTHING)
+            };
         }
         let holding = self
             .last_decrease
@@ -253,7 +262,20 @@ impl BandwidthEstimator for Estimator {
         let draining = self.queue + QUEUE_NOISE < previous_queue;
         let batch_loss =
             reports.iter().filter(|r| !r.arrived).count() as f64 / reports.len() as f64;
-        let rising = growing || (!draining && batch_loss > MODERATE_LOSS);
+        // A full queue overflowing: losses while the queue is high and not draining. The
+        // bar is twice the overuse queue because random loss (bad Wi-Fi) with a little delay
+        // jitter (a busy receiver timestamps late) looks alike at lower queues, and cutting
+        // for random loss only takes the picture away.
+        // Only a second after a cut, too: a queue that was full when the allocator gave up a
+        // layer takes that long to drain (and resends of what overflowed slow it down).
+        let recently_cut = self
+            .last_decrease
+            .is_some_and(|at| now.saturating_duration_since(at) < Duration::from_secs(1));
+        let overflowing = !draining
+            && !recently_cut
+            && batch_loss > MODERATE_LOSS
+            && self.queue > 2 * OVERUSE_QUEUE;
+        let rising = growing || overflowing;
         let loss_judged = self
             .last_loss_cut
             .is_none_or(|at| now.saturating_duration_since(at) >= RATE_WINDOW);
@@ -278,7 +300,16 @@ impl BandwidthEstimator for Estimator {
             self.target = grown.max(self.target).clamp(self.min, self.max);
         }
         self.shared.set_twcc(self.target);
+        eprintln!(
+            "EST {:?} q={:?} loss={:?} cap={:?} t={}",
+            now,
+            self.queue,
+            self.loss(),
+            self.capacity(),
+            self.target
+        );
         self.shared.set_loss(loss);
+        self.shared.set_congested(self.queue > OVERUSE_QUEUE);
     }
 
     fn target_bitrate(&self) -> f64 {
@@ -309,6 +340,8 @@ mod tests {
         estimator: Estimator,
         pending: Vec<PacketReport>,
         loss_every: Option<u64>,
+        /// Extra receive delay of each packet, 0..jitter ms (a busy receiver timestamps late).
+        jitter_ms: u64,
     }
 
     const PROPAGATION: Duration = Duration::from_millis(20);
@@ -325,6 +358,7 @@ mod tests {
                 estimator: Estimator::new(initial, 50_000.0, 10_000_000.0, SharedEstimate::new()),
                 pending: Vec::new(),
                 loss_every: None,
+                jitter_ms: 0,
             }
         }
 
@@ -344,9 +378,11 @@ mod tests {
                 } else {
                     self.busy_until = start + Duration::from_secs_f64(8_000.0 / capacity);
                     // The receiver's clock is offset by 5 s: only differences matter.
+                    let jitter = (self.id * 37) % self.jitter_ms.max(1);
                     Some(
                         self.busy_until.duration_since(self.epoch)
                             + PROPAGATION
+                            + Duration::from_millis(jitter)
                             + Duration::from_secs(5),
                     )
                 };
@@ -427,6 +463,15 @@ mod tests {
     fn random_loss_of_ten_percent_holds_the_estimate() {
         let mut path = Path::new(1_000_000.0);
         path.loss_every = Some(10);
+        path.run(Duration::from_secs(20), 5_000_000.0, greedy);
+        assert_eq!(path.target(), 1_000_000.0, "neither cut nor grown");
+    }
+
+    #[test]
+    fn random_loss_with_receive_jitter_is_not_taken_for_a_full_queue() {
+        let mut path = Path::new(1_000_000.0);
+        path.loss_every = Some(10);
+        path.jitter_ms = 80;
         path.run(Duration::from_secs(20), 5_000_000.0, greedy);
         assert_eq!(path.target(), 1_000_000.0, "neither cut nor grown");
     }

@@ -16,7 +16,7 @@ pub mod estimator;
 pub mod remb;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use rtc::interceptor::{CongestionControlBuilder, Registry, Slot, TwccSenderBuilder};
 
@@ -40,6 +40,8 @@ struct Inner {
     remb: AtomicU64,
     /// `f64` bits.
     loss: AtomicU64,
+    /// Whether the path shows a standing queue (see [`estimator::OVERUSE_QUEUE`]).
+    congested: AtomicBool,
 }
 
 impl SharedEstimate {
@@ -53,6 +55,14 @@ impl SharedEstimate {
 
     pub fn set_remb(&self, bps: f64) {
         self.0.remb.store(bps.max(1.0) as u64, Ordering::Relaxed);
+    }
+
+    pub fn set_congested(&self, congested: bool) {
+        self.0.congested.store(congested, Ordering::Relaxed);
+    }
+
+    pub fn congested(&self) -> bool {
+        self.0.congested.load(Ordering::Relaxed)
     }
 
     pub fn set_loss(&self, loss: f64) {
