@@ -300,14 +300,6 @@ impl BandwidthEstimator for Estimator {
             self.target = grown.max(self.target).clamp(self.min, self.max);
         }
         self.shared.set_twcc(self.target);
-        eprintln!(
-            "EST {:?} q={:?} loss={:?} cap={:?} t={}",
-            now,
-            self.queue,
-            self.loss(),
-            self.capacity(),
-            self.target
-        );
         self.shared.set_loss(loss);
         self.shared.set_congested(self.queue > OVERUSE_QUEUE);
     }
