@@ -1384,7 +1384,7 @@ impl Router {
         }
         let (fits, fits_with_margin) = match budget {
             Some(budget) => (
-                allocate(budget * selector::DOWN_TOLERANCE, &demands),
+                allocate(budget, &demands),
                 allocate(budget / selector::UP_MARGIN, &demands),
             ),
             None => {

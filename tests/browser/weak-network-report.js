@@ -44,6 +44,7 @@ try {
     console.log(
       `| ${row.label} | ${pct(seen.freezeShare)} | ${seen.longestStallMs} ms | ${seen.fps.toFixed(1)} | ${median(seen.heights)}p | ${seen.kbps.toFixed(0)} | ${seen.nacks} | ${pct(seen.concealment)} | ${seen.audioKbps.toFixed(0)} |`,
     );
+    if (process.env.REPORT_JSON) console.log(JSON.stringify({ ...seen, heights: undefined }));
     await student.close();
   }
 } finally {

@@ -46,8 +46,8 @@ pub const BASE_WINDOW: Duration = Duration::from_secs(10);
 /// Queueing delay that means the bottleneck is full. Jitter on Wi-Fi reaches 10–20 ms without
 /// any congestion; a standing queue of 50 ms is congestion and already hurts interactivity.
 pub const OVERUSE_QUEUE: Duration = Duration::from_millis(50);
-/// Weight of the newest feedback batch in the smoothed queueing delay.
-pub const QUEUE_SMOOTHING: f64 = 0.3;
+/// How many feedback batches' queueing delays the minimum filter spans.
+pub const QUEUE_FILTER: usize = 3;
 /// Changes of the queueing delay smaller than this are noise (a full queue at its limit
 /// wobbles), not a sign that it is draining.
 pub const QUEUE_NOISE: Duration = Duration::from_millis(10);
@@ -77,7 +77,7 @@ pub const RATE_WINDOW: Duration = Duration::from_secs(1);
 pub const DELIVERY_WINDOW: Duration = Duration::from_millis(250);
 
 /// The highest target an estimate may grow to while the sender uses only `delivered` bits/s:
-/// three times that plus 300 kbit/s, enough to try the next simulcast layer (about 3× the one
+/// twice that plus 300 kbit/s, enough to try the next simulcast layer (about 2–3× the one
 /// below it), never enough to jump straight from the low layer to the full one.
 ///
 /// Up to [`FREE_GROWTH`] the estimate may grow whatever is sent: a subscriber whose video is
@@ -85,11 +85,11 @@ pub const DELIVERY_WINDOW: Duration = Duration::from_millis(250);
 /// the video costs. Resuming is then a trial of the path with real media, which the allocator
 /// undoes at the first sign of congestion and retries ever more rarely.
 pub fn app_limited_cap(delivered: f64) -> f64 {
-    (3.0 * delivered + 300_000.0).max(FREE_GROWTH)
+    (2.0 * delivered + 300_000.0).max(FREE_GROWTH)
 }
 
 /// See [`app_limited_cap`].
-pub const FREE_GROWTH: f64 = 2_000_000.0;
+pub const FREE_GROWTH: f64 = 1_200_000.0;
 
 /// See the module docs.
 pub struct Estimator {
@@ -106,7 +106,9 @@ pub struct Estimator {
     window: VecDeque<(Instant, usize, usize)>,
     /// (arrival on the receiver's clock, bytes) of arrived packets, for the delivered rate.
     arrivals: VecDeque<(Duration, usize)>,
+    /// The queueing delay (see [`QUEUE_FILTER`]), and the last batches' raw values.
     queue: Duration,
+    recent_queues: VecDeque<Duration>,
     last_decrease: Option<Instant>,
     /// Loss is judged over [`RATE_WINDOW`], so it cuts at most once per window: the loss
     /// that caused one cut must not cause the next.
@@ -126,6 +128,7 @@ impl Estimator {
             window: VecDeque::new(),
             arrivals: VecDeque::new(),
             queue: Duration::ZERO,
+            recent_queues: VecDeque::new(),
             last_decrease: None,
             last_loss_cut: None,
             last_update: None,
@@ -241,14 +244,14 @@ impl BandwidthEstimator for Estimator {
         self.last_update = Some(now);
         let previous_queue = self.queue;
         if let Some(queue) = self.observe(now, reports) {
-            // Smoothed: one batch's mean is noisy (a busy receiver timestamps late), and
-            // noise must not read as a growing queue. A real queue still shows within a few
-            // batches.
-            self.queue = if self.last_decrease.is_none() && previous_queue.is_zero() {
-                queue
-            } else {
-                previous_queue.mul_f64(1.0 - QUEUE_SMOOTHING) + queue.mul_f64(QUEUE_SMOOTHING)
-            };
+            // The smallest of the last few batches' queues: a busy receiver timestamps late,
+            // which only ever *adds* delay, in spikes; a real queue stays. A minimum filters
+            // the one and keeps the other, and is quicker than an average to see a queue.
+            self.recent_queues.push_back(queue);
+            if self.recent_queues.len() > QUEUE_FILTER {
+                self.recent_queues.pop_front();
+            }
+            self.queue = self.recent_queues.iter().copied().min().unwrap_or(queue);
         }
         let holding = self
             .last_decrease
@@ -283,7 +286,9 @@ impl BandwidthEstimator for Estimator {
             // The capacity measure is only as good as the last few packets, and when the
             // allocator has just paused something it measures that, not the path: so one
             // cut never takes more than half. A second cut follows if the queue still grows.
-            let capacity = self.capacity().unwrap_or(self.target);
+            // Spacing can under-measure (the bottleneck was not busy for all of those
+            // packets); what arrived over the delivery window is a floor.
+            let capacity = self.capacity().unwrap_or(self.target).max(delivered);
             let cut = (capacity * DECREASE_FACTOR).max(self.target * 0.5);
             self.decrease_to(now, cut.min(self.target));
         } else if !holding && loss_judged && loss > HEAVY_LOSS && self.target > LOSS_FLOOR {

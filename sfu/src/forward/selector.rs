@@ -20,11 +20,6 @@ use super::simulcast::Layer;
 
 /// The estimate must exceed an upgrade's cost by this factor.
 pub const UP_MARGIN: f64 = 1.15;
-/// A layer is kept while it costs up to this factor more than the estimate. After congestion
-/// the estimator backs off to 85 % of what the path delivered, on purpose below capacity so
-/// the queue drains; without this tolerance, a layer that the path carries well would be
-/// dropped with the one that caused the congestion.
-pub const DOWN_TOLERANCE: f64 = 1.1;
 /// How long the upgrade must stay affordable before it is made.
 pub const UP_HOLD: Duration = Duration::from_secs(2);
 /// The longest wait before another upgrade after repeated failures.
@@ -72,8 +67,8 @@ impl Selector {
         self.allowed
     }
 
-    /// `fits` is the allocation on the estimate times [`DOWN_TOLERANCE`], `fits_with_margin`
-    /// the one on the estimate divided by [`UP_MARGIN`]. The first call takes `fits` as is: a new subscriber starts at
+    /// `fits` is the allocation on the estimate, `fits_with_margin` the one on the estimate
+    /// divided by [`UP_MARGIN`]. The first call takes `fits` as is: a new subscriber starts at
     /// what the (initial) estimate allows. Returns the layer to forward now.
     pub fn update(
         &mut self,
