@@ -137,9 +137,17 @@ class Peer {
     this.pc = new RTCPeerConnection(config);
     this.serial = new Serial();
     this.pendingCandidates = [];
+    this.room = room;
+    // Our own candidates for the publish connection wait for the server's answer: the server
+    // creates that connection only when it accepts the offer, and a refused offer (a student
+    // without the grant) would otherwise have each candidate come back as 'bad_candidate'.
+    this.unsentCandidates = target === 'publish' ? [] : null;
     this.pc.addEventListener('icecandidate', (e) => {
       // Chrome ends gathering with an empty candidate string; the protocol has no end-of-candidates.
-      if (e.candidate?.candidate) room._send({ type: 'candidate', target, candidate: e.candidate.toJSON() });
+      if (!e.candidate?.candidate) return;
+      const message = { type: 'candidate', target, candidate: e.candidate.toJSON() };
+      if (this.unsentCandidates) this.unsentCandidates.push(message);
+      else room._send(message);
     });
     this.pc.addEventListener('connectionstatechange', () => {
       room._emit('connectionState', { target, state: this.pc.connectionState });
@@ -156,6 +164,9 @@ class Peer {
 
   async setRemoteDescription(description) {
     await this.pc.setRemoteDescription(description);
+    const unsent = this.unsentCandidates ?? [];
+    this.unsentCandidates = null;
+    for (const message of unsent) this.room._send(message);
     const pending = this.pendingCandidates.splice(0);
     for (const candidate of pending) await this.pc.addIceCandidate(candidate);
   }
@@ -283,6 +294,13 @@ export class Room extends EventTarget {
       await this.#negotiatePublisher();
     } catch (err) {
       for (const [source] of captured) this.#dropLocal(source);
+      // Refused before the server ever answered (a student without the grant): it has no
+      // publish connection for us, so this one is dropped, or its trickled candidates would
+      // each come back as a 'bad_candidate' error.
+      if (this.#publisher && !this.#publisher.pc.remoteDescription) {
+        this.#publisher.pc.close();
+        this.#publisher = null;
+      }
       throw err;
     }
   }
