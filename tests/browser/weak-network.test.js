@@ -63,11 +63,12 @@ describe('weak networks', { timeout: 240_000 }, () => {
     assert.ok(after.aula_retransmissions_total > before.aula_retransmissions_total, 'and the SFU resent them');
   });
 
-  // The issue's target is under 1 % frozen at 10 % loss. Not met reliably: runs freeze 0-3.7 %
-  // of the time (200-300 ms freezes when a NACK is lost too, and Chromium asks again only
-  // 100 ms later). Before the SDK sent simulcast without temporal layers, some runs also had
-  // a 3 s stall. Reported here, not enforced; see the README's weak-network section.
-  it('at 10 % loss the video is frozen less than 1 % of the time, never over 1 s', { todo: 'not met reliably: 0-3.7 % frozen' }, () => {
+  // The issue's target is under 1 % frozen at 10 % loss. Not met reliably: most runs freeze
+  // 0-3 % of the time (200-300 ms freezes when a NACK is lost too, and Chromium asks again
+  // only 100 ms later), and some runs have a 3 s stall (Chromium waits 3 s on a frame it cannot
+  // complete, then asks for a keyframe; the cause is not found yet). Reported here, not
+  // enforced; see the README's weak-network section.
+  it('at 10 % loss the video is frozen less than 1 % of the time, never over 1 s', { todo: 'not met reliably: 0-3 % frozen, some runs stall 3 s' }, () => {
     assert.ok(tenPercent, 'the 10 % loss phase ran');
     assert.ok(tenPercent.freezeShare < 0.01, `frozen ${(tenPercent.freezeShare * 100).toFixed(2)} % of the time`);
     assert.ok(tenPercent.longestStallMs < 1_000, `no stall over 1 s: ${tenPercent.longestStallMs} ms`);
