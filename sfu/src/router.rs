@@ -164,10 +164,15 @@ impl Consumer {
     /// The highest layer to forward now; `None` pauses: the subscriber does not show the video
     /// (a zero rendered size), or its bandwidth does not allow even the lowest layer.
     fn wanted(&self) -> Option<Layer> {
-        if self.rendered.is_some_and(|r| r.width == 0 || r.height == 0) {
+        if self.hidden() {
             return None;
         }
         self.selector.allowed()
+    }
+
+    /// The subscriber said it does not show this video (a zero rendered size).
+    fn hidden(&self) -> bool {
+        self.rendered.is_some_and(|r| r.width == 0 || r.height == 0)
     }
 }
 
@@ -1240,7 +1245,7 @@ impl Router {
             .filter(|c| {
                 matches!(c.stage, ConsumerStage::Live { .. })
                     && c.selector.allowed().is_none()
-                    && !c.rendered.is_some_and(|r| r.width == 0 || r.height == 0)
+                    && !c.hidden()
             })
             .count();
         self.metrics.paused_video.set(paused as i64);
@@ -1368,10 +1373,10 @@ impl Router {
                 continue;
             };
             // A moderator's pause and a hidden video cost nothing and keep their layer.
-            let hidden = consumer
-                .rendered
-                .is_some_and(|r| r.width == 0 || r.height == 0);
-            if producer.paused || hidden || !matches!(consumer.stage, ConsumerStage::Live { .. }) {
+            if producer.paused
+                || consumer.hidden()
+                || !matches!(consumer.stage, ConsumerStage::Live { .. })
+            {
                 continue;
             }
             demands.push(demand(

@@ -25,6 +25,7 @@ use rtc::shared::error::Error;
 use rtc::shared::marshal::MarshalSize;
 
 use crate::bwe::SharedEstimate;
+use crate::bwe::remb::remb_of;
 use crate::metrics::SfuMetrics;
 use crate::nack_age::{SendLog, Trim};
 
@@ -33,8 +34,9 @@ pub const SLOT: usize = 500;
 
 pub struct Tap {
     metrics: SfuMetrics,
-    /// The connection's bandwidth estimate, on connections the SFU sends media on: resends
-    /// are doubled only while its path shows no queue.
+    /// The connection's bandwidth estimate, on connections the SFU sends media on: a
+    /// receiver's REMB is recorded in it, and resends are doubled only while its path shows
+    /// no queue.
     estimate: Option<SharedEstimate>,
     sent: SendLog,
     read: VecDeque<TaggedPacket>,
@@ -127,6 +129,11 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for Tap {
                         keyframe_request = true;
                         self.metrics.plis_received.inc();
                     }
+                }
+                if let Some(estimate) = &self.estimate
+                    && let Some(bps) = remb_of(packets)
+                {
+                    estimate.set_remb(bps);
                 }
                 self.trim_nacks(packets, now);
                 // Nothing left: it held only stale NACKs. Passing it on empty would make it an
@@ -244,6 +251,24 @@ mod tests {
             transport: TransportContext::default(),
             message,
         }
+    }
+
+    #[test]
+    fn a_receivers_remb_is_recorded_in_the_connections_estimate() {
+        use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
+        let estimate = SharedEstimate::new();
+        let metrics = SfuMetrics::register(&prometheus::Registry::new()).expect("fresh registry");
+        let mut tap = Tap::new(metrics, Some(estimate.clone()));
+        let remb: Box<dyn rtc::rtcp::Packet> = Box::new(ReceiverEstimatedMaximumBitrate {
+            sender_ssrc: 1,
+            bitrate: 700_000.0,
+            ssrcs: vec![SSRC],
+        });
+        let message = AttributedPacket::new(Packet::Rtcp(vec![remb]));
+        tap.handle_read(tagged(Instant::now(), message))
+            .expect("read");
+        assert!(tap.poll_read().is_some(), "passed on");
+        assert_eq!(estimate.remb(), Some(700_000.0));
     }
 
     fn send(tap: &mut Tap, seq: u16, now: Instant, retransmission: bool) {

@@ -4,13 +4,13 @@
 //! - With TWCC (every current browser), the estimate is send-side: `rtc`'s congestion control
 //!   interceptor joins each packet we sent with the arrival time the subscriber reported, and our
 //!   [`estimator::Estimator`] turns that into a target.
-//! - Without TWCC, a receiver may still send REMB (its own estimate); [`remb::RembReader`] keeps
-//!   the latest. That is the fallback.
+//! - Without TWCC, a receiver may still send REMB (its own estimate); the SFU's tap keeps the
+//!   latest ([`remb::remb_of`]). That is the fallback.
 //! - With neither, there is no estimate and the allocator forwards the best layers, as before
 //!   congestion control existed (e.g. Aula's own load-test clients, which send no feedback).
 //!
-//! Both readers live inside the connection's interceptor chain, which the router cannot reach
-//! into, so they publish into a [`SharedEstimate`] the router holds a clone of.
+//! Both are read inside the connection's interceptor chain, which the router cannot reach
+//! into, so they are published into a [`SharedEstimate`] the router holds a clone of.
 
 pub mod estimator;
 pub mod remb;
@@ -96,8 +96,8 @@ fn read(cell: &AtomicU64) -> Option<f64> {
 }
 
 /// Adds send-side congestion control to a subscriber connection's chain: transport-wide
-/// sequence numbers on what we send, the send history joined with the subscriber's TWCC
-/// feedback, our estimator, and the REMB reader.
+/// sequence numbers on what we send, and the send history joined with the subscriber's TWCC
+/// feedback, driving our estimator. (REMB is read by the SFU's tap, which every connection has.)
 ///
 /// No pacer, deliberately: the media is already paced by each publisher's encoder, and an SFU
 /// pacer would hold a teacher's audio behind a burst of keyframe packets. Keeping the sum of
@@ -112,10 +112,6 @@ pub fn with_congestion_control(registry: Registry, shared: &SharedEstimate) -> R
             CongestionControlBuilder::new(estimator).build(),
         )
         .with(Slot::TwccSender, TwccSenderBuilder::new().build())
-        .with(
-            Slot::Custom(remb::SLOT),
-            remb::RembReader::new(shared.clone()),
-        )
 }
 
 #[cfg(test)]
