@@ -10,8 +10,8 @@
 // with its test-only impairment layer, Debian's Chromium with the fake camera and microphone,
 // one teacher and one student, everything on 127.0.0.1.
 
-import { joinClass, launchBrowser, startServer, waitForMedia } from './harness.js';
-import { impair, median, showVideosLarge, waitForHeight, watch } from './weaknet.js';
+import { joinClass, launchBrowser, startServer } from './harness.js';
+import { impair, joinStudentOnTop, median, watch } from './weaknet.js';
 
 const seconds = Number(process.argv[2] ?? 20);
 const picked = process.argv.slice(3);
@@ -31,11 +31,8 @@ try {
   for (const row of rows) {
     // Every row has a student of its own, who joins on a clean link and climbs to the top
     // layer first, so no row inherits the estimate or the backoff of the one before.
-    const student = await joinClass(browser, server.url, { room, name: 'Student', role: 'student' });
-    await showVideosLarge(student);
-    const identity = await student.evaluate(() => window.aulaRoom.localParticipant.identity);
-    if (!(await waitForMedia(student, 20_000)).ok) throw new Error('no media on a clean link');
-    await waitForHeight(student, (h) => h >= 700, 30_000);
+    const { page: student, identity, media } = await joinStudentOnTop(browser, server.url, { room, name: 'Student' });
+    if (!media.ok) throw new Error('no media on a clean link');
     await impair(server.url, { room, identity, loss: row.loss, rateKbps: row.rateKbps });
     // Let the allocation settle on the new link before judging it.
     await new Promise((ok) => setTimeout(ok, 5_000));

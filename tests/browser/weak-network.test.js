@@ -7,8 +7,8 @@
 
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { joinClass, launchBrowser, startServer, waitForMedia } from './harness.js';
-import { impair, median, serverCounters, showVideosLarge, waitForHeight, watch } from './weaknet.js';
+import { joinClass, launchBrowser, startServer } from './harness.js';
+import { impair, joinStudentOnTop, median, serverCounters, waitForHeight, watch } from './weaknet.js';
 
 const COUNTERS = ['aula_nacks_received_total', 'aula_retransmissions_total', 'aula_nack_stale_total', 'aula_plis_received_total', 'aula_plis_sent_total'];
 
@@ -26,13 +26,9 @@ describe('weak networks', { timeout: 240_000 }, () => {
     browser = await launchBrowser();
     const teacher = await joinClass(browser, server.url, { room, name: 'Ms Rivera', role: 'teacher' });
     await teacher.waitForFunction(() => window.aulaRoom.localTracks.get('camera')?.sid, null, { timeout: 15_000 });
-    student = await joinClass(browser, server.url, { room, name: 'Sam', role: 'student' });
-    await showVideosLarge(student);
-    identity = await student.evaluate(() => window.aulaRoom.localParticipant.identity);
-    const media = await waitForMedia(student, 20_000);
-    assert.ok(media.ok, `the student gets media on a clean link: ${JSON.stringify(media)}`);
-    // On a clean link the student climbs to the top layer (the teacher's encoder ramps up too).
-    await waitForHeight(student, (h) => h >= 700, 30_000);
+    const joined = await joinStudentOnTop(browser, server.url, { room, name: 'Sam' });
+    ({ page: student, identity } = joined);
+    assert.ok(joined.media.ok, `the student gets media on a clean link: ${JSON.stringify(joined.media)}`);
     top = (await watch(student, 1_000)).heights.at(-1);
     assert.ok(top >= 240, `the top layer is decoded on a clean link: ${top}p`);
   });

@@ -1,6 +1,24 @@
-// Weak-network helpers shared by weak-network.test.js and weak-network-report.js: impairing one
-// participant's link through the server's test-only impairment layer, and measuring what the
-// student actually saw and heard, from the browser's own stats.
+// Weak-network helpers shared by weak-network.test.js and weak-network-report.js: a student
+// who starts on the top layer of a clean link, impairing one participant's link through the
+// server's test-only impairment layer, and measuring what the student actually saw and heard,
+// from the browser's own stats.
+
+import { joinClass, waitForMedia } from './harness.js';
+
+/**
+ * A student joins `room` through the class page, shows every video large (see
+ * `showVideosLarge`), and on the clean link climbs to the teacher's top layer (up to 30 s; the
+ * teacher's encoder ramps up too). `media` is what `waitForMedia` saw, for the caller to judge.
+ * @returns {Promise<{page: any, identity: string, media: any}>}
+ */
+export async function joinStudentOnTop(browser, baseUrl, { room, name }) {
+  const page = await joinClass(browser, baseUrl, { room, name, role: 'student' });
+  await showVideosLarge(page);
+  const identity = await page.evaluate(() => window.aulaRoom.localParticipant.identity);
+  const media = await waitForMedia(page, 20_000);
+  if (media.ok) await waitForHeight(page, (h) => h >= 700, 30_000);
+  return { page, identity, media };
+}
 
 /**
  * Impairs the link between the SFU and one participant (POST /test/impairment; the server must
