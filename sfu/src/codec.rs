@@ -38,33 +38,107 @@ impl VideoCodec {
     }
 }
 
+/// The VP8 payload descriptor's picture numbers (RFC 7741 §4.2), from which a receiver finds
+/// each frame's references (with temporal layers, Chrome keeps per-TL0PICIDX state). Each
+/// simulcast layer's encoder numbers its pictures on its own, so a forwarder switching layers
+/// must keep them continuous, as it does the sequence numbers; otherwise the receiver can take
+/// a new layer's frame for one of the old layer's, and wait for a reference that never comes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Vp8Numbers {
+    /// The 15-bit picture ID. A 7-bit one is read as `None` and left alone: no browser sends
+    /// them, and rewriting one would need the payload to grow.
+    pub picture_id: Option<u16>,
+    pub tl0_pic_idx: Option<u8>,
+}
+
+impl Vp8Numbers {
+    /// The numbers of any VP8 packet (every packet of a frame carries them). `None` for a
+    /// malformed descriptor.
+    pub fn read(payload: &[u8]) -> Option<Self> {
+        let at = Vp8Descriptor::parse(payload)?;
+        Some(Self {
+            picture_id: at
+                .picture_id
+                .map(|i| u16::from_be_bytes([payload[i], payload[i + 1]]) & 0x7fff),
+            tl0_pic_idx: at.tl0_pic_idx.map(|i| payload[i]),
+        })
+    }
+
+    /// Writes these numbers over the ones `payload` carries; fields the payload does not carry
+    /// are not added.
+    pub fn write(self, payload: &mut [u8]) {
+        let Some(at) = Vp8Descriptor::parse(payload) else {
+            return;
+        };
+        if let (Some(i), Some(id)) = (at.picture_id, self.picture_id) {
+            let [hi, lo] = (id & 0x7fff).to_be_bytes();
+            payload[i] = 0x80 | hi;
+            payload[i + 1] = lo;
+        }
+        if let (Some(i), Some(tl0)) = (at.tl0_pic_idx, self.tl0_pic_idx) {
+            payload[i] = tl0;
+        }
+    }
+}
+
+/// Where the fields of a VP8 payload descriptor are (RFC 7741 §4.2); every index is in bounds.
+struct Vp8Descriptor {
+    /// First of the two bytes of a 15-bit picture ID.
+    picture_id: Option<usize>,
+    tl0_pic_idx: Option<usize>,
+    /// Length of the descriptor: where the VP8 payload starts.
+    len: usize,
+}
+
+impl Vp8Descriptor {
+    fn parse(payload: &[u8]) -> Option<Self> {
+        let first = *payload.first()?;
+        let mut descriptor = Self {
+            picture_id: None,
+            tl0_pic_idx: None,
+            len: 1,
+        };
+        if first & 0x80 == 0 {
+            return Some(descriptor);
+        }
+        let ext = *payload.get(1)?;
+        let mut at = 2;
+        if ext & 0x80 != 0 {
+            // PictureID: 7 bits, or 15 when its M bit is set.
+            if *payload.get(at)? & 0x80 != 0 {
+                payload.get(at + 1)?;
+                descriptor.picture_id = Some(at);
+                at += 2;
+            } else {
+                at += 1;
+            }
+        }
+        if ext & 0x40 != 0 {
+            payload.get(at)?;
+            descriptor.tl0_pic_idx = Some(at);
+            at += 1;
+        }
+        if ext & 0x30 != 0 {
+            at += 1; // TID/Y/KEYIDX
+        }
+        descriptor.len = at;
+        Some(descriptor)
+    }
+}
+
 /// RFC 7741 §4.2: the VP8 payload header (the bytes after the payload descriptor), present
 /// only in the first packet of a frame (S=1, PID=0).
 fn vp8_payload_header(payload: &[u8]) -> Option<&[u8]> {
     let first = *payload.first()?;
-    let extended = first & 0x80 != 0;
     let start_of_partition = first & 0x10 != 0;
     let partition_id = first & 0x07;
     if !start_of_partition || partition_id != 0 {
         return None;
     }
-    let mut at = 1;
-    if extended {
-        let ext = *payload.get(at)?;
-        at += 1;
-        if ext & 0x80 != 0 {
-            // PictureID: 7 bits, or 15 when its M bit is set.
-            let pid = *payload.get(at)?;
-            at += if pid & 0x80 != 0 { 2 } else { 1 };
-        }
-        if ext & 0x40 != 0 {
-            at += 1; // TL0PICIDX
-        }
-        if ext & 0x30 != 0 {
-            at += 1; // TID/Y/KEYIDX
-        }
-    }
-    payload.get(at..).filter(|header| !header.is_empty())
+    let descriptor = Vp8Descriptor::parse(payload)?;
+    payload
+        .get(descriptor.len..)
+        .filter(|header| !header.is_empty())
 }
 
 /// Bit 0 of the first payload-header byte is the inverse keyframe flag.
@@ -130,6 +204,38 @@ mod tests {
         assert!(!VideoCodec::Vp8.is_keyframe(&[0x90, 0xe0, 0x80, 0x01, 0x05, 0x20, 0x01]));
         // Not the start of a partition.
         assert!(!VideoCodec::Vp8.is_keyframe(&[0x00, 0x00]));
+    }
+
+    #[test]
+    fn vp8_numbers_are_read_and_written_in_place() {
+        // X, I (15-bit id 0x0123), L (TL0PICIDX 7), T, then the payload header.
+        let mut payload = [0x90, 0xe0, 0x81, 0x23, 0x07, 0x20, 0x00];
+        let numbers = Vp8Numbers::read(&payload).unwrap();
+        assert_eq!(numbers.picture_id, Some(0x0123));
+        assert_eq!(numbers.tl0_pic_idx, Some(7));
+        Vp8Numbers {
+            picture_id: Some(0x7abc),
+            tl0_pic_idx: Some(200),
+        }
+        .write(&mut payload);
+        assert_eq!(payload, [0x90, 0xe0, 0xfa, 0xbc, 200, 0x20, 0x00]);
+        assert!(
+            VideoCodec::Vp8.is_keyframe(&payload),
+            "the rest is untouched"
+        );
+        // A 7-bit picture id is not read (nor written), no extension means no numbers.
+        let mut short = [0x90, 0x80, 0x05, 0x00];
+        assert_eq!(Vp8Numbers::read(&short), Some(Vp8Numbers::default()));
+        numbers.write(&mut short);
+        assert_eq!(short, [0x90, 0x80, 0x05, 0x00]);
+        assert_eq!(Vp8Numbers::read(&[0x10, 0x00]), Some(Vp8Numbers::default()));
+        // Truncated descriptors are malformed, and writing into them changes nothing.
+        for len in 0..5 {
+            assert_eq!(Vp8Numbers::read(&payload[..len]), None, "{len} bytes");
+            let mut truncated = payload[..len].to_vec();
+            numbers.write(&mut truncated);
+            assert_eq!(truncated, payload[..len]);
+        }
     }
 
     #[test]

@@ -37,7 +37,7 @@ use crate::api::{
     ParticipantId, PeerState, PublishedTrack, RenderedSize, SfuError, SfuEvent, SfuStats, TrackSid,
 };
 use crate::bwe::{self, SharedEstimate};
-use crate::codec::VideoCodec;
+use crate::codec::{VideoCodec, Vp8Numbers};
 use crate::demux;
 use crate::forward::allocate::{Demand, Priority, allocate};
 use crate::forward::rates::LayerRates;
@@ -1181,6 +1181,9 @@ impl Router {
             seq: packet.header.sequence_number,
             timestamp: packet.header.timestamp,
             keyframe,
+            vp8: (producer.video == Some(VideoCodec::Vp8))
+                .then(|| Vp8Numbers::read(&packet.payload))
+                .flatten(),
         };
         // Header extensions are per connection (ids negotiated per peer); the sender adds its own.
         packet.header.extension = false;
@@ -1206,6 +1209,11 @@ impl Router {
                 out.header.sequence_number = rewritten.seq;
                 out.header.timestamp = rewritten.timestamp;
                 out.header.payload_type = payload_type;
+                if let Some(numbers) = rewritten.vp8.filter(|&n| Some(n) != meta.vp8) {
+                    let mut payload = BytesMut::from(&packet.payload[..]);
+                    numbers.write(&mut payload);
+                    out.payload = payload.freeze();
+                }
                 if let Some(red_payload_type) = red {
                     out.payload = consumer.red_encoder.encode(
                         rewritten.timestamp,

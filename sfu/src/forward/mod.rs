@@ -15,6 +15,8 @@ use std::time::Instant;
 use rewrite::{Rewriter, Rewritten};
 use simulcast::Layer;
 
+use crate::codec::Vp8Numbers;
+
 /// What one incoming packet looks like to the forwarder.
 #[derive(Debug, Clone, Copy)]
 pub struct PacketMeta {
@@ -24,6 +26,8 @@ pub struct PacketMeta {
     /// Whether the packet starts a keyframe (always `true` for audio: any packet is a valid
     /// starting point).
     pub keyframe: bool,
+    /// VP8 picture numbers, rewritten along with the sequence numbers.
+    pub vp8: Option<Vp8Numbers>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,24 +90,26 @@ impl Forwarder {
     /// keyframe (still wanted, so still requested).
     pub fn decide(&mut self, packet: PacketMeta, now: Instant) -> Decision {
         let starts = self.current.is_none() && self.target.is_some_and(|t| packet.layer <= t);
-        if packet.keyframe
+        let rewritten = if packet.keyframe
             && (starts || self.target == Some(packet.layer))
             && self.current != self.target
         {
             self.current = Some(packet.layer);
-            return Decision::Forward(self.rewriter.start_segment(
-                packet.seq,
-                packet.timestamp,
-                now,
-            ));
-        }
-        if self.current != Some(packet.layer) {
+            self.rewriter
+                .start_segment(packet.seq, packet.timestamp, now)
+        } else if self.current == Some(packet.layer)
+            && let Some(rewritten) = self.rewriter.rewrite(packet.seq, packet.timestamp, now)
+        {
+            rewritten
+        } else {
             return Decision::Drop;
-        }
-        match self.rewriter.rewrite(packet.seq, packet.timestamp, now) {
-            Some(rewritten) => Decision::Forward(rewritten),
-            None => Decision::Drop,
-        }
+        };
+        Decision::Forward(Rewritten {
+            vp8: packet
+                .vp8
+                .map(|numbers| self.rewriter.renumber_vp8(numbers)),
+            ..rewritten
+        })
     }
 }
 
@@ -118,6 +124,7 @@ mod tests {
             seq,
             timestamp,
             keyframe,
+            vp8: None,
         }
     }
 
@@ -181,6 +188,49 @@ mod tests {
         assert_eq!(seq_of(f.decide(meta(1, 71, 180, true), t)), a + 2);
         assert_eq!(f.current(), Some(1));
         assert_eq!(f.wants_keyframe(), None);
+    }
+
+    #[test]
+    fn vp8_picture_numbers_follow_on_across_a_switch() {
+        let t = Instant::now();
+        let vp8 = |picture_id, tl0_pic_idx| {
+            Some(Vp8Numbers {
+                picture_id: Some(picture_id),
+                tl0_pic_idx: Some(tl0_pic_idx),
+            })
+        };
+        let forwarded = |d: Decision| match d {
+            Decision::Forward(r) => r.vp8,
+            Decision::Drop => panic!("dropped"),
+        };
+        let mut f = Forwarder::new(90_000);
+        f.set_target(Some(0));
+        let with = |layer, seq, keyframe, numbers| PacketMeta {
+            vp8: numbers,
+            ..meta(layer, seq, 0, keyframe)
+        };
+        assert_eq!(
+            forwarded(f.decide(with(0, 1, true, vp8(500, 9)), t)),
+            vp8(500, 9)
+        );
+        assert_eq!(
+            forwarded(f.decide(with(0, 2, false, vp8(501, 10)), t)),
+            vp8(501, 10)
+        );
+        f.set_target(Some(1));
+        assert_eq!(
+            f.decide(with(1, 70, false, vp8(9000, 60)), t),
+            Decision::Drop
+        );
+        assert_eq!(
+            forwarded(f.decide(with(1, 71, true, vp8(9001, 61)), t)),
+            vp8(502, 11)
+        );
+        assert_eq!(
+            forwarded(f.decide(with(1, 72, false, vp8(9002, 61)), t)),
+            vp8(503, 11)
+        );
+        assert_eq!(forwarded(f.decide(with(1, 73, false, None), t)), None);
     }
 
     #[test]

@@ -1,50 +1,72 @@
-//! Sequence number and timestamp rewriting, so that a subscriber sees one continuous RTP stream
-//! even though the SFU switches between simulcast layers (different SSRCs, unrelated sequence
-//! and timestamp spaces) underneath it.
+//! Sequence number, timestamp and VP8 picture number rewriting, so that a subscriber sees one
+//! continuous RTP stream even though the SFU switches between simulcast layers (different
+//! SSRCs, unrelated sequence, timestamp and picture number spaces) underneath it.
 //!
 //! Everything is kept as 64-bit "extended" values (`ext_*`, as LiveKit names them) so wrap-around
 //! of the 16-bit sequence and 32-bit timestamp never needs special cases in the arithmetic.
 
 use std::time::{Duration, Instant};
 
-/// Unwraps a 16-bit sequence number into a 64-bit one, relative to the highest seen so far.
-/// Starts at 2^32 so that the first packets can still be "older" without going below zero.
+use crate::codec::Vp8Numbers;
+
+/// Unwraps a `BITS`-bit counter (sequence number, timestamp, picture ID) into a 64-bit one,
+/// relative to the highest seen so far. Starts at 2^48 so that the first values can still be
+/// "older" without going below zero.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct SeqUnwrapper {
+pub struct Unwrapper<const BITS: u32> {
     highest: Option<u64>,
 }
 
-impl SeqUnwrapper {
-    pub fn unwrap(&mut self, seq: u16) -> u64 {
+pub type SeqUnwrapper = Unwrapper<16>;
+pub type TimestampUnwrapper = Unwrapper<32>;
+
+impl<const BITS: u32> Unwrapper<BITS> {
+    const MODULUS: u64 = 1 << BITS;
+
+    pub fn unwrap(&mut self, value: u64) -> u64 {
+        let value = value & (Self::MODULUS - 1);
         let Some(highest) = self.highest else {
-            let ext = (1 << 32) + u64::from(seq);
+            let ext = (1 << 48) + value;
             self.highest = Some(ext);
             return ext;
         };
-        let delta = seq.wrapping_sub(highest as u16) as i16;
-        let ext = highest.saturating_add_signed(i64::from(delta));
+        let ahead = value.wrapping_sub(highest) & (Self::MODULUS - 1);
+        let ext = if ahead < Self::MODULUS / 2 {
+            highest + ahead
+        } else {
+            highest.saturating_sub(Self::MODULUS - ahead)
+        };
         self.highest = Some(highest.max(ext));
         ext
     }
 }
 
-/// Same for 32-bit RTP timestamps.
+/// A counter carried in the payload (VP8's picture ID and TL0PICIDX) made continuous the same
+/// way: each input segment is shifted to follow the highest value sent before it.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct TimestampUnwrapper {
-    highest: Option<u64>,
+struct Renumber<const BITS: u32> {
+    input: Unwrapper<BITS>,
+    /// `out = in - offset`; `None` until the segment's first value.
+    offset: Option<u64>,
+    highest_out: Option<u64>,
 }
 
-impl TimestampUnwrapper {
-    pub fn unwrap(&mut self, ts: u32) -> u64 {
-        let Some(highest) = self.highest else {
-            let ext = (1 << 40) + u64::from(ts);
-            self.highest = Some(ext);
-            return ext;
-        };
-        let delta = ts.wrapping_sub(highest as u32) as i32;
-        let ext = highest.saturating_add_signed(i64::from(delta));
-        self.highest = Some(highest.max(ext));
-        ext
+impl<const BITS: u32> Renumber<BITS> {
+    /// Forgets the input's numbering: its next value follows the highest one sent.
+    fn start_segment(&mut self) {
+        self.input = Unwrapper::default();
+        self.offset = None;
+    }
+
+    fn map(&mut self, value: u16) -> u16 {
+        let ext = self.input.unwrap(u64::from(value));
+        let offset = *self.offset.get_or_insert_with(|| {
+            let out = self.highest_out.map_or(ext, |highest| highest + 1);
+            ext.wrapping_sub(out)
+        });
+        let out = ext.wrapping_sub(offset);
+        self.highest_out = Some(self.highest_out.map_or(out, |h| h.max(out)));
+        (out & (Unwrapper::<BITS>::MODULUS - 1)) as u16
     }
 }
 
@@ -61,6 +83,8 @@ pub struct Rewriter {
     seq_offset: u64,
     ts_offset: u64,
     last_out: Option<LastOut>,
+    picture_id: Renumber<15>,
+    tl0_pic_idx: Renumber<8>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -75,6 +99,8 @@ struct LastOut {
 pub struct Rewritten {
     pub seq: u16,
     pub timestamp: u32,
+    /// VP8 picture numbers to write into the payload, for packets that carry them.
+    pub vp8: Option<Vp8Numbers>,
 }
 
 impl Rewriter {
@@ -87,6 +113,8 @@ impl Rewriter {
             seq_offset: 0,
             ts_offset: 0,
             last_out: None,
+            picture_id: Renumber::default(),
+            tl0_pic_idx: Renumber::default(),
         }
     }
 
@@ -97,8 +125,10 @@ impl Rewriter {
     pub fn start_segment(&mut self, seq: u16, timestamp: u32, now: Instant) -> Rewritten {
         self.input_seq = SeqUnwrapper::default();
         self.input_ts = TimestampUnwrapper::default();
-        let ext_seq = self.input_seq.unwrap(seq);
-        let ext_ts = self.input_ts.unwrap(timestamp);
+        self.picture_id.start_segment();
+        self.tl0_pic_idx.start_segment();
+        let ext_seq = self.input_seq.unwrap(u64::from(seq));
+        let ext_ts = self.input_ts.unwrap(u64::from(timestamp));
         self.segment_start = ext_seq;
         let (out_seq, out_ts) = match self.last_out {
             None => (ext_seq, ext_ts),
@@ -115,8 +145,8 @@ impl Rewriter {
 
     /// Rewrites a packet of the current segment. `None` if it predates the segment.
     pub fn rewrite(&mut self, seq: u16, timestamp: u32, now: Instant) -> Option<Rewritten> {
-        let ext_seq = self.input_seq.unwrap(seq);
-        let ext_ts = self.input_ts.unwrap(timestamp);
+        let ext_seq = self.input_seq.unwrap(u64::from(seq));
+        let ext_ts = self.input_ts.unwrap(u64::from(timestamp));
         if ext_seq < self.segment_start {
             return None;
         }
@@ -137,6 +167,18 @@ impl Rewriter {
         Rewritten {
             seq: out_seq as u16,
             timestamp: out_ts as u32,
+            vp8: None,
+        }
+    }
+
+    /// The VP8 picture numbers a forwarded packet of the current segment goes out with: the
+    /// segment's first picture follows the last one sent. Call it only for packets forwarded.
+    pub fn renumber_vp8(&mut self, numbers: Vp8Numbers) -> Vp8Numbers {
+        Vp8Numbers {
+            picture_id: numbers.picture_id.map(|id| self.picture_id.map(id)),
+            tl0_pic_idx: numbers
+                .tl0_pic_idx
+                .map(|tl0| self.tl0_pic_idx.map(u16::from(tl0)) as u8),
         }
     }
 }
@@ -158,7 +200,7 @@ mod tests {
         assert_eq!(u.unwrap(65535), a + 1, "late packet from before the wrap");
         assert_eq!(u.unwrap(1), a + 3);
         let mut t = TimestampUnwrapper::default();
-        let b = t.unwrap(u32::MAX - 10);
+        let b = t.unwrap(u64::from(u32::MAX - 10));
         assert_eq!(t.unwrap(5), b + 16);
     }
 
@@ -199,6 +241,36 @@ mod tests {
         // The next segment continues after the highest, not the last, packet sent.
         let d = r.start_segment(7, 7, t0);
         assert_eq!(d.seq, a.seq.wrapping_add(3));
+    }
+
+    fn numbers(picture_id: u16, tl0_pic_idx: u8) -> Vp8Numbers {
+        Vp8Numbers {
+            picture_id: Some(picture_id),
+            tl0_pic_idx: Some(tl0_pic_idx),
+        }
+    }
+
+    #[test]
+    fn vp8_picture_numbers_continue_across_segments_and_wrap() {
+        let t0 = Instant::now();
+        let mut r = Rewriter::new(90_000);
+        r.start_segment(1, 0, t0);
+        // The first segment keeps its numbers; a frame's packets share them.
+        assert_eq!(r.renumber_vp8(numbers(32766, 255)), numbers(32766, 255));
+        assert_eq!(r.renumber_vp8(numbers(32766, 255)), numbers(32766, 255));
+        assert_eq!(r.renumber_vp8(numbers(32767, 255)), numbers(32767, 255));
+        assert_eq!(r.renumber_vp8(numbers(0, 0)), numbers(0, 0), "both wrap");
+        // Another layer numbered far behind (and then ahead) continues after the last sent.
+        r.start_segment(900, 0, t0);
+        assert_eq!(r.renumber_vp8(numbers(100, 3)), numbers(1, 1));
+        assert_eq!(r.renumber_vp8(numbers(101, 3)), numbers(2, 1));
+        assert_eq!(r.renumber_vp8(numbers(102, 4)), numbers(3, 2));
+        r.start_segment(5, 0, t0);
+        assert_eq!(r.renumber_vp8(numbers(20000, 200)), numbers(4, 3));
+        // A gap the publisher left stays a gap: the receiver must know a picture is missing.
+        assert_eq!(r.renumber_vp8(numbers(20003, 201)), numbers(7, 4));
+        // Packets without numbers stay without.
+        assert_eq!(r.renumber_vp8(Vp8Numbers::default()), Vp8Numbers::default());
     }
 
     #[test]
