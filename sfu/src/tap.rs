@@ -100,6 +100,21 @@ fn nacked(packet: &dyn rtc::rtcp::Packet) -> u64 {
 
 /// Whether a stream negotiated generic NACK (`a=rtcp-fb:<pt> nack`), the test `rtc`'s responder
 /// uses to decide whether to buffer a stream for resending.
+/// How many times one resend goes out on a path losing `loss` of its packets: enough that
+/// every copy is lost on fewer than 1 in 500 resends, at most [`MAX_RESEND_COPIES`]. The
+/// receiver asks again only a round trip later (a receive-only browser cannot measure the RTT
+/// and assumes 100 ms), and a lost resend is what freezes a picture on a lossy link: at 10 %
+/// loss one copy is lost on 1 resend in 10, three copies on 1 in 1000. Resends are a small
+/// share of the traffic (the lost share), so the copies cost little.
+fn resend_copies(loss: f64) -> usize {
+    const ALL_LOST: f64 = 0.002;
+    (1..MAX_RESEND_COPIES)
+        .find(|&copies| loss.powi(copies as i32) <= ALL_LOST)
+        .unwrap_or(MAX_RESEND_COPIES)
+}
+
+const MAX_RESEND_COPIES: usize = 3;
+
 fn supports_nack(info: &StreamInfo) -> bool {
     info.rtcp_feedback
         .iter()
@@ -163,13 +178,14 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for Tap {
                 self.metrics.rtp_bytes_sent.inc_by(size as u64);
                 if msg.message.has(&Attribute::Retransmission) {
                     self.metrics.retransmissions.inc();
-                    // On a lossy path without a queue a resend goes out twice. The receiver
-                    // asks again only a round trip later (a receive-only browser assumes
-                    // 100 ms, as it cannot measure the RTT), which is what freezes a picture
-                    // on a lossy link; a second copy makes losing the resend ten times rarer
-                    // at 10 % loss. SRTP's replay protection drops the copy if the first
-                    // arrived. On a congested path the copy would only add to the queue.
-                    if self.estimate.as_ref().is_some_and(|e| !e.congested()) {
+                    // Extra copies on a lossy path without a queue; see `resend_copies`.
+                    // SRTP's replay protection drops a copy if an earlier one arrived. On a
+                    // congested path copies would only add to the queue.
+                    let loss = match &self.estimate {
+                        Some(estimate) if !estimate.congested() => estimate.loss(),
+                        _ => 0.0,
+                    };
+                    for _ in 1..resend_copies(loss) {
                         let copy = AttributedPacket::new(Packet::Rtp(rtp.clone()))
                             .with(Attribute::Retransmission);
                         self.write.push_back(TaggedPacket {
@@ -345,5 +361,32 @@ mod tests {
             ..Default::default()
         });
         assert_eq!(receive(&mut tap, vec![nack(&[11])], now), None);
+    }
+
+    #[test]
+    fn resends_are_copied_so_that_losing_all_copies_is_rare() {
+        assert_eq!(resend_copies(0.0), 1);
+        assert_eq!(resend_copies(0.002), 1);
+        assert_eq!(resend_copies(0.02), 2);
+        assert_eq!(resend_copies(0.10), 3);
+        assert_eq!(resend_copies(0.50), MAX_RESEND_COPIES);
+
+        let estimate = SharedEstimate::new();
+        estimate.set_loss(0.10);
+        let metrics = SfuMetrics::register(&prometheus::Registry::new()).expect("fresh registry");
+        let mut tap = Tap::new(metrics, Some(estimate.clone()));
+        let written = |tap: &mut Tap| std::iter::from_fn(|| tap.poll_write()).count();
+        let now = Instant::now();
+        send(&mut tap, 1, now, false);
+        assert_eq!(written(&mut tap), 0, "an original goes out once");
+        send(&mut tap, 1, now, true);
+        assert_eq!(
+            written(&mut tap),
+            2,
+            "a resend on a lossy path, three times"
+        );
+        estimate.set_congested(true);
+        send(&mut tap, 1, now, true);
+        assert_eq!(written(&mut tap), 0, "a congested path gets no copies");
     }
 }
