@@ -6,6 +6,12 @@
 //! keyframe anyway. [`SendLog`] remembers when each packet was first sent and trims a NACK down
 //! to the sequence numbers sent at most [`MAX_AGE`] ago, before the responder sees it.
 //!
+//! It also leaves out packets sent before the stream's latest keyframe: the receiver decodes
+//! from that keyframe on, and a frame before it can no longer be shown. This matters most when
+//! the SFU has just switched a subscriber to a lower layer because its path overflowed: the
+//! receiver asks for everything the overflow dropped, all of it from the layer given up, and
+//! resending that would keep the path full.
+//!
 //! Pure: time is passed in, nothing here reads the clock or does I/O.
 
 use std::time::{Duration, Instant};
@@ -43,6 +49,8 @@ pub struct SendLog {
     epoch: Option<Instant>,
     ssrcs: Vec<u32>,
     rings: Vec<Box<[Slot; RING]>>,
+    /// Per stream, the first sequence number of the latest keyframe sent.
+    keyframes: Vec<Option<u16>>,
 }
 
 /// What to do with a NACK.
@@ -69,6 +77,7 @@ impl SendLog {
         if !self.ssrcs.contains(&ssrc) {
             self.ssrcs.push(ssrc);
             self.rings.push(Box::new([0; RING]));
+            self.keyframes.push(None);
         }
     }
 
@@ -77,6 +86,7 @@ impl SendLog {
         if let Some(index) = self.ssrcs.iter().position(|&s| s == ssrc) {
             self.ssrcs.swap_remove(index);
             self.rings.swap_remove(index);
+            self.keyframes.swap_remove(index);
         }
     }
 
@@ -92,22 +102,33 @@ impl SendLog {
         self.rings[index][usize::from(seq) % RING] = ((sent_ms + 1) << 16) | Slot::from(seq);
     }
 
-    /// Trims `nack` to the sequence numbers sent at most [`MAX_AGE`] before `now`. Sequence
+    /// Records that a keyframe starts at `seq` of stream `ssrc` (a first transmission): the
+    /// packets sent before it are no longer worth resending.
+    pub fn record_keyframe(&mut self, ssrc: u32, seq: u16) {
+        if let Some(index) = self.ssrcs.iter().position(|&s| s == ssrc) {
+            self.keyframes[index] = Some(seq);
+        }
+    }
+
+    /// Trims `nack` to the sequence numbers sent at most [`MAX_AGE`] before `now`, and not
+    /// before the stream's latest keyframe (see the module docs). Sequence
     /// numbers never sent, or sent so long ago that their slot has been reused, and NACKs for
     /// streams not bound, are left out too: the responder has nothing to resend for them.
     pub fn trim(&self, nack: &TransportLayerNack, now: Instant) -> Trim {
-        let ring = self
-            .ssrcs
-            .iter()
-            .position(|&s| s == nack.media_ssrc)
-            .map(|index| &*self.rings[index]);
+        let index = self.ssrcs.iter().position(|&s| s == nack.media_ssrc);
+        let ring = index.map(|index| &*self.rings[index]);
+        let keyframe = index.and_then(|index| self.keyframes[index]);
+        let superseded = |seq: u16| keyframe.is_some_and(|key| (key.wrapping_sub(seq) as i16) > 0);
         let now_ms = self.epoch.map_or(0, |epoch| millis_since(epoch, now));
         let max_age_ms = MAX_AGE.as_millis() as u64;
         let fresh = |seq: u16| {
             ring.is_some_and(|ring| {
                 let slot = ring[usize::from(seq) % RING];
                 let sent = slot >> 16;
-                sent != 0 && slot as u16 == seq && now_ms.saturating_sub(sent - 1) <= max_age_ms
+                sent != 0
+                    && slot as u16 == seq
+                    && now_ms.saturating_sub(sent - 1) <= max_age_ms
+                    && !superseded(seq)
             })
         };
         // Bit 0 stands for the pair's `packet_id`, bit i + 1 for bit i of its bitmap.
@@ -280,6 +301,31 @@ mod tests {
     }
 
     #[test]
+    fn seqs_before_the_latest_keyframe_are_dropped() {
+        let t0 = Instant::now();
+        let mut log = log_with(t0, 65_530..=65_535);
+        for seq in 0..10 {
+            log.record(SSRC, seq, t0);
+        }
+        log.record_keyframe(SSRC, 2);
+        // Before the keyframe (across the wrap) goes; the keyframe and after it stay.
+        match log.trim(&nack(&[65_534, 1, 2, 5]), t0 + ms(10)) {
+            Trim::Rewrite {
+                nack: trimmed,
+                skipped,
+            } => {
+                assert_eq!(skipped, 2);
+                assert_eq!(seqs(&trimmed), vec![2, 5]);
+            }
+            other => panic!("expected a rewrite, got {other:?}"),
+        }
+        assert_eq!(log.trim(&nack(&[2, 9]), t0 + ms(10)), Trim::Keep);
+        // Another stream's keyframe changes nothing here.
+        log.record_keyframe(SSRC + 1, 9);
+        assert_eq!(log.trim(&nack(&[2, 9]), t0 + ms(10)), Trim::Keep);
+    }
+
+    #[test]
     fn unknown_or_unbound_streams_are_dropped() {
         let t0 = Instant::now();
         let mut log = SendLog::new();
@@ -295,7 +341,7 @@ mod tests {
             }
         );
         log.unbind(SSRC);
-        assert!(log.ssrcs.is_empty() && log.rings.is_empty());
+        assert!(log.ssrcs.is_empty() && log.rings.is_empty() && log.keyframes.is_empty());
         assert_eq!(log.trim(&nack(&[1]), t0), Trim::Drop { skipped: 1 });
     }
 

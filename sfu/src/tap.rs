@@ -26,6 +26,7 @@ use rtc::shared::marshal::MarshalSize;
 
 use crate::bwe::SharedEstimate;
 use crate::bwe::remb::remb_of;
+use crate::codec::VideoCodec;
 use crate::metrics::SfuMetrics;
 use crate::nack_age::{SendLog, Trim};
 
@@ -39,6 +40,8 @@ pub struct Tap {
     /// no queue.
     estimate: Option<SharedEstimate>,
     sent: SendLog,
+    /// The video codec of each bound local stream, to find the keyframes sent.
+    video: Vec<(u32, VideoCodec)>,
     read: VecDeque<TaggedPacket>,
     write: VecDeque<TaggedPacket>,
 }
@@ -49,6 +52,7 @@ impl Tap {
             metrics,
             estimate,
             sent: SendLog::new(),
+            video: Vec::new(),
             read: VecDeque::new(),
             write: VecDeque::new(),
         }
@@ -196,8 +200,12 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for Tap {
                     }
                 } else {
                     // A resend's age counts from the original, so only originals are recorded.
-                    self.sent
-                        .record(rtp.header.ssrc, rtp.header.sequence_number, msg.now);
+                    let (ssrc, seq) = (rtp.header.ssrc, rtp.header.sequence_number);
+                    self.sent.record(ssrc, seq, msg.now);
+                    let codec = self.video.iter().find(|v| v.0 == ssrc).map(|v| v.1);
+                    if codec.is_some_and(|codec| codec.is_keyframe(&rtp.payload)) {
+                        self.sent.record_keyframe(ssrc, seq);
+                    }
                 }
             }
             Packet::Rtcp(packets) => {
@@ -225,10 +233,15 @@ impl Interceptor for Tap {
     fn bind_local_stream(&mut self, info: &StreamInfo) {
         if supports_nack(info) {
             self.sent.bind(info.ssrc);
+            if let Some(codec) = VideoCodec::from_mime(&info.mime_type) {
+                self.video.retain(|v| v.0 != info.ssrc);
+                self.video.push((info.ssrc, codec));
+            }
         }
     }
     fn unbind_local_stream(&mut self, info: &StreamInfo) {
         self.sent.unbind(info.ssrc);
+        self.video.retain(|v| v.0 != info.ssrc);
     }
     fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
     fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
@@ -388,5 +401,33 @@ mod tests {
         estimate.set_congested(true);
         send(&mut tap, 1, now, true);
         assert_eq!(written(&mut tap), 0, "a congested path gets no copies");
+    }
+
+    #[test]
+    fn nacks_for_video_sent_before_the_latest_keyframe_are_not_answered() {
+        let metrics = SfuMetrics::register(&prometheus::Registry::new()).expect("fresh registry");
+        let mut tap = Tap::new(metrics, None);
+        tap.bind_local_stream(&StreamInfo {
+            ssrc: SSRC,
+            mime_type: "video/VP8".to_owned(),
+            rtcp_feedback: vec![RTCPFeedback {
+                typ: "nack".to_owned(),
+                parameter: String::new(),
+            }],
+            ..Default::default()
+        });
+        let now = Instant::now();
+        for (seq, payload) in [(1, [0x10, 0x01]), (2, [0x10, 0x00]), (3, [0x00, 0x00])] {
+            let mut rtp = rtc::rtp::Packet::default();
+            rtp.header.ssrc = SSRC;
+            rtp.header.sequence_number = seq;
+            rtp.payload = payload.to_vec().into();
+            let message = AttributedPacket::new(Packet::Rtp(rtp));
+            tap.handle_write(tagged(now, message)).expect("write");
+        }
+        // Packet 2 starts a VP8 keyframe (S=1, P=0): packet 1 is of no use any more.
+        let out = receive(&mut tap, vec![nack(&[1, 3])], now);
+        assert_eq!(out, Some((vec![3], 0)));
+        assert_eq!(tap.metrics.nack_stale.get(), 1);
     }
 }

@@ -290,9 +290,18 @@ impl BandwidthEstimator for Estimator {
             // packets); what arrived over the delivery window is a floor.
             let capacity = self.capacity().unwrap_or(self.target).max(delivered);
             let cut = (capacity * DECREASE_FACTOR).max(self.target * 0.5);
+            tracing::debug!(
+                target = self.target, capacity, delivered, queue = ?self.queue, growing,
+                batch_loss, "delay cut"
+            );
             self.decrease_to(now, cut.min(self.target));
+            // The tail drops of this same overflow show up as loss over the next window:
+            // they were the queue's doing, already answered by this cut, and must not cut
+            // again (a failed probe of the next layer would cascade to the lowest or pause).
+            self.last_loss_cut = Some(now);
         } else if !holding && loss_judged && loss > HEAVY_LOSS && self.target > LOSS_FLOOR {
             let cut = self.target * (1.0 - 0.5 * loss);
+            tracing::debug!(target = self.target, loss, "loss cut");
             self.decrease_to(now, cut.max(LOSS_FLOOR));
             self.last_loss_cut = Some(now);
         } else if !holding
@@ -488,6 +497,25 @@ mod tests {
         // Loss alone stops at the floor: audio and a low layer stay.
         path.run(Duration::from_secs(10), 5_000_000.0, greedy);
         assert_eq!(path.target(), LOSS_FLOOR);
+    }
+
+    #[test]
+    fn the_loss_of_an_overflow_a_delay_cut_answered_does_not_cut_again() {
+        // The next layer is tried: 1.2 Mbit/s into 500 kbit/s for as long as it takes the
+        // allocator to switch back (a keyframe away). The queue grows, then overflows.
+        let mut path = Path::new(1_200_000.0);
+        path.run(Duration::from_millis(700), 500_000.0, |_| 1_200_000.0);
+        let cut = path.target();
+        assert!(cut < 1_200_000.0, "the growing queue cut it");
+        assert!(
+            path.estimator.loss().is_some_and(|loss| loss > HEAVY_LOSS),
+            "and the overflow lost packets: {:?}",
+            path.estimator.loss()
+        );
+        // Back on the layer below, the queue drains; the loss still in the window is that
+        // overflow's, already answered by the cut.
+        path.run(Duration::from_millis(600), 500_000.0, |_| 420_000.0);
+        assert_eq!(path.target(), cut);
     }
 
     #[test]
