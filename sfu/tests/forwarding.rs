@@ -164,12 +164,14 @@ fn lost_video_packets_are_recovered_by_nack_and_retransmission() {
     );
     let baseline = sim.client("student").received.len();
 
-    // One datagram in seven from the SFU to the student is lost.
+    // One datagram in seven from the SFU to the student is lost. One keyframe, first: a
+    // packet lost just before a later keyframe is not resent once that keyframe is out (the
+    // decoder starts over from it), and this test is about every other loss.
     sim.drop_every_nth_to_clients = Some(7);
     for i in 0..150u32 {
         sim.send(
             teacher,
-            &vp8_payload(i % 30 == 0, format!("frame-{i}").as_bytes()),
+            &vp8_payload(i == 0, format!("frame-{i}").as_bytes()),
         );
         sim.step(Duration::from_millis(33));
     }

@@ -102,8 +102,12 @@ pub struct Estimator {
     epoch: Option<Instant>,
     /// (bucket start, minimum one-way delay in the bucket, seconds), one bucket per second.
     base: VecDeque<(Instant, f64)>,
-    /// (feedback instant, packets reported, packets lost), for the loss fraction.
-    window: VecDeque<(Instant, usize, usize)>,
+    /// Every batch's losses, for the loss fraction.
+    window: LossWindow,
+    /// The losses of batches while the path showed no queue: random loss (a bad radio), not
+    /// the tail drops of a full queue. This is the loss the router and the tap act on
+    /// (capping the layer, copying resends): against tail drops, sending more only hurts.
+    random: LossWindow,
     /// (arrival on the receiver's clock, bytes) of arrived packets, for the delivered rate.
     arrivals: VecDeque<(Duration, usize)>,
     /// The queueing delay (see [`QUEUE_FILTER`]), and the last batches' raw values.
@@ -125,7 +129,8 @@ impl Estimator {
             shared,
             epoch: None,
             base: VecDeque::new(),
-            window: VecDeque::new(),
+            window: LossWindow::default(),
+            random: LossWindow::default(),
             arrivals: VecDeque::new(),
             queue: Duration::ZERO,
             recent_queues: VecDeque::new(),
@@ -166,9 +171,7 @@ impl Estimator {
 
     /// Lost share of the packets reported over [`RATE_WINDOW`] (`None` with too few reports).
     pub fn loss(&self) -> Option<f64> {
-        let total: usize = self.window.iter().map(|w| w.1).sum();
-        let lost: usize = self.window.iter().map(|w| w.2).sum();
-        (total >= 10).then(|| lost as f64 / total as f64)
+        self.window.share()
     }
 
     /// Folds one feedback batch into the delay and rate windows; returns the batch's mean
@@ -197,14 +200,7 @@ impl Estimator {
             }
         }
         let lost = reports.iter().filter(|r| !r.arrived).count();
-        self.window.push_back((now, reports.len(), lost));
-        while self
-            .window
-            .front()
-            .is_some_and(|w| now.saturating_duration_since(w.0) > RATE_WINDOW)
-        {
-            self.window.pop_front();
-        }
+        self.window.push(now, reports.len(), lost);
 
         let batch_min = delays.iter().copied().reduce(f64::min)?;
         match self.base.back_mut() {
@@ -263,8 +259,11 @@ impl BandwidthEstimator for Estimator {
         // allocator paused something): cutting again would punish the path for the past.
         let growing = self.queue > previous_queue + QUEUE_NOISE;
         let draining = self.queue + QUEUE_NOISE < previous_queue;
-        let batch_loss =
-            reports.iter().filter(|r| !r.arrived).count() as f64 / reports.len() as f64;
+        let batch_lost = reports.iter().filter(|r| !r.arrived).count();
+        let batch_loss = batch_lost as f64 / reports.len() as f64;
+        if self.queue <= OVERUSE_QUEUE {
+            self.random.push(now, reports.len(), batch_lost);
+        }
         // A full queue overflowing: losses while the queue is high and not draining. The
         // bar is twice the overuse queue because random loss (bad Wi-Fi) with a little delay
         // jitter (a busy receiver timestamps late) looks alike at lower queues, and cutting
@@ -314,7 +313,7 @@ impl BandwidthEstimator for Estimator {
             self.target = grown.max(self.target).clamp(self.min, self.max);
         }
         self.shared.set_twcc(self.target);
-        self.shared.set_loss(loss);
+        self.shared.set_loss(self.random.share().unwrap_or(0.0));
         self.shared.set_congested(self.queue > OVERUSE_QUEUE);
     }
 
@@ -326,6 +325,30 @@ impl BandwidthEstimator for Estimator {
         let mut stats = EstimatorStats::default();
         stats.packet_loss = self.loss();
         stats
+    }
+}
+
+/// (feedback instant, packets reported, packets lost) of the batches over [`RATE_WINDOW`].
+#[derive(Debug, Default)]
+struct LossWindow(VecDeque<(Instant, usize, usize)>);
+
+impl LossWindow {
+    fn push(&mut self, now: Instant, reported: usize, lost: usize) {
+        self.0.push_back((now, reported, lost));
+        while self
+            .0
+            .front()
+            .is_some_and(|w| now.saturating_duration_since(w.0) > RATE_WINDOW)
+        {
+            self.0.pop_front();
+        }
+    }
+
+    /// Lost share of the packets reported (`None` with too few reports).
+    fn share(&self) -> Option<f64> {
+        let total: usize = self.0.iter().map(|w| w.1).sum();
+        let lost: usize = self.0.iter().map(|w| w.2).sum();
+        (total >= 10).then(|| lost as f64 / total as f64)
     }
 }
 
@@ -471,6 +494,11 @@ mod tests {
         path.loss_every = Some(10);
         path.run(Duration::from_secs(20), 5_000_000.0, greedy);
         assert_eq!(path.target(), 1_000_000.0, "neither cut nor grown");
+        let published = path.estimator.shared.loss();
+        assert!(
+            (0.08..0.12).contains(&published),
+            "random loss: {published}"
+        );
     }
 
     #[test]
@@ -511,6 +539,12 @@ mod tests {
             path.estimator.loss().is_some_and(|loss| loss > HEAVY_LOSS),
             "and the overflow lost packets: {:?}",
             path.estimator.loss()
+        );
+        // Tail drops are not random loss: resends are not copied for them, nor layers capped.
+        assert!(
+            path.estimator.shared.loss() < 0.02,
+            "{}",
+            path.estimator.shared.loss()
         );
         // Back on the layer below, the queue drains; the loss still in the window is that
         // overflow's, already answered by the cut.

@@ -30,7 +30,7 @@ pub const MIN_BITRATE: f64 = 50_000.0;
 pub const MAX_BITRATE: f64 = 20_000_000.0;
 
 /// The latest TWCC and REMB estimates of one connection, in bits per second (`0` is "none
-/// yet"), and the share of packets the path lost recently (from TWCC feedback).
+/// yet"), and the share of packets the path lost at random recently (from TWCC feedback).
 #[derive(Debug, Clone, Default)]
 pub struct SharedEstimate(Arc<Inner>);
 
@@ -69,7 +69,8 @@ impl SharedEstimate {
         self.0.loss.store(loss.to_bits(), Ordering::Relaxed);
     }
 
-    /// Lost share of the packets sent recently (0 before any feedback).
+    /// Lost share of the packets sent recently while the path showed no queue: random loss,
+    /// not a full queue's tail drops (0 before any feedback).
     pub fn loss(&self) -> f64 {
         f64::from_bits(self.0.loss.load(Ordering::Relaxed))
     }

@@ -3,16 +3,19 @@
 //! The allocator needs each layer's bitrate, and only the publisher's encoder knows it; it also
 //! changes (a static slide costs little, a moving hand much more), so it is measured. A
 //! keyframe makes a layer briefly several times dearer, so the rate is smoothed over windows of
-//! [`WINDOW`] rather than taken per frame.
+//! [`WINDOW`] with a small weight for the newest: a keyframe that the SFU itself asked for
+//! (switching a subscriber to the layer) must not make the layer look too dear for the budget
+//! that just chose it, or the subscriber is moved down again at once, for another keyframe.
 
 use std::time::{Duration, Instant};
 
 use super::simulcast::Layer;
 
 /// Measurement window.
-pub const WINDOW: Duration = Duration::from_millis(500);
-/// Weight of the newest window in the smoothed rate.
-const NEW_WEIGHT: f64 = 0.5;
+pub const WINDOW: Duration = Duration::from_secs(1);
+/// Weight of the newest window in the smoothed rate: a lasting change is followed within a
+/// few seconds, a keyframe moves the rate by a fraction of its size.
+const NEW_WEIGHT: f64 = 0.3;
 
 #[derive(Debug, Clone, Default)]
 struct LayerRate {
@@ -98,5 +101,23 @@ mod tests {
         rates.record(0, 1_000, t);
         rates.record(0, 1_000, t + Duration::from_millis(100));
         assert_eq!(rates.rate(0), None);
+    }
+
+    #[test]
+    fn a_keyframe_barely_moves_the_rate() {
+        let t = Instant::now();
+        let mut rates = LayerRates::default();
+        // 340 kbit/s in packets every 25 ms for 10 s, then a 25 kB keyframe, then as before.
+        for i in 0..800u64 {
+            let now = t + Duration::from_millis(25 * i);
+            rates.record(1, 1_062, now);
+            if i == 400 {
+                rates.record(1, 25_000, now);
+            }
+            if i > 40 {
+                let rate = rates.rate(1).unwrap();
+                assert!(rate < 340_000.0 * 1.25, "{rate} at {i}");
+            }
+        }
     }
 }
