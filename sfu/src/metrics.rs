@@ -27,8 +27,11 @@ pub struct SfuMetrics {
     pub packets_forwarded: IntCounter,
     pub nacks_received: IntCounter,
     pub nacks_sent: IntCounter,
-    /// NACKed sequence numbers not resent: sent too long ago to still help, or never sent.
+    /// NACKed sequence numbers not resent: sent too long ago to still help, before a later
+    /// keyframe, or never sent.
     pub nack_stale: IntCounter,
+    /// Bytes of copies sent to probe subscribers' paths before upgrades (`bwe::probe`).
+    pub probe_bytes: IntCounter,
     pub retransmissions: IntCounter,
     pub plis_received: IntCounter,
     pub plis_sent: IntCounter,
@@ -161,7 +164,11 @@ impl SfuMetrics {
             )?,
             nack_stale: counter(
                 "aula_nack_stale_total",
-                "NACKed sequence numbers not resent: sent over a second before, or never sent",
+                "NACKed sequence numbers not resent: sent over a second before, before a later keyframe, or never sent",
+            )?,
+            probe_bytes: counter(
+                "aula_probe_bytes_total",
+                "Bytes of packet copies sent to probe subscribers' paths before layer upgrades",
             )?,
             retransmissions: counter(
                 "aula_retransmissions_total",

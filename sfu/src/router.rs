@@ -1338,7 +1338,7 @@ impl Router {
     /// [`crate::forward::allocate`] for the order and [`crate::forward::selector`] for the
     /// timing. A subscriber without any estimate gets the best layers.
     fn allocate_bandwidth(&mut self, now: Instant) {
-        let budgets: Vec<(ParticipantId, Option<f64>, bool)> = self
+        let budgets: Vec<(ParticipantId, Option<SharedEstimate>, Option<f64>, bool)> = self
             .participants
             .iter()
             .filter_map(|(id, state)| {
@@ -1352,7 +1352,7 @@ impl Router {
                     .as_ref()
                     .is_some_and(|e| e.loss() > LOSSY_LINK);
                 let budget = budget.or(young.then_some(bwe::INITIAL_BITRATE));
-                Some((id.clone(), budget, lossy))
+                Some((id.clone(), peer.estimate.clone(), budget, lossy))
             })
             .collect();
         let staff: HashSet<ParticipantId> = self
@@ -1361,11 +1361,16 @@ impl Router {
             .filter(|(_, p)| p.staff)
             .map(|(id, _)| id.clone())
             .collect();
-        for (participant, budget, lossy) in budgets {
-            self.allocate_for(now, &participant, &staff, budget, lossy);
+        for (participant, estimate, budget, lossy) in budgets {
+            let probe = self.allocate_for(now, &participant, &staff, budget, lossy);
+            if let Some(estimate) = estimate {
+                estimate.set_probe(probe);
+            }
         }
     }
 
+    /// Chooses the layers of one subscriber's tracks; returns the probe rate its connection
+    /// should send (see `bwe::probe`): what the pending upgrades would add.
     fn allocate_for(
         &mut self,
         now: Instant,
@@ -1373,7 +1378,7 @@ impl Router {
         staff: &HashSet<ParticipantId>,
         budget: Option<f64>,
         lossy: bool,
-    ) {
+    ) -> f64 {
         let mut sids = Vec::new();
         let mut demands = Vec::new();
         for producer in self.producers.values() {
@@ -1405,6 +1410,7 @@ impl Router {
                 (best.clone(), best)
             }
         };
+        let mut probe = 0.0;
         for (i, sid) in sids.iter().enumerate() {
             let Some(consumer) = self
                 .producers
@@ -1425,7 +1431,11 @@ impl Router {
                     .with_label_values(&[if after > before { "up" } else { "down" }])
                     .inc();
             }
+            if consumer.selector.upgrade_pending() {
+                probe += demands[i].upgrade_cost(after);
+            }
         }
+        probe
     }
 
     /// Asks publishers for the keyframes that waiting consumers need.

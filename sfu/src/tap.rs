@@ -25,6 +25,7 @@ use rtc::shared::error::Error;
 use rtc::shared::marshal::MarshalSize;
 
 use crate::bwe::SharedEstimate;
+use crate::bwe::probe::ProbeBucket;
 use crate::bwe::remb::remb_of;
 use crate::codec::VideoCodec;
 use crate::metrics::SfuMetrics;
@@ -42,6 +43,8 @@ pub struct Tap {
     sent: SendLog,
     /// The video codec of each bound local stream, to find the keyframes sent.
     video: Vec<(u32, VideoCodec)>,
+    /// Copies sent to probe the path (see `bwe::probe`).
+    probe: ProbeBucket,
     read: VecDeque<TaggedPacket>,
     write: VecDeque<TaggedPacket>,
 }
@@ -53,6 +56,7 @@ impl Tap {
             estimate,
             sent: SendLog::new(),
             video: Vec::new(),
+            probe: ProbeBucket::default(),
             read: VecDeque::new(),
             write: VecDeque::new(),
         }
@@ -205,6 +209,15 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for Tap {
                     let codec = self.video.iter().find(|v| v.0 == ssrc).map(|v| v.1);
                     if codec.is_some_and(|codec| codec.is_keyframe(&rtp.payload)) {
                         self.sent.record_keyframe(ssrc, seq);
+                    }
+                    let probe = self.estimate.as_ref().map_or(0.0, SharedEstimate::probe);
+                    for _ in 0..self.probe.copies(msg.now, probe, size) {
+                        self.metrics.probe_bytes.inc_by(size as u64);
+                        self.write.push_back(TaggedPacket {
+                            now: msg.now,
+                            transport: msg.transport,
+                            message: AttributedPacket::new(Packet::Rtp(rtp.clone())),
+                        });
                     }
                 }
             }
@@ -429,5 +442,31 @@ mod tests {
         let out = receive(&mut tap, vec![nack(&[1, 3])], now);
         assert_eq!(out, Some((vec![3], 0)));
         assert_eq!(tap.metrics.nack_stale.get(), 1);
+    }
+
+    #[test]
+    fn a_probe_goes_out_as_copies_of_what_is_sent() {
+        let estimate = SharedEstimate::new();
+        let metrics = SfuMetrics::register(&prometheus::Registry::new()).expect("fresh registry");
+        let mut tap = Tap::new(metrics, Some(estimate.clone()));
+        let written = |tap: &mut Tap| std::iter::from_fn(|| tap.poll_write()).count();
+        let t0 = Instant::now();
+        // 12-byte packets every 10 ms: 9.6 kbit/s; a 9.6 kbit/s probe doubles it.
+        estimate.set_probe(9_600.0);
+        let mut copies = 0;
+        for i in 0..100u16 {
+            send(
+                &mut tap,
+                i,
+                t0 + Duration::from_millis(10 * u64::from(i)),
+                false,
+            );
+            copies += written(&mut tap);
+        }
+        assert!((95..=100).contains(&copies), "{copies} copies");
+        assert_eq!(tap.metrics.probe_bytes.get(), copies as u64 * 12);
+        estimate.set_probe(0.0);
+        send(&mut tap, 100, t0 + Duration::from_secs(2), false);
+        assert_eq!(written(&mut tap), 0, "no probe, no copies");
     }
 }

@@ -91,6 +91,9 @@ pub fn app_limited_cap(delivered: f64) -> f64 {
 /// See [`app_limited_cap`].
 pub const FREE_GROWTH: f64 = 1_200_000.0;
 
+/// How fast an estimate above [`app_limited_cap`] decays toward it, per second.
+pub const STALE_DECAY_PER_SECOND: f64 = 0.9;
+
 /// See the module docs.
 pub struct Estimator {
     target: f64,
@@ -287,11 +290,20 @@ impl BandwidthEstimator for Estimator {
             // cut never takes more than half. A second cut follows if the queue still grows.
             // Spacing can under-measure (the bottleneck was not busy for all of those
             // packets); what arrived over the delivery window is a floor.
+            //
+            // During a probe (copies the receiver drops, see `probe`) the path was carrying
+            // the forwarded media fine before the copies were added: the cut takes away the
+            // probe, and keeps at least what the forwarding cost without it. Measured capacity
+            // would not do: the copies' bytes are not in the feedback, so it under-measures.
             let capacity = self.capacity().unwrap_or(self.target).max(delivered);
-            let cut = (capacity * DECREASE_FACTOR).max(self.target * 0.5);
+            let probe = self.shared.probe();
+            let mut cut = (capacity * DECREASE_FACTOR).max(self.target * 0.5);
+            if probe > 0.0 {
+                cut = cut.max(self.target - probe);
+            }
             tracing::debug!(
-                target = self.target, capacity, delivered, queue = ?self.queue, growing,
-                batch_loss, "delay cut"
+                target = self.target, capacity, delivered, probe, queue = ?self.queue,
+                growing, batch_loss, "delay cut"
             );
             self.decrease_to(now, cut.min(self.target));
             // The tail drops of this same overflow show up as loss over the next window:
@@ -309,8 +321,18 @@ impl BandwidthEstimator for Estimator {
         {
             let growth = INCREASE_PER_SECOND.powf(since_update.as_secs_f64().min(0.5));
             let grown = (self.target * growth).min(app_limited_cap(delivered));
-            // The cap limits growth; it never lowers an estimate that was already higher.
+            // The cap limits growth; lowering a higher estimate is left to the decay below.
             self.target = grown.max(self.target).clamp(self.min, self.max);
+        }
+        // An estimate above what the sender has been using is unverified (the path may have
+        // changed since), and acting on it (trying a layer that needs it) would fill the path:
+        // it decays toward the app-limited cap. Slowly, because what is delivered dips
+        // between frames and a decay as fast as a dip would lower the estimate under layers
+        // being forwarded.
+        let cap = app_limited_cap(delivered);
+        if self.target > cap {
+            let decay = STALE_DECAY_PER_SECOND.powf(since_update.as_secs_f64().min(0.5));
+            self.target = (self.target * decay).max(cap).clamp(self.min, self.max);
         }
         self.shared.set_twcc(self.target);
         self.shared.set_loss(self.random.share().unwrap_or(0.0));
@@ -620,6 +642,43 @@ mod tests {
             path.target()
         );
         assert!(path.target() > 1_000_000.0, "but it may try the next layer");
+    }
+
+    #[test]
+    fn an_estimate_the_sender_does_not_use_decays_slowly_to_the_app_limited_cap() {
+        // Left high by a good moment; the sender then uses only 250 kbit/s.
+        let mut path = Path::new(3_000_000.0);
+        path.run(Duration::from_secs(2), 10_000_000.0, |_| 250_000.0);
+        assert!(path.target() > 2_300_000.0, "slowly: {}", path.target());
+        path.run(Duration::from_secs(20), 10_000_000.0, |_| 250_000.0);
+        let cap = app_limited_cap(250_000.0);
+        assert!(
+            (cap * 0.95..=cap * 1.05).contains(&path.target()),
+            "down to the cap {cap}: {}",
+            path.target()
+        );
+    }
+
+    #[test]
+    fn a_cut_during_a_probe_takes_away_the_probe_not_what_was_forwarded() {
+        // The forwarded media fit; the router probes 300 kbit/s more for an upgrade and the
+        // path fills (the model counts the probe in the sender's rate).
+        let cut_with = |probe: f64| {
+            let mut path = Path::new(1_000_000.0);
+            path.estimator.shared.set_probe(probe);
+            path.run(Duration::from_millis(400), 600_000.0, |_| 1_000_000.0);
+            path.target()
+        };
+        let with_probe = cut_with(300_000.0);
+        assert!(
+            (690_000.0..1_000_000.0).contains(&with_probe),
+            "{with_probe}"
+        );
+        let without = cut_with(0.0);
+        assert!(
+            without < 600_000.0,
+            "a plain cut goes to the path's rate: {without}"
+        );
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! into, so they are published into a [`SharedEstimate`] the router holds a clone of.
 
 pub mod estimator;
+pub mod probe;
 pub mod remb;
 
 use std::sync::Arc;
@@ -42,6 +43,8 @@ struct Inner {
     loss: AtomicU64,
     /// Whether the path shows a standing queue (see [`estimator::OVERUSE_QUEUE`]).
     congested: AtomicBool,
+    /// Bits per second the router wants added as probe copies ([`probe`]); `f64` bits.
+    probe: AtomicU64,
 }
 
 impl SharedEstimate {
@@ -73,6 +76,18 @@ impl SharedEstimate {
     /// not a full queue's tail drops (0 before any feedback).
     pub fn loss(&self) -> f64 {
         f64::from_bits(self.0.loss.load(Ordering::Relaxed))
+    }
+
+    /// Sets the rate of probe copies to send on this connection (0 stops probing).
+    pub fn set_probe(&self, bps: f64) {
+        self.0
+            .probe
+            .store(bps.max(0.0).to_bits(), Ordering::Relaxed);
+    }
+
+    /// Bits per second of probe copies wanted now (see [`probe`]).
+    pub fn probe(&self) -> f64 {
+        f64::from_bits(self.0.probe.load(Ordering::Relaxed))
     }
 
     pub fn twcc(&self) -> Option<f64> {

@@ -31,6 +31,19 @@ pub struct Demand {
 }
 
 impl Demand {
+    /// What going up one layer from `from` (`None`: paused) would add: the next layer that
+    /// can be had, less the current one. 0 when there is none above.
+    pub fn upgrade_cost(&self, from: Option<Layer>) -> f64 {
+        let rate = |layer: Layer| self.layers.get(layer).copied().flatten();
+        let current = from.and_then(rate).unwrap_or(0.0);
+        let next = from.map_or(0, |layer| layer + 1);
+        self.layers
+            .iter()
+            .skip(next)
+            .find_map(|rate| *rate)
+            .map_or(0.0, |rate| (rate - current).max(0.0))
+    }
+
     fn lowest(&self) -> Option<(Layer, f64)> {
         self.layers
             .iter()
@@ -96,6 +109,19 @@ mod tests {
             priority,
             layers: vec![Some(150.0 * K), Some(500.0 * K), Some(1_500.0 * K)],
         }
+    }
+
+    #[test]
+    fn an_upgrade_costs_the_next_layer_that_can_be_had_less_the_current() {
+        let camera = video(Priority::Camera);
+        assert_eq!(camera.upgrade_cost(None), 150.0 * K, "resuming");
+        assert_eq!(camera.upgrade_cost(Some(0)), 350.0 * K);
+        assert_eq!(camera.upgrade_cost(Some(2)), 0.0, "nothing above");
+        let gap = Demand {
+            layers: vec![Some(150.0 * K), None, Some(1_500.0 * K)],
+            ..camera
+        };
+        assert_eq!(gap.upgrade_cost(Some(0)), 1_350.0 * K);
     }
 
     #[test]

@@ -6,13 +6,15 @@
 //! ([`UP_MARGIN`], see [`super::allocate`] run on the estimate divided by it) for a while
 //! ([`UP_HOLD`]), and one layer at a time.
 //!
-//! An upgrade is also how the path is probed: an SFU that forwards only the low layer cannot
-//! learn that the path would carry more except by sending more. An upgrade undone within
-//! [`FAILED_UPGRADE`] was a failed probe, and the next one waits twice as long, up to
-//! [`MAX_HOLD`]; an upgrade that held that long succeeded and the wait is back to
-//! [`UP_HOLD`]. The ceiling is short on purpose: a learner whose Wi-Fi recovers should get
-//! the picture back within seconds, and a failed probe costs little (the allocation is undone
-//! at the first sign of a queue, before anything is lost).
+//! The path is probed during the hold: while an upgrade is pending, the router has the
+//! connection send copies adding what the upgrade would cost (`bwe::probe`). If the path
+//! cannot carry them, the estimate drops, the upgrade is no longer affordable and stops being
+//! pending before it is made: a failed probe, and the next one waits twice as long, up to
+//! [`MAX_HOLD`]. An upgrade undone within [`FAILED_UPGRADE`] failed too (the probe passed but
+//! the layer costs more than measured, or the path changed), with the same backoff; an
+//! upgrade that held that long succeeded and the wait is back to [`UP_HOLD`]. The ceiling is
+//! short on purpose: a learner whose Wi-Fi recovers should get the picture back within
+//! seconds.
 
 use std::time::{Duration, Instant};
 
@@ -57,6 +59,11 @@ impl Selector {
         self.allowed
     }
 
+    /// Whether an upgrade is affordable and being held (the time to probe for it).
+    pub fn upgrade_pending(&self) -> bool {
+        self.up_since.is_some()
+    }
+
     /// Without an estimate there is nothing to be careful about: take `best` as is. When an
     /// estimate appears later, its first allocation is taken as is too.
     pub fn unlimited(&mut self, best: Option<Layer>) -> Option<Layer> {
@@ -85,9 +92,14 @@ impl Selector {
             .last_up
             .is_some_and(|at| now.saturating_duration_since(at) < FAILED_UPGRADE);
         if fits < self.allowed {
-            if probing {
-                self.hold = (self.hold * 2).min(MAX_HOLD);
-            }
+            // Undoing a recent upgrade: it failed. Any other step down starts afresh: the
+            // failures that made the hold long were about the layers above this one (a
+            // video paused after failed tries at the top layer resumes after the usual hold).
+            self.hold = if probing {
+                (self.hold * 2).min(MAX_HOLD)
+            } else {
+                UP_HOLD
+            };
             self.allowed = fits;
             self.up_since = None;
             self.last_up = None;
@@ -104,8 +116,9 @@ impl Selector {
                 self.up_since = None;
                 self.last_up = Some(now);
             }
-        } else {
-            self.up_since = None;
+        } else if self.up_since.take().is_some() {
+            // It was affordable, and no longer is before the hold ended: the probe failed.
+            self.hold = (self.hold * 2).min(MAX_HOLD);
         }
         self.allowed
     }
@@ -201,6 +214,44 @@ mod tests {
         let (wait, _) = upgrade(&mut s, t, now);
         assert_eq!(wait, 2_100);
         assert_eq!(s.allowed(), Some(2));
+    }
+
+    #[test]
+    fn a_probe_that_fails_during_the_hold_backs_off_too() {
+        let t = Instant::now();
+        let mut s = Selector::default();
+        s.update(t, Some(0), Some(0));
+        s.update(ms(t, 100), Some(1), Some(1));
+        assert!(s.upgrade_pending(), "probing for layer 1");
+        // The probe fills the path: the estimate drops and layer 1 is no longer affordable.
+        assert_eq!(s.update(ms(t, 600), Some(0), Some(0)), Some(0));
+        assert!(!s.upgrade_pending());
+        // The next attempt holds twice as long.
+        let (wait, _) = upgrade(&mut s, t, 10_000);
+        assert_eq!(wait, 4_100);
+    }
+
+    #[test]
+    fn a_step_down_that_undoes_no_upgrade_starts_the_backoff_afresh() {
+        let t = Instant::now();
+        let mut s = Selector::default();
+        s.update(t, Some(1), Some(1));
+        let mut now = 0;
+        for _ in 0..2 {
+            let (_, at) = upgrade(&mut s, t, now);
+            now = at + 1_000;
+            assert_eq!(
+                s.update(ms(t, now), Some(1), Some(1)),
+                Some(1),
+                "top layer failed"
+            );
+        }
+        // Later the path gets worse: down to the lowest layer, then it recovers. Climbing
+        // back waits the usual hold, not the one the failures at the top had built up.
+        now += 5_000;
+        assert_eq!(s.update(ms(t, now), Some(0), Some(0)), Some(0));
+        let (wait, _) = upgrade(&mut s, t, now);
+        assert_eq!(wait, 2_100);
     }
 
     #[test]
