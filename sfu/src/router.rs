@@ -1362,15 +1362,19 @@ impl Router {
             .map(|(id, _)| id.clone())
             .collect();
         for (participant, estimate, budget, lossy) in budgets {
-            let probe = self.allocate_for(now, &participant, &staff, budget, lossy);
+            let (probe, forwarded) = self.allocate_for(now, &participant, &staff, budget, lossy);
             if let Some(estimate) = estimate {
-                estimate.set_probe(probe);
+                estimate.set_probe(probe, forwarded);
             }
         }
     }
 
-    /// Chooses the layers of one subscriber's tracks; returns the probe rate its connection
-    /// should send (see `bwe::probe`): what the pending upgrades would add.
+    /// Chooses the layers of one subscriber's tracks. Returns the probe rate its connection
+    /// should send (see `bwe::probe`) and the cost of what it forwards besides. The probe is
+    /// what the pending upgrades would add, plus the margin
+    /// an upgrade needs ([`selector::UP_MARGIN`]) on the total, so that the probe verifies
+    /// the headroom the estimate claims and not just the bare cost (a layer's keyframe and
+    /// its ups and downs need that room).
     fn allocate_for(
         &mut self,
         now: Instant,
@@ -1378,7 +1382,7 @@ impl Router {
         staff: &HashSet<ParticipantId>,
         budget: Option<f64>,
         lossy: bool,
-    ) -> f64 {
+    ) -> (f64, f64) {
         let mut sids = Vec::new();
         let mut demands = Vec::new();
         for producer in self.producers.values() {
@@ -1410,7 +1414,7 @@ impl Router {
                 (best.clone(), best)
             }
         };
-        let mut probe = 0.0;
+        let (mut forwarded, mut pending) = (0.0, 0.0);
         for (i, sid) in sids.iter().enumerate() {
             let Some(consumer) = self
                 .producers
@@ -1431,11 +1435,17 @@ impl Router {
                     .with_label_values(&[if after > before { "up" } else { "down" }])
                     .inc();
             }
+            forwarded += demands[i].cost(after);
             if consumer.selector.upgrade_pending() {
-                probe += demands[i].upgrade_cost(after);
+                pending += demands[i].upgrade_cost(after);
             }
         }
-        probe
+        let probe = if pending > 0.0 {
+            selector::UP_MARGIN * (forwarded + pending) - forwarded
+        } else {
+            0.0
+        };
+        (probe, forwarded)
     }
 
     /// Asks publishers for the keyframes that waiting consumers need.

@@ -452,7 +452,7 @@ mod tests {
         let written = |tap: &mut Tap| std::iter::from_fn(|| tap.poll_write()).count();
         let t0 = Instant::now();
         // 12-byte packets every 10 ms: 9.6 kbit/s; a 9.6 kbit/s probe doubles it.
-        estimate.set_probe(9_600.0);
+        estimate.set_probe(9_600.0, 9_600.0);
         let mut copies = 0;
         for i in 0..100u16 {
             send(
@@ -465,7 +465,7 @@ mod tests {
         }
         assert!((95..=100).contains(&copies), "{copies} copies");
         assert_eq!(tap.metrics.probe_bytes.get(), copies as u64 * 12);
-        estimate.set_probe(0.0);
+        estimate.set_probe(0.0, 9_600.0);
         send(&mut tap, 100, t0 + Duration::from_secs(2), false);
         assert_eq!(written(&mut tap), 0, "no probe, no copies");
     }

@@ -91,6 +91,13 @@ pub fn app_limited_cap(delivered: f64) -> f64 {
 /// See [`app_limited_cap`].
 pub const FREE_GROWTH: f64 = 1_200_000.0;
 
+/// A delay cut during a probe keeps this multiple of what is forwarded without the probe.
+pub const PROBE_FLOOR: f64 = 1.1;
+
+/// How long after a probe a delay cut still keeps [`PROBE_FLOOR`]: the copies sent before the
+/// router stopped the probe take this long to leave a full queue.
+pub const PROBE_AFTERMATH: Duration = Duration::from_secs(1);
+
 /// How fast an estimate above [`app_limited_cap`] decays toward it, per second.
 pub const STALE_DECAY_PER_SECOND: f64 = 0.9;
 
@@ -121,6 +128,8 @@ pub struct Estimator {
     /// that caused one cut must not cause the next.
     last_loss_cut: Option<Instant>,
     last_update: Option<Instant>,
+    /// The last feedback while the router was probing (see [`PROBE_FLOOR`]).
+    probed_at: Option<Instant>,
 }
 
 impl Estimator {
@@ -140,6 +149,7 @@ impl Estimator {
             last_decrease: None,
             last_loss_cut: None,
             last_update: None,
+            probed_at: None,
         }
     }
 
@@ -242,6 +252,9 @@ impl BandwidthEstimator for Estimator {
             .map_or(Duration::ZERO, |at| now.saturating_duration_since(at));
         self.last_update = Some(now);
         let previous_queue = self.queue;
+        if self.shared.probe() > 0.0 {
+            self.probed_at = Some(now);
+        }
         if let Some(queue) = self.observe(now, reports) {
             // The smallest of the last few batches' queues: a busy receiver timestamps late,
             // which only ever *adds* delay, in spikes; a real queue stays. A minimum filters
@@ -293,13 +306,18 @@ impl BandwidthEstimator for Estimator {
             //
             // During a probe (copies the receiver drops, see `probe`) the path was carrying
             // the forwarded media fine before the copies were added: the cut takes away the
-            // probe, and keeps at least what the forwarding cost without it. Measured capacity
-            // would not do: the copies' bytes are not in the feedback, so it under-measures.
+            // probe, and keeps what the forwarding costs without it, with [`PROBE_FLOOR`]
+            // to spare so the layers forwarded stay. Measured capacity would not do: the
+            // copies' bytes are not in the feedback, so it under-measures.
             let capacity = self.capacity().unwrap_or(self.target).max(delivered);
+            // The same holds while copies sent before the probe stopped are still queued.
             let probe = self.shared.probe();
             let mut cut = (capacity * DECREASE_FACTOR).max(self.target * 0.5);
-            if probe > 0.0 {
-                cut = cut.max(self.target - probe);
+            if self
+                .probed_at
+                .is_some_and(|at| now.saturating_duration_since(at) < PROBE_AFTERMATH)
+            {
+                cut = cut.max(self.shared.forwarded() * PROBE_FLOOR);
             }
             tracing::debug!(
                 target = self.target, capacity, delivered, probe, queue = ?self.queue,
@@ -661,17 +679,17 @@ mod tests {
 
     #[test]
     fn a_cut_during_a_probe_takes_away_the_probe_not_what_was_forwarded() {
-        // The forwarded media fit; the router probes 300 kbit/s more for an upgrade and the
-        // path fills (the model counts the probe in the sender's rate).
+        // 650 kbit/s of forwarded media fit; the router probes 350 kbit/s more for an
+        // upgrade and the path fills (the model counts the probe in the sender's rate).
         let cut_with = |probe: f64| {
             let mut path = Path::new(1_000_000.0);
-            path.estimator.shared.set_probe(probe);
+            path.estimator.shared.set_probe(probe, 650_000.0);
             path.run(Duration::from_millis(400), 600_000.0, |_| 1_000_000.0);
             path.target()
         };
-        let with_probe = cut_with(300_000.0);
+        let with_probe = cut_with(350_000.0);
         assert!(
-            (690_000.0..1_000_000.0).contains(&with_probe),
+            (650_000.0 * PROBE_FLOOR..1_000_000.0).contains(&with_probe),
             "{with_probe}"
         );
         let without = cut_with(0.0);

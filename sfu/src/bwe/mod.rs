@@ -43,8 +43,10 @@ struct Inner {
     loss: AtomicU64,
     /// Whether the path shows a standing queue (see [`estimator::OVERUSE_QUEUE`]).
     congested: AtomicBool,
-    /// Bits per second the router wants added as probe copies ([`probe`]); `f64` bits.
+    /// Bits per second the router wants added as probe copies ([`probe`]), and what it
+    /// forwards besides; `f64` bits.
     probe: AtomicU64,
+    forwarded: AtomicU64,
 }
 
 impl SharedEstimate {
@@ -78,8 +80,12 @@ impl SharedEstimate {
         f64::from_bits(self.0.loss.load(Ordering::Relaxed))
     }
 
-    /// Sets the rate of probe copies to send on this connection (0 stops probing).
-    pub fn set_probe(&self, bps: f64) {
+    /// Sets the rate of probe copies to send on this connection (0 stops probing), and the
+    /// cost of what the router forwards on it without them.
+    pub fn set_probe(&self, bps: f64, forwarded: f64) {
+        self.0
+            .forwarded
+            .store(forwarded.max(0.0).to_bits(), Ordering::Relaxed);
         self.0
             .probe
             .store(bps.max(0.0).to_bits(), Ordering::Relaxed);
@@ -88,6 +94,11 @@ impl SharedEstimate {
     /// Bits per second of probe copies wanted now (see [`probe`]).
     pub fn probe(&self) -> f64 {
         f64::from_bits(self.0.probe.load(Ordering::Relaxed))
+    }
+
+    /// Bits per second the router forwards on this connection, probe copies aside.
+    pub fn forwarded(&self) -> f64 {
+        f64::from_bits(self.0.forwarded.load(Ordering::Relaxed))
     }
 
     pub fn twcc(&self) -> Option<f64> {

@@ -34,14 +34,20 @@ impl Demand {
     /// What going up one layer from `from` (`None`: paused) would add: the next layer that
     /// can be had, less the current one. 0 when there is none above.
     pub fn upgrade_cost(&self, from: Option<Layer>) -> f64 {
-        let rate = |layer: Layer| self.layers.get(layer).copied().flatten();
-        let current = from.and_then(rate).unwrap_or(0.0);
+        let current = self.cost(from);
         let next = from.map_or(0, |layer| layer + 1);
         self.layers
             .iter()
             .skip(next)
             .find_map(|rate| *rate)
             .map_or(0.0, |rate| (rate - current).max(0.0))
+    }
+
+    /// What forwarding `layer` costs (`None`: paused, nothing).
+    pub fn cost(&self, layer: Option<Layer>) -> f64 {
+        layer
+            .and_then(|layer| self.layers.get(layer).copied().flatten())
+            .unwrap_or(0.0)
     }
 
     fn lowest(&self) -> Option<(Layer, f64)> {
@@ -117,6 +123,8 @@ mod tests {
         assert_eq!(camera.upgrade_cost(None), 150.0 * K, "resuming");
         assert_eq!(camera.upgrade_cost(Some(0)), 350.0 * K);
         assert_eq!(camera.upgrade_cost(Some(2)), 0.0, "nothing above");
+        assert_eq!(camera.cost(Some(1)), 500.0 * K);
+        assert_eq!(camera.cost(None), 0.0);
         let gap = Demand {
             layers: vec![Some(150.0 * K), None, Some(1_500.0 * K)],
             ..camera
