@@ -41,7 +41,7 @@ describe('weak networks', { timeout: 240_000 }, () => {
   /** What the student saw in the 10 % loss phase, judged by the two tests below. */
   let tenPercent;
 
-  it('at 10 % loss the audio is barely concealed and lost video is resent', { timeout: 60_000 }, async () => {
+  it('at 10 % loss the video never stalls over 1 s, the audio is barely concealed and lost video is resent', { timeout: 60_000 }, async () => {
     const before = await serverCounters(server.url, COUNTERS);
     await impair(server.url, { room, identity, loss: 0.1 });
     // The SFU notices the loss within a few seconds and moves the student to a layer with
@@ -54,27 +54,27 @@ describe('weak networks', { timeout: 240_000 }, () => {
     console.log('10 % loss:', JSON.stringify({ ...seen, heights: undefined }));
     console.log('server:', JSON.stringify(Object.fromEntries(COUNTERS.map((c) => [c, after[c] - before[c]]))));
     assert.ok(seen.fps > 10, `video keeps playing: ${seen.fps.toFixed(1)} fps`);
+    assert.ok(seen.longestStallMs < 1_000, `no stall over 1 s: ${seen.longestStallMs} ms`);
     assert.ok(seen.concealment < 0.02, `${(seen.concealment * 100).toFixed(2)} % of audio concealed`);
     assert.ok(seen.nacks > 0, 'lost video packets were asked for again (NACK)');
     assert.ok(after.aula_retransmissions_total > before.aula_retransmissions_total, 'and the SFU resent them');
   });
 
-  // The issue's target is under 1 % frozen at 10 % loss. Not met reliably: most runs freeze
-  // 0-3 % of the time (200-300 ms freezes when a NACK is lost too, and Chromium asks again
-  // only 100 ms later), and some runs have a 3 s stall (Chromium waits 3 s on a frame it cannot
-  // complete, then asks for a keyframe; the cause is not found yet). Reported here, not
-  // enforced; see the README's weak-network section.
-  it('at 10 % loss the video is frozen less than 1 % of the time, never over 1 s', { todo: 'not met reliably: 0-3 % frozen, some runs stall 3 s' }, () => {
+  // The issue's target is under 1 % frozen at 10 % loss. Not met reliably: about half the
+  // runs freeze 1-3 % of the time, in 200-400 ms freezes. The impairment loses 10 % of the
+  // browser's NACKs too, and a receive-only Chromium, which cannot measure the round trip,
+  // asks again only 100 ms later. Reported here, not enforced (see the README's weak-network
+  // section); no stall over 1 s is enforced, in the test above.
+  it('at 10 % loss the video is frozen less than 1 % of the time', { todo: 'not met reliably: 0-3 % frozen' }, () => {
     assert.ok(tenPercent, 'the 10 % loss phase ran');
     assert.ok(tenPercent.freezeShare < 0.01, `frozen ${(tenPercent.freezeShare * 100).toFixed(2)} % of the time`);
-    assert.ok(tenPercent.longestStallMs < 1_000, `no stall over 1 s: ${tenPercent.longestStallMs} ms`);
   });
 
   it('at 500 kbit/s the student gets a layer that fits with audio intact, then climbs back', { timeout: 90_000 }, async () => {
     await impair(server.url, { room, identity, rateKbps: 500 });
-    // Which layer fits depends on what the teacher's encoder spends on each: the issue's
-    // figures (150k/500k/1.5M) give the low one; Chromium's fake camera spends less, and its
-    // middle layer (with the audio's redundancy) fits under 500 kbit/s.
+    // Which layer fits depends on what the teacher's encoder spends on each. With Chromium's
+    // fake camera the middle layer and the audio come to about 480 kbit/s: that fits, but not
+    // with the margin an upgrade's probe checks, so the student settles on the low layer.
     const switchedAfter = await waitForHeight(student, (h) => h > 0 && h < top, 10_000);
     assert.notEqual(switchedAfter, null, `switched below the top layer (${top}p) within 10 s`);
     const seen = await watch(student, 15_000);
