@@ -28,8 +28,9 @@
 //!   (no increase) rather than cutting.
 //! - **Increase.** With an empty queue and little loss the target grows by
 //!   [`INCREASE_PER_SECOND`], but never above [`app_limited_cap`]: an SFU sending only the low
-//!   layer learns nothing about capacity above twice what it sends, so it may try the next
-//!   layer up, and no more (the allocator's hysteresis makes that try careful).
+//!   layer learns nothing about capacity well above what it sends, so the estimate may cover
+//!   the next layer up, and no more; the router probes the path before it makes that upgrade
+//!   (see `probe`).
 //!
 //! Every instant is passed in; nothing reads a clock, so the tests below replay traces.
 
@@ -77,15 +78,17 @@ pub const RATE_WINDOW: Duration = Duration::from_secs(1);
 pub const DELIVERY_WINDOW: Duration = Duration::from_millis(250);
 
 /// The highest target an estimate may grow to while the sender uses only `delivered` bits/s:
-/// twice that plus 300 kbit/s, enough to try the next simulcast layer (about 2–3× the one
-/// below it), never enough to jump straight from the low layer to the full one.
+/// three times that plus 300 kbit/s, enough for the next simulcast layer with the upgrade's
+/// margin (a camera's layers are about 3× apart: 500 kbit/s and audio must reach the 1.5
+/// Mbit/s layer's 1.9 Mbit/s, which twice would not), never enough to jump straight from the
+/// low layer to the full one.
 ///
 /// Up to [`FREE_GROWTH`] the estimate may grow whatever is sent: a subscriber whose video is
 /// paused receives only audio, and without this its estimate could never reach what resuming
 /// the video costs. Resuming is then a trial of the path with real media, which the allocator
 /// undoes at the first sign of congestion and retries ever more rarely.
 pub fn app_limited_cap(delivered: f64) -> f64 {
-    (2.0 * delivered + 300_000.0).max(FREE_GROWTH)
+    (3.0 * delivered + 300_000.0).max(FREE_GROWTH)
 }
 
 /// See [`app_limited_cap`].
