@@ -26,8 +26,8 @@ pub const UP_MARGIN: f64 = 1.15;
 pub const UP_HOLD: Duration = Duration::from_secs(2);
 /// The longest wait before another upgrade after repeated failures. A failed probe costs a
 /// brief queue, not a frozen picture, so retrying this often is cheap; and a learner whose
-/// link recovers climbs the two steps back to the top layer within about 15 s at worst.
-pub const MAX_HOLD: Duration = Duration::from_secs(6);
+/// link recovers climbs the two steps back to the top layer within about 10 s at worst.
+pub const MAX_HOLD: Duration = Duration::from_secs(4);
 /// A downgrade this soon after an upgrade means the upgrade failed; an upgrade that lasts
 /// longer succeeded.
 pub const FAILED_UPGRADE: Duration = Duration::from_secs(3);
@@ -206,7 +206,7 @@ mod tests {
             now = at + 1_000;
             assert_eq!(s.update(ms(t, now), Some(0), Some(0)), Some(0));
         }
-        assert_eq!(waits, [2_100, 4_100, 6_100, 6_100, 6_100]);
+        assert_eq!(waits, [2_100, 4_100, 4_100, 4_100, 4_100]);
         // This time the path carries it: three seconds later the upgrade has succeeded, and
         // the next one waits only the normal hold.
         let (_, at) = upgrade(&mut s, t, now);
