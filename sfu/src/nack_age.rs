@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::{NackPair, TransportLayerNack};
 
+use crate::codec::VideoCodec;
+
 /// How old a packet may be and still be resent.
 ///
 /// It has to be longer than a few round trips on a bad link: a receiver NACKs about once per
@@ -47,10 +49,16 @@ type Slot = u64;
 pub struct SendLog {
     /// The instant send times are measured from: the first packet recorded.
     epoch: Option<Instant>,
-    ssrcs: Vec<u32>,
-    rings: Vec<Box<[Slot; RING]>>,
-    /// Per stream, the first sequence number of the latest keyframe sent.
-    keyframes: Vec<Option<u16>>,
+    streams: Vec<Stream>,
+}
+
+struct Stream {
+    ssrc: u32,
+    ring: Box<[Slot; RING]>,
+    /// The codec to find keyframes in (video streams whose codec we can read).
+    codec: Option<VideoCodec>,
+    /// The first sequence number of the latest keyframe sent.
+    keyframe: Option<u16>,
 }
 
 /// What to do with a NACK.
@@ -72,41 +80,40 @@ impl SendLog {
         Self::default()
     }
 
-    /// Starts recording a local stream. Binding a stream already bound keeps its log.
-    pub fn bind(&mut self, ssrc: u32) {
-        if !self.ssrcs.contains(&ssrc) {
-            self.ssrcs.push(ssrc);
-            self.rings.push(Box::new([0; RING]));
-            self.keyframes.push(None);
+    /// Starts recording a local stream, whose keyframes are found with `codec` if it is one we
+    /// can read. Binding a stream already bound keeps its log.
+    pub fn bind(&mut self, ssrc: u32, codec: Option<VideoCodec>) {
+        if self.stream(ssrc).is_none() {
+            self.streams.push(Stream {
+                ssrc,
+                ring: Box::new([0; RING]),
+                codec,
+                keyframe: None,
+            });
         }
     }
 
     /// Forgets a local stream, so that the log does not grow with streams that come and go.
     pub fn unbind(&mut self, ssrc: u32) {
-        if let Some(index) = self.ssrcs.iter().position(|&s| s == ssrc) {
-            self.ssrcs.swap_remove(index);
-            self.rings.swap_remove(index);
-            self.keyframes.swap_remove(index);
-        }
+        self.streams.retain(|stream| stream.ssrc != ssrc);
     }
 
-    /// Records that `seq` of stream `ssrc` is being sent now. Call it for first transmissions
-    /// only, so that a packet's age counts from when it first went out. Packets of streams that
-    /// are not bound are ignored.
-    pub fn record(&mut self, ssrc: u32, seq: u16, now: Instant) {
+    fn stream(&self, ssrc: u32) -> Option<&Stream> {
+        self.streams.iter().find(|stream| stream.ssrc == ssrc)
+    }
+
+    /// Records that `seq` of stream `ssrc`, carrying `payload`, is being sent now. Call it for
+    /// first transmissions only, so that a packet's age counts from when it first went out.
+    /// Packets of streams that are not bound are ignored.
+    pub fn record(&mut self, ssrc: u32, seq: u16, payload: &[u8], now: Instant) {
         let epoch = *self.epoch.get_or_insert(now);
-        let Some(index) = self.ssrcs.iter().position(|&s| s == ssrc) else {
+        let Some(stream) = self.streams.iter_mut().find(|stream| stream.ssrc == ssrc) else {
             return;
         };
         let sent_ms = millis_since(epoch, now);
-        self.rings[index][usize::from(seq) % RING] = ((sent_ms + 1) << 16) | Slot::from(seq);
-    }
-
-    /// Records that a keyframe starts at `seq` of stream `ssrc` (a first transmission): the
-    /// packets sent before it are no longer worth resending.
-    pub fn record_keyframe(&mut self, ssrc: u32, seq: u16) {
-        if let Some(index) = self.ssrcs.iter().position(|&s| s == ssrc) {
-            self.keyframes[index] = Some(seq);
+        stream.ring[usize::from(seq) % RING] = ((sent_ms + 1) << 16) | Slot::from(seq);
+        if stream.codec.is_some_and(|codec| codec.is_keyframe(payload)) {
+            stream.keyframe = Some(seq);
         }
     }
 
@@ -115,9 +122,9 @@ impl SendLog {
     /// numbers never sent, or sent so long ago that their slot has been reused, and NACKs for
     /// streams not bound, are left out too: the responder has nothing to resend for them.
     pub fn trim(&self, nack: &TransportLayerNack, now: Instant) -> Trim {
-        let index = self.ssrcs.iter().position(|&s| s == nack.media_ssrc);
-        let ring = index.map(|index| &*self.rings[index]);
-        let keyframe = index.and_then(|index| self.keyframes[index]);
+        let stream = self.stream(nack.media_ssrc);
+        let ring = stream.map(|stream| &*stream.ring);
+        let keyframe = stream.and_then(|stream| stream.keyframe);
         let superseded = |seq: u16| keyframe.is_some_and(|key| (key.wrapping_sub(seq) as i16) > 0);
         let now_ms = self.epoch.map_or(0, |epoch| millis_since(epoch, now));
         let max_age_ms = MAX_AGE.as_millis() as u64;
@@ -214,9 +221,9 @@ mod tests {
     /// A log with stream `SSRC` bound and `sent` recorded at `start`.
     fn log_with(start: Instant, sent: impl IntoIterator<Item = u16>) -> SendLog {
         let mut log = SendLog::new();
-        log.bind(SSRC);
+        log.bind(SSRC, Some(VideoCodec::Vp8));
         for seq in sent {
-            log.record(SSRC, seq, start);
+            log.record(SSRC, seq, &[], start);
         }
         log
     }
@@ -234,7 +241,7 @@ mod tests {
         let t0 = Instant::now();
         let mut log = log_with(t0, 100..110);
         for seq in 110..120 {
-            log.record(SSRC, seq, t0 + ms(900));
+            log.record(SSRC, seq, &[], t0 + ms(900));
         }
         let now = t0 + ms(1_500);
         assert_eq!(log.trim(&nack(&[100, 109]), now), Trim::Drop { skipped: 2 });
@@ -279,7 +286,7 @@ mod tests {
         let t0 = Instant::now();
         let mut log = log_with(t0, 65_530..=65_535);
         for seq in 0..5 {
-            log.record(SSRC, seq, t0 + ms(800));
+            log.record(SSRC, seq, &[], t0 + ms(800));
         }
         // One pair spans the wrap; its stale half (sent at t0) goes, the wrapped half stays.
         let now = t0 + ms(1_200);
@@ -295,7 +302,7 @@ mod tests {
         }
         // After a full cycle of 65,536 packets a slot holds the newer packet of the same seq.
         for seq in (5..=u16::MAX).chain(0..3) {
-            log.record(SSRC, seq, t0 + ms(2_000));
+            log.record(SSRC, seq, &[], t0 + ms(2_000));
         }
         assert_eq!(log.trim(&nack(&[65_530, 1]), t0 + ms(2_100)), Trim::Keep);
     }
@@ -304,10 +311,15 @@ mod tests {
     fn seqs_before_the_latest_keyframe_are_dropped() {
         let t0 = Instant::now();
         let mut log = log_with(t0, 65_530..=65_535);
+        // Seq 2 starts a VP8 keyframe (S=1, P=0).
         for seq in 0..10 {
-            log.record(SSRC, seq, t0);
+            let payload: &[u8] = if seq == 2 {
+                &[0x10, 0x00]
+            } else {
+                &[0x10, 0x01]
+            };
+            log.record(SSRC, seq, payload, t0);
         }
-        log.record_keyframe(SSRC, 2);
         // Before the keyframe (across the wrap) goes; the keyframe and after it stay.
         match log.trim(&nack(&[65_534, 1, 2, 5]), t0 + ms(10)) {
             Trim::Rewrite {
@@ -320,8 +332,8 @@ mod tests {
             other => panic!("expected a rewrite, got {other:?}"),
         }
         assert_eq!(log.trim(&nack(&[2, 9]), t0 + ms(10)), Trim::Keep);
-        // Another stream's keyframe changes nothing here.
-        log.record_keyframe(SSRC + 1, 9);
+        // A keyframe on a stream not bound here changes nothing.
+        log.record(SSRC + 1, 9, &[0x10, 0x00], t0);
         assert_eq!(log.trim(&nack(&[2, 9]), t0 + ms(10)), Trim::Keep);
     }
 
@@ -330,9 +342,9 @@ mod tests {
         let t0 = Instant::now();
         let mut log = SendLog::new();
         assert_eq!(log.trim(&nack(&[1, 2]), t0), Trim::Drop { skipped: 2 });
-        log.bind(SSRC);
-        log.record(SSRC, 1, t0);
-        log.record(SSRC + 1, 2, t0);
+        log.bind(SSRC, None);
+        log.record(SSRC, 1, &[], t0);
+        log.record(SSRC + 1, 2, &[], t0);
         assert_eq!(
             log.trim(&nack(&[1, 2]), t0),
             Trim::Rewrite {
@@ -341,7 +353,7 @@ mod tests {
             }
         );
         log.unbind(SSRC);
-        assert!(log.ssrcs.is_empty() && log.rings.is_empty() && log.keyframes.is_empty());
+        assert!(log.streams.is_empty());
         assert_eq!(log.trim(&nack(&[1]), t0), Trim::Drop { skipped: 1 });
     }
 
@@ -349,8 +361,8 @@ mod tests {
     fn rebinding_keeps_the_log() {
         let t0 = Instant::now();
         let mut log = log_with(t0, [7]);
-        log.bind(SSRC);
-        assert_eq!(log.rings.len(), 1);
+        log.bind(SSRC, None);
+        assert_eq!(log.streams.len(), 1);
         assert_eq!(log.trim(&nack(&[7]), t0), Trim::Keep);
     }
 
@@ -367,7 +379,7 @@ mod tests {
         // 0..=16 in one pair; every other one fresh.
         let mut log = log_with(t0, (0..=16).filter(|s| s % 2 == 1));
         for seq in (0..=16).filter(|s| s % 2 == 0) {
-            log.record(SSRC, seq, t0 + ms(2_000));
+            log.record(SSRC, seq, &[], t0 + ms(2_000));
         }
         let all: Vec<u16> = (0..=16).collect();
         match log.trim(&nack(&all), t0 + ms(2_500)) {

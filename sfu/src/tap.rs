@@ -37,12 +37,10 @@ pub const SLOT: usize = 500;
 pub struct Tap {
     metrics: SfuMetrics,
     /// The connection's bandwidth estimate, on connections the SFU sends media on: a
-    /// receiver's REMB is recorded in it, and resends are doubled only while its path shows
-    /// no queue.
+    /// receiver's REMB is recorded in it, and it says how many copies of a resend to send
+    /// (`resend_copies`) and how fast to probe (`bwe::probe`).
     estimate: Option<SharedEstimate>,
     sent: SendLog,
-    /// The video codec of each bound local stream, to find the keyframes sent.
-    video: Vec<(u32, VideoCodec)>,
     /// Copies sent to probe the path (see `bwe::probe`).
     probe: ProbeBucket,
     read: VecDeque<TaggedPacket>,
@@ -55,7 +53,6 @@ impl Tap {
             metrics,
             estimate,
             sent: SendLog::new(),
-            video: Vec::new(),
             probe: ProbeBucket::default(),
             read: VecDeque::new(),
             write: VecDeque::new(),
@@ -106,8 +103,6 @@ fn nacked(packet: &dyn rtc::rtcp::Packet) -> u64 {
         })
 }
 
-/// Whether a stream negotiated generic NACK (`a=rtcp-fb:<pt> nack`), the test `rtc`'s responder
-/// uses to decide whether to buffer a stream for resending.
 /// How many times one resend goes out on a path losing `loss` of its packets: enough that
 /// every copy is lost on fewer than 1 in 500 resends, at most [`MAX_RESEND_COPIES`]. The
 /// receiver asks again only a round trip later (a receive-only browser cannot measure the RTT
@@ -123,6 +118,8 @@ fn resend_copies(loss: f64) -> usize {
 
 const MAX_RESEND_COPIES: usize = 3;
 
+/// Whether a stream negotiated generic NACK (`a=rtcp-fb:<pt> nack`), the test `rtc`'s responder
+/// uses to decide whether to buffer a stream for resending.
 fn supports_nack(info: &StreamInfo) -> bool {
     info.rtcp_feedback
         .iter()
@@ -197,26 +194,25 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for Tap {
                         let copy = AttributedPacket::new(Packet::Rtp(rtp.clone()))
                             .with(Attribute::Retransmission);
                         self.write.push_back(TaggedPacket {
-                            now: msg.now,
-                            transport: msg.transport,
                             message: copy,
+                            ..msg
                         });
                     }
                 } else {
                     // A resend's age counts from the original, so only originals are recorded.
-                    let (ssrc, seq) = (rtp.header.ssrc, rtp.header.sequence_number);
-                    self.sent.record(ssrc, seq, msg.now);
-                    let codec = self.video.iter().find(|v| v.0 == ssrc).map(|v| v.1);
-                    if codec.is_some_and(|codec| codec.is_keyframe(&rtp.payload)) {
-                        self.sent.record_keyframe(ssrc, seq);
-                    }
+                    self.sent.record(
+                        rtp.header.ssrc,
+                        rtp.header.sequence_number,
+                        &rtp.payload,
+                        msg.now,
+                    );
                     let probe = self.estimate.as_ref().map_or(0.0, SharedEstimate::probe);
                     for _ in 0..self.probe.copies(msg.now, probe, size) {
                         self.metrics.probe_bytes.inc_by(size as u64);
+                        let copy = AttributedPacket::new(Packet::Rtp(rtp.clone()));
                         self.write.push_back(TaggedPacket {
-                            now: msg.now,
-                            transport: msg.transport,
-                            message: AttributedPacket::new(Packet::Rtp(rtp.clone())),
+                            message: copy,
+                            ..msg
                         });
                     }
                 }
@@ -245,16 +241,12 @@ impl Interceptor for Tap {
     /// as the responder would ignore it.
     fn bind_local_stream(&mut self, info: &StreamInfo) {
         if supports_nack(info) {
-            self.sent.bind(info.ssrc);
-            if let Some(codec) = VideoCodec::from_mime(&info.mime_type) {
-                self.video.retain(|v| v.0 != info.ssrc);
-                self.video.push((info.ssrc, codec));
-            }
+            self.sent
+                .bind(info.ssrc, VideoCodec::from_mime(&info.mime_type));
         }
     }
     fn unbind_local_stream(&mut self, info: &StreamInfo) {
         self.sent.unbind(info.ssrc);
-        self.video.retain(|v| v.0 != info.ssrc);
     }
     fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
     fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
