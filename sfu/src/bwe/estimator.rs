@@ -190,7 +190,7 @@ impl Estimator {
         self.window.share()
     }
 
-    /// Folds one feedback batch into the delay and rate windows; returns the batch's mean
+    /// Folds one feedback batch into the delay and delivery windows; returns the batch's mean
     /// queueing delay, if any packet in it arrived.
     fn observe(&mut self, now: Instant, reports: &[PacketReport]) -> Option<Duration> {
         let epoch = *self.epoch.get_or_insert(reports[0].departure);
@@ -215,9 +215,6 @@ impl Estimator {
                 self.arrivals.pop_front();
             }
         }
-        let (known, lost) = losses(reports);
-        self.window.push(now, known, lost);
-
         let batch_min = delays.iter().copied().reduce(f64::min)?;
         match self.base.back_mut() {
             Some((start, min))
@@ -268,6 +265,11 @@ impl BandwidthEstimator for Estimator {
             }
             self.queue = self.recent_queues.iter().copied().min().unwrap_or(queue);
         }
+        let (known, batch_lost) = losses(reports);
+        self.window.push(now, known, batch_lost);
+        if self.queue <= OVERUSE_QUEUE {
+            self.random.push(now, known, batch_lost);
+        }
         let holding = self
             .last_decrease
             .is_some_and(|at| now.saturating_duration_since(at) < HOLD_AFTER_DECREASE);
@@ -278,11 +280,7 @@ impl BandwidthEstimator for Estimator {
         // allocator paused something): cutting again would punish the path for the past.
         let growing = self.queue > previous_queue + QUEUE_NOISE;
         let draining = self.queue + QUEUE_NOISE < previous_queue;
-        let (known, batch_lost) = losses(reports);
         let batch_loss = batch_lost as f64 / known.max(1) as f64;
-        if self.queue <= OVERUSE_QUEUE {
-            self.random.push(now, known, batch_lost);
-        }
         // A full queue overflowing: losses while the queue is high and not draining. The
         // bar is twice the overuse queue because random loss (bad Wi-Fi) with a little delay
         // jitter (a busy receiver timestamps late) looks alike at lower queues, and cutting
