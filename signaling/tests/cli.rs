@@ -1,10 +1,13 @@
 //! The `aula` binary as an operator meets it: exit codes and one-line errors.
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+mod common;
+
+use std::io::Write;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use aula_signaling::token::{self, ApiKeys};
+use common::ServeProcess;
 
 fn aula() -> Command {
     Command::new(env!("CARGO_BIN_EXE_aula"))
@@ -121,44 +124,9 @@ fn bad_config_is_one_line_and_exit_code_2() {
 
 #[test]
 fn serve_starts_warns_about_dev_keys_and_stops_on_sigterm() {
-    let path = temp_config(
-        "serve",
-        "[http]\nbind = \"127.0.0.1:0\"\n[rtc]\nudp_bind = \"127.0.0.1:0\"\nadvertised_ips = [\"127.0.0.1\"]\n",
-    );
-    let mut child = aula()
-        .args(["serve", "--config"])
-        .arg(&path)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn aula serve");
-    // Wait (bounded) until it says it listens, then stop it the way systemd does.
-    let stderr = child.stderr.take().expect("piped");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut log = String::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !log.contains("Aula ready") {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(line) => {
-                log.push_str(&line);
-                log.push('\n');
-            }
-            Err(_) => {
-                let _ = child.kill();
-                panic!("aula serve did not report ready in time:\n{log}");
-            }
-        }
-    }
+    // Once it says it listens, stop it the way systemd does.
+    let mut serve = ServeProcess::start("serve", &[]);
+    let child = &mut serve.child;
     let pid = child.id().to_string();
     let status = Command::new("kill")
         .args(["-TERM", &pid])
@@ -176,12 +144,8 @@ fn serve_starts_warns_about_dev_keys_and_stops_on_sigterm() {
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    let _ = std::fs::remove_file(&path);
-    // The process has exited, so the reader thread reaches EOF soon; bounded anyway.
-    while let Ok(line) = rx.recv_timeout(Duration::from_secs(5)) {
-        log.push_str(&line);
-        log.push('\n');
-    }
+    serve.read_log_after_exit();
+    let log = &serve.log;
     assert!(exit.success(), "{exit:?}\n{log}");
     assert!(log.contains("dev keys"), "{log}");
     assert!(

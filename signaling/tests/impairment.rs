@@ -5,14 +5,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use aula_protocol::{Role, ServerMessage};
 use aula_signaling::{Config, start};
-use common::{Client, HttpResponse, http_with};
+use common::{Client, HttpResponse, ServeProcess, http_with};
 use serde_json::json;
 
 async fn post(addr: SocketAddr, body: &str) -> HttpResponse {
@@ -108,58 +105,16 @@ async fn with_the_switch_values_are_checked_and_participants_found() {
     server.shutdown().await;
 }
 
-/// The CLI flag turns the route on in the real binary (no config file: the defaults would bind
-/// fixed ports, so a file moves them to ephemeral loopback ones).
+/// The CLI flag turns the route on in the real binary.
 #[tokio::test]
 async fn the_serve_flag_turns_the_route_on() {
-    let path = std::env::temp_dir().join(format!("aula-impairment-{}.toml", std::process::id()));
-    std::fs::write(
-        &path,
-        "[http]\nbind = \"127.0.0.1:0\"\n[rtc]\nudp_bind = \"127.0.0.1:0\"\nadvertised_ips = [\"127.0.0.1\"]\n",
-    )
-    .expect("write config");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_aula"))
-        .args(["serve", "--test-impairment", "--config"])
-        .arg(&path)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn aula serve");
-    let stderr = child.stderr.take().expect("piped");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut log = String::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let http = loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let Ok(line) = rx.recv_timeout(left) else {
-            let _ = child.kill();
-            panic!("aula serve did not report ready in time:\n{log}");
-        };
-        log.push_str(&line);
-        log.push('\n');
-        if let Some(rest) = line.split("Aula ready: http://").nth(1) {
-            let addr = rest.split_whitespace().next().unwrap_or_default();
-            break addr
-                .parse::<SocketAddr>()
-                .expect("the ready line names the address");
-        }
-    };
+    let serve = ServeProcess::start("impairment", &["--test-impairment"]);
     // A missing route answers 404 too, so ask something only the route refuses, with 400.
-    let response = post(http, r#"{"room": "r", "identity": "i", "loss": 7}"#).await;
-    let _ = child.kill();
-    let _ = child.wait();
-    let _ = std::fs::remove_file(&path);
+    let response = post(serve.http, r#"{"room": "r", "identity": "i", "loss": 7}"#).await;
     assert_eq!(response.status, 400, "{}", response.body);
     assert!(
-        log.contains("/test/impairment is on"),
-        "no warning in:\n{log}"
+        serve.log.contains("/test/impairment is on"),
+        "no warning in:\n{}",
+        serve.log
     );
 }

@@ -1,10 +1,15 @@
-//! Test helpers: a real server on loopback, a WebSocket client speaking the protocol, a tiny
-//! HTTP GET, and tokens signed with the dev keys. Every wait is bounded by [`STEP`].
+//! Test helpers: a real server on loopback (in the test's process, or the built `aula serve`),
+//! a WebSocket client speaking the protocol, a tiny HTTP GET, and tokens signed with the dev
+//! keys. Every wait is bounded.
 
 #![allow(dead_code)] // each test binary uses a different subset
 
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, Instant};
 
 use aula_protocol::{
     ClientMessage, PROTOCOL_VERSION, Role, ServerEvent, ServerFrame, ServerMessage,
@@ -380,5 +385,92 @@ pub async fn eventually(what: &str, cond: impl Fn() -> bool) {
             "timed out waiting for {what}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `aula serve` run from the built binary on ephemeral loopback ports (a config file moves
+/// them there: the defaults are fixed ports), with `flags` after `serve`. Dropping it kills
+/// the process and removes the config file.
+pub struct ServeProcess {
+    pub child: Child,
+    /// Where its HTTP server listens, from its ready line.
+    pub http: SocketAddr,
+    /// What it wrote to stderr until it was ready; [`ServeProcess::read_log_after_exit`]
+    /// adds the rest.
+    pub log: String,
+    lines: Receiver<String>,
+    config: PathBuf,
+}
+
+impl ServeProcess {
+    /// Starts it and returns once it has said it is ready (at most 30 s).
+    pub fn start(name: &str, flags: &[&str]) -> Self {
+        let config =
+            std::env::temp_dir().join(format!("aula-test-{}-{name}.toml", std::process::id()));
+        std::fs::write(
+            &config,
+            "[http]\nbind = \"127.0.0.1:0\"\n[rtc]\nudp_bind = \"127.0.0.1:0\"\nadvertised_ips = [\"127.0.0.1\"]\n",
+        )
+        .expect("write config");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_aula"))
+            .arg("serve")
+            .args(flags)
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn aula serve");
+        let stderr = child.stderr.take().expect("piped");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut log = String::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let http = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(line) = lines.recv_timeout(left) else {
+                let _ = child.kill();
+                panic!("aula serve did not report ready in time:\n{log}");
+            };
+            log.push_str(&line);
+            log.push('\n');
+            if let Some(rest) = line.split("Aula ready: http://").nth(1) {
+                let addr = rest.split_whitespace().next().unwrap_or_default();
+                break addr
+                    .parse::<SocketAddr>()
+                    .expect("the ready line names the address");
+            }
+        };
+        Self {
+            child,
+            http,
+            log,
+            lines,
+            config,
+        }
+    }
+
+    /// Once the process has exited: adds the rest of its stderr to [`ServeProcess::log`]
+    /// (the reader then reaches the end soon; bounded anyway).
+    pub fn read_log_after_exit(&mut self) {
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
+            self.log.push_str(&line);
+            self.log.push('\n');
+        }
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.config);
     }
 }
