@@ -8,6 +8,7 @@ pub mod api;
 pub mod bwe;
 pub mod codec;
 pub mod demux;
+pub mod feedback_loss;
 pub mod forward;
 pub mod impair;
 pub mod metrics;

@@ -26,6 +26,9 @@ pub struct SfuMetrics {
     /// Publisher packets handed to subscriber connections by the forwarder.
     pub packets_forwarded: IntCounter,
     pub nacks_received: IntCounter,
+    /// Sequence numbers subscribers' transport-wide feedback reported lost and the SFU resends
+    /// as if NACKed (`feedback_loss`).
+    pub feedback_nacks: IntCounter,
     pub nacks_sent: IntCounter,
     /// NACKed sequence numbers not resent: sent too long ago to still help, before a later
     /// keyframe, or never sent.
@@ -157,6 +160,10 @@ impl SfuMetrics {
             nacks_received: counter(
                 "aula_nacks_received_total",
                 "Lost packets subscribers asked us to resend (NACKed sequence numbers)",
+            )?,
+            feedback_nacks: counter(
+                "aula_feedback_nacks_total",
+                "Lost packets subscribers' TWCC feedback reported, resent without waiting for their NACKs",
             )?,
             nacks_sent: counter(
                 "aula_nacks_sent_total",

@@ -10,6 +10,8 @@
 //! - It keeps stale NACKs from the responder. It records when each outgoing packet first went
 //!   out ([`SendLog`]), and trims inbound NACKs to the packets sent recently enough for a resend
 //!   to help, before `rtc`'s NACK responder (further from the wire) acts on them.
+//! - It asks the responder for what a subscriber's TWCC feedback reports lost, as if the
+//!   subscriber had NACKed it ([`TransportLog`]): a second, independent request for every loss.
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -19,6 +21,7 @@ use rtc::interceptor::{
 };
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::sansio::Protocol;
 use rtc::shared::error::Error;
@@ -28,6 +31,7 @@ use crate::bwe::SharedEstimate;
 use crate::bwe::probe::ProbeBucket;
 use crate::bwe::remb::remb_of;
 use crate::codec::VideoCodec;
+use crate::feedback_loss::TransportLog;
 use crate::metrics::SfuMetrics;
 use crate::nack_age::{SendLog, Trim};
 
@@ -41,6 +45,7 @@ pub struct Tap {
     /// (`resend_copies`) and how fast to probe (`bwe::probe`).
     estimate: Option<SharedEstimate>,
     sent: SendLog,
+    transport: TransportLog,
     /// Copies sent to probe the path (see `bwe::probe`).
     probe: ProbeBucket,
     read: VecDeque<TaggedPacket>,
@@ -53,6 +58,7 @@ impl Tap {
             metrics,
             estimate,
             sent: SendLog::new(),
+            transport: TransportLog::default(),
             probe: ProbeBucket::default(),
             read: VecDeque::new(),
             write: VecDeque::new(),
@@ -81,6 +87,21 @@ impl Tap {
             }
         });
         self.metrics.nack_stale.inc_by(stale);
+    }
+
+    /// Adds to a compound packet NACKs for what its TWCC feedback reports lost (see
+    /// `feedback_loss`); `trim_nacks` then treats them like the receiver's own.
+    fn ask_for_reported_losses(&mut self, packets: &mut Vec<Box<dyn rtc::rtcp::Packet>>) {
+        let nacks: Vec<Box<dyn rtc::rtcp::Packet>> = packets
+            .iter()
+            .filter_map(|packet| packet.as_any().downcast_ref::<TransportLayerCc>())
+            .flat_map(|feedback| self.transport.nacks(feedback))
+            .map(|nack| Box::new(nack) as Box<dyn rtc::rtcp::Packet>)
+            .collect();
+        for nack in &nacks {
+            self.metrics.feedback_nacks.inc_by(nacked(nack.as_ref()));
+        }
+        packets.extend(nacks);
     }
 }
 
@@ -155,6 +176,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for Tap {
                 {
                     estimate.set_remb(bps);
                 }
+                self.ask_for_reported_losses(packets);
                 self.trim_nacks(packets, now);
                 // Nothing left: it held only stale NACKs. Passing it on empty would make it an
                 // attribute carrier (see `Packet::Rtcp`), and at the wire end it carries none.
@@ -178,6 +200,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for Tap {
     fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Error> {
         match &msg.message.packet {
             Packet::Rtp(rtp) => {
+                self.transport.record(&rtp.header);
                 self.metrics.rtp_packets_sent.inc();
                 let size = rtp.header.marshal_size() + rtp.payload.len();
                 self.metrics.rtp_bytes_sent.inc_by(size as u64);
@@ -240,6 +263,7 @@ impl Interceptor for Tap {
     /// Only streams the responder buffers are logged; a NACK for any other stream is dropped,
     /// as the responder would ignore it.
     fn bind_local_stream(&mut self, info: &StreamInfo) {
+        self.transport.bind(info);
         if supports_nack(info) {
             self.sent
                 .bind(info.ssrc, VideoCodec::from_mime(&info.mime_type));
@@ -379,6 +403,69 @@ mod tests {
             ..Default::default()
         });
         assert_eq!(receive(&mut tap, vec![nack(&[11])], now), None);
+    }
+
+    #[test]
+    fn what_transport_feedback_reports_lost_is_resent_like_a_nack() {
+        use rtc::interceptor::RTPHeaderExtension;
+        use rtc::rtcp::transport_feedbacks::transport_layer_cc::{
+            PacketStatusChunk, RunLengthChunk, StatusChunkTypeTcc, SymbolTypeTcc,
+        };
+        const EXT: u8 = 5;
+        let metrics = SfuMetrics::register(&prometheus::Registry::new()).expect("fresh registry");
+        let mut tap = Tap::new(metrics, None);
+        tap.bind_local_stream(&StreamInfo {
+            ssrc: SSRC,
+            rtcp_feedback: vec![RTCPFeedback {
+                typ: "nack".to_owned(),
+                parameter: String::new(),
+            }],
+            rtp_header_extensions: vec![RTPHeaderExtension {
+                uri: "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
+                    .to_owned(),
+                id: u16::from(EXT),
+            }],
+            ..Default::default()
+        });
+        let now = Instant::now();
+        for (transport_seq, seq) in [(40u16, 7u16), (41, 8)] {
+            let mut rtp = rtc::rtp::Packet::default();
+            rtp.header.ssrc = SSRC;
+            rtp.header.sequence_number = seq;
+            rtp.header
+                .set_extension(EXT, transport_seq.to_be_bytes().to_vec().into())
+                .expect("extension");
+            let message = AttributedPacket::new(Packet::Rtp(rtp));
+            tap.handle_write(tagged(now, message)).expect("write");
+        }
+        let run = |symbol, run_length| {
+            PacketStatusChunk::RunLengthChunk(RunLengthChunk {
+                type_tcc: StatusChunkTypeTcc::RunLengthChunk,
+                packet_status_symbol: symbol,
+                run_length,
+            })
+        };
+        let feedback: Box<dyn rtc::rtcp::Packet> = Box::new(TransportLayerCc {
+            base_sequence_number: 40,
+            packet_status_count: 2,
+            packet_chunks: vec![
+                run(SymbolTypeTcc::PacketNotReceived, 1),
+                run(SymbolTypeTcc::PacketReceivedSmallDelta, 1),
+            ],
+            ..Default::default()
+        });
+        let out = receive(&mut tap, vec![feedback], now);
+        assert_eq!(
+            out,
+            Some((vec![7], 1)),
+            "the feedback goes on with a NACK for 7"
+        );
+        assert_eq!(tap.metrics.feedback_nacks.get(), 1);
+        assert_eq!(
+            tap.metrics.nacks_received.get(),
+            0,
+            "the subscriber NACKed nothing"
+        );
     }
 
     #[test]

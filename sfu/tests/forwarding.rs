@@ -198,6 +198,10 @@ fn lost_video_packets_are_recovered_by_nack_and_retransmission() {
         "the student asked for the lost packets"
     );
     assert!(metrics.retransmissions.get() > 0, "the SFU resent them");
+    assert!(
+        metrics.feedback_nacks.get() > 0,
+        "losses its transport-wide feedback reported before a NACK were resent too"
+    );
 }
 
 #[test]
