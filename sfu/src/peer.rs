@@ -9,7 +9,10 @@ use rand::Rng;
 use rand::distr::Alphanumeric;
 use rtc::interceptor::{Registry, Slot};
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
-use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::interceptor_registry::{
+    configure_nack, configure_rtcp_reports, configure_simulcast_extension_headers,
+    register_default_interceptors,
+};
 use rtc::peer_connection::configuration::media_engine::{
     MIME_TYPE_OPUS, MIME_TYPE_VP8, MediaEngine,
 };
@@ -66,10 +69,40 @@ pub fn build(
     estimate: Option<&SharedEstimate>,
     now: Instant,
 ) -> Result<RTCPeerConnection, rtc::shared::error::Error> {
+    build_with(ufrag, pwd, metrics, estimate, now, Feedback::Twcc)
+}
+
+/// Which congestion-control feedback a peer negotiates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Feedback {
+    /// Transport-wide feedback, as every Aula peer and every current browser.
+    Twcc,
+    /// None: a receiver that can only send REMB, such as an older or embedded client (the
+    /// simulator's, which checks the SFU's REMB fallback).
+    RembOnly,
+}
+
+/// [`build`], negotiating `feedback`.
+pub fn build_with(
+    ufrag: String,
+    pwd: String,
+    metrics: &SfuMetrics,
+    estimate: Option<&SharedEstimate>,
+    now: Instant,
+    feedback: Feedback,
+) -> Result<RTCPeerConnection, rtc::shared::error::Error> {
     let mut media_engine = MediaEngine::default();
     media_engine.register_default_codecs()?;
     red::register_red(&mut media_engine)?;
-    let mut registry = register_default_interceptors(Registry::new(), &mut media_engine)?.with(
+    let defaults = match feedback {
+        Feedback::Twcc => register_default_interceptors(Registry::new(), &mut media_engine)?,
+        // `rtc`'s defaults without the TWCC header extension and feedback.
+        Feedback::RembOnly => {
+            configure_simulcast_extension_headers(&mut media_engine)?;
+            configure_rtcp_reports(configure_nack(Registry::new(), &mut media_engine))
+        }
+    };
+    let mut registry = defaults.with(
         Slot::Custom(tap::SLOT),
         Tap::new(metrics.clone(), estimate.cloned()),
     );

@@ -15,6 +15,7 @@ use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::message::RTCMessage;
 use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
 use rtc::rtp_transceiver::RTCRtpSenderId;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
@@ -80,6 +81,9 @@ pub struct Sim {
     /// Impaired paths from the SFU to participants (rate caps, loss, delay); datagrams on one
     /// wait in flight until their delivery instant.
     pub downlinks: HashMap<String, Link>,
+    /// Participants whose peers negotiate no TWCC (see [`Sim::send_remb`]); set before they
+    /// join.
+    pub remb_only: Vec<String>,
     in_flight: Vec<(Instant, SocketAddr, BytesMut)>,
     /// Peer connection state changes the SFU reported.
     pub peer_states: Vec<(String, PeerTarget, PeerState)>,
@@ -108,6 +112,7 @@ impl Sim {
             drop_every_nth_to_clients: None,
             cut_off: Vec::new(),
             downlinks: HashMap::new(),
+            remb_only: Vec::new(),
             in_flight: Vec::new(),
             peer_states: Vec::new(),
             to_clients: 0,
@@ -121,8 +126,13 @@ impl Sim {
         let (ufrag, pwd) = peer::ice_credentials();
         let metrics = SfuMetrics::register(&prometheus::Registry::new())
             .expect("a fresh registry has no metrics to clash with");
-        let mut pc =
-            peer::build(ufrag, pwd, &metrics, None, self.now).expect("default peer builds");
+        let feedback = if self.remb_only.iter().any(|p| p == participant) {
+            peer::Feedback::RembOnly
+        } else {
+            peer::Feedback::Twcc
+        };
+        let mut pc = peer::build_with(ufrag, pwd, &metrics, None, self.now, feedback)
+            .expect("default peer builds");
         pc.add_local_candidate(peer::host_candidate(addr).expect("valid address"))
             .expect("host candidate");
         self.clients.push(Client {
@@ -248,6 +258,29 @@ impl Sim {
         self.router
             .subscribe(self.now, participant, track_sid)
             .expect("subscribe");
+    }
+
+    /// Sends the SFU a REMB of `bps` from a subscriber (on its first receiver), as a receiver
+    /// without TWCC would to say what it can take.
+    pub fn send_remb(&mut self, participant: &str, bps: f32) {
+        let now = self.now;
+        let client = self
+            .clients
+            .iter_mut()
+            .find(|c| c.participant == participant)
+            .expect("known participant");
+        let receiver = client.pc.get_receivers().next().expect("a subscriber");
+        let remb = ReceiverEstimatedMaximumBitrate {
+            sender_ssrc: 1,
+            bitrate: bps,
+            ssrcs: Vec::new(),
+        };
+        client
+            .pc
+            .rtp_receiver(receiver)
+            .expect("its receiver")
+            .write_rtcp(now, vec![Box::new(remb)])
+            .expect("REMB written");
     }
 
     pub fn client(&self, participant: &str) -> &Client {

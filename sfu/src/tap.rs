@@ -91,7 +91,18 @@ impl Tap {
 
     /// Adds to a compound packet NACKs for what its TWCC feedback reports lost (see
     /// `feedback_loss`); `trim_nacks` then treats them like the receiver's own.
+    ///
+    /// Not while the path shows a queue: its losses are then an overflow's tail drops, and
+    /// asking again for every resend the overflow drops too would only keep the queue full
+    /// until the allocator's cut takes effect. The receiver's own NACKs still get answers.
     fn ask_for_reported_losses(&mut self, packets: &mut Vec<Box<dyn rtc::rtcp::Packet>>) {
+        if self
+            .estimate
+            .as_ref()
+            .is_some_and(SharedEstimate::congested)
+        {
+            return;
+        }
         let nacks: Vec<Box<dyn rtc::rtcp::Packet>> = packets
             .iter()
             .filter_map(|packet| packet.as_any().downcast_ref::<TransportLayerCc>())
@@ -412,8 +423,9 @@ mod tests {
             PacketStatusChunk, RunLengthChunk, StatusChunkTypeTcc, SymbolTypeTcc,
         };
         const EXT: u8 = 5;
+        let estimate = SharedEstimate::new();
         let metrics = SfuMetrics::register(&prometheus::Registry::new()).expect("fresh registry");
-        let mut tap = Tap::new(metrics, None);
+        let mut tap = Tap::new(metrics, Some(estimate.clone()));
         tap.bind_local_stream(&StreamInfo {
             ssrc: SSRC,
             rtcp_feedback: vec![RTCPFeedback {
@@ -445,7 +457,7 @@ mod tests {
                 run_length,
             })
         };
-        let feedback: Box<dyn rtc::rtcp::Packet> = Box::new(TransportLayerCc {
+        let feedback = TransportLayerCc {
             base_sequence_number: 40,
             packet_status_count: 2,
             packet_chunks: vec![
@@ -453,8 +465,8 @@ mod tests {
                 run(SymbolTypeTcc::PacketReceivedSmallDelta, 1),
             ],
             ..Default::default()
-        });
-        let out = receive(&mut tap, vec![feedback], now);
+        };
+        let out = receive(&mut tap, vec![Box::new(feedback.clone())], now);
         assert_eq!(
             out,
             Some((vec![7], 1)),
@@ -466,6 +478,11 @@ mod tests {
             0,
             "the subscriber NACKed nothing"
         );
+
+        // The same report while the path shows a queue: the feedback goes on alone.
+        estimate.set_congested(true);
+        let out = receive(&mut tap, vec![Box::new(feedback)], now);
+        assert_eq!(out, Some((vec![], 1)), "no NACK while congested");
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use aula_protocol::TrackKind;
 use aula_sfu::impair::{Impairment, Link};
+use aula_sfu::peer::Feedback;
 use aula_sfu::red;
 use aula_sfu::sim::{Sim, vp8_payload};
 
@@ -27,8 +28,12 @@ struct Class {
 }
 
 impl Class {
-    fn new(with_student_camera: bool) -> Self {
+    /// With the student's peer negotiating `student_feedback`.
+    fn new(with_student_camera: bool, student_feedback: Feedback) -> Self {
         let mut sim = Sim::new();
+        if student_feedback == Feedback::RembOnly {
+            sim.remb_only.push("student".to_owned());
+        }
         let camera = sim.add_publisher("teacher", TrackKind::Video);
         let microphone = sim.add_publisher("teacher-mic", TrackKind::Audio);
         let student_camera =
@@ -115,7 +120,7 @@ impl Class {
 
 #[test]
 fn video_pauses_under_a_cap_audio_goes_on_and_video_comes_back_when_it_lifts() {
-    let mut class = Class::new(false);
+    let mut class = Class::new(false, Feedback::Twcc);
 
     // A clean path: both flow.
     class.run(Duration::from_secs(5));
@@ -205,7 +210,7 @@ fn video_pauses_under_a_cap_audio_goes_on_and_video_comes_back_when_it_lifts() {
 
 #[test]
 fn when_one_camera_fits_it_is_the_teachers() {
-    let mut class = Class::new(true);
+    let mut class = Class::new(true, Feedback::Twcc);
     class.sim.router.set_staff("teacher", true);
     // A new subscriber starts at a 1 Mbit/s estimate (one camera), and the estimate grows
     // until both fit.
@@ -252,5 +257,48 @@ fn when_one_camera_fits_it_is_the_teachers() {
         audio_later - audio >= 490,
         "audio whole: {}",
         audio_later - audio
+    );
+}
+
+#[test]
+fn without_twcc_the_students_remb_decides() {
+    let mut class = Class::new(false, Feedback::RembOnly);
+    // No feedback of any kind yet: no estimate, and the best layers flow.
+    class.run(Duration::from_secs(3));
+    let (video, audio) = class.received();
+    assert!(
+        video > 100 && audio > 100,
+        "before any REMB: {video} video packets, {audio} audio frames"
+    );
+
+    let remb = |class: &mut Class, bps: f32, seconds: u32| {
+        for _ in 0..seconds * 4 {
+            class.sim.send_remb("student", bps);
+            class.run(Duration::from_millis(250));
+        }
+    };
+    // The student says it can take 300 kbit/s, below the camera's 720 (the path itself is
+    // clean, so only the REMB can say so): the video pauses, the audio goes on.
+    remb(&mut class, 300_000.0, 2);
+    let (video, audio) = class.received();
+    remb(&mut class, 300_000.0, 5);
+    let (video_later, audio_later) = class.received();
+    assert!(
+        video_later - video < 20,
+        "video paused at a 300 kbit/s REMB: {} packets in 5 s",
+        video_later - video
+    );
+    assert!(
+        audio_later - audio >= 245,
+        "audio whole: {} of 250 frames",
+        audio_later - audio
+    );
+
+    // It says 3 Mbit/s: the video comes back.
+    remb(&mut class, 3_000_000.0, 8);
+    let resumed = class.received().0 - video_later;
+    assert!(
+        resumed > 200,
+        "video back at a 3 Mbit/s REMB: {resumed} packets in 8 s"
     );
 }
