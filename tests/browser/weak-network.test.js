@@ -10,7 +10,7 @@ import { after, before, describe, it } from 'node:test';
 import { joinClass, launchBrowser, startServer } from './harness.js';
 import { impair, joinStudentOnTop, median, serverCounters, waitForHeight, watch } from './weaknet.js';
 
-const COUNTERS = ['aula_nacks_received_total', 'aula_retransmissions_total', 'aula_nack_stale_total', 'aula_plis_received_total', 'aula_plis_sent_total'];
+const COUNTERS = ['aula_nacks_received_total', 'aula_feedback_nacks_total', 'aula_probe_bytes_total', 'aula_retransmissions_total', 'aula_nack_stale_total', 'aula_plis_received_total', 'aula_plis_sent_total'];
 
 describe('weak networks', { timeout: 240_000 }, () => {
   let server;
@@ -38,39 +38,29 @@ describe('weak networks', { timeout: 240_000 }, () => {
     await server?.stop();
   });
 
-  /** What the student saw in the 10 % loss phase, judged by the two tests below. */
-  let tenPercent;
-
-  it('at 10 % loss the video never stalls over 1 s, the audio is barely concealed and lost video is resent', { timeout: 60_000 }, async () => {
+  it('at 10 % loss the video is frozen under 1 % of the time, the audio is barely concealed and lost video is resent', { timeout: 60_000 }, async () => {
     const before = await serverCounters(server.url, COUNTERS);
     await impair(server.url, { room, identity, loss: 0.1 });
     // The SFU notices the loss within a few seconds and moves the student to a layer with
     // fewer packets per frame; the steady state after that is what is judged.
     await new Promise((ok) => setTimeout(ok, 5_000));
-    tenPercent = await watch(student, 20_000);
+    const seen = await watch(student, 20_000);
     await impair(server.url, { room, identity });
     const after = await serverCounters(server.url, COUNTERS);
-    const seen = tenPercent;
     console.log('10 % loss:', JSON.stringify({ ...seen, heights: undefined }));
     console.log('server:', JSON.stringify(Object.fromEntries(COUNTERS.map((c) => [c, after[c] - before[c]]))));
     assert.ok(seen.fps > 10, `video keeps playing: ${seen.fps.toFixed(1)} fps`);
+    assert.ok(seen.freezeShare < 0.01, `frozen ${(seen.freezeShare * 100).toFixed(2)} % of the time`);
     assert.ok(seen.longestStallMs < 1_000, `no stall over 1 s: ${seen.longestStallMs} ms`);
     assert.ok(seen.concealment < 0.02, `${(seen.concealment * 100).toFixed(2)} % of audio concealed`);
     assert.ok(seen.nacks > 0, 'lost video packets were asked for again (NACK)');
     assert.ok(after.aula_retransmissions_total > before.aula_retransmissions_total, 'and the SFU resent them');
-  });
-
-  // The issue's target is under 1 % frozen at 10 % loss. Not met reliably: about half the
-  // runs freeze 1-3 % of the time, in 200-400 ms freezes. The impairment loses 10 % of the
-  // browser's NACKs too, and a receive-only Chromium, which cannot measure the round trip,
-  // asks again only 100 ms later. Reported here, not enforced (see the README's weak-network
-  // section); no stall over 1 s is enforced, in the test above.
-  it('at 10 % loss the video is frozen less than 1 % of the time', { todo: 'not met reliably: 0-3 % frozen' }, () => {
-    assert.ok(tenPercent, 'the 10 % loss phase ran');
-    assert.ok(tenPercent.freezeShare < 0.01, `frozen ${(tenPercent.freezeShare * 100).toFixed(2)} % of the time`);
+    // The loss hits the browser's NACKs too; its TWCC feedback is the second request.
+    assert.ok(after.aula_feedback_nacks_total > before.aula_feedback_nacks_total, 'losses the transport-wide feedback reported were resent too');
   });
 
   it('at 500 kbit/s the student gets a layer that fits with audio intact, then climbs back', { timeout: 90_000 }, async () => {
+    const before = await serverCounters(server.url, COUNTERS);
     await impair(server.url, { room, identity, rateKbps: 500 });
     // Which layer fits depends on what the teacher's encoder spends on each. With Chromium's
     // fake camera the middle layer and the audio come to about 480 kbit/s: that fits, but not
@@ -78,7 +68,9 @@ describe('weak networks', { timeout: 240_000 }, () => {
     const switchedAfter = await waitForHeight(student, (h) => h > 0 && h < top, 10_000);
     assert.notEqual(switchedAfter, null, `switched below the top layer (${top}p) within 10 s`);
     const seen = await watch(student, 15_000);
-    console.log(`500 kbit/s (switched after ${switchedAfter} ms):`, JSON.stringify(seen));
+    console.log(`500 kbit/s (switched after ${switchedAfter} ms):`, JSON.stringify({ ...seen, heights: undefined }));
+    const after = await serverCounters(server.url, COUNTERS);
+    console.log('server:', JSON.stringify(Object.fromEntries(COUNTERS.map((c) => [c, after[c] - before[c]]))));
     assert.ok(median(seen.heights) < top, `mostly below the top layer: median ${median(seen.heights)}p`);
     assert.ok(seen.longestStallMs < 1_000, `no freeze over 1 s after the switch: ${seen.longestStallMs} ms`);
     assert.ok(seen.kbps + seen.audioKbps < 500, `within the cap: ${seen.kbps.toFixed(0)} + ${seen.audioKbps.toFixed(0)} kbit/s`);
