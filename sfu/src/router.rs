@@ -75,8 +75,19 @@ const FEEDBACK_GRACE: Duration = Duration::from_secs(3);
 /// arrived, and each lost one costs a retransmission round trip (a second one if the
 /// retransmission is lost too), so the fewer packets per frame, the fewer frames wait. The
 /// full layer of a camera is several packets a frame, the middle one one or two.
+///
+/// A link stays lossy until its loss falls under half of this: loss measured over a second of
+/// packets is noisy (at 10 % the window reads anything from 4 % to 16 %), and each flip to the
+/// full layer and back costs two keyframes.
 const LOSSY_LINK: f64 = 0.05;
 const LOSSY_MAX_LAYER: Layer = 1;
+
+/// Whether a link losing `loss` at random is lossy now, given whether it `was` (see
+/// [`LOSSY_LINK`]).
+fn lossy(was: bool, loss: f64) -> bool {
+    let threshold = if was { LOSSY_LINK / 2.0 } else { LOSSY_LINK };
+    loss > threshold
+}
 /// Bitrates assumed for a layer before a whole window of it has been measured.
 const ASSUMED_AUDIO_RATE: f64 = 40_000.0;
 const ASSUMED_VIDEO_RATES: [f64; 3] = [150_000.0, 500_000.0, 1_500_000.0];
@@ -108,6 +119,8 @@ struct Peer {
     offer_due: Option<Instant>,
     /// Subscribe side: the bandwidth estimate of the path to the subscriber.
     estimate: Option<SharedEstimate>,
+    /// Subscribe side: the path loses packets at random (see [`LOSSY_LINK`]).
+    lossy: bool,
     connected_at: Option<Instant>,
 }
 
@@ -732,6 +745,7 @@ impl Router {
                 awaiting_answer: false,
                 offer_due: None,
                 estimate,
+                lossy: false,
                 connected_at: None,
             },
         );
@@ -1342,17 +1356,15 @@ impl Router {
             .participants
             .iter()
             .filter_map(|(id, state)| {
-                let peer = self.peers.get(&state.subscribe?)?;
+                let peer = self.peers.get_mut(&state.subscribe?)?;
                 let budget = peer.estimate.as_ref().and_then(SharedEstimate::current);
                 let young = peer
                     .connected_at
                     .is_none_or(|at| now.saturating_duration_since(at) < FEEDBACK_GRACE);
-                let lossy = peer
-                    .estimate
-                    .as_ref()
-                    .is_some_and(|e| e.loss() > LOSSY_LINK);
+                let loss = peer.estimate.as_ref().map_or(0.0, SharedEstimate::loss);
+                peer.lossy = lossy(peer.lossy, loss);
                 let budget = budget.or(young.then_some(bwe::INITIAL_BITRATE));
-                Some((id.clone(), peer.estimate.clone(), budget, lossy))
+                Some((id.clone(), peer.estimate.clone(), budget, peer.lossy))
             })
             .collect();
         let staff: HashSet<ParticipantId> = self
@@ -1557,4 +1569,20 @@ fn random_id() -> String {
         .take(12)
         .map(char::from)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lossy_link_stays_lossy_until_its_loss_halves() {
+        assert!(!lossy(false, 0.04));
+        assert!(lossy(false, 0.06));
+        assert!(
+            lossy(true, 0.04),
+            "a noisy dip under the threshold changes nothing"
+        );
+        assert!(!lossy(true, 0.02), "a link that got better");
+    }
 }
