@@ -64,9 +64,10 @@ impl TransportLog {
         }
     }
 
-    /// Records an outgoing RTP packet (first transmissions and resends alike) by the
-    /// transport-wide sequence number it carries, if it carries one.
-    pub fn record(&mut self, header: &rtc::rtp::header::Header) {
+    /// Records that the outgoing RTP packet with `header` (a first transmission or a resend)
+    /// carries packet `seq` of stream `ssrc` (a resend on an RTX stream carries another
+    /// stream's), by the transport-wide sequence number in `header`, if it has one.
+    pub fn record(&mut self, header: &rtc::rtp::header::Header, ssrc: u32, seq: u16) {
         let Some(id) = self.extension_id else { return };
         let Some(transport_seq) = header
             .get_extension(id)
@@ -77,8 +78,8 @@ impl TransportLog {
         let ring = self.ring.get_or_insert_with(|| Box::new([None; RING]));
         ring[usize::from(transport_seq) % RING] = Some(Sent {
             transport_seq,
-            ssrc: header.ssrc,
-            seq: header.sequence_number,
+            ssrc,
+            seq,
         });
         self.newest = transport_seq;
     }
@@ -179,7 +180,7 @@ mod tests {
         header
             .set_extension(EXT, Bytes::copy_from_slice(&transport_seq.to_be_bytes()))
             .expect("one-byte extension");
-        log.record(&header);
+        log.record(&header, ssrc, seq);
     }
 
     use SymbolTypeTcc::{PacketNotReceived as LOST, PacketReceivedSmallDelta as GOT};

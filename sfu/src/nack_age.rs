@@ -12,6 +12,10 @@
 //! receiver asks for everything the overflow dropped, all of it from the layer given up, and
 //! resending that would keep the path full.
 //!
+//! And it leaves out packets resent less than [`RESEND_GAP`] ago: every loss is asked for
+//! twice, by the receiver's NACK and by its transport-wide feedback (see `feedback_loss`),
+//! and the second request for the same loss must not resend it again.
+//!
 //! Pure: time is passed in, nothing here reads the clock or does I/O.
 
 use std::time::{Duration, Instant};
@@ -29,6 +33,15 @@ use crate::codec::VideoCodec;
 /// decodable frame (`kMaxWaitForFrame`), and a resend arriving after that repairs nothing.
 /// libwebrtc's own sender keeps packets for resending for max(1 s, 3 RTT), the same order.
 pub const MAX_AGE: Duration = Duration::from_secs(1);
+
+/// A packet resent less than this long ago is not resent again.
+///
+/// The receiver's NACK and its transport-wide feedback report the same loss within a few
+/// milliseconds to one feedback interval of each other (Chromium's interval is 50–100 ms at a
+/// class's bitrates); a receive-only Chromium repeats a NACK whose resend did not come only
+/// after its assumed 100 ms round trip. Half of that separates the two: a duplicate request
+/// within it is dropped, a retry after it is answered.
+pub const RESEND_GAP: Duration = Duration::from_millis(50);
 
 /// Slots per stream, indexed by the low bits of the sequence number. Twice the responder's
 /// buffer of 1024 packets: a sequence number whose slot was reused since is also gone from
@@ -54,7 +67,13 @@ pub struct SendLog {
 
 struct Stream {
     ssrc: u32,
+    /// The stream its resends go out on (RFC 4588 RTX), if it has one.
+    rtx: Option<u32>,
     ring: Box<[Slot; RING]>,
+    /// For each slot of `ring`: milliseconds since the epoch + 1 of its packet's latest
+    /// resend, truncated to 32 bits (only differences under a second are ever compared); 0
+    /// if it has not been resent.
+    resent: Box<[u32; RING]>,
     /// The codec to find keyframes in (video streams whose codec we can read).
     codec: Option<VideoCodec>,
     /// The first sequence number of the latest keyframe sent.
@@ -80,13 +99,16 @@ impl SendLog {
         Self::default()
     }
 
-    /// Starts recording a local stream, whose keyframes are found with `codec` if it is one we
-    /// can read. Binding a stream already bound keeps its log.
-    pub fn bind(&mut self, ssrc: u32, codec: Option<VideoCodec>) {
+    /// Starts recording a local stream, whose resends go out on `rtx` if it has an RTX stream
+    /// and whose keyframes are found with `codec` if it is one we can read. Binding a stream
+    /// already bound keeps its log.
+    pub fn bind(&mut self, ssrc: u32, rtx: Option<u32>, codec: Option<VideoCodec>) {
         if self.stream(ssrc).is_none() {
             self.streams.push(Stream {
                 ssrc,
+                rtx,
                 ring: Box::new([0; RING]),
+                resent: Box::new([0; RING]),
                 codec,
                 keyframe: None,
             });
@@ -111,14 +133,44 @@ impl SendLog {
             return;
         };
         let sent_ms = millis_since(epoch, now);
-        stream.ring[usize::from(seq) % RING] = ((sent_ms + 1) << 16) | Slot::from(seq);
+        let slot = usize::from(seq) % RING;
+        stream.ring[slot] = ((sent_ms + 1) << 16) | Slot::from(seq);
+        stream.resent[slot] = 0;
         if stream.codec.is_some_and(|codec| codec.is_keyframe(payload)) {
             stream.keyframe = Some(seq);
         }
     }
 
-    /// Trims `nack` to the sequence numbers sent at most [`MAX_AGE`] before `now`, and not
-    /// before the stream's latest keyframe (see the module docs). Sequence
+    /// The packet a resend of stream `ssrc`, numbered `seq`, carrying `payload`, repeats, as
+    /// (stream, sequence number): itself, unless it went out on a bound stream's RTX stream,
+    /// whose payload starts with the original sequence number (RFC 4588). `None` for a
+    /// malformed RTX packet.
+    pub fn original(&self, ssrc: u32, seq: u16, payload: &[u8]) -> Option<(u32, u16)> {
+        match self.streams.iter().find(|stream| stream.rtx == Some(ssrc)) {
+            Some(stream) => {
+                let original = payload.get(..2)?;
+                Some((stream.ssrc, u16::from_be_bytes([original[0], original[1]])))
+            }
+            None => Some((ssrc, seq)),
+        }
+    }
+
+    /// Records that `seq` of stream `ssrc` (the original's numbers, see [`Self::original`]) is
+    /// being resent now (see [`RESEND_GAP`]).
+    pub fn record_resend(&mut self, ssrc: u32, seq: u16, now: Instant) {
+        let Some(epoch) = self.epoch else { return };
+        let Some(stream) = self.streams.iter_mut().find(|stream| stream.ssrc == ssrc) else {
+            return;
+        };
+        let slot = usize::from(seq) % RING;
+        if stream.ring[slot] as u16 == seq {
+            stream.resent[slot] = (millis_since(epoch, now) as u32).wrapping_add(1).max(1);
+        }
+    }
+
+    /// Trims `nack` to the sequence numbers sent at most [`MAX_AGE`] before `now`, not before
+    /// the stream's latest keyframe and not resent in the last [`RESEND_GAP`] (see the module
+    /// docs). Sequence
     /// numbers never sent, or sent so long ago that their slot has been reused, and NACKs for
     /// streams not bound, are left out too: the responder has nothing to resend for them.
     pub fn trim(&self, nack: &TransportLayerNack, now: Instant) -> Trim {
@@ -128,6 +180,14 @@ impl SendLog {
         let superseded = |seq: u16| keyframe.is_some_and(|key| (key.wrapping_sub(seq) as i16) > 0);
         let now_ms = self.epoch.map_or(0, |epoch| millis_since(epoch, now));
         let max_age_ms = MAX_AGE.as_millis() as u64;
+        let resent = stream.map(|stream| &*stream.resent);
+        let just_resent = |seq: u16| {
+            resent.is_some_and(|resent| {
+                let at = resent[usize::from(seq) % RING];
+                let since = (now_ms as u32).wrapping_add(1).wrapping_sub(at);
+                at != 0 && u128::from(since) < RESEND_GAP.as_millis()
+            })
+        };
         let fresh = |seq: u16| {
             ring.is_some_and(|ring| {
                 let slot = ring[usize::from(seq) % RING];
@@ -136,6 +196,7 @@ impl SendLog {
                     && slot as u16 == seq
                     && now_ms.saturating_sub(sent - 1) <= max_age_ms
                     && !superseded(seq)
+                    && !just_resent(seq)
             })
         };
         // Bit 0 stands for the pair's `packet_id`, bit i + 1 for bit i of its bitmap.
@@ -198,6 +259,7 @@ mod tests {
     use super::*;
 
     const SSRC: u32 = 0x1234;
+    const RTX: u32 = 0x5678;
 
     fn nack(seqs: &[u16]) -> TransportLayerNack {
         TransportLayerNack {
@@ -221,7 +283,7 @@ mod tests {
     /// A log with stream `SSRC` bound and `sent` recorded at `start`.
     fn log_with(start: Instant, sent: impl IntoIterator<Item = u16>) -> SendLog {
         let mut log = SendLog::new();
-        log.bind(SSRC, Some(VideoCodec::Vp8));
+        log.bind(SSRC, None, Some(VideoCodec::Vp8));
         for seq in sent {
             log.record(SSRC, seq, &[], start);
         }
@@ -342,7 +404,7 @@ mod tests {
         let t0 = Instant::now();
         let mut log = SendLog::new();
         assert_eq!(log.trim(&nack(&[1, 2]), t0), Trim::Drop { skipped: 2 });
-        log.bind(SSRC, None);
+        log.bind(SSRC, None, None);
         log.record(SSRC, 1, &[], t0);
         log.record(SSRC + 1, 2, &[], t0);
         assert_eq!(
@@ -361,7 +423,7 @@ mod tests {
     fn rebinding_keeps_the_log() {
         let t0 = Instant::now();
         let mut log = log_with(t0, [7]);
-        log.bind(SSRC, None);
+        log.bind(SSRC, None, None);
         assert_eq!(log.streams.len(), 1);
         assert_eq!(log.trim(&nack(&[7]), t0), Trim::Keep);
     }
@@ -371,6 +433,42 @@ mod tests {
         let t0 = Instant::now() + ms(10);
         let log = log_with(t0, [7]);
         assert_eq!(log.trim(&nack(&[7]), t0 - ms(10)), Trim::Keep);
+    }
+
+    #[test]
+    fn a_second_request_for_a_packet_just_resent_is_dropped() {
+        let t0 = Instant::now();
+        let mut log = log_with(t0, [100, 101]);
+        log.record_resend(SSRC, 100, t0 + ms(20));
+        // The feedback's request for 100 comes 30 ms after the NACK's resend: dropped.
+        assert_eq!(
+            log.trim(&nack(&[100, 101]), t0 + ms(50)),
+            Trim::Rewrite {
+                nack: nack(&[101]),
+                skipped: 1
+            }
+        );
+        // The receiver's retry 100 ms later (the resend was lost): answered.
+        assert_eq!(log.trim(&nack(&[100]), t0 + ms(120)), Trim::Keep);
+        // 100's slot is taken by a new packet: its resend record goes with it.
+        log.record(SSRC, 100 + RING as u16, &[], t0 + ms(130));
+        log.record_resend(SSRC, 100, t0 + ms(130));
+        assert_eq!(
+            log.trim(&nack(&[100 + RING as u16]), t0 + ms(140)),
+            Trim::Keep
+        );
+    }
+
+    #[test]
+    fn a_resend_on_an_rtx_stream_is_of_the_packet_its_payload_names() {
+        let mut log = SendLog::new();
+        log.bind(SSRC, Some(RTX), None);
+        assert_eq!(
+            log.original(RTX, 7, &[0x01, 0x02, 0xAA]),
+            Some((SSRC, 0x0102))
+        );
+        assert_eq!(log.original(RTX, 7, &[0x01]), None, "too short for RTX");
+        assert_eq!(log.original(SSRC, 7, &[]), Some((SSRC, 7)), "not RTX");
     }
 
     #[test]

@@ -211,12 +211,26 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for Tap {
     fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Error> {
         match &msg.message.packet {
             Packet::Rtp(rtp) => {
-                self.transport.record(&rtp.header);
+                let header = &rtp.header;
+                let retransmission = msg.message.has(&Attribute::Retransmission);
+                // The packet this one carries: a resend on an RTX stream carries another's.
+                let original = if retransmission {
+                    self.sent
+                        .original(header.ssrc, header.sequence_number, &rtp.payload)
+                } else {
+                    Some((header.ssrc, header.sequence_number))
+                };
+                if let Some((ssrc, seq)) = original {
+                    self.transport.record(header, ssrc, seq);
+                }
                 self.metrics.rtp_packets_sent.inc();
-                let size = rtp.header.marshal_size() + rtp.payload.len();
+                let size = header.marshal_size() + rtp.payload.len();
                 self.metrics.rtp_bytes_sent.inc_by(size as u64);
-                if msg.message.has(&Attribute::Retransmission) {
+                if retransmission {
                     self.metrics.retransmissions.inc();
+                    if let Some((ssrc, seq)) = original {
+                        self.sent.record_resend(ssrc, seq, msg.now);
+                    }
                     // Extra copies on a lossy path without a queue; see `resend_copies`.
                     // SRTP's replay protection drops a copy if an earlier one arrived. On a
                     // congested path copies would only add to the queue.
@@ -276,8 +290,11 @@ impl Interceptor for Tap {
     fn bind_local_stream(&mut self, info: &StreamInfo) {
         self.transport.bind(info);
         if supports_nack(info) {
-            self.sent
-                .bind(info.ssrc, VideoCodec::from_mime(&info.mime_type));
+            self.sent.bind(
+                info.ssrc,
+                info.ssrc_rtx,
+                VideoCodec::from_mime(&info.mime_type),
+            );
         }
     }
     fn unbind_local_stream(&mut self, info: &StreamInfo) {
@@ -299,6 +316,7 @@ mod tests {
     use super::*;
 
     const SSRC: u32 = 0xA1;
+    const RTX_SSRC: u32 = 0xA2;
 
     fn tap() -> Tap {
         let metrics = SfuMetrics::register(&prometheus::Registry::new()).expect("fresh registry");
@@ -437,19 +455,27 @@ mod tests {
                     .to_owned(),
                 id: u16::from(EXT),
             }],
+            ssrc_rtx: Some(RTX_SSRC),
             ..Default::default()
         });
         let now = Instant::now();
-        for (transport_seq, seq) in [(40u16, 7u16), (41, 8)] {
+        let write = |tap: &mut Tap, ssrc, seq, transport_seq: u16, payload: &[u8], resend| {
             let mut rtp = rtc::rtp::Packet::default();
-            rtp.header.ssrc = SSRC;
+            rtp.header.ssrc = ssrc;
             rtp.header.sequence_number = seq;
             rtp.header
                 .set_extension(EXT, transport_seq.to_be_bytes().to_vec().into())
                 .expect("extension");
-            let message = AttributedPacket::new(Packet::Rtp(rtp));
+            rtp.payload = payload.to_vec().into();
+            let mut message = AttributedPacket::new(Packet::Rtp(rtp));
+            if resend {
+                message.add(Attribute::Retransmission);
+            }
             tap.handle_write(tagged(now, message)).expect("write");
-        }
+            while tap.poll_write().is_some() {}
+        };
+        write(&mut tap, SSRC, 7, 40, &[], false);
+        write(&mut tap, SSRC, 8, 41, &[], false);
         let run = |symbol, run_length| {
             PacketStatusChunk::RunLengthChunk(RunLengthChunk {
                 type_tcc: StatusChunkTypeTcc::RunLengthChunk,
@@ -479,10 +505,34 @@ mod tests {
             "the subscriber NACKed nothing"
         );
 
+        // The responder resends 7 on the RTX stream (its payload names 7). The same loss
+        // reported again is not asked for again, nor is the receiver's NACK for it a moment
+        // later.
+        write(&mut tap, RTX_SSRC, 0, 42, &[0, 7], true);
+        let out = receive(&mut tap, vec![Box::new(feedback.clone())], now);
+        assert_eq!(out, Some((vec![], 1)), "7 went out again since");
+        assert_eq!(
+            receive(&mut tap, vec![nack(&[7])], now),
+            None,
+            "just resent"
+        );
+
         // The same report while the path shows a queue: the feedback goes on alone.
         estimate.set_congested(true);
         let out = receive(&mut tap, vec![Box::new(feedback)], now);
         assert_eq!(out, Some((vec![], 1)), "no NACK while congested");
+    }
+
+    #[test]
+    fn a_second_request_for_a_packet_just_resent_is_not_answered() {
+        let mut tap = tap();
+        let t0 = Instant::now();
+        send(&mut tap, 10, t0, false);
+        send(&mut tap, 10, t0 + Duration::from_millis(20), true);
+        let out = receive(&mut tap, vec![nack(&[10])], t0 + Duration::from_millis(40));
+        assert_eq!(out, None, "resent 20 ms ago");
+        let out = receive(&mut tap, vec![nack(&[10])], t0 + Duration::from_millis(150));
+        assert_eq!(out, Some((vec![10], 0)), "a retry after the gap");
     }
 
     #[test]
