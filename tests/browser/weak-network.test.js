@@ -60,6 +60,11 @@ describe('weak networks', { timeout: 240_000 }, () => {
   });
 
   it('at 500 kbit/s the student gets a layer that fits with audio intact, then climbs back', { timeout: 90_000 }, async () => {
+    // From a steady state: back on the top layer after the loss phase, so no upgrade is being
+    // probed when the cap comes. (A cap arriving during a probe can still pause the video for
+    // a few seconds; see the README's weak-network section.)
+    const recoveredAfter = await waitForHeight(student, (h) => h >= top, 20_000);
+    assert.notEqual(recoveredAfter, null, `back on the top layer (${top}p) within 20 s of the loss ending`);
     const before = await serverCounters(server.url, COUNTERS);
     await impair(server.url, { room, identity, rateKbps: 500 });
     // Which layer fits depends on what the teacher's encoder spends on each. With Chromium's
