@@ -66,14 +66,17 @@ impl TransportLog {
 
     /// Records that the outgoing RTP packet with `header` (a first transmission or a resend)
     /// carries packet `seq` of stream `ssrc` (a resend on an RTX stream carries another
-    /// stream's), by the transport-wide sequence number in `header`, if it has one.
-    pub fn record(&mut self, header: &rtc::rtp::header::Header, ssrc: u32, seq: u16) {
-        let Some(id) = self.extension_id else { return };
+    /// stream's), by the transport-wide sequence number in `header`; returns whether it has
+    /// one (`rtc` numbers the media streams' packets, not the RTX streams').
+    pub fn record(&mut self, header: &rtc::rtp::header::Header, ssrc: u32, seq: u16) -> bool {
+        let Some(id) = self.extension_id else {
+            return false;
+        };
         let Some(transport_seq) = header
             .get_extension(id)
             .and_then(|value| Some(u16::from_be_bytes(value.get(..2)?.try_into().ok()?)))
         else {
-            return;
+            return false;
         };
         let ring = self.ring.get_or_insert_with(|| Box::new([None; RING]));
         ring[usize::from(transport_seq) % RING] = Some(Sent {
@@ -82,6 +85,7 @@ impl TransportLog {
             seq,
         });
         self.newest = transport_seq;
+        true
     }
 
     /// NACKs, one per stream, for the packets `feedback` reports not received that have not
@@ -171,7 +175,8 @@ mod tests {
         log
     }
 
-    fn send(log: &mut TransportLog, transport_seq: u16, ssrc: u32, seq: u16) {
+    /// Whether the log recorded it.
+    fn send(log: &mut TransportLog, transport_seq: u16, ssrc: u32, seq: u16) -> bool {
         let mut header = rtc::rtp::header::Header {
             ssrc,
             sequence_number: seq,
@@ -180,7 +185,7 @@ mod tests {
         header
             .set_extension(EXT, Bytes::copy_from_slice(&transport_seq.to_be_bytes()))
             .expect("one-byte extension");
-        log.record(&header, ssrc, seq);
+        log.record(&header, ssrc, seq)
     }
 
     use SymbolTypeTcc::{PacketNotReceived as LOST, PacketReceivedSmallDelta as GOT};
@@ -297,7 +302,7 @@ mod tests {
     #[test]
     fn nothing_is_recorded_without_the_extension() {
         let mut log = TransportLog::default();
-        send(&mut log, 1, VIDEO, 1);
+        assert!(!send(&mut log, 1, VIDEO, 1));
         assert!(log.nacks(&feedback(1, &[LOST])).is_empty());
     }
 }

@@ -12,7 +12,7 @@ import { impair, joinStudentOnTop, median, serverCounters, waitForHeight, watch 
 
 const COUNTERS = ['aula_nacks_received_total', 'aula_feedback_nacks_total', 'aula_probe_bytes_total', 'aula_retransmissions_total', 'aula_nack_stale_total', 'aula_plis_received_total', 'aula_plis_sent_total'];
 
-describe('weak networks', { timeout: 240_000 }, () => {
+describe('weak networks', { timeout: 300_000 }, () => {
   let server;
   let browser;
   let student;
@@ -38,13 +38,15 @@ describe('weak networks', { timeout: 240_000 }, () => {
     await server?.stop();
   });
 
-  it('at 10 % loss the video is frozen under 1 % of the time, the audio is barely concealed and lost video is resent', { timeout: 60_000 }, async () => {
+  it('at 10 % loss the video is frozen under 1 % of the time, the audio is barely concealed and lost video is resent', { timeout: 80_000 }, async () => {
     const before = await serverCounters(server.url, COUNTERS);
     await impair(server.url, { room, identity, loss: 0.1 });
     // The SFU notices the loss within a few seconds and moves the student to a layer with
-    // fewer packets per frame; the steady state after that is what is judged.
+    // fewer packets per frame; the steady state after that is what is judged, over 40 s:
+    // Chromium counts a gap of about 200 ms as a freeze, and over 20 s a single one would be
+    // 1 % of the time.
     await new Promise((ok) => setTimeout(ok, 5_000));
-    const seen = await watch(student, 20_000);
+    const seen = await watch(student, 40_000);
     await impair(server.url, { room, identity });
     const after = await serverCounters(server.url, COUNTERS);
     console.log('10 % loss:', JSON.stringify({ ...seen, heights: undefined }));
