@@ -66,17 +66,14 @@ impl TransportLog {
 
     /// Records that the outgoing RTP packet with `header` (a first transmission or a resend)
     /// carries packet `seq` of stream `ssrc` (a resend on an RTX stream carries another
-    /// stream's), by the transport-wide sequence number in `header`; returns whether it has
-    /// one (`rtc` numbers the media streams' packets, not the RTX streams').
-    pub fn record(&mut self, header: &rtc::rtp::header::Header, ssrc: u32, seq: u16) -> bool {
-        let Some(id) = self.extension_id else {
-            return false;
-        };
+    /// stream's), by the transport-wide sequence number in `header`, if it has one.
+    pub fn record(&mut self, header: &rtc::rtp::header::Header, ssrc: u32, seq: u16) {
+        let Some(id) = self.extension_id else { return };
         let Some(transport_seq) = header
             .get_extension(id)
             .and_then(|value| Some(u16::from_be_bytes(value.get(..2)?.try_into().ok()?)))
         else {
-            return false;
+            return;
         };
         let ring = self.ring.get_or_insert_with(|| Box::new([None; RING]));
         ring[usize::from(transport_seq) % RING] = Some(Sent {
@@ -85,7 +82,6 @@ impl TransportLog {
             seq,
         });
         self.newest = transport_seq;
-        true
     }
 
     /// NACKs, one per stream, for the packets `feedback` reports not received that have not
@@ -175,8 +171,7 @@ mod tests {
         log
     }
 
-    /// Whether the log recorded it.
-    fn send(log: &mut TransportLog, transport_seq: u16, ssrc: u32, seq: u16) -> bool {
+    fn send(log: &mut TransportLog, transport_seq: u16, ssrc: u32, seq: u16) {
         let mut header = rtc::rtp::header::Header {
             ssrc,
             sequence_number: seq,
@@ -185,7 +180,7 @@ mod tests {
         header
             .set_extension(EXT, Bytes::copy_from_slice(&transport_seq.to_be_bytes()))
             .expect("one-byte extension");
-        log.record(&header, ssrc, seq)
+        log.record(&header, ssrc, seq);
     }
 
     use SymbolTypeTcc::{PacketNotReceived as LOST, PacketReceivedSmallDelta as GOT};
@@ -302,7 +297,7 @@ mod tests {
     #[test]
     fn nothing_is_recorded_without_the_extension() {
         let mut log = TransportLog::default();
-        assert!(!send(&mut log, 1, VIDEO, 1));
+        send(&mut log, 1, VIDEO, 1);
         assert!(log.nacks(&feedback(1, &[LOST])).is_empty());
     }
 }

@@ -101,13 +101,6 @@ pub const PROBE_FLOOR: f64 = 1.1;
 /// router stopped the probe take this long to leave a full queue.
 pub const PROBE_AFTERMATH: Duration = Duration::from_secs(1);
 
-/// The share of the bytes sent that the feedback cannot see is measured over this window of
-/// the sender's clock (see [`Estimator::unseen_share`]).
-pub const UNSEEN_WINDOW: Duration = Duration::from_secs(1);
-/// At most this share of a full path is taken to be unseen, so that a burst of copies never
-/// multiplies a capacity measure by more than 4.
-pub const MAX_UNSEEN_SHARE: f64 = 0.75;
-
 /// How fast an estimate above [`app_limited_cap`] decays toward it, per second.
 pub const STALE_DECAY_PER_SECOND: f64 = 0.9;
 
@@ -140,9 +133,6 @@ pub struct Estimator {
     last_update: Option<Instant>,
     /// The last feedback while the router was probing (see [`PROBE_FLOOR`]).
     probed_at: Option<Instant>,
-    /// (instant, bytes seen, bytes unseen) as [`SharedEstimate::sent_bytes`] read them at each
-    /// feedback over [`UNSEEN_WINDOW`].
-    sent: VecDeque<(Instant, u64, u64)>,
 }
 
 impl Estimator {
@@ -163,7 +153,6 @@ impl Estimator {
             last_loss_cut: None,
             last_update: None,
             probed_at: None,
-            sent: VecDeque::new(),
         }
     }
 
@@ -194,26 +183,6 @@ impl Estimator {
         let bytes: usize = recent.map(|a| a.1).sum();
         let span = self.arrivals.back()?.0.checked_sub(first)?;
         (span >= Duration::from_millis(5)).then(|| bytes as f64 * 8.0 / span.as_secs_f64())
-    }
-
-    /// The share of the bytes sent over [`UNSEEN_WINDOW`] that the send history does not see
-    /// (see [`SharedEstimate::add_sent`]), at most [`MAX_UNSEEN_SHARE`].
-    ///
-    /// A full bottleneck is a FIFO: it carries each kind of traffic in the share it was
-    /// offered, so what the feedback shows arriving is the seen share of what the path carries.
-    /// Without this, a burst of resends on the RTX stream after an overflow (hundreds of NACKed
-    /// packets) or a probe's copies made a 500 kbit/s path measure 180–260 kbit/s, and a cut
-    /// to that paused the video for seconds.
-    fn unseen_share(&self) -> f64 {
-        let (Some(first), Some(last)) = (self.sent.front(), self.sent.back()) else {
-            return 0.0;
-        };
-        let seen = last.1.saturating_sub(first.1) as f64;
-        let unseen = last.2.saturating_sub(first.2) as f64;
-        if seen + unseen <= 0.0 {
-            return 0.0;
-        }
-        (unseen / (seen + unseen)).min(MAX_UNSEEN_SHARE)
     }
 
     /// Lost share of the packets reported over [`RATE_WINDOW`] (`None` with too few reports).
@@ -286,15 +255,6 @@ impl BandwidthEstimator for Estimator {
         if self.shared.probe() > 0.0 {
             self.probed_at = Some(now);
         }
-        let (seen, unseen) = self.shared.sent_bytes();
-        self.sent.push_back((now, seen, unseen));
-        while self
-            .sent
-            .front()
-            .is_some_and(|first| now.saturating_duration_since(first.0) > UNSEEN_WINDOW)
-        {
-            self.sent.pop_front();
-        }
         if let Some(queue) = self.observe(now, reports) {
             // The smallest of the last few batches' queues: a busy receiver timestamps late,
             // which only ever *adds* delay, in spikes; a real queue stays. A minimum filters
@@ -348,11 +308,9 @@ impl BandwidthEstimator for Estimator {
             // During a probe (copies the receiver drops, see `probe`) the path was carrying
             // the forwarded media fine before the copies were added: the cut takes away the
             // probe, and keeps what the forwarding costs without it, with [`PROBE_FLOOR`]
-            // to spare so the layers forwarded stay. Measured capacity alone would not do:
-            // it is scaled up by the share of bytes the feedback does not see (see
-            // `unseen_share`), but that share lags the queue by up to its length.
-            let unseen = self.unseen_share();
-            let capacity = self.capacity().unwrap_or(self.target).max(delivered) / (1.0 - unseen);
+            // to spare so the layers forwarded stay. Measured capacity would not do: the
+            // copies' bytes are not in the feedback, so it under-measures.
+            let capacity = self.capacity().unwrap_or(self.target).max(delivered);
             // The same holds while copies sent before the probe stopped are still queued.
             let probe = self.shared.probe();
             let mut cut = (capacity * DECREASE_FACTOR).max(self.target * 0.5);
@@ -363,7 +321,7 @@ impl BandwidthEstimator for Estimator {
                 cut = cut.max(self.shared.forwarded() * PROBE_FLOOR);
             }
             tracing::debug!(
-                target = self.target, capacity, delivered, unseen, probe, queue = ?self.queue,
+                target = self.target, capacity, delivered, probe, queue = ?self.queue,
                 growing, batch_loss, "delay cut"
             );
             self.decrease_to(now, cut.min(self.target));
@@ -481,9 +439,6 @@ mod tests {
         estimator: Estimator,
         pending: Vec<PacketReport>,
         loss_every: Option<u64>,
-        /// Every n-th packet is one the send history does not see (a resend on an RTX stream,
-        /// a copy): it takes its place in the bottleneck, and is not in the feedback.
-        unseen_every: Option<u64>,
         /// Extra receive delay of each packet, 0..jitter ms (a busy receiver timestamps late).
         jitter_ms: u64,
     }
@@ -502,7 +457,6 @@ mod tests {
                 estimator: Estimator::new(initial, 50_000.0, 10_000_000.0, SharedEstimate::new()),
                 pending: Vec::new(),
                 loss_every: None,
-                unseen_every: None,
                 jitter_ms: 0,
             }
         }
@@ -531,12 +485,6 @@ mod tests {
                             + Duration::from_secs(5),
                     )
                 };
-                let unseen = self.unseen_every.is_some_and(|n| self.id.is_multiple_of(n));
-                self.estimator.shared.add_sent(1000, !unseen);
-                if unseen {
-                    self.now += gap;
-                    continue;
-                }
                 self.pending.push(PacketReport {
                     ssrc: 1,
                     id: self.id,
@@ -593,20 +541,6 @@ mod tests {
         assert!(
             (300_000.0..=700_000.0).contains(&path.target()),
             "tracks 500 kbit/s: {}",
-            path.target()
-        );
-    }
-
-    #[test]
-    fn a_cut_counts_the_bytes_the_feedback_does_not_see() {
-        // 1.5 Mbit/s into a 1 Mbit/s path, half of it resends on an RTX stream: the feedback
-        // shows 500 kbit/s arriving, but the path carries 1 Mbit/s.
-        let mut path = Path::new(2_000_000.0);
-        path.unseen_every = Some(2);
-        path.run(Duration::from_secs(2), 1_000_000.0, |_| 1_500_000.0);
-        assert!(
-            (700_000.0..=1_000_000.0).contains(&path.target()),
-            "cut to what the path carries, not to what the feedback sees: {}",
             path.target()
         );
     }

@@ -47,10 +47,6 @@ struct Inner {
     /// forwards besides; `f64` bits.
     probe: AtomicU64,
     forwarded: AtomicU64,
-    /// Bytes sent on the connection, in RTP packets that the send history records (they carry
-    /// a transport-wide sequence number of their own) and in the rest (see [`Self::add_sent`]).
-    seen_bytes: AtomicU64,
-    unseen_bytes: AtomicU64,
 }
 
 impl SharedEstimate {
@@ -103,29 +99,6 @@ impl SharedEstimate {
     /// Bits per second the router forwards on this connection, probe copies aside.
     pub fn forwarded(&self) -> f64 {
         f64::from_bits(self.0.forwarded.load(Ordering::Relaxed))
-    }
-
-    /// Counts `bytes` sent on the connection, `seen` if the send history records them.
-    ///
-    /// What it does not record still fills the path: resends on an RTX stream (`rtc` numbers
-    /// only the media streams' packets), and the tap's copies of resends and probes (they repeat
-    /// a number already used). The estimator scales what the feedback shows by this, see
-    /// [`estimator::Estimator`]'s capacity.
-    pub fn add_sent(&self, bytes: usize, seen: bool) {
-        let counter = if seen {
-            &self.0.seen_bytes
-        } else {
-            &self.0.unseen_bytes
-        };
-        counter.fetch_add(bytes as u64, Ordering::Relaxed);
-    }
-
-    /// Bytes sent so far: (seen by the send history, not seen).
-    pub fn sent_bytes(&self) -> (u64, u64) {
-        (
-            self.0.seen_bytes.load(Ordering::Relaxed),
-            self.0.unseen_bytes.load(Ordering::Relaxed),
-        )
     }
 
     pub fn twcc(&self) -> Option<f64> {
