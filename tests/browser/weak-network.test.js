@@ -38,15 +38,15 @@ describe('weak networks', { timeout: 300_000 }, () => {
     await server?.stop();
   });
 
-  it('at 10 % loss the video is frozen under 1 % of the time, the audio is barely concealed and lost video is resent', { timeout: 80_000 }, async () => {
+  it('at 10 % loss the video is frozen under 1 % of the time, the audio is barely concealed and lost video is resent', { timeout: 100_000 }, async () => {
     const before = await serverCounters(server.url, COUNTERS);
     await impair(server.url, { room, identity, loss: 0.1 });
     // The SFU notices the loss within a few seconds and moves the student to a layer with
-    // fewer packets per frame; the steady state after that is what is judged, over 40 s:
-    // Chromium counts a gap of about 200 ms as a freeze, and over 20 s a single one would be
-    // 1 % of the time.
+    // fewer packets per frame; the steady state after that is what is judged, over a minute:
+    // Chromium counts a gap of about 200 ms as a freeze, and over 20 s a single one is 1 % of
+    // the time (this session's runs saw 0-1 such freezes per 40 s).
     await new Promise((ok) => setTimeout(ok, 5_000));
-    const seen = await watch(student, 40_000);
+    const seen = await watch(student, 60_000);
     await impair(server.url, { room, identity });
     const after = await serverCounters(server.url, COUNTERS);
     console.log('10 % loss:', JSON.stringify({ ...seen, heights: undefined }));
