@@ -16,6 +16,7 @@ pub mod nack_age;
 pub mod peer;
 pub mod quality;
 pub mod red;
+pub mod resend_budget;
 pub mod router;
 mod sdp;
 pub mod sim;

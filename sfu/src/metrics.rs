@@ -31,7 +31,8 @@ pub struct SfuMetrics {
     pub feedback_nacks: IntCounter,
     pub nacks_sent: IntCounter,
     /// NACKed sequence numbers not resent: sent too long ago to still help, before a later
-    /// keyframe, resent a moment ago, or never sent.
+    /// keyframe, resent a moment ago, over a congested path's resend budget (`resend_budget`),
+    /// or never sent.
     pub nack_stale: IntCounter,
     /// Bytes of copies sent to probe subscribers' paths before upgrades (`bwe::probe`).
     pub probe_bytes: IntCounter,
@@ -171,7 +172,7 @@ impl SfuMetrics {
             )?,
             nack_stale: counter(
                 "aula_nack_stale_total",
-                "NACKed sequence numbers not resent: sent over a second before, before a later keyframe, resent within 50 ms, or never sent",
+                "NACKed sequence numbers not resent: sent over a second before, before a later keyframe, resent within 50 ms, over a congested path's resend budget, or never sent",
             )?,
             probe_bytes: counter(
                 "aula_probe_bytes_total",

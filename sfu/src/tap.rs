@@ -12,6 +12,7 @@
 //!   to help, before `rtc`'s NACK responder (further from the wire) acts on them.
 //! - It asks the responder for what a subscriber's TWCC feedback reports lost, as if the
 //!   subscriber had NACKed it ([`TransportLog`]): a second, independent request for every loss.
+//! - It limits resends while the path shows a queue ([`ResendBudget`]).
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -22,7 +23,9 @@ use rtc::interceptor::{
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc;
-use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::{
+    TransportLayerNack, nack_pairs_from_sequence_numbers,
+};
 use rtc::sansio::Protocol;
 use rtc::shared::error::Error;
 use rtc::shared::marshal::MarshalSize;
@@ -34,6 +37,7 @@ use crate::codec::VideoCodec;
 use crate::feedback_loss::TransportLog;
 use crate::metrics::SfuMetrics;
 use crate::nack_age::{SendLog, Trim};
+use crate::resend_budget::ResendBudget;
 
 /// Position in the chain: below `Slot::CongestionControl` (1_000), the lowest built-in slot.
 pub const SLOT: usize = 500;
@@ -46,6 +50,8 @@ pub struct Tap {
     estimate: Option<SharedEstimate>,
     sent: SendLog,
     transport: TransportLog,
+    /// Resends allowed while the path shows a queue.
+    budget: ResendBudget,
     /// Copies sent to probe the path (see `bwe::probe`).
     probe: ProbeBucket,
     read: VecDeque<TaggedPacket>,
@@ -59,6 +65,7 @@ impl Tap {
             estimate,
             sent: SendLog::new(),
             transport: TransportLog::default(),
+            budget: ResendBudget::default(),
             probe: ProbeBucket::default(),
             read: VecDeque::new(),
             write: VecDeque::new(),
@@ -87,6 +94,43 @@ impl Tap {
             }
         });
         self.metrics.nack_stale.inc_by(stale);
+    }
+
+    /// Cuts each NACK down to the resends the path's budget allows (see `resend_budget`),
+    /// keeping the newest sequence numbers; counts the rest as not resent.
+    fn limit_resends(&mut self, packets: &mut Vec<Box<dyn rtc::rtcp::Packet>>, now: Instant) {
+        let Some(estimate) = &self.estimate else {
+            return;
+        };
+        let (bps, congested) = (estimate.current(), estimate.congested());
+        let mut left_out = 0;
+        packets.retain_mut(|packet| {
+            let Some(nack) = packet.as_any().downcast_ref::<TransportLayerNack>() else {
+                return true;
+            };
+            let mut seqs: Vec<u16> = nack
+                .nacks
+                .iter()
+                .flat_map(|pair| pair.packet_list())
+                .collect();
+            let allowed = self.budget.take(now, seqs.len(), bps, congested);
+            if allowed == seqs.len() {
+                return true;
+            }
+            left_out += (seqs.len() - allowed) as u64;
+            if allowed == 0 {
+                return false;
+            }
+            let newest = seqs.split_off(seqs.len() - allowed);
+            let limited = TransportLayerNack {
+                sender_ssrc: nack.sender_ssrc,
+                media_ssrc: nack.media_ssrc,
+                nacks: nack_pairs_from_sequence_numbers(&newest),
+            };
+            *packet = Box::new(limited);
+            true
+        });
+        self.metrics.nack_stale.inc_by(left_out);
     }
 
     /// Adds to a compound packet NACKs for what its TWCC feedback reports lost (see
@@ -189,6 +233,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for Tap {
                 }
                 self.ask_for_reported_losses(packets);
                 self.trim_nacks(packets, now);
+                self.limit_resends(packets, now);
                 // Nothing left: it held only stale NACKs. Passing it on empty would make it an
                 // attribute carrier (see `Packet::Rtcp`), and at the wire end it carries none.
                 if packets.is_empty() {
@@ -310,7 +355,6 @@ mod tests {
 
     use rtc::interceptor::{AttributedPacket, RTCPFeedback};
     use rtc::rtcp::receiver_report::ReceiverReport;
-    use rtc::rtcp::transport_feedbacks::transport_layer_nack::nack_pairs_from_sequence_numbers;
     use rtc::shared::TransportContext;
 
     use super::*;
@@ -533,6 +577,35 @@ mod tests {
         assert_eq!(out, None, "resent 20 ms ago");
         let out = receive(&mut tap, vec![nack(&[10])], t0 + Duration::from_millis(150));
         assert_eq!(out, Some((vec![10], 0)), "a retry after the gap");
+    }
+
+    #[test]
+    fn a_path_with_a_queue_gets_only_its_budget_of_resends_the_newest_first() {
+        let estimate = SharedEstimate::new();
+        estimate.set_twcc(500_000.0);
+        estimate.set_congested(true);
+        let metrics = SfuMetrics::register(&prometheus::Registry::new()).expect("fresh registry");
+        let mut tap = Tap::new(metrics, Some(estimate.clone()));
+        tap.bind_local_stream(&StreamInfo {
+            ssrc: SSRC,
+            rtcp_feedback: vec![RTCPFeedback {
+                typ: "nack".to_owned(),
+                parameter: String::new(),
+            }],
+            ..Default::default()
+        });
+        let now = Instant::now();
+        for seq in 0..10 {
+            send(&mut tap, seq, now, false);
+        }
+        let lost: Vec<u16> = (0..10).collect();
+        let out = receive(&mut tap, vec![nack(&lost)], now);
+        assert_eq!(out, Some((vec![9], 0)), "one resend, the newest");
+        assert_eq!(tap.metrics.nack_stale.get(), 9);
+
+        estimate.set_congested(false);
+        let out = receive(&mut tap, vec![nack(&lost)], now);
+        assert_eq!(out, Some((lost, 0)), "no queue, no limit");
     }
 
     #[test]
