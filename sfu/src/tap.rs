@@ -362,18 +362,28 @@ mod tests {
     const SSRC: u32 = 0xA1;
     const RTX_SSRC: u32 = 0xA2;
 
-    fn tap() -> Tap {
-        let metrics = SfuMetrics::register(&prometheus::Registry::new()).expect("fresh registry");
-        let mut tap = Tap::new(metrics, None);
-        tap.bind_local_stream(&StreamInfo {
+    /// Stream `SSRC`, with generic NACK negotiated.
+    fn nack_stream() -> StreamInfo {
+        StreamInfo {
             ssrc: SSRC,
             rtcp_feedback: vec![RTCPFeedback {
                 typ: "nack".to_owned(),
                 parameter: String::new(),
             }],
             ..Default::default()
-        });
+        }
+    }
+
+    /// A tap publishing into `estimate`, with `stream` bound.
+    fn tap_with(estimate: Option<SharedEstimate>, stream: StreamInfo) -> Tap {
+        let metrics = SfuMetrics::register(&prometheus::Registry::new()).expect("fresh registry");
+        let mut tap = Tap::new(metrics, estimate);
+        tap.bind_local_stream(&stream);
         tap
+    }
+
+    fn tap() -> Tap {
+        tap_with(None, nack_stream())
     }
 
     fn tagged(now: Instant, message: AttributedPacket) -> TaggedPacket {
@@ -486,22 +496,16 @@ mod tests {
         };
         const EXT: u8 = 5;
         let estimate = SharedEstimate::new();
-        let metrics = SfuMetrics::register(&prometheus::Registry::new()).expect("fresh registry");
-        let mut tap = Tap::new(metrics, Some(estimate.clone()));
-        tap.bind_local_stream(&StreamInfo {
-            ssrc: SSRC,
-            rtcp_feedback: vec![RTCPFeedback {
-                typ: "nack".to_owned(),
-                parameter: String::new(),
-            }],
+        let stream = StreamInfo {
             rtp_header_extensions: vec![RTPHeaderExtension {
                 uri: "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
                     .to_owned(),
                 id: u16::from(EXT),
             }],
             ssrc_rtx: Some(RTX_SSRC),
-            ..Default::default()
-        });
+            ..nack_stream()
+        };
+        let mut tap = tap_with(Some(estimate.clone()), stream);
         let now = Instant::now();
         let write = |tap: &mut Tap, ssrc, seq, transport_seq: u16, payload: &[u8], resend| {
             let mut rtp = rtc::rtp::Packet::default();
@@ -584,16 +588,7 @@ mod tests {
         let estimate = SharedEstimate::new();
         estimate.set_twcc(500_000.0);
         estimate.set_congested(true);
-        let metrics = SfuMetrics::register(&prometheus::Registry::new()).expect("fresh registry");
-        let mut tap = Tap::new(metrics, Some(estimate.clone()));
-        tap.bind_local_stream(&StreamInfo {
-            ssrc: SSRC,
-            rtcp_feedback: vec![RTCPFeedback {
-                typ: "nack".to_owned(),
-                parameter: String::new(),
-            }],
-            ..Default::default()
-        });
+        let mut tap = tap_with(Some(estimate.clone()), nack_stream());
         let now = Instant::now();
         for seq in 0..10 {
             send(&mut tap, seq, now, false);
@@ -637,17 +632,11 @@ mod tests {
 
     #[test]
     fn nacks_for_video_sent_before_the_latest_keyframe_are_not_answered() {
-        let metrics = SfuMetrics::register(&prometheus::Registry::new()).expect("fresh registry");
-        let mut tap = Tap::new(metrics, None);
-        tap.bind_local_stream(&StreamInfo {
-            ssrc: SSRC,
+        let stream = StreamInfo {
             mime_type: "video/VP8".to_owned(),
-            rtcp_feedback: vec![RTCPFeedback {
-                typ: "nack".to_owned(),
-                parameter: String::new(),
-            }],
-            ..Default::default()
-        });
+            ..nack_stream()
+        };
+        let mut tap = tap_with(None, stream);
         let now = Instant::now();
         for (seq, payload) in [(1, [0x10, 0x01]), (2, [0x10, 0x00]), (3, [0x00, 0x00])] {
             let mut rtp = rtc::rtp::Packet::default();
