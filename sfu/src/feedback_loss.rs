@@ -10,10 +10,9 @@
 //! SFU's tap turns those into NACKs for `rtc`'s responder, so every loss gets a second,
 //! independent request, and both are lost for 1 loss in 100 instead of 1 in 10 at 10 % loss.
 //! A packet that has already gone out again since the copy reported lost (the receiver's own
-//! NACK came first, as it usually does) is not asked for twice. That is seen here only when the
-//! resend carried a transport-wide number of its own, i.e. went out on the media stream: `rtc`
-//! does not number resends on an RTX stream. `nack_age::RESEND_GAP` covers both cases for the
-//! requests that come within 50 ms of the resend.
+//! NACK came first, as it usually does) is not asked for twice: the resend carried a
+//! transport-wide number of its own, on the media stream or on its RTX stream (numbered by
+//! `bwe::rtx`). A lost resend is asked for again the same way.
 //!
 //! [`TransportLog`] remembers which RTP packet each recent transport-wide sequence number was
 //! stamped on. Pure: no clock, no I/O.

@@ -120,6 +120,11 @@ impl SendLog {
         self.streams.retain(|stream| stream.ssrc != ssrc);
     }
 
+    /// Whether stream `ssrc` is bound and resends on an RTX stream.
+    pub fn has_rtx(&self, ssrc: u32) -> bool {
+        self.stream(ssrc).is_some_and(|stream| stream.rtx.is_some())
+    }
+
     fn stream(&self, ssrc: u32) -> Option<&Stream> {
         self.streams.iter().find(|stream| stream.ssrc == ssrc)
     }

@@ -1374,16 +1374,15 @@ impl Router {
             .map(|(id, _)| id.clone())
             .collect();
         for (participant, estimate, budget, lossy) in budgets {
-            let (probe, forwarded) = self.allocate_for(now, &participant, &staff, budget, lossy);
+            let probe = self.allocate_for(now, &participant, &staff, budget, lossy);
             if let Some(estimate) = estimate {
-                estimate.set_probe(probe, forwarded);
+                estimate.set_probe(probe);
             }
         }
     }
 
     /// Chooses the layers of one subscriber's tracks. Returns the probe rate its connection
-    /// should send (see `bwe::probe`) and the cost of what it forwards besides. The probe is
-    /// what the pending upgrades would add, plus the margin
+    /// should send (see `bwe::probe`): what the pending upgrades would add, plus the margin
     /// an upgrade needs ([`selector::UP_MARGIN`]) on the total, so that the probe verifies
     /// the headroom the estimate claims and not just the bare cost (a layer's keyframe and
     /// its ups and downs need that room).
@@ -1394,7 +1393,7 @@ impl Router {
         staff: &HashSet<ParticipantId>,
         budget: Option<f64>,
         lossy: bool,
-    ) -> (f64, f64) {
+    ) -> f64 {
         let mut sids = Vec::new();
         let mut demands = Vec::new();
         for producer in self.producers.values() {
@@ -1452,12 +1451,11 @@ impl Router {
                 pending += demands[i].upgrade_cost(after);
             }
         }
-        let probe = if pending > 0.0 {
+        if pending > 0.0 {
             selector::UP_MARGIN * (forwarded + pending) - forwarded
         } else {
             0.0
-        };
-        (probe, forwarded)
+        }
     }
 
     /// Asks publishers for the keyframes that waiting consumers need.

@@ -76,6 +76,9 @@ pub struct Sim {
     pub subscribe_offers: usize,
     /// Loss on the way from the SFU to clients: every n-th datagram is dropped.
     pub drop_every_nth_to_clients: Option<usize>,
+    /// Loss on one participant's way to the SFU: every n-th of its datagrams is dropped.
+    pub lossy_uplink: Option<(String, usize)>,
+    from_lossy: usize,
     /// Participants whose network is gone: nothing reaches them or comes from them.
     pub cut_off: Vec<String>,
     /// Impaired paths from the SFU to participants (rate caps, loss, delay); datagrams on one
@@ -110,6 +113,8 @@ impl Sim {
             undeliverable: 0,
             subscribe_offers: 0,
             drop_every_nth_to_clients: None,
+            lossy_uplink: None,
+            from_lossy: 0,
             cut_off: Vec::new(),
             downlinks: HashMap::new(),
             remb_only: Vec::new(),
@@ -362,6 +367,14 @@ impl Sim {
                 }
                 for msg in out {
                     moved = true;
+                    if let Some((participant, n)) = &self.lossy_uplink
+                        && *participant == client.participant
+                    {
+                        self.from_lossy += 1;
+                        if self.from_lossy.is_multiple_of(*n) {
+                            continue;
+                        }
+                    }
                     self.router.handle_datagram(self.now, from, &msg.message);
                 }
             }

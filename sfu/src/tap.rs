@@ -13,6 +13,8 @@
 //! - It asks the responder for what a subscriber's TWCC feedback reports lost, as if the
 //!   subscriber had NACKed it ([`TransportLog`]): a second, independent request for every loss.
 //! - It limits resends while the path shows a queue ([`ResendBudget`]).
+//! - It probes the path by asking the responder for copies of what it sends ([`ProbeBucket`],
+//!   see `bwe::probe`).
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -27,11 +29,12 @@ use rtc::rtcp::transport_feedbacks::transport_layer_nack::{
     TransportLayerNack, nack_pairs_from_sequence_numbers,
 };
 use rtc::sansio::Protocol;
+use rtc::shared::TransportContext;
 use rtc::shared::error::Error;
 use rtc::shared::marshal::MarshalSize;
 
 use crate::bwe::SharedEstimate;
-use crate::bwe::probe::ProbeBucket;
+use crate::bwe::probe::{ProbeBucket, ProbeRequests};
 use crate::bwe::remb::remb_of;
 use crate::codec::VideoCodec;
 use crate::feedback_loss::TransportLog;
@@ -52,8 +55,9 @@ pub struct Tap {
     transport: TransportLog,
     /// Resends allowed while the path shows a queue.
     budget: ResendBudget,
-    /// Copies sent to probe the path (see `bwe::probe`).
+    /// Copies sent to probe the path (see `bwe::probe`), and those asked for, not yet sent.
     probe: ProbeBucket,
+    probing: ProbeRequests,
     read: VecDeque<TaggedPacket>,
     write: VecDeque<TaggedPacket>,
 }
@@ -67,6 +71,7 @@ impl Tap {
             transport: TransportLog::default(),
             budget: ResendBudget::default(),
             probe: ProbeBucket::default(),
+            probing: ProbeRequests::default(),
             read: VecDeque::new(),
             write: VecDeque::new(),
         }
@@ -131,6 +136,37 @@ impl Tap {
             true
         });
         self.metrics.nack_stale.inc_by(left_out);
+    }
+
+    /// Asks the NACK responder for copies of packet `seq` of stream `ssrc` (`len` bytes, being
+    /// sent now) and of the packets just before it, as many as the probe wants now (see
+    /// `bwe::probe`). Only for streams that resend on an RTX stream: their copies are numbered
+    /// for the feedback. The request goes up the read leg, where the chain carries it to the
+    /// responder on the connection's next poll.
+    fn ask_for_probe_copies(&mut self, ssrc: u32, seq: u16, len: usize, now: Instant) {
+        if !self.sent.has_rtx(ssrc) {
+            return;
+        }
+        let rate = self.estimate.as_ref().map_or(0.0, SharedEstimate::probe);
+        let copies = self.probe.copies(now, rate, len) as u16;
+        if copies == 0 {
+            return;
+        }
+        let seqs: Vec<u16> = (0..copies)
+            .rev()
+            .map(|back| seq.wrapping_sub(back))
+            .collect();
+        self.probing.ask(ssrc, &seqs);
+        let nack = TransportLayerNack {
+            sender_ssrc: 0,
+            media_ssrc: ssrc,
+            nacks: nack_pairs_from_sequence_numbers(&seqs),
+        };
+        self.read.push_back(TaggedPacket {
+            now,
+            transport: TransportContext::default(),
+            message: AttributedPacket::new(Packet::Rtcp(vec![Box::new(nack)])),
+        });
     }
 
     /// Adds to a compound packet NACKs for what its TWCC feedback reports lost (see
@@ -271,7 +307,11 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for Tap {
                 self.metrics.rtp_packets_sent.inc();
                 let size = header.marshal_size() + rtp.payload.len();
                 self.metrics.rtp_bytes_sent.inc_by(size as u64);
-                if retransmission {
+                let probe_copy =
+                    retransmission && original.is_some_and(|(s, q)| self.probing.answered(s, q));
+                if probe_copy {
+                    self.metrics.probe_bytes.inc_by(size as u64);
+                } else if retransmission {
                     self.metrics.retransmissions.inc();
                     if let Some((ssrc, seq)) = original {
                         self.sent.record_resend(ssrc, seq, msg.now);
@@ -299,15 +339,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for Tap {
                         &rtp.payload,
                         msg.now,
                     );
-                    let probe = self.estimate.as_ref().map_or(0.0, SharedEstimate::probe);
-                    for _ in 0..self.probe.copies(msg.now, probe, size) {
-                        self.metrics.probe_bytes.inc_by(size as u64);
-                        let copy = AttributedPacket::new(Packet::Rtp(rtp.clone()));
-                        self.write.push_back(TaggedPacket {
-                            message: copy,
-                            ..msg
-                        });
-                    }
+                    self.ask_for_probe_copies(header.ssrc, header.sequence_number, size, msg.now);
                 }
             }
             Packet::Rtcp(packets) => {
@@ -653,15 +685,35 @@ mod tests {
     }
 
     #[test]
-    fn a_probe_goes_out_as_copies_of_what_is_sent() {
+    fn a_probe_asks_the_responder_for_copies_of_what_is_sent() {
         let estimate = SharedEstimate::new();
-        let metrics = SfuMetrics::register(&prometheus::Registry::new()).expect("fresh registry");
-        let mut tap = Tap::new(metrics, Some(estimate.clone()));
-        let written = |tap: &mut Tap| std::iter::from_fn(|| tap.poll_write()).count();
+        let stream = StreamInfo {
+            ssrc_rtx: Some(RTX_SSRC),
+            ..nack_stream()
+        };
+        let mut tap = tap_with(Some(estimate.clone()), stream);
+        // What the tap asks the responder for on the read leg, and what else it passes on.
+        let asked = |tap: &mut Tap| {
+            let mut seqs = Vec::new();
+            while let Some(out) = tap.poll_read() {
+                let Packet::Rtcp(packets) = out.message.packet else {
+                    panic!("only requests");
+                };
+                for packet in &packets {
+                    let nack = packet
+                        .as_any()
+                        .downcast_ref::<TransportLayerNack>()
+                        .expect("a NACK");
+                    assert_eq!(nack.media_ssrc, SSRC);
+                    seqs.extend(nack.nacks.iter().flat_map(|pair| pair.packet_list()));
+                }
+            }
+            seqs
+        };
         let t0 = Instant::now();
         // 12-byte packets every 10 ms: 9.6 kbit/s; a 9.6 kbit/s probe doubles it.
-        estimate.set_probe(9_600.0, 9_600.0);
-        let mut copies = 0;
+        estimate.set_probe(9_600.0);
+        let mut requested = Vec::new();
         for i in 0..100u16 {
             send(
                 &mut tap,
@@ -669,12 +721,33 @@ mod tests {
                 t0 + Duration::from_millis(10 * u64::from(i)),
                 false,
             );
-            copies += written(&mut tap);
+            requested.extend(asked(&mut tap));
         }
-        assert!((95..=100).contains(&copies), "{copies} copies");
-        assert_eq!(tap.metrics.probe_bytes.get(), copies as u64 * 12);
-        estimate.set_probe(0.0, 9_600.0);
+        assert!((95..=100).contains(&requested.len()), "{requested:?}");
+        assert_eq!(tap.metrics.probe_bytes.get(), 0, "nothing resent yet");
+
+        // The responder resends one on the RTX stream: a probe copy, not a repair.
+        let copy = *requested.last().expect("asked");
+        let mut rtx = rtc::rtp::Packet::default();
+        rtx.header.ssrc = RTX_SSRC;
+        rtx.header.sequence_number = 0;
+        rtx.payload = copy.to_be_bytes().to_vec().into();
+        let message =
+            AttributedPacket::new(Packet::Rtp(rtx.clone())).with(Attribute::Retransmission);
+        tap.handle_write(tagged(t0 + Duration::from_secs(1), message))
+            .expect("write");
+        assert!(tap.poll_write().is_some(), "sent once");
+        assert!(tap.poll_write().is_none());
+        assert_eq!(tap.metrics.probe_bytes.get(), 14);
+        assert_eq!(tap.metrics.retransmissions.get(), 0);
+        // The same packet asked for by the receiver is a repair.
+        let message = AttributedPacket::new(Packet::Rtp(rtx)).with(Attribute::Retransmission);
+        tap.handle_write(tagged(t0 + Duration::from_secs(1), message))
+            .expect("write");
+        assert_eq!(tap.metrics.retransmissions.get(), 1);
+
+        estimate.set_probe(0.0);
         send(&mut tap, 100, t0 + Duration::from_secs(2), false);
-        assert_eq!(written(&mut tap), 0, "no probe, no copies");
+        assert!(asked(&mut tap).is_empty(), "no probe, no copies");
     }
 }

@@ -21,8 +21,9 @@
 //!   [`BASE_WINDOW`] is the path's propagation delay, and anything above it is queueing. A
 //!   queue over [`OVERUSE_QUEUE`] that still grows, or stays full and overflows, means the path
 //!   is full: the target drops to [`DECREASE_FACTOR`] × the bottleneck's rate, measured from
-//!   the spacing of the latest arrivals (a full bottleneck sends back to back), and never by
-//!   more than half in one step. A queue that drains, even slowly, is left to drain.
+//!   the spacing of the latest arrivals (a full bottleneck sends back to back). During a
+//!   probe (see `probe`) any standing queue that is not draining means the same. A queue that
+//!   drains, even slowly, is left to drain.
 //! - **Loss.** Only heavy loss (> [`HEAVY_LOSS`] over [`RATE_WINDOW`]) cuts the target, in
 //!   proportion and once per window, and never below [`LOSS_FLOOR`]; moderate loss holds it
 //!   (no increase) rather than cutting.
@@ -49,6 +50,8 @@ pub const BASE_WINDOW: Duration = Duration::from_secs(10);
 pub const OVERUSE_QUEUE: Duration = Duration::from_millis(50);
 /// How many feedback batches' queueing delays the minimum filter spans.
 pub const QUEUE_FILTER: usize = 3;
+/// How many feedback batches back a queue's growth is also judged over (see `on_reports`).
+pub const GROWTH_SPAN: usize = 3;
 /// Changes of the queueing delay smaller than this are noise (a full queue at its limit
 /// wobbles), not a sign that it is draining.
 pub const QUEUE_NOISE: Duration = Duration::from_millis(10);
@@ -94,13 +97,6 @@ pub fn app_limited_cap(delivered: f64) -> f64 {
 /// See [`app_limited_cap`].
 pub const FREE_GROWTH: f64 = 1_200_000.0;
 
-/// A delay cut during a probe keeps this multiple of what is forwarded without the probe.
-pub const PROBE_FLOOR: f64 = 1.1;
-
-/// How long after a probe a delay cut still keeps [`PROBE_FLOOR`]: the copies sent before the
-/// router stopped the probe take this long to leave a full queue.
-pub const PROBE_AFTERMATH: Duration = Duration::from_secs(1);
-
 /// How fast an estimate above [`app_limited_cap`] decays toward it, per second.
 pub const STALE_DECAY_PER_SECOND: f64 = 0.9;
 
@@ -126,13 +122,13 @@ pub struct Estimator {
     /// The queueing delay (see [`QUEUE_FILTER`]), and the last batches' raw values.
     queue: Duration,
     recent_queues: VecDeque<Duration>,
+    /// The filtered queueing delay after each of the last [`GROWTH_SPAN`] batches.
+    filtered_queues: VecDeque<Duration>,
     last_decrease: Option<Instant>,
     /// Loss is judged over [`RATE_WINDOW`], so it cuts at most once per window: the loss
     /// that caused one cut must not cause the next.
     last_loss_cut: Option<Instant>,
     last_update: Option<Instant>,
-    /// The last feedback while the router was probing (see [`PROBE_FLOOR`]).
-    probed_at: Option<Instant>,
 }
 
 impl Estimator {
@@ -149,10 +145,10 @@ impl Estimator {
             arrivals: VecDeque::new(),
             queue: Duration::ZERO,
             recent_queues: VecDeque::new(),
+            filtered_queues: VecDeque::new(),
             last_decrease: None,
             last_loss_cut: None,
             last_update: None,
-            probed_at: None,
         }
     }
 
@@ -252,9 +248,9 @@ impl BandwidthEstimator for Estimator {
             .map_or(Duration::ZERO, |at| now.saturating_duration_since(at));
         self.last_update = Some(now);
         let previous_queue = self.queue;
-        if self.shared.probe() > 0.0 {
-            self.probed_at = Some(now);
-        }
+        // The queue a few batches ago: a path overloaded by a fifth grows its queue by 10 ms
+        // per 50 ms feedback interval, no more than a full queue wobbles, but steadily.
+        let earlier_queue = self.filtered_queues.front().copied().unwrap_or(self.queue);
         if let Some(queue) = self.observe(now, reports) {
             // The smallest of the last few batches' queues: a busy receiver timestamps late,
             // which only ever *adds* delay, in spikes; a real queue stays. A minimum filters
@@ -264,6 +260,10 @@ impl BandwidthEstimator for Estimator {
                 self.recent_queues.pop_front();
             }
             self.queue = self.recent_queues.iter().copied().min().unwrap_or(queue);
+            self.filtered_queues.push_back(self.queue);
+            if self.filtered_queues.len() > GROWTH_SPAN {
+                self.filtered_queues.pop_front();
+            }
         }
         let (known, batch_lost) = losses(reports);
         self.window.push(now, known, batch_lost);
@@ -278,7 +278,8 @@ impl BandwidthEstimator for Estimator {
         // Overuse is a queue that grows, or one that stays full and overflows (tail drops).
         // A queue that shrinks, even slowly, is draining after a decrease (or after the
         // allocator paused something): cutting again would punish the path for the past.
-        let growing = self.queue > previous_queue + QUEUE_NOISE;
+        let growing = self.queue > previous_queue + QUEUE_NOISE
+            || self.queue > earlier_queue + 2 * QUEUE_NOISE;
         let draining = self.queue + QUEUE_NOISE < previous_queue;
         let batch_loss = batch_lost as f64 / known.max(1) as f64;
         // A full queue overflowing: losses while the queue is high and not draining. The
@@ -294,34 +295,26 @@ impl BandwidthEstimator for Estimator {
             && !recently_cut
             && batch_loss > MODERATE_LOSS
             && self.queue > 2 * OVERUSE_QUEUE;
-        let rising = growing || overflowing;
+        // A probe is a trial: the path carries it with no standing queue, or it has failed,
+        // however slowly the queue grows (a probe 10 % over a path's rate grows it by 5 ms per
+        // feedback interval, and the upgrade it was for would then overflow it).
+        let failed_probe = self.shared.probe() > 0.0 && !draining;
+        let rising = growing || overflowing || failed_probe;
         let loss_judged = self
             .last_loss_cut
             .is_none_or(|at| now.saturating_duration_since(at) >= RATE_WINDOW);
         if !holding && self.queue > OVERUSE_QUEUE && rising {
-            // The capacity measure is only as good as the last few packets, and when the
-            // allocator has just paused something it measures that, not the path: so one
-            // cut never takes more than half. A second cut follows if the queue still grows.
-            // Spacing can under-measure (the bottleneck was not busy for all of those
-            // packets); what arrived over the delivery window is a floor.
-            //
-            // During a probe (copies the receiver drops, see `probe`) the path was carrying
-            // the forwarded media fine before the copies were added: the cut takes away the
-            // probe, and keeps what the forwarding costs without it, with [`PROBE_FLOOR`]
-            // to spare so the layers forwarded stay. Measured capacity would not do: the
-            // copies' bytes are not in the feedback, so it under-measures.
+            // With a standing queue the bottleneck is busy, so the spacing of the latest
+            // arrivals is its rate, whatever the target was: the cut goes there in one step
+            // (a path that shrank from 3 Mbit/s to 500 kbit/s must not spend two hold times
+            // overflowing on the way down). Spacing can under-measure (the bottleneck was not
+            // busy for all of those packets); what arrived over the delivery window is a
+            // floor. Resends and probe copies are in the feedback (`rtx`, `probe`), so what
+            // the path carried is measured whole.
             let capacity = self.capacity().unwrap_or(self.target).max(delivered);
-            // The same holds while copies sent before the probe stopped are still queued.
-            let probe = self.shared.probe();
-            let mut cut = (capacity * DECREASE_FACTOR).max(self.target * 0.5);
-            if self
-                .probed_at
-                .is_some_and(|at| now.saturating_duration_since(at) < PROBE_AFTERMATH)
-            {
-                cut = cut.max(self.shared.forwarded() * PROBE_FLOOR);
-            }
+            let cut = capacity * DECREASE_FACTOR;
             tracing::debug!(
-                target = self.target, capacity, delivered, probe, queue = ?self.queue,
+                target = self.target, capacity, delivered, probe = self.shared.probe(), queue = ?self.queue,
                 growing, batch_loss, "delay cut"
             );
             self.decrease_to(now, cut.min(self.target));
@@ -679,25 +672,26 @@ mod tests {
     }
 
     #[test]
-    fn a_cut_during_a_probe_takes_away_the_probe_not_what_was_forwarded() {
-        // 650 kbit/s of forwarded media fit; the router probes 350 kbit/s more for an
-        // upgrade and the path fills (the model counts the probe in the sender's rate).
-        let cut_with = |probe: f64| {
+    fn a_probe_the_path_cannot_carry_is_cut_to_what_it_carried() {
+        // 650 kbit/s of media and a 350 kbit/s probe for an upgrade. The probe's copies are in
+        // the feedback, so the cut measures the path: on 800 kbit/s it keeps the media, on
+        // 600 kbit/s the media does not fit either, and the cut says so.
+        let cut_on = |capacity: f64, probe: f64| {
             let mut path = Path::new(1_000_000.0);
-            path.estimator.shared.set_probe(probe, 650_000.0);
-            path.run(Duration::from_millis(400), 600_000.0, |_| 1_000_000.0);
+            path.estimator.shared.set_probe(probe);
+            path.run(Duration::from_millis(1_000), capacity, |_| 1_000_000.0);
             path.target()
         };
-        let with_probe = cut_with(350_000.0);
-        assert!(
-            (650_000.0 * PROBE_FLOOR..1_000_000.0).contains(&with_probe),
-            "{with_probe}"
-        );
-        let without = cut_with(0.0);
-        assert!(
-            without < 600_000.0,
-            "a plain cut goes to the path's rate: {without}"
-        );
+        let fits = cut_on(800_000.0, 350_000.0);
+        assert!((650_000.0..800_000.0).contains(&fits), "{fits}");
+        let shrank = cut_on(600_000.0, 350_000.0);
+        assert!(shrank < 600_000.0, "{shrank}");
+        // 10 % over the path: the queue grows too slowly to read as overuse on its own, but
+        // a probe that builds a standing queue has failed.
+        let slow = cut_on(910_000.0, 350_000.0);
+        assert!(slow < 800_000.0, "{slow}");
+        let not_probing = cut_on(910_000.0, 0.0);
+        assert!(not_probing >= 1_000_000.0, "{not_probing}");
     }
 
     #[test]

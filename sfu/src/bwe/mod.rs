@@ -15,6 +15,7 @@
 pub mod estimator;
 pub mod probe;
 pub mod remb;
+pub mod rtx;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -43,10 +44,8 @@ struct Inner {
     loss: AtomicU64,
     /// Whether the path shows a standing queue (see [`estimator::OVERUSE_QUEUE`]).
     congested: AtomicBool,
-    /// Bits per second the router wants added as probe copies ([`probe`]), and what it
-    /// forwards besides; `f64` bits.
+    /// Bits per second the router wants added as probe copies ([`probe`]); `f64` bits.
     probe: AtomicU64,
-    forwarded: AtomicU64,
 }
 
 impl SharedEstimate {
@@ -80,12 +79,8 @@ impl SharedEstimate {
         f64::from_bits(self.0.loss.load(Ordering::Relaxed))
     }
 
-    /// Sets the rate of probe copies to send on this connection (0 stops probing), and the
-    /// cost of what the router forwards on it without them.
-    pub fn set_probe(&self, bps: f64, forwarded: f64) {
-        self.0
-            .forwarded
-            .store(forwarded.max(0.0).to_bits(), Ordering::Relaxed);
+    /// Sets the rate of probe copies to send on this connection (0 stops probing).
+    pub fn set_probe(&self, bps: f64) {
         self.0
             .probe
             .store(bps.max(0.0).to_bits(), Ordering::Relaxed);
@@ -94,11 +89,6 @@ impl SharedEstimate {
     /// Bits per second of probe copies wanted now (see [`probe`]).
     pub fn probe(&self) -> f64 {
         f64::from_bits(self.0.probe.load(Ordering::Relaxed))
-    }
-
-    /// Bits per second the router forwards on this connection, probe copies aside.
-    pub fn forwarded(&self) -> f64 {
-        f64::from_bits(self.0.forwarded.load(Ordering::Relaxed))
     }
 
     pub fn twcc(&self) -> Option<f64> {
@@ -125,6 +115,7 @@ fn read(cell: &AtomicU64) -> Option<f64> {
 /// Adds send-side congestion control to a subscriber connection's chain: transport-wide
 /// sequence numbers on what we send, and the send history joined with the subscriber's TWCC
 /// feedback, driving our estimator. (REMB is read by the SFU's tap, which every connection has.)
+/// Both also number and record the resends on each stream's RTX stream ([`rtx::WithRtx`]).
 ///
 /// No pacer, deliberately: the media is already paced by each publisher's encoder, and an SFU
 /// pacer would hold a teacher's audio behind a burst of keyframe packets. Keeping the sum of
@@ -136,9 +127,12 @@ pub fn with_congestion_control(registry: Registry, shared: &SharedEstimate) -> R
     registry
         .with(
             Slot::CongestionControl,
-            CongestionControlBuilder::new(estimator).build(),
+            rtx::WithRtx(CongestionControlBuilder::new(estimator).build()),
         )
-        .with(Slot::TwccSender, TwccSenderBuilder::new().build())
+        .with(
+            Slot::TwccSender,
+            rtx::WithRtx(TwccSenderBuilder::new().build()),
+        )
 }
 
 #[cfg(test)]

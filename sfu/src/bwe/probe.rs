@@ -3,16 +3,26 @@
 //! The SFU cannot change a subscriber's rate smoothly, only jump between simulcast layers, and
 //! a jump the path cannot carry costs a frozen picture: the queue overflows, and going back
 //! down needs a keyframe of the lower layer. So while an upgrade is pending (the estimate has
-//! room for it and the selector is holding), the connection's tap sends *copies* of packets
-//! it sends anyway, adding what the upgrade would add. A copy repeats an SRTP packet the
-//! receiver already has: its SRTP replay check drops it before anything else sees it (no
-//! decoder, no TWCC), so it costs the receiver nothing but the bytes. If the path cannot
-//! carry the sum, the queue grows, the estimator cuts (keeping what was forwarded before the
-//! probe, see `estimator`), the upgrade is no longer pending and the copies stop: a brief
-//! queue instead of a frozen picture. If it can, the upgrade is made when the hold ends.
+//! room for it and the selector is holding), the connection's tap sends *copies* of video
+//! packets it sends anyway, adding what the upgrade would add. If the path cannot carry the
+//! sum, the queue grows, the estimator cuts to what the path carried, the upgrade is no longer
+//! pending and the copies stop: a brief queue instead of a frozen picture. If it can, the
+//! upgrade is made when the hold ends.
+//!
+//! A copy is a resend on the stream's RTX stream (RFC 4588), as libwebrtc probes with RTX
+//! "redundant payloads": the tap asks `rtc`'s NACK responder for the packets just sent, as if
+//! the receiver had NACKed them ([`ProbeRequests`]). Each copy gets an RTX sequence number and
+//! a transport-wide one (`bwe::rtx`), so the receiver reports its arrival like any packet and
+//! the estimator measures the path with the probe's bytes in it. The receiver discards the
+//! duplicate, or uses it if the original was lost.
+//!
+//! (Copies used to be SRTP replays of the packet itself: cheaper, but the receiver drops a
+//! replay before its feedback sees it, so a probe's bytes filled the path unseen and a path
+//! that shrank during a probe was measured at a fraction of what it carried.)
 //!
 //! [`ProbeBucket`] decides how many copies go with each packet; time is passed in.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 /// Copies may catch up at most this much of the probe rate after a quiet moment, so that a
@@ -48,6 +58,36 @@ impl ProbeBucket {
         let copies = ((self.budget / len as f64) as usize).min(MAX_COPIES);
         self.budget -= (copies * len) as f64;
         copies
+    }
+}
+
+/// Probe copies asked of the NACK responder not yet seen going out: at most this many (a
+/// packet the responder no longer has is never resent, and must not be remembered forever).
+pub const MAX_PENDING: usize = 64;
+
+/// The packets asked of the NACK responder as probe copies, as (stream, sequence number), until
+/// their resends go out: those are probe bytes, not repairs.
+#[derive(Debug, Default)]
+pub struct ProbeRequests(VecDeque<(u32, u16)>);
+
+impl ProbeRequests {
+    /// Notes that `seqs` of stream `ssrc` are being asked for as probe copies.
+    pub fn ask(&mut self, ssrc: u32, seqs: &[u16]) {
+        self.0.extend(seqs.iter().map(|&seq| (ssrc, seq)));
+        while self.0.len() > MAX_PENDING {
+            self.0.pop_front();
+        }
+    }
+
+    /// Whether a resend of `seq` of stream `ssrc` is a probe copy asked for; forgets it.
+    pub fn answered(&mut self, ssrc: u32, seq: u16) -> bool {
+        match self.0.iter().position(|&asked| asked == (ssrc, seq)) {
+            Some(at) => {
+                self.0.remove(at);
+                true
+            }
+            None => false,
+        }
     }
 }
 
@@ -93,5 +133,22 @@ mod tests {
             total += copies;
         }
         assert_eq!(total, 31);
+    }
+
+    #[test]
+    fn a_resend_asked_for_as_a_probe_is_recognised_once() {
+        let mut asked = ProbeRequests::default();
+        asked.ask(7, &[10, 9]);
+        assert!(asked.answered(7, 9));
+        assert!(!asked.answered(7, 9), "once");
+        assert!(!asked.answered(8, 10), "another stream's");
+        assert!(asked.answered(7, 10));
+        // Never answered: forgotten once enough newer ones are asked.
+        asked.ask(7, &[1]);
+        for seq in 100..100 + MAX_PENDING as u16 {
+            asked.ask(7, &[seq]);
+        }
+        assert!(!asked.answered(7, 1));
+        assert!(asked.answered(7, 100));
     }
 }
