@@ -1436,7 +1436,11 @@ impl Router {
             };
             let before = consumer.selector.allowed();
             let after = match budget {
-                Some(_) => consumer.selector.update(now, fits[i], fits_with_margin[i]),
+                Some(estimate) => {
+                    consumer
+                        .selector
+                        .update(now, fits[i], fits_with_margin[i], estimate)
+                }
                 None => consumer.selector.unlimited(fits[i]),
             };
             if before != after {

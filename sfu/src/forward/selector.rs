@@ -10,11 +10,17 @@
 //! connection send copies adding what the upgrade would cost (`bwe::probe`). If the path
 //! cannot carry them, the estimate drops, the upgrade is no longer affordable and stops being
 //! pending before it is made: a failed probe, and the next one waits twice as long, up to
-//! [`MAX_HOLD`]. An upgrade undone within [`FAILED_UPGRADE`] failed too (the probe passed but
-//! the layer costs more than measured, or the path changed), with the same backoff; an
-//! upgrade that held that long succeeded and the wait is back to [`UP_HOLD`]. The ceiling is
-//! short on purpose: a learner whose Wi-Fi recovers should get the picture back within
-//! seconds.
+//! [`MAX_HOLD`]. The ceiling is short on purpose: a failed probe costs a brief queue, and a
+//! learner whose Wi-Fi recovers should get the picture back within seconds.
+//!
+//! An upgrade undone within [`FAILED_UPGRADE`] failed too: the probe passed but the layer
+//! cost more than it (its first frame is a keyframe several times the size of the others, and
+//! on a path with little to spare that burst alone overflows the queue). That is dearer than a
+//! failed probe: two keyframes asked of the publisher and often a frozen moment. So the wait
+//! keeps doubling, up to [`MAX_UPGRADE_HOLD`], for as long as the path stays where the upgrade
+//! failed; an estimate well above that ([`PATH_CHANGE`]) means the path has changed, and the
+//! wait is back to [`UP_HOLD`] (a lifted cap is climbed back from within seconds). An upgrade
+//! that held that long succeeded and the wait is back to [`UP_HOLD`] too.
 
 use std::time::{Duration, Instant};
 
@@ -31,6 +37,11 @@ pub const MAX_HOLD: Duration = Duration::from_secs(4);
 /// A downgrade this soon after an upgrade means the upgrade failed; an upgrade that lasts
 /// longer succeeded.
 pub const FAILED_UPGRADE: Duration = Duration::from_secs(3);
+/// The longest wait before another upgrade after repeated failed upgrades on an unchanged
+/// path: one failure costs a frozen moment at most this often.
+pub const MAX_UPGRADE_HOLD: Duration = Duration::from_secs(16);
+/// An estimate this many times the one an upgrade failed at means the path has changed.
+pub const PATH_CHANGE: f64 = 1.3;
 
 /// The allowed layer of one consumer (`None`: paused), with its upgrade timing.
 #[derive(Debug, Clone)]
@@ -39,8 +50,10 @@ pub struct Selector {
     started: bool,
     /// Since when an upgrade has been affordable.
     up_since: Option<Instant>,
-    /// The last upgrade, until it has failed or succeeded.
-    last_up: Option<Instant>,
+    /// The last upgrade and the estimate it was made on, until it has failed or succeeded.
+    last_up: Option<(Instant, f64)>,
+    /// The estimate the last failed upgrade was made on, while its backoff lasts.
+    failed_at: Option<f64>,
     hold: Duration,
 }
 
@@ -51,6 +64,7 @@ impl Default for Selector {
             started: false,
             up_since: None,
             last_up: None,
+            failed_at: None,
             hold: UP_HOLD,
         }
     }
@@ -76,51 +90,60 @@ impl Selector {
         self.allowed
     }
 
-    /// `fits` is the allocation on the estimate, `fits_with_margin` the one on the estimate
-    /// divided by [`UP_MARGIN`]. The first call takes `fits` as is: a new subscriber starts at
-    /// what the (initial) estimate allows. Returns the layer to forward now.
+    /// `fits` is the allocation on the estimate (`estimate`, bits per second),
+    /// `fits_with_margin` the one on the estimate divided by [`UP_MARGIN`]. The first call
+    /// takes `fits` as is: a new subscriber starts at what the (initial) estimate allows.
+    /// Returns the layer to forward now.
     pub fn update(
         &mut self,
         now: Instant,
         fits: Option<Layer>,
         fits_with_margin: Option<Layer>,
+        estimate: f64,
     ) -> Option<Layer> {
         if !self.started {
             self.started = true;
             self.allowed = fits;
             return self.allowed;
         }
-        let probing = self
+        let trying = self
             .last_up
-            .is_some_and(|at| now.saturating_duration_since(at) < FAILED_UPGRADE);
+            .filter(|(at, _)| now.saturating_duration_since(*at) < FAILED_UPGRADE);
         if fits < self.allowed {
             // Undoing a recent upgrade: it failed. Any other step down starts afresh: the
             // failures that made the hold long were about the layers above this one (a
             // video paused after failed tries at the top layer resumes after the usual hold).
-            self.hold = if probing {
-                (self.hold * 2).min(MAX_HOLD)
-            } else {
-                UP_HOLD
+            (self.hold, self.failed_at) = match trying {
+                Some((_, made_on)) => ((self.hold * 2).min(MAX_UPGRADE_HOLD), Some(made_on)),
+                None => (UP_HOLD, None),
             };
             self.allowed = fits;
             self.up_since = None;
             self.last_up = None;
             return self.allowed;
         }
-        if self.last_up.is_some() && !probing {
+        if self.last_up.is_some() && trying.is_none() {
             self.hold = UP_HOLD;
             self.last_up = None;
+        }
+        if self
+            .failed_at
+            .is_some_and(|failed| estimate > failed * PATH_CHANGE)
+        {
+            self.hold = UP_HOLD;
+            self.failed_at = None;
         }
         if fits_with_margin > self.allowed {
             let since = *self.up_since.get_or_insert(now);
             if now.saturating_duration_since(since) >= self.hold {
                 self.allowed = Some(self.allowed.map_or(0, |layer| layer + 1));
                 self.up_since = None;
-                self.last_up = Some(now);
+                self.last_up = Some((now, estimate));
             }
         } else if self.up_since.take().is_some() {
             // It was affordable, and no longer is before the hold ended: the probe failed.
-            self.hold = (self.hold * 2).min(MAX_HOLD);
+            // (After failed upgrades the hold may already be longer than this ceiling.)
+            self.hold = (self.hold * 2).min(MAX_HOLD).max(self.hold);
         }
         self.allowed
     }
@@ -130,6 +153,9 @@ impl Selector {
 mod tests {
     use super::*;
 
+    /// The estimate, where it does not matter.
+    const E: f64 = 1_000_000.0;
+
     fn ms(t: Instant, ms: u64) -> Instant {
         t + Duration::from_millis(ms)
     }
@@ -138,45 +164,53 @@ mod tests {
     fn starts_where_the_estimate_allows() {
         let t = Instant::now();
         let mut s = Selector::default();
-        assert_eq!(s.update(t, Some(1), Some(0)), Some(1));
+        assert_eq!(s.update(t, Some(1), Some(0), E), Some(1));
     }
 
     #[test]
     fn goes_down_at_once_and_up_one_layer_after_the_hold() {
         let t = Instant::now();
         let mut s = Selector::default();
-        s.update(t, Some(2), Some(2));
+        s.update(t, Some(2), Some(2), E);
         assert_eq!(
-            s.update(ms(t, 100), Some(0), Some(0)),
+            s.update(ms(t, 100), Some(0), Some(0), E),
             Some(0),
             "down at once"
         );
         // The path recovers: the top layer is affordable with margin from 20 s on.
         let mut at = 20_000;
-        assert_eq!(s.update(ms(t, at), Some(2), Some(2)), Some(0));
+        assert_eq!(s.update(ms(t, at), Some(2), Some(2), E), Some(0));
         at += 1_900;
         assert_eq!(
-            s.update(ms(t, at), Some(2), Some(2)),
+            s.update(ms(t, at), Some(2), Some(2), E),
             Some(0),
             "still holding"
         );
         at += 100;
-        assert_eq!(s.update(ms(t, at), Some(2), Some(2)), Some(1), "one step");
+        assert_eq!(
+            s.update(ms(t, at), Some(2), Some(2), E),
+            Some(1),
+            "one step"
+        );
         at += 2_000;
-        assert_eq!(s.update(ms(t, at), Some(2), Some(2)), Some(1), "hold again");
+        assert_eq!(
+            s.update(ms(t, at), Some(2), Some(2), E),
+            Some(1),
+            "hold again"
+        );
         at += 1;
-        s.update(ms(t, at), Some(2), Some(2));
+        s.update(ms(t, at), Some(2), Some(2), E);
         at += 2_000;
-        assert_eq!(s.update(ms(t, at), Some(2), Some(2)), Some(2));
+        assert_eq!(s.update(ms(t, at), Some(2), Some(2), E), Some(2));
     }
 
     #[test]
     fn an_upgrade_affordable_only_without_margin_is_not_made() {
         let t = Instant::now();
         let mut s = Selector::default();
-        s.update(t, Some(0), Some(0));
+        s.update(t, Some(0), Some(0), E);
         for second in 1..60 {
-            assert_eq!(s.update(ms(t, second * 1000), Some(1), Some(0)), Some(0));
+            assert_eq!(s.update(ms(t, second * 1000), Some(1), Some(0), E), Some(0));
         }
     }
 
@@ -187,7 +221,7 @@ mod tests {
         let from = s.allowed();
         while s.allowed() == from {
             now += 100;
-            s.update(ms(t, now), Some(2), Some(2));
+            s.update(ms(t, now), Some(2), Some(2), E);
         }
         (now - start, now)
     }
@@ -196,7 +230,7 @@ mod tests {
     fn failed_upgrades_back_off_exponentially_and_a_success_resets() {
         let t = Instant::now();
         let mut s = Selector::default();
-        s.update(t, Some(0), Some(0));
+        s.update(t, Some(0), Some(0), E);
         let mut now = 0;
         let mut waits = Vec::new();
         for _ in 0..5 {
@@ -204,29 +238,57 @@ mod tests {
             waits.push(wait);
             // The path cannot carry it: back down a second later.
             now = at + 1_000;
-            assert_eq!(s.update(ms(t, now), Some(0), Some(0)), Some(0));
+            assert_eq!(s.update(ms(t, now), Some(0), Some(0), E), Some(0));
         }
-        assert_eq!(waits, [2_100, 4_100, 4_100, 4_100, 4_100]);
+        assert_eq!(waits, [2_100, 4_100, 8_100, 16_100, 16_100]);
         // This time the path carries it: three seconds later the upgrade has succeeded, and
         // the next one waits only the normal hold.
         let (_, at) = upgrade(&mut s, t, now);
         assert_eq!(s.allowed(), Some(1));
         now = at + FAILED_UPGRADE.as_millis() as u64;
-        s.update(ms(t, now), Some(1), Some(1));
+        s.update(ms(t, now), Some(1), Some(1), E);
         let (wait, _) = upgrade(&mut s, t, now);
         assert_eq!(wait, 2_100);
         assert_eq!(s.allowed(), Some(2));
     }
 
     #[test]
+    fn a_path_well_above_where_upgrades_failed_ends_their_backoff() {
+        let t = Instant::now();
+        let mut s = Selector::default();
+        s.update(t, Some(0), Some(0), 600_000.0);
+        let mut now = 0;
+        // Upgrades made on 600 kbit/s fail three times: the wait is up to 16 s.
+        for _ in 0..3 {
+            let start = now;
+            while s.allowed() == Some(0) {
+                now += 100;
+                s.update(ms(t, now), Some(1), Some(1), 600_000.0);
+                assert!(now - start < 20_000, "upgraded");
+            }
+            now += 500;
+            s.update(ms(t, now), Some(0), Some(0), 600_000.0);
+        }
+        // A little more estimate is the same path: still the long wait.
+        now += 100;
+        s.update(ms(t, now), Some(1), Some(1), 700_000.0);
+        now += 2_000;
+        assert_eq!(s.update(ms(t, now), Some(1), Some(1), 700_000.0), Some(0));
+        // Twice as much: the cap has been lifted, the usual hold.
+        s.update(ms(t, now), Some(1), Some(1), 1_200_000.0);
+        now += 2_000;
+        assert_eq!(s.update(ms(t, now), Some(1), Some(1), 1_200_000.0), Some(1));
+    }
+
+    #[test]
     fn a_probe_that_fails_during_the_hold_backs_off_too() {
         let t = Instant::now();
         let mut s = Selector::default();
-        s.update(t, Some(0), Some(0));
-        s.update(ms(t, 100), Some(1), Some(1));
+        s.update(t, Some(0), Some(0), E);
+        s.update(ms(t, 100), Some(1), Some(1), E);
         assert!(s.upgrade_pending(), "probing for layer 1");
         // The probe fills the path: the estimate drops and layer 1 is no longer affordable.
-        assert_eq!(s.update(ms(t, 600), Some(0), Some(0)), Some(0));
+        assert_eq!(s.update(ms(t, 600), Some(0), Some(0), E), Some(0));
         assert!(!s.upgrade_pending());
         // The next attempt holds twice as long.
         let (wait, _) = upgrade(&mut s, t, 10_000);
@@ -237,13 +299,13 @@ mod tests {
     fn a_step_down_that_undoes_no_upgrade_starts_the_backoff_afresh() {
         let t = Instant::now();
         let mut s = Selector::default();
-        s.update(t, Some(1), Some(1));
+        s.update(t, Some(1), Some(1), E);
         let mut now = 0;
         for _ in 0..2 {
             let (_, at) = upgrade(&mut s, t, now);
             now = at + 1_000;
             assert_eq!(
-                s.update(ms(t, now), Some(1), Some(1)),
+                s.update(ms(t, now), Some(1), Some(1), E),
                 Some(1),
                 "top layer failed"
             );
@@ -251,7 +313,7 @@ mod tests {
         // Later the path gets worse: down to the lowest layer, then it recovers. Climbing
         // back waits the usual hold, not the one the failures at the top had built up.
         now += 5_000;
-        assert_eq!(s.update(ms(t, now), Some(0), Some(0)), Some(0));
+        assert_eq!(s.update(ms(t, now), Some(0), Some(0), E), Some(0));
         let (wait, _) = upgrade(&mut s, t, now);
         assert_eq!(wait, 2_100);
     }
@@ -260,9 +322,9 @@ mod tests {
     fn paused_video_resumes_on_the_lowest_layer_first() {
         let t = Instant::now();
         let mut s = Selector::default();
-        s.update(t, Some(1), Some(1));
-        assert_eq!(s.update(ms(t, 50), None, None), None, "paused at once");
-        s.update(ms(t, 20_000), Some(2), Some(2));
-        assert_eq!(s.update(ms(t, 22_000), Some(2), Some(2)), Some(0));
+        s.update(t, Some(1), Some(1), E);
+        assert_eq!(s.update(ms(t, 50), None, None, E), None, "paused at once");
+        s.update(ms(t, 20_000), Some(2), Some(2), E);
+        assert_eq!(s.update(ms(t, 22_000), Some(2), Some(2), E), Some(0));
     }
 }
