@@ -27,8 +27,8 @@ use clap::Parser;
 
 /// Warnings only; `rtc`'s DTLS warns once per connection about a missing server name, and its
 /// SRTP handler once per replayed packet, which with hundreds of clients would bury everything
-/// else. The SFU sends replays on purpose: the copies that probe a path before an upgrade and
-/// the extra copies of a resend on a lossy path are dropped by the receiver's replay check.
+/// else. The SFU sends replays on purpose: the extra copies of a resend on a lossy path are
+/// dropped by the receiver's replay check.
 const DEFAULT_LOG_FILTER: &str = "warn,rtc_dtls=error,rtc::peer_connection::handler=error";
 
 fn main() -> std::process::ExitCode {
