@@ -183,6 +183,13 @@ impl Consumer {
         self.selector.allowed()
     }
 
+    /// Points the forwarder at the layer to forward now: the best layer the publisher is
+    /// sending at or below [`Self::wanted`].
+    fn retarget(&mut self, activity: &LayerActivity) {
+        let target = self.wanted().and_then(|max| activity.best(max));
+        self.forwarder.set_target(target);
+    }
+
     /// The subscriber said it does not show this video (a zero rendered size).
     fn hidden(&self) -> bool {
         self.rendered.is_some_and(|r| r.width == 0 || r.height == 0)
@@ -1209,10 +1216,7 @@ impl Router {
             let ConsumerStage::Live { payload_type, red } = consumer.stage else {
                 continue;
             };
-            let target = consumer
-                .wanted()
-                .and_then(|max| producer.activity.best(max));
-            consumer.forwarder.set_target(target);
+            consumer.retarget(&producer.activity);
             let was = consumer.forwarder.current();
             if let Decision::Forward(rewritten) = consumer.forwarder.decide(meta, now) {
                 if was != consumer.forwarder.current() {
@@ -1427,11 +1431,10 @@ impl Router {
         };
         let (mut forwarded, mut pending) = (0.0, 0.0);
         for (i, sid) in sids.iter().enumerate() {
-            let Some(consumer) = self
-                .producers
-                .get_mut(sid)
-                .and_then(|p| p.consumers.get_mut(participant))
-            else {
+            let Some(producer) = self.producers.get_mut(sid) else {
+                continue;
+            };
+            let Some(consumer) = producer.consumers.get_mut(participant) else {
                 continue;
             };
             let before = consumer.selector.allowed();
@@ -1444,6 +1447,9 @@ impl Router {
                 None => consumer.selector.unlimited(fits[i]),
             };
             if before != after {
+                // At once, not at the layer's next packet: the keyframe request for the new
+                // layer goes out in this same housekeeping round (`request_keyframes`).
+                consumer.retarget(&producer.activity);
                 debug!(%participant, track = %sid, ?before, ?after, ?budget, "allocation changed");
                 self.metrics
                     .layer_changes

@@ -58,6 +58,8 @@ pub struct Tap {
     /// Copies sent to probe the path (see `bwe::probe`), and those asked for, not yet sent.
     probe: ProbeBucket,
     probing: ProbeRequests,
+    /// The latest packet sent on a stream with an RTX stream: (stream, sequence number, size).
+    probe_source: Option<(u32, u16, usize)>,
     read: VecDeque<TaggedPacket>,
     write: VecDeque<TaggedPacket>,
 }
@@ -72,6 +74,7 @@ impl Tap {
             budget: ResendBudget::default(),
             probe: ProbeBucket::default(),
             probing: ProbeRequests::default(),
+            probe_source: None,
             read: VecDeque::new(),
             write: VecDeque::new(),
         }
@@ -138,12 +141,21 @@ impl Tap {
         self.metrics.nack_stale.inc_by(left_out);
     }
 
-    /// Asks the NACK responder for copies of packet `seq` of stream `ssrc` (`len` bytes, being
-    /// sent now) and of the packets just before it, as many as the probe wants now (see
-    /// `bwe::probe`). Only for streams that resend on an RTX stream: their copies are numbered
-    /// for the feedback. The request goes up the read leg, where the chain carries it to the
-    /// responder on the connection's next poll.
+    /// With a packet of stream `ssrc` numbered `seq` (`len` bytes) being sent now: asks the NACK
+    /// responder for copies of the latest packet of a stream that resends on an RTX stream,
+    /// and of the packets just before it, as many as the probe wants now (see `bwe::probe`).
+    /// Only those streams' copies are numbered for the feedback; any packet may carry the
+    /// request, so that a subscriber whose video is paused (only audio flows, which has no RTX
+    /// stream) is probed with copies of its last video packets before the video resumes. The
+    /// request goes up the read leg, where the chain carries it to the responder on the
+    /// connection's next poll.
     fn ask_for_probe_copies(&mut self, ssrc: u32, seq: u16, len: usize, now: Instant) {
+        if self.sent.has_rtx(ssrc) {
+            self.probe_source = Some((ssrc, seq, len));
+        }
+        let Some((ssrc, seq, len)) = self.probe_source else {
+            return;
+        };
         if !self.sent.has_rtx(ssrc) {
             return;
         }
@@ -749,5 +761,22 @@ mod tests {
         estimate.set_probe(0.0);
         send(&mut tap, 100, t0 + Duration::from_secs(2), false);
         assert!(asked(&mut tap).is_empty(), "no probe, no copies");
+
+        // The video pauses; audio (no RTX stream) carries the probe: copies of the last video
+        // packets.
+        estimate.set_probe(9_600.0);
+        let mut copies = Vec::new();
+        for i in 0..20u16 {
+            let mut audio = rtc::rtp::Packet::default();
+            audio.header.ssrc = 0xB0;
+            audio.header.sequence_number = i;
+            let at = t0 + Duration::from_millis(3_000 + 10 * u64::from(i));
+            tap.handle_write(tagged(at, AttributedPacket::new(Packet::Rtp(audio))))
+                .expect("write");
+            while tap.poll_write().is_some() {}
+            copies.extend(asked(&mut tap));
+        }
+        assert!(!copies.is_empty(), "probed while only audio flows");
+        assert!(copies.iter().all(|&seq| seq <= 100), "{copies:?}");
     }
 }

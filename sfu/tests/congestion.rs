@@ -25,6 +25,9 @@ struct Class {
     student_camera: Option<usize>,
     frame: u32,
     elapsed: Duration,
+    /// Upgrades of the student's allocation (a resumed video counts) that asked the teacher
+    /// for the keyframe they need in the same round.
+    ups_asking_at_once: u64,
 }
 
 impl Class {
@@ -45,6 +48,7 @@ impl Class {
             student_camera,
             frame: 0,
             elapsed: Duration::ZERO,
+            ups_asking_at_once: 0,
         };
         class.run(Duration::from_secs(1));
         let tracks = 2 + usize::from(with_student_camera);
@@ -88,9 +92,21 @@ impl Class {
                 }
                 self.frame += 1;
             }
+            let before = self.ups_and_plis();
             self.sim.step(TICK);
+            let after = self.ups_and_plis();
+            if after.0 > before.0 && after.1 > before.1 {
+                self.ups_asking_at_once += 1;
+            }
             self.elapsed += TICK;
         }
+    }
+
+    /// Upgrades of allocations and keyframe requests to publishers so far.
+    fn ups_and_plis(&self) -> (u64, u64) {
+        let metrics = self.sim.router.metrics();
+        let ups = metrics.layer_changes.with_label_values(&["up"]).get();
+        (ups, metrics.plis_sent.get())
     }
 
     /// Video packets the student received so far, and audio frames it can play: the SFU
@@ -131,9 +147,9 @@ fn video_pauses_under_a_cap_audio_goes_on_and_video_comes_back_when_it_lifts() {
     );
 
     // The path drops to 300 kbit/s, below the camera's 720: the video is paused within two
-    // seconds, and every audio frame can still be played. The SFU probes now and then by
-    // resuming the video, which the path refuses; those probes are short, and the audio's
-    // redundancy (RED) covers what they cost it.
+    // seconds, and every audio frame can still be played. The SFU probes now and then with
+    // copies of the last video packets, which the path refuses; those probes are short, and
+    // the audio's redundancy (RED) covers what they cost it.
     let cap = Impairment {
         rate_bps: Some(300_000),
         ..Impairment::default()
@@ -160,8 +176,7 @@ fn video_pauses_under_a_cap_audio_goes_on_and_video_comes_back_when_it_lifts() {
     );
 
     // The cap is lifted: video resumes within fifteen seconds (the estimate climbs back from
-    // the cap, the wait between probes has grown to at most 8 s under it, then a keyframe),
-    // and keeps flowing.
+    // the cap, a probe passes, then a keyframe; 2 s in this trace), and keeps flowing.
     class
         .sim
         .downlinks
@@ -205,6 +220,12 @@ fn video_pauses_under_a_cap_audio_goes_on_and_video_comes_back_when_it_lifts() {
     assert!(
         down >= 1 && up >= 1,
         "the allocation went down ({down}) and up ({up})"
+    );
+    // Resuming needs a keyframe, asked of the teacher in the same round as the decision
+    // (not at the next round, 100 ms later).
+    assert!(
+        class.ups_asking_at_once >= 1,
+        "the keyframe for a resumed video was asked for with the decision"
     );
 }
 
