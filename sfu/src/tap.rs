@@ -33,9 +33,9 @@ use rtc::shared::TransportContext;
 use rtc::shared::error::Error;
 use rtc::shared::marshal::MarshalSize;
 
-use crate::bwe::SharedEstimate;
 use crate::bwe::probe::{ProbeBucket, ProbeRequests};
 use crate::bwe::remb::remb_of;
+use crate::bwe::{self, SharedEstimate};
 use crate::codec::VideoCodec;
 use crate::feedback_loss::TransportLog;
 use crate::metrics::SfuMetrics;
@@ -314,7 +314,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for Tap {
                     Some((header.ssrc, header.sequence_number))
                 };
                 if let Some((ssrc, seq)) = original {
-                    self.transport.record(header, ssrc, seq);
+                    self.transport.record(header, ssrc, seq, retransmission);
                 }
                 self.metrics.rtp_packets_sent.inc();
                 let size = header.marshal_size() + rtp.payload.len();
@@ -378,16 +378,20 @@ impl Interceptor for Tap {
     /// as the responder would ignore it.
     fn bind_local_stream(&mut self, info: &StreamInfo) {
         self.transport.bind(info);
+        let rtx = bwe::rtx::rtx_ssrc(info);
+        if let (Some(estimate), Some(rtx)) = (&self.estimate, rtx) {
+            estimate.set_rtx_stream(rtx, true);
+        }
         if supports_nack(info) {
-            self.sent.bind(
-                info.ssrc,
-                info.ssrc_rtx,
-                VideoCodec::from_mime(&info.mime_type),
-            );
+            self.sent
+                .bind(info.ssrc, rtx, VideoCodec::from_mime(&info.mime_type));
         }
     }
     fn unbind_local_stream(&mut self, info: &StreamInfo) {
         self.sent.unbind(info.ssrc);
+        if let (Some(estimate), Some(rtx)) = (&self.estimate, bwe::rtx::rtx_ssrc(info)) {
+            estimate.set_rtx_stream(rtx, false);
+        }
     }
     fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
     fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
@@ -547,6 +551,7 @@ mod tests {
                 id: u16::from(EXT),
             }],
             ssrc_rtx: Some(RTX_SSRC),
+            payload_type_rtx: Some(97),
             ..nack_stream()
         };
         let mut tap = tap_with(Some(estimate.clone()), stream);
@@ -701,9 +706,11 @@ mod tests {
         let estimate = SharedEstimate::new();
         let stream = StreamInfo {
             ssrc_rtx: Some(RTX_SSRC),
+            payload_type_rtx: Some(97),
             ..nack_stream()
         };
         let mut tap = tap_with(Some(estimate.clone()), stream);
+        assert_eq!(estimate.rtx_streams(), [RTX_SSRC], "known as an RTX stream");
         // What the tap asks the responder for on the read leg, and what else it passes on.
         let asked = |tap: &mut Tap| {
             let mut seqs = Vec::new();
@@ -778,5 +785,29 @@ mod tests {
         }
         assert!(!copies.is_empty(), "probed while only audio flows");
         assert!(copies.iter().all(|&seq| seq <= 100), "{copies:?}");
+    }
+
+    #[test]
+    fn no_probe_copies_without_an_rtx_payload_type() {
+        // `rtc` gives the stream an RTX SSRC, but the receiver negotiated no RTX: the responder
+        // would resend the packet itself, which the receiver drops as a replay, unreported.
+        let estimate = SharedEstimate::new();
+        let stream = StreamInfo {
+            ssrc_rtx: Some(RTX_SSRC),
+            ..nack_stream()
+        };
+        let mut tap = tap_with(Some(estimate.clone()), stream);
+        assert!(estimate.rtx_streams().is_empty());
+        estimate.set_probe(1_000_000.0);
+        let t0 = Instant::now();
+        for i in 0..50u16 {
+            send(
+                &mut tap,
+                i,
+                t0 + Duration::from_millis(10 * u64::from(i)),
+                false,
+            );
+            assert!(tap.poll_read().is_none(), "no copies asked for");
+        }
     }
 }

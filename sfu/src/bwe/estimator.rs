@@ -265,7 +265,11 @@ impl BandwidthEstimator for Estimator {
                 self.filtered_queues.pop_front();
             }
         }
-        let (known, batch_lost) = losses(reports);
+        // Loss is judged on first transmissions only: resends and probe copies go out on RTX
+        // streams, and a receiver that does not report their arrival (`rtc`'s own peers do
+        // not) would otherwise look like a path losing a fifth of its packets.
+        let rtx = self.shared.rtx_streams();
+        let (known, batch_lost) = losses(reports.iter().filter(|r| !rtx.contains(&r.ssrc)));
         self.window.push(now, known, batch_lost);
         if self.queue <= OVERUSE_QUEUE {
             self.random.push(now, known, batch_lost);
@@ -375,7 +379,7 @@ pub const UNREPORTED_RUN: usize = 5;
 /// estimate to the lowest layer. Random loss seldom loses five in a row (1 in 100,000 at
 /// 10 %), so such runs are counted as unknown. A full queue's tail drops come as runs too,
 /// but those are the delay signal's to answer.
-fn losses(reports: &[PacketReport]) -> (usize, usize) {
+fn losses<'a>(reports: impl IntoIterator<Item = &'a PacketReport>) -> (usize, usize) {
     let counted = |run: usize| if run < UNREPORTED_RUN { run } else { 0 };
     let (mut arrived, mut lost, mut run) = (0, 0, 0);
     for report in reports {
@@ -432,6 +436,8 @@ mod tests {
         estimator: Estimator,
         pending: Vec<PacketReport>,
         loss_every: Option<u64>,
+        /// Every n-th packet is a resend on RTX stream 2 that the receiver never reports.
+        unreported_rtx_every: Option<u64>,
         /// Extra receive delay of each packet, 0..jitter ms (a busy receiver timestamps late).
         jitter_ms: u64,
     }
@@ -450,6 +456,7 @@ mod tests {
                 estimator: Estimator::new(initial, 50_000.0, 10_000_000.0, SharedEstimate::new()),
                 pending: Vec::new(),
                 loss_every: None,
+                unreported_rtx_every: None,
                 jitter_ms: 0,
             }
         }
@@ -465,6 +472,9 @@ mod tests {
                 let start = self.busy_until.max(self.now);
                 let queued = start.saturating_duration_since(self.now);
                 let random_loss = self.loss_every.is_some_and(|n| self.id.is_multiple_of(n));
+                let rtx = self
+                    .unreported_rtx_every
+                    .is_some_and(|n| self.id.is_multiple_of(n));
                 let arrival = if queued > BUFFER || random_loss {
                     None
                 } else {
@@ -478,8 +488,10 @@ mod tests {
                             + Duration::from_secs(5),
                     )
                 };
+                // An unreported resend still takes its time on the path.
+                let arrival = arrival.filter(|_| !rtx);
                 self.pending.push(PacketReport {
-                    ssrc: 1,
+                    ssrc: if rtx { 2 } else { 1 },
                     id: self.id,
                     rtp_sequence_number: self.id as u16,
                     is_twcc: true,
@@ -692,6 +704,25 @@ mod tests {
         assert!(slow < 800_000.0, "{slow}");
         let not_probing = cut_on(910_000.0, 0.0);
         assert!(not_probing >= 1_000_000.0, "{not_probing}");
+    }
+
+    #[test]
+    fn resends_a_receiver_never_reports_are_not_loss() {
+        // A fifth of what is sent is resends on RTX stream 2, whose arrival the receiver does
+        // not report. Known as an RTX stream, they are not counted as loss: the estimate grows.
+        let grown = |known: bool| {
+            let mut path = Path::new(1_000_000.0);
+            path.unreported_rtx_every = Some(5);
+            if known {
+                path.estimator.shared.set_rtx_stream(2, true);
+            }
+            path.run(Duration::from_secs(3), 10_000_000.0, greedy);
+            path.target()
+        };
+        let with = grown(true);
+        assert!(with > 2_000_000.0, "{with}");
+        let without = grown(false);
+        assert!(without < 1_100_000.0, "read as 20 % loss: {without}");
     }
 
     #[test]

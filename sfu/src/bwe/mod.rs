@@ -17,8 +17,8 @@ pub mod probe;
 pub mod remb;
 pub mod rtx;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use rtc::interceptor::{CongestionControlBuilder, Registry, Slot, TwccSenderBuilder};
 
@@ -46,6 +46,8 @@ struct Inner {
     congested: AtomicBool,
     /// Bits per second the router wants added as probe copies ([`probe`]); `f64` bits.
     probe: AtomicU64,
+    /// The connection's RTX streams, which carry resends and probe copies.
+    rtx: Mutex<Vec<u32>>,
 }
 
 impl SharedEstimate {
@@ -84,6 +86,24 @@ impl SharedEstimate {
         self.0
             .probe
             .store(bps.max(0.0).to_bits(), Ordering::Relaxed);
+    }
+
+    /// Notes that `ssrc` is one of the connection's RTX streams (`bound`) or no longer is.
+    pub fn set_rtx_stream(&self, ssrc: u32, bound: bool) {
+        let mut streams = self.0.rtx.lock().unwrap_or_else(PoisonError::into_inner);
+        streams.retain(|&s| s != ssrc);
+        if bound {
+            streams.push(ssrc);
+        }
+    }
+
+    /// The connection's RTX streams.
+    pub fn rtx_streams(&self) -> Vec<u32> {
+        self.0
+            .rtx
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Bits per second of probe copies wanted now (see [`probe`]).

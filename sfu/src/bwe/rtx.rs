@@ -22,9 +22,16 @@ use rtc::shared::error::Error;
 /// `I`, with every bound stream's RTX stream bound too.
 pub struct WithRtx<I>(pub I);
 
+/// The stream `info`'s resends go out on, if not on itself: its RTX stream, when the receiver
+/// negotiated an RTX payload type. (`rtc` gives every video stream an RTX SSRC, but without
+/// the payload type its responder resends on the media stream, as the same packet again.)
+pub fn rtx_ssrc(info: &StreamInfo) -> Option<u32> {
+    info.ssrc_rtx.filter(|_| info.payload_type_rtx.is_some())
+}
+
 /// The RTX stream of `info`, as a stream of its own, if it has one.
 fn rtx_stream(info: &StreamInfo) -> Option<StreamInfo> {
-    let ssrc = info.ssrc_rtx?;
+    let ssrc = rtx_ssrc(info)?;
     Some(StreamInfo {
         ssrc,
         ssrc_rtx: None,
@@ -139,6 +146,7 @@ mod tests {
         let stream = StreamInfo {
             ssrc: 10,
             ssrc_rtx: Some(11),
+            payload_type_rtx: Some(97),
             rtp_header_extensions: vec![RTPHeaderExtension {
                 uri: "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
                     .to_owned(),
