@@ -10,8 +10,9 @@
 //! connection send copies adding what the upgrade would cost (`bwe::probe`). If the path
 //! cannot carry them, the estimate drops, the upgrade is no longer affordable and stops being
 //! pending before it is made: a failed probe, and the next one waits twice as long, up to
-//! [`MAX_HOLD`]. The ceiling is short on purpose: a failed probe costs a brief queue, and a
-//! learner whose Wi-Fi recovers should get the picture back within seconds.
+//! [`MAX_HOLD`], until the estimate is well above where the probe started ([`PATH_CHANGE`]).
+//! The ceiling is short on purpose: a failed probe costs a brief queue, and a learner whose
+//! Wi-Fi recovers should get the picture back within seconds.
 //!
 //! An upgrade undone within [`FAILED_UPGRADE`] failed too: the probe passed but the layer
 //! cost more than it (its first frame is a keyframe several times the size of the others, and
@@ -48,11 +49,11 @@ pub const PATH_CHANGE: f64 = 1.3;
 pub struct Selector {
     allowed: Option<Layer>,
     started: bool,
-    /// Since when an upgrade has been affordable.
-    up_since: Option<Instant>,
+    /// Since when an upgrade has been affordable, and the estimate then.
+    up_since: Option<(Instant, f64)>,
     /// The last upgrade and the estimate it was made on, until it has failed or succeeded.
     last_up: Option<(Instant, f64)>,
-    /// The estimate the last failed upgrade was made on, while its backoff lasts.
+    /// The estimate the last failed upgrade or probe started on, while its backoff lasts.
     failed_at: Option<f64>,
     hold: Duration,
 }
@@ -134,16 +135,17 @@ impl Selector {
             self.failed_at = None;
         }
         if fits_with_margin > self.allowed {
-            let since = *self.up_since.get_or_insert(now);
+            let (since, _) = *self.up_since.get_or_insert((now, estimate));
             if now.saturating_duration_since(since) >= self.hold {
                 self.allowed = Some(self.allowed.map_or(0, |layer| layer + 1));
                 self.up_since = None;
                 self.last_up = Some((now, estimate));
             }
-        } else if self.up_since.take().is_some() {
+        } else if let Some((_, started_on)) = self.up_since.take() {
             // It was affordable, and no longer is before the hold ended: the probe failed.
             // (After failed upgrades the hold may already be longer than this ceiling.)
             self.hold = (self.hold * 2).min(MAX_HOLD).max(self.hold);
+            self.failed_at = Some(self.failed_at.map_or(started_on, |f| f.max(started_on)));
         }
         self.allowed
     }
@@ -293,6 +295,24 @@ mod tests {
         // The next attempt holds twice as long.
         let (wait, _) = upgrade(&mut s, t, 10_000);
         assert_eq!(wait, 4_100);
+    }
+
+    #[test]
+    fn after_failed_probes_a_path_well_above_them_waits_the_usual_hold() {
+        let t = Instant::now();
+        let mut s = Selector::default();
+        s.update(t, Some(0), Some(0), 600_000.0);
+        // Probes started on 600 kbit/s fail twice: the next wait is 4 s.
+        for start in [1_000, 4_000] {
+            s.update(ms(t, start), Some(1), Some(1), 600_000.0);
+            s.update(ms(t, start + 500), Some(0), Some(0), 430_000.0);
+        }
+        // The cap lifts: the estimate climbs well above 600 kbit/s, and 2 s later the upgrade.
+        s.update(ms(t, 10_000), Some(1), Some(1), 900_000.0);
+        assert_eq!(
+            s.update(ms(t, 12_000), Some(1), Some(1), 900_000.0),
+            Some(1)
+        );
     }
 
     #[test]
