@@ -15,11 +15,13 @@
 //! `bwe::rtx`).
 //!
 //! A resend reported lost is *not* asked for again here: the receiver's own NACK does that for
-//! a resend that really was lost. Some receivers never report the arrival of RTX packets
-//! (`rtc`'s own peers, such as Aula's load-test clients, do not), and to the feedback every
-//! resend and probe copy sent to them looks lost; asking again would resend each one every
-//! feedback interval until it is too old, a loop that took 8,000 resends in 10 s from 20 such
-//! clients on a lossless link.
+//! a resend that really was lost. A resend the receiver drops unreported would otherwise be
+//! resent every feedback interval until it is too old: a receiver that negotiated no RTX gets a
+//! probe copy as the very packet again, which its SRTP replay check drops before its feedback
+//! sees it, and Aula's load-test clients (`rtc` peers without RTX) drew 8,000 resends in 10 s
+//! from 20 of them on a lossless link that way. (Probe copies now go only to receivers with
+//! RTX, see `tap`; this keeps any other receiver that leaves resends unreported out of the
+//! loop.)
 //!
 //! [`TransportLog`] remembers which RTP packet each recent transport-wide sequence number was
 //! stamped on. Pure: no clock, no I/O.

@@ -266,8 +266,8 @@ impl BandwidthEstimator for Estimator {
             }
         }
         // Loss is judged on first transmissions only: resends and probe copies go out on RTX
-        // streams, and a receiver that does not report their arrival (`rtc`'s own peers do
-        // not) would otherwise look like a path losing a fifth of its packets.
+        // streams, and a receiver that left them unreported would otherwise look like a path
+        // losing a fifth of its packets while a probe runs.
         let rtx = self.shared.rtx_streams();
         let (known, batch_lost) = losses(reports.iter().filter(|r| !rtx.contains(&r.ssrc)));
         self.window.push(now, known, batch_lost);
