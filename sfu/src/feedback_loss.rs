@@ -128,7 +128,8 @@ impl TransportLog {
         };
         let mut lost: Vec<Sent> = not_received(feedback)
             .filter_map(lookup)
-            .filter(|&sent| !(sent.resend && resent_before(sent)) && !sent_again(sent))
+            .filter(|&sent| !sent_again(sent))
+            .filter(|&sent| !sent.resend || !resent_before(sent))
             .collect();
         lost.sort_by_key(|sent| sent.ssrc);
         lost.chunk_by(|a, b| a.ssrc == b.ssrc)
