@@ -1,10 +1,12 @@
 // Weak-network report: what a student sees and hears at 0, 5, 10, 20, 30 and 50 % random loss
-// on the link between the SFU and the student's browser, plus a 500 kbit/s cap. Prints a
-// Markdown table (the README's "Weak networks" section is this output).
+// on the link between the SFU and the student's browser, plus a 500 kbit/s cap, plus the same
+// cap arriving while the student climbs back after a loss phase (probing before each upgrade).
+// Prints a Markdown table (the README's "Weak networks" section is this output).
 //
 //   cd tests/browser && node weak-network-report.js [seconds per row, default 20] [row labels...]
 //
-// Row labels (e.g. `10` for 10 % loss, `500k` for the cap) pick rows; default all.
+// Row labels (e.g. `10` for 10 % loss, `500k` for the cap, `climb` for the cap mid-climb) pick
+// rows; default all.
 //
 // A real `aula` server (debug build by default; AULA_BIN=../../target/release/aula for release)
 // with its test-only impairment layer, Debian's Chromium with the fake camera and microphone,
@@ -18,6 +20,7 @@ const picked = process.argv.slice(3);
 const rows = [
   ...[0, 0.05, 0.1, 0.2, 0.3, 0.5].map((loss) => ({ key: `${loss * 100}`, label: `${loss * 100} % loss`, loss })),
   { key: '500k', label: '500 kbit/s cap', rateKbps: 500 },
+  { key: 'climb', label: '500 kbit/s cap during a climb', rateKbps: 500, climb: true },
 ].filter((row) => picked.length === 0 || picked.includes(row.key));
 
 const server = await startServer({ testImpairment: true });
@@ -33,9 +36,18 @@ try {
     // layer first, so no row inherits the estimate or the backoff of the one before.
     const { page: student, identity, media } = await joinStudentOnTop(browser, server.url, { room, name: 'Student' });
     if (!media.ok) throw new Error('no media on a clean link');
+    const sleep = (ms) => new Promise((ok) => setTimeout(ok, ms));
+    if (row.climb) {
+      // 10 % loss takes the student down a layer; 2 s after it ends the student is probing
+      // its way back up, and the cap comes then. The switch itself is judged.
+      await impair(server.url, { room, identity, loss: 0.1 });
+      await sleep(8_000);
+      await impair(server.url, { room, identity });
+      await sleep(2_000);
+    }
     await impair(server.url, { room, identity, loss: row.loss, rateKbps: row.rateKbps });
     // Let the allocation settle on the new link before judging it.
-    await new Promise((ok) => setTimeout(ok, 5_000));
+    if (!row.climb) await sleep(5_000);
     const seen = await watch(student, seconds * 1000);
     const pct = (x) => `${(x * 100).toFixed(2)} %`;
     console.log(
