@@ -58,7 +58,8 @@ pub struct Tap {
     /// Copies sent to probe the path (see `bwe::probe`), and those asked for, not yet sent.
     probe: ProbeBucket,
     probing: ProbeRequests,
-    /// The latest packet sent on a stream with an RTX stream: (stream, sequence number, size).
+    /// The latest packet sent on a bound stream with an RTX stream: (stream, sequence number,
+    /// size). Forgotten when that stream is unbound.
     probe_source: Option<(u32, u16, usize)>,
     read: VecDeque<TaggedPacket>,
     write: VecDeque<TaggedPacket>,
@@ -156,9 +157,6 @@ impl Tap {
         let Some((ssrc, seq, len)) = self.probe_source else {
             return;
         };
-        if !self.sent.has_rtx(ssrc) {
-            return;
-        }
         let rate = self.estimate.as_ref().map_or(0.0, SharedEstimate::probe);
         let copies = self.probe.copies(now, rate, len) as u16;
         if copies == 0 {
@@ -389,6 +387,12 @@ impl Interceptor for Tap {
     }
     fn unbind_local_stream(&mut self, info: &StreamInfo) {
         self.sent.unbind(info.ssrc);
+        if self
+            .probe_source
+            .is_some_and(|(ssrc, _, _)| ssrc == info.ssrc)
+        {
+            self.probe_source = None;
+        }
         if let (Some(estimate), Some(rtx)) = (&self.estimate, bwe::rtx::rtx_ssrc(info)) {
             estimate.set_rtx_stream(rtx, false);
         }
@@ -785,6 +789,19 @@ mod tests {
         }
         assert!(!copies.is_empty(), "probed while only audio flows");
         assert!(copies.iter().all(|&seq| seq <= 100), "{copies:?}");
+
+        // The video stream goes: nothing is left to copy.
+        tap.unbind_local_stream(&StreamInfo {
+            ssrc: SSRC,
+            ..Default::default()
+        });
+        let mut audio = rtc::rtp::Packet::default();
+        audio.header.ssrc = 0xB0;
+        audio.header.sequence_number = 20;
+        let at = t0 + Duration::from_secs(4);
+        tap.handle_write(tagged(at, AttributedPacket::new(Packet::Rtp(audio))))
+            .expect("write");
+        assert!(asked(&mut tap).is_empty(), "no copies of an unbound stream");
     }
 
     #[test]
