@@ -11,7 +11,7 @@ use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
 use aula_protocol::TrackKind;
-use aula_sfu::sim::Sim;
+use aula_sfu::sim::{SFU_ADDR, Sim};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
 /// A call with one Opus publisher and `subscribers` subscribers, connected and flowing.
@@ -65,10 +65,10 @@ fn forward(c: &mut Criterion) {
                     let now = sim.now;
                     let start = Instant::now();
                     for (from, data) in &datagrams {
-                        sim.router.handle_datagram(now, *from, data);
-                        while let Some((_, out)) = sim.router.poll_transmit() {
+                        sim.router.handle_datagram(now, *from, SFU_ADDR, data);
+                        while let Some(out) = sim.router.poll_transmit() {
                             // Every copy really goes through the kernel, to a socket nobody reads.
-                            let _ = black_box(sender.send_to(&out, sink_addr));
+                            let _ = black_box(sender.send_to(&out.data, sink_addr));
                         }
                     }
                     start.elapsed()

@@ -4,6 +4,14 @@
 //! USERNAME is `<our ufrag>:<their ufrag>` (RFC 8445 §7.2.2); the SFU gives every peer
 //! connection its own ufrag, so the request names the peer. From then on the source address
 //! identifies it.
+//!
+//! The ufrag travels in clear, so anyone who sees one request can name the peer. A new source
+//! address is therefore bound to a peer only by a request whose MESSAGE-INTEGRITY checks out
+//! against the peer's ICE password ([`binding_request_authentic`], RFC 8445 §7.3): otherwise one
+//! spoofed request would let its sender feed the peer anything.
+
+use rtc::stun::integrity::MessageIntegrity;
+use rtc::stun::message::Message;
 
 /// STUN magic cookie (RFC 8489 §5), in network order at bytes 4..8.
 const MAGIC_COOKIE: [u8; 4] = [0x21, 0x12, 0xa4, 0x42];
@@ -38,6 +46,17 @@ pub fn binding_request_ufrag(datagram: &[u8]) -> Option<&str> {
     None
 }
 
+/// Whether `datagram` (a binding request) carries a MESSAGE-INTEGRITY made with `password`
+/// (the short-term credential of the peer it names). Anything malformed is not.
+pub fn binding_request_authentic(datagram: &[u8], password: &str) -> bool {
+    let Ok(provider) = rtc::crypto::default_provider() else {
+        return false;
+    };
+    let mut message = Message::new();
+    message.unmarshal_binary(datagram).is_ok()
+        && MessageIntegrity::check(&mut message, password.as_bytes(), provider.crypto()).is_ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -56,6 +75,52 @@ mod tests {
         msg.extend_from_slice(&[7; 12]);
         msg.extend_from_slice(&body);
         msg
+    }
+
+    /// A binding request as a browser sends it, signed with `password`.
+    fn signed_binding_request(username: &str, password: &str) -> Vec<u8> {
+        use rtc::stun::attributes::ATTR_USERNAME;
+        use rtc::stun::fingerprint::FINGERPRINT;
+        use rtc::stun::message::{BINDING_REQUEST, TransactionId};
+        use rtc::stun::textattrs::Username;
+        let provider = rtc::crypto::default_provider().unwrap();
+        let mut message = Message::new();
+        message
+            .build(&[
+                Box::new(BINDING_REQUEST),
+                Box::new(TransactionId::new()),
+                Box::new(Username::new(ATTR_USERNAME, username.to_owned())),
+                Box::new(MessageIntegrity::new_short_term_integrity_with_provider(
+                    password.to_owned(),
+                    provider.crypto(),
+                )),
+                Box::new(FINGERPRINT),
+            ])
+            .unwrap();
+        message.raw
+    }
+
+    #[test]
+    fn integrity_is_checked_against_the_password() {
+        let request = signed_binding_request("ours:theirs", "the-right-password");
+        assert_eq!(binding_request_ufrag(&request), Some("ours"));
+        assert!(binding_request_authentic(&request, "the-right-password"));
+        assert!(!binding_request_authentic(&request, "a-wrong-password"));
+        let mut tampered = request.clone();
+        let last = tampered.len() - 9; // inside the integrity value, before the fingerprint
+        tampered[last] ^= 1;
+        assert!(!binding_request_authentic(&tampered, "the-right-password"));
+        // No integrity at all (as a spoofer who only saw the ufrag would send).
+        assert!(!binding_request_authentic(
+            &binding_request(b"ours:theirs"),
+            "the-right-password"
+        ));
+        for len in 0..request.len() {
+            assert!(!binding_request_authentic(
+                &request[..len],
+                "the-right-password"
+            ));
+        }
     }
 
     #[test]

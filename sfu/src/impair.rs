@@ -11,11 +11,11 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::api::ParticipantId;
+use crate::router::Transmit;
 
 /// The queue limit when [`Impairment::queue`] is zero: about what a home router buffers, and
 /// enough for a video keyframe to squeeze through a slow link without tail drops.
@@ -151,7 +151,7 @@ struct Impaired {
     /// What the participant sends: loss only, so its feedback (RTCP, STUN) is lost too.
     up: Link,
     /// Downlink datagrams waiting for their delivery instant, in delivery order.
-    held: VecDeque<(Instant, SocketAddr, BytesMut)>,
+    held: VecDeque<(Instant, Transmit)>,
     dropped_down: u64,
     dropped_up: u64,
 }
@@ -173,7 +173,7 @@ pub(crate) struct Impairments {
     others: HashSet<SocketAddr>,
     refreshed: Option<Instant>,
     /// Held datagrams of links just cleared: sent at the next flush, ahead of anything new.
-    released: VecDeque<(SocketAddr, BytesMut)>,
+    released: VecDeque<Transmit>,
 }
 
 impl Impairments {
@@ -211,7 +211,7 @@ impl Impairments {
             None => {
                 if let Some(impaired) = self.take(participant) {
                     self.released
-                        .extend(impaired.held.into_iter().map(|(_, to, data)| (to, data)));
+                        .extend(impaired.held.into_iter().map(|(_, transmit)| transmit));
                 }
             }
         }
@@ -239,25 +239,24 @@ impl Impairments {
     pub(crate) fn downlink(
         &mut self,
         now: Instant,
-        to: SocketAddr,
-        data: BytesMut,
+        transmit: Transmit,
         addrs_of: impl FnMut(&str) -> Vec<SocketAddr>,
-    ) -> Option<BytesMut> {
-        let Some(owner) = self.owner(now, to, addrs_of) else {
-            return Some(data);
+    ) -> Option<Transmit> {
+        let Some(owner) = self.owner(now, transmit.to, addrs_of) else {
+            return Some(transmit);
         };
         let Some(impaired) = self.links.get_mut(&owner) else {
-            return Some(data);
+            return Some(transmit);
         };
-        match impaired.down.offer(now, data.len()) {
+        match impaired.down.offer(now, transmit.data.len()) {
             None => {
                 impaired.dropped_down += 1;
                 None
             }
             // Nothing held can be due later than this one, so sending it now keeps the order.
-            Some(at) if at <= now && impaired.held.is_empty() => Some(data),
+            Some(at) if at <= now && impaired.held.is_empty() => Some(transmit),
             Some(at) => {
-                impaired.held.push_back((at, to, data));
+                impaired.held.push_back((at, transmit));
                 None
             }
         }
@@ -283,7 +282,7 @@ impl Impairments {
     }
 
     /// The next held datagram due at `now`, released datagrams of cleared links first.
-    pub(crate) fn pop_due(&mut self, now: Instant) -> Option<(SocketAddr, BytesMut)> {
+    pub(crate) fn pop_due(&mut self, now: Instant) -> Option<Transmit> {
         if let Some(released) = self.released.pop_front() {
             return Some(released);
         }
@@ -292,7 +291,7 @@ impl Impairments {
             .values_mut()
             .filter(|i| i.held.front().is_some_and(|(at, ..)| *at <= now))
             .min_by_key(|i| i.held.front().map(|(at, ..)| *at))?;
-        impaired.held.pop_front().map(|(_, to, data)| (to, data))
+        impaired.held.pop_front().map(|(_, transmit)| transmit)
     }
 
     /// When the next held datagram is due, if any is held. (Released datagrams are not
@@ -551,6 +550,15 @@ mod tests {
         SocketAddr::from(([127, 0, 0, 1], port))
     }
 
+    fn to(port: u16, data: &[u8]) -> Transmit {
+        use bytes::BytesMut;
+        Transmit {
+            from: addr(0).ip(),
+            to: addr(port),
+            data: BytesMut::from(data),
+        }
+    }
+
     /// Participant "p" at port 1, "q" at port 2; anything else belongs to nobody.
     fn lookup(participant: &str) -> Vec<SocketAddr> {
         match participant {
@@ -567,15 +575,14 @@ mod tests {
         assert!(impairments.is_empty());
         impairments.set("p", Some(lossy(1.0)));
         assert!(!impairments.is_empty());
-        let data = || BytesMut::from(&[0u8; 100][..]);
-        assert!(impairments.downlink(t0, addr(1), data(), lookup).is_none());
+        assert!(impairments.downlink(t0, to(1, &[0; 100]), lookup).is_none());
         assert!(impairments.uplink_lost(t0, addr(1), lookup));
-        assert!(impairments.downlink(t0, addr(2), data(), lookup).is_some());
+        assert!(impairments.downlink(t0, to(2, &[0; 100]), lookup).is_some());
         assert!(!impairments.uplink_lost(t0, addr(2), lookup));
 
         impairments.set("p", None);
         assert!(impairments.is_empty());
-        assert!(impairments.downlink(t0, addr(1), data(), lookup).is_some());
+        assert!(impairments.downlink(t0, to(1, &[0; 100]), lookup).is_some());
     }
 
     #[test]
@@ -597,25 +604,24 @@ mod tests {
             }),
         );
         for (i, port) in [1, 2, 1].into_iter().enumerate() {
-            let data = BytesMut::from(&[i as u8][..]);
             assert!(
                 impairments
-                    .downlink(t0 + i as u32 * MS, addr(port), data, lookup)
+                    .downlink(t0 + i as u32 * MS, to(port, &[i as u8]), lookup)
                     .is_none()
             );
         }
         assert_eq!(impairments.next_release(), Some(t0 + 11 * MS));
         assert!(impairments.pop_due(t0 + 10 * MS).is_none());
-        let (to, data) = impairments.pop_due(t0 + 11 * MS).expect("q's is due");
-        assert_eq!((to, &data[..]), (addr(2), &[1u8][..]));
+        let due = impairments.pop_due(t0 + 11 * MS).expect("q's is due");
+        assert_eq!((due.to, &due.data[..]), (addr(2), &[1u8][..]));
         assert_eq!(impairments.next_release(), Some(t0 + 30 * MS));
-        let (_, data) = impairments.pop_due(t0 + 30 * MS).expect("p's first is due");
-        assert_eq!(&data[..], &[0u8][..]);
+        let due = impairments.pop_due(t0 + 30 * MS).expect("p's first is due");
+        assert_eq!(&due.data[..], &[0u8][..]);
 
         // Clearing releases the rest at once.
         impairments.set("p", None);
-        let (_, data) = impairments.pop_due(t0).expect("released");
-        assert_eq!(&data[..], &[2u8][..]);
+        let released = impairments.pop_due(t0).expect("released");
+        assert_eq!(&released.data[..], &[2u8][..]);
         assert!(impairments.pop_due(t0 + Duration::from_secs(1)).is_none());
         impairments.set("q", None);
         assert!(impairments.is_empty());

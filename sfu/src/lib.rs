@@ -8,8 +8,10 @@ pub mod api;
 pub mod bwe;
 pub mod codec;
 pub mod demux;
+mod drop_log;
 pub mod feedback_loss;
 pub mod forward;
+mod host;
 pub mod impair;
 pub mod metrics;
 pub mod nack_age;
@@ -21,6 +23,7 @@ pub mod router;
 mod sdp;
 pub mod sim;
 mod tap;
+mod udp;
 mod worker;
 
 pub use api::{

@@ -17,6 +17,7 @@ pub struct SfuMetrics {
     pub udp_bytes_sent: IntCounter,
     pub udp_send_errors: IntCounter,
     pub udp_unroutable: IntCounter,
+    pub stun_rejected: IntCounter,
     /// RTP packets and bytes from publishers, after SRTP (retransmissions included).
     pub rtp_packets_received: IntCounter,
     pub rtp_bytes_received: IntCounter,
@@ -137,6 +138,10 @@ impl SfuMetrics {
             udp_unroutable: counter(
                 "aula_udp_unroutable_datagrams_total",
                 "Datagrams that belonged to no peer (dropped)",
+            )?,
+            stun_rejected: counter(
+                "aula_stun_integrity_failures_total",
+                "Binding requests from a new address that failed the peer's integrity check (dropped)",
             )?,
             rtp_packets_received: counter(
                 "aula_rtp_packets_received_total",

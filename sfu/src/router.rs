@@ -7,7 +7,7 @@
 //! subscriber's copy of a producer, with its own [`Forwarder`] and outgoing SSRC.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use aula_protocol::{IceCandidate, PeerTarget, TrackAnnouncement, TrackKind, TrackSource};
@@ -39,16 +39,18 @@ use crate::api::{
 use crate::bwe::{self, SharedEstimate};
 use crate::codec::{VideoCodec, Vp8Numbers};
 use crate::demux;
+use crate::drop_log::DropLog;
 use crate::forward::allocate::{Demand, Priority, allocate};
 use crate::forward::rates::LayerRates;
 use crate::forward::selector::{self, Selector};
 use crate::forward::simulcast::{Layer, LayerActivity, layer_for_size, rid_rank};
 use crate::forward::{Decision, Forwarder, PacketMeta};
+use crate::host::HostAddrs;
 use crate::metrics::SfuMetrics;
 use crate::peer;
 use crate::quality::{self, ConnectionQuality, LinkSample};
 use crate::red;
-use crate::sdp::{ice_ufrag, sending_track_ids, simulcast_track_ids};
+use crate::sdp::{ice_credentials, sending_track_ids, simulcast_track_ids};
 use crate::tap::is_keyframe_request;
 
 /// How often keyframe requests for waiting consumers are (re)considered.
@@ -99,6 +101,8 @@ struct Peer {
     participant: ParticipantId,
     target: PeerTarget,
     ufrag: String,
+    /// The local ICE password: the key of the integrity check that binds a new address.
+    pwd: String,
     addrs: Vec<SocketAddr>,
     connected: bool,
     /// Cached `pc.poll_timeout()`, refreshed whenever the peer was driven.
@@ -213,7 +217,7 @@ enum ConsumerStage {
 
 /// See the module docs.
 pub struct Router {
-    local_addr: SocketAddr,
+    hosts: HostAddrs,
     host_candidates: Vec<RTCIceCandidateInit>,
     peers: HashMap<PeerKey, Peer>,
     next_key: PeerKey,
@@ -223,21 +227,35 @@ pub struct Router {
     producers: HashMap<TrackSid, Producer>,
     /// Peers with output or events to collect.
     dirty: VecDeque<PeerKey>,
-    transmits: VecDeque<(SocketAddr, BytesMut)>,
+    transmits: VecDeque<Transmit>,
     events: VecDeque<SfuEvent>,
     next_housekeeping: Instant,
     next_peer_stats: Instant,
+    unroutable_log: DropLog,
     metrics: SfuMetrics,
+}
+
+/// A datagram for the worker to send: from which of our addresses, to whom.
+#[derive(Debug)]
+pub struct Transmit {
+    pub from: IpAddr,
+    pub to: SocketAddr,
+    pub data: BytesMut,
+}
+
+impl Transmit {
+    fn of(hosts: &HostAddrs, out: TaggedBytesMut) -> Self {
+        Self {
+            from: hosts.source_for(out.transport.local_addr),
+            to: out.transport.peer_addr,
+            data: out.message,
+        }
+    }
 }
 
 impl Router {
     /// `advertised` are the addresses (with the socket's port) put into host candidates.
-    pub fn new(
-        local_addr: SocketAddr,
-        advertised: &[SocketAddr],
-        metrics: SfuMetrics,
-        now: Instant,
-    ) -> Self {
+    pub fn new(advertised: &[SocketAddr], metrics: SfuMetrics, now: Instant) -> Self {
         let host_candidates = advertised
             .iter()
             .filter_map(|addr| match peer::host_candidate(*addr) {
@@ -249,7 +267,7 @@ impl Router {
             })
             .collect();
         Self {
-            local_addr,
+            hosts: HostAddrs::new(advertised.to_vec()),
             host_candidates,
             peers: HashMap::new(),
             next_key: 1,
@@ -262,11 +280,12 @@ impl Router {
             events: VecDeque::new(),
             next_housekeeping: now,
             next_peer_stats: now + PEER_STATS_INTERVAL,
+            unroutable_log: DropLog::default(),
             metrics,
         }
     }
 
-    pub fn poll_transmit(&mut self) -> Option<(SocketAddr, BytesMut)> {
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.transmits.pop_front()
     }
 
@@ -299,26 +318,47 @@ impl Router {
         }
     }
 
-    /// One datagram from the shared socket. Datagrams that belong to no peer are counted and
-    /// dropped; a peer that fails to parse one logs it and carries on.
-    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
+    /// One datagram from the shared socket, sent by `from` to our address `local`. Datagrams
+    /// that belong to no peer are counted and dropped (and summarized in the log now and
+    /// then); a peer that fails to parse one logs it and carries on. A source address is bound
+    /// to a peer only by a binding request that passes the peer's integrity check (see
+    /// [`demux`]).
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        local: SocketAddr,
+        data: &[u8],
+    ) {
+        let Some(candidate) = self.hosts.candidate_for(local) else {
+            self.unroutable(now, from, "sent to an address the SFU does not advertise");
+            return;
+        };
         let by_ufrag =
             demux::binding_request_ufrag(data).and_then(|u| self.by_ufrag.get(u).copied());
-        let Some(key) = by_ufrag.or_else(|| self.by_addr.get(&from).copied()) else {
-            self.metrics.udp_unroutable.inc();
+        let bound = self.by_addr.get(&from).copied();
+        let Some(key) = by_ufrag.or(bound) else {
+            self.unroutable(now, from, "from an unknown address");
             return;
         };
         let Some(peer) = self.peers.get_mut(&key) else {
-            self.metrics.udp_unroutable.inc();
+            self.unroutable(now, from, "for a closed connection");
             return;
         };
-        if by_ufrag.is_some() && self.by_addr.insert(from, key) != Some(key) {
+        if bound != Some(key) {
+            // Only a binding request gets here (by its ufrag) from an address not yet the peer's.
+            if !demux::binding_request_authentic(data, &peer.pwd) {
+                self.metrics.stun_rejected.inc();
+                self.unroutable(now, from, "binding request failed its integrity check");
+                return;
+            }
+            self.by_addr.insert(from, key);
             peer.addrs.push(from);
         }
         let msg = TaggedBytesMut {
             now,
             transport: TransportContext {
-                local_addr: self.local_addr,
+                local_addr: candidate,
                 peer_addr: from,
                 transport_protocol: TransportProtocol::UDP,
                 ecn: None,
@@ -330,6 +370,13 @@ impl Router {
         }
         self.mark(key);
         self.drive(now);
+    }
+
+    /// Counts a dropped datagram; logs a summary at most every [`crate::drop_log::INTERVAL`], so
+    /// that a flood of garbage costs a log line, not one per datagram.
+    fn unroutable(&mut self, now: Instant, from: SocketAddr, why: &'static str) {
+        self.metrics.udp_unroutable.inc();
+        self.unroutable_log.count(now, from, why);
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
@@ -725,8 +772,14 @@ impl Router {
     ) -> Result<PeerKey, SfuError> {
         let (ufrag, pwd) = peer::ice_credentials();
         let estimate = (target == PeerTarget::Subscribe).then(SharedEstimate::new);
-        let mut pc = peer::build(ufrag.clone(), pwd, &self.metrics, estimate.as_ref(), now)
-            .map_err(|e| SfuError::Internal(e.to_string()))?;
+        let mut pc = peer::build(
+            ufrag.clone(),
+            pwd.clone(),
+            &self.metrics,
+            estimate.as_ref(),
+            now,
+        )
+        .map_err(|e| SfuError::Internal(e.to_string()))?;
         for candidate in &self.host_candidates {
             pc.add_local_candidate(candidate.clone())
                 .map_err(|e| SfuError::Internal(e.to_string()))?;
@@ -741,6 +794,7 @@ impl Router {
                 participant: participant.to_owned(),
                 target,
                 ufrag,
+                pwd,
                 addrs: Vec::new(),
                 connected: false,
                 deadline: None,
@@ -773,8 +827,7 @@ impl Router {
         }
         // Send what closing produced (DTLS close_notify), so the browser learns at once.
         while let Some(out) = peer.pc.poll_write() {
-            self.transmits
-                .push_back((out.transport.peer_addr, out.message));
+            self.transmits.push_back(Transmit::of(&self.hosts, out));
         }
         self.by_ufrag.remove(&peer.ufrag);
         for addr in &peer.addrs {
@@ -791,19 +844,20 @@ impl Router {
         }
     }
 
-    /// Keeps STUN routing right after an ICE restart, which gives the connection a new local
-    /// ufrag: the browser's checks from its new address name the new one.
+    /// Keeps STUN routing right after an ICE restart, which may give the connection new local
+    /// credentials: the browser's checks from its new address name the new ufrag and are
+    /// signed with the new password.
     fn refresh_ufrag(&mut self, key: PeerKey) {
         let Some(peer) = self.peers.get_mut(&key) else {
             return;
         };
-        let Some(ufrag) = peer
-            .pc
-            .local_description()
-            .and_then(|d| ice_ufrag(&d.sdp).map(str::to_owned))
-        else {
+        let Some((ufrag, pwd)) = peer.pc.local_description().and_then(|d| {
+            let (ufrag, pwd) = ice_credentials(&d.sdp)?;
+            Some((ufrag.to_owned(), pwd.to_owned()))
+        }) else {
             return;
         };
+        peer.pwd = pwd;
         if ufrag != peer.ufrag {
             self.by_ufrag.remove(&peer.ufrag);
             self.by_ufrag.insert(ufrag.clone(), key);
@@ -905,8 +959,7 @@ impl Router {
             };
             peer.queued = false;
             while let Some(out) = peer.pc.poll_write() {
-                self.transmits
-                    .push_back((out.transport.peer_addr, out.message));
+                self.transmits.push_back(Transmit::of(&self.hosts, out));
             }
             let mut events = Vec::new();
             while let Some(event) = peer.pc.poll_event() {
@@ -926,8 +979,7 @@ impl Router {
             // Events and media may have queued more output on this very peer.
             if let Some(peer) = self.peers.get_mut(&key) {
                 while let Some(out) = peer.pc.poll_write() {
-                    self.transmits
-                        .push_back((out.transport.peer_addr, out.message));
+                    self.transmits.push_back(Transmit::of(&self.hosts, out));
                 }
                 peer.deadline = peer.pc.poll_timeout();
             }

@@ -50,10 +50,13 @@ pub fn sending_track_ids(sdp: &str) -> HashSet<String> {
     ids
 }
 
-/// The ICE username fragment of a description (session- or first media-level).
-pub fn ice_ufrag(sdp: &str) -> Option<&str> {
-    sdp.lines()
-        .find_map(|line| line.trim_end().strip_prefix("a=ice-ufrag:"))
+/// The session's ICE ufrag and password, from the first of each (we write them once).
+pub fn ice_credentials(sdp: &str) -> Option<(&str, &str)> {
+    let value = |prefix: &str| {
+        sdp.lines()
+            .find_map(|line| line.trim_end().strip_prefix(prefix))
+    };
+    Some((value("a=ice-ufrag:")?, value("a=ice-pwd:")?))
 }
 
 #[cfg(test)]
@@ -72,12 +75,12 @@ m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:2\r\na=msid:s2 screen-1\r\n";
     }
 
     #[test]
-    fn finds_ice_ufrag() {
+    fn finds_ice_credentials() {
         assert_eq!(
-            ice_ufrag("v=0\r\nm=audio 9 X 0\r\na=ice-ufrag:abcd\r\n"),
-            Some("abcd")
+            ice_credentials("v=0\r\nm=audio 9 X 0\r\na=ice-ufrag:abcd\r\na=ice-pwd:secret\r\n"),
+            Some(("abcd", "secret"))
         );
-        assert_eq!(ice_ufrag("v=0\r\n"), None);
+        assert_eq!(ice_credentials("v=0\r\na=ice-ufrag:abcd\r\n"), None);
     }
 
     #[test]

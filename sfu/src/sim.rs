@@ -27,7 +27,7 @@ use crate::api::{PeerState, SfuEvent, TrackSid};
 use crate::impair::Link;
 use crate::metrics::SfuMetrics;
 use crate::peer;
-use crate::router::Router;
+use crate::router::{Router, Transmit};
 
 /// Where the simulated SFU "listens".
 pub const SFU_ADDR: SocketAddr = SocketAddr::new(
@@ -107,7 +107,7 @@ impl Sim {
             .expect("a fresh registry has no metrics to clash with");
         Self {
             now,
-            router: Router::new(SFU_ADDR, &[SFU_ADDR], metrics, now),
+            router: Router::new(&[SFU_ADDR], metrics, now),
             clients: Vec::new(),
             published: Vec::new(),
             undeliverable: 0,
@@ -312,7 +312,7 @@ impl Sim {
                 .partition(|(at, _, _)| *at <= now);
             self.in_flight = later;
             let mut to_clients: VecDeque<_> = due.into_iter().map(|(_, to, d)| (to, d)).collect();
-            while let Some((to, data)) = self.router.poll_transmit() {
+            while let Some(Transmit { to, data, .. }) = self.router.poll_transmit() {
                 let link = by_addr
                     .get(&to)
                     .and_then(|&i| self.downlinks.get_mut(&self.clients[i].participant));
@@ -375,7 +375,8 @@ impl Sim {
                             continue;
                         }
                     }
-                    self.router.handle_datagram(self.now, from, &msg.message);
+                    self.router
+                        .handle_datagram(self.now, from, SFU_ADDR, &msg.message);
                 }
             }
             if !moved {

@@ -9,22 +9,21 @@
 //! dropped or held until a release instant (one more timer in the loop), datagrams from it
 //! dropped on arrival. With nothing impaired the only cost is checking an empty table.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Instant;
 
-use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::api::{Command, SfuConfig, SfuEvent, SfuHandle};
 use crate::impair::Impairments;
 use crate::metrics::SfuMetrics;
-use crate::router::Router;
+use crate::router::{Router, Transmit};
+use crate::udp::{Datagram, MediaSocket};
 
-/// Largest datagram we accept; WebRTC keeps packets under the path MTU (~1200-1500 bytes).
-const MAX_DATAGRAM: usize = 2048;
-/// Datagrams read per wake-up before the loop looks at commands and timers again.
-const READ_BATCH: usize = 64;
+/// Batches (of up to `quinn_udp::BATCH_SIZE` datagrams each) read per wake-up before the loop
+/// looks at commands and timers again, so a flood on the socket cannot starve them.
+const READ_BATCHES: usize = 4;
 /// Commands queued from the control plane before senders wait.
 const COMMAND_QUEUE: usize = 1024;
 /// Socket buffer we ask the kernel for, each way. The default (~208 KiB) holds about 150
@@ -39,36 +38,24 @@ pub(crate) fn spawn(
 ) -> std::io::Result<(SfuHandle, mpsc::UnboundedReceiver<SfuEvent>)> {
     let metrics = SfuMetrics::register(&config.registry).map_err(std::io::Error::other)?;
     let std_socket = std::net::UdpSocket::bind(config.udp_bind)?;
-    std_socket.set_nonblocking(true)?;
-    let sock = socket2::SockRef::from(&std_socket);
-    // A smaller buffer than asked for only means less slack, so failures are not fatal.
-    if let Err(e) = sock.set_recv_buffer_size(SOCKET_BUFFER) {
-        warn!(error = %e, "cannot enlarge the UDP receive buffer");
-    }
-    if let Err(e) = sock.set_send_buffer_size(SOCKET_BUFFER) {
-        warn!(error = %e, "cannot enlarge the UDP send buffer");
-    }
-    info!(
-        recv_buffer = sock.recv_buffer_size().unwrap_or_default(),
-        send_buffer = sock.send_buffer_size().unwrap_or_default(),
-        "media socket buffers"
-    );
     let local_addr = std_socket.local_addr()?;
-    let advertised = advertised_addrs(&config, local_addr);
+    let advertised = advertised_addrs(&config.advertised_ips, local_addr, interface_ips());
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let socket = {
         let _guard = runtime.enter();
-        UdpSocket::from_std(std_socket)?
+        MediaSocket::new(std_socket, SOCKET_BUFFER)?
     };
+    let (recv_buffer, send_buffer) = socket.buffer_sizes();
+    info!(recv_buffer, send_buffer, "media socket buffers");
     let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
     let (event_tx, events) = mpsc::unbounded_channel();
     info!(%local_addr, ?advertised, "SFU listening");
     std::thread::Builder::new()
         .name("aula-sfu".into())
         .spawn(move || {
-            let router = Router::new(local_addr, &advertised, metrics.clone(), Instant::now());
+            let router = Router::new(&advertised, metrics.clone(), Instant::now());
             runtime.block_on(run(socket, router, metrics, command_rx, event_tx));
         })?;
     Ok((
@@ -80,31 +67,60 @@ pub(crate) fn spawn(
     ))
 }
 
-/// Host candidate addresses: the configured ones, else the bound address, else (bound to the
-/// unspecified address) loopback — operators set `advertised_ips` for anything else.
-fn advertised_addrs(config: &SfuConfig, local_addr: SocketAddr) -> Vec<SocketAddr> {
+/// Host candidate addresses: the configured ones; else the bound address; else (bound to the
+/// unspecified address) 127.0.0.1 or ::1 plus every other address of the machine in the
+/// socket's family, so that the same default works on this machine and from a second
+/// computer on the LAN. IPv6 link-local addresses are left out: a candidate cannot carry
+/// their scope.
+fn advertised_addrs(
+    configured: &[IpAddr],
+    local_addr: SocketAddr,
+    interfaces: Vec<IpAddr>,
+) -> Vec<SocketAddr> {
     let port = local_addr.port();
-    if !config.advertised_ips.is_empty() {
-        return config
-            .advertised_ips
+    if !configured.is_empty() {
+        return configured
             .iter()
             .map(|ip| SocketAddr::new(*ip, port))
             .collect();
     }
-    if local_addr.ip().is_unspecified() {
-        return vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)];
+    if !local_addr.ip().is_unspecified() {
+        return vec![local_addr];
     }
-    vec![local_addr]
+    let loopback = if local_addr.is_ipv4() {
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    } else {
+        IpAddr::V6(Ipv6Addr::LOCALHOST)
+    };
+    let others = interfaces.into_iter().filter(|ip| {
+        ip.is_ipv4() == local_addr.is_ipv4()
+            && !ip.is_loopback()
+            && !matches!(ip, IpAddr::V6(v6) if v6.is_unicast_link_local())
+    });
+    std::iter::once(loopback)
+        .chain(others)
+        .map(|ip| SocketAddr::new(ip, port))
+        .collect()
+}
+
+/// The machine's interface addresses; none (with a warning) if they cannot be listed.
+fn interface_ips() -> Vec<IpAddr> {
+    match if_addrs::get_if_addrs() {
+        Ok(interfaces) => interfaces.iter().map(if_addrs::Interface::ip).collect(),
+        Err(e) => {
+            warn!(error = %e, "cannot list interface addresses; advertising loopback only");
+            Vec::new()
+        }
+    }
 }
 
 async fn run(
-    socket: UdpSocket,
+    mut socket: MediaSocket,
     mut router: Router,
     metrics: SfuMetrics,
     mut commands: mpsc::Receiver<Command>,
     events: mpsc::UnboundedSender<SfuEvent>,
 ) {
-    let mut buf = vec![0u8; MAX_DATAGRAM];
     // Tests only; empty (one branch per datagram) unless a test impairs someone.
     let mut impairments = Impairments::default();
     loop {
@@ -122,29 +138,32 @@ async fn run(
                     warn!(error = %e, "socket not readable");
                     continue;
                 }
-                for _ in 0..READ_BATCH {
-                    match socket.try_recv_from(&mut buf) {
-                        Ok((len, from)) => {
-                            let arrived = Instant::now();
-                            let addrs_of = |p: &str| router.participant_addrs(p);
-                            if !impairments.is_empty()
-                                && impairments.uplink_lost(arrived, from, addrs_of)
-                            {
-                                continue;
-                            }
-                            metrics.udp_datagrams_received.inc();
-                            metrics.udp_bytes_received.inc_by(len as u64);
-                            let forwarded_before = metrics.packets_forwarded.get();
-                            router.handle_datagram(arrived, from, &buf[..len]);
-                            if metrics.packets_forwarded.get() != forwarded_before {
-                                // Send this datagram's copies now, to time the whole hop.
-                                flush(&socket, &mut router, &metrics, &events, &mut impairments);
-                                metrics.forwarding_latency.observe(arrived.elapsed().as_secs_f64());
-                            }
-                        }
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                for _ in 0..READ_BATCHES {
+                    let arrived = Instant::now();
+                    let forwarded_before = metrics.packets_forwarded.get();
+                    let mut forwarding = 0u64;
+                    let received = socket.recv_batch(|datagram| {
+                        let forwarded = metrics.packets_forwarded.get();
+                        receive(&mut router, &metrics, &mut impairments, arrived, datagram);
+                        forwarding += u64::from(metrics.packets_forwarded.get() != forwarded);
+                    });
+                    match received {
+                        Ok(0) => break,
+                        Ok(_) => {}
                         // ICMP errors from an earlier send surface here on some systems.
-                        Err(e) => debug!(error = %e, "recv failed"),
+                        Err(e) => {
+                            debug!(error = %e, "recv failed");
+                            break;
+                        }
+                    }
+                    if metrics.packets_forwarded.get() != forwarded_before {
+                        // Send this batch's copies now, to time the whole hop: from the read
+                        // to the last copy of each forwarded datagram.
+                        flush(&socket, &mut router, &metrics, &events, &mut impairments);
+                        let latency = arrived.elapsed().as_secs_f64();
+                        for _ in 0..forwarding {
+                            metrics.forwarding_latency.observe(latency);
+                        }
                     }
                 }
             }
@@ -156,27 +175,47 @@ async fn run(
     info!("SFU stopped: the control plane is gone");
 }
 
+fn receive(
+    router: &mut Router,
+    metrics: &SfuMetrics,
+    impairments: &mut Impairments,
+    arrived: Instant,
+    datagram: Datagram<'_>,
+) {
+    if !impairments.is_empty()
+        && impairments.uplink_lost(arrived, datagram.from, |p| router.participant_addrs(p))
+    {
+        return;
+    }
+    metrics.udp_datagrams_received.inc();
+    metrics
+        .udp_bytes_received
+        .inc_by(datagram.data.len() as u64);
+    router.handle_datagram(arrived, datagram.from, datagram.to, datagram.data);
+}
+
 fn flush(
-    socket: &UdpSocket,
+    socket: &MediaSocket,
     router: &mut Router,
     metrics: &SfuMetrics,
     events: &mpsc::UnboundedSender<SfuEvent>,
     impairments: &mut Impairments,
 ) {
     if impairments.is_empty() {
-        while let Some((to, data)) = router.poll_transmit() {
-            send(socket, metrics, to, &data);
+        while let Some(transmit) = router.poll_transmit() {
+            send(socket, metrics, &transmit);
         }
     } else {
         let now = Instant::now();
         // Held datagrams first: anything due now was queued before what the router has.
-        while let Some((to, data)) = impairments.pop_due(now) {
-            send(socket, metrics, to, &data);
+        while let Some(transmit) = impairments.pop_due(now) {
+            send(socket, metrics, &transmit);
         }
-        while let Some((to, data)) = router.poll_transmit() {
-            if let Some(data) = impairments.downlink(now, to, data, |p| router.participant_addrs(p))
+        while let Some(transmit) = router.poll_transmit() {
+            if let Some(transmit) =
+                impairments.downlink(now, transmit, |p| router.participant_addrs(p))
             {
-                send(socket, metrics, to, &data);
+                send(socket, metrics, &transmit);
             }
         }
     }
@@ -186,15 +225,15 @@ fn flush(
     }
 }
 
-fn send(socket: &UdpSocket, metrics: &SfuMetrics, to: SocketAddr, data: &[u8]) {
-    match socket.try_send_to(data, to) {
-        Ok(len) => {
+fn send(socket: &MediaSocket, metrics: &SfuMetrics, transmit: &Transmit) {
+    match socket.send(transmit.from, transmit.to, &transmit.data) {
+        Ok(()) => {
             metrics.udp_datagrams_sent.inc();
-            metrics.udp_bytes_sent.inc_by(len as u64);
+            metrics.udp_bytes_sent.inc_by(transmit.data.len() as u64);
         }
         Err(e) => {
             metrics.udp_send_errors.inc();
-            debug!(%to, error = %e, "send failed");
+            debug!(to = %transmit.to, error = %e, "send failed");
         }
     }
 }
@@ -285,5 +324,54 @@ fn handle_command(router: &mut Router, impairments: &mut Impairments, command: C
             impairments.set(&participant, impairment);
             let _ = reply.send(Ok(()));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ips(list: &[&str]) -> Vec<IpAddr> {
+        list.iter().map(|ip| ip.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn the_unspecified_address_advertises_loopback_and_every_interface() {
+        let bound: SocketAddr = "0.0.0.0:7882".parse().unwrap();
+        let interfaces = ips(&[
+            "127.0.0.1",
+            "192.168.1.20",
+            "fe80::1",
+            "2001:db8::5",
+            "10.0.0.3",
+        ]);
+        let got = advertised_addrs(&[], bound, interfaces.clone());
+        let want: Vec<SocketAddr> = ["127.0.0.1:7882", "192.168.1.20:7882", "10.0.0.3:7882"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        assert_eq!(got, want);
+        let bound6: SocketAddr = "[::]:7882".parse().unwrap();
+        let got6 = advertised_addrs(&[], bound6, interfaces);
+        let want6: Vec<SocketAddr> = ["[::1]:7882", "[2001:db8::5]:7882"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        assert_eq!(got6, want6);
+    }
+
+    #[test]
+    fn configured_or_bound_addresses_win() {
+        let bound: SocketAddr = "0.0.0.0:7882".parse().unwrap();
+        let got = advertised_addrs(&ips(&["203.0.113.10"]), bound, ips(&["10.0.0.3"]));
+        assert_eq!(
+            got,
+            vec!["203.0.113.10:7882".parse::<SocketAddr>().unwrap()]
+        );
+        let specific: SocketAddr = "10.0.0.3:9000".parse().unwrap();
+        assert_eq!(
+            advertised_addrs(&[], specific, ips(&["10.0.0.4"])),
+            vec![specific]
+        );
     }
 }

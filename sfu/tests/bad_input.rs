@@ -67,3 +67,81 @@ async fn commands_for_unknown_participants_are_errors_not_crashes() {
     assert_eq!(sfu.stats().await.unwrap().peers, 0);
     sfu.remove_participant("nobody").await.unwrap();
 }
+
+/// The ufrag in a binding request travels in clear. A request that names a live peer's ufrag
+/// but fails its integrity check (as a spoofer's would) must not bind its source address to
+/// the peer: otherwise everything from that address is fed to the peer.
+#[test]
+fn a_spoofed_binding_request_binds_no_address() {
+    use aula_protocol::TrackKind;
+    use aula_sfu::sim::{SFU_ADDR, Sim};
+    use rtc::stun::attributes::ATTR_USERNAME;
+    use rtc::stun::fingerprint::FINGERPRINT;
+    use rtc::stun::integrity::MessageIntegrity;
+    use rtc::stun::message::{BINDING_REQUEST, Message, TransactionId};
+    use rtc::stun::textattrs::Username;
+
+    let step = Duration::from_millis(5);
+    let mut sim = Sim::new();
+    let teacher = sim.add_publisher("teacher", TrackKind::Audio);
+    assert!(sim.run_until(500, step, |s| {
+        !s.router.participant_addrs("teacher").is_empty()
+    }));
+    let remote = sim.clients[teacher]
+        .pc
+        .remote_description()
+        .expect("answered")
+        .sdp
+        .clone();
+    let value = |prefix: &str| {
+        remote
+            .lines()
+            .find_map(|l| l.trim_end().strip_prefix(prefix))
+            .expect("credentials in the answer")
+            .to_owned()
+    };
+    let (sfu_ufrag, sfu_pwd) = (value("a=ice-ufrag:"), value("a=ice-pwd:"));
+    let provider = rtc::crypto::default_provider().unwrap();
+    let request = |password: &str| {
+        let mut message = Message::new();
+        message
+            .build(&[
+                Box::new(BINDING_REQUEST),
+                Box::new(TransactionId::new()),
+                Box::new(Username::new(ATTR_USERNAME, format!("{sfu_ufrag}:spoof"))),
+                Box::new(MessageIntegrity::new_short_term_integrity_with_provider(
+                    password.to_owned(),
+                    provider.crypto(),
+                )),
+                Box::new(FINGERPRINT),
+            ])
+            .unwrap();
+        message.raw
+    };
+    let rejected_before = sim.router.metrics().stun_rejected.get();
+    let spoofer = SocketAddr::from(([192, 0, 2, 66], 5000));
+    for port in 0..50u16 {
+        let from = SocketAddr::from(([192, 0, 2, 66], 5000 + port));
+        sim.router
+            .handle_datagram(sim.now, from, SFU_ADDR, &request("not-the-password"));
+    }
+    let addrs = sim.router.participant_addrs("teacher");
+    assert!(
+        addrs.iter().all(|a| a.ip() != spoofer.ip()),
+        "a spoofed request added an address: {addrs:?}"
+    );
+    assert_eq!(
+        sim.router.metrics().stun_rejected.get() - rejected_before,
+        50
+    );
+    // Garbage from the spoofer afterwards is unroutable, not fed to the peer.
+    let unroutable = sim.router.stats().unroutable_datagrams;
+    sim.router
+        .handle_datagram(sim.now, spoofer, SFU_ADDR, &[0x80; 100]);
+    assert_eq!(sim.router.stats().unroutable_datagrams, unroutable + 1);
+    // The control: the same request signed with the peer's password (the peer moved to a new
+    // address, as on a network change) is bound.
+    sim.router
+        .handle_datagram(sim.now, spoofer, SFU_ADDR, &request(&sfu_pwd));
+    assert!(sim.router.participant_addrs("teacher").contains(&spoofer));
+}
