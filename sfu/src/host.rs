@@ -31,10 +31,6 @@ impl HostAddrs {
         }
     }
 
-    pub fn advertised(&self) -> &[SocketAddr] {
-        &self.advertised
-    }
-
     /// The host candidate a datagram sent to `local` belongs to: `local` itself when it is
     /// advertised, else the first advertised address with its port, family and scope (a
     /// NAT's public address). `None`: an address nobody was told about (drop the datagram).

@@ -34,6 +34,12 @@ pub enum Command {
         /// `[dev] test_impairment = true` does. Unauthenticated: for test servers only.
         #[arg(long)]
         test_impairment: bool,
+        /// HTTP and WebSocket port, overriding `[http] bind`'s (default 7880).
+        #[arg(long, env = "AULA_HTTP_PORT")]
+        http_port: Option<u16>,
+        /// Media (UDP) port, overriding `[rtc] udp_bind`'s (default 7882).
+        #[arg(long, env = "AULA_UDP_PORT")]
+        udp_port: Option<u16>,
     },
     /// Print an access token signed with the configured (or dev) keys.
     Token {
@@ -179,7 +185,20 @@ mod tests {
             cli.command,
             Command::Serve {
                 config: None,
-                test_impairment: false
+                test_impairment: false,
+                http_port: None,
+                udp_port: None,
+            }
+        ));
+        let cli =
+            Cli::try_parse_from(["aula", "serve", "--http-port", "8080", "--udp-port", "9000"])
+                .expect("parses");
+        assert!(matches!(
+            cli.command,
+            Command::Serve {
+                http_port: Some(8080),
+                udp_port: Some(9000),
+                ..
             }
         ));
         let cli = Cli::try_parse_from(["aula", "serve", "--test-impairment"]).expect("parses");

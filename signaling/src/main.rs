@@ -18,12 +18,20 @@ fn main() -> ExitCode {
         Command::Serve {
             config,
             test_impairment,
+            http_port,
+            udp_port,
         } => {
             let mut config = match Config::load_or_default(config.as_deref()) {
                 Ok(config) => config,
                 Err(e) => return config_error(&e),
             };
             config.dev.test_impairment |= test_impairment;
+            if let Some(port) = http_port {
+                config.http.bind.set_port(port);
+            }
+            if let Some(port) = udp_port {
+                config.rtc.udp_bind.set_port(port);
+            }
             init_logging(&config.log_level);
             if config.is_dev_mode() {
                 tracing::warn!("{}", dev_keys_warning());
@@ -114,7 +122,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let server = aula_signaling::start(config)
         .await
         .context("cannot start the server")?;
-    let http = server.http_addr();
+    let mut http = server.http_addr();
+    if http.ip().is_unspecified() {
+        // Bound to every interface: the address a person on this machine types.
+        http.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
     tracing::info!(
         "Aula ready: http://{http} (class page: http://{http}/class), media on UDP {}",
         server.udp_addr()

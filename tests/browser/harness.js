@@ -6,7 +6,7 @@
 
 import { spawn } from 'node:child_process';
 import { createSocket } from 'node:dgram';
-import { createWriteStream, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createWriteStream, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -47,9 +47,13 @@ async function freeUdpPort() {
 }
 
 /**
- * Starts `aula serve` with a temporary config (dev mode, HTTP and UDP on 127.0.0.1), or uses
- * AULA_URL. Resolves once /healthz answers. `testImpairment` switches on the test-only
- * `POST /test/impairment` (see weaknet.js).
+ * Starts `aula serve` the way the README's quick start does: no config file, so its defaults
+ * (dev mode, HTTP and media bound to every interface, host candidates for 127.0.0.1 and every
+ * interface address); only the ports differ, through the documented `--http-port` and
+ * `--udp-port`, so that tests never clash with a server someone runs. Or uses AULA_URL.
+ * Resolves once /healthz answers. `testImpairment` adds the documented `--test-impairment`
+ * (the test-only `POST /test/impairment`, see weaknet.js). The pages are driven at
+ * http://127.0.0.1, so media goes over loopback.
  * @returns {Promise<{url: string, stop: () => Promise<void>, logTail: () => string}>}
  */
 export async function startServer({ testImpairment = false } = {}) {
@@ -61,13 +65,15 @@ export async function startServer({ testImpairment = false } = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'aula-test-'));
   const httpPort = await freeTcpPort();
   const udpPort = await freeUdpPort();
-  const config = join(dir, 'aula.toml');
-  writeFileSync(config, serverConfig(httpPort, udpPort, testImpairment));
   const logPath = join(dir, 'server.log');
   const log = createWriteStream(logPath);
   const bin = process.env.AULA_BIN ?? join(process.env.CARGO_TARGET_DIR ?? join(REPO, 'target'), 'debug', 'aula');
-  const child = spawn(bin, ['serve', '--config', config], {
-    env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'info' },
+  const args = ['serve', '--http-port', String(httpPort), '--udp-port', String(udpPort)];
+  if (testImpairment) args.push('--test-impairment');
+  // Nothing of the caller's environment may point the server at a config file.
+  const { AULA_CONFIG: _ignored, ...env } = process.env;
+  const child = spawn(bin, args, {
+    env,
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   child.stdout.pipe(log);
@@ -98,24 +104,6 @@ export async function startServer({ testImpairment = false } = {}) {
     if (!process.env.AULA_KEEP_LOGS) rmSync(dir, { recursive: true, force: true });
   };
   return { url, stop, logTail };
-}
-
-/**
- * The server's config for one test run (format: aula.sample.toml). No `[keys]` means dev mode,
- * which the page's join form needs for /api/dev-token.
- */
-function serverConfig(httpPort, udpPort, testImpairment) {
-  return `# written by tests/browser/harness.js
-[http]
-bind = "127.0.0.1:${httpPort}"
-
-[rtc]
-udp_bind = "127.0.0.1:${udpPort}"
-advertised_ips = ["127.0.0.1"]
-
-[dev]
-test_impairment = ${testImpairment}
-`;
 }
 
 /** Polls GET /healthz for up to 30 s (a debug build on a busy 2-core machine starts slowly). */
