@@ -56,7 +56,7 @@ async function main() {
 /** Asks the server for a development token; production servers refuse, and say so. */
 async function fetchDevToken(room, name, role) {
   // The identity only has to be unique in the room; two tabs with the same name are two people.
-  const identity = `${name.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '') || 'guest'}-${crypto.randomUUID().slice(0, 8)}`;
+  const identity = `${name.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '') || 'guest'}-${randomSuffix()}`;
   const query = new URLSearchParams({ room, identity, role, name });
   const res = await fetch(`/api/dev-token?${query}`);
   if (res.status === 404) {
@@ -277,3 +277,12 @@ function initials(name) {
 }
 
 main();
+
+/**
+ * Eight random hex digits for a dev-mode identity. Not `crypto.randomUUID`: that exists only in
+ * secure contexts (https or localhost), and a student on a second computer opens the page over
+ * plain http on the LAN.
+ */
+function randomSuffix() {
+  return Array.from(crypto.getRandomValues(new Uint8Array(4)), (b) => b.toString(16).padStart(2, '0')).join('');
+}

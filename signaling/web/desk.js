@@ -20,7 +20,7 @@ function setStatus(text, kind = 'info') {
 }
 
 async function devToken(room, name, role) {
-  const identity = `${name.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '') || role}-${crypto.randomUUID().slice(0, 8)}`;
+  const identity = `${name.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '') || role}-${randomSuffix()}`;
   const res = await fetch(`/api/dev-token?${new URLSearchParams({ room, identity, role, name })}`);
   const body = await res.json();
   if (!res.ok) throw new Error(body.error?.message ?? `token request failed (${res.status})`);
@@ -131,3 +131,12 @@ form.addEventListener('submit', async (e) => {
 });
 wireControls();
 setStatus(side === 'learner' ? 'Tell us what you need help with.' : 'Go on duty to receive learners.');
+
+/**
+ * Eight random hex digits for a dev-mode identity. Not `crypto.randomUUID`: that exists only in
+ * secure contexts (https or localhost), and a student on a second computer opens the page over
+ * plain http on the LAN.
+ */
+function randomSuffix() {
+  return Array.from(crypto.getRandomValues(new Uint8Array(4)), (b) => b.toString(16).padStart(2, '0')).join('');
+}

@@ -6,7 +6,7 @@
 
 import { spawn } from 'node:child_process';
 import { createSocket } from 'node:dgram';
-import { createWriteStream, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createWriteStream, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -127,10 +127,21 @@ async function waitHealthy(url, exited) {
   throw new Error(`${url}/healthz not healthy within 30 s (${lastError})`);
 }
 
-export async function launchBrowser() {
+/**
+ * Starts headless Chromium. With `netns`, Chromium runs inside that network namespace (a
+ * second computer on its own network; see lan.test.js): playwright talks to it over a pipe,
+ * which crosses namespaces, while its network is the namespace's.
+ */
+export async function launchBrowser({ netns } = {}) {
   const userDataDir = mkdtempSync(join(tmpdir(), 'aula-chromium-'));
+  const chromiumPath = process.env.CHROMIUM ?? '/usr/bin/chromium';
+  let executablePath = chromiumPath;
+  if (netns) {
+    executablePath = join(userDataDir, 'chromium-in-netns');
+    writeFileSync(executablePath, `#!/bin/sh\nexec ip netns exec ${netns} ${chromiumPath} "$@"\n`, { mode: 0o755 });
+  }
   const context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+    executablePath,
     headless: true,
     args: CHROMIUM_ARGS,
     viewport: { width: 1280, height: 800 },
