@@ -23,6 +23,18 @@ pub const DEFAULT_RECONNECT_TIMEOUT_SECS: u64 = 15;
 /// Default for `[http] ws_idle_timeout_secs`: three missed 10 s pings.
 pub const DEFAULT_WS_IDLE_TIMEOUT_SECS: u64 = 30;
 
+/// Default for `[http] header_read_timeout_secs`: a browser sends its request header at once;
+/// ten seconds leave room for a very slow link, not for a connection parked on purpose.
+pub const DEFAULT_HEADER_READ_TIMEOUT_SECS: u64 = 10;
+
+/// Default for `[http] max_connections`: well above a large school's peak (each participant
+/// keeps one WebSocket), well below the usual descriptor limits of a service.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+
+/// Default for `[http] max_connections_per_ip`: a school behind one NAT address fits, one
+/// client cannot take every connection.
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 256;
+
 /// The whole configuration file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -45,6 +57,16 @@ pub struct HttpConfig {
     /// Seconds without any frame from a client (pongs count) before its WebSocket is closed and
     /// it leaves the room; also the time a new socket has to join. At least 1.
     pub ws_idle_timeout_secs: u64,
+    /// Seconds a connection has to send a complete request header (also the idle time allowed
+    /// between requests on a kept-alive connection) before it is closed. At least 1.
+    pub header_read_timeout_secs: u64,
+    /// Open connections (WebSockets included) above which new ones are refused with 503.
+    /// At least 1.
+    pub max_connections: usize,
+    /// Open connections from one client address (an IPv6 client: its /64) above which its new
+    /// ones are refused with 503; 0 for no such cap (behind a reverse proxy every client has
+    /// the proxy's address).
+    pub max_connections_per_ip: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -134,6 +156,9 @@ impl Default for HttpConfig {
         Self {
             bind: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 7880)),
             ws_idle_timeout_secs: DEFAULT_WS_IDLE_TIMEOUT_SECS,
+            header_read_timeout_secs: DEFAULT_HEADER_READ_TIMEOUT_SECS,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
         }
     }
 }
@@ -227,7 +252,7 @@ impl Config {
         Self {
             http: HttpConfig {
                 bind: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-                ws_idle_timeout_secs: DEFAULT_WS_IDLE_TIMEOUT_SECS,
+                ..HttpConfig::default()
             },
             rtc: RtcConfig {
                 udp_bind: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
@@ -326,6 +351,15 @@ impl Config {
                 "http.ws_idle_timeout_secs",
                 "must be at least 1 (dead connections must be detected)".into(),
             ));
+        }
+        if self.http.header_read_timeout_secs == 0 {
+            return Err((
+                "http.header_read_timeout_secs",
+                "must be at least 1 (half-open connections must be closed)".into(),
+            ));
+        }
+        if self.http.max_connections == 0 {
+            return Err(("http.max_connections", "must be at least 1".into()));
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
             return Err((
@@ -465,6 +499,23 @@ mod tests {
         );
         let ok = Config::from_toml_str("[http]\nws_idle_timeout_secs = 5\n").expect("valid");
         assert_eq!(ok.http.ws_idle_timeout_secs, 5);
+    }
+
+    #[test]
+    fn connection_limits_have_defaults_and_must_be_positive() {
+        let http = Config::default().http;
+        assert_eq!(http.header_read_timeout_secs, 10);
+        assert_eq!(http.max_connections, 4096);
+        assert_eq!(http.max_connections_per_ip, 256);
+        for field in ["header_read_timeout_secs", "max_connections"] {
+            let err = Config::from_toml_str(&format!("[http]\n{field} = 0\n")).unwrap_err();
+            assert!(err.to_string().contains(&format!("http.{field}")), "{err}");
+        }
+        let ok = Config::from_toml_str("[http]\nmax_connections_per_ip = 0\n").expect("valid");
+        assert_eq!(
+            ok.http.max_connections_per_ip, 0,
+            "0 turns the per-address cap off"
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! - [`webhook`]: signed event delivery to the application's backend.
 //! - `admin`: the admin HTTP API (`/api/admin/...`).
 //! - `impairment`: `/test/impairment`, weak networks for tests (only with the test switch).
+//! - `listener`: accepts HTTP connections under `conn_limits`' caps, with a header deadline.
 //! - `http`: routes (`/ws`, `/healthz`, `/metrics`, `/api/dev-token`, the embedded pages and SDK).
 //! - `metrics`: the control plane's Prometheus metrics (the SFU registers its own alongside).
 //! - [`media`]: the seam to the media plane ([`aula_sfu::SfuHandle`] in production).
@@ -21,8 +22,10 @@
 mod admin;
 pub mod cli;
 pub mod config;
+mod conn_limits;
 mod http;
 mod impairment;
+mod listener;
 pub mod media;
 mod metrics;
 mod moderation;

@@ -4,7 +4,7 @@
 //! room gauges are read from the registry at scrape time rather than kept in step on every
 //! join and leave, so they can never drift from the truth.
 
-use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 #[derive(Clone)]
 pub(crate) struct SignalingMetrics {
@@ -17,6 +17,12 @@ pub(crate) struct SignalingMetrics {
     pub errors: IntCounterVec,
     /// WebSocket connections open now, joined or not.
     pub websockets: IntGauge,
+    /// HTTP connections open now, upgraded to WebSocket or not.
+    pub http_connections: IntGauge,
+    /// Connections and WebSockets refused by a cap, by the config option that refused them.
+    pub connections_refused: IntCounterVec,
+    /// Connections closed because no complete request header came in time.
+    pub header_timeouts: IntCounter,
     /// Support: how long learners waited for an agent.
     pub support_wait: Histogram,
     /// Support: how long sessions lasted (also feeds the wait estimate).
@@ -87,6 +93,24 @@ impl SignalingMetrics {
             "Signaling WebSocket connections open",
         )?;
         registry.register(Box::new(websockets.clone()))?;
+        let http_connections = IntGauge::new(
+            "aula_http_connections",
+            "HTTP connections open, WebSockets included",
+        )?;
+        let connections_refused = IntCounterVec::new(
+            Opts::new(
+                "aula_connections_refused_total",
+                "Connections and WebSockets refused by a cap, by the option that refused them",
+            ),
+            &["reason"],
+        )?;
+        let header_timeouts = IntCounter::new(
+            "aula_http_header_timeouts_total",
+            "HTTP connections closed for sending no complete request header in time (idle keep-alive ones included)",
+        )?;
+        registry.register(Box::new(http_connections.clone()))?;
+        registry.register(Box::new(connections_refused.clone()))?;
+        registry.register(Box::new(header_timeouts.clone()))?;
         Ok(Self {
             rooms,
             participants,
@@ -95,6 +119,9 @@ impl SignalingMetrics {
             support_wait,
             support_session,
             websockets,
+            http_connections,
+            connections_refused,
+            header_timeouts,
         })
     }
 }

@@ -18,6 +18,7 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
+use crate::conn_limits::ConnLimits;
 use crate::media::MediaPlane;
 use crate::metrics::SignalingMetrics;
 use crate::moderation::MediaEffect;
@@ -271,7 +272,7 @@ pub struct Server {
     udp_addr: SocketAddr,
     state: Arc<AppState>,
     shutdown: watch::Sender<bool>,
-    http_task: JoinHandle<std::io::Result<()>>,
+    http_task: JoinHandle<()>,
     events_task: JoinHandle<()>,
     alive: mpsc::Receiver<()>,
 }
@@ -312,8 +313,7 @@ impl Server {
         let _ = shutdown.send(true);
         drop(state);
         match tokio::time::timeout(SHUTDOWN_STAGE_TIMEOUT, http_task).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => tracing::warn!("HTTP server ended with an error: {e}"),
+            Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!("HTTP task failed: {e}"),
             Err(_) => tracing::warn!("HTTP server did not stop in time"),
         }
@@ -402,12 +402,20 @@ async fn launch(
     });
 
     let app = crate::http::router(Arc::clone(&state));
-    let mut http_shutdown = shutdown_rx.clone();
-    let http_task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stopped(&mut http_shutdown).await })
-            .await
-    });
+    let limits = ConnLimits::new(
+        config.http.max_connections,
+        config.http.max_connections_per_ip,
+        state.metrics.http_connections.clone(),
+        state.metrics.connections_refused.clone(),
+    );
+    let http_task = tokio::spawn(crate::listener::serve(
+        listener,
+        app,
+        limits,
+        Duration::from_secs(config.http.header_read_timeout_secs),
+        state.metrics.header_timeouts.clone(),
+        shutdown_rx.clone(),
+    ));
     let events_task = tokio::spawn(dispatch_events(Arc::clone(&state), events, shutdown_rx));
     tracing::info!(%http_addr, %udp_addr, dev_mode = state.is_dev_mode(), "Aula server started");
 
