@@ -184,30 +184,25 @@ for name, show, value in rows:
 PY
 echo "reports: $out/aula.json $out/janus.json (logs next to them)" >&2
 
-# --- optional: largest class at < 1% loss, by bisection ---------------------------------------
-# Loss percent of one probe; 100 when the run failed or a subscriber never got media.
-probe() {
-    local json
-    if json=$(run "$1" "$2" "$PROBE_DURATION" 2>/dev/null); then
-        python3 -c 'import json,sys; r=json.load(sys.stdin); print(100.0 if r["join"]["failed"] else r["loss"]["percent"])' <<<"$json"
-    else
-        echo 100
-    fi
-}
+# --- optional: largest class served, by bisection ------------------------------------------
+# A size is served when every subscriber got media, loss < 1 % and latency p99 < MAX_P99_MS
+# (default 100 ms): see verdict.py. Each probe's report is kept in $out.
 if ((find_max)); then
     for target in aula janus; do
         low=$fm_low high=$fm_high best=0
         for _ in $(seq "$MAX_PROBES"); do
             ((high - low > 2)) || break
             mid=$(((low + high) / 2))
-            loss=$(probe "$target" "$mid")
-            echo "  $target $size_flag $mid: loss $loss%" >&2
-            if python3 -c "import sys; sys.exit(0 if $loss < 1.0 else 1)"; then
+            report="$out/$target-probe-$mid.json"
+            run "$target" "$mid" "$PROBE_DURATION" >"$report" 2>"$out/$target-probe-$mid.log" || true
+            if verdict=$(loadtest/bench/verdict.py "$report" 1.0 "${MAX_P99_MS:-100}"); then
                 best=$mid low=$mid
             else
                 high=$mid
             fi
+            echo "  $target $size_flag $mid: $verdict" | tr '\n' ' ' >&2
+            echo >&2
         done
-        echo "$target: max $size_flag at < 1% loss: $best (searched $fm_low..$fm_high, ${PROBE_DURATION}s probes, last bracket $low..$high)"
+        echo "$target: max $size_flag at < 1% loss, p99 < ${MAX_P99_MS:-100} ms, all with media: $best (searched $fm_low..$fm_high, ${PROBE_DURATION}s probes, last bracket $low..$high; reports in $out)"
     done
 fi
