@@ -50,7 +50,9 @@ use crate::metrics::SfuMetrics;
 use crate::peer;
 use crate::quality::{self, ConnectionQuality, LinkSample};
 use crate::red;
-use crate::sdp::{ice_credentials, sending_track_ids, simulcast_track_ids};
+use crate::sdp::{
+    ice_credentials, keep_simulcast_receivers, sending_track_ids, simulcast_track_ids,
+};
 use crate::tap::is_keyframe_request;
 
 /// How often keyframe requests for waiting consumers are (re)considered.
@@ -454,6 +456,14 @@ impl Router {
             .peers
             .get_mut(&key)
             .ok_or(SfuError::UnknownParticipant)?;
+        // A renegotiation must not make `rtc` forget the layers of a simulcast track it
+        // already receives (see `keep_simulcast_receivers`).
+        let offer = match keep_simulcast_receivers(sdp, |id| peer.producers.contains_key(id)) {
+            Some(kept) => {
+                RTCSessionDescription::offer(kept).map_err(|e| SfuError::BadSdp(e.to_string()))?
+            }
+            None => offer,
+        };
         peer.pc
             .set_remote_description(now, offer)
             .map_err(|e| SfuError::BadSdp(e.to_string()))?;

@@ -59,6 +59,49 @@ pub fn ice_credentials(sdp: &str) -> Option<(&str, &str)> {
     Some((value("a=ice-ufrag:")?, value("a=ice-pwd:")?))
 }
 
+/// The publish offer as `rtc` must see it for the simulcast tracks in it that are already being
+/// received to keep flowing (`published` says which track ids those are); `None` if nothing in
+/// it needs hiding.
+///
+/// `rtc` sets up the receiver of every m-section of a remote offer afresh, and a simulcast
+/// section's layers start unbound: each layer's SSRC is learnt from the MID and RID header
+/// extensions of its packets. Browsers stop sending those extensions once our receiver reports
+/// have acknowledged the SSRC, so a layer forgotten by a renegotiation (a screen share added, an
+/// ICE restart) was never learnt again and all its packets were dropped: the camera froze for
+/// good. `rtc` takes a section's track from its `a=msid` and `a=ssrc` lines only, and leaves the
+/// receiver of a section without them as it is, learnt SSRCs included; so those lines of the
+/// published simulcast sections are left out. What `rtc` answers from (mid, direction, codecs,
+/// header extensions, rids, simulcast) stays.
+pub fn keep_simulcast_receivers(sdp: &str, published: impl Fn(&str) -> bool) -> Option<String> {
+    const TRACK_LINES: [&str; 3] = ["a=msid:", "a=ssrc:", "a=ssrc-group:"];
+    // The session part, then one entry per m-section, each line with its line ending.
+    let mut sections: Vec<Vec<&str>> = vec![Vec::new()];
+    for line in sdp.split_inclusive('\n') {
+        if line.starts_with("m=") {
+            sections.push(Vec::new());
+        }
+        sections.last_mut().expect("starts with one").push(line);
+    }
+    let mut hidden = false;
+    let mut out = String::with_capacity(sdp.len());
+    for section in &sections {
+        let simulcast = section.iter().any(|line| line.starts_with("a=rid:"));
+        let track_id = section.iter().find_map(|line| {
+            let msid = line.trim_end().strip_prefix("a=msid:")?;
+            msid.split_whitespace().nth(1)
+        });
+        let keep = simulcast && track_id.is_some_and(&published);
+        for line in section {
+            if keep && TRACK_LINES.iter().any(|prefix| line.starts_with(prefix)) {
+                hidden = true;
+            } else {
+                out.push_str(line);
+            }
+        }
+    }
+    hidden.then_some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,5 +135,38 @@ m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:2\r\na=recvonly\r\na=msid:s screen\r\n\
 m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:3\r\na=sendrecv\r\na=msid:s cam\r\n";
         let ids = sending_track_ids(sdp);
         assert_eq!(ids, HashSet::from(["mic".to_owned(), "cam".to_owned()]));
+    }
+
+    #[test]
+    fn hides_the_track_lines_of_published_simulcast_sections_only() {
+        // As Chrome offers a camera (simulcast), a microphone and a screen, shortened.
+        let offer = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=msid-semantic: WMS s\r\n\
+m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=sendonly\r\na=msid:s mic\r\n\
+a=ssrc:11 cname:c\r\na=ssrc:11 msid:s mic\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\na=sendonly\r\na=msid:s cam\r\n\
+a=rid:q send\r\na=rid:h send\r\na=simulcast:send q;h\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:2\r\na=sendonly\r\na=msid:s screen\r\n\
+a=ssrc-group:FID 21 22\r\na=ssrc:21 cname:c\r\na=ssrc:22 cname:c\r\n";
+        let everything = |_: &str| true;
+
+        let hidden = keep_simulcast_receivers(offer, everything).expect("the camera is hidden");
+        assert_eq!(
+            hidden,
+            offer.replace("a=msid:s cam\r\n", ""),
+            "only the simulcast section loses its track lines"
+        );
+        assert_eq!(simulcast_track_ids(&hidden), HashSet::new());
+        assert_eq!(
+            sending_track_ids(&hidden).len(),
+            2,
+            "mic and screen are untouched"
+        );
+
+        // A simulcast track not received yet is set up by `rtc` as usual.
+        assert_eq!(keep_simulcast_receivers(offer, |id| id != "cam"), None);
+        // Firefox lists SSRCs in simulcast sections too: those go with the msid.
+        let firefox = offer.replace("a=rid:q send", "a=ssrc:31 cname:c\r\na=rid:q send");
+        assert_eq!(keep_simulcast_receivers(&firefox, everything), Some(hidden));
+        assert_eq!(keep_simulcast_receivers("garbage\nm=\n", everything), None);
     }
 }

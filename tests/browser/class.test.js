@@ -48,6 +48,100 @@ async function poll(check, ms) {
   }
 }
 
+/**
+ * Frames per second `page` decodes of the teacher's `source` ('camera' or 'screen_share'),
+ * counted from that track's receiver stats over `ms` (0 while the page has no such track).
+ */
+function decodedFps(page, source, ms = 3_000) {
+  return page.evaluate(async ([source, ms]) => {
+    const room = window.aulaRoom;
+    const info = [...room.participants.values()].flatMap((p) => p.tracks).find((t) => t.source === source);
+    const track = info && room.remoteTracks.get(info.sid)?.track;
+    const receiver = track && room.subscriber.getReceivers().find((r) => r.track === track);
+    if (!receiver) return 0;
+    const decoded = async () => {
+      let frames = 0;
+      (await receiver.getStats()).forEach((r) => {
+        if (r.type === 'inbound-rtp') frames += r.framesDecoded ?? 0;
+      });
+      return frames;
+    };
+    const [start, since] = [await decoded(), performance.now()];
+    await new Promise((ok) => setTimeout(ok, ms));
+    return ((await decoded()) - start) * 1000 / (performance.now() - since);
+  }, [source, ms]);
+}
+
+// Issue 11, item 2: sharing the screen renegotiates the teacher's publish connection, which
+// once froze the simulcast camera for every student, for good. The camera must keep playing
+// (Chromium's fake camera sends 20 fps) during the share and after it, and a student who joins
+// during the share must get both.
+describe('a screen share', { timeout: 150_000 }, () => {
+  /** The least camera frame rate a student must decode (of the fake camera's 20 fps). */
+  const MIN_CAMERA_FPS = 15;
+  let server;
+  let browser;
+  let teacher;
+  const students = [];
+  const room = `screen-${process.pid}`;
+
+  before(async () => {
+    server = await startServer();
+    browser = await launchBrowser();
+  });
+
+  after(async () => {
+    await browser?.close();
+    await server?.stop();
+  });
+
+  it('leaves the teacher\'s camera playing for a student while the screen is shared', { timeout: 60_000 }, async () => {
+    teacher = await joinClass(browser, server.url, { room, name: 'Mr Okafor', role: 'teacher' });
+    await teacher.waitForFunction(() => window.aulaRoom.localTracks.get('camera')?.sid, null, { timeout: 15_000 });
+    students.push(await joinClass(browser, server.url, { room, name: 'Student 1', role: 'student' }));
+    const media = await waitForMedia(students[0], MEDIA_DEADLINE_MS);
+    assert.ok(media.ok, `${JSON.stringify(media)}\n${server.logTail()}`);
+    const before = await decodedFps(students[0], 'camera');
+    assert.ok(before > MIN_CAMERA_FPS, `camera at ${before.toFixed(1)} fps before the share`);
+
+    await teacher.click('#screen');
+    await teacher.waitForFunction(() => window.aulaRoom.localTracks.get('screen_share')?.sid, null, { timeout: 15_000 });
+    await students[0].waitForFunction(() => document.querySelector('#stage .tile.screen video')?.videoWidth > 0, null, { timeout: 15_000 });
+    const during = await decodedFps(students[0], 'camera');
+    console.log(`# student 1 decodes the camera at ${before.toFixed(1)} fps before the share, ${during.toFixed(1)} fps during it`);
+    assert.ok(during > MIN_CAMERA_FPS, `camera at ${during.toFixed(1)} fps during the share\n${server.logTail()}`);
+  });
+
+  it('gives a student who joins during the share both the camera and the screen', { timeout: 40_000 }, async () => {
+    const late = await joinClass(browser, server.url, { room, name: 'Student 2', role: 'student' });
+    students.push(late);
+    // Both subscribed, and the screen shown; the camera's frame rate is what is measured.
+    await late.waitForFunction(() => {
+      const room = window.aulaRoom;
+      const camera = [...room.participants.values()].flatMap((p) => p.tracks).find((t) => t.source === 'camera');
+      return room.remoteTracks.has(camera?.sid) && document.querySelector('#stage .tile.screen video')?.videoWidth > 0;
+    }, null, { timeout: MEDIA_DEADLINE_MS });
+    const [camera, screen] = [await decodedFps(late, 'camera'), await decodedFps(late, 'screen_share')];
+    console.log(`# student 2, joined during the share, decodes the camera at ${camera.toFixed(1)} fps and the screen at ${screen.toFixed(1)} fps`);
+    assert.ok(camera > MIN_CAMERA_FPS, `camera at ${camera.toFixed(1)} fps\n${server.logTail()}`);
+    assert.ok(screen > 0, `screen at ${screen.toFixed(1)} fps`);
+  });
+
+  it('leaves the teacher\'s camera playing for every student once the share stops', { timeout: 40_000 }, async () => {
+    await teacher.click('#screen');
+    await teacher.waitForFunction(() => document.querySelector('#screen').textContent === 'Share screen', null, { timeout: 5_000 });
+    for (const page of students) {
+      await page.waitForFunction(() => document.querySelector('#stage').hidden && !document.querySelector('.tile.screen'), null, { timeout: 10_000 });
+    }
+    for (const [i, page] of students.entries()) {
+      const fps = await decodedFps(page, 'camera');
+      console.log(`# student ${i + 1} decodes the camera at ${fps.toFixed(1)} fps after the share`);
+      assert.ok(fps > MIN_CAMERA_FPS, `student ${i + 1}: camera at ${fps.toFixed(1)} fps after the share\n${server.logTail()}`);
+    }
+    for (const page of [teacher, ...students]) assert.deepEqual(page.aulaErrors, []);
+  });
+});
+
 describe('live class', { timeout: 180_000 }, () => {
   let server;
   let browser;
