@@ -3,9 +3,10 @@
 // Both sides first join a lobby room over the ordinary protocol (`support-lobby` for learners,
 // `support-desk` for agents) with a dev token, and talk to the desk there: `request_help` or
 // `go_on_duty`. When the server pairs them it sends each a `support_assigned` event with a
-// token for a private room; the page joins that room with a second connection, where the
-// learner shares screen and camera and the agent watches. `window.aulaLobby` and
-// `window.aulaSession` point at the SDK rooms so tests can inspect them.
+// token for a private room; the page joins that room with a second connection. A support session
+// is a conversation: the agent's microphone is on from the start and its camera can be turned
+// on; the learner hears (and sees) the agent, and shares screen and camera for the agent to see.
+// `window.aulaLobby` and `window.aulaSession` point at the SDK rooms so tests can inspect them.
 
 import * as Aula from '/sdk/aula.js';
 
@@ -79,6 +80,42 @@ async function openSession(msg) {
   setStatus(side === 'learner'
     ? `Connected with ${msg.peer_identity}. Share your screen so they can see the problem.`
     : `Helping ${msg.peer_identity} with ${msg.topic}.`);
+  if (side === 'agent') {
+    showAgentControls();
+    await startMicrophone(session);
+  }
+}
+
+/** Agent: publishes the microphone, saying on the page why if it cannot. */
+async function startMicrophone(room) {
+  $('mic').disabled = true;
+  try {
+    await room.publish({ microphone: true });
+  } catch (err) {
+    setStatus(`Cannot use your microphone: ${err.message}`, 'error');
+  }
+  $('mic').disabled = false;
+  showAgentControls();
+}
+
+/** Agent: the microphone and camera buttons, and the camera's self-view, follow what is published. */
+function showAgentControls() {
+  const mic = session?.localTracks.get('microphone');
+  $('mic').textContent = !mic ? 'Turn on microphone' : mic.muted ? 'Unmute microphone' : 'Mute microphone';
+  const camera = session?.localTracks.get('camera');
+  $('camera').textContent = camera ? 'Turn off camera' : 'Turn on camera';
+  let self = document.querySelector('video[data-source="self"]');
+  if (!camera) return self?.remove();
+  if (!self) {
+    self = document.createElement('video');
+    self.autoplay = true;
+    self.playsInline = true;
+    self.muted = true;
+    self.className = 'mirror';
+    self.dataset.source = 'self';
+    $('grid').prepend(self);
+  }
+  if (self.srcObject?.getVideoTracks()[0] !== camera.track) self.srcObject = new MediaStream([camera.track]);
 }
 
 function addMedia({ track, stream, info }) {
@@ -90,6 +127,8 @@ function addMedia({ track, stream, info }) {
   el.dataset.track = info.sid;
   el.dataset.source = info.source;
   (track.kind === 'video' ? $('grid') : $('audio')).append(el);
+  // Browsers that block autoplay with sound get a "Turn on sound" button.
+  if (track.kind === 'audio') el.play().catch(() => { $('sound').hidden = false; });
 }
 
 function closeSession(text) {
@@ -100,6 +139,7 @@ function closeSession(text) {
   $('grid').replaceChildren();
   $('audio').replaceChildren();
   $('controls').hidden = true;
+  $('sound').hidden = true;
   setStatus(text);
 }
 
@@ -107,10 +147,33 @@ function wireControls() {
   $('end').addEventListener('click', () => {
     if (sessionId) window.aulaLobby?.send({ type: 'end_support_session', session_id: sessionId });
   });
+  $('sound').addEventListener('click', async () => {
+    for (const audio of $('audio').querySelectorAll('audio')) await audio.play().catch(() => {});
+    $('sound').hidden = true;
+  });
   if (side === 'learner') {
     $('share-screen').addEventListener('click', () => session?.publish({ screen: true }).catch((err) => setStatus(err.message, 'error')));
     $('share-camera').addEventListener('click', () => session?.publish({ camera: true, microphone: true }).catch((err) => setStatus(err.message, 'error')));
   } else {
+    $('mic').addEventListener('click', () => {
+      const mic = session?.localTracks.get('microphone');
+      if (!mic) return session && startMicrophone(session);
+      session.setMuted('microphone', !mic.muted);
+      showAgentControls();
+    });
+    $('camera').addEventListener('click', async () => {
+      const room = session;
+      if (!room) return;
+      $('camera').disabled = true;
+      try {
+        if (room.localTracks.has('camera')) await room.unpublish('camera');
+        else await room.publish({ camera: true });
+      } catch (err) {
+        setStatus(`Camera: ${err.message}`, 'error');
+      }
+      $('camera').disabled = false;
+      showAgentControls();
+    });
     $('transfer').addEventListener('click', () => {
       const skill = $('transfer-skill').value.trim();
       if (sessionId && skill) window.aulaLobby?.send({ type: 'transfer_session', session_id: sessionId, skill });
