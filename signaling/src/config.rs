@@ -122,8 +122,11 @@ impl Default for RoomConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WebhooksConfig {
-    /// `http://host:port/path`; none disables webhooks. TLS is left to a local proxy.
+    /// `http://` or `https://` endpoint; none disables webhooks.
     pub url: Option<String>,
+    /// PEM file of extra root certificates trusted for an `https://` endpoint (a private CA);
+    /// the web PKI's roots are always trusted.
+    pub ca_file: Option<PathBuf>,
     /// Deliveries per event before it is dropped (with a warning); at least 1.
     pub max_attempts: u32,
     /// Per-attempt timeout, milliseconds.
@@ -134,6 +137,7 @@ impl Default for WebhooksConfig {
     fn default() -> Self {
         Self {
             url: None,
+            ca_file: None,
             max_attempts: 5,
             timeout_ms: 5000,
         }
@@ -339,9 +343,14 @@ impl Config {
             }
         }
         if let Some(url) = &self.webhooks.url
-            && let Err(e) = crate::webhook::Endpoint::parse(url)
+            && let Err(e) = crate::webhook::parse_url(url)
         {
             return Err(("webhooks.url", e));
+        }
+        if let Some(path) = &self.webhooks.ca_file
+            && let Err(e) = crate::webhook::load_ca_file(path)
+        {
+            return Err(("webhooks.ca_file", e));
         }
         if self.webhooks.max_attempts == 0 {
             return Err(("webhooks.max_attempts", "must be at least 1".into()));
@@ -523,9 +532,12 @@ mod tests {
         let ok = Config::from_toml_str("[webhooks]\nurl = \"http://127.0.0.1:9000/hooks\"\n")
             .expect("valid");
         assert_eq!(ok.webhooks.max_attempts, 5);
-        let err =
-            Config::from_toml_str("[webhooks]\nurl = \"https://backend/hooks\"\n").unwrap_err();
+        assert!(Config::from_toml_str("[webhooks]\nurl = \"https://backend/hooks\"\n").is_ok());
+        let err = Config::from_toml_str("[webhooks]\nurl = \"ftp://backend/hooks\"\n").unwrap_err();
         assert!(err.to_string().contains("`webhooks.url`"), "{err}");
+        let err =
+            Config::from_toml_str("[webhooks]\nca_file = \"/nonexistent/ca.pem\"\n").unwrap_err();
+        assert!(err.to_string().contains("`webhooks.ca_file`"), "{err}");
         let err = Config::from_toml_str("[webhooks]\nmax_attempts = 0\n").unwrap_err();
         assert!(err.to_string().contains("max_attempts"), "{err}");
     }

@@ -10,25 +10,21 @@
 //! on connection errors, timeouts and non-2xx answers, then dropped with a warning. A dead
 //! backend thus delays only the webhooks, never a join.
 //!
-//! Only `http://` endpoints: the request is a plain HTTP/1.1 POST written here (no client
-//! library is in the dependency tree); put a TLS-terminating proxy next to the server for
-//! `https` backends.
-
+//! Requests go through `reqwest` with rustls, so `https://` endpoints work directly: their
+//! certificate is checked against the Mozilla roots (`webpki-roots`, the same everywhere,
+//! whatever the host has installed) plus, for a private CA, the PEM file `ca_file` names.
+use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use crate::config::WebhooksConfig;
 
 /// Backoff before the second attempt; doubled for each further one.
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
-/// Largest response head read back (only the status line matters).
-const MAX_RESPONSE_BYTES: usize = 16 * 1024;
 
 /// The header carrying the signature.
 pub const SIGNATURE_HEADER: &str = "X-Aula-Signature";
@@ -42,45 +38,49 @@ pub fn sign(secret: &str, body: &[u8]) -> String {
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
-/// A parsed `http://host:port/path` endpoint.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Endpoint {
-    /// `host:port` to connect to (and send as `Host`).
-    pub authority: String,
-    pub path: String,
+/// The endpoint URL, checked: `http://` or `https://` with a host, no credentials.
+pub fn parse_url(url: &str) -> Result<reqwest::Url, String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("{url:?}: {e}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(format!("{url:?}: only http:// and https:// URLs"));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(format!("{url:?}: no host"));
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(format!(
+            "{url:?}: credentials in the URL would be logged; use the signature"
+        ));
+    }
+    Ok(parsed)
 }
 
-impl Endpoint {
-    pub fn parse(url: &str) -> Result<Self, String> {
-        let rest = url
-            .strip_prefix("http://")
-            .ok_or_else(|| format!("{url:?}: only http:// URLs (put a TLS proxy in front)"))?;
-        let (authority, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, "/"),
-        };
-        if authority.is_empty()
-            || authority.contains('@')
-            || authority.chars().any(char::is_whitespace)
-        {
-            return Err(format!("{url:?}: bad host"));
-        }
-        if path.chars().any(|c| c.is_control() || c == ' ') {
-            return Err(format!("{url:?}: bad path"));
-        }
-        let authority = if authority
-            .rsplit_once(':')
-            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-        {
-            authority.to_owned()
-        } else {
-            format!("{authority}:80")
-        };
-        Ok(Self {
-            authority,
-            path: path.to_owned(),
-        })
+/// Root certificates from a PEM file, for an endpoint whose certificate a private CA signed.
+pub fn load_ca_file(path: &Path) -> Result<Vec<reqwest::Certificate>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let certificates = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| format!("{}: not PEM certificates ({e})", path.display()))?;
+    if certificates.is_empty() {
+        return Err(format!("{}: no certificate in the file", path.display()));
     }
+    Ok(certificates)
+}
+
+/// The HTTP client for one endpoint: rustls, the web PKI roots plus `extra_roots`, a timeout
+/// per attempt, and no redirects (a signed event goes where it was configured to, or fails).
+fn client(
+    extra_roots: Vec<reqwest::Certificate>,
+    timeout: Duration,
+) -> reqwest::Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder()
+        .use_rustls_tls()
+        .timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("aula/", env!("CARGO_PKG_VERSION")));
+    for root in extra_roots {
+        builder = builder.add_root_certificate(root);
+    }
+    builder.build()
 }
 
 /// The handle the server uses to emit events; cheap to clone, a no-op when disabled.
@@ -90,15 +90,32 @@ pub(crate) struct Webhooks {
 }
 
 impl Webhooks {
-    /// Starts the delivery task when a URL is configured.
+    /// Starts the delivery task when a URL is configured. The config was validated at load
+    /// ([`crate::config`]); a URL or CA file that fails here anyway is logged and webhooks are
+    /// off.
     pub fn start(config: &WebhooksConfig, secret: String) -> Self {
-        let Some(endpoint) = config.url.as_deref().and_then(|u| Endpoint::parse(u).ok()) else {
+        let Some(url) = config.url.as_deref() else {
             return Self::default();
+        };
+        let timeout = Duration::from_millis(config.timeout_ms.max(1));
+        let roots = match &config.ca_file {
+            Some(path) => load_ca_file(path),
+            None => Ok(Vec::new()),
+        };
+        let ready = parse_url(url).and_then(|url| {
+            let client = client(roots?, timeout).map_err(|e| e.to_string())?;
+            Ok((url, client))
+        });
+        let (url, client) = match ready {
+            Ok(ready) => ready,
+            Err(e) => {
+                tracing::error!("webhooks disabled: {e}");
+                return Self::default();
+            }
         };
         let (tx, rx) = mpsc::unbounded_channel();
         let attempts = config.max_attempts.max(1);
-        let timeout = Duration::from_millis(config.timeout_ms.max(1));
-        tokio::spawn(deliver_all(rx, endpoint, secret, attempts, timeout));
+        tokio::spawn(deliver_all(rx, client, url, secret, attempts));
         Self { queue: Some(tx) }
     }
 
@@ -119,10 +136,10 @@ impl Webhooks {
 
 async fn deliver_all(
     mut rx: mpsc::UnboundedReceiver<Value>,
-    endpoint: Endpoint,
+    client: reqwest::Client,
+    url: reqwest::Url,
     secret: String,
     attempts: u32,
-    timeout: Duration,
 ) {
     while let Some(event) = rx.recv().await {
         let name = event
@@ -134,58 +151,41 @@ async fn deliver_all(
         let signature = sign(&secret, body.as_bytes());
         let mut backoff = FIRST_BACKOFF;
         for attempt in 1..=attempts {
-            match tokio::time::timeout(timeout, post(&endpoint, &name, &body, &signature)).await {
-                Ok(Ok(status)) if (200..300).contains(&status) => break,
-                outcome => {
-                    let why = match outcome {
-                        Ok(Ok(status)) => format!("status {status}"),
-                        Ok(Err(e)) => e.to_string(),
-                        Err(_) => "timed out".to_owned(),
-                    };
-                    if attempt == attempts {
-                        tracing::warn!(event = name, attempts, "webhook dropped: {why}");
-                    } else {
-                        tracing::debug!(event = name, attempt, "webhook failed, retrying: {why}");
-                        tokio::time::sleep(backoff).await;
-                        backoff = backoff.saturating_mul(2);
-                    }
-                }
+            let sent = client
+                .post(url.clone())
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .header(SIGNATURE_HEADER, &signature)
+                .header("X-Aula-Event", &name)
+                .body(body.clone())
+                .send()
+                .await;
+            let why = match sent {
+                Ok(response) if response.status().is_success() => break,
+                Ok(response) => format!("status {}", response.status()),
+                // The chain names the cause (refused, timed out, certificate not trusted).
+                Err(e) => error_chain(&e),
+            };
+            if attempt == attempts {
+                tracing::warn!(event = name, attempts, "webhook dropped: {why}");
+            } else {
+                tracing::debug!(event = name, attempt, "webhook failed, retrying: {why}");
+                tokio::time::sleep(backoff).await;
+                backoff = backoff.saturating_mul(2);
             }
         }
     }
 }
 
-/// One POST; returns the response status.
-async fn post(
-    endpoint: &Endpoint,
-    event: &str,
-    body: &str,
-    signature: &str,
-) -> std::io::Result<u16> {
-    let mut stream = TcpStream::connect(&endpoint.authority).await?;
-    let request = format!(
-        "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{SIGNATURE_HEADER}: {signature}\r\nX-Aula-Event: {event}\r\nConnection: close\r\n\r\n{body}",
-        endpoint.path,
-        endpoint.authority,
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).await?;
-    let mut head = Vec::new();
-    let mut buf = [0u8; 1024];
-    // The status line is all we need; stop at the end of the head or the size limit.
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < MAX_RESPONSE_BYTES {
-        let n = stream.read(&mut buf).await?;
-        if n == 0 {
-            break;
-        }
-        head.extend_from_slice(&buf[..n]);
+/// An error with its causes, `a: b: c`.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
     }
-    let text = String::from_utf8_lossy(&head);
-    text.lines()
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "no HTTP status line"))
+    text
 }
 
 #[cfg(test)]
@@ -201,26 +201,38 @@ mod tests {
     }
 
     #[test]
-    fn endpoints_parse_or_say_why() {
+    fn urls_parse_or_say_why() {
         assert_eq!(
-            Endpoint::parse("http://127.0.0.1:9000/hooks").expect("valid"),
-            Endpoint {
-                authority: "127.0.0.1:9000".into(),
-                path: "/hooks".into()
-            }
+            parse_url("http://127.0.0.1:9000/hooks")
+                .expect("valid")
+                .as_str(),
+            "http://127.0.0.1:9000/hooks"
         );
-        assert_eq!(
-            Endpoint::parse("http://backend").expect("valid").authority,
-            "backend:80"
-        );
+        assert!(parse_url("https://backend.example/aula").is_ok());
         for bad in [
-            "https://x/",
             "ftp://x",
             "http://",
+            "https://",
             "http://a b/",
-            "http://u@h/",
+            "http://user:pw@h/",
+            "not a url",
         ] {
-            assert!(Endpoint::parse(bad).is_err(), "{bad}");
+            assert!(parse_url(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn ca_files_must_hold_certificates() {
+        let dir = std::env::temp_dir().join(format!("aula-ca-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let empty = dir.join("empty.pem");
+        std::fs::write(&empty, "").unwrap();
+        assert!(load_ca_file(&empty).unwrap_err().contains("no certificate"));
+        assert!(load_ca_file(&dir.join("missing.pem")).is_err());
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let good = dir.join("ca.pem");
+        std::fs::write(&good, cert.cert.pem()).unwrap();
+        assert_eq!(load_ca_file(&good).unwrap().len(), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
