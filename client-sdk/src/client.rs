@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aula_protocol::{
-    ClientMessage, PROTOCOL_VERSION, ParticipantInfo, PeerTarget, RoomInfo, ServerMessage,
-    TrackAnnouncement, TrackSource,
+    ClientMessage, PROTOCOL_VERSION, ParticipantInfo, PeerTarget, RoomInfo, ServerFrame,
+    ServerMessage, TrackAnnouncement, TrackSource,
 };
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
@@ -107,10 +107,10 @@ impl Client {
         let (participant, room) = tokio::time::timeout(NEGOTIATION_TIMEOUT, async {
             loop {
                 match receive(&mut stream).await? {
-                    ServerMessage::Joined {
+                    ServerFrame::Message(ServerMessage::Joined {
                         participant, room, ..
-                    } => return Ok((participant, room)),
-                    ServerMessage::Error { code, message } => {
+                    }) => return Ok((participant, room)),
+                    ServerFrame::Message(ServerMessage::Error { code, message }) => {
                         return Err(ClientError::Server { code, message });
                     }
                     other => debug!("before Joined, ignoring {other:?}"),
@@ -303,6 +303,11 @@ impl Client {
             .map_err(|_| ClientError::Closed)
     }
 
+    /// Queues one message for the server; `Closed` once the session is over.
+    pub(crate) fn send_message(&self, message: ClientMessage) -> Result<(), ClientError> {
+        self.signal.send(message).map_err(|_| ClientError::Closed)
+    }
+
     /// Leaves the room: sends `Leave`, waits (briefly) for the server's `Left`, then closes
     /// everything. Other participants see `ParticipantLeft` and our tracks unpublished.
     pub async fn leave(mut self) -> Result<(), ClientError> {
@@ -345,8 +350,9 @@ impl Reader {
     async fn run(mut self, mut stream: SplitStream<Ws>, shutdown: Arc<watch::Sender<()>>) {
         let reason = loop {
             match receive(&mut stream).await {
-                Ok(ServerMessage::Left { reason }) => break reason,
-                Ok(message) => self.handle(message).await,
+                Ok(ServerFrame::Message(ServerMessage::Left { reason })) => break reason,
+                Ok(ServerFrame::Message(message)) => self.handle(message).await,
+                Ok(ServerFrame::Event(event)) => self.emit(ClientEvent::Room(event)),
                 Err(ClientError::Closed) => break "connection closed".to_owned(),
                 // A message we cannot parse is the server's bug or a newer protocol; skip it.
                 Err(ClientError::Protocol(e)) => warn!("{e}"),
@@ -505,7 +511,7 @@ async fn send(
 }
 
 /// The next server message. `Closed` when the socket ends; `Protocol` for an unparsable one.
-async fn receive(stream: &mut SplitStream<Ws>) -> Result<ServerMessage, ClientError> {
+async fn receive(stream: &mut SplitStream<Ws>) -> Result<ServerFrame, ClientError> {
     loop {
         let message = match stream.next().await {
             None => return Err(ClientError::Closed),

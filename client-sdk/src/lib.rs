@@ -38,6 +38,7 @@
 
 mod client;
 mod error;
+mod moderation;
 mod peer;
 mod publish;
 mod rtp;
@@ -90,6 +91,11 @@ pub enum ClientEvent {
     MediaFailed {
         target: PeerTarget,
     },
+    /// A room event: the hand queue, stage and permission changes, a participant reconnecting,
+    /// chat and data messages, the room locked, support desk updates. The moderation calls
+    /// (`raise_hand`, `invite_to_stage`, `chat`, ...) are answered with these, or with
+    /// [`ClientEvent::Error`] (`forbidden`, `rate_limited`, ...).
+    Room(aula_protocol::ServerEvent),
     /// The session is over (`Left` from the server, or the WebSocket closed). Only packets
     /// already received may follow it.
     Disconnected {
