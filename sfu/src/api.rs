@@ -103,6 +103,9 @@ pub enum SfuError {
     BadSdp(String),
     #[error("bad ICE candidate: {0}")]
     BadCandidate(String),
+    /// A publish offer announced a track as a source of the other media kind.
+    #[error("track does not match its announced source: {0}")]
+    TrackMismatch(String),
     #[error("unknown participant")]
     UnknownParticipant,
     #[error("unknown track {0}")]

@@ -51,7 +51,7 @@ use crate::peer;
 use crate::quality::{self, ConnectionQuality, LinkSample};
 use crate::red;
 use crate::sdp::{
-    ice_credentials, keep_simulcast_receivers, sending_track_ids, simulcast_track_ids,
+    ice_credentials, keep_simulcast_receivers, sending_track_ids, simulcast_track_ids, track_kinds,
 };
 use crate::tap::is_keyframe_request;
 
@@ -456,6 +456,7 @@ impl Router {
             .peers
             .get_mut(&key)
             .ok_or(SfuError::UnknownParticipant)?;
+        check_announced_kinds(sdp, &tracks, &peer.announced)?;
         // A renegotiation must not make `rtc` forget the layers of a simulcast track it
         // already receives (see `keep_simulcast_receivers`).
         let offer = match keep_simulcast_receivers(sdp, |id| peer.producers.contains_key(id)) {
@@ -1069,7 +1070,13 @@ impl Router {
         if let Some(sid) = peer.producers.get(&track_id)
             && let Some(producer) = self.producers.get_mut(sid)
         {
-            producer.layers.insert(ssrc, layer);
+            // A track's simulcast layers share its receiver; another m-section reusing the
+            // track id is another track, maybe of the other kind, and is not forwarded as this.
+            if producer.receiver_id == receiver_id {
+                producer.layers.insert(ssrc, layer);
+            } else {
+                warn!(participant = %peer.participant, %track_id, "a second m-section reuses a published track's id; ignored");
+            }
             return;
         }
         let Some(mut receiver) = peer.pc.rtp_receiver(receiver_id) else {
@@ -1098,6 +1105,12 @@ impl Router {
                 TrackKind::Audio => TrackSource::Microphone,
                 TrackKind::Video => TrackSource::Camera,
             });
+        // The offer's announcements were checked against its SDP; this checks what actually
+        // arrived, so that nothing is forwarded under a source of the other kind.
+        if source.kind() != kind || codec_kind(&codec.mime_type) != Some(kind) {
+            warn!(participant = %peer.participant, %track_id, ?source, ?kind, mime = %codec.mime_type, "track is not what it was announced as; not forwarded");
+            return;
+        }
         let simulcast = rid.is_some() || peer.simulcast_ids.contains(&track_id);
         let sid = format!("TR_{}", random_id());
         peer.producers.insert(track_id, sid.clone());
@@ -1632,6 +1645,46 @@ fn payload_type_of(codecs: &[RTCRtpCodecParameters], mime: &str) -> Option<u8> {
         .map(|c| c.payload_type)
 }
 
+/// The media kind of a codec by its mime type (`audio/opus`, `video/VP8`).
+fn codec_kind(mime: &str) -> Option<TrackKind> {
+    let (kind, _) = mime.split_once('/')?;
+    if kind.eq_ignore_ascii_case("audio") {
+        Some(TrackKind::Audio)
+    } else if kind.eq_ignore_ascii_case("video") {
+        Some(TrackKind::Video)
+    } else {
+        None
+    }
+}
+
+/// Refuses an offer that announces a track as a source of the other media kind than the
+/// track's m-section: grants are checked on the announced source, so a label that could lie
+/// (video as `microphone`) would let a microphone-only token publish video. A track this offer
+/// does not announce again keeps its earlier announcement, and is checked against it.
+fn check_announced_kinds(
+    sdp: &str,
+    tracks: &[TrackAnnouncement],
+    earlier: &HashMap<String, TrackSource>,
+) -> Result<(), SfuError> {
+    for (track_id, kind) in track_kinds(sdp) {
+        // The last announcement of a track is the one kept (see `apply_publish_offer`).
+        let source = tracks
+            .iter()
+            .rev()
+            .find(|t| t.track_id == track_id)
+            .map(|t| t.source)
+            .or_else(|| earlier.get(&track_id).copied());
+        if let Some(source) = source
+            && source.kind() != kind
+        {
+            return Err(SfuError::TrackMismatch(format!(
+                "track {track_id} is {kind:?} in the SDP but announced as {source:?}"
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn random_id() -> String {
     use rand::distr::Alphanumeric;
     rand::rng()
@@ -1654,5 +1707,47 @@ mod tests {
             "a noisy dip under the threshold changes nothing"
         );
         assert!(!lossy(true, 0.02), "a link that got better");
+    }
+
+    #[test]
+    fn an_announced_source_must_match_its_tracks_kind() {
+        let sdp = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=msid:s mic\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=msid:s cam\r\n";
+        let label = |track_id: &str, source| TrackAnnouncement {
+            track_id: track_id.into(),
+            source,
+        };
+        let none = HashMap::new();
+        let truthful = [
+            label("mic", TrackSource::Microphone),
+            label("cam", TrackSource::Camera),
+        ];
+        assert_eq!(check_announced_kinds(sdp, &truthful, &none), Ok(()));
+        for lie in [
+            label("cam", TrackSource::Microphone),
+            label("cam", TrackSource::ScreenShareAudio),
+            label("mic", TrackSource::Camera),
+            label("mic", TrackSource::ScreenShare),
+        ] {
+            assert!(
+                matches!(
+                    check_announced_kinds(sdp, std::slice::from_ref(&lie), &none),
+                    Err(SfuError::TrackMismatch(_))
+                ),
+                "{lie:?}"
+            );
+        }
+        // A track not announced again keeps its earlier label, which must still fit.
+        let earlier = HashMap::from([("cam".to_owned(), TrackSource::Microphone)]);
+        assert!(matches!(
+            check_announced_kinds(sdp, &[], &earlier),
+            Err(SfuError::TrackMismatch(_))
+        ));
+        // The last announcement of a track is the one kept and checked.
+        let relabelled = [
+            label("cam", TrackSource::Microphone),
+            label("cam", TrackSource::Camera),
+        ];
+        assert_eq!(check_announced_kinds(sdp, &relabelled, &earlier), Ok(()));
     }
 }

@@ -2,6 +2,8 @@
 
 use std::collections::HashSet;
 
+use aula_protocol::TrackKind;
+
 /// Track ids (the second `a=msid` value) of m-sections that carry `a=simulcast`.
 ///
 /// `rtc` tells us each simulcast layer as it starts, but whether a track *is* simulcast is
@@ -48,6 +50,36 @@ pub fn sending_track_ids(sdp: &str) -> HashSet<String> {
         }
     }
     ids
+}
+
+/// Every track id an m-section that is not rejected (port 0) names, with the section's media
+/// kind. What a track *is* comes from here, whatever its announcement says. A track id is the
+/// second value of `a=msid:<stream> <track>` or of `a=ssrc:<ssrc> msid:<stream> <track>`:
+/// `rtc` takes it from either, so both are read.
+pub fn track_kinds(sdp: &str) -> Vec<(String, TrackKind)> {
+    let mut kinds = Vec::new();
+    for section in sdp.split("\nm=").skip(1) {
+        let mut words = section.split_whitespace();
+        let kind = match words.next() {
+            Some("audio") => TrackKind::Audio,
+            Some("video") => TrackKind::Video,
+            _ => continue,
+        };
+        if words.next() == Some("0") {
+            continue;
+        }
+        for line in section.lines() {
+            let line = line.trim_end();
+            let msid = line.strip_prefix("a=msid:").or_else(|| {
+                let (_ssrc, attribute) = line.strip_prefix("a=ssrc:")?.split_once(' ')?;
+                attribute.strip_prefix("msid:")
+            });
+            if let Some(track_id) = msid.and_then(|m| m.split_whitespace().nth(1)) {
+                kinds.push((track_id.to_owned(), kind));
+            }
+        }
+    }
+    kinds
 }
 
 /// The session's ICE ufrag and password, from the first of each (we write them once).
@@ -124,6 +156,24 @@ m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:2\r\na=msid:s2 screen-1\r\n";
             Some(("abcd", "secret"))
         );
         assert_eq!(ice_credentials("v=0\r\na=ice-ufrag:abcd\r\n"), None);
+    }
+
+    #[test]
+    fn finds_track_kinds() {
+        let sdp = "v=0\r\n\
+m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=msid:s mic\r\n\
+m=video 0 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\na=msid:s gone\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:2\r\na=msid:s cam\r\na=ssrc:1 cname:x\r\n\
+a=ssrc:2 msid:s other\r\n\
+m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=mid:3\r\n";
+        assert_eq!(
+            track_kinds(sdp),
+            vec![
+                ("mic".to_owned(), TrackKind::Audio),
+                ("cam".to_owned(), TrackKind::Video),
+                ("other".to_owned(), TrackKind::Video)
+            ]
+        );
     }
 
     #[test]

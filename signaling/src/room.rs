@@ -13,7 +13,8 @@
 use std::collections::{HashMap, HashSet};
 
 use aula_protocol::{
-    ErrorCode, ParticipantInfo, Permissions, Role, RoomInfo, ServerEvent, ServerMessage, TrackInfo,
+    ErrorCode, ParticipantConnection, ParticipantInfo, Permissions, Role, RoomInfo, ServerEvent,
+    ServerMessage, TrackInfo,
 };
 use aula_sfu::PublishedTrack;
 use tokio::sync::mpsc;
@@ -468,6 +469,24 @@ impl Registry {
             .and_then(|r| self.rooms.get(r))
             .and_then(|room| room.member(sid))
             .is_some_and(|m| m.outbox.send(Outgoing::Message(msg)).is_ok())
+    }
+
+    /// Tells the others in `sid`'s room that its connection dropped or came back, so that they
+    /// show it instead of a frozen picture (hidden members are never announced).
+    pub fn connection_changed(&self, sid: &str, state: ParticipantConnection) {
+        let Some(room) = self.room_of(sid) else {
+            return;
+        };
+        if room.member(sid).is_none_or(Member::is_hidden) {
+            return;
+        }
+        let event = ServerEvent::ParticipantState {
+            participant_sid: sid.to_owned(),
+            state,
+        };
+        for member in room.members.iter().filter(|m| m.info.sid != sid) {
+            member.send_event(event.clone());
+        }
     }
 }
 

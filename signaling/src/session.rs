@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aula_protocol::{
-    ClientMessage, ErrorCode, MAX_RENDERED_DIMENSION, PROTOCOL_VERSION, ServerEvent, ServerMessage,
-    TrackKind,
+    ClientMessage, ErrorCode, MAX_RENDERED_DIMENSION, PROTOCOL_VERSION, ParticipantConnection,
+    ServerEvent, ServerMessage, TrackKind,
 };
 use aula_sfu::{RenderedSize, SfuError};
 use axum::extract::ws::{CloseFrame, Message, WebSocket, close_code};
@@ -255,6 +255,9 @@ fn park(
 ) {
     let token = joined.resume_token.clone();
     tracing::info!(sid = joined.sid, "connection lost; waiting for a resume");
+    state
+        .registry()
+        .connection_changed(&joined.sid, ParticipantConnection::Reconnecting);
     state.parked().insert(
         token.clone(),
         Parked {
@@ -380,6 +383,7 @@ fn error_code_label(code: ErrorCode) -> &'static str {
         ErrorCode::PayloadTooLarge => "payload_too_large",
         ErrorCode::UnknownSession => "unknown_session",
         ErrorCode::Conflict => "conflict",
+        ErrorCode::TrackMismatch => "track_mismatch",
         ErrorCode::Internal => "internal",
     }
 }
@@ -528,6 +532,9 @@ impl Session {
         };
         let sid = parked.joined.sid.clone();
         tracing::info!(sid, "resumed");
+        self.state
+            .registry()
+            .connection_changed(&sid, ParticipantConnection::Connected);
         self.state
             .register_live(&parked.joined.resume_token, &self.handover);
         self.outbox = parked.outbox;
@@ -920,6 +927,7 @@ impl Session {
         let code = match &e {
             SfuError::BadSdp(_) => ErrorCode::BadSdp,
             SfuError::BadCandidate(_) => ErrorCode::BadCandidate,
+            SfuError::TrackMismatch(_) => ErrorCode::TrackMismatch,
             SfuError::UnknownTrack(_) => ErrorCode::UnknownTrack,
             SfuError::NoConnection(_) | SfuError::UnknownParticipant => client_code,
             SfuError::Internal(_) | SfuError::Stopped => {

@@ -1,6 +1,7 @@
 //! Reconnect: a participant whose connection drops stays in the room for the reconnect
 //! timeout and resumes on a new connection with its resume token (same sid, what was sent
-//! meanwhile delivered, ICE restarted); after the timeout it is removed.
+//! meanwhile delivered, ICE restarted); after the timeout it is removed. The others are told
+//! when it drops and when it comes back.
 
 mod common;
 
@@ -9,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aula_protocol::{
-    ClientMessage, ErrorCode, IceCandidate, PROTOCOL_VERSION, PeerTarget, Role, ServerEvent,
-    ServerFrame, ServerMessage, TrackAnnouncement,
+    ClientMessage, ErrorCode, IceCandidate, PROTOCOL_VERSION, ParticipantConnection, PeerTarget,
+    Role, ServerEvent, ServerFrame, ServerMessage, TrackAnnouncement,
 };
 use aula_sfu::{SfuError, SfuEvent};
 use aula_signaling::media::MediaPlane;
@@ -195,6 +196,49 @@ async fn a_participant_not_back_in_time_is_removed() {
     );
     let mut late = resume(addr, &token).await;
     assert_eq!(late.expect_error().await, ErrorCode::Unauthorized);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_others_see_a_dropped_participant_reconnecting_then_back_then_gone() {
+    let (server, _media, _events) = server(2).await;
+    let addr = server.http_addr();
+    let (mut teacher, _) = Client::join(addr, "class", "teacher", Role::Teacher).await;
+    let (student, joined) = Client::join(addr, "class", "student", Role::Student).await;
+    let (s_sid, token) = sid_and_token(&joined);
+    teacher.sync().await;
+    let state = |state| ServerEvent::ParticipantState {
+        participant_sid: s_sid.clone(),
+        state,
+    };
+
+    student.close().await;
+    teacher
+        .event_until(|e| *e == state(ParticipantConnection::Reconnecting))
+        .await;
+    let mut student = resume(addr, &token).await;
+    assert!(matches!(
+        student.recv_frame().await,
+        ServerFrame::Event(ServerEvent::Resumed { .. })
+    ));
+    teacher
+        .event_until(|e| *e == state(ParticipantConnection::Connected))
+        .await;
+    // Only the others are told: the participant's own queue held nothing about itself.
+    let own = student.sync().await;
+    assert!(
+        !own.iter()
+            .any(|f| matches!(f, ServerFrame::Event(ServerEvent::ParticipantState { .. }))),
+        "{own:?}"
+    );
+
+    student.close().await;
+    teacher
+        .event_until(|e| *e == state(ParticipantConnection::Reconnecting))
+        .await;
+    teacher
+        .message_until(|m| matches!(m, ServerMessage::ParticipantLeft { participant_sid } if *participant_sid == s_sid))
+        .await;
     server.shutdown().await;
 }
 

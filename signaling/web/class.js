@@ -17,6 +17,13 @@ const tiles = new Map();
 /** Screen-share tiles on the stage, by track sid. */
 const screens = new Map();
 
+/**
+ * How long a participant's media may stop before its tile says "reconnecting…". The server says
+ * so as soon as the participant's WebSocket drops (`participant_state`), but a dead network can
+ * keep a WebSocket looking open for a while; the media stopping shows it sooner.
+ */
+const MEDIA_STALL_MS = 2000;
+
 function setStatus(text, kind = 'info') {
   $('status').textContent = text;
   $('status').dataset.kind = kind;
@@ -91,6 +98,7 @@ async function joinWith(token) {
   for (const p of room.participants.values()) tileFor(p);
   wireRoomEvents(room);
   wireControls(room);
+  watchMedia(room);
   setStatus(`Connected as ${me.name} (${me.role}).`, 'ok');
 
   if (isTeacher) {
@@ -106,7 +114,15 @@ async function joinWith(token) {
 
 function wireRoomEvents(room) {
   room.addEventListener('participantJoined', (e) => tileFor(e.detail.participant));
-  room.addEventListener('participantLeft', (e) => removeTile(e.detail.participant.sid));
+  room.addEventListener('participantLeft', (e) => {
+    const { participant } = e.detail;
+    removeTile(participant.sid);
+    setStatus(`${participant.name}${participant.role === 'teacher' ? ' (teacher)' : ''} left the class.`);
+  });
+  room.addEventListener('serverEvent', (e) => {
+    const msg = e.detail;
+    if (msg.type === 'participant_state') setReconnecting(msg.participant_sid, 'connection', msg.state === 'reconnecting');
+  });
   room.addEventListener('trackSubscribed', (e) => {
     const { track, stream, info, participant } = e.detail;
     if (info.kind === 'audio') return playAudio(info.sid, stream);
@@ -207,15 +223,57 @@ function tileFor(participant, isLocal = false) {
   const label = document.createElement('figcaption');
   label.textContent = `${participant.name}${isLocal ? ' (you)' : ''}`;
   if (participant.role === 'teacher') label.insertAdjacentHTML('beforeend', ' <span class="badge">Teacher</span>');
-  root.append(avatar, video, label);
+  const state = document.createElement('p');
+  state.className = 'tile-state';
+  state.textContent = 'Reconnecting…';
+  state.hidden = true;
+  root.append(avatar, video, label, state);
   root.classList.add('no-video');
   if (isLocal) root.classList.add('local');
-  tile = { root, video };
+  tile = { root, video, state, reconnecting: new Set() };
   tiles.set(participant.sid, tile);
   // Teachers first: students come to see them.
   if (participant.role === 'teacher') $('grid').prepend(root);
   else $('grid').append(root);
   return tile;
+}
+
+/**
+ * Marks a participant's tile "reconnecting…" while its connection is down (`connection`, as the
+ * server says) or its media has stopped (`media`, as seen here): either is enough.
+ */
+function setReconnecting(sid, reason, on) {
+  const tile = tiles.get(sid);
+  if (!tile) return;
+  if (on) tile.reconnecting.add(reason);
+  else tile.reconnecting.delete(reason);
+  tile.root.classList.toggle('reconnecting', tile.reconnecting.size > 0);
+  tile.state.hidden = tile.reconnecting.size === 0;
+}
+
+/**
+ * Once a second, how long ago each participant's media last arrived: a participant none of
+ * whose tracks got a packet for MEDIA_STALL_MS is shown reconnecting. Tracks that never got
+ * one yet say nothing.
+ */
+function watchMedia(room) {
+  const timer = setInterval(async () => {
+    const silentFor = new Map(); // MediaStreamTrack id -> ms since its last packet
+    try {
+      (await room.subscriber.getStats()).forEach((r) => {
+        if (r.type === 'inbound-rtp' && r.lastPacketReceivedTimestamp) silentFor.set(r.trackIdentifier, r.timestamp - r.lastPacketReceivedTimestamp);
+      });
+    } catch {
+      return; // the connection closed meanwhile
+    }
+    for (const participant of room.participants.values()) {
+      const silences = participant.tracks
+        .map((t) => silentFor.get(room.remoteTracks.get(t.sid)?.track.id))
+        .filter((ms) => ms !== undefined);
+      setReconnecting(participant.sid, 'media', silences.length > 0 && Math.min(...silences) > MEDIA_STALL_MS);
+    }
+  }, 1000);
+  room.addEventListener('disconnected', () => clearInterval(timer));
 }
 
 function removeTile(sid) {

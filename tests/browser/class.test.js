@@ -371,3 +371,43 @@ describe('live class', { timeout: 180_000 }, () => {
     for (const page of [teacher, ...students]) assert.deepEqual(page.aulaErrors, []);
   });
 });
+
+// Issue 11, item 9: a teacher whose tab closes (no `leave`) is kept for the server's reconnect
+// window (15 s by default). Students must not sit in front of a frozen picture meanwhile: the
+// teacher's tile says "reconnecting" within a few seconds, and once the window has passed the
+// page says the teacher left.
+describe('a teacher whose tab closes', { timeout: 60_000 }, () => {
+  let server;
+  let browser;
+
+  before(async () => {
+    server = await startServer();
+    browser = await launchBrowser();
+  });
+
+  after(async () => {
+    await browser?.close();
+    await server?.stop();
+  });
+
+  it('is shown reconnecting to students at once, then as left after the reconnect window', { timeout: 50_000 }, async () => {
+    const room = `tab-closed-${process.pid}`;
+    const teacher = await joinClass(browser, server.url, { room, name: 'Teacher', role: 'teacher' });
+    const student = await joinClass(browser, server.url, { room, name: 'Student', role: 'student' });
+    const media = await waitForMedia(student, MEDIA_DEADLINE_MS);
+    assert.ok(media.ok, `the student receives the teacher first: ${JSON.stringify(media)}`);
+    const teacherTile = student.locator('.tile.teacher');
+    assert.doesNotMatch(await teacherTile.innerText(), /reconnecting/i);
+
+    await teacher.close();
+    const closedAt = Date.now();
+    await teacherTile.getByText(/reconnecting/i).waitFor({ timeout: 5_000 });
+    const reconnectingAfterMs = Date.now() - closedAt;
+
+    await student.locator('#status').getByText(/Teacher.*left/).waitFor({ timeout: 25_000 });
+    assert.equal(await teacherTile.count(), 0, 'the teacher\'s tile is gone');
+    assert.ok(reconnectingAfterMs <= 3_000, `"reconnecting" shown ${reconnectingAfterMs} ms after the tab closed`);
+    assert.equal(await sessionEnded(student), null, 'the student stays in the class');
+    assert.deepEqual(student.aulaErrors, []);
+  });
+});

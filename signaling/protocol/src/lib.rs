@@ -146,6 +146,18 @@ pub enum TrackSource {
     ScreenShareAudio,
 }
 
+impl TrackSource {
+    /// The media a track of this source carries. The server refuses an announcement whose
+    /// track is of the other kind (see [`ErrorCode::TrackMismatch`]): grants are checked on the
+    /// source, so video announced as `microphone` would otherwise pass a microphone-only grant.
+    pub fn kind(self) -> TrackKind {
+        match self {
+            TrackSource::Microphone | TrackSource::ScreenShareAudio => TrackKind::Audio,
+            TrackSource::Camera | TrackSource::ScreenShare => TrackKind::Video,
+        }
+    }
+}
+
 /// An ICE candidate as the browser's `RTCIceCandidate.toJSON()` gives it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -388,6 +400,15 @@ pub enum ServerMessage {
 pub enum ServerEvent {
     /// Answer to [`ClientMessage::Resume`]: the same participant continues on this connection.
     Resumed { participant_sid: String },
+    /// Another participant's connection dropped (`reconnecting`: its media has most likely
+    /// stopped too) or came back (`connected`). A dropped participant stays in the room for the
+    /// server's reconnect timeout (`reconnect_timeout_secs`, 15 s by default), waiting for its
+    /// [`ClientMessage::Resume`]; if none comes, [`ServerMessage::ParticipantLeft`] follows.
+    /// Pages show it, e.g. "reconnecting…" on the tile, instead of a frozen picture.
+    ParticipantState {
+        participant_sid: String,
+        state: ParticipantConnection,
+    },
     /// The raised hands in the order they were raised (to staff and to those in it).
     HandQueue { participant_sids: Vec<String> },
     /// Your permissions (or, for staff, another participant's) changed.
@@ -437,6 +458,14 @@ pub enum ServerFrame {
     Event(ServerEvent),
 }
 
+/// Whether a participant's connection is up (see [`ServerEvent::ParticipantState`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ParticipantConnection {
+    Connected,
+    Reconnecting,
+}
+
 /// A participant's connection quality: the worst of its links' loss, jitter and RTT.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -481,6 +510,10 @@ pub enum ErrorCode {
     UnknownSession,
     /// The request does not fit the current state (e.g. asking for help twice).
     Conflict,
+    /// A `publish_offer` announced a track as a source of the other media kind than the
+    /// track's m-section in the SDP (video announced as `microphone`, audio as `camera`); the
+    /// offer is refused and nothing of it is published.
+    TrackMismatch,
     /// The media plane failed; the session may continue.
     Internal,
 }
@@ -579,6 +612,25 @@ mod tests {
             })
         );
         assert!(serde_json::from_str::<ServerFrame>(r#"{"type":"nope"}"#).is_err());
+        let text =
+            r#"{"type":"participant_state","participant_sid":"PA_1","state":"reconnecting"}"#;
+        let ev = ServerEvent::ParticipantState {
+            participant_sid: "PA_1".into(),
+            state: ParticipantConnection::Reconnecting,
+        };
+        assert_eq!(serde_json::to_string(&ev).expect("serializes"), text);
+        assert_eq!(
+            serde_json::from_str::<ServerFrame>(text).expect("parses"),
+            ServerFrame::Event(ev)
+        );
+    }
+
+    #[test]
+    fn sources_have_a_kind() {
+        assert_eq!(TrackSource::Microphone.kind(), TrackKind::Audio);
+        assert_eq!(TrackSource::ScreenShareAudio.kind(), TrackKind::Audio);
+        assert_eq!(TrackSource::Camera.kind(), TrackKind::Video);
+        assert_eq!(TrackSource::ScreenShare.kind(), TrackKind::Video);
     }
 
     #[test]
