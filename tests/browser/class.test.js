@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { joinClass, launchBrowser, sessionEnded, startServer, waitForMedia } from './harness.js';
+import { impair } from './weaknet.js';
 
 /** First media may take a while on a loaded 2-core CI machine: ICE, DTLS, keyframe, decode. */
 const MEDIA_DEADLINE_MS = 20_000;
@@ -375,19 +376,42 @@ describe('live class', { timeout: 180_000 }, () => {
 // Issue 11, item 9: a teacher whose tab closes (no `leave`) is kept for the server's reconnect
 // window (15 s by default). Students must not sit in front of a frozen picture meanwhile: the
 // teacher's tile says "reconnecting" within a few seconds, and once the window has passed the
-// page says the teacher left.
-describe('a teacher whose tab closes', { timeout: 60_000 }, () => {
+// page says the teacher left. The same goes while the teacher's media stops with its WebSocket
+// still up (a dead network can look connected to the server for a while).
+describe('a teacher whose tab closes or whose media stops', { timeout: 90_000 }, () => {
   let server;
   let browser;
 
   before(async () => {
-    server = await startServer();
+    server = await startServer({ testImpairment: true });
     browser = await launchBrowser();
   });
 
   after(async () => {
     await browser?.close();
     await server?.stop();
+  });
+
+  it('is shown reconnecting while none of its media arrives, and live again once it does', { timeout: 40_000 }, async () => {
+    const room = `media-stops-${process.pid}`;
+    const teacher = await joinClass(browser, server.url, { room, name: 'Teacher', role: 'teacher' });
+    const student = await joinClass(browser, server.url, { room, name: 'Student', role: 'student' });
+    const media = await waitForMedia(student, MEDIA_DEADLINE_MS);
+    assert.ok(media.ok, `the student receives the teacher first: ${JSON.stringify(media)}`);
+    const reconnecting = student.locator('.tile.teacher').getByText(/reconnecting/i);
+    const identity = await teacher.evaluate(() => window.aulaRoom.localParticipant.identity);
+
+    await impair(server.url, { room, identity, loss: 1 });
+    const stoppedAt = Date.now();
+    await reconnecting.waitFor({ timeout: 6_000 });
+    const shownAfterMs = Date.now() - stoppedAt;
+    await impair(server.url, { room, identity });
+    await reconnecting.waitFor({ state: 'hidden', timeout: 10_000 });
+    assert.ok(shownAfterMs <= 4_000, `"reconnecting" shown ${shownAfterMs} ms after the media stopped`);
+    assert.equal(await sessionEnded(student), null, 'the student stays in the class');
+    assert.deepEqual(student.aulaErrors, []);
+    await teacher.close();
+    await student.close();
   });
 
   it('is shown reconnecting to students at once, then as left after the reconnect window', { timeout: 50_000 }, async () => {
