@@ -77,32 +77,9 @@ mod tests {
         msg
     }
 
-    /// A binding request as a browser sends it, signed with `password`.
-    fn signed_binding_request(username: &str, password: &str) -> Vec<u8> {
-        use rtc::stun::attributes::ATTR_USERNAME;
-        use rtc::stun::fingerprint::FINGERPRINT;
-        use rtc::stun::message::{BINDING_REQUEST, TransactionId};
-        use rtc::stun::textattrs::Username;
-        let provider = rtc::crypto::default_provider().unwrap();
-        let mut message = Message::new();
-        message
-            .build(&[
-                Box::new(BINDING_REQUEST),
-                Box::new(TransactionId::new()),
-                Box::new(Username::new(ATTR_USERNAME, username.to_owned())),
-                Box::new(MessageIntegrity::new_short_term_integrity_with_provider(
-                    password.to_owned(),
-                    provider.crypto(),
-                )),
-                Box::new(FINGERPRINT),
-            ])
-            .unwrap();
-        message.raw
-    }
-
     #[test]
     fn integrity_is_checked_against_the_password() {
-        let request = signed_binding_request("ours:theirs", "the-right-password");
+        let request = crate::sim::signed_binding_request("ours:theirs", "the-right-password");
         assert_eq!(binding_request_ufrag(&request), Some("ours"));
         assert!(binding_request_authentic(&request, "the-right-password"));
         assert!(!binding_request_authentic(&request, "a-wrong-password"));

@@ -470,3 +470,28 @@ fn tagged(now: Instant, from: SocketAddr, to: SocketAddr, data: BytesMut) -> Tag
         message: data,
     }
 }
+
+/// A STUN binding request as a browser sends it (USERNAME `ours:theirs`, MESSAGE-INTEGRITY
+/// with `password`, FINGERPRINT), for tests of what the SFU accepts.
+pub fn signed_binding_request(username: &str, password: &str) -> Vec<u8> {
+    use rtc::stun::attributes::ATTR_USERNAME;
+    use rtc::stun::fingerprint::FINGERPRINT;
+    use rtc::stun::integrity::MessageIntegrity;
+    use rtc::stun::message::{BINDING_REQUEST, Message, TransactionId};
+    use rtc::stun::textattrs::Username;
+    let provider = rtc::crypto::default_provider().expect("rtc has a crypto provider");
+    let mut message = Message::new();
+    message
+        .build(&[
+            Box::new(BINDING_REQUEST),
+            Box::new(TransactionId::new()),
+            Box::new(Username::new(ATTR_USERNAME, username.to_owned())),
+            Box::new(MessageIntegrity::new_short_term_integrity_with_provider(
+                password.to_owned(),
+                provider.crypto(),
+            )),
+            Box::new(FINGERPRINT),
+        ])
+        .expect("a well-formed request");
+    message.raw
+}

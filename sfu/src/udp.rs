@@ -36,24 +36,9 @@ pub struct MediaSocket {
 }
 
 impl MediaSocket {
-    /// Wraps a bound socket; must run inside a tokio runtime. `buffer_bytes` is asked of the
-    /// kernel each way; less only means less slack, so it is not an error.
-    pub fn new(socket: std::net::UdpSocket, buffer_bytes: usize) -> io::Result<Self> {
+    /// Wraps a bound socket; must run inside a tokio runtime.
+    pub fn new(socket: std::net::UdpSocket) -> io::Result<Self> {
         let state = UdpSocketState::new((&socket).into())?;
-        for (what, result) in [
-            (
-                "receive",
-                state.set_recv_buffer_size((&socket).into(), buffer_bytes),
-            ),
-            (
-                "send",
-                state.set_send_buffer_size((&socket).into(), buffer_bytes),
-            ),
-        ] {
-            if let Err(e) = result {
-                warn!(error = %e, "cannot enlarge the UDP {what} buffer");
-            }
-        }
         let local_addr = socket.local_addr()?;
         Ok(Self {
             socket: UdpSocket::from_std(socket)?,
@@ -62,6 +47,20 @@ impl MediaSocket {
             state,
             local_addr,
         })
+    }
+
+    /// Asks the kernel for `bytes` of buffer each way (capped at `net.core.[rw]mem_max`);
+    /// less only means less slack, so failures are logged, not returned.
+    pub fn enlarge_buffers(&self, bytes: usize) {
+        let sock = || (&self.socket).into();
+        for (what, result) in [
+            ("receive", self.state.set_recv_buffer_size(sock(), bytes)),
+            ("send", self.state.set_send_buffer_size(sock(), bytes)),
+        ] {
+            if let Err(e) = result {
+                warn!(error = %e, "cannot enlarge the UDP {what} buffer");
+            }
+        }
     }
 
     /// (receive, send) buffer sizes the kernel granted.
@@ -74,6 +73,11 @@ impl MediaSocket {
 
     pub async fn readable(&self) -> io::Result<()> {
         self.socket.readable().await
+    }
+
+    /// Waits until a send would not block (after [`MediaSocket::send`] said `WouldBlock`).
+    pub async fn writable(&self) -> io::Result<()> {
+        self.socket.writable().await
     }
 
     /// Reads one batch without waiting and hands each datagram to `handle`. Returns how many
@@ -115,7 +119,7 @@ impl MediaSocket {
     }
 
     /// Sends one datagram from `from` (ignored when the socket is bound to one address)
-    /// without waiting: a full send buffer drops it, as a full queue on the path would.
+    /// without waiting: `WouldBlock` when the send buffer is full.
     pub fn send(&self, from: IpAddr, to: SocketAddr, data: &[u8]) -> io::Result<()> {
         let transmit = Transmit {
             destination: to,
@@ -140,7 +144,7 @@ mod tests {
     async fn wildcard_socket_learns_and_uses_each_destination() {
         let std_socket = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
         let port = std_socket.local_addr().unwrap().port();
-        let mut media = MediaSocket::new(std_socket, 1 << 20).unwrap();
+        let mut media = MediaSocket::new(std_socket).unwrap();
         let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let client_addr = client.local_addr().unwrap();
         let targets: Vec<SocketAddr> = ["127.0.0.1", "127.0.0.3"]

@@ -45,8 +45,9 @@ pub(crate) fn spawn(
         .build()?;
     let socket = {
         let _guard = runtime.enter();
-        MediaSocket::new(std_socket, SOCKET_BUFFER)?
+        MediaSocket::new(std_socket)?
     };
+    socket.enlarge_buffers(SOCKET_BUFFER);
     let (recv_buffer, send_buffer) = socket.buffer_sizes();
     info!(recv_buffer, send_buffer, "media socket buffers");
     let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);

@@ -74,12 +74,7 @@ async fn commands_for_unknown_participants_are_errors_not_crashes() {
 #[test]
 fn a_spoofed_binding_request_binds_no_address() {
     use aula_protocol::TrackKind;
-    use aula_sfu::sim::{SFU_ADDR, Sim};
-    use rtc::stun::attributes::ATTR_USERNAME;
-    use rtc::stun::fingerprint::FINGERPRINT;
-    use rtc::stun::integrity::MessageIntegrity;
-    use rtc::stun::message::{BINDING_REQUEST, Message, TransactionId};
-    use rtc::stun::textattrs::Username;
+    use aula_sfu::sim::{SFU_ADDR, Sim, signed_binding_request};
 
     let step = Duration::from_millis(5);
     let mut sim = Sim::new();
@@ -101,23 +96,7 @@ fn a_spoofed_binding_request_binds_no_address() {
             .to_owned()
     };
     let (sfu_ufrag, sfu_pwd) = (value("a=ice-ufrag:"), value("a=ice-pwd:"));
-    let provider = rtc::crypto::default_provider().unwrap();
-    let request = |password: &str| {
-        let mut message = Message::new();
-        message
-            .build(&[
-                Box::new(BINDING_REQUEST),
-                Box::new(TransactionId::new()),
-                Box::new(Username::new(ATTR_USERNAME, format!("{sfu_ufrag}:spoof"))),
-                Box::new(MessageIntegrity::new_short_term_integrity_with_provider(
-                    password.to_owned(),
-                    provider.crypto(),
-                )),
-                Box::new(FINGERPRINT),
-            ])
-            .unwrap();
-        message.raw
-    };
+    let request = |password: &str| signed_binding_request(&format!("{sfu_ufrag}:spoof"), password);
     let rejected_before = sim.router.metrics().stun_rejected.get();
     let spoofer = SocketAddr::from(([192, 0, 2, 66], 5000));
     for port in 0..50u16 {

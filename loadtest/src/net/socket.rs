@@ -4,8 +4,9 @@
 //! must never share an `ip:port`. Instead of one socket per peer, every peer gets its own
 //! loopback alias (127.100.x.y — all of 127/8 is local on Linux) on one socket bound to the
 //! wildcard address: `IP_PKTINFO` tells us which alias a datagram was sent to and lets us pick
-//! the source alias for each send. `quinn-udp` does the cmsg work and reads in `recvmmsg`
-//! batches, which is what lets hundreds of subscribers run in one task.
+//! the source alias for each send. The SFU's own media socket ([`aula_sfu::udp::MediaSocket`],
+//! on `quinn-udp`) does the cmsg work and reads in `recvmmsg` batches, which is what lets
+//! hundreds of subscribers run in one task.
 //!
 //! Datagrams from anywhere but loopback are dropped: the wildcard bind must not make the load
 //! generator a thing the network can talk to.
@@ -16,18 +17,11 @@
 //! which still keeps flows apart because each of the server's peers (Janus handles) uses a
 //! port of its own; and datagrams are accepted from the server's address besides loopback.
 
-use std::io::{self, IoSliceMut};
+use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Instant;
 
-use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
-use tokio::io::Interest;
-use tokio::net::UdpSocket;
-
-/// Datagrams per `recvmmsg` (quinn-udp's own batch size on Linux).
-pub const RECV_BATCH: usize = quinn_udp::BATCH_SIZE;
-/// Room per slot: GRO may coalesce several datagrams of one flow into one slot.
-const SLOT_BYTES: usize = 64 * 1024;
+use aula_sfu::udp::MediaSocket;
 /// Kernel buffers: a burst of keyframes to hundreds of subscribers must not overflow them.
 const SOCKET_BUFFER_BYTES: usize = 16 * 1024 * 1024;
 
@@ -49,12 +43,9 @@ pub enum Addressing {
 }
 
 pub struct MuxSocket {
-    socket: UdpSocket,
+    socket: MediaSocket,
     addressing: Addressing,
-    state: UdpSocketState,
     port: u16,
-    buffers: Vec<u8>,
-    metas: Vec<RecvMeta>,
     dropped_foreign: u64,
 }
 
@@ -67,23 +58,18 @@ impl MuxSocket {
             Addressing::Netns { local, .. } => local,
         };
         let std_socket = std::net::UdpSocket::bind(SocketAddr::new(ip, 0))?;
-        let state = UdpSocketState::new((&std_socket).into())?;
-        // Best effort: larger buffers only make drops less likely.
-        if !force_buffer(&std_socket, libc::SO_RCVBUFFORCE) {
-            let _ = state.set_recv_buffer_size((&std_socket).into(), SOCKET_BUFFER_BYTES);
-        }
-        if !force_buffer(&std_socket, libc::SO_SNDBUFFORCE) {
-            let _ = state.set_send_buffer_size((&std_socket).into(), SOCKET_BUFFER_BYTES);
-        }
         let port = std_socket.local_addr()?.port();
-        let socket = UdpSocket::from_std(std_socket)?;
+        // Best effort: larger buffers only make drops less likely.
+        let forced = force_buffer(&std_socket, libc::SO_RCVBUFFORCE)
+            && force_buffer(&std_socket, libc::SO_SNDBUFFORCE);
+        let socket = MediaSocket::new(std_socket)?;
+        if !forced {
+            socket.enlarge_buffers(SOCKET_BUFFER_BYTES);
+        }
         Ok(Self {
             socket,
             addressing,
-            state,
             port,
-            buffers: vec![0; RECV_BATCH * SLOT_BYTES],
-            metas: vec![RecvMeta::default(); RECV_BATCH],
             dropped_foreign: 0,
         })
     }
@@ -114,72 +100,35 @@ impl MuxSocket {
     }
 
     /// Reads one batch without waiting and hands each datagram to `handle`. Returns how many
-    /// datagrams there were (0 when nothing was waiting).
+    /// datagrams there were (0 when nothing was waiting), foreign ones included.
     pub fn recv_batch(&mut self, mut handle: impl FnMut(Datagram<'_>)) -> io::Result<usize> {
-        let received = {
-            let mut slices: Vec<IoSliceMut<'_>> = self
-                .buffers
-                .chunks_mut(SLOT_BYTES)
-                .map(IoSliceMut::new)
-                .collect();
-            let (socket, state, metas) = (&self.socket, &self.state, &mut self.metas);
-            match socket.try_io(Interest::READABLE, || {
-                state.recv(socket.into(), &mut slices, metas)
-            }) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(0),
-                Err(e) => return Err(e),
-            }
-        };
         let at = Instant::now();
-        let local_ip = self.socket.local_addr().map(|a| a.ip()).ok();
-        let mut count = 0;
-        for (slot, meta) in self.metas[..received].iter().enumerate() {
-            let from = meta.addr;
+        let (addressing, dropped_foreign) = (self.addressing, &mut self.dropped_foreign);
+        self.socket.recv_batch(|datagram| {
+            let from = datagram.from;
             let allowed = from.ip().is_loopback()
-                || matches!(self.addressing, Addressing::Netns { server, .. } if server == from.ip());
+                || matches!(addressing, Addressing::Netns { server, .. } if server == from.ip());
             if !allowed {
-                self.dropped_foreign += 1;
-                continue;
+                *dropped_foreign += 1;
+                return;
             }
-            let Some(to) = meta.dst_ip.or(local_ip) else {
-                continue;
-            };
-            let data = &self.buffers[slot * SLOT_BYTES..slot * SLOT_BYTES + meta.len];
-            let stride = meta.stride.max(1);
-            for segment in data.chunks(stride) {
-                count += 1;
-                handle(Datagram {
-                    from,
-                    to,
-                    at,
-                    data: segment,
-                });
-            }
-        }
-        Ok(count)
+            handle(Datagram {
+                from,
+                to: datagram.to.ip(),
+                at,
+                data: datagram.data,
+            });
+        })
     }
 
     /// Sends one datagram from `from` (a peer's address on this socket). Waits for buffer
     /// space a bounded number of times, then drops it: UDP may lose packets, and the loss
     /// shows in the report.
     pub async fn send(&self, from: IpAddr, to: SocketAddr, data: &[u8]) -> io::Result<()> {
-        let transmit = Transmit {
-            destination: to,
-            ecn: None,
-            contents: data,
-            segment_size: None,
-            src_ip: Some(from),
-        };
         for _ in 0..3 {
-            match self.socket.try_io(Interest::WRITABLE, || {
-                self.state.try_send((&self.socket).into(), &transmit)
-            }) {
-                Ok(()) => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.socket.writable().await?;
-                }
-                Err(e) => return Err(e),
+            match self.socket.send(from, to, data) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.socket.writable().await?,
+                result => return result,
             }
         }
         Err(io::ErrorKind::WouldBlock.into())
