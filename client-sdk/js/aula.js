@@ -25,7 +25,8 @@
 //   error               {code, message}              an error the server sent that no call awaited
 //   reconnecting        {}                           the connection dropped; resuming (media keeps flowing)
 //   reconnected         {}                           resumed: same participant, tracks and subscriptions
-//   serverEvent         {type, ...}                  moderation, chat and support messages, as sent
+//   serverEvent         {type, ...}                  moderation, chat, support and participant_state
+//                                                    (another participant reconnecting / back) messages, as sent
 //   disconnected        {reason}                     the session is over; the Room is unusable
 //
 // Participants already in the room when `connect` resolves are in `room.participants`; their

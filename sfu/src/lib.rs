@@ -23,7 +23,7 @@ pub mod router;
 mod sdp;
 pub mod sim;
 mod tap;
-mod udp;
+pub mod udp;
 mod worker;
 
 pub use api::{
