@@ -35,6 +35,10 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 /// client cannot take every connection.
 pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 256;
 
+/// Default for `[http] max_unjoined_websockets`: sockets normally join within a second, so this
+/// is never reached by a class starting, only by sockets opened and left unjoined.
+pub const DEFAULT_MAX_UNJOINED_WEBSOCKETS: usize = 1024;
+
 /// The whole configuration file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -67,6 +71,9 @@ pub struct HttpConfig {
     /// ones are refused with 503; 0 for no such cap (behind a reverse proxy every client has
     /// the proxy's address).
     pub max_connections_per_ip: usize,
+    /// WebSockets open but not joined (nor resumed) yet above which new ones are refused with
+    /// 503. At least 1.
+    pub max_unjoined_websockets: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -163,6 +170,7 @@ impl Default for HttpConfig {
             header_read_timeout_secs: DEFAULT_HEADER_READ_TIMEOUT_SECS,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
+            max_unjoined_websockets: DEFAULT_MAX_UNJOINED_WEBSOCKETS,
         }
     }
 }
@@ -370,6 +378,9 @@ impl Config {
         if self.http.max_connections == 0 {
             return Err(("http.max_connections", "must be at least 1".into()));
         }
+        if self.http.max_unjoined_websockets == 0 {
+            return Err(("http.max_unjoined_websockets", "must be at least 1".into()));
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
             return Err((
                 "log_level",
@@ -516,7 +527,12 @@ mod tests {
         assert_eq!(http.header_read_timeout_secs, 10);
         assert_eq!(http.max_connections, 4096);
         assert_eq!(http.max_connections_per_ip, 256);
-        for field in ["header_read_timeout_secs", "max_connections"] {
+        assert_eq!(http.max_unjoined_websockets, 1024);
+        for field in [
+            "header_read_timeout_secs",
+            "max_connections",
+            "max_unjoined_websockets",
+        ] {
             let err = Config::from_toml_str(&format!("[http]\n{field} = 0\n")).unwrap_err();
             assert!(err.to_string().contains(&format!("http.{field}")), "{err}");
         }

@@ -31,6 +31,11 @@ use crate::token::{self, AccessClaims};
 /// session continues; a message above this closes the socket without buffering it.
 pub const WS_MAX_MESSAGE_BYTES: usize = 4 * MAX_MESSAGE_BYTES;
 
+/// The WebSocket read buffer allocated up front (tungstenite's default is 128 KiB). Signaling
+/// messages are small and rare, and every open socket, joined or not, holds this buffer; it
+/// grows for a larger message when one comes.
+const WS_READ_BUFFER_BYTES: usize = 4 * 1024;
+
 /// Lifetime of tokens from `/api/dev-token`: one school day.
 const DEV_TOKEN_TTL: Duration = Duration::from_secs(6 * 3600);
 
@@ -122,13 +127,25 @@ async fn ws(
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     match upgrade {
-        Ok(upgrade) => upgrade
-            .max_message_size(WS_MAX_MESSAGE_BYTES)
-            .max_frame_size(WS_MAX_MESSAGE_BYTES)
-            .on_upgrade(move |socket| async move {
-                let _open = OpenWebSocket::new(&state.metrics().websockets);
-                crate::session::run(socket, state).await
-            }),
+        Ok(upgrade) => {
+            let Some(unjoined) = state.unjoined_place() else {
+                return json_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "too_many_connections",
+                    "too many WebSockets are waiting to join; retry shortly",
+                );
+            };
+            upgrade
+                .read_buffer_size(WS_READ_BUFFER_BYTES)
+                // Each message is written and flushed at once: no buffer to fill first.
+                .write_buffer_size(0)
+                .max_message_size(WS_MAX_MESSAGE_BYTES)
+                .max_frame_size(WS_MAX_MESSAGE_BYTES)
+                .on_upgrade(move |socket| async move {
+                    let _open = OpenWebSocket::new(&state.metrics().websockets);
+                    crate::session::run(socket, state, unjoined).await
+                })
+        }
         Err(rejection) => json_error(
             rejection.status(),
             "not_websocket",

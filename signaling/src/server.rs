@@ -14,7 +14,7 @@ use anyhow::Context as _;
 use aula_protocol::{Permissions, ServerMessage};
 use aula_sfu::{PeerState, SfuEvent, SfuHandle};
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
@@ -55,6 +55,9 @@ pub(crate) struct AppState {
     /// Sessions being served, by resume token, to hand a participant over to a resuming socket.
     live: Mutex<HashMap<String, Arc<Notify>>>,
     reconnect_timeout: Duration,
+    /// Places for WebSockets that have not joined yet: until then a socket costs memory and a
+    /// task without anyone having shown a token, so there are only so many.
+    unjoined: Arc<Semaphore>,
     /// The SFU that `POST /test/impairment` impairs: only with the `[dev] test_impairment`
     /// switch on and the real SFU as the media plane (see `crate::impairment`).
     impairer: Option<SfuHandle>,
@@ -171,6 +174,18 @@ impl AppState {
 
     pub(crate) fn reconnect_timeout(&self) -> Duration {
         self.reconnect_timeout
+    }
+
+    /// A place for one more WebSocket that has not joined, if any is free (a refusal is counted).
+    pub(crate) fn unjoined_place(&self) -> Option<OwnedSemaphorePermit> {
+        let place = Arc::clone(&self.unjoined).try_acquire_owned().ok();
+        if place.is_none() {
+            self.metrics
+                .connections_refused
+                .with_label_values(&["max_unjoined_websockets"])
+                .inc();
+        }
+        place
     }
 
     pub(crate) fn impairer(&self) -> Option<&SfuHandle> {
@@ -397,6 +412,7 @@ async fn launch(
         parked: Mutex::new(HashMap::new()),
         live: Mutex::new(HashMap::new()),
         reconnect_timeout: Duration::from_secs(config.room.reconnect_timeout_secs),
+        unjoined: Arc::new(Semaphore::new(config.http.max_unjoined_websockets)),
         impairer,
         _alive: alive_tx,
     });

@@ -21,7 +21,7 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, close_code};
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use serde::Serialize;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, OwnedSemaphorePermit, mpsc};
 use tokio::time::Instant;
 
 use crate::moderation::MediaEffect;
@@ -99,7 +99,10 @@ struct Session {
 }
 
 /// Runs one WebSocket to the end, then removes the participant from its room and the SFU.
-pub(crate) async fn run(socket: WebSocket, state: Arc<AppState>) {
+/// `unjoined` is the socket's place among those not joined yet (`[http]
+/// max_unjoined_websockets`), given back as soon as it joins or resumes.
+pub(crate) async fn run(socket: WebSocket, state: Arc<AppState>, unjoined: OwnedSemaphorePermit) {
+    let mut unjoined = Some(unjoined);
     let (sink, mut stream) = socket.split();
     let (outbox, mut inbox) = mpsc::unbounded_channel();
     let mut shutdown = state.shutdown_signal();
@@ -172,10 +175,19 @@ pub(crate) async fn run(socket: WebSocket, state: Arc<AppState>) {
                 break;
             }
             frame = stream.next(), if !ending => {
-                let Some(Ok(frame)) = frame else {
-                    // Closed by the peer, or a protocol error (e.g. a frame over the size limit).
-                    lost = true;
-                    break;
+                let frame = match frame {
+                    Some(Ok(frame)) => frame,
+                    Some(Err(e)) if is_too_large(&e) => {
+                        // Said with its close code: a dropped connection looks like a network
+                        // failure, and the client would reconnect and send the same again.
+                        writer.close(close_code::SIZE, "message too large").await;
+                        break;
+                    }
+                    // Closed by the peer, or another protocol error.
+                    _ => {
+                        lost = true;
+                        break;
+                    }
                 };
                 last_heard = Instant::now();
                 let flow = match frame {
@@ -193,6 +205,9 @@ pub(crate) async fn run(socket: WebSocket, state: Arc<AppState>) {
                         break;
                     }
                 };
+                if session.joined.is_some() {
+                    unjoined.take();
+                }
                 match flow {
                     Flow::Continue => {}
                     Flow::Ending => ending = true,
@@ -362,6 +377,14 @@ fn receives_video(registry: &Registry, sid: &str, track_sid: &str) -> Result<(),
         return Err(unknown("not a video track"));
     }
     Ok(())
+}
+
+/// Whether a read failed on a frame or message over the WebSocket limits (`crate::http`).
+/// `tungstenite` must be the version axum's `ws` uses, or this never matches (a test covers it).
+fn is_too_large(e: &axum::Error) -> bool {
+    std::error::Error::source(e)
+        .and_then(|inner| inner.downcast_ref::<tungstenite::Error>())
+        .is_some_and(|e| matches!(e, tungstenite::Error::Capacity(_)))
 }
 
 /// The error code as it appears on the wire (`bad_sdp`), for metric labels.

@@ -1,16 +1,22 @@
 //! The control plane's defences against clients that hold resources: half-open HTTP
-//! connections, connection floods from one address or many.
+//! connections, connection floods from one address or many, WebSockets that never join, and
+//! oversized WebSocket messages.
 
 mod common;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use aula_protocol::Role;
+use aula_protocol::{ClientMessage, PROTOCOL_VERSION, Role, ServerMessage};
 use aula_signaling::{Config, Server, start};
 use common::{Client, STEP, http};
+use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_tungstenite::connect_async;
+use tokio_tungstenite::tungstenite::Error as WsError;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 async fn server_with(edit: impl FnOnce(&mut Config)) -> Server {
     let mut config = Config::loopback_ephemeral();
@@ -161,5 +167,71 @@ async fn connections_over_the_per_address_cap_are_refused_with_503() {
                 .starts_with("aula_connections_refused_total{reason=\"max_connections_per_ip\"}")),
         "{metrics}"
     );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn websockets_over_the_unjoined_cap_are_refused_with_503() {
+    let server = server_with(|c| c.http.max_unjoined_websockets = 2).await;
+    let addr = server.http_addr();
+    let (mut teacher, _) = Client::join(addr, "r", "t", Role::Teacher).await;
+    let mut first = Client::connect(addr).await;
+    let _second = Client::connect(addr).await;
+
+    let refused = tokio::time::timeout(STEP, connect_async(format!("ws://{addr}/ws")))
+        .await
+        .expect("an answer in time");
+    let Err(WsError::Http(response)) = refused else {
+        panic!("expected an HTTP refusal, got {refused:?}");
+    };
+    assert_eq!(response.status(), 503);
+    let body: serde_json::Value =
+        serde_json::from_slice(response.body().as_deref().unwrap_or_default())
+            .expect("a JSON body");
+    assert_eq!(body["error"]["code"], "too_many_connections");
+
+    // Joining gives the place back; a joined socket never counted.
+    first
+        .send(&ClientMessage::Join {
+            version: PROTOCOL_VERSION,
+            token: common::dev_token("r", "s", Role::Student),
+        })
+        .await;
+    assert!(matches!(first.recv().await, ServerMessage::Joined { .. }));
+    let _third = Client::connect(addr).await;
+    teacher.sync().await;
+    assert_eq!(
+        metric(
+            addr,
+            "aula_connections_refused_total{reason=\"max_unjoined_websockets\"}"
+        )
+        .await,
+        1.0
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_10_mb_frame_gets_close_code_1009() {
+    let server = server_with(|_| {}).await;
+    let addr = server.http_addr();
+    let (mut ws, _) = tokio::time::timeout(STEP, connect_async(format!("ws://{addr}/ws")))
+        .await
+        .expect("connect in time")
+        .expect("WebSocket handshake");
+    // The server refuses it from the frame header; the rest may never be sent.
+    let huge = Message::Binary(vec![b'x'; 10 * 1024 * 1024].into());
+    let _ = tokio::time::timeout(STEP, ws.send(huge)).await;
+    let deadline = tokio::time::Instant::now() + STEP;
+    let close = loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Err(_) => panic!("no close frame in time"),
+            Ok(Some(Ok(Message::Close(frame)))) => break frame,
+            Ok(Some(Ok(_))) => {}
+            Ok(other) => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    let close = close.expect("a close code");
+    assert_eq!(close.code, CloseCode::Size, "{close:?}");
     server.shutdown().await;
 }
