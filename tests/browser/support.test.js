@@ -83,12 +83,18 @@ describe('support desk', () => {
     assert.ok(audio.totalAudioEnergy > 0, `learner heard silence: ${JSON.stringify(audio)}`);
   });
 
-  it('the learner sees the agent\'s camera once the agent turns it on', { timeout: 40_000 }, async () => {
+  it('the learner sees the agent\'s camera while the agent has it on', { timeout: 40_000 }, async () => {
     await agent.getByRole('button', { name: 'Turn on camera', exact: true }).click();
     await agent.getByRole('button', { name: 'Turn off camera', exact: true }).waitFor({ timeout: 15_000 });
     await learner.waitForFunction(() => document.querySelector('#grid video[data-source="camera"]')?.videoWidth > 0, null, { timeout: 20_000 });
     const video = await inbound(learner, 'video');
     assert.ok(video.framesDecoded > 0, `learner decoded ${video.framesDecoded} frames of the agent's camera`);
+
+    // Off and on again: the learner's picture goes, then comes back.
+    await agent.getByRole('button', { name: 'Turn off camera', exact: true }).click();
+    await learner.waitForFunction(() => !document.querySelector('#grid video[data-source="camera"]'), null, { timeout: 15_000 });
+    await agent.getByRole('button', { name: 'Turn on camera', exact: true }).click();
+    await learner.waitForFunction(() => document.querySelector('#grid video[data-source="camera"]')?.videoWidth > 0, null, { timeout: 20_000 });
   });
 
   it('the agent decodes the screen the learner shares', { timeout: 40_000 }, async () => {
