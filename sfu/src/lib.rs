@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod nack_age;
 pub mod peer;
 pub mod quality;
+pub mod record;
 pub mod red;
 pub mod resend_budget;
 pub mod router;
