@@ -8,7 +8,8 @@ sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
 
 # Debian package for each command the build and the tests call:
-# cmake + pkg-config build the bundled libopus; chromium runs the browser tests under node/npm.
+# cmake + pkg-config build the bundled libopus; chromium runs the browser tests under node/npm;
+# ip (iproute2) makes the network namespace that plays a second computer in lan.test.js.
 declare -A package_of=(
   [cmake]=cmake
   [pkg-config]=pkg-config
@@ -16,6 +17,7 @@ declare -A package_of=(
   [chromium]=chromium
   [node]=nodejs
   [npm]=npm
+  [ip]=iproute2
 )
 missing=()
 for cmd in "${!package_of[@]}"; do
