@@ -94,15 +94,32 @@ pub(crate) fn send_hand_queue(room: &Room) {
     }
 }
 
+/// A member's permissions as staff and the member itself are told them.
+pub(crate) fn permissions_event(member: &Member) -> ServerEvent {
+    ServerEvent::PermissionsChanged {
+        participant_sid: member.info.sid.clone(),
+        permissions: member.permissions.clone(),
+    }
+}
+
+/// What a participant who becomes staff (by joining, or by being granted moderation) must know
+/// to moderate: the others' permissions (who is on stage, which assistant moderates) and the
+/// raised hands.
+pub(crate) fn send_staff_view(room: &Room, to: &Member) {
+    for m in room.visible().filter(|m| m.info.sid != to.info.sid) {
+        to.send_event(permissions_event(m));
+    }
+    if !room.hands.is_empty() {
+        to.send_event(hand_queue(room));
+    }
+}
+
 /// Tells the target and the staff of the room about the target's new permissions.
 fn send_permissions(room: &Room, target: &str) {
     let Some(member) = room.member(target) else {
         return;
     };
-    let event = ServerEvent::PermissionsChanged {
-        participant_sid: target.to_owned(),
-        permissions: member.permissions.clone(),
-    };
+    let event = permissions_event(member);
     for m in &room.members {
         if m.info.sid == target || m.permissions.can_moderate {
             m.send_event(event.clone());
@@ -193,6 +210,12 @@ fn apply_permissions(room: &mut Room, target: &str, mut new: Permissions) -> Vec
         effects.push(MediaEffect::Unpublish { track_sid });
     }
     send_permissions(room, target);
+    if !old.can_moderate
+        && let Some(member) = room.member(target)
+        && member.permissions.can_moderate
+    {
+        send_staff_view(room, member);
+    }
     effects
 }
 
@@ -579,6 +602,54 @@ mod tests {
                 participant_sids: vec!["a".into()]
             })
         );
+    }
+
+    #[test]
+    fn staff_learn_everyones_permissions() {
+        let permissions_of = |events: Vec<ServerEvent>| -> Vec<(String, bool)> {
+            events
+                .into_iter()
+                .filter_map(|e| match e {
+                    ServerEvent::PermissionsChanged {
+                        participant_sid,
+                        permissions,
+                    } => Some((participant_sid, permissions.can_publish)),
+                    _ => None,
+                })
+                .collect()
+        };
+        let mut reg = Registry::new(false);
+        let mut t = join(&mut reg, "t", Role::Teacher);
+        let mut s = join(&mut reg, "s", Role::Student);
+        // The teacher is told the newcomer's; the student is told nobody's.
+        assert_eq!(permissions_of(events(&mut t)), vec![("s".into(), false)]);
+        reg.invite_to_stage("t", "s").expect("invite");
+        reg.raise_hand("s").expect("raise");
+        events(&mut s);
+        let _s2 = join(&mut reg, "s2", Role::Student);
+        assert!(permissions_of(events(&mut s)).is_empty());
+
+        // An assistant joining later learns who is on stage, and the raised hands.
+        let mut a = join(&mut reg, "a", Role::Assistant);
+        let joined = events(&mut a);
+        assert_eq!(
+            permissions_of(joined.clone()),
+            vec![("t".into(), true), ("s".into(), true), ("s2".into(), false)]
+        );
+        assert!(joined.contains(&ServerEvent::HandQueue {
+            participant_sids: vec!["s".into()]
+        }));
+
+        // Revoked, then granted moderation again: it is sent the room as it stands then.
+        let mut revoked = reg.permissions("a").expect("present");
+        revoked.can_moderate = false;
+        reg.set_permissions("t", "a", revoked.clone())
+            .expect("revoke");
+        events(&mut a);
+        revoked.can_moderate = true;
+        reg.set_permissions("t", "a", revoked).expect("grant");
+        let granted = permissions_of(events(&mut a));
+        assert!(granted.contains(&("s".into(), true)), "{granted:?}");
     }
 
     #[test]

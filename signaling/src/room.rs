@@ -333,9 +333,14 @@ impl Registry {
                 },
                 None,
             );
+            // Staff see everyone's permissions (see `ServerEvent::PermissionsChanged`).
+            let event = crate::moderation::permissions_event(&member);
+            for m in room.members.iter().filter(|m| m.permissions.can_moderate) {
+                m.send_event(event.clone());
+            }
         }
-        if member.permissions.can_moderate && !room.hands.is_empty() {
-            member.send_event(crate::moderation::hand_queue(room));
+        if member.permissions.can_moderate {
+            crate::moderation::send_staff_view(room, &member);
         }
         self.room_of
             .insert(member.info.sid.clone(), room_name.to_owned());

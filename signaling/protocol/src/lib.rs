@@ -411,7 +411,11 @@ pub enum ServerEvent {
     },
     /// The raised hands in the order they were raised (to staff and to those in it).
     HandQueue { participant_sids: Vec<String> },
-    /// Your permissions (or, for staff, another participant's) changed.
+    /// Your permissions (or, for staff, another participant's) changed. Staff are also sent
+    /// everyone's permissions as they stand: each other participant's right after `joined`
+    /// (and after being granted moderation), and each newcomer's after its
+    /// `participant_joined`, so a moderator's page knows who is on stage and which assistant
+    /// moderates, and can send [`ClientMessage::SetPermissions`] from what is in force.
     PermissionsChanged {
         participant_sid: String,
         permissions: Permissions,
