@@ -528,7 +528,7 @@ export class Room extends EventTarget {
     // The server refused our resume (expired): the close that follows ends the session.
     if (this.#resumeDeadline !== null && code === 'unauthorized') this.#resumeToken = null;
     if (!this.localParticipant) return this.#awaitingJoin?.reject(error);
-    if (this.#awaitingAnswer && ['forbidden', 'bad_sdp', 'track_mismatch', 'internal'].includes(code)) {
+    if (this.#awaitingAnswer && ['forbidden', 'bad_sdp', 'track_mismatch', 'unsupported_codec', 'internal'].includes(code)) {
       const waiting = this.#awaitingAnswer;
       this.#awaitingAnswer = null;
       return waiting.reject(error);

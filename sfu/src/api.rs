@@ -106,6 +106,10 @@ pub enum SfuError {
     /// A publish offer announced a track as a source of the other media kind.
     #[error("track does not match its announced source: {0}")]
     TrackMismatch(String),
+    /// A publish offer has an audio or video section with no codec the SFU supports; the
+    /// offer is refused whole rather than answered with that section silently rejected.
+    #[error("no codec the server can receive: {0}")]
+    UnsupportedCodec(String),
     #[error("unknown participant")]
     UnknownParticipant,
     #[error("unknown track {0}")]

@@ -52,6 +52,7 @@ use crate::quality::{self, ConnectionQuality, LinkSample};
 use crate::red;
 use crate::sdp::{
     ice_credentials, keep_simulcast_receivers, sending_track_ids, simulcast_track_ids, track_kinds,
+    unreceivable_media,
 };
 use crate::tap::is_keyframe_request;
 
@@ -437,8 +438,20 @@ impl Router {
             ),
         };
         let result = self.apply_publish_offer(now, key, offer, &sdp, tracks);
-        if result.is_err() && created {
-            self.close_peer(key);
+        if let Err(e) = &result {
+            if let SfuError::UnsupportedCodec(what) = e {
+                info!(%participant, "publish offer refused: no codec we can receive: {what}");
+            }
+            if created {
+                self.close_peer(key);
+            } else if let Some(peer) = self.peers.get_mut(&key) {
+                // Back to the last agreed state, so the publisher's next offer is accepted (in
+                // `have-remote-offer` it would be refused). Fails harmlessly if the offer was
+                // never applied.
+                if let Ok(rollback) = RTCSessionDescription::rollback(None) {
+                    let _ = peer.pc.set_remote_description(now, rollback);
+                }
+            }
         }
         self.drive(now);
         result
@@ -468,6 +481,14 @@ impl Router {
         peer.pc
             .set_remote_description(now, offer)
             .map_err(|e| SfuError::BadSdp(e.to_string()))?;
+        let answer = peer
+            .pc
+            .create_answer(None)
+            .map_err(|e| SfuError::BadSdp(e.to_string()))?;
+        let unreceivable = unreceivable_media(sdp, &answer.sdp);
+        if !unreceivable.is_empty() {
+            return Err(SfuError::UnsupportedCodec(unreceivable.join("; ")));
+        }
         peer.announced
             .extend(tracks.into_iter().map(|t| (t.track_id, t.source)));
         peer.simulcast_ids = simulcast_track_ids(sdp);
@@ -478,13 +499,20 @@ impl Router {
             .filter(|(track_id, _)| !sending.contains(*track_id))
             .map(|(_, sid)| sid.clone())
             .collect();
-        let answer = peer
-            .pc
-            .create_answer(None)
-            .map_err(|e| SfuError::BadSdp(e.to_string()))?;
         peer.pc
             .set_local_description(now, answer)
-            .map_err(|e| SfuError::Internal(e.to_string()))?;
+            .map_err(|e| match e {
+                // `rtc` tells a section's track by its `a=ssrc` lines (or `a=rid` layers), or
+                // by being the offer's only audio or video section.
+                rtc::shared::error::Error::ErrRTPReceiverForSSRCTrackStreamNotFound => {
+                    SfuError::BadSdp(
+                        "a sending m-section has no a=ssrc lines (nor a=rid layers); they are \
+                         needed when the offer has more than one audio or video section"
+                            .into(),
+                    )
+                }
+                e => SfuError::Internal(e.to_string()),
+            })?;
         self.refresh_ufrag(key);
         self.mark(key);
         // The publisher stopped these tracks (removed, or the transceiver stopped).

@@ -134,6 +134,60 @@ pub fn keep_simulcast_receivers(sdp: &str, published: impl Fn(&str) -> bool) -> 
     hidden.then_some(out)
 }
 
+/// The audio and video m-sections of an offer that `rtc`'s answer does not really accept,
+/// described for the client (e.g. `video (mid 1) offers only FOO/90000`). `rtc` says nothing
+/// when it supports none of a section's codecs: in a first offer it rejects the section (port
+/// 0); in a renegotiation it answers a new section with a codec negotiated earlier, which the
+/// section did not offer. Answers list the offer's sections in order (RFC 9429 §5.3.1), so they
+/// are matched by position. Sections the offer itself rejects (port 0) are left out.
+pub fn unreceivable_media(offer: &str, answer: &str) -> Vec<String> {
+    offer
+        .split("\nm=")
+        .skip(1)
+        .zip(answer.split("\nm=").skip(1))
+        .filter(|(offered, answered)| {
+            let offered_codecs = codecs(offered);
+            let answered_codecs = codecs(answered);
+            matches!(offered.split_whitespace().next(), Some("audio" | "video"))
+                && !is_rejected(offered)
+                && (is_rejected(answered)
+                    || (!answered_codecs.is_empty()
+                        && !offered_codecs.is_empty()
+                        && answered_codecs.is_disjoint(&offered_codecs)))
+        })
+        .map(|(offered, _)| {
+            let media = offered.split_whitespace().next().unwrap_or_default();
+            let mid = offered
+                .lines()
+                .find_map(|line| line.trim_end().strip_prefix("a=mid:"))
+                .unwrap_or("?");
+            let mut offered_codecs: Vec<String> = codecs(offered).into_iter().collect();
+            offered_codecs.sort();
+            format!(
+                "{media} (mid {mid}) offers only {}",
+                offered_codecs.join(", ")
+            )
+        })
+        .collect()
+}
+
+/// Whether an m-section (the text after `m=`) is rejected: port 0.
+fn is_rejected(section: &str) -> bool {
+    section.split_whitespace().nth(1) == Some("0")
+}
+
+/// The codecs of an m-section's `a=rtpmap` lines (`VP8/90000`), retransmission left out, in
+/// upper case (SDP names are case-insensitive).
+fn codecs(section: &str) -> HashSet<String> {
+    section
+        .lines()
+        .filter_map(|line| line.trim_end().strip_prefix("a=rtpmap:"))
+        .filter_map(|map| map.split_whitespace().nth(1))
+        .map(str::to_ascii_uppercase)
+        .filter(|codec| !codec.starts_with("RTX/"))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,6 +228,31 @@ m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=mid:3\r\n";
                 ("other".to_owned(), TrackKind::Video)
             ]
         );
+    }
+
+    #[test]
+    fn finds_media_the_answer_does_not_accept() {
+        let offer = "v=0\r\n\
+m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=rtpmap:111 opus/48000/2\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 120 121\r\na=mid:1\r\na=rtpmap:120 FOO/90000\r\na=rtpmap:121 rtx/90000\r\n\
+m=video 0 UDP/TLS/RTP/SAVPF 96\r\na=mid:2\r\na=rtpmap:96 VP8/90000\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 122\r\na=mid:3\r\na=rtpmap:122 BAR/90000\r\n";
+        // Section 1 rejected, section 3 answered with a codec it did not offer (as `rtc` does
+        // in a renegotiation); section 2 was rejected by the offer itself (a stopped
+        // transceiver): not ours to report.
+        let answer = "v=0\r\n\
+m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=rtpmap:111 OPUS/48000/2\r\n\
+m=video 0 UDP/TLS/RTP/SAVPF 0\r\na=mid:1\r\n\
+m=video 0 UDP/TLS/RTP/SAVPF 0\r\na=mid:2\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:3\r\na=rtpmap:96 VP8/90000\r\n";
+        assert_eq!(
+            unreceivable_media(offer, answer),
+            vec![
+                "video (mid 1) offers only FOO/90000".to_owned(),
+                "video (mid 3) offers only BAR/90000".to_owned()
+            ]
+        );
+        assert!(unreceivable_media(offer, offer).is_empty());
     }
 
     #[test]

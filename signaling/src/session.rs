@@ -407,6 +407,7 @@ fn error_code_label(code: ErrorCode) -> &'static str {
         ErrorCode::UnknownSession => "unknown_session",
         ErrorCode::Conflict => "conflict",
         ErrorCode::TrackMismatch => "track_mismatch",
+        ErrorCode::UnsupportedCodec => "unsupported_codec",
         ErrorCode::Internal => "internal",
     }
 }
@@ -951,6 +952,7 @@ impl Session {
             SfuError::BadSdp(_) => ErrorCode::BadSdp,
             SfuError::BadCandidate(_) => ErrorCode::BadCandidate,
             SfuError::TrackMismatch(_) => ErrorCode::TrackMismatch,
+            SfuError::UnsupportedCodec(_) => ErrorCode::UnsupportedCodec,
             SfuError::UnknownTrack(_) => ErrorCode::UnknownTrack,
             SfuError::NoConnection(_) | SfuError::UnknownParticipant => client_code,
             SfuError::Internal(_) | SfuError::Stopped => {

@@ -518,6 +518,11 @@ pub enum ErrorCode {
     /// track's m-section in the SDP (video announced as `microphone`, audio as `camera`); the
     /// offer is refused and nothing of it is published.
     TrackMismatch,
+    /// A `publish_offer` has an audio or video m-section none of whose codecs the server can
+    /// receive (it takes Opus, G.722, PCMU, PCMA, VP8, VP9, H.264, AV1 and H.265); the message
+    /// names the section and what it offered. The offer is refused and nothing of it is
+    /// published: offer a supported codec.
+    UnsupportedCodec,
     /// The media plane failed; the session may continue.
     Internal,
 }
