@@ -27,6 +27,8 @@ pub(crate) struct SignalingMetrics {
     pub support_wait: Histogram,
     /// Support: how long sessions lasted (also feeds the wait estimate).
     pub support_session: Histogram,
+    /// Support: learners' ratings of ended sessions, by `rating` (`good` or `bad`).
+    pub support_ratings: IntCounterVec,
 }
 
 /// Counts one open WebSocket for as long as it lives, however its session ends.
@@ -82,6 +84,18 @@ impl SignalingMetrics {
                 60.0, 180.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0,
             ]),
         )?;
+        let support_ratings = IntCounterVec::new(
+            Opts::new(
+                "aula_support_ratings_total",
+                "Learners' ratings of ended support sessions, by rating (good or bad)",
+            ),
+            &["rating"],
+        )?;
+        // Both series from the start, so a dashboard sees 0 rather than no data.
+        for rating in ["good", "bad"] {
+            support_ratings.with_label_values(&[rating]);
+        }
+        registry.register(Box::new(support_ratings.clone()))?;
         registry.register(Box::new(support_wait.clone()))?;
         registry.register(Box::new(support_session.clone()))?;
         registry.register(Box::new(rooms.clone()))?;
@@ -118,6 +132,7 @@ impl SignalingMetrics {
             errors,
             support_wait,
             support_session,
+            support_ratings,
             websockets,
             http_connections,
             connections_refused,

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use aula_protocol::{Permissions, ServerMessage};
+use aula_protocol::{Permissions, Role, ServerMessage};
 use aula_sfu::{PeerState, SfuEvent, SfuHandle};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
@@ -544,17 +544,18 @@ pub(crate) async fn handle_event(state: &AppState, event: SfuEvent) {
             quality,
         } => {
             // The participant sees its own level; staff see everyone's, so a teacher can tell
-            // which student cannot hear and why.
+            // which student cannot hear and why, and so does a support agent of its learner.
             let msg = ServerMessage::ConnectionQuality {
                 participant_sid: participant.clone(),
                 quality,
             };
             let registry = state.registry();
             if let Some(room) = registry.room_of(&participant) {
-                for member in room
-                    .visible()
-                    .filter(|m| m.info.sid == participant || m.permissions.can_moderate)
-                {
+                for member in room.visible().filter(|m| {
+                    m.info.sid == participant
+                        || m.permissions.can_moderate
+                        || m.info.role == Role::Agent
+                }) {
                     member.send(msg.clone());
                 }
             }

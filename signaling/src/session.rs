@@ -342,6 +342,7 @@ fn message_kind(msg: &ClientMessage) -> &'static str {
         ClientMessage::CancelHelp => "cancel_help",
         ClientMessage::TransferSession { .. } => "transfer_session",
         ClientMessage::EndSupportSession { .. } => "end_support_session",
+        ClientMessage::RateSupportSession { .. } => "rate_support_session",
         ClientMessage::TrackSettings { .. } => "track_settings",
     }
 }
@@ -914,10 +915,16 @@ impl Session {
     /// The support desk messages; the desk checks the role (agents go on duty, learners ask).
     fn support(&mut self, sid: &str, msg: ClientMessage) {
         let Some(joined) = &self.joined else { return };
+        let claims = &joined.claims;
         let caller = Caller {
             sid: sid.to_owned(),
-            identity: joined.claims.sub.clone(),
-            role: joined.claims.role,
+            identity: claims.sub.clone(),
+            name: if claims.name.is_empty() {
+                claims.sub.clone()
+            } else {
+                claims.name.clone()
+            },
+            role: claims.role,
             outbox: self.outbox.clone(),
         };
         let now = std::time::Instant::now();
@@ -941,6 +948,20 @@ impl Session {
         };
         match result {
             Ok(effects) => self.state.desk_effects(effects),
+            Err((code, message)) => self.error(code, message),
+        }
+    }
+
+    /// A learner's rating of its ended support session, counted once on `/metrics`.
+    fn rate_support(&self, sid: &str, session_id: &str, good: bool) {
+        let rated = self.state.desk().rate(sid, session_id);
+        match rated {
+            Ok(()) => self
+                .state
+                .metrics()
+                .support_ratings
+                .with_label_values(&[if good { "good" } else { "bad" }])
+                .inc(),
             Err((code, message)) => self.error(code, message),
         }
     }

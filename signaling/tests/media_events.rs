@@ -452,6 +452,24 @@ async fn connection_quality_goes_to_the_participant_and_to_staff_only() {
 }
 
 #[tokio::test]
+async fn a_support_agent_sees_its_learners_connection_quality() {
+    let h = Harness::start().await;
+    let (mut agent, _) = Client::join(h.addr(), "support-x", "a", Role::Agent).await;
+    let (mut learner, jl) = Client::join(h.addr(), "support-x", "l", Role::Learner).await;
+    let poor = ServerMessage::ConnectionQuality {
+        participant_sid: sid_of(&jl),
+        quality: ConnectionQuality::Poor,
+    };
+    h.emit(SfuEvent::ConnectionQuality {
+        participant: sid_of(&jl),
+        quality: ConnectionQuality::Poor,
+    });
+    assert_eq!(learner.recv_until(|m| *m == poor).await, poor);
+    assert_eq!(agent.recv_until(|m| *m == poor).await, poor);
+    h.server.shutdown().await;
+}
+
+#[tokio::test]
 async fn media_errors_map_to_codes_and_the_session_continues() {
     let h = Harness::start().await;
     let (mut t, _) = Client::join(h.addr(), "r", "t", Role::Teacher).await;

@@ -149,3 +149,64 @@ async fn learners_are_routed_queued_transferred_and_served_in_private_rooms() {
     assert!(metrics.contains("aula_support_session_duration_seconds_count 1"));
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn agents_see_the_queue_and_learners_rate_ended_sessions_once() {
+    let server = start(Config::loopback_ephemeral())
+        .await
+        .expect("server starts");
+    let addr = server.http_addr();
+    let (mut agent, _) = Client::join(addr, "desk", "agent-audio", Role::Agent).await;
+    let (mut ana, _) = Client::join(addr, "lobby", "ana", Role::Learner).await;
+    let (mut bo, _) = Client::join(addr, "lobby", "bo", Role::Learner).await;
+
+    // An agent going on duty sees the queue, and sees it change.
+    agent.send(&on_duty(&["audio"], 1)).await;
+    assert_eq!(
+        agent
+            .event_until(|e| matches!(e, ServerEvent::SupportQueue { .. }))
+            .await,
+        ServerEvent::SupportQueue { waiting: vec![] }
+    );
+    bo.send(&help("billing")).await;
+    let ServerEvent::SupportQueue { waiting } = agent
+        .event_until(|e| matches!(e, ServerEvent::SupportQueue { waiting } if !waiting.is_empty()))
+        .await
+    else {
+        unreachable!("matched");
+    };
+    let seen: Vec<_> = waiting
+        .iter()
+        .map(|w| (w.name.as_str(), w.topic.as_str(), w.language.as_str()))
+        .collect();
+    assert_eq!(seen, vec![("bo", "billing", "en")]);
+
+    ana.send(&help("audio")).await;
+    let (session, _, _) = assigned(&mut ana).await;
+    let rate = |good| ClientMessage::RateSupportSession {
+        session_id: session.clone(),
+        good,
+    };
+    // Not while the session lasts, never by the agent, and once by the learner.
+    ana.send(&rate(true)).await;
+    assert_eq!(ana.error_code().await, ErrorCode::UnknownSession);
+    ana.send(&ClientMessage::EndSupportSession {
+        session_id: session.clone(),
+    })
+    .await;
+    ana.event_until(|e| matches!(e, ServerEvent::SupportEnded { .. }))
+        .await;
+    agent.send(&rate(false)).await;
+    assert_eq!(agent.error_code().await, ErrorCode::UnknownSession);
+    ana.send(&rate(true)).await;
+    ana.send(&rate(false)).await;
+    assert_eq!(ana.error_code().await, ErrorCode::UnknownSession);
+
+    let metrics = http(addr, "GET", "/metrics").await.body;
+    assert!(
+        metrics.contains(r#"aula_support_ratings_total{rating="good"} 1"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains(r#"aula_support_ratings_total{rating="bad"} 0"#));
+    server.shutdown().await;
+}

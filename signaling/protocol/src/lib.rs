@@ -305,6 +305,11 @@ pub enum ClientMessage {
     TransferSession { session_id: String, skill: String },
     /// Agent or learner: end a support session.
     EndSupportSession { session_id: String },
+    /// Learner: rate a support session that has ended, `good` or not, once (the server counts
+    /// it in `aula_support_ratings_total{rating="good|bad"}`). Refused with `unknown_session`
+    /// unless the sender was that session's learner, on the same lobby connection, and has not
+    /// rated it yet.
+    RateSupportSession { session_id: String, good: bool },
 
     // --- Subscriber hints (servers without them answer `bad_message`) ---
     /// How large this client shows a video track it receives, in device pixels (CSS pixels times
@@ -447,10 +452,32 @@ pub enum ServerEvent {
         token: String,
         /// The other side's identity (the agent for a learner, the learner for an agent).
         peer_identity: String,
+        /// The other side's display name, from its token (the identity if it has none); also
+        /// its name in the private room. Absent from servers before it was added.
+        #[serde(default)]
+        peer_name: String,
         topic: String,
+        /// The language the learner asked in. Absent from servers before it was added.
+        #[serde(default)]
+        language: String,
     },
+    /// Support, to agents (on duty, or once on duty and now off): the learners waiting, in
+    /// queue order (a transferred learner first), sent whenever the desk changes and when an
+    /// agent goes on duty. Pages tick `waited_secs` forward themselves between updates.
+    SupportQueue { waiting: Vec<WaitingLearner> },
     /// Support: the session ended (or was transferred away from this agent).
     SupportEnded { session_id: String, reason: String },
+}
+
+/// A learner waiting for an agent, as [`ServerEvent::SupportQueue`] shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WaitingLearner {
+    /// The learner's display name.
+    pub name: String,
+    pub topic: String,
+    pub language: String,
+    /// Seconds since the request (or, for a transferred session, the transfer).
+    pub waited_secs: u64,
 }
 
 /// Anything the server sends: parse with this when handling both [`ServerMessage`] and

@@ -10,10 +10,10 @@
 //! Like the registry, the desk is plain data behind one mutex; it returns what the caller must
 //! do afterwards (observe metrics, close an ended session's room, send webhooks).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use aula_protocol::{ErrorCode, Role, ServerEvent};
+use aula_protocol::{ErrorCode, Role, ServerEvent, WaitingLearner};
 
 use super::routing::{self, AgentSlot, HelpRequest};
 use crate::room::{Outbox, Outgoing, Refused};
@@ -30,6 +30,9 @@ const MEAN_WEIGHT: f64 = 0.2;
 const MAX_SKILLS: usize = 32;
 const MAX_SKILL_BYTES: usize = 32;
 const MAX_CAPACITY: u32 = 16;
+/// Ended sessions remembered for their learner's rating. A learner rates right after the end,
+/// so the newest thousands are plenty, and the bound keeps an abandoned desk's memory flat.
+const MAX_RATEABLE: usize = 4096;
 
 /// `SupportEnded` reasons.
 pub(crate) const REASON_ENDED: &str = "ended";
@@ -41,6 +44,8 @@ pub(crate) const REASON_AGENT_LEFT: &str = "agent left";
 pub(crate) struct Caller {
     pub sid: String,
     pub identity: String,
+    /// Display name, shown to the other side and used as its name in the private room.
+    pub name: String,
     pub role: Role,
     pub outbox: Outbox,
 }
@@ -67,6 +72,7 @@ struct SupportSession {
     agent: Caller,
     learner: Caller,
     topic: String,
+    language: String,
     started: Instant,
 }
 
@@ -122,6 +128,8 @@ pub(crate) struct Desk {
     agents: Vec<Agent>,
     queue: Vec<Waiting>,
     sessions: HashMap<String, SupportSession>,
+    /// `(session id, learner sid)` of ended sessions not rated yet, oldest first.
+    rateable: VecDeque<(String, String)>,
     mean_session: Duration,
 }
 
@@ -165,6 +173,7 @@ impl Desk {
             agents: Vec::new(),
             queue: Vec::new(),
             sessions: HashMap::new(),
+            rateable: VecDeque::new(),
             mean_session: INITIAL_MEAN_SESSION,
         }
     }
@@ -299,7 +308,7 @@ impl Desk {
                 request: HelpRequest {
                     id: session.learner.sid.clone(),
                     topic: skill,
-                    language: String::new(),
+                    language: session.language,
                 },
                 caller: session.learner,
                 queued_at: now,
@@ -332,9 +341,27 @@ impl Desk {
         Ok(effects)
     }
 
+    /// A learner rates a session of its own that has ended; each session once.
+    pub fn rate(&mut self, sid: &str, session_id: &str) -> Result<(), Refused> {
+        let index = self
+            .rateable
+            .iter()
+            .position(|(id, learner)| id == session_id && learner == sid)
+            .ok_or_else(|| {
+                (
+                    ErrorCode::UnknownSession,
+                    format!("no ended support session {session_id} of yours to rate"),
+                )
+            })?;
+        self.rateable.remove(index);
+        Ok(())
+    }
+
     /// A lobby connection closed: its waiting request goes; an agent's sessions end.
     pub fn disconnect(&mut self, sid: &str, now: Instant) -> DeskEffects {
         self.queue.retain(|w| w.caller.sid != sid);
+        // Ratings come over the same connection, so a departed learner's can no longer come.
+        self.rateable.retain(|(_, learner)| learner != sid);
         let mut effects = DeskEffects::default();
         let agents_sessions: Vec<String> = self
             .sessions
@@ -389,6 +416,11 @@ impl Desk {
     fn finish(&mut self, session_id: &str, reason: &str, now: Instant) -> Option<Ended> {
         let session = self.sessions.remove(session_id)?;
         self.release_agent(&session.agent.sid, now);
+        if self.rateable.len() == MAX_RATEABLE {
+            self.rateable.pop_front();
+        }
+        self.rateable
+            .push_back((session.id.clone(), session.learner.sid.clone()));
         let duration = now.saturating_duration_since(session.started);
         self.mean_session = self
             .mean_session
@@ -433,6 +465,7 @@ impl Desk {
                 agent: agent.caller.clone(),
                 learner: waiting.caller.clone(),
                 topic: waiting.request.topic.clone(),
+                language: waiting.request.language.clone(),
                 started: now,
             };
             self.assigned(&session);
@@ -452,6 +485,7 @@ impl Desk {
             keep
         });
         self.send_positions();
+        self.send_queue(now);
         effects
     }
 
@@ -461,7 +495,9 @@ impl Desk {
             (&session.agent, &session.learner, Role::Agent),
             (&session.learner, &session.agent, Role::Learner),
         ] {
-            let claims = AccessClaims::new(&session.room, &me.identity, role, SESSION_TOKEN_TTL);
+            let mut claims =
+                AccessClaims::new(&session.room, &me.identity, role, SESSION_TOKEN_TTL);
+            claims.name = me.name.clone();
             match token::mint(&self.keys, &claims) {
                 Ok(token) => send(
                     me,
@@ -470,13 +506,38 @@ impl Desk {
                         room: session.room.clone(),
                         token,
                         peer_identity: peer.identity.clone(),
+                        peer_name: peer.name.clone(),
                         topic: session.topic.clone(),
+                        language: session.language.clone(),
                     },
                 ),
                 // Identities were checked when their own tokens were verified; this cannot fail
                 // short of a broken key, which the log must show.
                 Err(e) => tracing::error!(session = session.id, "cannot mint a support token: {e}"),
             }
+        }
+    }
+
+    /// Shows every agent on the desk the learners waiting, in queue order. Agents off duty get
+    /// it too, so they can see when going back on duty is needed.
+    fn send_queue(&self, now: Instant) {
+        let waiting: Vec<WaitingLearner> = self
+            .queue
+            .iter()
+            .map(|w| WaitingLearner {
+                name: w.caller.name.clone(),
+                topic: w.request.topic.clone(),
+                language: w.request.language.clone(),
+                waited_secs: now.saturating_duration_since(w.queued_at).as_secs(),
+            })
+            .collect();
+        for agent in &self.agents {
+            send(
+                &agent.caller,
+                ServerEvent::SupportQueue {
+                    waiting: waiting.clone(),
+                },
+            );
         }
     }
 
@@ -521,6 +582,7 @@ mod tests {
             Caller {
                 sid: sid.into(),
                 identity: format!("id-{sid}"),
+                name: format!("Name {sid}"),
                 role,
                 outbox,
             },
@@ -534,6 +596,13 @@ mod tests {
             out.push(e);
         }
         out
+    }
+
+    /// The `SupportAssigned` among the events received (agents get a queue update after it).
+    fn assignment(rx: &mut UnboundedReceiver<Outgoing>) -> Option<ServerEvent> {
+        events(rx)
+            .into_iter()
+            .find(|e| matches!(e, ServerEvent::SupportAssigned { .. }))
     }
 
     fn skills(list: &[&str]) -> Vec<String> {
@@ -575,7 +644,7 @@ mod tests {
             room,
             token: t,
             ..
-        } = events(&mut a_rx).pop().expect("agent assigned")
+        } = assignment(&mut a_rx).expect("agent assigned")
         else {
             panic!("not assigned");
         };
@@ -612,10 +681,7 @@ mod tests {
             effects.started[0].session_id, session_id,
             "same session, same room"
         );
-        assert!(matches!(
-            events(&mut b_rx).pop(),
-            Some(ServerEvent::SupportAssigned { .. })
-        ));
+        assert!(assignment(&mut b_rx).is_some());
 
         // Only its agent or learner ends it.
         assert_eq!(
@@ -697,5 +763,92 @@ mod tests {
         );
         assert_eq!(desk.queue(now).len(), 1);
         assert_eq!(desk.agents(now)[0].active, 1);
+    }
+
+    #[test]
+    fn agents_see_the_queue_and_names_and_language_carry_over() {
+        let now = Instant::now();
+        let mut desk = Desk::new(ApiKeys::dev());
+        let (agent, mut a_rx) = caller("A", Role::Agent);
+        desk.go_on_duty(agent, &skills(&["audio"]), 1, now)
+            .expect("duty");
+        assert_eq!(
+            events(&mut a_rx),
+            vec![ServerEvent::SupportQueue { waiting: vec![] }]
+        );
+        let (l1, _r1) = caller("L1", Role::Learner);
+        let (l2, _r2) = caller("L2", Role::Learner);
+        desk.request_help(l1, "audio", "zh", now).expect("routed");
+        let ServerEvent::SupportAssigned {
+            session_id,
+            peer_name,
+            language,
+            token: t,
+            ..
+        } = assignment(&mut a_rx).expect("assigned")
+        else {
+            unreachable!("matched");
+        };
+        assert_eq!((peer_name.as_str(), language.as_str()), ("Name L1", "zh"));
+        let claims = token::verify(&ApiKeys::dev(), &t).expect("valid");
+        assert_eq!(
+            claims.name, "Name A",
+            "the agent's name in the private room"
+        );
+
+        desk.request_help(l2, "billing", "en", now + Duration::from_secs(5))
+            .expect("queued");
+        assert_eq!(
+            events(&mut a_rx).pop(),
+            Some(ServerEvent::SupportQueue {
+                waiting: vec![WaitingLearner {
+                    name: "Name L2".into(),
+                    topic: "billing".into(),
+                    language: "en".into(),
+                    waited_secs: 0,
+                }]
+            })
+        );
+
+        // A transfer keeps the learner's language: the next agent sees it.
+        desk.transfer("A", &session_id, "video", now + Duration::from_secs(9))
+            .expect("transfer");
+        let Some(ServerEvent::SupportQueue { waiting }) = events(&mut a_rx).pop() else {
+            panic!("no queue after the transfer");
+        };
+        let seen: Vec<_> = waiting
+            .iter()
+            .map(|w| (w.name.as_str(), w.language.as_str(), w.waited_secs))
+            .collect();
+        assert_eq!(seen, vec![("Name L1", "zh", 0), ("Name L2", "en", 4)]);
+    }
+
+    #[test]
+    fn only_the_learner_rates_an_ended_session_once() {
+        let now = Instant::now();
+        let mut desk = Desk::new(ApiKeys::dev());
+        let (agent, _a) = caller("A", Role::Agent);
+        desk.go_on_duty(agent, &skills(&["audio"]), 1, now)
+            .expect("duty");
+        let (learner, mut l_rx) = caller("L", Role::Learner);
+        desk.request_help(learner, "audio", "en", now)
+            .expect("routed");
+        let Some(ServerEvent::SupportAssigned { session_id, .. }) = events(&mut l_rx).pop() else {
+            panic!("not assigned");
+        };
+        let refused = |desk: &mut Desk, sid: &str| desk.rate(sid, &session_id).unwrap_err().0;
+        assert_eq!(
+            refused(&mut desk, "L"),
+            ErrorCode::UnknownSession,
+            "not before it ends"
+        );
+        desk.end("A", &session_id, now).expect("ended");
+        assert_eq!(
+            refused(&mut desk, "A"),
+            ErrorCode::UnknownSession,
+            "the agent"
+        );
+        desk.rate("L", &session_id).expect("the learner rates");
+        assert_eq!(refused(&mut desk, "L"), ErrorCode::UnknownSession, "twice");
     }
 }
