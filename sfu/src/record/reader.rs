@@ -245,4 +245,45 @@ mod tests {
         );
         assert_eq!(items[6..], ok(&records[6..]));
     }
+
+    #[test]
+    fn records_mixed_with_random_bytes_never_panic_and_come_out_in_time_order() {
+        let (valid, _) = segment(&records());
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut random = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..300 {
+            let mut data = valid.clone();
+            for _ in 0..random() % 8 {
+                let at = random() as usize % data.len();
+                match random() % 3 {
+                    0 => data[at] = random() as u8,
+                    1 => data.truncate(at.max(1)),
+                    _ => data
+                        .splice(at..at, (0..random() % 40).map(|_| random() as u8))
+                        .for_each(drop),
+                }
+            }
+            let Ok(mut reader) = SegmentReader::new(&data) else {
+                continue;
+            };
+            let mut last_time_us = 0;
+            for item in reader.by_ref() {
+                match item {
+                    Ok(record) => {
+                        assert!(record.time_us >= last_time_us);
+                        last_time_us = record.time_us;
+                    }
+                    Err(Corruption { offset, skipped }) => {
+                        assert!(skipped > 0 && offset + skipped < data.len())
+                    }
+                }
+            }
+            assert!(reader.torn_tail() <= data.len());
+        }
+    }
 }

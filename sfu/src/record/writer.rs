@@ -588,4 +588,94 @@ mod tests {
         expected.push(gap(130, 2));
         assert_eq!(read_log(&config).1, expected);
     }
+
+    #[test]
+    fn a_started_log_is_written_on_its_thread_and_closed_when_the_sender_goes() {
+        let dir = TempDir::new("thread");
+        let config = config(&dir);
+        let (mut sender, recording) = start(config.clone()).unwrap();
+        let records: Vec<Record> = (0..300u64)
+            .map(|i| rtp(i * 100_000, i as u16, 800))
+            .collect();
+        for record in &records {
+            while !sender.try_push(record.clone()) {
+                thread::sleep(Duration::from_millis(1));
+            }
+        }
+        drop(sender);
+        let stats = recording.finish().unwrap();
+        let read = read_log(&config).1;
+        assert_eq!(stats.segments, 3);
+        assert_eq!(stats.records, read.len() as u64);
+        // Retried pushes may have left gap markers (with the count of failed attempts).
+        let rtp: Vec<Record> = read
+            .into_iter()
+            .filter(|r| matches!(r.entry, Entry::Rtp(_)))
+            .collect();
+        assert_eq!(rtp, records);
+    }
+
+    #[test]
+    fn a_removed_directory_fails_the_recording_and_the_sender_keeps_dropping() {
+        let dir = TempDir::new("removed");
+        let config = config(&dir);
+        let (mut sender, recording) = start(config.clone()).unwrap();
+        assert!(sender.try_push(rtp(0, 0, 100)));
+        let first = segment_path(&config.dir, &config.name, 0);
+        wait_for(|| first.exists());
+        fs::remove_dir_all(&config.dir).unwrap();
+        // The next record starts a segment, in a directory that is gone.
+        assert!(sender.try_push(rtp(10_000_000, 1, 100)));
+        wait_for(|| recording.failure().is_some());
+
+        let failure = recording.failure().unwrap();
+        assert_eq!(failure.action, "create");
+        assert_eq!(failure.source.kind(), io::ErrorKind::NotFound);
+        assert!(sender.failed());
+        for i in 2..100 {
+            assert!(!sender.try_push(rtp(10_000_000 + i, i as u16, 100)));
+        }
+        assert_eq!(recording.dropped(), 98);
+        drop(sender);
+        assert_eq!(recording.finish().unwrap_err().action, "create");
+    }
+
+    #[test]
+    fn a_segment_that_exists_is_never_overwritten() {
+        let dir = TempDir::new("exists");
+        let config = config(&dir);
+        fs::create_dir_all(&config.dir).unwrap();
+        let first = segment_path(&config.dir, &config.name, 0);
+        fs::write(&first, b"another recording").unwrap();
+        let error = LogWriter::create(config).err().unwrap();
+        assert_eq!(error.source.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(fs::read(&first).unwrap(), b"another recording");
+    }
+
+    #[test]
+    fn a_time_earlier_than_the_last_is_written_as_the_last_and_an_oversized_packet_as_a_gap() {
+        let dir = TempDir::new("clamp");
+        let config = config(&dir);
+        let now = Instant::now();
+        let mut log = LogWriter::create(config.clone()).unwrap();
+        log.append(rtp(5_000, 1, 100), now).unwrap();
+        log.append(rtp(4_000, 2, 100), now).unwrap();
+        log.append(rtp(6_000, 3, 70_000), now).unwrap();
+        log.close().unwrap();
+
+        let gap = Marker::Gap {
+            dropped: 1,
+            reason: GapReason::Oversized,
+        };
+        let expected = vec![rtp(5_000, 1, 100), rtp(5_000, 2, 100), marker(6_000, gap)];
+        assert_eq!(read_log(&config).1, expected);
+    }
+
+    fn wait_for(condition: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !condition() {
+            assert!(Instant::now() < deadline, "timed out");
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
 }
