@@ -199,14 +199,17 @@ impl Client {
             .expect("send");
     }
 
-    /// The next protocol message (pings and pongs skipped). Panics on close or timeout.
+    /// The next protocol message (pings and pongs skipped, and room events such as the
+    /// permissions staff are sent: tests of those use [`Client::recv_frame`]). Panics on close
+    /// or timeout.
     pub async fn recv(&mut self) -> ServerMessage {
         self.try_recv()
             .await
             .unwrap_or_else(|end| panic!("expected a message, got {end}"))
     }
 
-    /// The next protocol message, or why none came (closed / timed out).
+    /// The next protocol message (room events skipped, as in [`Client::recv`]), or why none
+    /// came (closed / timed out).
     pub async fn try_recv(&mut self) -> Result<ServerMessage, String> {
         let deadline = tokio::time::Instant::now() + STEP;
         loop {
@@ -217,8 +220,12 @@ impl Client {
                 None => return Err("end of stream".into()),
                 Some(Err(e)) => return Err(format!("error: {e}")),
                 Some(Ok(Message::Text(text))) => {
-                    return Ok(serde_json::from_str(text.as_str())
-                        .unwrap_or_else(|e| panic!("server sent non-protocol text {text}: {e}")));
+                    match serde_json::from_str(text.as_str())
+                        .unwrap_or_else(|e| panic!("server sent non-protocol text {text}: {e}"))
+                    {
+                        ServerFrame::Message(message) => return Ok(message),
+                        ServerFrame::Event(_) => {}
+                    }
                 }
                 Some(Ok(Message::Close(frame))) => return Err(format!("closed: {frame:?}")),
                 Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
