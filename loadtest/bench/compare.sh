@@ -131,6 +131,7 @@ run() {
     fi
 }
 
+echo "machine load before the runs: $(uptime)" >&2
 for target in aula janus; do
     echo "running $scenario $size_flag $subscribers for ${duration}s against $target ..." >&2
     if ! run "$target" "$subscribers" "$duration" >"$out/$target.json" 2>"$out/$target.log"; then
@@ -183,6 +184,7 @@ for name, show, value in rows:
     print(f"{name:26} {sa:>16} {sj:>16} {ratio:>11}")
 PY
 echo "reports: $out/aula.json $out/janus.json (logs next to them)" >&2
+echo "machine load after the runs: $(uptime)" >&2
 
 # --- optional: largest class served, by bisection ------------------------------------------
 # A size is served when every subscriber got media, loss < 1 % and latency p99 < MAX_P99_MS
