@@ -73,6 +73,18 @@ const DESK_JS: Asset = Asset {
     body: include_str!("../web/desk.js"),
     content_type: "text/javascript; charset=utf-8",
 };
+const SUPPORT_JS: Asset = Asset {
+    body: include_str!("../web/support.js"),
+    content_type: "text/javascript; charset=utf-8",
+};
+const AGENT_JS: Asset = Asset {
+    body: include_str!("../web/agent.js"),
+    content_type: "text/javascript; charset=utf-8",
+};
+const DESK_CSS: Asset = Asset {
+    body: include_str!("../web/desk.css"),
+    content_type: "text/css; charset=utf-8",
+};
 const CLASS_CSS: Asset = Asset {
     body: include_str!("../web/class.css"),
     content_type: "text/css; charset=utf-8",
@@ -117,6 +129,9 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/support", get(|| async { &SUPPORT_HTML }))
         .route("/agent", get(|| async { &AGENT_HTML }))
         .route("/web/desk.js", get(|| async { &DESK_JS }))
+        .route("/web/support.js", get(|| async { &SUPPORT_JS }))
+        .route("/web/agent.js", get(|| async { &AGENT_JS }))
+        .route("/web/desk.css", get(|| async { &DESK_CSS }))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

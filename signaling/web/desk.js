@@ -1,23 +1,39 @@
-// The support desk pages: /support (a learner asks for help) and /agent (an agent on duty).
+// What the support desk pages share: /support (a learner asks for help, support.js) and /agent
+// (an agent on duty, agent.js).
 //
 // Both sides first join a lobby room over the ordinary protocol (`support-lobby` for learners,
 // `support-desk` for agents) with a dev token, and talk to the desk there: `request_help` or
 // `go_on_duty`. When the server pairs them it sends each a `support_assigned` event with a
 // token for a private room; the page joins that room with a second connection. A support session
 // is a conversation: the agent's microphone is on from the start and its camera can be turned
-// on; the learner hears (and sees) the agent, and shares screen and camera for the agent to see.
-// `window.aulaLobby` and `window.aulaSession` point at the SDK rooms so tests can inspect them.
+// on; the learner hears (and sees) the agent, and shares screen, camera and microphone for the
+// agent. `window.aulaLobby` and `window.aulaSession` point at the SDK rooms so tests can inspect
+// them (on /agent, `aulaSession` is the session shown).
 
 import * as Aula from '/sdk/aula.js';
 
-const $ = (id) => document.getElementById(id);
-const side = document.body.dataset.side; // 'learner' | 'agent'
-let session = null;
-let sessionId = null;
+export const $ = (id) => document.getElementById(id);
 
-function setStatus(text, kind = 'info') {
+/** What a learner can ask about, and in which language; agents pick theirs from the same lists. */
+export const TOPICS = { audio: 'Audio', video: 'Video', billing: 'Billing' };
+export const LANGUAGES = { en: 'English', zh: '中文', es: 'Español' };
+
+/** Data topic on which the learner's page reports its measured link to the agent every 2 s. */
+export const LINK_TOPIC = 'aula.link';
+
+export function setStatus(text, kind = 'info') {
   $('status').textContent = text;
   $('status').dataset.kind = kind;
+}
+
+/** Joins the desk's lobby room; errors and a lost connection show in the status line. */
+export async function connectLobby(room, name, role, onDeskEvent) {
+  const lobby = await Aula.connect(location.origin, await devToken(room, name, role));
+  window.aulaLobby = lobby;
+  lobby.addEventListener('serverEvent', (e) => onDeskEvent(e.detail));
+  lobby.addEventListener('error', (e) => setStatus(e.detail.message, 'error'));
+  lobby.addEventListener('disconnected', (e) => setStatus(`Disconnected from the help desk: ${e.detail.reason}. Reload the page.`, 'error'));
+  return lobby;
 }
 
 async function devToken(room, name, role) {
@@ -28,178 +44,94 @@ async function devToken(room, name, role) {
   return body.token;
 }
 
-function minutes(secs) {
-  return secs == null ? 'no agent for this topic is on duty yet' : `about ${Math.max(1, Math.round(secs / 60))} min`;
-}
-
-async function start(form) {
-  const name = form.name.value.trim();
-  const role = side === 'learner' ? 'learner' : 'agent';
-  const lobby = await Aula.connect(location.origin, await devToken(side === 'learner' ? 'support-lobby' : 'support-desk', name, role));
-  window.aulaLobby = lobby;
-  lobby.addEventListener('serverEvent', (e) => onDeskEvent(e.detail));
-  lobby.addEventListener('error', (e) => setStatus(e.detail.message, 'error'));
-  lobby.addEventListener('disconnected', (e) => setStatus(`Disconnected: ${e.detail.reason}`, 'error'));
-  if (side === 'learner') {
-    lobby.send({ type: 'request_help', topic: form.topic.value, language: form.language.value });
-    setStatus('Asking for help…');
-  } else {
-    const skills = form.skills.value.split(',').map((s) => s.trim()).filter(Boolean);
-    lobby.send({ type: 'go_on_duty', skills, capacity: Number(form.capacity.value) });
-    setStatus(`On duty (${skills.join(', ')}). Waiting for learners…`);
-  }
-  form.hidden = true;
-}
-
-function onDeskEvent(msg) {
-  switch (msg.type) {
-    case 'support_queued':
-      setStatus(`You are number ${msg.position} in line: ${minutes(msg.estimated_wait_secs)}.`);
-      break;
-    case 'support_assigned':
-      openSession(msg).catch((err) => setStatus(err.message, 'error'));
-      break;
-    case 'support_ended':
-      if (msg.session_id === sessionId) closeSession(msg.reason === 'transferred' ? 'Transferred to a colleague.' : 'Session ended.');
-      break;
-    default:
-      break;
-  }
-}
-
-async function openSession(msg) {
-  if (session && sessionId === msg.session_id) return; // a transfer re-assigns the same room
-  sessionId = msg.session_id;
-  session = await Aula.connect(location.origin, msg.token);
-  window.aulaSession = session;
-  session.addEventListener('trackSubscribed', (e) => addMedia(e.detail));
-  session.addEventListener('trackUnsubscribed', (e) => document.querySelector(`[data-track="${e.detail.info?.sid}"]`)?.remove());
-  session.addEventListener('disconnected', () => closeSession('Session ended.'));
-  $('session').hidden = false;
-  $('controls').hidden = false;
-  setStatus(side === 'learner'
-    ? `Connected with ${msg.peer_identity}. Share your screen so they can see the problem.`
-    : `Helping ${msg.peer_identity} with ${msg.topic}.`);
-  if (side === 'agent') {
-    showAgentControls();
-    await startMicrophone(session);
-  }
-}
-
-/** Agent: publishes the microphone, saying on the page why if it cannot. */
-async function startMicrophone(room) {
-  $('mic').disabled = true;
-  try {
-    await room.publish({ microphone: true });
-  } catch (err) {
-    setStatus(`Cannot use your microphone: ${err.message}`, 'error');
-  }
-  $('mic').disabled = false;
-  showAgentControls();
-}
-
-/** Agent: the microphone and camera buttons, and the camera's self-view, follow what is published. */
-function showAgentControls() {
-  const mic = session?.localTracks.get('microphone');
-  $('mic').textContent = !mic ? 'Turn on microphone' : mic.muted ? 'Unmute microphone' : 'Mute microphone';
-  const camera = session?.localTracks.get('camera');
-  $('camera').textContent = camera ? 'Turn off camera' : 'Turn on camera';
-  let self = document.querySelector('video[data-source="self"]');
-  if (!camera) return self?.remove();
-  if (!self) {
-    self = document.createElement('video');
-    self.autoplay = true;
-    self.playsInline = true;
-    self.muted = true;
-    self.className = 'mirror';
-    self.dataset.source = 'self';
-    $('grid').prepend(self);
-  }
-  if (self.srcObject?.getVideoTracks()[0] !== camera.track) self.srcObject = new MediaStream([camera.track]);
-}
-
-function addMedia({ track, stream, info }) {
-  const el = document.createElement(track.kind === 'video' ? 'video' : 'audio');
-  el.autoplay = true;
-  el.playsInline = true;
-  el.muted = track.kind === 'video';
-  el.srcObject = stream ?? new MediaStream([track]);
-  el.dataset.track = info.sid;
-  el.dataset.source = info.source;
-  (track.kind === 'video' ? $('grid') : $('audio')).append(el);
-  // Browsers that block autoplay with sound get a "Turn on sound" button.
-  if (track.kind === 'audio') el.play().catch(() => { $('sound').hidden = false; });
-}
-
-function closeSession(text) {
-  const ending = session;
-  session = null;
-  sessionId = null;
-  ending?.leave().catch(() => {});
-  $('grid').replaceChildren();
-  $('audio').replaceChildren();
-  $('controls').hidden = true;
-  $('sound').hidden = true;
-  setStatus(text);
-}
-
-function wireControls() {
-  $('end').addEventListener('click', () => {
-    if (sessionId) window.aulaLobby?.send({ type: 'end_support_session', session_id: sessionId });
-  });
-  $('sound').addEventListener('click', async () => {
-    for (const audio of $('audio').querySelectorAll('audio')) await audio.play().catch(() => {});
-    $('sound').hidden = true;
-  });
-  if (side === 'learner') {
-    $('share-screen').addEventListener('click', () => session?.publish({ screen: true }).catch((err) => setStatus(err.message, 'error')));
-    $('share-camera').addEventListener('click', () => session?.publish({ camera: true, microphone: true }).catch((err) => setStatus(err.message, 'error')));
-  } else {
-    $('mic').addEventListener('click', () => {
-      const mic = session?.localTracks.get('microphone');
-      if (!mic) return session && startMicrophone(session);
-      session.setMuted('microphone', !mic.muted);
-      showAgentControls();
-    });
-    $('camera').addEventListener('click', async () => {
-      const room = session;
-      if (!room) return;
-      $('camera').disabled = true;
-      try {
-        if (room.localTracks.has('camera')) await room.unpublish('camera');
-        else await room.publish({ camera: true });
-      } catch (err) {
-        setStatus(`Camera: ${err.message}`, 'error');
-      }
-      $('camera').disabled = false;
-      showAgentControls();
-    });
-    $('transfer').addEventListener('click', () => {
-      const skill = $('transfer-skill').value.trim();
-      if (sessionId && skill) window.aulaLobby?.send({ type: 'transfer_session', session_id: sessionId, skill });
-    });
-  }
-}
-
-const form = $('start-form');
-form.addEventListener('submit', async (e) => {
-  e.preventDefault();
-  form.querySelector('button').disabled = true;
-  try {
-    await start(form);
-  } catch (err) {
-    setStatus(err.message, 'error');
-    form.querySelector('button').disabled = false;
-  }
-});
-wireControls();
-setStatus(side === 'learner' ? 'Tell us what you need help with.' : 'Go on duty to receive learners.');
-
 /**
  * Eight random hex digits for a dev-mode identity. Not `crypto.randomUUID`: that exists only in
- * secure contexts (https or localhost), and a student on a second computer opens the page over
+ * secure contexts (https or localhost), and a learner on a second computer opens the page over
  * plain http on the LAN.
  */
 function randomSuffix() {
   return Array.from(crypto.getRandomValues(new Uint8Array(4)), (b) => b.toString(16).padStart(2, '0')).join('');
+}
+
+/** "0:42", "12:05". */
+export function clock(secs) {
+  const s = Math.max(0, Math.floor(secs));
+  return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, '0')}`;
+}
+
+export const initials = (name) => name.split(/\s+/).filter(Boolean).slice(0, 2).map((w) => w[0].toUpperCase()).join('') || '?';
+
+/**
+ * Shows `track` in the tile `figure` (a <figure class="tile"> with a <video>), or the tile's
+ * placeholder when `track` is null. The SDK sees the <video> and asks the server for a layer
+ * of the size it is shown at.
+ */
+export function showVideo(figure, track) {
+  const video = figure.querySelector('video');
+  figure.classList.toggle('empty', !track);
+  if (!track) {
+    video.srcObject = null;
+    return;
+  }
+  if (video.srcObject?.getVideoTracks()[0] !== track) video.srcObject = new MediaStream([track]);
+}
+
+/**
+ * Plays a remote audio track in a hidden <audio> inside `container`. Browsers that block
+ * autoplay with sound get the "Turn on sound" button, which plays every one of them.
+ */
+export function playAudio(container, { track, info }) {
+  const audio = document.createElement('audio');
+  audio.autoplay = true;
+  audio.srcObject = new MediaStream([track]);
+  audio.dataset.track = info.sid;
+  audio.dataset.source = info.source;
+  container.append(audio);
+  audio.play().catch(() => { $('sound').hidden = false; });
+  return audio;
+}
+
+export function wireSoundButton() {
+  $('sound').addEventListener('click', async () => {
+    for (const audio of document.querySelectorAll('#audio audio')) await audio.play().catch(() => {});
+    $('sound').hidden = true;
+  });
+}
+
+/**
+ * The chat of a support session: lines the room relays (the server echoes ours back as the
+ * receipt, so a line shows once it was delivered), and a form to send one.
+ */
+export class Chat {
+  #room = null;
+  #onEvent = (e) => { if (e.detail.type === 'chat') this.#append(e.detail); };
+
+  constructor(form, log) {
+    this.form = form;
+    this.log = log;
+    form.addEventListener('submit', (e) => {
+      e.preventDefault();
+      const text = form.text.value.trim();
+      if (!text || !this.#room) return;
+      this.#room.send({ type: 'chat', text });
+      form.text.value = '';
+    });
+  }
+
+  /** Shows `room`'s chat (and only it) from now on. */
+  attach(room) {
+    this.#room?.removeEventListener('serverEvent', this.#onEvent);
+    this.#room = room;
+    this.log.replaceChildren();
+    room?.addEventListener('serverEvent', this.#onEvent);
+  }
+
+  #append({ from, name, text }) {
+    const line = document.createElement('li');
+    const who = document.createElement('strong');
+    who.textContent = from === this.#room.localParticipant?.sid ? 'You' : name;
+    line.append(who, `: ${text}`);
+    this.log.append(line);
+    line.scrollIntoView({ block: 'nearest' });
+  }
 }

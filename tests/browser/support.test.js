@@ -1,18 +1,28 @@
-// End-to-end test of the support desk pages in headless Chromium against the real server: a
-// learner asks for help before any agent is on duty (and sees its place in line), an agent goes
-// on duty and is paired with it, the learner hears the agent's (fake) microphone from the start
-// and sees its camera once the agent turns it on, the learner shares a (fake) screen, and the
-// agent's page decodes it; then the learner ends the session.
+// End-to-end test of the support desk pages in headless Chromium against the real server, driven
+// through the visible buttons as a person would: a learner asks for help before anyone serves
+// the topic and cancels; an agent going on duty sees the queue, and adding the topic pairs them;
+// the learner hears the agent's (fake) microphone from the start and sees its camera while it
+// is on; the learner shares screen and camera, which the agent's console shows large and small,
+// with the learner's name, request and connection; chat both ways; a transfer by skill hands the
+// learner to a second agent; the learner ends the session and rates it, and the rating reaches
+// /metrics. Screenshots of the console and the learner's page go to docs/screenshots/.
 
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { mkdirSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { launchBrowser, startServer } from './harness.js';
+
+const SCREENSHOTS = resolve(import.meta.dirname, '../../docs/screenshots');
+const DESKTOP = { width: 1280, height: 720 };
+const PHONE = { width: 390, height: 844 };
 
 describe('support desk', () => {
   let server;
   let browser;
   let learner;
   let agent;
+  let second;
 
   before(async () => {
     server = await startServer();
@@ -26,31 +36,77 @@ describe('support desk', () => {
 
   async function open(path) {
     const page = await browser.newPage();
+    await page.setViewportSize(DESKTOP);
     page.aulaErrors = [];
     page.on('pageerror', (err) => page.aulaErrors.push(err.message));
     await page.goto(`${server.url}${path}`);
     return page;
   }
 
-  it('a learner waiting for help sees its place in line', { timeout: 20_000 }, async () => {
+  const button = (page, name) => page.getByRole('button', { name, exact: true });
+  const text = (page, selector) => page.locator(selector).textContent({ timeout: 5_000 });
+
+  /** Waits until `selector`'s text matches `pattern`. */
+  function waitText(page, selector, pattern, timeout = 10_000) {
+    return page.waitForFunction(([selector, source]) => new RegExp(source).test(document.querySelector(selector)?.textContent ?? ''),
+      [selector, pattern.source], { timeout });
+  }
+
+  /**
+   * The header's brand and page name as shown, generated content included: class.css prefixes
+   * a class's room name with "Room " through `::before`, which textContent does not show.
+   */
+  function headerText(page) {
+    return page.evaluate(() => [...document.querySelectorAll('header .brand, header .page-name')].map((el) => {
+      const before = getComputedStyle(el, '::before').content;
+      return (before.startsWith('"') ? JSON.parse(before) : '') + el.textContent;
+    }));
+  }
+
+  /** Goes on duty on the console with these topics (the form starts with every topic, English). */
+  async function goOnDuty(page, name, topics) {
+    await page.getByLabel('Your name').fill(name);
+    for (const topic of ['Audio', 'Video', 'Billing']) await page.getByLabel(topic, { exact: true }).setChecked(topics.includes(topic));
+    await button(page, 'Go on duty').click();
+    await button(page, 'Go off duty').waitFor({ timeout: 10_000 });
+  }
+
+  it('a queued learner cancels, and the page says so', { timeout: 30_000 }, async () => {
     learner = await open('/support');
-    await learner.fill('input[name="name"]', 'Ana');
-    await learner.selectOption('select[name="topic"]', 'video');
-    await learner.click('#go');
-    await learner.waitForFunction(() => document.querySelector('#status').textContent.includes('number 1 in line'), null, { timeout: 10_000 });
+    assert.deepEqual(await headerText(learner), ['Aula', 'Get help']);
+    await learner.getByLabel('Your name').fill('Ana');
+    await learner.getByLabel('Topic').selectOption('video');
+    await button(learner, 'Ask for help').click();
+    await waitText(learner, '#position', /You are next in line/);
+    await waitText(learner, '#wait', /No agent for this topic is on duty yet/);
+    await button(learner, 'Cancel').click();
+    await learner.getByRole('heading', { name: 'You cancelled your request' }).waitFor({ timeout: 5_000 });
+    assert.equal(await learner.locator('#rating').isVisible(), false, 'nothing to rate');
+    await button(learner, 'Ask again').waitFor({ timeout: 5_000 });
   });
 
-  it('an agent going on duty is paired with the learner in a private room', { timeout: 20_000 }, async () => {
+  it('an agent sees the queue, and taking the topic pairs it with the learner', { timeout: 40_000 }, async () => {
     agent = await open('/agent');
-    await agent.fill('input[name="name"]', 'Bo');
-    await agent.fill('input[name="skills"]', 'video,en');
-    await agent.click('#go');
+    assert.deepEqual(await headerText(agent), ['Aula', 'Support desk']);
+    await goOnDuty(agent, 'Bo', ['Audio']);
+    await waitText(agent, '#queue-empty', /Nobody is waiting/); // the cancelled request is gone
+
+    await button(learner, 'Ask again').click();
+    await button(learner, 'Ask for help').click();
+    await waitText(learner, '#position', /You are next in line/);
+    await waitText(agent, '#queue', /Ana · Video · English · waiting 0:\d\d/);
+    await waitText(agent, '#queue-count', /^1$/);
+
+    await agent.getByLabel('Video', { exact: true }).check(); // applies at once while on duty
     for (const page of [agent, learner]) {
-      await page.waitForFunction(() => window.aulaSession?.localParticipant, null, { timeout: 10_000 });
+      await page.waitForFunction(() => window.aulaSession?.localParticipant, null, { timeout: 15_000 });
     }
-    const rooms = await Promise.all([agent, learner].map((p) => p.evaluate(() => window.aulaSession.name)));
-    assert.equal(rooms[0], rooms[1]);
-    assert.match(rooms[0], /^support-/);
+    await waitText(agent, '#learner-name', /^Ana$/);
+    await waitText(agent, '#learner-request', /Video · English/);
+    await waitText(agent, '#queue-count', /^0$/);
+    // The learner sees the agent's display name, not its identity.
+    await waitText(learner, '#agent-label', /^Bo \(agent\)$/);
+    await waitText(learner, '#status', /Connected with Bo\./);
   });
 
   /** Sums a few fields over the page's inbound RTP streams of `kind` in the support session. */
@@ -65,58 +121,130 @@ describe('support desk', () => {
     }, kind);
   }
 
-  it('the learner hears the agent, whose microphone is on from the start', { timeout: 30_000 }, async () => {
-    // The button offers to mute: the microphone is on without the agent doing anything.
-    await agent.getByRole('button', { name: 'Mute microphone', exact: true }).waitFor({ timeout: 10_000 });
+  /** Waits until the learner plays the agent's microphone and has received a second of sound. */
+  async function learnerHearsAgent() {
     await learner.waitForFunction(() => {
       const audio = document.querySelector('#audio audio[data-source="microphone"]');
       return audio && !audio.paused && audio.srcObject?.getAudioTracks()[0]?.readyState === 'live';
     }, null, { timeout: 15_000 });
-    // A second of samples, and sound in them (the fake microphone beeps).
     const deadline = Date.now() + 15_000;
-    let audio = await inbound(learner, 'audio');
-    while (Date.now() < deadline && !(audio.totalSamplesReceived > 48_000 && audio.totalAudioEnergy > 0)) {
+    const start = await inbound(learner, 'audio');
+    let audio = start;
+    while (Date.now() < deadline && !(audio.totalSamplesReceived - start.totalSamplesReceived > 48_000 && audio.totalAudioEnergy > start.totalAudioEnergy)) {
       await new Promise((ok) => setTimeout(ok, 200));
       audio = await inbound(learner, 'audio');
     }
-    assert.ok(audio.totalSamplesReceived > 48_000, `learner received ${audio.totalSamplesReceived} samples`);
-    assert.ok(audio.totalAudioEnergy > 0, `learner heard silence: ${JSON.stringify(audio)}`);
+    assert.ok(audio.totalSamplesReceived - start.totalSamplesReceived > 48_000, `learner received ${audio.totalSamplesReceived} samples`);
+    assert.ok(audio.totalAudioEnergy > start.totalAudioEnergy, `learner heard silence: ${JSON.stringify(audio)}`);
+  }
+
+  it('the learner hears the agent, whose microphone is on from the start', { timeout: 40_000 }, async () => {
+    // The button offers to mute: the microphone is on without the agent doing anything.
+    await button(agent, 'Mute microphone').waitFor({ timeout: 10_000 });
+    await learnerHearsAgent();
   });
 
-  it('the learner sees the agent\'s camera while the agent has it on', { timeout: 40_000 }, async () => {
-    await agent.getByRole('button', { name: 'Turn on camera', exact: true }).click();
-    await agent.getByRole('button', { name: 'Turn off camera', exact: true }).waitFor({ timeout: 15_000 });
-    await learner.waitForFunction(() => document.querySelector('#grid video[data-source="camera"]')?.videoWidth > 0, null, { timeout: 20_000 });
+  const agentCameraShown = () => learner.waitForFunction(() => {
+    const tile = document.querySelector('#agent-tile');
+    return !tile.classList.contains('empty') && tile.querySelector('video').videoWidth > 0;
+  }, null, { timeout: 20_000 });
+
+  it('the learner sees the agent\'s camera while the agent has it on', { timeout: 60_000 }, async () => {
+    await button(agent, 'Turn on camera').click();
+    await button(agent, 'Turn off camera').waitFor({ timeout: 15_000 });
+    await agentCameraShown();
     const video = await inbound(learner, 'video');
     assert.ok(video.framesDecoded > 0, `learner decoded ${video.framesDecoded} frames of the agent's camera`);
 
-    // Off and on again: the learner's picture goes, then comes back.
-    await agent.getByRole('button', { name: 'Turn off camera', exact: true }).click();
-    await learner.waitForFunction(() => !document.querySelector('#grid video[data-source="camera"]'), null, { timeout: 15_000 });
-    await agent.getByRole('button', { name: 'Turn on camera', exact: true }).click();
-    await learner.waitForFunction(() => document.querySelector('#grid video[data-source="camera"]')?.videoWidth > 0, null, { timeout: 20_000 });
+    // Off and on again: the learner's picture goes (the tile says so), then comes back.
+    await button(agent, 'Turn off camera').click();
+    await learner.waitForFunction(() => document.querySelector('#agent-tile').classList.contains('empty'), null, { timeout: 15_000 });
+    assert.equal(await learner.locator('#agent-camera-off').isVisible(), true);
+    await button(agent, 'Turn on camera').click();
+    await agentCameraShown();
   });
 
-  it('the agent decodes the screen the learner shares', { timeout: 40_000 }, async () => {
-    await learner.click('#share-screen');
-    await learner.waitForFunction(() => window.aulaSession.localTracks.get('screen_share')?.sid, null, { timeout: 15_000 });
-    await agent.waitForFunction(() => document.querySelector('video[data-source="screen_share"]')?.videoWidth > 0, null, { timeout: 20_000 });
-    const decoded = await agent.evaluate(async () => {
-      let frames = 0;
-      (await window.aulaSession.subscriber.getStats()).forEach((r) => {
-        if (r.type === 'inbound-rtp' && r.kind === 'video') frames += r.framesDecoded ?? 0;
-      });
-      return frames;
-    });
-    assert.ok(decoded > 0, `agent decoded ${decoded} frames`);
-  });
-
-  it('ending the session closes the private room on both sides', { timeout: 20_000 }, async () => {
-    await learner.click('#end');
-    for (const page of [learner, agent]) {
-      await page.waitForFunction(() => document.querySelector('#status').textContent.includes('Session ended'), null, { timeout: 10_000 });
+  it('the agent sees the learner\'s screen large and camera small, and the learner\'s connection', { timeout: 60_000 }, async () => {
+    await button(learner, 'Share screen').click();
+    await button(learner, 'Stop sharing').waitFor({ timeout: 15_000 });
+    await button(learner, 'Share camera').click();
+    await button(learner, 'Stop camera').waitFor({ timeout: 15_000 });
+    for (const id of ['own-screen', 'own-camera']) assert.equal(await learner.locator(`#${id}`).isVisible(), true, `${id} preview`);
+    for (const id of ['learner-screen', 'learner-camera']) {
+      await agent.waitForFunction((id) => document.querySelector(`#${id} video`).videoWidth > 0, id, { timeout: 20_000 });
     }
-    assert.deepEqual(learner.aulaErrors, []);
-    assert.deepEqual(agent.aulaErrors, []);
+    assert.equal(await text(agent, '#screen-label'), 'Ana\'s screen');
+    assert.equal(await text(agent, '#camera-label'), 'Ana\'s camera');
+
+    // Labelled tiles side by side, none over another, and all above the controls bar.
+    const boxes = await agent.evaluate(() => Object.fromEntries(['learner-screen', 'learner-camera', 'self-view', 'controls']
+      .map((id) => [id, document.getElementById(id).getBoundingClientRect().toJSON()])));
+    const overlap = (a, b) => a.left < b.right && b.left < a.right && a.top < b.bottom && b.top < a.bottom;
+    assert.ok(!overlap(boxes['learner-screen'], boxes['learner-camera']), JSON.stringify(boxes));
+    assert.ok(!overlap(boxes['learner-camera'], boxes['self-view']), JSON.stringify(boxes));
+    assert.ok(boxes['learner-screen'].width > 2 * boxes['learner-camera'].width, 'the screen is the large one');
+    const mainBottom = await agent.evaluate(() => document.querySelector('main').getBoundingClientRect().bottom);
+    assert.ok(mainBottom <= boxes.controls.top + 1, 'the content area ends where the controls begin');
+
+    // The server's word for the learner's connection, and the figures its page measures.
+    await waitText(agent, '#quality', /Connection: (Excellent|Good|Poor)/, 20_000);
+    await waitText(agent, '#link-stats', /loss receiving \d+\.\d %.* RTT \d+ ms/, 15_000);
+  });
+
+  it('chat goes both ways', { timeout: 20_000 }, async () => {
+    await agent.getByLabel('Message').fill('Hello Ana, I see your screen.');
+    await button(agent, 'Send').click();
+    await waitText(learner, '#chat-log', /Bo: Hello Ana, I see your screen\./);
+    await learner.getByLabel('Message').fill('Thanks!');
+    await learner.getByLabel('Message').press('Enter');
+    await waitText(agent, '#chat-log', /Ana: Thanks!/);
+    await waitText(learner, '#chat-log', /You: Thanks!/);
+  });
+
+  it('screenshots of the console and the learner\'s page, desktop and phone', { timeout: 30_000 }, async () => {
+    mkdirSync(SCREENSHOTS, { recursive: true });
+    for (const [size, name] of [[DESKTOP, '1280x720'], [PHONE, '390x844']]) {
+      for (const [page, who] of [[agent, 'agent'], [learner, 'learner']]) {
+        await page.setViewportSize(size);
+        await page.waitForTimeout(700); // the videos settle at their new size
+        await page.screenshot({ path: `${SCREENSHOTS}/support-${who}-${name}.png` });
+      }
+    }
+    for (const page of [agent, learner]) await page.setViewportSize(DESKTOP);
+  });
+
+  it('a transfer by skill hands the learner to a second agent', { timeout: 60_000 }, async () => {
+    second = await open('/agent');
+    await goOnDuty(second, 'Cy', ['Billing']);
+    await agent.getByLabel('Transfer to').selectOption('billing');
+    await button(agent, 'Transfer').click();
+    await waitText(agent, '#status', /Ana was handed to a colleague/);
+    assert.equal(await agent.locator('#session').isVisible(), false);
+
+    await waitText(second, '#learner-name', /^Ana$/, 15_000);
+    await waitText(second, '#learner-request', /Billing · English/);
+    await waitText(learner, '#agent-label', /^Cy \(agent\)$/, 15_000);
+    await second.waitForFunction(() => document.querySelector('#learner-screen video').videoWidth > 0, null, { timeout: 20_000 });
+    await learnerHearsAgent();
+    assert.equal(await learner.evaluate(() => [...window.aulaSession.participants.values()].map((p) => p.name).join()), 'Cy');
+  });
+
+  it('the learner ends the session and rates it; the rating reaches /metrics', { timeout: 30_000 }, async () => {
+    await button(learner, 'End').click();
+    await learner.getByRole('heading', { name: 'Session ended' }).waitFor({ timeout: 10_000 });
+    await waitText(second, '#status', /Session with Ana ended/);
+    await button(learner, 'Good').click();
+    await waitText(learner, '#rating-question', /Thank you for your feedback/);
+    assert.equal(await button(learner, 'Bad').isVisible(), false, 'rated once');
+
+    const deadline = Date.now() + 10_000;
+    let metrics = '';
+    while (Date.now() < deadline && !metrics.includes('aula_support_ratings_total{rating="good"} 1')) {
+      metrics = await (await fetch(`${server.url}/metrics`, { signal: AbortSignal.timeout(5_000) })).text();
+      if (!metrics.includes('aula_support_ratings_total{rating="good"} 1')) await new Promise((ok) => setTimeout(ok, 200));
+    }
+    assert.match(metrics, /aula_support_ratings_total\{rating="good"\} 1/);
+    assert.match(metrics, /aula_support_ratings_total\{rating="bad"\} 0/);
+    for (const page of [learner, agent, second]) assert.deepEqual(page.aulaErrors, []);
   });
 });
