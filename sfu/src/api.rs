@@ -11,6 +11,7 @@ use aula_protocol::{IceCandidate, PeerTarget, TrackAnnouncement, TrackKind, Trac
 use tokio::sync::{mpsc, oneshot};
 
 use crate::impair::Impairment;
+use crate::record::capture::{RecordingSpec, TrackLog};
 
 /// Participant session id, assigned by the control plane (`ParticipantInfo::sid`).
 pub type ParticipantId = String;
@@ -197,6 +198,19 @@ pub(crate) enum Command {
     Stats {
         reply: Reply<SfuStats>,
     },
+    StartRecording {
+        spec: RecordingSpec,
+        reply: Reply<()>,
+    },
+    RecordParticipant {
+        id: String,
+        participant: ParticipantId,
+        reply: Reply<()>,
+    },
+    StopRecording {
+        id: String,
+        reply: Reply<Vec<TrackLog>>,
+    },
     SetImpairment {
         participant: ParticipantId,
         impairment: Option<Impairment>,
@@ -380,6 +394,32 @@ impl SfuHandle {
             reply,
         })
         .await
+    }
+
+    /// Starts recording every track `spec.participants` publish, now or later, into capture
+    /// logs in `spec.dir` (see [`crate::record::capture`]). The id must be new.
+    pub async fn start_recording(&self, spec: RecordingSpec) -> Result<(), SfuError> {
+        self.call(|reply| Command::StartRecording { spec, reply })
+            .await
+    }
+
+    /// Adds a participant (one who joined the recorded room later) to a recording.
+    pub async fn record_participant(&self, id: &str, participant: &str) -> Result<(), SfuError> {
+        let (id, participant) = (id.to_owned(), participant.to_owned());
+        self.call(|reply| Command::RecordParticipant {
+            id,
+            participant,
+            reply,
+        })
+        .await
+    }
+
+    /// Stops a recording and hands back its logs, closing: [`TrackLog::log`]'s `finish` waits
+    /// (blocking) until each is on disk.
+    pub async fn stop_recording(&self, id: &str) -> Result<Vec<TrackLog>, SfuError> {
+        let id = id.to_owned();
+        self.call(|reply| Command::StopRecording { id, reply })
+            .await
     }
 
     pub async fn stats(&self) -> Result<SfuStats, SfuError> {

@@ -49,6 +49,8 @@ use crate::host::HostAddrs;
 use crate::metrics::SfuMetrics;
 use crate::peer;
 use crate::quality::{self, ConnectionQuality, LinkSample};
+use crate::record::capture::{Captures, RecordingSpec, TrackLog, TrackMeta};
+use crate::record::format::Marker;
 use crate::red;
 use crate::sdp::{
     ice_credentials, keep_simulcast_receivers, sending_track_ids, simulcast_track_ids, track_kinds,
@@ -164,6 +166,30 @@ struct Producer {
     consumers: HashMap<ParticipantId, Consumer>,
     /// Muted by a moderator: nothing is forwarded until resumed.
     paused: bool,
+    /// The negotiated RTP header extensions (id, URI), for a recording's log header.
+    extmaps: Vec<(u8, String)>,
+}
+
+impl Producer {
+    /// What a recording writes in the track's log header.
+    fn capture_meta(&self) -> TrackMeta {
+        let ssrc = self
+            .layers
+            .iter()
+            .min_by_key(|(_, layer)| **layer)
+            .map_or(0, |(ssrc, _)| *ssrc);
+        TrackMeta {
+            sid: self.sid.clone(),
+            participant: self.participant.clone(),
+            source: self.source,
+            codec_mime: self.codec.mime_type.clone(),
+            clock_rate: self.codec.clock_rate,
+            fmtp: self.codec.sdp_fmtp_line.clone(),
+            extmaps: self.extmaps.clone(),
+            ssrc,
+            video: self.kind == TrackKind::Video,
+        }
+    }
 }
 
 struct Consumer {
@@ -236,6 +262,8 @@ pub struct Router {
     next_peer_stats: Instant,
     unroutable_log: DropLog,
     metrics: SfuMetrics,
+    /// Recordings in progress (see [`crate::record::capture`]).
+    captures: Captures,
 }
 
 /// A datagram for the worker to send: from which of our addresses, to whom.
@@ -285,6 +313,7 @@ impl Router {
             next_peer_stats: now + PEER_STATS_INTERVAL,
             unroutable_log: DropLog::default(),
             metrics,
+            captures: Captures::default(),
         }
     }
 
@@ -709,6 +738,9 @@ impl Router {
             }
             self.next_housekeeping = now;
         }
+        if producer.paused != paused {
+            self.captures.marker(now, track_sid, Marker::Muted(paused));
+        }
         producer.paused = paused;
         Ok(())
     }
@@ -777,6 +809,7 @@ impl Router {
         for sid in published {
             self.unpublish(now, &sid);
         }
+        self.captures.participant_left(participant);
         for sid in &state.subscriptions {
             if let Some(producer) = self.producers.get_mut(sid) {
                 producer.consumers.remove(participant);
@@ -787,6 +820,41 @@ impl Router {
         }
         info!(%participant, "participant removed from the media plane");
         self.drive(now);
+    }
+
+    /// Starts recording the tracks of `spec.participants`, those published now and later.
+    pub fn start_recording(&mut self, now: Instant, spec: RecordingSpec) -> Result<(), SfuError> {
+        let tracks = self.capture_metas(&spec.participants);
+        self.captures.start(now, spec, &tracks)?;
+        // The logs' first keyframe requests go out on this tick.
+        self.next_housekeeping = now;
+        Ok(())
+    }
+
+    /// Adds a participant (a later joiner) to a recording.
+    pub fn record_participant(
+        &mut self,
+        now: Instant,
+        id: &str,
+        participant: &str,
+    ) -> Result<(), SfuError> {
+        let tracks = self.capture_metas(&[participant.to_owned()]);
+        self.captures.add_participant(id, participant, &tracks)?;
+        self.next_housekeeping = now;
+        Ok(())
+    }
+
+    /// Stops a recording; its logs close on their writer threads (see [`TrackLog`]).
+    pub fn stop_recording(&mut self, id: &str) -> Result<Vec<TrackLog>, SfuError> {
+        self.captures.stop(id)
+    }
+
+    fn capture_metas(&self, participants: &[ParticipantId]) -> Vec<TrackMeta> {
+        self.producers
+            .values()
+            .filter(|p| participants.contains(&p.participant))
+            .map(Producer::capture_meta)
+            .collect()
     }
 
     // ---- internals ------------------------------------------------------------------------
@@ -933,6 +1001,7 @@ impl Router {
             }
         }
         self.producers.remove(sid);
+        self.captures.track_unpublished(sid);
         if let Some(peer) = self.peers.get_mut(&peer_key) {
             peer.producers.retain(|_, s| s != sid);
         }
@@ -1114,7 +1183,13 @@ impl Router {
             warn!(participant = %peer.participant, %track_id, "track opened without a codec");
             return;
         };
-        let codecs = &receiver.get_parameters().rtp_parameters.codecs;
+        let parameters = &receiver.get_parameters().rtp_parameters;
+        let extmaps = parameters
+            .header_extensions
+            .iter()
+            .filter_map(|e| Some((u8::try_from(e.id).ok()?, e.uri.clone())))
+            .collect();
+        let codecs = &parameters.codecs;
         let payload_type = payload_type_of(codecs, &codec.mime_type);
         let red_payload_type = payload_type_of(codecs, red::MIME_TYPE_RED);
         let Some(payload_type) = payload_type else {
@@ -1162,9 +1237,11 @@ impl Router {
             last_pli: HashMap::new(),
             consumers: HashMap::new(),
             paused: false,
+            extmaps,
         };
         producer.layers.insert(ssrc, layer);
         producer.activity.record(layer, now);
+        self.captures.track_published(&producer.capture_meta());
         self.producers.insert(sid.clone(), producer);
         self.events.push_back(SfuEvent::TrackPublished {
             participant,
@@ -1243,6 +1320,17 @@ impl Router {
                 self.forward(now, &sid, packet);
             }
             RTCMessage::RtcpPacket(track_id, packets) => {
+                // From a publisher: its sender reports, which recordings keep.
+                if !self.captures.is_empty()
+                    && let Some(sid) = self
+                        .peers
+                        .get(&key)
+                        .filter(|p| p.target == PeerTarget::Publish)
+                        .and_then(|p| p.producers.get(&track_id))
+                {
+                    self.captures.rtcp(now, sid, &packets);
+                    return;
+                }
                 // On a subscribe peer the local track id is the producer's sid.
                 if packets.iter().any(|p| is_keyframe_request(p.as_ref()))
                     && let Some(participant) = self.peers.get(&key).map(|p| p.participant.clone())
@@ -1299,6 +1387,10 @@ impl Router {
             producer.sizes[layer] = codec
                 .keyframe_size(&packet.payload)
                 .or(producer.sizes[layer]);
+        }
+        if !self.captures.is_empty() {
+            let best = producer.activity.best(Layer::MAX);
+            self.captures.rtp(now, sid, layer, keyframe, best, &packet);
         }
         let meta = PacketMeta {
             layer,
@@ -1571,8 +1663,11 @@ impl Router {
         }
     }
 
-    /// Asks publishers for the keyframes that waiting consumers need.
+    /// Asks publishers for the keyframes that waiting consumers and recordings need.
     fn request_keyframes(&mut self, now: Instant) {
+        for (sid, layer) in self.captures.keyframes_wanted(now) {
+            self.send_pli(now, &sid, layer);
+        }
         let wanted: Vec<(TrackSid, Layer)> = self
             .producers
             .values()

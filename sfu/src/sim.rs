@@ -54,14 +54,15 @@ pub struct Client {
 }
 
 /// What a publishing client sends with.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct Sender {
     id: RTCRtpSenderId,
-    ssrc: u32,
+    /// One stream per simulcast layer, lowest first (one for a track without simulcast): its
+    /// SSRC and last sequence number.
+    streams: Vec<(u32, u16)>,
     payload_type: u8,
     /// RTP clock ticks per packet: one 20 ms Opus frame, or one frame of 30 fps video.
     ticks: u32,
-    seq: u16,
 }
 
 /// The router, its clients, the datagrams in flight, and the clock.
@@ -191,11 +192,59 @@ impl Sim {
         let id = client.pc.add_track(track).expect("track added");
         client.sender = Some(Sender {
             id,
-            ssrc,
+            streams: vec![(ssrc, 0)],
             payload_type,
             ticks,
-            seq: 0,
         });
+        self.offer_publish(index, track_id, source);
+        index
+    }
+
+    /// A participant publishing a VP8 camera in simulcast, one stream per rid of `rids`
+    /// (lowest layer first, e.g. `["q", "h", "f"]`); see [`Sim::add_publisher`].
+    pub fn add_simulcast_publisher(&mut self, participant: &str, rids: &[&str]) -> usize {
+        let index = self.new_client(participant);
+        let track_id = format!("simulcast-{participant}");
+        let streams: Vec<(u32, u16)> = (0..rids.len())
+            .map(|layer| (0x2000 + 16 * index as u32 + layer as u32, 0))
+            .collect();
+        let encodings = rids
+            .iter()
+            .zip(&streams)
+            .map(|(rid, (ssrc, _))| RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    rid: (*rid).to_owned(),
+                    ssrc: Some(*ssrc),
+                    ..Default::default()
+                },
+                active: true,
+                codec: peer::vp8(),
+                ..Default::default()
+            })
+            .collect();
+        let track = MediaStreamTrack::new(
+            format!("stream-{participant}"),
+            track_id.clone(),
+            track_id.clone(),
+            RtpCodecKind::Video,
+            encodings,
+        );
+        let client = &mut self.clients[index];
+        let id = client.pc.add_track(track).expect("track added");
+        client.sender = Some(Sender {
+            id,
+            streams,
+            payload_type: 96,
+            ticks: 3000,
+        });
+        self.offer_publish(index, track_id, TrackSource::Camera);
+        index
+    }
+
+    /// The publisher's offer, applied by the SFU, and its answer, by the publisher.
+    fn offer_publish(&mut self, index: usize, track_id: String, source: TrackSource) {
+        let participant = self.clients[index].participant.clone();
+        let client = &mut self.clients[index];
         let offer = client.pc.create_offer(None).expect("offer");
         let sdp = offer.sdp.clone();
         client
@@ -206,7 +255,7 @@ impl Sim {
             .router
             .publish_offer(
                 self.now,
-                participant,
+                &participant,
                 sdp,
                 vec![TrackAnnouncement { track_id, source }],
             )
@@ -216,24 +265,29 @@ impl Sim {
             .pc
             .set_remote_description(self.now, answer)
             .expect("SFU answer applies");
-        index
     }
 
     /// Sends one RTP packet from a publisher. For video, `payload` must start with a VP8
     /// payload descriptor (see [`vp8_payload`]).
     pub fn send(&mut self, index: usize, payload: &[u8]) {
+        self.send_layer(index, 0, payload);
+    }
+
+    /// Sends one RTP packet of a simulcast layer (0 is the lowest) from a publisher.
+    pub fn send_layer(&mut self, index: usize, layer: usize, payload: &[u8]) {
         let now = self.now;
         let client = &mut self.clients[index];
         let sender = client.sender.as_mut().expect("client publishes");
-        sender.seq = sender.seq.wrapping_add(1);
+        let (ssrc, seq) = &mut sender.streams[layer];
+        *seq = seq.wrapping_add(1);
         let packet = rtc::rtp::Packet {
             header: rtc::rtp::header::Header {
                 version: 2,
                 marker: true,
                 payload_type: sender.payload_type,
-                sequence_number: sender.seq,
-                timestamp: u32::from(sender.seq).wrapping_mul(sender.ticks),
-                ssrc: sender.ssrc,
+                sequence_number: *seq,
+                timestamp: u32::from(*seq).wrapping_mul(sender.ticks),
+                ssrc: *ssrc,
                 ..Default::default()
             },
             payload: Bytes::copy_from_slice(payload),

@@ -6,7 +6,8 @@
 //! - It lets keyframe requests through to the SFU. `rtc`'s chain ends inbound RTCP before the
 //!   application unless an interceptor marks a packet [`Attribute::DeliverToApplication`]; an
 //!   SFU must see a subscriber's PLI/FIR to relay it to the publisher, so this marks exactly
-//!   those (and not the NACKs and reports the chain already acts on itself).
+//!   those (and not the NACKs and reports the chain already acts on itself). It lets
+//!   publishers' sender reports through too: a recording keeps them, for lip sync.
 //! - It keeps stale NACKs from the responder. It records when each outgoing packet first went
 //!   out ([`SendLog`]), and trims inbound NACKs to the packets sent recently enough for a resend
 //!   to help, before `rtc`'s NACK responder (further from the wire) acts on them.
@@ -24,6 +25,7 @@ use rtc::interceptor::{
 };
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::{
     TransportLayerNack, nack_pairs_from_sequence_numbers,
@@ -257,7 +259,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for Tap {
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Error> {
         let now = msg.now;
-        let mut keyframe_request = false;
+        let mut deliver = false;
         match &mut msg.message.packet {
             Packet::Rtp(rtp) => {
                 self.metrics.rtp_packets_received.inc();
@@ -268,9 +270,10 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for Tap {
                 for packet in packets.iter() {
                     self.metrics.nacks_received.inc_by(nacked(packet.as_ref()));
                     if is_keyframe_request(packet.as_ref()) {
-                        keyframe_request = true;
+                        deliver = true;
                         self.metrics.plis_received.inc();
                     }
+                    deliver |= packet.as_any().is::<SenderReport>();
                 }
                 if let Some(estimate) = &self.estimate
                     && let Some(bps) = remb_of(packets)
@@ -288,7 +291,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for Tap {
             }
             _ => {}
         }
-        if keyframe_request {
+        if deliver {
             msg.message.add(Attribute::DeliverToApplication);
         }
         self.read.push_back(msg);

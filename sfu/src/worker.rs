@@ -317,6 +317,19 @@ fn handle_command(router: &mut Router, impairments: &mut Impairments, command: C
         Command::Stats { reply } => {
             let _ = reply.send(Ok(router.stats()));
         }
+        Command::StartRecording { spec, reply } => {
+            let _ = reply.send(router.start_recording(now, spec));
+        }
+        Command::RecordParticipant {
+            id,
+            participant,
+            reply,
+        } => {
+            let _ = reply.send(router.record_participant(now, &id, &participant));
+        }
+        Command::StopRecording { id, reply } => {
+            let _ = reply.send(router.stop_recording(&id));
+        }
         Command::SetImpairment {
             participant,
             impairment,

@@ -31,7 +31,9 @@
 //! - [`policy`]: when to flush and when to start the next segment (pure, time passed in).
 //! - [`writer`]: the writer thread, its queue, and the files.
 //! - [`segment_files`]: the segments' file names.
+//! - [`capture`]: what the router records of each track, and when (which layer, keyframes).
 
+pub mod capture;
 pub mod format;
 pub mod policy;
 pub mod reader;
