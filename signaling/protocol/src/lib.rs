@@ -379,8 +379,9 @@ pub enum ServerMessage {
         candidate: IceCandidate,
     },
     Pong,
-    /// How well a participant's media flows, sent to that participant and to the room's
-    /// teachers whenever it changes (sampled every few seconds from RTCP reports).
+    /// How well a participant's media flows, sent to that participant, to the room's staff
+    /// (those who may moderate) and to a support room's agent whenever it changes (sampled
+    /// every few seconds from RTCP reports).
     ConnectionQuality {
         participant_sid: String,
         quality: ConnectionQuality,
