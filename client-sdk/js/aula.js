@@ -19,8 +19,11 @@
 //   trackPublished      {info, participant}          a remote track was announced (not yet flowing)
 //   trackSubscribed     {track, stream, info, participant}  a remote track arrived
 //   trackUnsubscribed   {track, info, participant}   a remote track went away
+//   trackUnpublished    {info, participant}          a remote track was unpublished (after its trackUnsubscribed, if any)
 //   trackMuted          {info, participant, muted}   a remote publisher (un)muted
 //   localTrackPublished {source, track, info}        the server accepted one of our tracks
+//   localTrackMuted     {source, muted}              a moderator muted one of our tracks (it is disabled here too;
+//                                                    `setMuted(source, false)` unmutes it)
 //   connectionState     {target, state}              'publish' | 'subscribe', RTCPeerConnectionState
 //   error               {code, message}              an error the server sent that no call awaited
 //   reconnecting        {}                           the connection dropped; resuming (media keeps flowing)
@@ -186,6 +189,8 @@ export class Room extends EventTarget {
   name = '';
   /** @type {object|null} our live permissions (from `joined`, then `permissions_changed`) */
   permissions = null;
+  /** @type {boolean} whether the room refuses new joins other than staff (`joined`, then `room_locked`) */
+  locked = false;
   /** @type {Map<string, object>} other participants by sid; each ParticipantInfo's `tracks` is kept current */
   participants = new Map();
   /**
@@ -439,6 +444,7 @@ export class Room extends EventTarget {
         this.permissions = msg.permissions ?? null;
         this.#resumeToken = msg.resume_token ?? null;
         this.name = msg.room.name;
+        this.locked = msg.room.locked ?? false;
         for (const p of msg.room.participants) this.participants.set(p.sid, p);
         this.#awaitingJoin.resolve();
         break;
@@ -461,10 +467,16 @@ export class Room extends EventTarget {
         this.#removeRemoteTrack(msg.track_sid);
         // Only the server's word removes a track from a participant's list (see #removeRemoteTrack).
         const found = this.#findTrack(msg.track_sid);
-        if (found) found.participant.tracks = found.participant.tracks.filter((t) => t.sid !== msg.track_sid);
+        if (!found) break;
+        found.participant.tracks = found.participant.tracks.filter((t) => t.sid !== msg.track_sid);
+        this._emit('trackUnpublished', found);
         break;
       }
       case 'track_muted': {
+        if (msg.participant_sid === this.localParticipant.sid) {
+          this.#onLocalTrackMuted(msg.track_sid, msg.muted);
+          break;
+        }
         const found = this.#findTrack(msg.track_sid);
         if (!found) break;
         found.info.muted = msg.muted;
@@ -505,6 +517,10 @@ export class Room extends EventTarget {
           this.#negotiatePublisher(true).catch((err) => this._emit('error', { code: 'ice_restart_failed', message: String(err) }));
         }
         break;
+      case 'room_locked':
+        this.locked = msg.locked;
+        this._emit('serverEvent', msg);
+        break;
       case 'permissions_changed':
         if (msg.participant_sid === this.localParticipant?.sid) this.permissions = msg.permissions;
         this._emit('serverEvent', msg);
@@ -534,6 +550,17 @@ export class Room extends EventTarget {
       return waiting.reject(error);
     }
     this._emit('error', { code, message });
+  }
+
+  /** The server says one of our tracks is (un)muted: a moderator's mute, or our own echoed. */
+  #onLocalTrackMuted(sid, muted) {
+    const entry = [...this.localTracks].find(([, local]) => local.sid === sid);
+    if (!entry) return;
+    const [source, local] = entry;
+    if (Boolean(local.muted) === muted) return; // our own setMuted, echoed
+    local.track.enabled = !muted;
+    local.muted = muted;
+    this._emit('localTrackMuted', { source, muted });
   }
 
   #onTrackPublished(info) {

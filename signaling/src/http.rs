@@ -61,6 +61,30 @@ const CLASS_JS: Asset = Asset {
     body: include_str!("../web/class.js"),
     content_type: "text/javascript; charset=utf-8",
 };
+const CLASS_UI_JS: Asset = Asset {
+    body: include_str!("../web/class-ui.js"),
+    content_type: "text/javascript; charset=utf-8",
+};
+const CLASS_MODERATION_JS: Asset = Asset {
+    body: include_str!("../web/class-moderation.js"),
+    content_type: "text/javascript; charset=utf-8",
+};
+const CLASS_STAGE_JS: Asset = Asset {
+    body: include_str!("../web/class-stage.js"),
+    content_type: "text/javascript; charset=utf-8",
+};
+const CLASS_CHAT_JS: Asset = Asset {
+    body: include_str!("../web/class-chat.js"),
+    content_type: "text/javascript; charset=utf-8",
+};
+const CLASS_QUALITY_JS: Asset = Asset {
+    body: include_str!("../web/class-quality.js"),
+    content_type: "text/javascript; charset=utf-8",
+};
+const CLASS_PAGE_CSS: Asset = Asset {
+    body: include_str!("../web/class-page.css"),
+    content_type: "text/css; charset=utf-8",
+};
 const SUPPORT_HTML: Asset = Asset {
     body: include_str!("../web/support.html"),
     content_type: "text/html; charset=utf-8",
@@ -126,6 +150,15 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/sdk/aula.js", get(|| async { &SDK_JS }))
         .route("/web/class.js", get(|| async { &CLASS_JS }))
         .route("/web/class.css", get(|| async { &CLASS_CSS }))
+        .route("/web/class-page.css", get(|| async { &CLASS_PAGE_CSS }))
+        .route("/web/class-ui.js", get(|| async { &CLASS_UI_JS }))
+        .route(
+            "/web/class-moderation.js",
+            get(|| async { &CLASS_MODERATION_JS }),
+        )
+        .route("/web/class-stage.js", get(|| async { &CLASS_STAGE_JS }))
+        .route("/web/class-chat.js", get(|| async { &CLASS_CHAT_JS }))
+        .route("/web/class-quality.js", get(|| async { &CLASS_QUALITY_JS }))
         .route("/support", get(|| async { &SUPPORT_HTML }))
         .route("/agent", get(|| async { &AGENT_HTML }))
         .route("/web/desk.js", get(|| async { &DESK_JS }))

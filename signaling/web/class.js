@@ -1,15 +1,22 @@
-// The live-class page (/class): join form, video grid, and the teacher's controls.
+// The live-class page (/class): join form, the teacher's camera and shared screen, the other
+// participants' tiles, media controls, and the class-ended view. Moderation (class-moderation.js),
+// the student's hand and stage invitation (class-stage.js), chat (class-chat.js) and connection
+// quality (class-quality.js) are their own modules.
 //
 // `/class?room=R` shows a join form that asks this server for a dev token (dev mode only);
 // `/class?token=T` joins straight away with a token minted elsewhere (`aula token`, or a school's
-// own backend). Teachers publish camera and microphone on joining; students only receive.
-// Which tracks a participant receives is the server's decision, not this page's.
+// own backend). Teachers publish camera and microphone on joining; students receive, and
+// publish only once invited on stage. What a participant receives is the server's decision.
 //
 // The page keeps `window.aulaRoom` pointing at the SDK's Room so tests can read its stats.
 
 import * as Aula from '/sdk/aula.js';
+import { initChat } from '/web/class-chat.js';
+import { initModeration } from '/web/class-moderation.js';
+import { watchQuality } from '/web/class-quality.js';
+import { initStage } from '/web/class-stage.js';
+import { $, clearNotice, setStatus, showNotice } from '/web/class-ui.js';
 
-const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 
 /** Tiles by participant sid; each holds a camera <video> and a name label. */
@@ -24,10 +31,12 @@ const screens = new Map();
  */
 const MEDIA_STALL_MS = 2000;
 
-function setStatus(text, kind = 'info') {
-  $('status').textContent = text;
-  $('status').dataset.kind = kind;
-}
+/** What the ended view says for the server's `left` reasons (see moderation.rs). */
+const ENDINGS = {
+  left: ['You left the class', ''],
+  'class ended': ['The class has ended', 'The teacher ended the class. Thank you for joining.'],
+  'removed by a moderator': ['You were removed from the class', 'A teacher or assistant removed you.'],
+};
 
 function show(section) {
   for (const id of ['join-form', 'classroom', 'ended']) $(id).hidden = id !== section;
@@ -51,7 +60,9 @@ async function main() {
       localStorage.setItem('aula.name', name);
       const room = form.room.value.trim();
       history.replaceState(null, '', `?room=${encodeURIComponent(room)}`);
-      await joinWith(await fetchDevToken(room, name, form.role.value));
+      const token = await fetchDevToken(room, name, form.role.value);
+      $('dev-mode').hidden = false;
+      await joinWith(token);
     } catch (err) {
       setStatus(err.message, 'error');
     } finally {
@@ -83,15 +94,17 @@ async function joinWith(token) {
     room = await Aula.connect(location.origin, token);
   } catch (err) {
     show('join-form');
-    setStatus(`Could not join: ${err.message}`, 'error');
+    if (err.code === 'room_locked') {
+      setStatus('This class is locked: the teacher is not letting anyone else in right now. Try again later.', 'error');
+    } else {
+      setStatus(`Could not join: ${err.message}`, 'error');
+    }
     return;
   }
   window.aulaRoom = room;
   const me = room.localParticipant;
-  const isTeacher = me.role === 'teacher';
-  $('room-name').textContent = room.name;
+  $('room-name').textContent = `Class: ${room.name}`;
   document.title = `Aula · ${room.name}`;
-  for (const el of document.querySelectorAll('[data-teacher]')) el.hidden = !isTeacher;
   show('classroom');
 
   tileFor(me, true);
@@ -99,12 +112,17 @@ async function joinWith(token) {
   wireRoomEvents(room);
   wireControls(room);
   watchMedia(room);
-  setStatus(`Connected as ${me.name} (${me.role}).`, 'ok');
+  const media = { publish: () => publishCameraAndMic(room), stop: () => stopCameraAndMic(room) };
+  initModeration(room);
+  initStage(room, media);
+  initChat(room);
+  watchQuality(room);
+  setStatus(`Connected as ${me.name} (${me.role}) in ${room.name}.`, 'ok');
 
-  if (isTeacher) {
+  if (me.role === 'teacher') {
+    $('screen').hidden = false;
     try {
-      await room.publish({ camera: true, microphone: true, simulcast: true });
-      attachVideo(tiles.get(me.sid), room.localTracks.get('camera').track, 'local', true);
+      await media.publish();
       setStatus(`Live: ${me.name} (teacher) in ${room.name}.`, 'ok');
     } catch (err) {
       setStatus(`Cannot share camera/microphone: ${err.message}`, 'error');
@@ -112,12 +130,47 @@ async function joinWith(token) {
   }
 }
 
+/** Publishes camera and microphone, shows the self-view and the buttons to mute them. */
+async function publishCameraAndMic(room) {
+  await room.publish({ camera: true, microphone: true, simulcast: true });
+  attachVideo(tiles.get(room.localParticipant.sid), room.localTracks.get('camera').track, 'local', true);
+  for (const [id, label] of [['mic', 'Mute mic'], ['camera', 'Stop camera']]) {
+    $(id).hidden = false;
+    $(id).textContent = label;
+    $(id).setAttribute('aria-pressed', 'false');
+  }
+  markLocalMuted('camera', false);
+  markLocalMuted('microphone', false);
+}
+
+/** Stops camera and microphone (the server has already stopped forwarding them). */
+async function stopCameraAndMic(room) {
+  $('mic').hidden = true;
+  $('camera').hidden = true;
+  const tile = tiles.get(room.localParticipant.sid);
+  if (tile) detachVideo(tile);
+  // The server refuses the offer that removes them ('forbidden': we may no longer publish), but
+  // the SDK has stopped the tracks by then, which is what matters here.
+  await room.unpublish('camera').catch(() => {});
+  await room.unpublish('microphone').catch(() => {});
+}
+
+function markLocalMuted(source, muted) {
+  const tile = tiles.get(window.aulaRoom.localParticipant.sid);
+  tile?.root.classList.toggle(source === 'camera' ? 'camera-off' : 'mic-off', muted);
+}
+
 function wireRoomEvents(room) {
   room.addEventListener('participantJoined', (e) => tileFor(e.detail.participant));
   room.addEventListener('participantLeft', (e) => {
     const { participant } = e.detail;
     removeTile(participant.sid);
-    setStatus(`${participant.name}${participant.role === 'teacher' ? ' (teacher)' : ''} left the class.`);
+    if (participant.role === 'teacher') {
+      setStatus(`${participant.name} (teacher) left the class.`);
+      showNotice('teacher-left', `${participant.name}, the teacher, left the class.`, { kind: 'warn' });
+    } else {
+      setStatus(`${participant.name} left the class.`);
+    }
   });
   room.addEventListener('serverEvent', (e) => {
     const msg = e.detail;
@@ -130,6 +183,7 @@ function wireRoomEvents(room) {
     const tile = tileFor(participant);
     attachVideo(tile, track, info.sid);
     tile.root.classList.toggle('camera-off', info.muted);
+    if (participant.role === 'teacher') clearNotice('teacher-left');
   });
   room.addEventListener('trackUnsubscribed', (e) => {
     const { info, participant } = e.detail;
@@ -145,6 +199,14 @@ function wireRoomEvents(room) {
     if (info.source === 'camera') tile.root.classList.toggle('camera-off', muted);
     if (info.source === 'microphone') tile.root.classList.toggle('mic-off', muted);
   });
+  // A moderator muted one of our tracks: the button now offers to unmute it.
+  room.addEventListener('localTrackMuted', (e) => {
+    const { source, muted } = e.detail;
+    if (source !== 'microphone' && source !== 'camera') return;
+    setMuteButton(source, muted);
+    markLocalMuted(source, muted);
+    if (muted) setStatus(`A moderator muted your ${source === 'microphone' ? 'microphone' : 'camera'}.`);
+  });
   room.addEventListener('connectionState', (e) => {
     const { target, state } = e.detail;
     if (state === 'failed' || state === 'disconnected') {
@@ -158,29 +220,41 @@ function wireRoomEvents(room) {
     for (const sid of [...tiles.keys()]) removeTile(sid);
     for (const sid of [...screens.keys()]) removeScreen(sid);
     $('audio').replaceChildren();
-    $('ended-reason').textContent = e.detail.reason === 'left' ? '' : `Reason: ${e.detail.reason}`;
+    $('notices').replaceChildren();
+    $('end-dialog').close();
+    const { reason } = e.detail;
+    const [title, text] = ENDINGS[reason] ?? ['You were disconnected', `Reason: ${reason}`];
+    $('ended-title').textContent = title;
+    $('ended-reason').textContent = text;
     show('ended');
-    setStatus('Disconnected.');
+    setStatus(reason === 'class ended' ? 'The class has ended.' : 'Disconnected.');
   });
 }
 
+/** Labels the mute button of `source` ('microphone' or 'camera') for its state. */
+function setMuteButton(source, muted) {
+  const [button, onLabel, offLabel] = source === 'microphone'
+    ? [$('mic'), 'Mute mic', 'Unmute mic']
+    : [$('camera'), 'Stop camera', 'Start camera'];
+  button.setAttribute('aria-pressed', String(muted));
+  button.textContent = muted ? offLabel : onLabel;
+}
+
 function wireControls(room) {
-  const toggle = (button, source, onLabel, offLabel) => {
+  for (const [button, source] of [[$('mic'), 'microphone'], [$('camera'), 'camera']]) {
     button.onclick = () => {
       const muted = button.getAttribute('aria-pressed') !== 'true';
       room.setMuted(source, muted);
-      button.setAttribute('aria-pressed', String(muted));
-      button.textContent = muted ? offLabel : onLabel;
-      tiles.get(room.localParticipant.sid)?.root.classList.toggle(source === 'camera' ? 'camera-off' : 'mic-off', muted);
+      setMuteButton(source, muted);
+      markLocalMuted(source, muted);
     };
-  };
-  toggle($('mic'), 'microphone', 'Mute mic', 'Unmute mic');
-  toggle($('camera'), 'camera', 'Stop camera', 'Start camera');
+  }
 
   const screen = $('screen');
   const screenOff = () => {
     screen.setAttribute('aria-pressed', 'false');
     screen.textContent = 'Share screen';
+    document.querySelector('.tile.screen-preview')?.remove();
   };
   screen.onclick = async () => {
     if (room.localTracks.has('screen_share')) {
@@ -193,6 +267,7 @@ function wireControls(room) {
       track.addEventListener('ended', screenOff);
       screen.setAttribute('aria-pressed', 'true');
       screen.textContent = 'Stop sharing';
+      showScreenPreview(track);
     } catch (err) {
       setStatus(`Screen sharing failed: ${err.message}`, 'error');
     }
@@ -206,7 +281,7 @@ function wireControls(room) {
   };
 }
 
-/** The tile of `participant`, created on first use. */
+/** The tile of `participant`, created on first use. Teachers go in the focus area. */
 function tileFor(participant, isLocal = false) {
   let tile = tiles.get(participant.sid);
   if (tile) return tile;
@@ -222,7 +297,12 @@ function tileFor(participant, isLocal = false) {
   avatar.textContent = initials(participant.name);
   const label = document.createElement('figcaption');
   label.textContent = `${participant.name}${isLocal ? ' (you)' : ''}`;
-  if (participant.role === 'teacher') label.insertAdjacentHTML('beforeend', ' <span class="badge">Teacher</span>');
+  if (participant.role !== 'student') {
+    const badge = document.createElement('span');
+    badge.className = 'badge';
+    badge.textContent = participant.role === 'teacher' ? 'Teacher' : 'Assistant';
+    label.append(' ', badge);
+  }
   const state = document.createElement('p');
   state.className = 'tile-state';
   state.textContent = 'Reconnecting…';
@@ -232,9 +312,12 @@ function tileFor(participant, isLocal = false) {
   if (isLocal) root.classList.add('local');
   tile = { root, video, state, reconnecting: new Set() };
   tiles.set(participant.sid, tile);
-  // Teachers first: students come to see them.
-  if (participant.role === 'teacher') $('grid').prepend(root);
-  else $('grid').append(root);
+  if (participant.role === 'teacher') {
+    $('teachers').prepend(root);
+    $('waiting').hidden = true;
+  } else {
+    $('grid').append(root);
+  }
   return tile;
 }
 
@@ -279,6 +362,7 @@ function watchMedia(room) {
 function removeTile(sid) {
   tiles.get(sid)?.root.remove();
   tiles.delete(sid);
+  $('waiting').hidden = $('teachers').querySelector('.tile.teacher') !== null;
 }
 
 /** Shows `track` in `tile`; `sid` lets `trackUnsubscribed` find it (a self-view mirrors). */
@@ -295,18 +379,24 @@ function detachVideo(tile) {
   tile.root.classList.add('no-video');
 }
 
-function showScreen(info, participant, stream) {
+/** A labelled screen tile: `stream` (remote) or `track` (our own, previewed). */
+function screenTile(className, label, srcObject) {
   const root = document.createElement('figure');
-  root.className = 'tile screen';
-  root.dataset.trackSid = info.sid;
+  root.className = `tile ${className}`;
   const video = document.createElement('video');
   video.autoplay = true;
   video.playsInline = true;
   video.muted = true;
-  video.srcObject = stream;
-  const label = document.createElement('figcaption');
-  label.textContent = `${participant.name}'s screen`;
-  root.append(video, label);
+  video.srcObject = srcObject;
+  const caption = document.createElement('figcaption');
+  caption.textContent = label;
+  root.append(video, caption);
+  return root;
+}
+
+function showScreen(info, participant, stream) {
+  const root = screenTile('screen', `${participant.name}'s screen`, stream);
+  root.dataset.trackSid = info.sid;
   screens.get(info.sid)?.remove();
   screens.set(info.sid, root);
   $('stage').append(root);
@@ -317,6 +407,11 @@ function removeScreen(sid) {
   screens.get(sid)?.remove();
   screens.delete(sid);
   $('stage').hidden = screens.size === 0;
+}
+
+/** The sharer sees what it shares, small, next to its own camera. */
+function showScreenPreview(track) {
+  $('teachers').append(screenTile('screen-preview', 'Your screen (preview)', new MediaStream([track])));
 }
 
 /** Plays a remote audio track; browsers that block autoplay get a "Turn on sound" button. */
@@ -334,8 +429,6 @@ function initials(name) {
   return name.split(/\s+/).filter(Boolean).slice(0, 2).map((w) => w[0].toUpperCase()).join('') || '?';
 }
 
-main();
-
 /**
  * Eight random hex digits for a dev-mode identity. Not `crypto.randomUUID`: that exists only in
  * secure contexts (https or localhost), and a student on a second computer opens the page over
@@ -344,3 +437,5 @@ main();
 function randomSuffix() {
   return Array.from(crypto.getRandomValues(new Uint8Array(4)), (b) => b.toString(16).padStart(2, '0')).join('');
 }
+
+main();

@@ -1,0 +1,75 @@
+// Connection quality: the server's word (excellent, good or poor, from loss, jitter and round
+// trip; sent to each participant about itself and to staff about everyone), shown as a badge.
+// For our own connection the tooltip adds the loss and round trip this browser measures.
+
+import { $, clearNotice, showNotice } from '/web/class-ui.js';
+
+/** What each level means, after the server's thresholds (sfu/src/quality.rs). */
+const MEANING = {
+  excellent: 'under 2 % loss, 30 ms jitter and 300 ms round trip',
+  good: 'under 8 % loss, 100 ms jitter and 700 ms round trip',
+  poor: 'over 8 % loss, 100 ms jitter or 700 ms round trip',
+};
+
+/** Fills `el` as a badge for `level`, with `detail` (or what the level means) as its tooltip. */
+export function qualityBadge(el, level, detail = '') {
+  el.className = `quality ${level}`;
+  el.dataset.quality = level;
+  el.title = detail || `${level}: ${MEANING[level]}`;
+}
+
+/** How often our own loss and round trip are measured for the tooltip. */
+const STATS_INTERVAL_MS = 2000;
+
+export function watchQuality(room) {
+  const badge = $('my-quality');
+  const me = room.localParticipant;
+  let level = null;
+  let measured = '';
+  const render = () => {
+    if (!level) return;
+    badge.hidden = false;
+    badge.textContent = `Connection: ${level}`;
+    qualityBadge(badge, level, `${level}: ${MEANING[level]}${measured ? `. ${measured}` : ''}`);
+  };
+
+  room.addEventListener('serverEvent', (e) => {
+    const msg = e.detail;
+    if (msg.type !== 'connection_quality' || msg.participant_sid !== me.sid) return;
+    level = msg.quality;
+    render();
+    if (level !== 'poor') return clearNotice('poor-connection');
+    const text = room.localTracks.size > 0
+      ? 'Your connection is poor: the class may see and hear you badly. Closer to the Wi-Fi, or fewer downloads, helps.'
+      : 'Your connection is poor: video lowered to save your audio.';
+    showNotice('poor-connection', text, { kind: 'warn' });
+  });
+
+  let last = null; // {received, lost} of the previous sample
+  const timer = setInterval(async () => {
+    let rtt = null;
+    let received = 0;
+    let lost = 0;
+    try {
+      (await room.subscriber.getStats()).forEach((r) => {
+        if (r.type === 'candidate-pair' && r.nominated && r.currentRoundTripTime !== undefined) rtt = r.currentRoundTripTime;
+        if (r.type === 'inbound-rtp') {
+          received += r.packetsReceived ?? 0;
+          lost += Math.max(0, r.packetsLost ?? 0);
+        }
+      });
+    } catch {
+      return; // closed meanwhile
+    }
+    const parts = [];
+    if (last && received + lost > last.received + last.lost) {
+      const loss = (lost - last.lost) / (received + lost - last.received - last.lost);
+      parts.push(`${(loss * 100).toFixed(1)} % loss`);
+    }
+    if (rtt !== null) parts.push(`${Math.round(rtt * 1000)} ms round trip`);
+    last = { received, lost };
+    measured = parts.length ? `Measured here: ${parts.join(', ')}` : '';
+    render();
+  }, STATS_INTERVAL_MS);
+  room.addEventListener('disconnected', () => clearInterval(timer));
+}

@@ -1,0 +1,61 @@
+// Small DOM helpers shared by the class page's modules.
+
+export const $ = (id) => document.getElementById(id);
+
+/** The one-line status in the header; `kind` is 'info', 'ok' or 'error'. */
+export function setStatus(text, kind = 'info') {
+  $('status').textContent = text;
+  $('status').dataset.kind = kind;
+}
+
+/** A `<button type="button">` labelled `label` that runs `onClick`. */
+export function button(label, onClick, className = '') {
+  const el = document.createElement('button');
+  el.type = 'button';
+  el.textContent = label;
+  if (className) el.className = className;
+  el.addEventListener('click', onClick);
+  return el;
+}
+
+/**
+ * Shows the notice `key` above the class (replacing an earlier one with the same key): a line
+ * of text and, optionally, buttons. Notices are for what needs the person's attention (an
+ * invitation to the stage, a poor connection, the teacher leaving); the status line is for the
+ * rest.
+ * @param {{kind?: 'info'|'warn', buttons?: [string, () => void][]}} options
+ */
+export function showNotice(key, text, { kind = 'info', buttons = [] } = {}) {
+  const notice = document.createElement('div');
+  notice.className = `notice ${kind}`;
+  notice.dataset.key = key;
+  notice.setAttribute('role', buttons.length ? 'alertdialog' : 'status');
+  const p = document.createElement('p');
+  p.textContent = text;
+  notice.append(p, ...buttons.map(([label, onClick], i) => button(label, onClick, i === 0 ? 'primary-small' : '')));
+  if (buttons.length) notice.setAttribute('aria-label', text);
+  const old = noticeFor(key);
+  if (old) old.replaceWith(notice);
+  else $('notices').append(notice);
+}
+
+export function clearNotice(key) {
+  noticeFor(key)?.remove();
+}
+
+function noticeFor(key) {
+  return $('notices').querySelector(`[data-key="${key}"]`);
+}
+
+/** Runs `render` once after the current task, however often it is asked for meanwhile. */
+export function batched(render) {
+  let queued = false;
+  return () => {
+    if (queued) return;
+    queued = true;
+    queueMicrotask(() => {
+      queued = false;
+      render();
+    });
+  };
+}

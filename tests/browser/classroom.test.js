@@ -1,0 +1,218 @@
+// End-to-end: running a class from the class page, as the people in it would (issue 12, items
+// 1-3 and 6). Every action is a click on a visible button, found by its text; the SDK is only
+// read (its stats and state), never called.
+//
+// A teacher and two students (Ana, Ben) join through the form. Ana raises her hand, the teacher
+// sees it in the queue and invites her, she accepts and publishes, Ben decodes her camera; the
+// teacher mutes her, then takes her off the stage, and her camera and microphone stop. Chat goes
+// both ways. The teacher revokes an assistant's moderation. A locked class refuses a new student
+// with a message on the page; ending the class shows every student the class-ended view. On the
+// way, screenshots of the teacher's and a student's view at 1280x720 and 390x844 are saved to
+// AULA_SCREENSHOT_DIR (docs/screenshots to update the README's), or the temp directory.
+
+import assert from 'node:assert/strict';
+import { mkdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { joinClass, launchBrowser, sessionEnded, startServer, waitForMedia } from './harness.js';
+
+/** First media may take a while on a loaded 2-core machine: ICE, DTLS, keyframe, decode. */
+const MEDIA_DEADLINE_MS = 20_000;
+/** A click's effect on another page: one server round trip, plus rendering. */
+const UI_DEADLINE_MS = 5_000;
+
+const SHOTS = resolve(process.env.AULA_SCREENSHOT_DIR ?? tmpdir());
+
+/** Frames `page` has decoded of `name`'s camera (0 while it has none). */
+function framesOf(page, name) {
+  return page.evaluate(async (name) => {
+    const room = window.aulaRoom;
+    const who = [...room.participants.values()].find((p) => p.name === name);
+    const info = who?.tracks.find((t) => t.source === 'camera');
+    const track = info && room.remoteTracks.get(info.sid)?.track;
+    const receiver = track && room.subscriber.getReceivers().find((r) => r.track === track);
+    if (!receiver) return 0;
+    let frames = 0;
+    (await receiver.getStats()).forEach((r) => {
+      if (r.type === 'inbound-rtp') frames += r.framesDecoded ?? 0;
+    });
+    return frames;
+  }, name);
+}
+
+/** Saves `page` as `name`-WxH.png at each size, then restores the test's usual size. */
+async function screenshots(page, name) {
+  mkdirSync(SHOTS, { recursive: true });
+  for (const [width, height] of [[1280, 720], [390, 844]]) {
+    await page.setViewportSize({ width, height });
+    // Layout settles, and videos are resized and repainted.
+    await page.waitForTimeout(800);
+    const path = join(SHOTS, `class-${name}-${width}x${height}.png`);
+    await page.screenshot({ path });
+    console.log(`# screenshot: ${path}`);
+  }
+  await page.setViewportSize({ width: 1280, height: 800 });
+}
+
+/** Asserts nothing on `page` sits under the controls bar or outside the window. */
+async function assertNothingCutOff(page, selectors) {
+  const problems = await page.evaluate((selectors) => {
+    const bar = document.querySelector('#controls').getBoundingClientRect();
+    const out = [];
+    for (const selector of selectors) {
+      for (const el of document.querySelectorAll(selector)) {
+        const r = el.getBoundingClientRect();
+        if (r.width === 0) continue;
+        if (r.bottom > bar.top + 1 || r.right > innerWidth + 1) out.push(`${selector} ${JSON.stringify(r)} (bar top ${bar.top})`);
+      }
+    }
+    return out;
+  }, selectors);
+  assert.deepEqual(problems, []);
+}
+
+describe('running a class from the class page', { timeout: 150_000 }, () => {
+  let server;
+  let browser;
+  let teacher;
+  let ana;
+  let ben;
+  const room = `classroom-${process.pid}`;
+
+  before(async () => {
+    server = await startServer();
+    browser = await launchBrowser();
+  });
+
+  after(async () => {
+    await browser?.close();
+    await server?.stop();
+  });
+
+  it('students join through the form and hear the teacher without a second click', { timeout: 40_000 }, async () => {
+    teacher = await joinClass(browser, server.url, { room, name: 'Teacher', role: 'teacher' });
+    ana = await joinClass(browser, server.url, { room, name: 'Ana', role: 'student' });
+    ben = await joinClass(browser, server.url, { room, name: 'Ben', role: 'student' });
+    for (const page of [ana, ben]) {
+      const media = await waitForMedia(page, MEDIA_DEADLINE_MS);
+      assert.ok(media.ok, `a student receives the teacher: ${JSON.stringify(media)}\n${server.logTail()}`);
+      // The click on Join was the gesture: the teacher's audio plays, with no "Turn on sound".
+      await page.waitForFunction(() => {
+        const audio = [...document.querySelectorAll('#audio audio')];
+        return audio.length > 0 && audio.every((a) => !a.paused);
+      }, null, { timeout: UI_DEADLINE_MS });
+      assert.equal(await page.getByRole('button', { name: 'Turn on sound' }).isVisible(), false);
+    }
+    // Dev-mode joining is marked as such; the header names the class without CSS prefixes.
+    assert.equal(await teacher.locator('#dev-mode').innerText(), 'Dev mode');
+    assert.equal(await ana.locator('.bar').getByText(`Class: ${room}`).count(), 1);
+  });
+
+  it('a raised hand is invited on stage, published, muted, then taken off the stage', { timeout: 60_000 }, async () => {
+    await ana.getByRole('button', { name: 'Raise hand' }).click();
+    const hand = teacher.locator('#hands li', { hasText: 'Ana' });
+    await hand.waitFor({ timeout: UI_DEADLINE_MS });
+    await ana.getByRole('button', { name: 'Lower hand' }).waitFor({ timeout: UI_DEADLINE_MS });
+
+    await hand.getByRole('button', { name: 'Invite to stage' }).click();
+    await hand.waitFor({ state: 'detached', timeout: UI_DEADLINE_MS });
+    await ana.getByRole('button', { name: 'Accept' }).click({ timeout: UI_DEADLINE_MS });
+    const anaRow = teacher.locator('#people li', { hasText: 'Ana' });
+    await anaRow.getByText('on stage').waitFor({ timeout: 10_000 });
+    await anaRow.getByText('mic on').waitFor({ timeout: UI_DEADLINE_MS });
+
+    // Ben decodes Ana's camera, and her tile shows it.
+    await ben.waitForFunction(() => [...document.querySelectorAll('#grid .tile.student video')].some((v) => v.videoWidth > 0), null, { timeout: MEDIA_DEADLINE_MS });
+    const before = await framesOf(ben, 'Ana');
+    await ben.waitForTimeout(1000);
+    const after = await framesOf(ben, 'Ana');
+    assert.ok(after > before, `Ben decodes Ana's camera: ${before} -> ${after} frames`);
+    await ana.evaluate(() => {
+      window.stageTracks = [...window.aulaRoom.localTracks.values()].map((l) => l.track);
+    });
+
+    // Screenshots while the class is in full swing: Ana on stage, the teacher sharing a screen,
+    // Ben's hand raised, a line of chat.
+    await ben.getByRole('button', { name: 'Raise hand' }).click();
+    await teacher.locator('#hands li', { hasText: 'Ben' }).waitFor({ timeout: UI_DEADLINE_MS });
+    await teacher.getByRole('button', { name: 'Share screen' }).click();
+    await ben.waitForFunction(() => document.querySelector('#stage .tile.screen video')?.videoWidth > 0, null, { timeout: 15_000 });
+    await teacher.locator('.tile.screen-preview').waitFor({ timeout: UI_DEADLINE_MS });
+    await ben.getByLabel('Message').fill('Can you show the last slide again?');
+    await ben.getByRole('button', { name: 'Send' }).click();
+    await teacher.locator('#chat-log').getByText('Can you show the last slide again?').waitFor({ timeout: UI_DEADLINE_MS });
+    await assertNothingCutOff(ben, ['#stage .tile', '.tile.teacher']);
+    await screenshots(teacher, 'teacher');
+    await screenshots(ben, 'student');
+    await assertNothingCutOff(ben, ['#stage .tile', '.tile.teacher']);
+    await teacher.getByRole('button', { name: 'Stop sharing' }).click();
+    await teacher.locator('#hands li', { hasText: 'Ben' }).getByRole('button', { name: 'Dismiss' }).click();
+    await ben.getByRole('button', { name: 'Raise hand' }).waitFor({ timeout: UI_DEADLINE_MS });
+
+    // Muted by the teacher: Ana's page offers to unmute, Ben's shows her muted.
+    await anaRow.getByRole('button', { name: 'Mute', exact: true }).click();
+    await anaRow.getByText('muted', { exact: true }).waitFor({ timeout: UI_DEADLINE_MS });
+    await ana.getByRole('button', { name: 'Unmute mic' }).waitFor({ timeout: UI_DEADLINE_MS });
+    await ben.waitForFunction(() => [...document.querySelectorAll('#grid .tile.student')].some((t) => t.classList.contains('mic-off')), null, { timeout: UI_DEADLINE_MS });
+
+    // Off the stage: Ana's camera and microphone stop, and nobody receives them any more.
+    await anaRow.getByRole('button', { name: 'Remove from stage' }).click();
+    await anaRow.getByText('on stage').waitFor({ state: 'detached', timeout: UI_DEADLINE_MS });
+    await ana.waitForFunction(() => window.stageTracks.length === 2 && window.stageTracks.every((t) => t.readyState === 'ended'), null, { timeout: UI_DEADLINE_MS });
+    for (const label of ['Unmute mic', 'Stop camera']) assert.equal(await ana.getByRole('button', { name: label }).count(), 0, label);
+    await ben.waitForFunction(() => ![...document.querySelectorAll('#grid .tile.student')].some((t) => !t.classList.contains('no-video')), null, { timeout: UI_DEADLINE_MS });
+    assert.equal(await framesOf(ben, 'Ana'), 0, 'Ben no longer receives Ana\'s camera');
+    await ana.getByRole('button', { name: 'Raise hand' }).waitFor({ timeout: UI_DEADLINE_MS });
+    assert.deepEqual([...ana.aulaErrors, ...ben.aulaErrors, ...teacher.aulaErrors], []);
+  });
+
+  it('chat arrives both ways', { timeout: 15_000 }, async () => {
+    await ana.getByLabel('Message').fill('Is question 3 about fractions?');
+    await ana.getByRole('button', { name: 'Send' }).click();
+    await teacher.locator('#chat-log').getByText('Is question 3 about fractions?').waitFor({ timeout: UI_DEADLINE_MS });
+    await teacher.getByLabel('Message').fill('Yes: simplify them first.');
+    await teacher.getByRole('button', { name: 'Send' }).click();
+    for (const page of [ana, ben]) {
+      await page.locator('#chat-log li', { hasText: 'Teacher' }).getByText('Yes: simplify them first.').waitFor({ timeout: UI_DEADLINE_MS });
+    }
+  });
+
+  it('the teacher revokes an assistant\'s moderation', { timeout: 20_000 }, async () => {
+    const assistant = await joinClass(browser, server.url, { room, name: 'Assistant', role: 'assistant' });
+    await assistant.getByRole('button', { name: 'Mute all students' }).waitFor({ timeout: UI_DEADLINE_MS });
+    const row = teacher.locator('#people li', { hasText: 'Assistant' });
+    await row.getByRole('button', { name: 'Revoke moderation' }).click({ timeout: UI_DEADLINE_MS });
+    await assistant.getByRole('button', { name: 'Mute all students' }).waitFor({ state: 'hidden', timeout: UI_DEADLINE_MS });
+    await row.getByText('not moderating').waitFor({ timeout: UI_DEADLINE_MS });
+    await assistant.getByRole('button', { name: 'Leave' }).click();
+    await assistant.close();
+  });
+
+  it('a locked class refuses a new student, with a message on the page', { timeout: 20_000 }, async () => {
+    await teacher.getByRole('button', { name: 'Lock class' }).click();
+    await teacher.getByRole('button', { name: 'Unlock class' }).waitFor({ timeout: UI_DEADLINE_MS });
+    const late = await browser.newPage();
+    await late.goto(`${server.url}/class?room=${room}`);
+    await late.getByLabel('Your name').fill('Late');
+    await late.getByRole('button', { name: 'Join' }).click();
+    await late.locator('#status').getByText(/class is locked/).waitFor({ timeout: UI_DEADLINE_MS });
+    assert.ok(await late.getByRole('button', { name: 'Join' }).isVisible(), 'the form stays, to try again later');
+    await late.close();
+  });
+
+  it('"End class" asks first, then shows every student the class-ended view', { timeout: 20_000 }, async () => {
+    await teacher.getByRole('button', { name: 'End class' }).click();
+    const dialog = teacher.getByRole('dialog', { name: 'End the class for everyone?' });
+    await dialog.getByRole('button', { name: 'Cancel' }).click();
+    await dialog.waitFor({ state: 'hidden', timeout: UI_DEADLINE_MS });
+    assert.equal(await sessionEnded(ana), null, 'cancelling ends nothing');
+
+    await teacher.getByRole('button', { name: 'End class' }).click();
+    await dialog.getByRole('button', { name: 'End class for everyone' }).click();
+    for (const page of [ana, ben, teacher]) {
+      await page.getByRole('heading', { name: 'The class has ended' }).waitFor({ timeout: UI_DEADLINE_MS });
+    }
+    assert.deepEqual([...ana.aulaErrors, ...ben.aulaErrors, ...teacher.aulaErrors], []);
+  });
+});
