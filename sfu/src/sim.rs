@@ -60,6 +60,9 @@ struct Sender {
     /// One stream per simulcast layer, lowest first (one for a track without simulcast): its
     /// SSRC and last sequence number.
     streams: Vec<(u32, u16)>,
+    /// Simulcast: each stream's RID, which its packets carry (with the MID) in header
+    /// extensions, as browsers send them; the SFU tells the layers apart by them.
+    rids: Vec<String>,
     payload_type: u8,
     /// RTP clock ticks per packet: one 20 ms Opus frame, or one frame of 30 fps video.
     ticks: u32,
@@ -193,6 +196,7 @@ impl Sim {
         client.sender = Some(Sender {
             id,
             streams: vec![(ssrc, 0)],
+            rids: Vec::new(),
             payload_type,
             ticks,
         });
@@ -234,6 +238,7 @@ impl Sim {
         client.sender = Some(Sender {
             id,
             streams,
+            rids: rids.iter().map(|rid| (*rid).to_owned()).collect(),
             payload_type: 96,
             ticks: 3000,
         });
@@ -280,7 +285,7 @@ impl Sim {
         let sender = client.sender.as_mut().expect("client publishes");
         let (ssrc, seq) = &mut sender.streams[layer];
         *seq = seq.wrapping_add(1);
-        let packet = rtc::rtp::Packet {
+        let mut packet = rtc::rtp::Packet {
             header: rtc::rtp::header::Header {
                 version: 2,
                 marker: true,
@@ -292,10 +297,34 @@ impl Sim {
             },
             payload: Bytes::copy_from_slice(payload),
         };
+        let rid = sender.rids.get(layer).cloned();
         let id = sender.id;
-        if let Some(mut sender) = client.pc.rtp_sender(id) {
-            sender.write_rtp(now, packet).expect("publisher sends");
+        let Some(mut sender) = client.pc.rtp_sender(id) else {
+            return;
+        };
+        if let Some(rid) = rid {
+            let negotiated = sender
+                .get_parameters()
+                .rtp_parameters
+                .header_extensions
+                .clone();
+            let extension = |uri: &str| {
+                let found = negotiated.iter().find(|e| e.uri == uri);
+                found.map(|e| e.id as u8)
+            };
+            let ids = extension(rtc::sdp::extmap::SDES_MID_URI)
+                .zip(extension(rtc::sdp::extmap::SDES_RTP_STREAM_ID_URI));
+            let (mid_id, rid_id) = ids.expect("simulcast extensions negotiated");
+            let header = &mut packet.header;
+            header.extension = true;
+            header.extension_profile = 0xBEDE;
+            let mid = Bytes::from_static(b"0");
+            header.set_extension(mid_id, mid).expect("mid fits");
+            header
+                .set_extension(rid_id, Bytes::from(rid.into_bytes()))
+                .expect("rid fits");
         }
+        sender.write_rtp(now, packet).expect("publisher sends");
     }
 
     /// Takes the datagrams a client has queued (e.g. encrypted media after [`Sim::send`])
