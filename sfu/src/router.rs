@@ -30,7 +30,8 @@ use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use rtc::statistics::StatsSelector;
-use rtc::statistics::report::RTCStatsReportEntry;
+use rtc::statistics::report::{RTCStatsReport, RTCStatsReportEntry};
+use rtc::statistics::stats::rtp_stream::RTCRtpStreamStats;
 use tracing::{debug, info, warn};
 
 use crate::api::{
@@ -1486,7 +1487,9 @@ impl Router {
             for entry in report.iter() {
                 match entry {
                     RTCStatsReportEntry::RemoteInboundRtp(stats) => {
-                        let jitter = stats.received_rtp_stream_stats.jitter;
+                        let received = &stats.received_rtp_stream_stats;
+                        let jitter =
+                            jitter_secs(&report, &received.rtp_stream_stats, received.jitter);
                         let rtt = (stats.round_trip_time_measurements > 0)
                             .then_some(stats.round_trip_time);
                         self.metrics.peer_fraction_lost.observe(stats.fraction_lost);
@@ -1510,9 +1513,11 @@ impl Router {
                         let got = received.packets_received.saturating_sub(was_received);
                         let lost = (received.packets_lost - was_lost).max(0) as u64;
                         if got + lost > 0 {
+                            let jitter =
+                                jitter_secs(&report, &received.rtp_stream_stats, received.jitter);
                             samples.push(LinkSample {
                                 loss: lost as f64 / (got + lost) as f64,
-                                jitter: Duration::from_secs_f64(received.jitter.max(0.0)),
+                                jitter: Duration::from_secs_f64(jitter),
                                 rtt: None,
                             });
                         }
@@ -1761,6 +1766,30 @@ fn demand(producer: &Producer, consumer: &Consumer, staff: bool, lossy: bool) ->
 
 /// The payload type a connection negotiated for a codec (mime types compare case-insensitively:
 /// browsers write `VP8`, some stacks `vp8`).
+/// RTCP carries jitter in RTP timestamp units, and `rtc` passes it on as it is (though its docs
+/// say seconds): seconds are that over the stream's clock rate, its codec's when the report
+/// has it. Read as seconds, a video stream's few milliseconds of jitter were hundreds of
+/// "seconds", and every publisher's connection quality was `poor`.
+fn jitter_secs(report: &RTCStatsReport, stream: &RTCRtpStreamStats, units: f64) -> f64 {
+    let clock_rate = match report.get(&stream.codec_id) {
+        Some(RTCStatsReportEntry::Codec(codec)) => Some(codec.clock_rate),
+        _ => None,
+    };
+    timestamp_units_to_secs(units, clock_rate, stream.kind)
+}
+
+/// `units` of an RTP clock in seconds; without a known rate, the usual 48 kHz for audio (Opus)
+/// and 90 kHz for video.
+fn timestamp_units_to_secs(units: f64, clock_rate: Option<u32>, kind: RtpCodecKind) -> f64 {
+    let default = if kind == RtpCodecKind::Audio {
+        48_000
+    } else {
+        90_000
+    };
+    let rate = clock_rate.filter(|r| *r > 0).unwrap_or(default);
+    units.max(0.0) / f64::from(rate)
+}
+
 fn payload_type_of(codecs: &[RTCRtpCodecParameters], mime: &str) -> Option<u8> {
     codecs
         .iter()
@@ -1820,6 +1849,27 @@ fn random_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn jitter_is_read_in_its_streams_clock() {
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-9;
+        assert!(close(
+            timestamp_units_to_secs(90.0, None, RtpCodecKind::Video),
+            0.001
+        ));
+        assert!(close(
+            timestamp_units_to_secs(480.0, None, RtpCodecKind::Audio),
+            0.01
+        ));
+        assert!(close(
+            timestamp_units_to_secs(80.0, Some(8_000), RtpCodecKind::Audio),
+            0.01
+        ));
+        assert_eq!(
+            timestamp_units_to_secs(-5.0, Some(0), RtpCodecKind::Video),
+            0.0
+        );
+    }
 
     #[test]
     fn a_lossy_link_stays_lossy_until_its_loss_halves() {
