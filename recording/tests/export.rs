@@ -219,11 +219,27 @@ fn microphone(sim: &mut Sim, duration_us: i64, lose: impl Fn(i64) -> bool) {
     }
 }
 
-fn recording_dir(test: &str) -> PathBuf {
+/// A recording directory, removed when the test ends.
+struct RecordingDir(PathBuf);
+
+impl std::ops::Deref for RecordingDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for RecordingDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn recording_dir(test: &str) -> RecordingDir {
     let dir = std::env::temp_dir().join(format!("aula-export-{test}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    RecordingDir(dir)
 }
 
 /// A WebM file read back: its duration (s), whether it has cues, its tracks' codecs, and each

@@ -1,4 +1,4 @@
-//! The `aula` command line: `aula serve` and `aula token`.
+//! The `aula` command line: `aula serve`, `aula token` and `aula recording export`.
 //!
 //! Kept in the library (not `main.rs`) so the argument parsing and the token command are unit
 //! tested like the rest.
@@ -60,6 +60,21 @@ pub enum Command {
         /// Config file whose [keys] sign the token. Without one: the dev keys.
         #[arg(long, short, env = "AULA_CONFIG")]
         config: Option<PathBuf>,
+    },
+    /// Work on recordings.
+    Recording {
+        #[command(subcommand)]
+        command: RecordingCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RecordingCommand {
+    /// Turn a recording directory's capture logs into WebM and Ogg files and a manifest.json,
+    /// written into that directory.
+    Export {
+        /// The recording directory (holding `<track>.<index>.seg` capture logs).
+        dir: PathBuf,
     },
 }
 
@@ -177,6 +192,20 @@ pub fn token_command(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_recording_export() {
+        let cli = Cli::try_parse_from(["aula", "recording", "export", "/var/aula/rec/1"])
+            .expect("export takes a directory");
+        let Command::Recording {
+            command: RecordingCommand::Export { dir },
+        } = cli.command
+        else {
+            panic!("not a recording export: {:?}", cli.command);
+        };
+        assert_eq!(dir, PathBuf::from("/var/aula/rec/1"));
+        assert!(Cli::try_parse_from(["aula", "recording", "export"]).is_err());
+    }
 
     #[test]
     fn parses_serve_and_token() {
