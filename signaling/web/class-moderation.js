@@ -68,9 +68,9 @@ export function initModeration(room) {
 
     const sources = new Set(p.tracks.map((t) => t.source));
     if (p.role === 'student') {
-      if (sources.has('camera') || sources.has('microphone')) head.append(tag('on stage', 'stage'));
-      else if (perms?.can_publish) head.append(tag('invited', 'stage'));
-      else if (declined.has(p.sid)) head.append(tag('declined', 'stage'));
+      if (sources.has('camera') || sources.has('microphone')) head.append(tag('on stage', 'stage-state'));
+      else if (perms?.can_publish) head.append(tag('invited', 'stage-state'));
+      else if (declined.has(p.sid)) head.append(tag('declined', 'stage-state'));
     }
     if (p.role === 'assistant' && perms && !perms.can_moderate) head.append(tag('not moderating'));
     const mic = p.tracks.find((t) => t.source === 'microphone');
