@@ -1,6 +1,9 @@
 // Connection quality: the server's word (excellent, good or poor, from loss, jitter and round
 // trip; sent to each participant about itself and to staff about everyone), shown as a badge.
-// For our own connection the tooltip adds the loss and round trip this browser measures.
+// Our own badge is the worse of the server's level and the level of the loss and round trip
+// this browser measures on what it receives (the same thresholds): the server's figures for a
+// participant who only receives miss that loss today, and a student on a lossy link must be
+// told. The tooltip gives the measured figures.
 
 import { $, clearNotice, showNotice } from '/web/class-ui.js';
 
@@ -18,31 +21,47 @@ export function qualityBadge(el, level, detail = '') {
   el.title = detail || `${level}: ${MEANING[level]}`;
 }
 
-/** How often our own loss and round trip are measured for the tooltip. */
+/** How often our own loss and round trip are measured. */
 const STATS_INTERVAL_MS = 2000;
+/** Fewer packets than this in an interval say nothing about loss. */
+const MIN_PACKETS = 50;
+const LEVELS = ['poor', 'good', 'excellent'];
+
+/** The level of measured figures, by the server's thresholds (jitter left to the server). */
+function levelOf(loss, rtt) {
+  if (loss >= 0.08 || rtt >= 0.7) return 'poor';
+  if (loss >= 0.02 || rtt >= 0.3) return 'good';
+  return 'excellent';
+}
 
 export function watchQuality(room) {
   const badge = $('my-quality');
   const me = room.localParticipant;
-  let level = null;
+  let serverLevel = null;
+  let measuredLevel = null;
   let measured = '';
+  let shown = null;
   const render = () => {
-    if (!level) return;
+    const levels = [serverLevel, measuredLevel].filter(Boolean);
+    if (levels.length === 0) return;
+    const level = LEVELS[Math.min(...levels.map((l) => LEVELS.indexOf(l)))];
     badge.hidden = false;
     badge.textContent = `Connection: ${level}`;
     qualityBadge(badge, level, `${level}: ${MEANING[level]}${measured ? `. ${measured}` : ''}`);
-  };
-
-  room.addEventListener('serverEvent', (e) => {
-    const msg = e.detail;
-    if (msg.type !== 'connection_quality' || msg.participant_sid !== me.sid) return;
-    level = msg.quality;
-    render();
+    if (level === shown) return;
+    shown = level;
     if (level !== 'poor') return clearNotice('poor-connection');
     const text = room.localTracks.size > 0
       ? 'Your connection is poor: the class may see and hear you badly. Closer to the Wi-Fi, or fewer downloads, helps.'
       : 'Your connection is poor: video lowered to save your audio.';
     showNotice('poor-connection', text, { kind: 'warn' });
+  };
+
+  room.addEventListener('serverEvent', (e) => {
+    const msg = e.detail;
+    if (msg.type !== 'connection_quality' || msg.participant_sid !== me.sid) return;
+    serverLevel = msg.quality;
+    render();
   });
 
   let last = null; // {received, lost} of the previous sample
@@ -62,12 +81,15 @@ export function watchQuality(room) {
       return; // closed meanwhile
     }
     const parts = [];
-    if (last && received + lost > last.received + last.lost) {
-      const loss = (lost - last.lost) / (received + lost - last.received - last.lost);
+    let loss = 0;
+    const packets = last ? received + lost - last.received - last.lost : 0;
+    if (packets >= MIN_PACKETS) {
+      loss = (lost - last.lost) / packets;
       parts.push(`${(loss * 100).toFixed(1)} % loss`);
     }
     if (rtt !== null) parts.push(`${Math.round(rtt * 1000)} ms round trip`);
     last = { received, lost };
+    measuredLevel = packets >= MIN_PACKETS || rtt !== null ? levelOf(loss, rtt ?? 0) : null;
     measured = parts.length ? `Measured here: ${parts.join(', ')}` : '';
     render();
   }, STATS_INTERVAL_MS);
