@@ -2,8 +2,9 @@
 //!
 //! Three kinds of task run per client: a WebSocket writer (all outgoing messages go through
 //! one queue, so their order is the order they were produced in), a WebSocket reader (which
-//! routes answers, offers and candidates to the peer tasks and turns the rest into
-//! [`ClientEvent`]s), and one task per peer connection (see [`crate::peer`]).
+//! routes answers, offers and candidates to the peer tasks, turns the rest into
+//! [`ClientEvent`]s, and resumes the session when the socket drops: see
+//! [`crate::connection`]), and one task per peer connection (see [`crate::peer`]).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,23 +15,19 @@ use aula_protocol::{
     ClientMessage, PROTOCOL_VERSION, ParticipantInfo, PeerTarget, RoomInfo, ServerFrame,
     ServerMessage, TrackAnnouncement, TrackSource,
 };
-use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
-use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::http::Uri;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tracing::{debug, warn};
 
+use crate::connection::{
+    self, RESUME_WINDOW, WsSink, WsStream, receive, retry_delay, send, try_resume, write_loop,
+};
 use crate::error::ClientError;
 use crate::peer::{Link, Peer, PeerCommand, PeerContext, PeerHandle};
 use crate::publish::{AudioSource, PublishedAudio};
 use crate::tone::ToneEncoder;
 use crate::{ClientEvent, ReceivedPacket};
-
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// How long `connect` waits for `Joined`, and `publish_audio` for the answer and for ICE + DTLS.
 /// Loopback needs milliseconds; this is generous for a loaded CI machine.
@@ -60,6 +57,11 @@ struct Session {
 
 /// A participant in one room.
 ///
+/// A WebSocket that drops (a network change) is resumed by itself for up to 15 s, with
+/// [`ClientEvent::Reconnecting`] and [`ClientEvent::Reconnected`]; the media connections stay
+/// up meanwhile, and the server restarts ICE on the subscribe side. Not done yet: an ICE
+/// restart of our publish connection, which a new local address would need.
+///
 /// Dropping the client closes the WebSocket and both peer connections at once; [`leave`]
 /// says goodbye first.
 ///
@@ -75,6 +77,7 @@ pub struct Client {
     control: mpsc::UnboundedReceiver<ClientEvent>,
     packets: mpsc::Receiver<ReceivedPacket>,
     shutdown: Arc<watch::Sender<()>>,
+    drop_connection: Arc<Notify>,
     reader: JoinHandle<()>,
     writer: JoinHandle<()>,
 }
@@ -88,13 +91,7 @@ impl Client {
     /// the SFU is reachable the same way as the signaling server, true for a single-host Aula.
     pub async fn connect(ws_url: &str, token: &str) -> Result<Self, ClientError> {
         let media_ip = media_ip_for(ws_url).await?;
-        let (ws, _response) = tokio::time::timeout(
-            NEGOTIATION_TIMEOUT,
-            tokio_tungstenite::connect_async(ws_url),
-        )
-        .await
-        .map_err(|_| ClientError::Timeout("the WebSocket handshake"))??;
-        let (mut sink, mut stream) = ws.split();
+        let (mut sink, mut stream) = connection::open(ws_url, NEGOTIATION_TIMEOUT).await?;
 
         send(
             &mut sink,
@@ -104,12 +101,15 @@ impl Client {
             },
         )
         .await?;
-        let (participant, room) = tokio::time::timeout(NEGOTIATION_TIMEOUT, async {
+        let (participant, room, resume_token) = tokio::time::timeout(NEGOTIATION_TIMEOUT, async {
             loop {
                 match receive(&mut stream).await? {
                     ServerFrame::Message(ServerMessage::Joined {
-                        participant, room, ..
-                    }) => return Ok((participant, room)),
+                        participant,
+                        room,
+                        resume_token,
+                        ..
+                    }) => return Ok((participant, room, resume_token)),
                     ServerFrame::Message(ServerMessage::Error { code, message }) => {
                         return Err(ClientError::Server { code, message });
                     }
@@ -137,14 +137,19 @@ impl Client {
             shutdown: shutdown.subscribe(),
         };
         let session = Arc::new(Mutex::new(Session::default()));
+        let (sockets, new_sockets) = mpsc::unbounded_channel();
+        let drop_connection = Arc::new(Notify::new());
         let reader = Reader {
             ctx,
             media_ip,
             session: session.clone(),
             subscribe: None,
+            resume: resume_token.map(|token| (ws_url.to_owned(), token)),
+            sockets,
+            drop_connection: drop_connection.clone(),
         };
         let reader = tokio::spawn(reader.run(stream, shutdown.clone()));
-        let writer = tokio::spawn(write_loop(sink, outgoing));
+        let writer = tokio::spawn(write_loop(sink, new_sockets, outgoing));
         Ok(Self {
             participant,
             room,
@@ -156,6 +161,7 @@ impl Client {
             control,
             packets,
             shutdown,
+            drop_connection,
             reader,
             writer,
         })
@@ -303,6 +309,14 @@ impl Client {
             .map_err(|_| ClientError::Closed)
     }
 
+    /// Drops the WebSocket as a network change would, leaving the media connections up; the
+    /// session then resumes by itself ([`ClientEvent::Reconnecting`], then
+    /// [`ClientEvent::Reconnected`]). For tests of reconnection.
+    #[doc(hidden)]
+    pub fn drop_connection_for_test(&self) {
+        self.drop_connection.notify_one();
+    }
+
     /// Queues one message for the server; `Closed` once the session is over.
     pub(crate) fn send_message(&self, message: ClientMessage) -> Result<(), ClientError> {
         self.signal.send(message).map_err(|_| ClientError::Closed)
@@ -344,19 +358,37 @@ struct Reader {
     media_ip: IpAddr,
     session: Arc<Mutex<Session>>,
     subscribe: Option<PeerHandle>,
+    /// Where and with what to resume a dropped socket; `None` when the server keeps no
+    /// dropped participants.
+    resume: Option<(String, String)>,
+    /// Hands the writer a resumed socket (`Some`) or tells it the current one is gone.
+    sockets: mpsc::UnboundedSender<Option<WsSink>>,
+    /// [`Client::drop_connection_for_test`].
+    drop_connection: Arc<Notify>,
+}
+
+/// Why reading from one socket stopped.
+enum Ended {
+    /// The server said `Left`: the session is over.
+    Left(String),
+    /// The socket dropped or failed: the session may be resumed.
+    Dropped(String),
 }
 
 impl Reader {
-    async fn run(mut self, mut stream: SplitStream<Ws>, shutdown: Arc<watch::Sender<()>>) {
+    async fn run(mut self, mut stream: WsStream, shutdown: Arc<watch::Sender<()>>) {
         let reason = loop {
-            match receive(&mut stream).await {
-                Ok(ServerFrame::Message(ServerMessage::Left { reason })) => break reason,
-                Ok(ServerFrame::Message(message)) => self.handle(message).await,
-                Ok(ServerFrame::Event(event)) => self.emit(ClientEvent::Room(event)),
-                Err(ClientError::Closed) => break "connection closed".to_owned(),
-                // A message we cannot parse is the server's bug or a newer protocol; skip it.
-                Err(ClientError::Protocol(e)) => warn!("{e}"),
-                Err(e) => break e.to_string(),
+            match self.read(&mut stream).await {
+                Ended::Left(reason) => break reason,
+                Ended::Dropped(why) => {
+                    // The writer's half of the old socket goes too, so the server sees it close.
+                    let _ = self.sockets.send(None);
+                    drop(stream);
+                    match self.resume(&why).await {
+                        Some(resumed) => stream = resumed,
+                        None => break why,
+                    }
+                }
             }
         };
         // The server has dropped our session; the peer connections are dead weight now.
@@ -365,6 +397,59 @@ impl Reader {
             let _ = pending.send(Err(ClientError::Closed));
         }
         self.emit(ClientEvent::Disconnected { reason });
+    }
+
+    /// Handles what one socket brings until it ends.
+    async fn read(&mut self, stream: &mut WsStream) -> Ended {
+        loop {
+            let frame = tokio::select! {
+                frame = receive(stream) => frame,
+                () = self.drop_connection.notified() => {
+                    return Ended::Dropped("connection dropped for a test".to_owned());
+                }
+            };
+            match frame {
+                Ok(ServerFrame::Message(ServerMessage::Left { reason })) => {
+                    return Ended::Left(reason);
+                }
+                Ok(ServerFrame::Message(message)) => self.handle(message).await,
+                Ok(ServerFrame::Event(event)) => self.emit(ClientEvent::Room(event)),
+                Err(ClientError::Closed) => return Ended::Dropped("connection closed".to_owned()),
+                // A message we cannot parse is the server's bug or a newer protocol; skip it.
+                Err(ClientError::Protocol(e)) => warn!("{e}"),
+                Err(e) => return Ended::Dropped(e.to_string()),
+            }
+        }
+    }
+
+    /// Tries to resume the session for [`RESUME_WINDOW`]; the new socket's reading half, or
+    /// `None` when the server refused or the window passed (the session is over).
+    async fn resume(&mut self, why: &str) -> Option<WsStream> {
+        let (ws_url, token) = self.resume.clone()?;
+        self.emit(ClientEvent::Reconnecting {
+            reason: why.to_owned(),
+        });
+        let deadline = tokio::time::Instant::now() + RESUME_WINDOW;
+        for attempt in 0.. {
+            tokio::time::sleep(retry_delay(attempt)).await;
+            if tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            match try_resume(&ws_url, &token).await {
+                Ok((sink, stream)) => {
+                    let _ = self.sockets.send(Some(sink));
+                    self.emit(ClientEvent::Reconnected);
+                    return Some(stream);
+                }
+                Err(ClientError::Server { code, message }) => {
+                    // Refused (the seat is gone, the token expired): no point trying again.
+                    self.emit(ClientEvent::Error { code, message });
+                    return None;
+                }
+                Err(e) => debug!(attempt, "resume attempt failed: {e}"),
+            }
+        }
+        None
     }
 
     fn emit(&self, event: ClientEvent) {
@@ -483,50 +568,6 @@ impl Reader {
             .send(PeerCommand::RemoteOffer(sdp))
             .await
             .map_err(|_| ClientError::Closed)
-    }
-}
-
-async fn write_loop(
-    mut sink: SplitSink<Ws, Message>,
-    mut outgoing: mpsc::UnboundedReceiver<ClientMessage>,
-) {
-    while let Some(message) = outgoing.recv().await {
-        if let Err(e) = send(&mut sink, &message).await {
-            debug!("WebSocket write: {e}");
-            return;
-        }
-    }
-    // Every sender is gone: the client was dropped. Say goodbye at the WebSocket level.
-    let _ = sink.close().await;
-}
-
-async fn send(
-    sink: &mut SplitSink<Ws, Message>,
-    message: &ClientMessage,
-) -> Result<(), ClientError> {
-    let json = serde_json::to_string(message)
-        .map_err(|e| ClientError::Protocol(format!("encoding {message:?}: {e}")))?;
-    sink.send(Message::text(json)).await?;
-    Ok(())
-}
-
-/// The next server message. `Closed` when the socket ends; `Protocol` for an unparsable one.
-async fn receive(stream: &mut SplitStream<Ws>) -> Result<ServerFrame, ClientError> {
-    loop {
-        let message = match stream.next().await {
-            None => return Err(ClientError::Closed),
-            Some(message) => message?,
-        };
-        match message {
-            Message::Text(text) => {
-                return serde_json::from_str(text.as_str()).map_err(|e| {
-                    ClientError::Protocol(format!("unparsable server message {text}: {e}"))
-                });
-            }
-            Message::Close(_) => return Err(ClientError::Closed),
-            // Pings are answered by tungstenite itself; the protocol uses no binary frames.
-            _ => {}
-        }
     }
 }
 

@@ -37,6 +37,7 @@
 //! socket and a task driving webrtc-rs `rtc`, which is sans-I/O; see the `peer` module.
 
 mod client;
+mod connection;
 mod error;
 mod moderation;
 mod peer;
@@ -96,7 +97,17 @@ pub enum ClientEvent {
     /// (`raise_hand`, `invite_to_stage`, `chat`, ...) are answered with these, or with
     /// [`ClientEvent::Error`] (`forbidden`, `rate_limited`, ...).
     Room(aula_protocol::ServerEvent),
-    /// The session is over (`Left` from the server, or the WebSocket closed). Only packets
+    /// The WebSocket dropped and the session is being resumed (see [`Client`]'s docs): room
+    /// events and moderation calls wait until [`ClientEvent::Reconnected`]; media keeps
+    /// flowing if its path is up.
+    Reconnecting {
+        reason: String,
+    },
+    /// The session was resumed on a new WebSocket: the same participant, tracks and
+    /// subscriptions. Calls made while reconnecting were dropped; repeat what still matters.
+    Reconnected,
+    /// The session is over (`Left` from the server, the WebSocket closed and could not be
+    /// resumed, or the resume was refused). Only packets
     /// already received may follow it.
     Disconnected {
         reason: String,
