@@ -1,4 +1,4 @@
-//! Class moderation, chat and the support desk: one call per protocol message.
+//! Class moderation, chat, the support desk and recording: one call per protocol message.
 //!
 //! Each call only queues its message; the server's verdict comes back as events. What changed
 //! for the room arrives as [`ClientEvent::Room`] (the hand queue, a permission change, a chat
@@ -140,5 +140,16 @@ impl Client {
         self.send_message(ClientMessage::EndSupportSession {
             session_id: session_id.to_owned(),
         })
+    }
+
+    /// With the `can_record` grant (teachers and agents by default): starts recording the
+    /// room; everyone gets a `recording` event.
+    pub fn start_recording(&self) -> Result<(), ClientError> {
+        self.send_message(ClientMessage::StartRecording)
+    }
+
+    /// With the `can_record` grant: stops recording the room.
+    pub fn stop_recording(&self) -> Result<(), ClientError> {
+        self.send_message(ClientMessage::StopRecording)
     }
 }

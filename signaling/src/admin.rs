@@ -14,6 +14,9 @@
 //! - `POST   /api/admin/rooms/{room}/participants/{sid}/mute` `{"track_sid": "TR_..."}`
 //! - `DELETE /api/admin/rooms/{room}/participants/{sid}` — remove (`left` `removed by an administrator`)
 //! - `GET    /api/admin/support/queue`, `GET /api/admin/support/agents`
+//! - `POST   /api/admin/rooms/{room}/recording` — start recording the room (`already_recording`)
+//! - `DELETE /api/admin/rooms/{room}/recording` — stop it, once its logs are on disk; answers
+//!   with its `recording.json` (`not_recording`)
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -32,6 +35,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::http::json_error;
+use crate::recording::{BY_ADMIN, Refusal};
 use crate::room::Refused;
 use crate::server::AppState;
 use crate::token::{self, MAX_ID_BYTES};
@@ -61,6 +65,10 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
         .route(
             "/api/admin/rooms/{room}/participants/{sid}/mute",
             post(mute),
+        )
+        .route(
+            "/api/admin/rooms/{room}/recording",
+            post(start_recording).delete(stop_recording),
         )
         .route("/api/admin/support/queue", get(support_queue))
         .route("/api/admin/support/agents", get(support_agents))
@@ -212,6 +220,7 @@ async fn create_room(
     state
         .webhooks()
         .emit("room_started", json!({ "room": name }));
+    state.recorder().room_created(name).await;
     (
         StatusCode::CREATED,
         Json(json!({ "name": name, "participants": 0, "locked": false })),
@@ -349,6 +358,56 @@ async fn remove_participant(
             StatusCode::NO_CONTENT.into_response()
         }
         Err(e) => refused(e),
+    }
+}
+
+/// A refused recording request as an HTTP error.
+fn recording_refused(room: &str, refusal: Refusal) -> Response {
+    let status = match refusal {
+        Refusal::UnknownRoom => StatusCode::NOT_FOUND,
+        Refusal::AlreadyRecording | Refusal::NotRecording => StatusCode::CONFLICT,
+        Refusal::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    json_error(status, refusal.code(), refusal.message(room))
+}
+
+async fn start_recording(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+) -> Response {
+    if let Some(r) = refuse_unless_admin(&state, &headers) {
+        return r;
+    }
+    let Path(room) = match path {
+        Ok(p) => p,
+        Err(e) => return bad_path(e),
+    };
+    match state.recorder().start(&room, BY_ADMIN).await {
+        Ok(id) => (
+            StatusCode::CREATED,
+            Json(json!({ "recording_id": id, "room": room })),
+        )
+            .into_response(),
+        Err(refusal) => recording_refused(&room, refusal),
+    }
+}
+
+async fn stop_recording(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+) -> Response {
+    if let Some(r) = refuse_unless_admin(&state, &headers) {
+        return r;
+    }
+    let Path(room) = match path {
+        Ok(p) => p,
+        Err(e) => return bad_path(e),
+    };
+    match state.recorder().stop(&room).await {
+        Ok(manifest) => Json(manifest).into_response(),
+        Err(refusal) => recording_refused(&room, refusal),
     }
 }
 

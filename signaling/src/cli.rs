@@ -100,6 +100,10 @@ pub struct GrantArgs {
     /// May use the admin HTTP API with this token.
     #[arg(long)]
     pub admin: bool,
+    /// May start and stop recording the room (`--can-record` alone means true; default:
+    /// teachers and agents).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub can_record: Option<bool>,
 }
 
 impl GrantArgs {
@@ -118,6 +122,9 @@ impl GrantArgs {
         }
         claims.hidden = self.hidden;
         claims.admin = self.admin;
+        if self.can_record.is_some() {
+            claims.can_record = self.can_record;
+        }
     }
 }
 
@@ -290,6 +297,7 @@ mod tests {
             "false",
             "--hidden",
             "--admin",
+            "--can-record",
         ])
         .expect("grant flags parse");
         let Command::Token { grants, .. } = cli.command else {
@@ -307,6 +315,7 @@ mod tests {
         .expect("mint");
         let claims = token::verify(&token::ApiKeys::dev(), &jwt).expect("verify");
         assert!(claims.can_publish && claims.hidden && claims.admin && !claims.can_publish_data);
+        assert_eq!(claims.can_record, Some(true));
         assert_eq!(
             claims.publish_sources,
             vec![PublishSource::Screen, PublishSource::Microphone]

@@ -48,6 +48,7 @@ pub struct Config {
     pub keys: KeysConfig,
     pub room: RoomConfig,
     pub webhooks: WebhooksConfig,
+    pub recording: RecordingConfig,
     pub dev: DevConfig,
     /// A `tracing` filter such as `info` or `aula_signaling=debug,info`; `RUST_LOG` overrides it.
     pub log_level: String,
@@ -125,6 +126,36 @@ impl Default for RoomConfig {
     }
 }
 
+/// Recording rooms (see `crate::recording`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecordingConfig {
+    /// Where recordings go: one directory per recording, `<dir>/<id>/`.
+    pub dir: PathBuf,
+    /// Kinds of room recorded from their start without anyone asking: `"support"` (the support
+    /// desk's private rooms), `"class"` (every other room). None by default.
+    pub auto: Vec<RoomKind>,
+}
+
+impl Default for RecordingConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("./recordings"),
+            auto: Vec::new(),
+        }
+    }
+}
+
+/// What a room is for, as `[recording] auto` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RoomKind {
+    /// A support desk session's private room.
+    Support,
+    /// Any other room.
+    Class,
+}
+
 /// Where room, participant and support events are POSTed, signed with the API secret.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -194,6 +225,7 @@ impl Default for Config {
             keys: KeysConfig::default(),
             room: RoomConfig::default(),
             webhooks: WebhooksConfig::default(),
+            recording: RecordingConfig::default(),
             dev: DevConfig::default(),
             log_level: "info".to_owned(),
         }
@@ -277,6 +309,7 @@ impl Config {
                 reconnect_timeout_secs: 0,
             },
             webhooks: WebhooksConfig::default(),
+            recording: RecordingConfig::default(),
             dev: DevConfig::default(),
             log_level: "info".to_owned(),
         }

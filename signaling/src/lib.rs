@@ -8,6 +8,7 @@
 //! - `ratelimit`: token buckets for chat and data messages.
 //! - `support`: the support desk (routing learners to agents, private rooms).
 //! - [`webhook`]: signed event delivery to the application's backend.
+//! - `recording`: starting and stopping room recordings (the SFU captures the media).
 //! - `admin`: the admin HTTP API (`/api/admin/...`).
 //! - `impairment`: `/test/impairment`, weak networks for tests (only with the test switch).
 //! - `listener`: accepts HTTP connections under `conn_limits`' caps, with a header deadline.
@@ -30,6 +31,7 @@ pub mod media;
 mod metrics;
 mod moderation;
 mod ratelimit;
+mod recording;
 mod room;
 mod server;
 mod session;

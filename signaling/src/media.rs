@@ -8,6 +8,7 @@
 //! uses are here.
 
 use aula_protocol::{IceCandidate, PeerTarget, TrackAnnouncement};
+use aula_sfu::record::capture::{RecordingSpec, TrackLog};
 use aula_sfu::{RenderedSize, SfuError, SfuHandle};
 use futures_util::future::BoxFuture;
 
@@ -99,6 +100,31 @@ pub trait MediaPlane: Send + Sync + 'static {
     /// other cameras. Also only a hint: the default accepts and ignores it.
     fn set_staff<'a>(&'a self, _participant: &'a str) -> BoxFuture<'a, Result<(), SfuError>> {
         Box::pin(async { Ok(()) })
+    }
+
+    // Recording (see `crate::recording`). Defaults refuse: a media plane that cannot record
+    // must not let a recording look started.
+
+    /// Starts recording the tracks of `spec.participants` into capture logs in `spec.dir`.
+    fn start_recording(&self, _spec: RecordingSpec) -> BoxFuture<'_, Result<(), SfuError>> {
+        Box::pin(async { Err(unsupported("start_recording")) })
+    }
+
+    /// Adds a participant who joined a recorded room to its recording.
+    fn record_participant<'a>(
+        &'a self,
+        _id: &'a str,
+        _participant: &'a str,
+    ) -> BoxFuture<'a, Result<(), SfuError>> {
+        Box::pin(async { Err(unsupported("record_participant")) })
+    }
+
+    /// Stops a recording; returns its logs, closing.
+    fn stop_recording<'a>(
+        &'a self,
+        _id: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<TrackLog>, SfuError>> {
+        Box::pin(async { Err(unsupported("stop_recording")) })
     }
 }
 
@@ -193,5 +219,21 @@ impl MediaPlane for SfuHandle {
 
     fn set_staff<'a>(&'a self, participant: &'a str) -> BoxFuture<'a, Result<(), SfuError>> {
         Box::pin(SfuHandle::set_staff(self, participant, true))
+    }
+
+    fn start_recording(&self, spec: RecordingSpec) -> BoxFuture<'_, Result<(), SfuError>> {
+        Box::pin(SfuHandle::start_recording(self, spec))
+    }
+
+    fn record_participant<'a>(
+        &'a self,
+        id: &'a str,
+        participant: &'a str,
+    ) -> BoxFuture<'a, Result<(), SfuError>> {
+        Box::pin(SfuHandle::record_participant(self, id, participant))
+    }
+
+    fn stop_recording<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Vec<TrackLog>, SfuError>> {
+        Box::pin(SfuHandle::stop_recording(self, id))
     }
 }

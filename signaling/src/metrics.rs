@@ -29,6 +29,14 @@ pub(crate) struct SignalingMetrics {
     pub support_session: Histogram,
     /// Support: learners' ratings of ended sessions, by `rating` (`good` or `bad`).
     pub support_ratings: IntCounterVec,
+    /// Rooms being recorded now.
+    pub recordings_active: IntGauge,
+    /// Records written to capture logs, counted when each recording stops.
+    pub recording_records: IntCounter,
+    /// Records dropped because the disk did not keep up (see `aula_sfu::record::writer`).
+    pub recording_dropped: IntCounter,
+    /// Recordings that could not start, and track logs that failed (disk full, ...).
+    pub recording_failures: IntCounter,
 }
 
 /// Counts one open WebSocket for as long as it lives, however its session ends.
@@ -125,6 +133,23 @@ impl SignalingMetrics {
         registry.register(Box::new(http_connections.clone()))?;
         registry.register(Box::new(connections_refused.clone()))?;
         registry.register(Box::new(header_timeouts.clone()))?;
+        let recordings_active = IntGauge::new("aula_recordings_active", "Rooms being recorded")?;
+        let recording_records = IntCounter::new(
+            "aula_recording_records_total",
+            "Records written to capture logs (counted when a recording stops)",
+        )?;
+        let recording_dropped = IntCounter::new(
+            "aula_recording_records_dropped_total",
+            "Capture log records dropped because the disk did not keep up",
+        )?;
+        let recording_failures = IntCounter::new(
+            "aula_recording_failures_total",
+            "Recordings that could not start and track logs that failed",
+        )?;
+        registry.register(Box::new(recordings_active.clone()))?;
+        registry.register(Box::new(recording_records.clone()))?;
+        registry.register(Box::new(recording_dropped.clone()))?;
+        registry.register(Box::new(recording_failures.clone()))?;
         Ok(Self {
             rooms,
             participants,
@@ -137,6 +162,10 @@ impl SignalingMetrics {
             http_connections,
             connections_refused,
             header_timeouts,
+            recordings_active,
+            recording_records,
+            recording_dropped,
+            recording_failures,
         })
     }
 }

@@ -22,6 +22,7 @@ use crate::conn_limits::ConnLimits;
 use crate::media::MediaPlane;
 use crate::metrics::SignalingMetrics;
 use crate::moderation::MediaEffect;
+use crate::recording::Recorder;
 use crate::room::{self, EmptiedRoom, JoinOutcome, Member, Refused, Registry};
 use crate::session::Parked;
 use crate::support::desk::{Desk, DeskEffects};
@@ -50,6 +51,7 @@ pub(crate) struct AppState {
     /// The support desk; its own lock, never taken together with the registry's.
     desk: Mutex<Desk>,
     webhooks: Webhooks,
+    recorder: Recorder,
     /// Participants whose socket dropped, by resume token (see `session::park`).
     parked: Mutex<HashMap<String, Parked>>,
     /// Sessions being served, by resume token, to hand a participant over to a resuming socket.
@@ -133,6 +135,7 @@ impl AppState {
         let emptied = self.registry().leave(sid).and_then(|(_, emptied)| emptied);
         self.reap_later(emptied);
         self.flush_room_events();
+        self.recorder.left(sid);
     }
 
     /// Sends `room_ended` for rooms removed since the last call. Every removal of a member ends
@@ -194,6 +197,10 @@ impl AppState {
 
     pub(crate) fn webhooks(&self) -> &Webhooks {
         &self.webhooks
+    }
+
+    pub(crate) fn recorder(&self) -> &Recorder {
+        &self.recorder
     }
 
     pub(crate) fn mute(&self, sid: &str, track_sid: &str, muted: bool) -> bool {
@@ -398,8 +405,17 @@ async fn launch(
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (alive_tx, alive_rx) = mpsc::channel(1);
     let empty_timeout = Duration::from_secs(config.room.empty_timeout_secs);
+    let registry = Arc::new(Mutex::new(Registry::new(!empty_timeout.is_zero())));
+    let webhooks = Webhooks::start(&config.webhooks, config.api_keys().secret);
+    let recorder = Recorder::new(
+        config.recording.clone(),
+        Arc::clone(&media),
+        Arc::clone(&registry),
+        webhooks.clone(),
+        signaling_metrics.clone(),
+    );
     let state = Arc::new(AppState {
-        registry: Arc::new(Mutex::new(Registry::new(!empty_timeout.is_zero()))),
+        registry,
         media,
         keys: config.api_keys(),
         empty_timeout,
@@ -408,7 +424,8 @@ async fn launch(
         metrics_registry: metrics,
         metrics: signaling_metrics,
         desk: Mutex::new(Desk::new(config.api_keys())),
-        webhooks: Webhooks::start(&config.webhooks, config.api_keys().secret),
+        webhooks,
+        recorder,
         parked: Mutex::new(HashMap::new()),
         live: Mutex::new(HashMap::new()),
         reconnect_timeout: Duration::from_secs(config.room.reconnect_timeout_secs),

@@ -344,6 +344,8 @@ fn message_kind(msg: &ClientMessage) -> &'static str {
         ClientMessage::EndSupportSession { .. } => "end_support_session",
         ClientMessage::RateSupportSession { .. } => "rate_support_session",
         ClientMessage::TrackSettings { .. } => "track_settings",
+        ClientMessage::StartRecording => "start_recording",
+        ClientMessage::StopRecording => "stop_recording",
     }
 }
 
@@ -409,6 +411,8 @@ fn error_code_label(code: ErrorCode) -> &'static str {
         ErrorCode::Conflict => "conflict",
         ErrorCode::TrackMismatch => "track_mismatch",
         ErrorCode::UnsupportedCodec => "unsupported_codec",
+        ErrorCode::AlreadyRecording => "already_recording",
+        ErrorCode::NotRecording => "not_recording",
         ErrorCode::Internal => "internal",
     }
 }
@@ -678,6 +682,11 @@ impl Session {
                 tracing::warn!(sid, track_sid, "subscribe on join failed: {e}");
             }
         }
+        if let Some(joined) = &self.joined {
+            let room = &joined.claims.room;
+            let recorder = self.state.recorder();
+            recorder.joined(room, &sid, outcome.room_created).await;
+        }
         Flow::Continue
     }
 
@@ -762,6 +771,8 @@ impl Session {
             | ClientMessage::CancelHelp
             | ClientMessage::TransferSession { .. }
             | ClientMessage::EndSupportSession { .. }) => self.support(sid, msg),
+            ClientMessage::StartRecording => self.record(true).await,
+            ClientMessage::StopRecording => self.record(false).await,
             msg => {
                 let result = self.moderate(sid, msg).await;
                 if let Err((code, message)) = result {
@@ -770,6 +781,25 @@ impl Session {
             }
         }
         Flow::Continue
+    }
+
+    /// Starts or stops recording the room, for a participant whose token may.
+    async fn record(&mut self, start: bool) {
+        let Some(joined) = &self.joined else { return };
+        let room = joined.claims.room.clone();
+        if !joined.claims.may_record() {
+            self.error(ErrorCode::Forbidden, "your token may not record this room");
+            return;
+        }
+        let recorder = self.state.recorder();
+        let result = if start {
+            recorder.start(&room, &joined.claims.sub).await.map(|_| ())
+        } else {
+            recorder.stop(&room).await.map(|_| ())
+        };
+        if let Err(refusal) = result {
+            self.error(refusal.error_code(), refusal.message(&room));
+        }
     }
 
     /// The moderation messages: the registry checks and changes, then the media plane follows.

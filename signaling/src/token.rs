@@ -83,6 +83,10 @@ pub struct AccessClaims {
     /// May use the admin HTTP API with this token as a bearer token.
     #[serde(default)]
     pub admin: bool,
+    /// May start and stop recording the room. Absent: the role's default (see
+    /// [`AccessClaims::may_record`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub can_record: Option<bool>,
     /// Expiry, seconds since the Unix epoch. Only checked at join: a session outlives its token.
     pub exp: u64,
     /// Not before, seconds since the Unix epoch.
@@ -109,6 +113,7 @@ impl AccessClaims {
             can_publish_data: grants.can_publish_data,
             hidden: false,
             admin: false,
+            can_record: None,
             exp: now.saturating_add(ttl.as_secs()),
             nbf: now,
         }
@@ -128,6 +133,13 @@ impl AccessClaims {
             hidden: self.hidden,
             can_moderate: self.role.is_staff() && !self.hidden,
         }
+    }
+
+    /// Whether this participant may start and stop recording its room: as the token says, else
+    /// teachers (a class) and agents (a support session) may.
+    pub fn may_record(&self) -> bool {
+        self.can_record
+            .unwrap_or(matches!(self.role, Role::Teacher | Role::Agent))
     }
 
     /// Sets the display name.
@@ -450,6 +462,30 @@ mod tests {
             verify(&keys(), &long),
             Err(TokenError::TooLong(MAX_TOKEN_BYTES + 1))
         );
+    }
+
+    #[test]
+    fn teachers_and_agents_may_record_unless_the_token_says_otherwise() {
+        let claims = |role| AccessClaims::new("math", "a", role, Duration::from_secs(60));
+        for role in [Role::Teacher, Role::Agent] {
+            assert!(claims(role).may_record(), "{role:?}");
+        }
+        for role in [Role::Assistant, Role::Student, Role::Learner] {
+            assert!(!claims(role).may_record(), "{role:?}");
+        }
+        let granted = AccessClaims {
+            can_record: Some(true),
+            ..claims(Role::Student)
+        };
+        let refused = AccessClaims {
+            can_record: Some(false),
+            ..claims(Role::Teacher)
+        };
+        assert!(granted.may_record() && !refused.may_record());
+        // An older token, without the claim, keeps the role's default.
+        let keys = keys();
+        let token = mint(&keys, &claims(Role::Agent)).unwrap();
+        assert_eq!(verify(&keys, &token).unwrap().can_record, None);
     }
 
     #[test]

@@ -311,6 +311,14 @@ pub enum ClientMessage {
     /// rated it yet.
     RateSupportSession { session_id: String, good: bool },
 
+    // --- Recording (tokens with `can_record`: teachers and agents by default) ---
+    /// Start recording this room: everyone gets [`ServerEvent::Recording`]. Refused with
+    /// `forbidden` without the grant, `already_recording` if it is being recorded.
+    StartRecording,
+    /// Stop recording this room. Refused with `forbidden` without the grant, `not_recording`
+    /// if it is not being recorded.
+    StopRecording,
+
     // --- Subscriber hints (servers without them answer `bad_message`) ---
     /// How large this client shows a video track it receives, in device pixels (CSS pixels times
     /// `devicePixelRatio`), e.g. `{"type":"track_settings","track_sid":"TR_x","width":640,
@@ -468,6 +476,24 @@ pub enum ServerEvent {
     SupportQueue { waiting: Vec<WaitingLearner> },
     /// Support: the session ended (or was transferred away from this agent).
     SupportEnded { session_id: String, reason: String },
+    /// The room is being recorded (`recording`), or no longer (`stopped`): sent to everyone
+    /// in the room when it changes, and to a participant joining a room being recorded right
+    /// after its `joined`, so that pages can show it. `started_by` is the identity of the
+    /// participant who started it, `admin` (the admin API) or `auto` (the server's
+    /// `[recording] auto`).
+    Recording {
+        state: RecordingState,
+        recording_id: String,
+        started_by: String,
+    },
+}
+
+/// Whether a room is being recorded (see [`ServerEvent::Recording`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordingState {
+    Recording,
+    Stopped,
 }
 
 /// A learner waiting for an agent, as [`ServerEvent::SupportQueue`] shows it.
@@ -551,6 +577,10 @@ pub enum ErrorCode {
     /// names the section and what it offered. The offer is refused and nothing of it is
     /// published: offer a supported codec.
     UnsupportedCodec,
+    /// `start_recording` in a room being recorded.
+    AlreadyRecording,
+    /// `stop_recording` in a room not being recorded.
+    NotRecording,
     /// The media plane failed; the session may continue.
     Internal,
 }
