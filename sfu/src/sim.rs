@@ -27,6 +27,7 @@ use crate::api::{PeerState, SfuEvent, TrackSid};
 use crate::impair::Link;
 use crate::metrics::SfuMetrics;
 use crate::peer;
+use crate::quality::ConnectionQuality;
 use crate::router::{Router, Transmit};
 
 /// Where the simulated SFU "listens".
@@ -94,6 +95,8 @@ pub struct Sim {
     in_flight: Vec<(Instant, SocketAddr, BytesMut)>,
     /// Peer connection state changes the SFU reported.
     pub peer_states: Vec<(String, PeerTarget, PeerState)>,
+    /// Connection quality changes the SFU reported, in order.
+    pub qualities: Vec<(String, ConnectionQuality)>,
     to_clients: usize,
     next_port: u16,
 }
@@ -124,6 +127,7 @@ impl Sim {
             remb_only: Vec::new(),
             in_flight: Vec::new(),
             peer_states: Vec::new(),
+            qualities: Vec::new(),
             to_clients: 0,
             next_port: 40_000,
         }
@@ -528,7 +532,11 @@ impl Sim {
                 target,
                 state,
             } => self.peer_states.push((participant, target, state)),
-            SfuEvent::TrackUnpublished { .. } | SfuEvent::ConnectionQuality { .. } => {}
+            SfuEvent::ConnectionQuality {
+                participant,
+                quality,
+            } => self.qualities.push((participant, quality)),
+            SfuEvent::TrackUnpublished { .. } => {}
         }
     }
 }

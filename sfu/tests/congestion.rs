@@ -323,3 +323,34 @@ fn without_twcc_the_students_remb_decides() {
         "video back at a 3 Mbit/s REMB: {resumed} packets in 8 s"
     );
 }
+
+/// A student behind random loss is reported "poor" (to itself and to the staff), from what
+/// its transport-wide feedback says was lost: its receiver reports count repaired packets as
+/// received and said nothing was.
+#[test]
+fn a_student_behind_heavy_loss_is_reported_poor() {
+    use aula_sfu::quality::ConnectionQuality;
+    let mut class = Class::new(false, Feedback::Twcc);
+    class.run(Duration::from_secs(3));
+    let student_quality = |class: &Class| {
+        class
+            .sim
+            .qualities
+            .iter()
+            .rev()
+            .find(|(p, _)| p == "student")
+            .map(|(_, q)| *q)
+    };
+    assert_ne!(
+        student_quality(&class),
+        Some(ConnectionQuality::Poor),
+        "a clean link"
+    );
+    let lossy = Impairment {
+        loss: 0.2,
+        ..Impairment::default()
+    };
+    class.sim.downlinks.get_mut("student").unwrap().set(lossy);
+    class.run(Duration::from_secs(6));
+    assert_eq!(student_quality(&class), Some(ConnectionQuality::Poor));
+}
