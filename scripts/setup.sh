@@ -9,7 +9,8 @@ sudo=""
 
 # Debian package for each command the build and the tests call:
 # cmake + pkg-config build the bundled libopus; chromium runs the browser tests under node/npm;
-# ip (iproute2) makes the network namespace that plays a second computer in lan.test.js.
+# ip (iproute2) makes the network namespace that plays a second computer in lan.test.js;
+# redis-server backs the cluster directory tests (signaling/tests/cluster.rs).
 declare -A package_of=(
   [cmake]=cmake
   [pkg-config]=pkg-config
@@ -18,6 +19,7 @@ declare -A package_of=(
   [node]=nodejs
   [npm]=npm
   [ip]=iproute2
+  [redis-server]=redis-server
 )
 missing=()
 for cmd in "${!package_of[@]}"; do

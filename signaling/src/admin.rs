@@ -14,6 +14,8 @@
 //! - `POST   /api/admin/rooms/{room}/participants/{sid}/mute` `{"track_sid": "TR_..."}`
 //! - `DELETE /api/admin/rooms/{room}/participants/{sid}` — remove (`left` `removed by an administrator`)
 //! - `GET    /api/admin/support/queue`, `GET /api/admin/support/agents`
+//! - `GET    /api/admin/nodes` — the cluster's live nodes with their load, from this node's
+//!   cached directory (with Redis's state); without `[cluster]`, this one node as `local`
 //! - `POST   /api/admin/rooms/{room}/recording` — start recording the room (`already_recording`)
 //! - `DELETE /api/admin/rooms/{room}/recording` — stop it, once its logs are on disk; answers
 //!   with its `recording.json` (`not_recording`)
@@ -34,6 +36,7 @@ use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
+use crate::cluster::{NodeInfo, unix_millis};
 use crate::http::json_error;
 use crate::recording::{BY_ADMIN, Refusal};
 use crate::room::Refused;
@@ -72,6 +75,7 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
         )
         .route("/api/admin/support/queue", get(support_queue))
         .route("/api/admin/support/agents", get(support_agents))
+        .route("/api/admin/nodes", get(list_nodes))
 }
 
 /// Checks the `Authorization` header: `None` when it admits an admin, else the error response
@@ -425,4 +429,29 @@ async fn support_agents(State(state): State<Arc<AppState>>, headers: HeaderMap) 
     }
     let agents = state.desk().agents(Instant::now());
     Json(json!({ "agents": agents })).into_response()
+}
+
+async fn list_nodes(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if let Some(r) = refuse_unless_admin(&state, &headers) {
+        return r;
+    }
+    let Some(cluster) = state.cluster() else {
+        let local = NodeInfo {
+            id: "local".to_owned(),
+            region: String::new(),
+            public_addrs: Vec::new(),
+            load: state.local_load(),
+            updated_ms: unix_millis(std::time::SystemTime::now()),
+        };
+        return Json(json!({ "mode": "single", "node_id": local.id, "nodes": [local] }))
+            .into_response();
+    };
+    let view = cluster.view();
+    Json(json!({
+        "mode": "cluster",
+        "node_id": cluster.node_id(),
+        "redis": view.redis,
+        "nodes": view.nodes,
+    }))
+    .into_response()
 }

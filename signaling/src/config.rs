@@ -50,6 +50,9 @@ pub struct Config {
     pub webhooks: WebhooksConfig,
     pub recording: RecordingConfig,
     pub dev: DevConfig,
+    /// Several nodes as one cluster; absent (the default) runs a single node with no Redis.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterConfig>,
     /// A `tracing` filter such as `info` or `aula_signaling=debug,info`; `RUST_LOG` overrides it.
     pub log_level: String,
 }
@@ -182,6 +185,113 @@ impl Default for WebhooksConfig {
     }
 }
 
+/// Default for `[cluster] node_ttl_secs`: a dead node leaves the directory within seconds,
+/// while a refresh or two may be late without it disappearing.
+pub const DEFAULT_NODE_TTL_SECS: u64 = 10;
+
+/// Default for `[cluster] refresh_secs`.
+pub const DEFAULT_REFRESH_SECS: u64 = 3;
+
+/// Default for `[cluster] lease_ttl_secs`: a dead origin's rooms can be claimed again this soon.
+pub const DEFAULT_LEASE_TTL_SECS: u64 = 10;
+
+/// Several nodes as one cluster, sharing a directory in Redis (see `crate::cluster`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// The directory's Redis, `redis://[user:password@]host[:port][/db]`.
+    pub redis_url: String,
+    /// This node's id in the directory: letters, digits, `.`, `_`, `-`. Default: a random id
+    /// drawn at each start (a restarted node is then a new node; the old entry expires).
+    #[serde(default = "random_node_id")]
+    pub node_id: String,
+    /// The region the node serves, e.g. `eu-west`: same characters as `node_id`.
+    pub region: String,
+    /// Where clients and other nodes reach this node, `host:port` each.
+    #[serde(default)]
+    pub public_addrs: Vec<String>,
+    /// Seconds the node's entry lives without a refresh; more than `refresh_secs`.
+    #[serde(default = "default_node_ttl_secs")]
+    pub node_ttl_secs: u64,
+    /// Seconds between refreshes of the entry and of the cached directory; at least 1.
+    #[serde(default = "default_refresh_secs")]
+    pub refresh_secs: u64,
+    /// Seconds a room's origin lease lasts unless renewed; more than `refresh_secs`.
+    #[serde(default = "default_lease_ttl_secs")]
+    pub lease_ttl_secs: u64,
+}
+
+fn random_node_id() -> String {
+    format!("node-{:08x}", rand::random::<u32>())
+}
+
+fn default_node_ttl_secs() -> u64 {
+    DEFAULT_NODE_TTL_SECS
+}
+
+fn default_refresh_secs() -> u64 {
+    DEFAULT_REFRESH_SECS
+}
+
+fn default_lease_ttl_secs() -> u64 {
+    DEFAULT_LEASE_TTL_SECS
+}
+
+/// An id that is safe in a Redis key and a log line.
+fn is_cluster_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+impl ClusterConfig {
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        if let Err(e) = redis::Client::open(self.redis_url.as_str()) {
+            return Err((
+                "cluster.redis_url",
+                format!("{:?} is not a Redis URL: {e}", self.redis_url),
+            ));
+        }
+        if !is_cluster_id(&self.node_id) {
+            return Err((
+                "cluster.node_id",
+                "must be 1 to 64 letters, digits, '.', '_' or '-'".into(),
+            ));
+        }
+        if !is_cluster_id(&self.region) {
+            return Err((
+                "cluster.region",
+                "must be 1 to 64 letters, digits, '.', '_' or '-'".into(),
+            ));
+        }
+        for addr in &self.public_addrs {
+            let valid = addr
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if !valid {
+                return Err(("cluster.public_addrs", format!("{addr:?} is not host:port")));
+            }
+        }
+        if self.refresh_secs == 0 {
+            return Err(("cluster.refresh_secs", "must be at least 1".into()));
+        }
+        if self.node_ttl_secs <= self.refresh_secs {
+            return Err((
+                "cluster.node_ttl_secs",
+                "must be more than refresh_secs, or live nodes drop out between refreshes".into(),
+            ));
+        }
+        if self.lease_ttl_secs <= self.refresh_secs {
+            return Err((
+                "cluster.lease_ttl_secs",
+                "must be more than refresh_secs, or leases lapse between renewals".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Switches for testing the server itself; all off in production.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -227,6 +337,7 @@ impl Default for Config {
             webhooks: WebhooksConfig::default(),
             recording: RecordingConfig::default(),
             dev: DevConfig::default(),
+            cluster: None,
             log_level: "info".to_owned(),
         }
     }
@@ -311,6 +422,7 @@ impl Config {
             webhooks: WebhooksConfig::default(),
             recording: RecordingConfig::default(),
             dev: DevConfig::default(),
+            cluster: None,
             log_level: "info".to_owned(),
         }
     }
@@ -426,6 +538,9 @@ impl Config {
                 "0.0.0.0 / :: cannot be advertised to peers; list the addresses clients reach"
                     .into(),
             ));
+        }
+        if let Some(cluster) = &self.cluster {
+            cluster.validate()?;
         }
         Ok(())
     }
@@ -618,6 +733,88 @@ mod tests {
         let mut config = Config::default();
         config.keys.api_secret = Some("super-secret-value".into());
         assert!(!format!("{config:?}").contains("super-secret-value"));
+    }
+
+    #[test]
+    fn cluster_is_off_by_default_and_validated() {
+        assert_eq!(Config::default().cluster, None);
+        let base = "[cluster]\nredis_url = \"redis://127.0.0.1:6379\"\nregion = \"eu-west\"\n";
+        let config = Config::from_toml_str(base).expect("valid");
+        let cluster = config.cluster.expect("present");
+        assert!(cluster.node_id.starts_with("node-"), "{}", cluster.node_id);
+        assert_eq!(
+            (
+                cluster.node_ttl_secs,
+                cluster.refresh_secs,
+                cluster.lease_ttl_secs
+            ),
+            (10, 3, 10)
+        );
+        let other = Config::from_toml_str(base)
+            .expect("valid")
+            .cluster
+            .expect("present");
+        assert_ne!(cluster.node_id, other.node_id, "random ids differ");
+
+        let full = format!(
+            "{base}node_id = \"eu-1\"\npublic_addrs = [\"eu-1.school.example:7880\", \"[::1]:7880\"]\n"
+        );
+        let cluster = Config::from_toml_str(&full)
+            .expect("valid")
+            .cluster
+            .expect("present");
+        assert_eq!(cluster.node_id, "eu-1");
+        assert_eq!(cluster.public_addrs.len(), 2);
+
+        for (extra, field) in [
+            ("node_id = \"a b\"\n", "cluster.node_id"),
+            ("public_addrs = [\"host\"]\n", "cluster.public_addrs"),
+            ("refresh_secs = 0\n", "cluster.refresh_secs"),
+            ("node_ttl_secs = 3\n", "cluster.node_ttl_secs"),
+            ("lease_ttl_secs = 2\n", "cluster.lease_ttl_secs"),
+            ("redis_urls = \"x\"\n", "cluster.redis_urls"),
+        ] {
+            let err = Config::from_toml_str(&format!("{base}{extra}")).unwrap_err();
+            assert!(err.to_string().contains(field), "{extra}: {err}");
+        }
+        let err =
+            Config::from_toml_str("[cluster]\nredis_url = \"http://127.0.0.1\"\nregion = \"eu\"\n")
+                .unwrap_err();
+        assert!(err.to_string().contains("cluster.redis_url"), "{err}");
+        let err = Config::from_toml_str("[cluster]\nredis_url = \"redis://h\"\n").unwrap_err();
+        assert!(err.to_string().contains("region"), "{err}");
+    }
+
+    #[test]
+    fn sample_cluster_section_parses_once_uncommented() {
+        let text = include_str!("../../aula.sample.toml");
+        let (before, section) = text
+            .split_once("# [cluster]\n")
+            .expect("sample has [cluster]");
+        let uncommented: String = section
+            .lines()
+            .map(|line| match line.strip_prefix("# ") {
+                Some(rest) if rest.contains(" = ") => rest,
+                _ => line,
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let config = Config::from_toml_str(&format!("{before}[cluster]\n{uncommented}"))
+            .expect("uncommented cluster section parses");
+        let cluster = config.cluster.expect("present");
+        assert_eq!(cluster.node_id, "eu-west-1");
+        assert_eq!(
+            (
+                cluster.node_ttl_secs,
+                cluster.refresh_secs,
+                cluster.lease_ttl_secs
+            ),
+            (
+                DEFAULT_NODE_TTL_SECS,
+                DEFAULT_REFRESH_SECS,
+                DEFAULT_LEASE_TTL_SECS
+            )
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! - `moderation`: who may moderate whom, and the class moderation actions.
 //! - `ratelimit`: token buckets for chat and data messages.
 //! - `support`: the support desk (routing learners to agents, private rooms).
+//! - [`cluster`]: several nodes as one (`[cluster]`): the directory of nodes and room origins in Redis.
 //! - [`webhook`]: signed event delivery to the application's backend.
 //! - `recording`: starting and stopping room recordings (the SFU captures the media).
 //! - `admin`: the admin HTTP API (`/api/admin/...`).
@@ -22,6 +23,7 @@
 
 mod admin;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 mod conn_limits;
 mod http;

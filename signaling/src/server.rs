@@ -17,6 +17,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::cluster::{ClusterCache, LoadProbe};
 use crate::config::Config;
 use crate::conn_limits::ConnLimits;
 use crate::media::MediaPlane;
@@ -63,6 +64,10 @@ pub(crate) struct AppState {
     /// The SFU that `POST /test/impairment` impairs: only with the `[dev] test_impairment`
     /// switch on and the real SFU as the media plane (see `crate::impairment`).
     impairer: Option<SfuHandle>,
+    /// The cached cluster directory, with `[cluster]` in the config (see `crate::cluster`).
+    cluster: Option<ClusterCache>,
+    /// This node's load, for `GET /api/admin/nodes` without a cluster.
+    load_probe: Mutex<LoadProbe>,
     /// Never sent on: [`Server::shutdown`] waits for the channel to close, i.e. for the last
     /// `AppState` (the last session) to be dropped.
     _alive: mpsc::Sender<()>,
@@ -195,6 +200,20 @@ impl AppState {
         self.impairer.as_ref()
     }
 
+    pub(crate) fn cluster(&self) -> Option<&ClusterCache> {
+        self.cluster.as_ref()
+    }
+
+    /// This node's load since the last call (the cluster's refresher measures its own).
+    pub(crate) fn local_load(&self) -> crate::cluster::Load {
+        let participants = self.counts().1 as u64;
+        let mut probe = self
+            .load_probe
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        probe.sample(participants)
+    }
+
     pub(crate) fn webhooks(&self) -> &Webhooks {
         &self.webhooks
     }
@@ -296,6 +315,8 @@ pub struct Server {
     shutdown: watch::Sender<bool>,
     http_task: JoinHandle<()>,
     events_task: JoinHandle<()>,
+    /// Keeps this node in the cluster directory; deregisters it on shutdown.
+    cluster_task: Option<JoinHandle<()>>,
     alive: mpsc::Receiver<()>,
 }
 
@@ -328,6 +349,7 @@ impl Server {
             shutdown,
             http_task,
             events_task,
+            cluster_task,
             mut alive,
             ..
         } = self;
@@ -344,6 +366,13 @@ impl Server {
             .is_err()
         {
             tracing::warn!("SFU event dispatcher did not stop in time");
+        }
+        if let Some(task) = cluster_task
+            && tokio::time::timeout(SHUTDOWN_STAGE_TIMEOUT, task)
+                .await
+                .is_err()
+        {
+            tracing::warn!("cluster directory refresher did not stop in time");
         }
         // `recv` returns `None` once every `AppState` (every session) is gone.
         if tokio::time::timeout(SHUTDOWN_STAGE_TIMEOUT, alive.recv())
@@ -395,6 +424,11 @@ async fn launch(
 ) -> anyhow::Result<Server> {
     let signaling_metrics = SignalingMetrics::register(&metrics)
         .context("cannot register the signaling metrics (registry already used by a server?)")?;
+    let cluster = config
+        .cluster
+        .as_ref()
+        .map(|c| ClusterCache::new(c.node_id.clone()));
+    let load_probe = Mutex::new(LoadProbe::new(metrics.clone()));
     let listener = TcpListener::bind(config.http.bind)
         .await
         .with_context(|| format!("cannot listen for HTTP on {}", config.http.bind))?;
@@ -431,8 +465,34 @@ async fn launch(
         reconnect_timeout: Duration::from_secs(config.room.reconnect_timeout_secs),
         unjoined: Arc::new(Semaphore::new(config.http.max_unjoined_websockets)),
         impairer,
+        cluster,
+        load_probe,
         _alive: alive_tx,
     });
+    let cluster_task = match (&config.cluster, &state.cluster) {
+        (Some(cluster_config), Some(cache)) => {
+            let registry = Arc::clone(&state.registry);
+            let participants = move || {
+                let registry = registry.lock().unwrap_or_else(PoisonError::into_inner);
+                registry.participant_count() as u64
+            };
+            let task = crate::cluster::join(
+                cluster_config,
+                cache,
+                &state.metrics_registry,
+                participants,
+                shutdown_rx.clone(),
+            )
+            .context("cannot join the cluster")?;
+            tracing::info!(
+                node = cache.node_id(),
+                region = cluster_config.region,
+                "joining the cluster directory"
+            );
+            Some(task)
+        }
+        _ => None,
+    };
 
     let app = crate::http::router(Arc::clone(&state));
     let limits = ConnLimits::new(
@@ -459,6 +519,7 @@ async fn launch(
         shutdown: shutdown_tx,
         http_task,
         events_task,
+        cluster_task,
         alive: alive_rx,
     })
 }
