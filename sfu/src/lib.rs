@@ -19,6 +19,7 @@ pub mod peer;
 pub mod quality;
 pub mod record;
 pub mod red;
+pub mod relay;
 pub mod resend_budget;
 pub mod router;
 mod sdp;
