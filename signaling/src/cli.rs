@@ -104,6 +104,10 @@ pub struct GrantArgs {
     /// teachers and agents).
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub can_record: Option<bool>,
+    /// May list and play back every recording (`--can-review` alone means true; default:
+    /// agents and admins).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub can_review: Option<bool>,
 }
 
 impl GrantArgs {
@@ -124,6 +128,9 @@ impl GrantArgs {
         claims.admin = self.admin;
         if self.can_record.is_some() {
             claims.can_record = self.can_record;
+        }
+        if self.can_review.is_some() {
+            claims.can_review = self.can_review;
         }
     }
 }
@@ -298,6 +305,7 @@ mod tests {
             "--hidden",
             "--admin",
             "--can-record",
+            "--can-review",
         ])
         .expect("grant flags parse");
         let Command::Token { grants, .. } = cli.command else {
@@ -316,6 +324,7 @@ mod tests {
         let claims = token::verify(&token::ApiKeys::dev(), &jwt).expect("verify");
         assert!(claims.can_publish && claims.hidden && claims.admin && !claims.can_publish_data);
         assert_eq!(claims.can_record, Some(true));
+        assert_eq!(claims.can_review, Some(true));
         assert_eq!(
             claims.publish_sources,
             vec![PublishSource::Screen, PublishSource::Microphone]

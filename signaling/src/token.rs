@@ -87,6 +87,11 @@ pub struct AccessClaims {
     /// [`AccessClaims::may_record`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub can_record: Option<bool>,
+    /// May list and play back the server's recordings (`/recordings`, `/playback/{id}`), of
+    /// every room: reviewing is a job (support QA), not a seat in one room. Absent: the role's
+    /// default (see [`AccessClaims::may_review`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub can_review: Option<bool>,
     /// Expiry, seconds since the Unix epoch. Only checked at join: a session outlives its token.
     pub exp: u64,
     /// Not before, seconds since the Unix epoch.
@@ -114,6 +119,7 @@ impl AccessClaims {
             hidden: false,
             admin: false,
             can_record: None,
+            can_review: None,
             exp: now.saturating_add(ttl.as_secs()),
             nbf: now,
         }
@@ -140,6 +146,13 @@ impl AccessClaims {
     pub fn may_record(&self) -> bool {
         self.can_record
             .unwrap_or(matches!(self.role, Role::Teacher | Role::Agent))
+    }
+
+    /// Whether this token may list and play back recordings: as the token says, else agents
+    /// (they review support sessions) and admins may.
+    pub fn may_review(&self) -> bool {
+        self.can_review
+            .unwrap_or(self.admin || matches!(self.role, Role::Agent))
     }
 
     /// Sets the display name.
@@ -486,6 +499,31 @@ mod tests {
         let keys = keys();
         let token = mint(&keys, &claims(Role::Agent)).unwrap();
         assert_eq!(verify(&keys, &token).unwrap().can_record, None);
+    }
+
+    #[test]
+    fn agents_and_admins_may_review_unless_the_token_says_otherwise() {
+        let claims = |role| AccessClaims::new("desk", "a", role, Duration::from_secs(60));
+        assert!(claims(Role::Agent).may_review());
+        for role in [Role::Teacher, Role::Assistant, Role::Student, Role::Learner] {
+            assert!(!claims(role).may_review(), "{role:?}");
+        }
+        let admin = AccessClaims {
+            admin: true,
+            ..claims(Role::Student)
+        };
+        let granted = AccessClaims {
+            can_review: Some(true),
+            ..claims(Role::Teacher)
+        };
+        let refused = AccessClaims {
+            can_review: Some(false),
+            ..claims(Role::Agent)
+        };
+        assert!(admin.may_review() && granted.may_review() && !refused.may_review());
+        let keys = keys();
+        let token = mint(&keys, &claims(Role::Agent)).unwrap();
+        assert_eq!(verify(&keys, &token).unwrap().can_review, None);
     }
 
     #[test]
