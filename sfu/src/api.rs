@@ -6,6 +6,7 @@
 //! *what*, the SFU makes the media flow.
 
 use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
 
 use aula_protocol::{IceCandidate, PeerTarget, TrackAnnouncement, TrackKind, TrackSource};
 use tokio::sync::{mpsc, oneshot};
@@ -67,7 +68,7 @@ pub enum PeerState {
 }
 
 /// What happened in the media plane.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum SfuEvent {
     /// Media started arriving for an announced track; subscribe others to it.
     TrackPublished {
@@ -94,6 +95,13 @@ pub enum SfuEvent {
     ConnectionQuality {
         participant: ParticipantId,
         quality: crate::quality::ConnectionQuality,
+    },
+    /// A recorded participant's links over the last second (see [`crate::qos`]), sampled
+    /// at `at`, for the recording's QoS timeline.
+    QosSample {
+        participant: ParticipantId,
+        at: Instant,
+        sample: Box<crate::qos::PeerSample>,
     },
 }
 
@@ -180,6 +188,10 @@ pub(crate) enum Command {
         paused: bool,
         reply: Reply<()>,
     },
+    NoteSelfMuted {
+        track_sid: TrackSid,
+        muted: bool,
+    },
     RestartIce {
         participant: ParticipantId,
         reply: Reply<()>,
@@ -200,7 +212,7 @@ pub(crate) enum Command {
     },
     StartRecording {
         spec: RecordingSpec,
-        reply: Reply<()>,
+        reply: Reply<Instant>,
     },
     RecordParticipant {
         id: String,
@@ -337,6 +349,17 @@ impl SfuHandle {
         .await
     }
 
+    /// The publisher muted or unmuted its own track: forwarding goes on (it sends silence or
+    /// black, or nothing), but a recording notes it in the track's log. Not waited for.
+    pub async fn note_self_muted(&self, track_sid: &str, muted: bool) -> Result<(), SfuError> {
+        let track_sid = track_sid.to_owned();
+        let command = Command::NoteSelfMuted { track_sid, muted };
+        self.commands
+            .send(command)
+            .await
+            .map_err(|_| SfuError::Stopped)
+    }
+
     /// Restarts ICE on the participant's subscribe connection (it reconnected from another
     /// network); an [`SfuEvent::SubscribeOffer`] with new credentials follows. The publish
     /// connection restarts from the client's side, with an ICE-restart offer.
@@ -397,8 +420,10 @@ impl SfuHandle {
     }
 
     /// Starts recording every track `spec.participants` publish, now or later, into capture
-    /// logs in `spec.dir` (see [`crate::record::capture`]). The id must be new.
-    pub async fn start_recording(&self, spec: RecordingSpec) -> Result<(), SfuError> {
+    /// logs in `spec.dir` (see [`crate::record::capture`]). The id must be new. Returns the
+    /// recording's time 0, the origin of its logs' record times, so that what the control plane
+    /// writes beside them (the QoS timeline) lines up with them.
+    pub async fn start_recording(&self, spec: RecordingSpec) -> Result<Instant, SfuError> {
         self.call(|reply| Command::StartRecording { spec, reply })
             .await
     }

@@ -16,6 +16,7 @@ pub mod impair;
 pub mod metrics;
 pub mod nack_age;
 pub mod peer;
+pub mod qos;
 pub mod quality;
 pub mod record;
 pub mod red;

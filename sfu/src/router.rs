@@ -49,6 +49,7 @@ use crate::forward::{Decision, Forwarder, PacketMeta};
 use crate::host::HostAddrs;
 use crate::metrics::SfuMetrics;
 use crate::peer;
+use crate::qos::{self, LayerChange, LayerReason, LinkState, Totals};
 use crate::quality::{self, ConnectionQuality, LinkSample};
 use crate::record::capture::{Captures, RecordingSpec, TrackLog, TrackMeta};
 use crate::record::format::Marker;
@@ -265,6 +266,9 @@ pub struct Router {
     metrics: SfuMetrics,
     /// Recordings in progress (see [`crate::record::capture`]).
     captures: Captures,
+    /// QoS samples of recorded participants (see [`crate::qos`]).
+    qos: qos::Sampler,
+    next_qos_sample: Instant,
 }
 
 /// A datagram for the worker to send: from which of our addresses, to whom.
@@ -315,6 +319,8 @@ impl Router {
             unroutable_log: DropLog::default(),
             metrics,
             captures: Captures::default(),
+            qos: qos::Sampler::default(),
+            next_qos_sample: now,
         }
     }
 
@@ -445,6 +451,10 @@ impl Router {
         if now >= self.next_peer_stats {
             self.next_peer_stats = now + PEER_STATS_INTERVAL;
             self.sample_peer_stats(now);
+        }
+        if now >= self.next_qos_sample {
+            self.next_qos_sample = now + qos::SAMPLE_INTERVAL;
+            self.sample_qos(now);
         }
         self.drive(now);
     }
@@ -744,6 +754,12 @@ impl Router {
         }
         producer.paused = paused;
         Ok(())
+    }
+
+    /// The publisher muted or unmuted its own track: recordings note it in the track's log.
+    pub fn note_self_muted(&mut self, now: Instant, track_sid: &str, muted: bool) {
+        self.captures
+            .marker(now, track_sid, Marker::SelfMuted(muted));
     }
 
     /// Staff (teachers, assistants) cameras come before other cameras in every subscriber's
@@ -1563,6 +1579,72 @@ impl Router {
         }
     }
 
+    /// Tells the control plane what each recorded participant's links did over the last
+    /// second ([`SfuEvent::QosSample`]).
+    fn sample_qos(&mut self, now: Instant) {
+        let captures = &self.captures;
+        self.qos.retain(|p| captures.records(p));
+        let recorded: Vec<ParticipantId> = self
+            .participants
+            .keys()
+            .filter(|p| self.captures.records(p))
+            .cloned()
+            .collect();
+        for participant in recorded {
+            let Some(state) = self.participants.get(&participant) else {
+                continue;
+            };
+            let (publish, subscribe, quality) = (state.publish, state.subscribe, state.quality);
+            let mut totals = Totals::default();
+            let mut link = LinkState {
+                quality,
+                recording_dropped: self.captures.dropped_of(&participant),
+                ..LinkState::default()
+            };
+            if let Some(peer) = publish.and_then(|key| self.peers.get_mut(&key)) {
+                totals.add(&peer.pc.get_stats(now, StatsSelector::None));
+            }
+            if let Some(peer) = subscribe.and_then(|key| self.peers.get_mut(&key)) {
+                let report = peer.pc.get_stats(now, StatsSelector::None);
+                totals.add(&report);
+                link.estimate_bps = peer.estimate.as_ref().and_then(SharedEstimate::current);
+                link.loss_before_recovery = peer.estimate.as_ref().map(SharedEstimate::loss);
+                for entry in report.iter() {
+                    if let RTCStatsReportEntry::RemoteInboundRtp(stats) = entry {
+                        let received = &stats.received_rtp_stream_stats;
+                        let jitter =
+                            jitter_secs(&report, &received.rtp_stream_stats, received.jitter);
+                        let worst = |was: Option<Duration>, secs: f64| {
+                            was.max(Some(Duration::from_secs_f64(secs.max(0.0))))
+                        };
+                        link.jitter = worst(link.jitter, jitter);
+                        if stats.round_trip_time_measurements > 0 {
+                            link.rtt = worst(link.rtt, stats.round_trip_time);
+                        }
+                        link.loss_after_recovery = Some(
+                            link.loss_after_recovery
+                                .unwrap_or(0.0)
+                                .max(stats.fraction_lost),
+                        );
+                    }
+                }
+            }
+            link.layers = self
+                .producers
+                .values()
+                .filter(|p| p.kind == TrackKind::Video)
+                .filter_map(|p| Some((p.sid.clone(), p.consumers.get(&participant)?)))
+                .map(|(sid, consumer)| (sid, consumer.forwarder.current()))
+                .collect();
+            let sample = self.qos.sample(now, &participant, totals, link);
+            self.events.push_back(SfuEvent::QosSample {
+                participant,
+                at: now,
+                sample: Box::new(sample),
+            });
+        }
+    }
+
     /// Shares each subscriber's bandwidth estimate among its consumers: see
     /// [`crate::forward::allocate`] for the order and [`crate::forward::selector`] for the
     /// timing. A subscriber without any estimate gets the best layers.
@@ -1662,6 +1744,17 @@ impl Router {
                 // layer goes out in this same housekeeping round (`request_keyframes`).
                 consumer.retarget(&producer.activity);
                 debug!(%participant, track = %sid, ?before, ?after, ?budget, "allocation changed");
+                if self.captures.records(participant) {
+                    let cap = demands[i].layers.iter().rposition(Option::is_some);
+                    let change = LayerChange {
+                        at: now,
+                        track_sid: sid.clone(),
+                        from: before,
+                        to: after,
+                        reason: LayerReason::of(after, cap, lossy),
+                    };
+                    self.qos.layer_changed(participant, change);
+                }
                 self.metrics
                     .layer_changes
                     .with_label_values(&[if after > before { "up" } else { "down" }])

@@ -536,7 +536,7 @@ impl Sim {
                 participant,
                 quality,
             } => self.qualities.push((participant, quality)),
-            SfuEvent::TrackUnpublished { .. } => {}
+            SfuEvent::TrackUnpublished { .. } | SfuEvent::QosSample { .. } => {}
         }
     }
 }

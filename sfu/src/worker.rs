@@ -317,8 +317,11 @@ fn handle_command(router: &mut Router, impairments: &mut Impairments, command: C
         Command::Stats { reply } => {
             let _ = reply.send(Ok(router.stats()));
         }
+        Command::NoteSelfMuted { track_sid, muted } => {
+            router.note_self_muted(now, &track_sid, muted);
+        }
         Command::StartRecording { spec, reply } => {
-            let _ = reply.send(router.start_recording(now, spec));
+            let _ = reply.send(router.start_recording(now, spec).map(|()| now));
         }
         Command::RecordParticipant {
             id,

@@ -43,4 +43,6 @@ pub mod webhook;
 
 pub use config::Config;
 pub use http::WS_MAX_MESSAGE_BYTES;
+/// Reading a recording's QoS timeline (its line format: `recording::qos`).
+pub use recording::qos::{QOS_FILE, read as read_qos};
 pub use server::{Server, start, start_with_media};

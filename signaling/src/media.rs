@@ -102,11 +102,25 @@ pub trait MediaPlane: Send + Sync + 'static {
         Box::pin(async { Ok(()) })
     }
 
+    /// The publisher muted or unmuted its own track (a recording notes it). Only a note: the
+    /// default ignores it.
+    fn note_self_muted<'a>(
+        &'a self,
+        _track_sid: &'a str,
+        _muted: bool,
+    ) -> BoxFuture<'a, Result<(), SfuError>> {
+        Box::pin(async { Ok(()) })
+    }
+
     // Recording (see `crate::recording`). Defaults refuse: a media plane that cannot record
     // must not let a recording look started.
 
-    /// Starts recording the tracks of `spec.participants` into capture logs in `spec.dir`.
-    fn start_recording(&self, _spec: RecordingSpec) -> BoxFuture<'_, Result<(), SfuError>> {
+    /// Starts recording the tracks of `spec.participants` into capture logs in `spec.dir`;
+    /// returns the recording's time 0 (the origin of the logs' record times).
+    fn start_recording(
+        &self,
+        _spec: RecordingSpec,
+    ) -> BoxFuture<'_, Result<std::time::Instant, SfuError>> {
         Box::pin(async { Err(unsupported("start_recording")) })
     }
 
@@ -133,6 +147,14 @@ fn unsupported(what: &str) -> SfuError {
 }
 
 impl MediaPlane for SfuHandle {
+    fn note_self_muted<'a>(
+        &'a self,
+        track_sid: &'a str,
+        muted: bool,
+    ) -> BoxFuture<'a, Result<(), SfuError>> {
+        Box::pin(SfuHandle::note_self_muted(self, track_sid, muted))
+    }
+
     fn publish_offer<'a>(
         &'a self,
         participant: &'a str,
@@ -221,7 +243,10 @@ impl MediaPlane for SfuHandle {
         Box::pin(SfuHandle::set_staff(self, participant, true))
     }
 
-    fn start_recording(&self, spec: RecordingSpec) -> BoxFuture<'_, Result<(), SfuError>> {
+    fn start_recording(
+        &self,
+        spec: RecordingSpec,
+    ) -> BoxFuture<'_, Result<std::time::Instant, SfuError>> {
         Box::pin(SfuHandle::start_recording(self, spec))
     }
 

@@ -577,6 +577,8 @@ pub(crate) async fn handle_event(state: &AppState, event: SfuEvent) {
                 return;
             };
             tracing::info!(participant, track_sid = track.sid, kind = ?track.kind, source = ?track.source, "track published");
+            let qos = state.recorder().qos();
+            qos.track_published(&participant, &track.sid, track.source);
             for subscriber in subscribers {
                 if let Err(e) = state.media.subscribe(&subscriber, &track.sid).await {
                     tracing::warn!(subscriber, track_sid = track.sid, "subscribe failed: {e}");
@@ -591,6 +593,8 @@ pub(crate) async fn handle_event(state: &AppState, event: SfuEvent) {
             if state.registry().track_unpublished(&participant, &track_sid) {
                 tracing::info!(participant, track_sid, "track unpublished");
             }
+            let qos = state.recorder().qos();
+            qos.track_unpublished(&participant, &track_sid);
         }
         SfuEvent::SubscribeOffer { participant, sdp } => {
             if !state
@@ -638,5 +642,10 @@ pub(crate) async fn handle_event(state: &AppState, event: SfuEvent) {
                 }
             }
         }
+        SfuEvent::QosSample {
+            participant,
+            at,
+            sample,
+        } => state.recorder().qos().sample(&participant, at, &sample),
     }
 }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aula_protocol::{
-    ClientMessage, ErrorCode, MAX_RENDERED_DIMENSION, PROTOCOL_VERSION, ParticipantConnection,
+    ClientMessage, ClientStats, ErrorCode, MAX_RENDERED_DIMENSION, PROTOCOL_VERSION, ParticipantConnection,
     ServerEvent, ServerMessage, TrackKind,
 };
 use aula_sfu::{RenderedSize, SfuError};
@@ -54,6 +54,9 @@ const CHAT_PER_SEC: f64 = 1.0;
 /// Data: a burst of 20, then 10 per second (reactions and quiz clicks come in flurries).
 const DATA_BURST: u32 = 20;
 const DATA_PER_SEC: f64 = 10.0;
+/// `client_stats`: one every 4 s, with room for one early (the SDK sends one every 5 s).
+const STATS_BURST: u32 = 2;
+const STATS_PER_SEC: f64 = 0.25;
 
 /// Whether the loop keeps reading after a message.
 #[derive(Debug)]
@@ -75,6 +78,7 @@ struct Joined {
     claims: AccessClaims,
     chat_bucket: TokenBucket,
     data_bucket: TokenBucket,
+    stats_bucket: TokenBucket,
     /// Secret to take this participant over from a new socket; empty when reconnects are off.
     resume_token: String,
 }
@@ -126,6 +130,8 @@ pub(crate) async fn run(socket: WebSocket, state: Arc<AppState>, unjoined: Owned
     // Whether the connection was lost rather than ended on purpose (leave, kick, shutdown):
     // only then is the participant kept for a resume.
     let mut lost = false;
+    // Why the participant leaves, for a recording's timeline, if it is not kept for a resume.
+    let mut leave_reason = String::from("connection lost");
 
     // Writes are bounded by the idle timeout too: a client that stops reading fills its TCP
     // window, and an unbounded write would then block this loop, its pings and its timeout.
@@ -156,6 +162,7 @@ pub(crate) async fn run(socket: WebSocket, state: Arc<AppState>, unjoined: Owned
                         }
                     }
                     Outgoing::End { left } => {
+                        leave_reason = left.clone().unwrap_or_else(|| "ended".into());
                         if let Some(reason) = left {
                             let _ = writer.send_json(&ServerMessage::Left { reason }).await;
                         }
@@ -170,6 +177,7 @@ pub(crate) async fn run(socket: WebSocket, state: Arc<AppState>, unjoined: Owned
                 break;
             }
             _ = crate::server::stopped(&mut shutdown) => {
+                leave_reason = REASON_SHUTDOWN.into();
                 let _ = writer.send_json(&ServerMessage::Left { reason: REASON_SHUTDOWN.into() }).await;
                 writer.close(close_code::AWAY, REASON_SHUTDOWN).await;
                 break;
@@ -226,6 +234,7 @@ pub(crate) async fn run(socket: WebSocket, state: Arc<AppState>, unjoined: Owned
             _ = ping.tick() => {
                 if last_heard.elapsed() > idle_timeout {
                     tracing::info!(sid = session.sid(), "closing idle WebSocket");
+                    leave_reason = "idle timeout".into();
                     lost = true;
                     break;
                 }
@@ -254,7 +263,7 @@ pub(crate) async fn run(socket: WebSocket, state: Arc<AppState>, unjoined: Owned
         }
         joined => {
             session.joined = joined;
-            session.cleanup().await;
+            session.cleanup(&leave_reason).await;
         }
     }
 }
@@ -270,6 +279,8 @@ fn park(
 ) {
     let token = joined.resume_token.clone();
     tracing::info!(sid = joined.sid, "connection lost; waiting for a resume");
+    let qos = state.recorder().qos();
+    qos.event(&joined.sid, "reconnecting", serde_json::json!({}));
     state
         .registry()
         .connection_changed(&joined.sid, ParticipantConnection::Reconnecting);
@@ -296,7 +307,7 @@ fn park(
                 joined: Some(parked.joined),
                 handover: Arc::new(Notify::new()),
             };
-            session.cleanup().await;
+            session.cleanup("not resumed in time").await;
         }
     });
 }
@@ -346,6 +357,7 @@ fn message_kind(msg: &ClientMessage) -> &'static str {
         ClientMessage::TrackSettings { .. } => "track_settings",
         ClientMessage::StartRecording => "start_recording",
         ClientMessage::StopRecording => "stop_recording",
+        ClientMessage::ClientStats(_) => "client_stats",
     }
 }
 
@@ -561,6 +573,8 @@ impl Session {
         };
         let sid = parked.joined.sid.clone();
         tracing::info!(sid, "resumed");
+        let qos = self.state.recorder().qos();
+        qos.event(&sid, "reconnected", serde_json::json!({}));
         self.state
             .registry()
             .connection_changed(&sid, ParticipantConnection::Connected);
@@ -667,6 +681,7 @@ impl Session {
             claims,
             chat_bucket: TokenBucket::new(CHAT_BURST, CHAT_PER_SEC, now),
             data_bucket: TokenBucket::new(DATA_BURST, DATA_PER_SEC, now),
+            stats_bucket: TokenBucket::new(STATS_BURST, STATS_PER_SEC, now),
             resume_token: resume_token.clone(),
         });
         self.state.register_live(&resume_token, &self.handover);
@@ -743,7 +758,14 @@ impl Session {
                         ErrorCode::UnknownTrack,
                         format!("{track_sid} is not one of your tracks"),
                     );
-                } else if !muted && self.state.registry().take_force_muted(sid, &track_sid) {
+                    return Flow::Continue;
+                }
+                let fields = serde_json::json!({ "track": track_sid, "muted": u8::from(muted) });
+                self.state.recorder().qos().event(sid, "mute", fields);
+                if let Err(e) = self.state.media().note_self_muted(&track_sid, muted).await {
+                    tracing::debug!(sid, track_sid, "the SFU did not note a mute: {e}");
+                }
+                if !muted && self.state.registry().take_force_muted(sid, &track_sid) {
                     // A moderator had paused it in the SFU; the publisher's unmute resumes it.
                     self.state
                         .apply_effects(vec![MediaEffect::Pause {
@@ -804,6 +826,20 @@ impl Session {
 
     /// The moderation messages: the registry checks and changes, then the media plane follows.
     async fn moderate(&mut self, sid: &str, msg: ClientMessage) -> Result<(), Refused> {
+        let action = message_kind(&msg);
+        let target = match &msg {
+            ClientMessage::LowerHand { participant_sid } => participant_sid.clone(),
+            ClientMessage::InviteToStage { participant_sid }
+            | ClientMessage::RemoveFromStage { participant_sid }
+            | ClientMessage::SetPermissions {
+                participant_sid, ..
+            }
+            | ClientMessage::RemoveParticipant {
+                participant_sid, ..
+            } => Some(participant_sid.clone()),
+            ClientMessage::MuteParticipantTrack { track_sid } => Some(track_sid.clone()),
+            _ => None,
+        };
         let effects = {
             let mut reg = self.state.registry();
             match msg {
@@ -852,6 +888,8 @@ impl Session {
             }
         };
         self.state.apply_effects(effects).await;
+        let fields = serde_json::json!({ "action": action, "target": target });
+        self.state.recorder().qos().event(sid, "moderation", fields);
         Ok(())
     }
 
@@ -895,7 +933,27 @@ impl Session {
         }
         if let Err((code, message)) = self.state.registry().chat(sid, text) {
             self.error(code, message);
+            return;
         }
+        let fields = serde_json::json!({ "text": text });
+        self.state.recorder().qos().event(sid, "chat", fields);
+    }
+
+    /// A browser's own figures, for the QoS timeline of a recording (ignored otherwise).
+    fn client_stats(&mut self, sid: &str, stats: &ClientStats) {
+        if let Err(why) = stats.validate() {
+            self.error(ErrorCode::BadMessage, why);
+            return;
+        }
+        let now = std::time::Instant::now();
+        if let Some(wait) = self.joined.as_mut().and_then(|j| j.stats_bucket.take(now).err()) {
+            self.error(
+                ErrorCode::RateLimited,
+                format!("too many client_stats; retry in {} ms", wait.as_millis()),
+            );
+            return;
+        }
+        self.state.recorder().qos().client_stats(sid, stats);
     }
 
     /// The checks chat and data messages share: the sender's data grant, then its rate limit
@@ -946,6 +1004,7 @@ impl Session {
     fn support(&mut self, sid: &str, msg: ClientMessage) {
         let Some(joined) = &self.joined else { return };
         let claims = &joined.claims;
+        let caller_identity = claims.sub.clone();
         let caller = Caller {
             sid: sid.to_owned(),
             identity: claims.sub.clone(),
@@ -958,6 +1017,12 @@ impl Session {
             outbox: self.outbox.clone(),
         };
         let now = std::time::Instant::now();
+        let transfer = match &msg {
+            ClientMessage::TransferSession { session_id, skill } => {
+                Some((format!("support-{session_id}"), skill.clone()))
+            }
+            _ => None,
+        };
         let result = {
             let mut desk = self.state.desk();
             match msg {
@@ -977,7 +1042,14 @@ impl Session {
             }
         };
         match result {
-            Ok(effects) => self.state.desk_effects(effects),
+            Ok(effects) => {
+                if let Some((room, skill)) = transfer {
+                    let fields = serde_json::json!({ "skill": skill, "by": caller_identity });
+                    let qos = self.state.recorder().qos();
+                    qos.room_event(&room, None, "transfer", fields);
+                }
+                self.state.desk_effects(effects)
+            }
             Err((code, message)) => self.error(code, message),
         }
     }
@@ -1014,10 +1086,13 @@ impl Session {
         self.error(code, e.to_string());
     }
 
-    async fn cleanup(self) {
+    /// Removes the participant; `reason` says why, for a recording's timeline.
+    async fn cleanup(self, reason: &str) {
         let Some(joined) = self.joined else {
             return;
         };
+        let fields = serde_json::json!({ "reason": reason });
+        self.state.recorder().qos().event(&joined.sid, "leave", fields);
         // Before `leave`, which may report the room's end: the backend sees the last
         // participant leave, then the room end.
         self.state.webhooks().emit(

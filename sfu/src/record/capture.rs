@@ -180,6 +180,23 @@ impl Captures {
         }
     }
 
+    /// Whether a recording takes `participant`'s tracks (its QoS is sampled then: `crate::qos`).
+    pub fn records(&self, participant: &str) -> bool {
+        self.recordings
+            .values()
+            .any(|c| c.participants.contains(participant))
+    }
+
+    /// Records of `participant`'s tracks dropped so far because the disk did not keep up.
+    pub fn dropped_of(&self, participant: &str) -> u64 {
+        self.recordings
+            .values()
+            .flat_map(|c| c.open.values().map(|t| &t.log).chain(&c.closed))
+            .filter(|log| log.track.participant == participant)
+            .map(|log| log.log.dropped())
+            .sum()
+    }
+
     /// A participant left the SFU (its tracks were unpublished first): it is no longer recorded.
     pub fn participant_left(&mut self, participant: &str) {
         for capture in self.recordings.values_mut() {

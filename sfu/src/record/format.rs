@@ -47,6 +47,7 @@ const MARKER_LAYER_SWITCH: u8 = 1;
 const MARKER_KEYFRAME_REQUEST: u8 = 2;
 const MARKER_MUTED: u8 = 3;
 const MARKER_GAP: u8 = 4;
+const MARKER_SELF_MUTED: u8 = 5;
 
 const GAP_QUEUE_FULL: u8 = 1;
 const GAP_OVERSIZED: u8 = 2;
@@ -102,8 +103,12 @@ pub enum Marker {
     LayerSwitch { layer: u8 },
     /// The SFU asked the publisher for a keyframe.
     KeyframeRequest,
-    /// The publisher muted or paused the track (`true`), or unmuted or resumed it (`false`).
+    /// A moderator paused the track (`true`: the SFU stops forwarding it), or its publisher
+    /// resumed it (`false`).
     Muted(bool),
+    /// The publisher muted its own track (`true`: it sends silence or black, or nothing), or
+    /// unmuted it (`false`).
+    SelfMuted(bool),
     /// Records are missing here: `dropped` of them, for `reason`.
     Gap { dropped: u64, reason: GapReason },
 }
@@ -191,6 +196,7 @@ impl Marker {
             Marker::LayerSwitch { layer } => vec![MARKER_LAYER_SWITCH, layer],
             Marker::KeyframeRequest => vec![MARKER_KEYFRAME_REQUEST],
             Marker::Muted(muted) => vec![MARKER_MUTED, u8::from(muted)],
+            Marker::SelfMuted(muted) => vec![MARKER_SELF_MUTED, u8::from(muted)],
             Marker::Gap { dropped, reason } => {
                 let reason = match reason {
                     GapReason::QueueFull => GAP_QUEUE_FULL,
@@ -209,6 +215,8 @@ impl Marker {
             [MARKER_KEYFRAME_REQUEST] => Marker::KeyframeRequest,
             [MARKER_MUTED, 0] => Marker::Muted(false),
             [MARKER_MUTED, 1] => Marker::Muted(true),
+            [MARKER_SELF_MUTED, 0] => Marker::SelfMuted(false),
+            [MARKER_SELF_MUTED, 1] => Marker::SelfMuted(true),
             [MARKER_GAP, reason, ref dropped @ ..] => Marker::Gap {
                 dropped: u64::from_be_bytes(dropped.try_into().ok()?),
                 reason: match reason {
@@ -479,6 +487,8 @@ pub(crate) mod tests {
             Entry::Marker(Marker::KeyframeRequest),
             Entry::Marker(Marker::Muted(true)),
             Entry::Marker(Marker::Muted(false)),
+            Entry::Marker(Marker::SelfMuted(true)),
+            Entry::Marker(Marker::SelfMuted(false)),
             Entry::Marker(Marker::Gap {
                 dropped: 12_345,
                 reason: GapReason::QueueFull,

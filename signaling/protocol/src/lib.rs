@@ -220,7 +220,7 @@ pub struct RoomInfo {
 }
 
 /// Messages from a client to the server.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClientMessage {
     /// Must be the first message. The token names the room and the identity.
@@ -336,6 +336,69 @@ pub enum ClientMessage {
         width: u32,
         height: u32,
     },
+
+    // --- Browser statistics (servers without it answer `bad_message`) ---
+    /// What the participant's own browser measures, for the QoS timeline of a recording (see
+    /// [`ClientStats`]); the browser SDK sends it by itself every [`CLIENT_STATS_INTERVAL_SECS`]
+    /// while connected. Refused with `bad_message` when a value is out of range
+    /// ([`ClientStats::validate`]) and `rate_limited` when sent more often than about every
+    /// 4 s; the session goes on either way. Outside a recording the server ignores it.
+    ClientStats(ClientStats),
+}
+
+/// How often the browser SDK sends [`ClientMessage::ClientStats`].
+pub const CLIENT_STATS_INTERVAL_SECS: u64 = 5;
+
+/// A browser's summary of the last interval (since its previous `client_stats`), e.g.
+/// `{"type":"client_stats","fps":24.5,"freezes":1,"freeze_ms":450,"frame_width":1280,
+/// "frame_height":720,"audio_concealed_ratio":0.02,"packet_loss":0.01,"rtt_ms":48,
+/// "jitter_ms":6}`. Every field may be left out (0): a receive-only student has no video to
+/// count. Received media only, from `RTCPeerConnection.getStats()`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ClientStats {
+    /// Frames per second decoded, over the received videos (their average).
+    pub fps: f64,
+    /// Video freezes (`freezeCount`) and their total duration, in milliseconds.
+    pub freezes: u32,
+    pub freeze_ms: u32,
+    /// The largest video frame decoded, in pixels.
+    pub frame_width: u32,
+    pub frame_height: u32,
+    /// The share of audio samples the browser had to conceal (0.0..=1.0): what lost or late
+    /// audio sounded like.
+    pub audio_concealed_ratio: f64,
+    /// The share of received packets lost (0.0..=1.0), as the browser counts them.
+    pub packet_loss: f64,
+    /// The round trip of the browser's selected candidate pair, and the received streams' worst
+    /// jitter, in milliseconds.
+    pub rtt_ms: f64,
+    pub jitter_ms: f64,
+}
+
+impl ClientStats {
+    /// The checks a `client_stats` message passes: every number finite and within what a
+    /// browser can report, so that a buggy or hostile client cannot write nonsense into a
+    /// recording's timeline.
+    pub fn validate(&self) -> Result<(), String> {
+        let in_range = |name: &str, value: f64, max: f64| {
+            if value.is_finite() && (0.0..=max).contains(&value) {
+                Ok(())
+            } else {
+                Err(format!("{name} must be a number from 0 to {max}"))
+            }
+        };
+        in_range("fps", self.fps, 240.0)?;
+        in_range("audio_concealed_ratio", self.audio_concealed_ratio, 1.0)?;
+        in_range("packet_loss", self.packet_loss, 1.0)?;
+        in_range("rtt_ms", self.rtt_ms, 60_000.0)?;
+        in_range("jitter_ms", self.jitter_ms, 60_000.0)?;
+        in_range("freezes", f64::from(self.freezes), 1_000.0)?;
+        in_range("freeze_ms", f64::from(self.freeze_ms), 600_000.0)?;
+        let max = f64::from(MAX_RENDERED_DIMENSION);
+        in_range("frame_width", f64::from(self.frame_width), max)?;
+        in_range("frame_height", f64::from(self.frame_height), max)
+    }
 }
 
 /// Messages from the server to a client.
@@ -604,6 +667,52 @@ impl ClientMessage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_stats_parse_flat_with_defaults() {
+        let text = r#"{"type":"client_stats","fps":24.5,"freezes":1,"frame_width":1280}"#;
+        let ClientMessage::ClientStats(stats) = ClientMessage::parse(text).unwrap() else {
+            panic!("not client_stats");
+        };
+        assert_eq!(stats.fps, 24.5);
+        assert_eq!(stats.freezes, 1);
+        assert_eq!(stats.frame_width, 1280);
+        assert_eq!(stats.frame_height, 0);
+        assert_eq!(stats.validate(), Ok(()));
+        let text = serde_json::to_string(&ClientMessage::ClientStats(stats)).unwrap();
+        assert!(text.starts_with(r#"{"type":"client_stats","fps":24.5"#), "{text}");
+    }
+
+    #[test]
+    fn client_stats_out_of_range_are_refused() {
+        let ok = ClientStats {
+            fps: 30.0,
+            audio_concealed_ratio: 1.0,
+            rtt_ms: 120.0,
+            frame_width: MAX_RENDERED_DIMENSION,
+            ..ClientStats::default()
+        };
+        assert_eq!(ok.validate(), Ok(()));
+        let bad = [
+            ClientStats { fps: -1.0, ..ok },
+            ClientStats { fps: f64::NAN, ..ok },
+            ClientStats { fps: 1000.0, ..ok },
+            ClientStats { audio_concealed_ratio: 1.5, ..ok },
+            ClientStats { packet_loss: f64::INFINITY, ..ok },
+            ClientStats { rtt_ms: 1e9, ..ok },
+            ClientStats { freezes: 5000, ..ok },
+            ClientStats { frame_height: MAX_RENDERED_DIMENSION + 1, ..ok },
+        ];
+        for stats in bad {
+            assert!(stats.validate().is_err(), "{stats:?} passed");
+        }
+        // A wrong type is a parse error: bad_message too.
+        let text = r#"{"type":"client_stats","fps":"fast"}"#;
+        assert_eq!(
+            ClientMessage::parse(text).unwrap_err().0,
+            ErrorCode::BadMessage
+        );
+    }
 
     #[test]
     fn messages_are_tagged_snake_case() {

@@ -13,6 +13,8 @@
 //! while a recording starts is recorded exactly once: either it is in the room when the
 //! recording reads who is there, or it finds the recording started.
 
+pub mod qos;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -145,6 +147,8 @@ struct Inner {
     metrics: SignalingMetrics,
     /// Recordings in progress, by room.
     active: tokio::sync::Mutex<HashMap<String, Manifest>>,
+    /// The recordings' QoS timelines (`qos.jsonl`).
+    qos: qos::QosLogs,
 }
 
 impl Recorder {
@@ -162,6 +166,7 @@ impl Recorder {
             webhooks,
             metrics,
             active: tokio::sync::Mutex::default(),
+            qos: qos::QosLogs::default(),
         };
         Self {
             inner: Arc::new(inner),
@@ -209,10 +214,20 @@ impl Recorder {
                 .map_err(|e| e.to_string()),
             Err(e) => Err(format!("cannot write {}: {e}", dir.display())),
         };
-        if let Err(why) = started {
-            tracing::warn!(room, "recording did not start: {why}");
-            self.inner.metrics.recording_failures.inc();
-            return Err(Refusal::Failed(why));
+        let zero = match started {
+            Ok(zero) => zero,
+            Err(why) => {
+                tracing::warn!(room, "recording did not start: {why}");
+                self.inner.metrics.recording_failures.inc();
+                return Err(Refusal::Failed(why));
+            }
+        };
+        let qos = &self.inner.qos;
+        if let Err(e) = qos.open(room, &dir, zero, started_by) {
+            tracing::warn!(room, "the recording will have no QoS timeline: {e}");
+        }
+        for participant in &manifest.participants {
+            qos.participant(room, "present", participant);
         }
         tracing::info!(room, recording = manifest.id, started_by, dir = %dir.display(), "recording started");
         self.inner.metrics.recordings_active.inc();
@@ -235,6 +250,10 @@ impl Recorder {
         let mut manifest = active.remove(room).ok_or(Refusal::NotRecording)?;
         self.inner.metrics.recordings_active.dec();
         self.tell_room(room, RecordingState::Stopped, &manifest);
+        self.inner
+            .qos
+            .room_event(room, None, "recording_stopped", json!({}));
+        let timeline = self.inner.qos.close(room);
         let logs = match self.inner.media.stop_recording(&manifest.id).await {
             Ok(logs) => logs,
             Err(e) => {
@@ -248,9 +267,14 @@ impl Recorder {
             }
         };
         // Joining the writer threads blocks (each flushes and fsyncs its last segment).
-        let tracks = tokio::task::spawn_blocking(move || logs.into_iter().map(finish).collect())
-            .await
-            .unwrap_or_default();
+        let tracks = tokio::task::spawn_blocking(move || {
+            if let Some(Err(e)) = timeline.map(qos::QosLog::finish) {
+                tracing::warn!("the QoS timeline was not written whole: {e}");
+            }
+            logs.into_iter().map(finish).collect()
+        })
+        .await
+        .unwrap_or_default();
         manifest.tracks = tracks;
         manifest.ended_at_unix_ms = Some(unix_ms());
         let metrics = &self.inner.metrics;
@@ -296,7 +320,9 @@ impl Recorder {
             }
             let registry = self.registry();
             if let Some(member) = registry.room(room).and_then(|r| r.member(sid)) {
-                manifest.participants.push((&member.info).into());
+                let participant = ManifestParticipant::from(&member.info);
+                self.inner.qos.participant(room, "join", &participant);
+                manifest.participants.push(participant);
                 member.send_event(event(RecordingState::Recording, manifest));
             }
             return;
@@ -337,6 +363,12 @@ impl Recorder {
                 let _ = recorder.stop(&room).await;
             }
         });
+    }
+
+    /// The QoS timelines of the recordings in progress, for the events and samples that go
+    /// into them.
+    pub fn qos(&self) -> &qos::QosLogs {
+        &self.inner.qos
     }
 
     fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
