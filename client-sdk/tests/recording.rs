@@ -243,13 +243,26 @@ async fn a_room_recorded_over_the_admin_api_leaves_a_log_of_its_audio() {
         let ended = webhook(&mut hooks, "recording_ended").await;
         assert_eq!(ended["recording_id"].as_str(), Some(id.as_str()));
 
-        // The manifest on disk is the one the API answered with.
+        // The recording is exported by itself: files, recording.json says ready, a webhook.
+        assert_eq!(manifest["state"], "exporting");
+        let ready = webhook(&mut hooks, "recording_ready").await;
+        assert_eq!(ready["recording_id"].as_str(), Some(id.as_str()));
+        assert_eq!(ready["room"], "history");
+        let files = ready["files"].as_array().expect("files");
+        assert_eq!(files.len(), 1, "the teacher's audio: {files:?}");
+        assert_eq!(files[0]["format"], "ogg");
         let recording_dir = dir.0.join(&id);
+        let ogg = recording_dir.join(files[0]["path"].as_str().expect("path"));
+        assert!(ogg_duration_s(&ogg) > 1.5, "about 2 s of audio");
         let on_disk: serde_json::Value = serde_json::from_slice(
             &std::fs::read(recording_dir.join("recording.json")).expect("recording.json"),
         )
         .expect("JSON");
-        assert_eq!(on_disk, manifest);
+        assert_eq!(on_disk["state"], "ready");
+        assert_eq!(on_disk["error"], serde_json::Value::Null);
+        // Otherwise the one the API answered with.
+        assert_eq!(on_disk["tracks"], manifest["tracks"]);
+        assert_eq!(on_disk["participants"], manifest["participants"]);
         assert_eq!(manifest["room"], "history");
         assert!(manifest["ended_at_unix_ms"].as_u64().is_some());
         let participants = manifest["participants"].as_array().expect("participants");
@@ -339,5 +352,336 @@ async fn auto_recording_starts_with_the_room_and_ends_when_it_empties() {
     })
     .await
     .expect("test finished in time");
+    server.server.shutdown().await;
+}
+
+/// The length of an Ogg Opus file, from its last granule position less the pre-skip; reading
+/// it checks every page's CRC and that it starts with an Opus header.
+fn ogg_duration_s(path: &Path) -> f64 {
+    let file = std::fs::File::open(path).expect("the Ogg file");
+    let mut reader = ogg::PacketReader::new(std::io::BufReader::new(file));
+    let head = reader
+        .read_packet()
+        .expect("valid pages")
+        .expect("a first packet");
+    assert!(head.data.starts_with(b"OpusHead"), "an Opus header");
+    let pre_skip = u16::from_le_bytes([head.data[10], head.data[11]]);
+    let mut last_granule = 0;
+    while let Some(packet) = reader.read_packet().expect("valid pages") {
+        last_granule = packet.absgp_page();
+    }
+    last_granule.saturating_sub(u64::from(pre_skip)) as f64 / 48_000.0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_recordings_api_lists_shows_exports_deletes_and_uploads() {
+    let dir = TempDir::new("api");
+    let uploads = TempDir::new("api-uploads");
+    let (hook_url, mut hooks) = webhook_receiver().await;
+    let mut config = Config::loopback_ephemeral();
+    config.recording.dir = dir.0.clone();
+    config.recording.upload = Some(format!("file://{}", uploads.0.display()));
+    config.webhooks.url = Some(hook_url);
+    let server = TestServer::start_with(config).await;
+    let addr = server.server.http_addr();
+    tokio::time::timeout(Duration::from_secs(90), async {
+        let mut teacher = server.join("art", "teacher", Role::Teacher).await;
+        let (status, body) = admin(addr, "POST", "/api/admin/rooms/art/recording", true).await;
+        assert_eq!(status, 201, "{body}");
+        let id = body["recording_id"].as_str().expect("an id").to_owned();
+        assert_eq!(
+            recording_event(&mut teacher).await.0,
+            RecordingState::Recording
+        );
+        let audio = teacher
+            .publish_audio(AudioSource::Tone(TONE))
+            .await
+            .expect("publish");
+
+        // Every bad request: its 4xx and JSON code.
+        let one = format!("/api/admin/recordings/{id}");
+        let export = format!("{one}/export");
+        for (method, path, auth, expected) in [
+            ("GET", "/api/admin/recordings", false, (401, "unauthorized")),
+            ("GET", one.as_str(), false, (401, "unauthorized")),
+            ("DELETE", one.as_str(), false, (401, "unauthorized")),
+            ("POST", export.as_str(), false, (401, "unauthorized")),
+            ("DELETE", one.as_str(), true, (409, "recording_running")),
+            ("POST", export.as_str(), true, (409, "recording_running")),
+            (
+                "GET",
+                "/api/admin/recordings/RC_000000000000",
+                true,
+                (404, "not_found"),
+            ),
+            (
+                "DELETE",
+                "/api/admin/recordings/RC_000000000000",
+                true,
+                (404, "not_found"),
+            ),
+            (
+                "POST",
+                "/api/admin/recordings/RC_000000000000/export",
+                true,
+                (404, "not_found"),
+            ),
+            (
+                "GET",
+                "/api/admin/recordings/RC_..%2F..%2Fetc",
+                true,
+                (400, "invalid_id"),
+            ),
+            (
+                "DELETE",
+                "/api/admin/recordings/..",
+                true,
+                (400, "invalid_id"),
+            ),
+            (
+                "POST",
+                "/api/admin/recordings/RC_x/export",
+                true,
+                (400, "invalid_id"),
+            ),
+        ] {
+            let (status, body) = admin(addr, method, path, auth).await;
+            assert_eq!(
+                (status, body["error"]["code"].as_str()),
+                (expected.0, Some(expected.1)),
+                "{method} {path}: {body}"
+            );
+        }
+        let (status, list) = admin(addr, "GET", "/api/admin/recordings", true).await;
+        assert_eq!(status, 200, "{list}");
+        assert_eq!(list["recordings"][0]["id"], id.as_str());
+        assert_eq!(list["recordings"][0]["state"], "recording");
+
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let (status, _) = admin(addr, "DELETE", "/api/admin/rooms/art/recording", true).await;
+        assert_eq!(status, 200);
+        drop(audio);
+        let ready = webhook(&mut hooks, "recording_ready").await;
+        let uploaded_to = format!("file://{}/{id}", uploads.0.display());
+        assert_eq!(ready["uploaded_to"].as_str(), Some(uploaded_to.as_str()));
+
+        // The upload copied the files and the export's manifest.
+        let file = ready["files"][0]["path"]
+            .as_str()
+            .expect("a file")
+            .to_owned();
+        for name in [file.as_str(), "manifest.json"] {
+            assert_eq!(
+                std::fs::read(uploads.0.join(&id).join(name)).expect("uploaded"),
+                std::fs::read(dir.0.join(&id).join(name)).expect("exported"),
+                "{name}"
+            );
+        }
+
+        let (status, list) = admin(addr, "GET", "/api/admin/recordings", true).await;
+        assert_eq!(status, 200);
+        let entry = &list["recordings"][0];
+        assert_eq!(
+            (entry["id"].as_str(), entry["room"].as_str()),
+            (Some(id.as_str()), Some("art"))
+        );
+        assert_eq!(entry["state"], "ready");
+        assert_eq!(entry["participants"][0]["identity"], "teacher");
+        assert!(
+            entry["duration_ms"].as_u64().expect("ended") >= 1_500,
+            "{entry}"
+        );
+        assert!(
+            entry["size_bytes"].as_u64().expect("size") > 1_000,
+            "{entry}"
+        );
+        let (status, shown) = admin(addr, "GET", &one, true).await;
+        assert_eq!(status, 200);
+        assert_eq!(shown["recording"]["state"], "ready");
+        assert_eq!(
+            shown["recording"]["uploaded_to"].as_str(),
+            Some(uploaded_to.as_str())
+        );
+        assert_eq!(shown["export"]["files"][0]["path"], file.as_str());
+
+        // Exported again on demand; then deleted, and gone.
+        let (status, exported) = admin(addr, "POST", &export, true).await;
+        assert_eq!(status, 200, "{exported}");
+        assert_eq!(exported["files"][0]["path"], file.as_str());
+        let (status, _) = admin(addr, "DELETE", &one, true).await;
+        assert_eq!(status, 204);
+        assert!(!dir.0.join(&id).exists());
+        let (status, body) = admin(addr, "GET", &one, true).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (404, Some("not_found"))
+        );
+    })
+    .await
+    .expect("test finished in time");
+    server.server.shutdown().await;
+}
+
+/// The built `aula` binary: `AULA_BIN`, else the workspace's `target/debug/aula`
+/// (`cargo build --bin aula` first; `scripts/test.sh` does).
+fn aula_binary() -> PathBuf {
+    let binary = std::env::var_os("AULA_BIN").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/aula"),
+        PathBuf::from,
+    );
+    assert!(
+        binary.exists(),
+        "{} not found: build it first with `cargo build --bin aula` (or set AULA_BIN)",
+        binary.display()
+    );
+    binary
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// Issue 13's crash test: the server is killed (SIGKILL) 10 s into a recording; what it left
+/// on disk exports (`aula recording export <id>`) to a valid file at least 9 s long.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recording_survives_kill_9_and_exports_at_least_9_of_its_10_seconds() {
+    let dir = TempDir::new("kill9");
+    std::fs::create_dir_all(&dir.0).expect("temp dir");
+    let (http_port, udp_port) = (free_port(), free_port());
+    let config = dir.0.join("aula.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "log_level = \"warn\"\n\n[http]\nbind = \"127.0.0.1:{http_port}\"\n\n\
+             [rtc]\nudp_bind = \"127.0.0.1:{udp_port}\"\nadvertised_ips = [\"127.0.0.1\"]\n\n\
+             [recording]\ndir = \"{}\"\nauto = [\"class\"]\n",
+            dir.0.join("recordings").display()
+        ),
+    )
+    .expect("config");
+    let mut child = std::process::Command::new(aula_binary())
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("aula serve starts");
+    let addr = SocketAddr::from(([127, 0, 0, 1], http_port));
+    let outcome = tokio::time::timeout(Duration::from_secs(60), async {
+        let deadline = tokio::time::Instant::now() + STEP;
+        while TcpStream::connect(addr).await.is_err() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the server did not listen in time"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let claims = aula_signaling::token::AccessClaims::new(
+            "physics",
+            "teacher",
+            Role::Teacher,
+            Duration::from_secs(600),
+        );
+        let token = aula_signaling::token::mint(&aula_signaling::token::ApiKeys::dev(), &claims)
+            .expect("dev token");
+        let mut teacher = Client::connect(&format!("ws://{addr}/ws"), &token)
+            .await
+            .expect("join");
+        let _audio = teacher
+            .publish_audio(AudioSource::Tone(TONE))
+            .await
+            .expect("publish");
+        let (state, id, _) = recording_event(&mut teacher).await;
+        assert_eq!(state, RecordingState::Recording);
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        child.kill().expect("SIGKILL"); // Child::kill is SIGKILL on Unix
+        child.wait().expect("reaped");
+        id
+    })
+    .await;
+    let _ = child.kill();
+    let id = outcome.expect("recorded for 10 s in time");
+
+    let export = std::process::Command::new(aula_binary())
+        .args(["recording", "export", &id, "--config"])
+        .arg(&config)
+        .output()
+        .expect("aula recording export runs");
+    assert!(
+        export.status.success(),
+        "export failed: {}",
+        String::from_utf8_lossy(&export.stderr)
+    );
+    let recording = dir.0.join("recordings").join(&id);
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(recording.join("manifest.json")).expect("manifest.json"),
+    )
+    .expect("JSON");
+    let files = manifest["files"].as_array().expect("files");
+    assert_eq!(files.len(), 1, "{manifest}");
+    assert_eq!(files[0]["format"], "ogg");
+    let seconds = ogg_duration_s(&recording.join(files[0]["path"].as_str().expect("path")));
+    assert!(seconds >= 9.0, "{seconds} s exported");
+    let state: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(recording.join("recording.json")).expect("recording.json"),
+    )
+    .expect("JSON");
+    assert_eq!(
+        state["state"], "ready",
+        "the export marks it ready: {state}"
+    );
+}
+
+/// Retention at work: the janitor sweeps at start, then hourly; with `keep_days = 7` it deletes
+/// an exported recording started 10 days ago and keeps a recent one and an old one that was
+/// never exported (still recording, or left by a crash).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_janitor_deletes_old_exported_recordings_only() {
+    let dir = TempDir::new("janitor");
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis() as u64;
+    let day_ms = 24 * 3600 * 1000;
+    let recordings = [
+        ("RC_oldexported1", "ready", now_ms - 10 * day_ms),
+        ("RC_newexported1", "ready", now_ms - day_ms),
+        ("RC_oldrecording", "recording", now_ms - 10 * day_ms),
+    ];
+    for (id, state, started) in recordings {
+        let recording = dir.0.join(id);
+        std::fs::create_dir_all(&recording).expect("dir");
+        let manifest = serde_json::json!({
+            "id": id, "room": "math", "started_by": "admin", "started_at_unix_ms": started,
+            "ended_at_unix_ms": started + 60_000, "state": state, "error": null,
+            "exported_at_unix_ms": null, "uploaded_to": null, "participants": [], "tracks": [],
+        });
+        std::fs::write(recording.join("recording.json"), manifest.to_string()).expect("write");
+    }
+    let mut config = Config::loopback_ephemeral();
+    config.recording.dir = dir.0.clone();
+    config.recording.keep_days = Some(7);
+    let server = TestServer::start_with(config).await;
+    let deadline = tokio::time::Instant::now() + STEP;
+    while dir.0.join("RC_oldexported1").exists() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not deleted in time"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        dir.0.join("RC_newexported1").exists(),
+        "a recent one is kept"
+    );
+    assert!(
+        dir.0.join("RC_oldrecording").exists(),
+        "an unexported one is kept"
+    );
     server.server.shutdown().await;
 }

@@ -18,7 +18,8 @@
 //!   cached directory (with Redis's state); without `[cluster]`, this one node as `local`
 //! - `POST   /api/admin/rooms/{room}/recording` — start recording the room (`already_recording`)
 //! - `DELETE /api/admin/rooms/{room}/recording` — stop it, once its logs are on disk; answers
-//!   with its `recording.json` (`not_recording`)
+//!   with its `recording.json` (`not_recording`); the recording is then exported
+//! - `/api/admin/recordings...` — list, show, delete and export recordings: `recording::api`
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -76,11 +77,12 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
         .route("/api/admin/support/queue", get(support_queue))
         .route("/api/admin/support/agents", get(support_agents))
         .route("/api/admin/nodes", get(list_nodes))
+        .merge(crate::recording::api::routes())
 }
 
 /// Checks the `Authorization` header: `None` when it admits an admin, else the error response
 /// saying what is wrong.
-fn refuse_unless_admin(state: &AppState, headers: &HeaderMap) -> Option<Response> {
+pub(crate) fn refuse_unless_admin(state: &AppState, headers: &HeaderMap) -> Option<Response> {
     admin_check(state, headers).err()
 }
 

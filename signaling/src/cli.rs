@@ -70,11 +70,15 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum RecordingCommand {
-    /// Turn a recording directory's capture logs into WebM and Ogg files and a manifest.json,
-    /// written into that directory.
+    /// Turn a recording's capture logs into WebM and Ogg files and a manifest.json, written
+    /// into its directory (and its recording.json marked ready or failed).
     Export {
-        /// The recording directory (holding `<track>.<index>.seg` capture logs).
-        dir: PathBuf,
+        /// A recording id (`RC_...`, found in the config's `[recording] dir`), or a recording
+        /// directory (holding `<track>.<index>.seg` capture logs).
+        recording: String,
+        /// Config file whose `[recording] dir` holds the recordings. Without one: the default.
+        #[arg(long, short, env = "AULA_CONFIG")]
+        config: Option<PathBuf>,
     },
 }
 
@@ -203,6 +207,19 @@ pub fn token_command(
     token::mint(&config.api_keys(), &claims)
 }
 
+/// The directory `aula recording export <recording>` exports: an id names a directory in the
+/// config's `[recording] dir`; anything else is a directory's path.
+pub fn recording_dir(config: &Config, recording: &str) -> PathBuf {
+    crate::recording::store::dir_of(&config.recording.dir, recording)
+        .unwrap_or_else(|| PathBuf::from(recording))
+}
+
+/// Exports the recording in `dir` as the server does when a recording ends (without the
+/// upload); see `aula_recording::export`. Blocks.
+pub fn export_command(dir: &std::path::Path) -> Result<aula_recording::manifest::Manifest, String> {
+    crate::recording::export_dir(dir)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,13 +229,46 @@ mod tests {
         let cli = Cli::try_parse_from(["aula", "recording", "export", "/var/aula/rec/1"])
             .expect("export takes a directory");
         let Command::Recording {
-            command: RecordingCommand::Export { dir },
+            command: RecordingCommand::Export { recording, config },
         } = cli.command
         else {
             panic!("not a recording export: {:?}", cli.command);
         };
-        assert_eq!(dir, PathBuf::from("/var/aula/rec/1"));
+        assert_eq!((recording.as_str(), config), ("/var/aula/rec/1", None));
         assert!(Cli::try_parse_from(["aula", "recording", "export"]).is_err());
+        let cli = Cli::try_parse_from([
+            "aula",
+            "recording",
+            "export",
+            "RC_abcdefghijkl",
+            "--config",
+            "a.toml",
+        ])
+        .expect("export takes an id and a config");
+        assert!(matches!(
+            cli.command,
+            Command::Recording {
+                command: RecordingCommand::Export {
+                    config: Some(_),
+                    ..
+                }
+            }
+        ));
+    }
+
+    #[test]
+    fn an_export_finds_a_recording_id_in_the_configured_dir() {
+        let mut config = Config::default();
+        config.recording.dir = PathBuf::from("/var/aula/rec");
+        assert_eq!(
+            recording_dir(&config, "RC_abcdefghijkl"),
+            PathBuf::from("/var/aula/rec/RC_abcdefghijkl")
+        );
+        assert_eq!(
+            recording_dir(&config, "old/RC_1"),
+            PathBuf::from("old/RC_1")
+        );
+        assert_eq!(recording_dir(&config, "RC_../x"), PathBuf::from("RC_../x"));
     }
 
     #[test]

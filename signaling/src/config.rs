@@ -138,6 +138,11 @@ pub struct RecordingConfig {
     /// Kinds of room recorded from their start without anyone asking: `"support"` (the support
     /// desk's private rooms), `"class"` (every other room). None by default.
     pub auto: Vec<RoomKind>,
+    /// Days a recording is kept once exported (and uploaded, with `upload`); none: forever.
+    pub keep_days: Option<u32>,
+    /// Where exported recordings are uploaded: `s3://bucket/prefix` (credentials from the
+    /// environment) or `file:///path`. None: they stay in `dir` only.
+    pub upload: Option<String>,
 }
 
 impl Default for RecordingConfig {
@@ -145,6 +150,8 @@ impl Default for RecordingConfig {
         Self {
             dir: PathBuf::from("./recordings"),
             auto: Vec::new(),
+            keep_days: None,
+            upload: None,
         }
     }
 }

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use aula_signaling::Config;
-use aula_signaling::cli::{Cli, Command, RecordingCommand, dev_keys_warning, token_command};
+use aula_signaling::cli::{
+    Cli, Command, RecordingCommand, dev_keys_warning, export_command, recording_dir, token_command,
+};
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
@@ -93,28 +95,39 @@ fn main() -> ExitCode {
             }
         }
         Command::Recording {
-            command: RecordingCommand::Export { dir },
-        } => match aula_recording::export(&dir) {
-            Ok(manifest) => {
-                for file in &manifest.files {
-                    println!(
-                        "{}: {} from {:.1} s, {:.1} s long",
-                        dir.join(&file.path).display(),
-                        file.participant,
-                        file.offset_ms as f64 / 1000.0,
-                        file.duration_ms as f64 / 1000.0,
-                    );
-                }
-                for skipped in &manifest.skipped {
-                    println!("skipped {}: {}", skipped.log, skipped.reason);
-                }
-                ExitCode::SUCCESS
+            command: RecordingCommand::Export { recording, config },
+        } => {
+            let config = match Config::load_or_default(config.as_deref()) {
+                Ok(config) => config,
+                Err(e) => return config_error(&e),
+            };
+            export_recording(&recording_dir(&config, &recording))
+        }
+    }
+}
+
+/// `aula recording export`: exports, then lists the files written.
+fn export_recording(dir: &std::path::Path) -> ExitCode {
+    match export_command(dir) {
+        Ok(manifest) => {
+            for file in &manifest.files {
+                println!(
+                    "{}: {} from {:.1} s, {:.1} s long",
+                    dir.join(&file.path).display(),
+                    file.participant,
+                    file.offset_ms as f64 / 1000.0,
+                    file.duration_ms as f64 / 1000.0,
+                );
             }
-            Err(e) => {
-                eprintln!("aula: cannot export the recording: {e}");
-                ExitCode::FAILURE
+            for skipped in &manifest.skipped {
+                println!("skipped {}: {}", skipped.log, skipped.reason);
             }
-        },
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("aula: cannot export the recording: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -37,6 +37,15 @@ pub(crate) struct SignalingMetrics {
     pub recording_dropped: IntCounter,
     /// Recordings that could not start, and track logs that failed (disk full, ...).
     pub recording_failures: IntCounter,
+    /// How long exports took, failed ones included.
+    pub recording_export_seconds: Histogram,
+    pub recording_export_failures: IntCounter,
+    /// Bytes under `[recording] dir`, after each export, deletion and retention sweep.
+    pub recording_disk_bytes: IntGauge,
+    pub recording_uploads: IntCounter,
+    pub recording_upload_failures: IntCounter,
+    /// Recordings deleted, by who deleted them (`api` or `retention`).
+    pub recording_deletions: IntCounterVec,
 }
 
 /// Counts one open WebSocket for as long as it lives, however its session ends.
@@ -150,6 +159,43 @@ impl SignalingMetrics {
         registry.register(Box::new(recording_records.clone()))?;
         registry.register(Box::new(recording_dropped.clone()))?;
         registry.register(Box::new(recording_failures.clone()))?;
+        // Exports take about a file copy's time: well under a second to minutes.
+        let recording_export_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "aula_recording_export_seconds",
+                "Time taken to export a recording, failed ones included",
+            )
+            .buckets(vec![0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0]),
+        )?;
+        let recording_export_failures = IntCounter::new(
+            "aula_recording_export_failures_total",
+            "Recording exports that failed",
+        )?;
+        let recording_disk_bytes = IntGauge::new(
+            "aula_recording_disk_bytes",
+            "Bytes of recordings on disk (updated after exports, deletions and retention sweeps)",
+        )?;
+        let recording_uploads = IntCounter::new(
+            "aula_recording_uploads_total",
+            "Exported recordings uploaded",
+        )?;
+        let recording_upload_failures = IntCounter::new(
+            "aula_recording_upload_failures_total",
+            "Exported recordings whose upload failed",
+        )?;
+        let recording_deletions = IntCounterVec::new(
+            Opts::new(
+                "aula_recording_deletions_total",
+                "Recordings deleted, by who deleted them (api or retention)",
+            ),
+            &["by"],
+        )?;
+        registry.register(Box::new(recording_export_seconds.clone()))?;
+        registry.register(Box::new(recording_export_failures.clone()))?;
+        registry.register(Box::new(recording_disk_bytes.clone()))?;
+        registry.register(Box::new(recording_uploads.clone()))?;
+        registry.register(Box::new(recording_upload_failures.clone()))?;
+        registry.register(Box::new(recording_deletions.clone()))?;
         Ok(Self {
             rooms,
             participants,
@@ -166,6 +212,12 @@ impl SignalingMetrics {
             recording_records,
             recording_dropped,
             recording_failures,
+            recording_export_seconds,
+            recording_export_failures,
+            recording_disk_bytes,
+            recording_uploads,
+            recording_upload_failures,
+            recording_deletions,
         })
     }
 }

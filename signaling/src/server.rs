@@ -447,7 +447,9 @@ async fn launch(
         Arc::clone(&registry),
         webhooks.clone(),
         signaling_metrics.clone(),
-    );
+    )
+    .map_err(anyhow::Error::msg)?;
+    recorder.spawn_janitor(shutdown_rx.clone());
     let state = Arc::new(AppState {
         registry,
         media,

@@ -13,17 +13,27 @@
 //! while a recording starts is recorded exactly once: either it is in the room when the
 //! recording reads who is there, or it finds the recording started.
 
+pub(crate) mod api;
+mod export_job;
+pub mod manifest;
 pub mod qos;
+mod retention;
+pub mod store;
+mod upload;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use aula_protocol::{ErrorCode, ParticipantInfo, RecordingState, Role, ServerEvent, TrackSource};
+use aula_protocol::{ErrorCode, RecordingState, ServerEvent};
+use aula_recording::manifest::Manifest as Export;
 use aula_sfu::record::capture::{RecordingSpec, TrackLog};
-use serde::Serialize;
 use serde_json::json;
+
+pub use export_job::run as export_dir;
+use manifest::{Manifest, ManifestParticipant, ManifestTrack, Status};
+use upload::Uploader;
 
 use crate::config::{RecordingConfig, RoomKind};
 use crate::media::MediaPlane;
@@ -37,8 +47,6 @@ pub(crate) const BY_ADMIN: &str = "admin";
 const BY_AUTO: &str = "auto";
 /// The support desk names its private rooms `support-<session id>` (`support::desk`).
 const SUPPORT_ROOM_PREFIX: &str = "support-";
-/// The file beside the logs that says what the recording is.
-pub const MANIFEST_FILE: &str = "recording.json";
 
 /// Why a recording request was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,56 +88,49 @@ impl Refusal {
     }
 }
 
-/// What `recording.json` holds.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub(crate) struct Manifest {
-    pub id: String,
-    pub room: String,
-    /// A participant's identity, `admin` or `auto`.
-    pub started_by: String,
-    pub started_at_unix_ms: u64,
-    /// `None` while recording (or if the server died before the end: the logs are still good).
-    pub ended_at_unix_ms: Option<u64>,
-    /// Everyone who was in the room while it was recorded.
-    pub participants: Vec<ManifestParticipant>,
-    /// One per track log, known at the end.
-    pub tracks: Vec<ManifestTrack>,
+/// Why a request about a recording by id (export, delete, get) was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum RecordingError {
+    #[error("not a recording id")]
+    InvalidId,
+    #[error("no such recording")]
+    NotFound,
+    #[error("the recording is still running")]
+    Running,
+    #[error("the recording is being exported or deleted")]
+    Busy,
+    #[error("{0}")]
+    Failed(String),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub(crate) struct ManifestParticipant {
-    pub sid: String,
-    pub identity: String,
-    pub name: String,
-    pub role: Role,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub(crate) struct ManifestTrack {
-    pub track_sid: String,
-    /// The log's name: its segments are `<log>.<index>.seg`.
-    pub log: String,
-    pub participant: String,
-    pub source: TrackSource,
-    pub codec: String,
-    pub clock_rate: u32,
-    pub segments: u32,
-    pub records: u64,
-    pub bytes: u64,
-    /// Records dropped because the disk did not keep up (a gap marker in the log says where).
-    pub dropped: u64,
-    /// Why the log stopped being written, if it failed.
-    pub error: Option<String>,
-}
-
-impl From<&ParticipantInfo> for ManifestParticipant {
-    fn from(info: &ParticipantInfo) -> Self {
-        Self {
-            sid: info.sid.clone(),
-            identity: info.identity.clone(),
-            name: info.name.clone(),
-            role: info.role,
+impl RecordingError {
+    /// The error code the admin API answers with.
+    pub fn code(&self) -> &'static str {
+        match self {
+            RecordingError::InvalidId => "invalid_id",
+            RecordingError::NotFound => "not_found",
+            RecordingError::Running => "recording_running",
+            RecordingError::Busy => "recording_busy",
+            RecordingError::Failed(_) => "internal",
         }
+    }
+}
+
+/// A claim on a stopped recording's directory while it is exported or deleted, so that two
+/// never overlap (nor retention with either); released when dropped.
+pub(super) struct Busy {
+    inner: Arc<Inner>,
+    id: String,
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let mut busy = self
+            .inner
+            .busy
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        busy.remove(&self.id);
     }
 }
 
@@ -147,6 +148,10 @@ struct Inner {
     metrics: SignalingMetrics,
     /// Recordings in progress, by room.
     active: tokio::sync::Mutex<HashMap<String, Manifest>>,
+    /// Ids of stopped recordings whose directory is in use (logs being finished, exported,
+    /// deleted): see [`Busy`].
+    busy: Mutex<HashSet<String>>,
+    uploader: Option<Uploader>,
     /// The recordings' QoS timelines (`qos.jsonl`).
     qos: qos::QosLogs,
 }
@@ -158,7 +163,13 @@ impl Recorder {
         registry: Arc<Mutex<Registry>>,
         webhooks: Webhooks,
         metrics: SignalingMetrics,
-    ) -> Self {
+    ) -> Result<Self, String> {
+        let uploader = config
+            .upload
+            .as_deref()
+            .map(Uploader::new)
+            .transpose()
+            .map_err(|e| format!("[recording] upload: {e}"))?;
         let inner = Inner {
             config,
             media,
@@ -166,11 +177,13 @@ impl Recorder {
             webhooks,
             metrics,
             active: tokio::sync::Mutex::default(),
+            busy: Mutex::default(),
+            uploader,
             qos: qos::QosLogs::default(),
         };
-        Self {
+        Ok(Self {
             inner: Arc::new(inner),
-        }
+        })
     }
 
     /// Starts recording `room`; returns the recording's id.
@@ -186,11 +199,15 @@ impl Recorder {
         };
         let started = unix_ms();
         let manifest = Manifest {
-            id: new_recording_id(),
+            id: store::new_id(),
             room: room.to_owned(),
             started_by: started_by.to_owned(),
             started_at_unix_ms: started,
             ended_at_unix_ms: None,
+            state: Status::Recording,
+            error: None,
+            exported_at_unix_ms: None,
+            uploaded_to: None,
             participants,
             tracks: Vec::new(),
         };
@@ -244,10 +261,12 @@ impl Recorder {
         Ok(id)
     }
 
-    /// Stops recording `room`, once every log is on disk; returns the final manifest.
+    /// Stops recording `room`, once every log is on disk; returns the final manifest, and
+    /// exports the recording in the background.
     pub async fn stop(&self, room: &str) -> Result<Manifest, Refusal> {
         let mut active = self.inner.active.lock().await;
         let mut manifest = active.remove(room).ok_or(Refusal::NotRecording)?;
+        let busy = self.claim_stopped(&manifest.id);
         self.inner.metrics.recordings_active.dec();
         self.tell_room(room, RecordingState::Stopped, &manifest);
         self.inner
@@ -277,6 +296,7 @@ impl Recorder {
         .unwrap_or_default();
         manifest.tracks = tracks;
         manifest.ended_at_unix_ms = Some(unix_ms());
+        manifest.state = Status::Exporting;
         let metrics = &self.inner.metrics;
         for track in &manifest.tracks {
             metrics.recording_records.inc_by(track.records);
@@ -306,7 +326,113 @@ impl Recorder {
                 "tracks": manifest.tracks,
             }),
         );
+        let recorder = self.clone();
+        tokio::spawn(async move { recorder.export_claimed(busy).await });
         Ok(manifest)
+    }
+
+    /// Exports recording `id` now (again, if it was); answers when done.
+    pub async fn export(&self, id: &str) -> Result<Export, RecordingError> {
+        let busy = self.claim(id).await?;
+        self.export_claimed(busy)
+            .await
+            .map_err(RecordingError::Failed)
+    }
+
+    /// Deletes recording `id` and its files; `by` (`api`, `retention`) labels the metric.
+    pub async fn delete(&self, id: &str, by: &str) -> Result<(), RecordingError> {
+        let busy = self.claim(id).await?;
+        let dir = self.dir_of(id);
+        tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir))
+            .await
+            .map_err(|e| RecordingError::Failed(e.to_string()))?
+            .map_err(|e| RecordingError::Failed(e.to_string()))?;
+        drop(busy);
+        tracing::info!(recording = id, by, "recording deleted");
+        let metrics = &self.inner.metrics;
+        metrics.recording_deletions.with_label_values(&[by]).inc();
+        self.refresh_disk_bytes().await;
+        Ok(())
+    }
+
+    /// Every recording on disk, newest first.
+    pub async fn list(&self) -> Result<Vec<store::Summary>, RecordingError> {
+        let root = self.inner.config.dir.clone();
+        tokio::task::spawn_blocking(move || store::list(&root))
+            .await
+            .map_err(|e| RecordingError::Failed(e.to_string()))?
+            .map_err(|e| RecordingError::Failed(e.to_string()))
+    }
+
+    /// Recording `id`'s `recording.json`, its export's `manifest.json` (once exported) and its
+    /// size on disk.
+    pub async fn get(&self, id: &str) -> Result<serde_json::Value, RecordingError> {
+        let dir = store::dir_of(&self.inner.config.dir, id).ok_or(RecordingError::InvalidId)?;
+        let read = tokio::task::spawn_blocking(move || {
+            let recording = manifest::read(&dir)?;
+            let export: Option<Export> =
+                std::fs::read(dir.join(aula_recording::manifest::FILE_NAME))
+                    .ok()
+                    .and_then(|json| serde_json::from_slice(&json).ok());
+            Ok::<_, std::io::Error>((recording, export, store::size_of(&dir)?))
+        })
+        .await
+        .map_err(|e| RecordingError::Failed(e.to_string()))?;
+        match read {
+            Ok((recording, export, size)) => {
+                Ok(json!({ "recording": recording, "export": export, "size_bytes": size }))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(RecordingError::NotFound),
+            Err(e) => Err(RecordingError::Failed(e.to_string())),
+        }
+    }
+
+    /// Claims recording `id`'s directory for an export or a deletion: refused while it
+    /// records or another claim holds it, or if there is no such recording.
+    async fn claim(&self, id: &str) -> Result<Busy, RecordingError> {
+        let dir = store::dir_of(&self.inner.config.dir, id).ok_or(RecordingError::InvalidId)?;
+        // Under the lock `stop` holds while it moves a recording from active to busy.
+        let active = self.inner.active.lock().await;
+        if active.values().any(|m| m.id == id) {
+            return Err(RecordingError::Running);
+        }
+        if !dir.join(manifest::MANIFEST_FILE).exists() {
+            return Err(RecordingError::NotFound);
+        }
+        if !self.busy().insert(id.to_owned()) {
+            return Err(RecordingError::Busy);
+        }
+        Ok(Busy {
+            inner: Arc::clone(&self.inner),
+            id: id.to_owned(),
+        })
+    }
+
+    /// Claims a recording `stop` just took out of the active ones.
+    fn claim_stopped(&self, id: &str) -> Busy {
+        self.busy().insert(id.to_owned());
+        Busy {
+            inner: Arc::clone(&self.inner),
+            id: id.to_owned(),
+        }
+    }
+
+    fn busy(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.inner
+            .busy
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Sets the gauge of bytes under `[recording] dir`.
+    async fn refresh_disk_bytes(&self) {
+        let root = self.inner.config.dir.clone();
+        if let Ok(Ok(bytes)) = tokio::task::spawn_blocking(move || store::total_size(&root)).await {
+            self.inner
+                .metrics
+                .recording_disk_bytes
+                .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        }
     }
 
     /// A participant joined `room` (which this join created, if `room_created`): recorded if
@@ -428,28 +554,15 @@ fn finish(log: TrackLog) -> ManifestTrack {
     }
 }
 
-/// Writes `recording.json` in `dir` (created if missing), replacing it whole: written beside,
-/// then renamed over, so that a crash leaves the old or the new one, never half of one.
+/// Writes `recording.json` off the async runtime.
 async fn write_manifest(dir: &Path, manifest: &Manifest) -> std::io::Result<()> {
-    tokio::fs::create_dir_all(dir).await?;
-    let json = serde_json::to_vec_pretty(manifest).map_err(std::io::Error::other)?;
-    let partial = dir.join(format!("{MANIFEST_FILE}.partial"));
-    tokio::fs::write(&partial, json).await?;
-    tokio::fs::rename(partial, dir.join(MANIFEST_FILE)).await
+    let (dir, manifest) = (dir.to_owned(), manifest.clone());
+    tokio::task::spawn_blocking(move || manifest::write(&dir, &manifest))
+        .await
+        .map_err(std::io::Error::other)?
 }
 
-fn new_recording_id() -> String {
-    use rand::Rng;
-    use rand::distr::Alphanumeric;
-    let suffix: String = rand::rng()
-        .sample_iter(Alphanumeric)
-        .take(12)
-        .map(char::from)
-        .collect();
-    format!("RC_{suffix}")
-}
-
-fn unix_ms() -> u64 {
+pub(crate) fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
@@ -464,29 +577,5 @@ mod tests {
         assert_eq!(kind_of("support-42"), RoomKind::Support);
         assert_eq!(kind_of("math"), RoomKind::Class);
         assert_eq!(kind_of("my-support-room"), RoomKind::Class);
-    }
-
-    #[tokio::test]
-    async fn the_manifest_is_replaced_whole() {
-        let dir = std::env::temp_dir().join(format!("aula-manifest-{}", std::process::id()));
-        let mut manifest = Manifest {
-            id: "RC_1".into(),
-            room: "math".into(),
-            started_by: BY_ADMIN.into(),
-            started_at_unix_ms: 1,
-            ended_at_unix_ms: None,
-            participants: Vec::new(),
-            tracks: Vec::new(),
-        };
-        write_manifest(&dir, &manifest).await.unwrap();
-        manifest.ended_at_unix_ms = Some(2);
-        write_manifest(&dir, &manifest).await.unwrap();
-        let read: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(dir.join(MANIFEST_FILE)).unwrap()).unwrap();
-        let files = std::fs::read_dir(&dir).unwrap().count();
-        std::fs::remove_dir_all(&dir).unwrap();
-        assert_eq!(read["ended_at_unix_ms"], 2);
-        assert_eq!(read["room"], "math");
-        assert_eq!(files, 1, "no partial file left");
     }
 }
