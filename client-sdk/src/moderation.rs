@@ -9,7 +9,7 @@
 //! [`ClientEvent::Room`]: crate::ClientEvent::Room
 //! [`ClientEvent::Error`]: crate::ClientEvent::Error
 
-use aula_protocol::{ClientMessage, Permissions};
+use aula_protocol::{ClientMessage, ClientStats, Permissions};
 
 use crate::{Client, ClientError};
 
@@ -151,5 +151,12 @@ impl Client {
     /// With the `can_record` grant: stops recording the room.
     pub fn stop_recording(&self) -> Result<(), ClientError> {
         self.send_message(ClientMessage::StopRecording)
+    }
+
+    /// Reports what this client measured of the media it receives, for the QoS timeline of a
+    /// recording (the browser SDK sends one every 5 s by itself). The server answers
+    /// `bad_message` to values out of range and `rate_limited` to more than one every 4 s.
+    pub fn send_client_stats(&self, stats: ClientStats) -> Result<(), ClientError> {
+        self.send_message(ClientMessage::ClientStats(stats))
     }
 }
