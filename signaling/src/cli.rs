@@ -66,6 +66,11 @@ pub enum Command {
         #[command(subcommand)]
         command: RecordingCommand,
     },
+    /// Certificates for the links between the nodes of a cluster.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -79,6 +84,28 @@ pub enum RecordingCommand {
         /// Config file whose `[recording] dir` holds the recordings. Without one: the default.
         #[arg(long, short, env = "AULA_CONFIG")]
         config: Option<PathBuf>,
+    },
+}
+
+/// The cluster CA and node certificates: nodes accept relay links only from nodes holding a
+/// certificate of their cluster's CA (see `cluster::certs`).
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Make a new cluster CA: `ca.pem` (give it to every node) and `ca.key` (keep it offline).
+    Ca {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Issue node `node`'s certificate, signed by the CA in `ca`: `node.pem` and `node.key`.
+    Cert {
+        /// The node id, as in `[cluster] node_id`.
+        #[arg(long)]
+        node: String,
+        /// The directory holding `ca.pem` and `ca.key`.
+        #[arg(long)]
+        ca: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 

@@ -94,6 +94,18 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Cluster { command } => match aula_signaling::cluster::certs::run(&command) {
+            Ok(written) => {
+                for path in written {
+                    println!("wrote {}", path.display());
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("aula: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Recording {
             command: RecordingCommand::Export { recording, config },
         } => {

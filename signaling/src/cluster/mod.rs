@@ -11,6 +11,7 @@
 //! - `load`: measuring this node's load for its entry.
 
 mod cache;
+pub mod certs;
 mod directory;
 mod lease;
 mod load;
