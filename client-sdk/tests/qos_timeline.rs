@@ -95,7 +95,10 @@ async fn a_recorded_room_leaves_a_qos_timeline_of_samples_browser_stats_and_even
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
 
-        let times: Vec<u64> = lines.iter().map(|l| l["t_us"].as_u64().expect("t_us")).collect();
+        let times: Vec<u64> = lines
+            .iter()
+            .map(|l| l["t_us"].as_u64().expect("t_us"))
+            .collect();
         assert!(times.is_sorted(), "t_us never decreases: {times:?}");
         let teacher_sid = teacher.participant().sid.clone();
         let student_sid = student.participant().sid.clone();
@@ -119,8 +122,14 @@ async fn a_recorded_room_leaves_a_qos_timeline_of_samples_browser_stats_and_even
                 && l["participant"] == teacher_sid.as_str()
                 && l["send_bps"].as_f64().unwrap_or(0.0) > 10_000.0
         });
-        assert!(teacher_sends, "the teacher's Opus shows in its send bitrate");
-        let stats: Vec<&Value> = lines.iter().filter(|l| l["kind"] == "client_stats").collect();
+        assert!(
+            teacher_sends,
+            "the teacher's Opus shows in its send bitrate"
+        );
+        let stats: Vec<&Value> = lines
+            .iter()
+            .filter(|l| l["kind"] == "client_stats")
+            .collect();
         assert_eq!(stats.len(), 1, "only the valid figures: {stats:?}");
         assert_eq!(stats[0]["participant"], student_sid.as_str());
         assert_eq!(stats[0]["audio_concealed_ratio"], 0.03);

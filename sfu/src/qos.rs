@@ -56,8 +56,7 @@ impl Totals {
                 RTCStatsReportEntry::OutboundRtp(stats) => {
                     self.bytes_sent += stats.sent_rtp_stream_stats.bytes_sent;
                     self.nacks_received += u64::from(stats.nack_count);
-                    self.keyframe_requests_received +=
-                        u64::from(stats.pli_count + stats.fir_count);
+                    self.keyframe_requests_received += u64::from(stats.pli_count + stats.fir_count);
                 }
                 _ => {}
             }
@@ -184,7 +183,9 @@ impl Sampler {
                 0.0
             }
         };
-        let got = totals.packets_received.saturating_sub(before.packets_received);
+        let got = totals
+            .packets_received
+            .saturating_sub(before.packets_received);
         let lost = totals.packets_lost.saturating_sub(before.packets_lost);
         PeerSample {
             send_bps: rate(totals.bytes_received, before.bytes_received),
@@ -265,10 +266,22 @@ mod tests {
 
     #[test]
     fn a_layer_below_the_best_available_is_the_bandwidths_doing() {
-        assert_eq!(LayerReason::of(Some(0), Some(2), false), LayerReason::Bandwidth);
-        assert_eq!(LayerReason::of(None, Some(0), false), LayerReason::Bandwidth);
-        assert_eq!(LayerReason::of(Some(1), Some(1), true), LayerReason::LossyLink);
-        assert_eq!(LayerReason::of(Some(2), Some(2), false), LayerReason::BestAvailable);
+        assert_eq!(
+            LayerReason::of(Some(0), Some(2), false),
+            LayerReason::Bandwidth
+        );
+        assert_eq!(
+            LayerReason::of(None, Some(0), false),
+            LayerReason::Bandwidth
+        );
+        assert_eq!(
+            LayerReason::of(Some(1), Some(1), true),
+            LayerReason::LossyLink
+        );
+        assert_eq!(
+            LayerReason::of(Some(2), Some(2), false),
+            LayerReason::BestAvailable
+        );
         assert_eq!(LayerReason::of(None, None, false), LayerReason::Unavailable);
     }
 }

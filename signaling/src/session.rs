@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aula_protocol::{
-    ClientMessage, ClientStats, ErrorCode, MAX_RENDERED_DIMENSION, PROTOCOL_VERSION, ParticipantConnection,
-    ServerEvent, ServerMessage, TrackKind,
+    ClientMessage, ClientStats, ErrorCode, MAX_RENDERED_DIMENSION, PROTOCOL_VERSION,
+    ParticipantConnection, ServerEvent, ServerMessage, TrackKind,
 };
 use aula_sfu::{RenderedSize, SfuError};
 use axum::extract::ws::{CloseFrame, Message, WebSocket, close_code};
@@ -946,7 +946,11 @@ impl Session {
             return;
         }
         let now = std::time::Instant::now();
-        if let Some(wait) = self.joined.as_mut().and_then(|j| j.stats_bucket.take(now).err()) {
+        if let Some(wait) = self
+            .joined
+            .as_mut()
+            .and_then(|j| j.stats_bucket.take(now).err())
+        {
             self.error(
                 ErrorCode::RateLimited,
                 format!("too many client_stats; retry in {} ms", wait.as_millis()),
@@ -1092,7 +1096,10 @@ impl Session {
             return;
         };
         let fields = serde_json::json!({ "reason": reason });
-        self.state.recorder().qos().event(&joined.sid, "leave", fields);
+        self.state
+            .recorder()
+            .qos()
+            .event(&joined.sid, "leave", fields);
         // Before `leave`, which may report the room's end: the backend sees the last
         // participant leave, then the room end.
         self.state.webhooks().emit(

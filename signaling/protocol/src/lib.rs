@@ -680,7 +680,10 @@ mod tests {
         assert_eq!(stats.frame_height, 0);
         assert_eq!(stats.validate(), Ok(()));
         let text = serde_json::to_string(&ClientMessage::ClientStats(stats)).unwrap();
-        assert!(text.starts_with(r#"{"type":"client_stats","fps":24.5"#), "{text}");
+        assert!(
+            text.starts_with(r#"{"type":"client_stats","fps":24.5"#),
+            "{text}"
+        );
     }
 
     #[test]
@@ -695,13 +698,28 @@ mod tests {
         assert_eq!(ok.validate(), Ok(()));
         let bad = [
             ClientStats { fps: -1.0, ..ok },
-            ClientStats { fps: f64::NAN, ..ok },
+            ClientStats {
+                fps: f64::NAN,
+                ..ok
+            },
             ClientStats { fps: 1000.0, ..ok },
-            ClientStats { audio_concealed_ratio: 1.5, ..ok },
-            ClientStats { packet_loss: f64::INFINITY, ..ok },
+            ClientStats {
+                audio_concealed_ratio: 1.5,
+                ..ok
+            },
+            ClientStats {
+                packet_loss: f64::INFINITY,
+                ..ok
+            },
             ClientStats { rtt_ms: 1e9, ..ok },
-            ClientStats { freezes: 5000, ..ok },
-            ClientStats { frame_height: MAX_RENDERED_DIMENSION + 1, ..ok },
+            ClientStats {
+                freezes: 5000,
+                ..ok
+            },
+            ClientStats {
+                frame_height: MAX_RENDERED_DIMENSION + 1,
+                ..ok
+            },
         ];
         for stats in bad {
             assert!(stats.validate().is_err(), "{stats:?} passed");

@@ -374,7 +374,9 @@ impl QosLogs {
 
     /// An event of a participant, now, in whichever recorded room it is.
     pub fn event(&self, sid: &str, event: &str, fields: Value) {
-        self.of(sid, Instant::now(), |_| vec![Line::event(Some(sid), event, fields)]);
+        self.of(sid, Instant::now(), |_| {
+            vec![Line::event(Some(sid), event, fields)]
+        });
     }
 
     /// A participant's track started (`screen_share_started` for a screen, else
@@ -410,7 +412,9 @@ impl QosLogs {
 
     /// A participant's browser figures, now.
     pub fn client_stats(&self, sid: &str, stats: &ClientStats) {
-        self.of(sid, Instant::now(), |_| vec![Line::client_stats(sid, stats)]);
+        self.of(sid, Instant::now(), |_| {
+            vec![Line::client_stats(sid, stats)]
+        });
     }
 
     /// The SFU's sample of a participant taken at `at`: its layer changes, a `recording_gap`
@@ -462,7 +466,7 @@ mod tests {
 
     fn sample() -> PeerSample {
         PeerSample {
-            send_bps: 32_000.4444,
+            send_bps: 32_000.444_4,
             receive_bps: 0.0,
             send_loss: None,
             nacks_received: 2,
@@ -497,7 +501,10 @@ mod tests {
         assert_eq!(value["layer"], 1.0);
         assert_eq!(value["videos"], 2.0);
         assert_eq!(value["paused_videos"], 1.0);
-        assert!(value.get("jitter_ms").is_none(), "unknown figures are left out");
+        assert!(
+            value.get("jitter_ms").is_none(),
+            "unknown figures are left out"
+        );
         assert!(value.get("send_loss").is_none());
         let flat = value.as_object().unwrap().values().all(|v| !v.is_object());
         assert!(flat, "{line}");
@@ -513,7 +520,10 @@ mod tests {
         let fields = json!({ "kind": "forged", "t_us": 0 });
         let forged = Line::event(None, "x", fields).encode(7);
         let value: Value = serde_json::from_str(&forged).unwrap();
-        assert_eq!((value["kind"].as_str(), value["t_us"].as_u64()), (Some("event"), Some(7)));
+        assert_eq!(
+            (value["kind"].as_str(), value["t_us"].as_u64()),
+            (Some("event"), Some(7))
+        );
         assert!(value.get("participant").is_none());
         let stats = ClientStats {
             fps: 24.5,
@@ -544,7 +554,10 @@ mod tests {
         assert_eq!(changes[0].0, now);
         let value: Value = serde_json::from_str(&changes[0].1.encode(0)).unwrap();
         assert_eq!(value["event"], "layer_change");
-        assert_eq!((value["from"].as_i64(), value["to"].as_i64()), (Some(2), Some(-1)));
+        assert_eq!(
+            (value["from"].as_i64(), value["to"].as_i64()),
+            (Some(2), Some(-1))
+        );
         assert_eq!(value["reason"], "bandwidth");
     }
 
@@ -584,7 +597,12 @@ mod tests {
             gap: None,
             thread: thread::spawn(|| Ok(())),
         };
-        for (t_us, event) in [(1, "kept"), (2, "kept too"), (3, "dropped"), (4, "dropped too")] {
+        for (t_us, event) in [
+            (1, "kept"),
+            (2, "kept too"),
+            (3, "dropped"),
+            (4, "dropped too"),
+        ] {
             log.push(t_us, Line::event(None, event, json!({})));
         }
         let event = |(t_us, line): (u64, Line)| (t_us, line.fields["event"].clone());
