@@ -795,6 +795,7 @@ impl Session {
             | ClientMessage::EndSupportSession { .. }) => self.support(sid, msg),
             ClientMessage::StartRecording => self.record(true).await,
             ClientMessage::StopRecording => self.record(false).await,
+            ClientMessage::ClientStats(stats) => self.client_stats(sid, &stats),
             msg => {
                 let result = self.moderate(sid, msg).await;
                 if let Err((code, message)) = result {
