@@ -86,8 +86,8 @@ pub(crate) fn refuse_unless_admin(state: &AppState, headers: &HeaderMap) -> Opti
     admin_check(state, headers).err()
 }
 
-#[allow(clippy::result_large_err)] // private; `?`-style early returns read best here
-fn admin_check(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
+#[allow(clippy::result_large_err)] // `?`-style early returns read best here
+pub(crate) fn admin_check(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
     let unauthorized = |message: &str| {
         let mut response = json_error(StatusCode::UNAUTHORIZED, "unauthorized", message);
         response.headers_mut().insert(

@@ -109,6 +109,30 @@ const DESK_CSS: Asset = Asset {
     body: include_str!("../web/desk.css"),
     content_type: "text/css; charset=utf-8",
 };
+const RECORDINGS_HTML: Asset = Asset {
+    body: include_str!("../web/recordings.html"),
+    content_type: "text/html; charset=utf-8",
+};
+const RECORDINGS_JS: Asset = Asset {
+    body: include_str!("../web/recordings.js"),
+    content_type: "text/javascript; charset=utf-8",
+};
+const PLAYBACK_HTML: Asset = Asset {
+    body: include_str!("../web/playback.html"),
+    content_type: "text/html; charset=utf-8",
+};
+const PLAYBACK_JS: Asset = Asset {
+    body: include_str!("../web/playback.js"),
+    content_type: "text/javascript; charset=utf-8",
+};
+const REVIEW_JS: Asset = Asset {
+    body: include_str!("../web/review.js"),
+    content_type: "text/javascript; charset=utf-8",
+};
+const REVIEW_CSS: Asset = Asset {
+    body: include_str!("../web/review.css"),
+    content_type: "text/css; charset=utf-8",
+};
 const CLASS_CSS: Asset = Asset {
     body: include_str!("../web/class.css"),
     content_type: "text/css; charset=utf-8",
@@ -144,6 +168,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/dev-token", get(dev_token))
         .merge(crate::admin::routes())
+        .merge(crate::playback::routes())
         .merge(crate::impairment::routes(&state))
         .route("/", get(|| async { &INDEX_HTML }))
         .route("/class", get(|| async { &CLASS_HTML }))
@@ -165,6 +190,13 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/web/support.js", get(|| async { &SUPPORT_JS }))
         .route("/web/agent.js", get(|| async { &AGENT_JS }))
         .route("/web/desk.css", get(|| async { &DESK_CSS }))
+        // The page is public; what it shows comes from /api/recordings with a review token.
+        .route("/recordings", get(|| async { &RECORDINGS_HTML }))
+        .route("/playback/{id}", get(|| async { &PLAYBACK_HTML }))
+        .route("/web/recordings.js", get(|| async { &RECORDINGS_JS }))
+        .route("/web/playback.js", get(|| async { &PLAYBACK_JS }))
+        .route("/web/review.js", get(|| async { &REVIEW_JS }))
+        .route("/web/review.css", get(|| async { &REVIEW_CSS }))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

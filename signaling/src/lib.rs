@@ -32,6 +32,7 @@ mod listener;
 pub mod media;
 mod metrics;
 mod moderation;
+mod playback;
 mod ratelimit;
 mod recording;
 mod room;

@@ -52,11 +52,13 @@ async function freeUdpPort() {
  * interface address); only the ports differ, through the documented `--http-port` and
  * `--udp-port`, so that tests never clash with a server someone runs. Or uses AULA_URL.
  * Resolves once /healthz answers. `testImpairment` adds the documented `--test-impairment`
- * (the test-only `POST /test/impairment`, see weaknet.js). The pages are driven at
+ * (the test-only `POST /test/impairment`, see weaknet.js). `cwd` is the server's working
+ * directory (default: the caller's), where relative defaults such as `./recordings` land: a
+ * test that records passes a temporary directory and removes it. The pages are driven at
  * http://127.0.0.1, so media goes over loopback.
  * @returns {Promise<{url: string, stop: () => Promise<void>, logTail: () => string}>}
  */
-export async function startServer({ testImpairment = false } = {}) {
+export async function startServer({ testImpairment = false, cwd } = {}) {
   if (process.env.AULA_URL) {
     const url = process.env.AULA_URL.replace(/\/$/, '');
     await waitHealthy(url, null);
@@ -73,6 +75,7 @@ export async function startServer({ testImpairment = false } = {}) {
   // Nothing of the caller's environment may point the server at a config file.
   const { AULA_CONFIG: _ignored, ...env } = process.env;
   const child = spawn(bin, args, {
+    cwd,
     env,
     stdio: ['ignore', 'pipe', 'pipe'],
   });

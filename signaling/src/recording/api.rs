@@ -33,7 +33,7 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
 }
 
 /// A recording request refused, as an HTTP error (also for `crate::playback`).
-fn refused(error: RecordingError) -> Response {
+pub(crate) fn refused(error: RecordingError) -> Response {
     let status = match error {
         RecordingError::InvalidId => StatusCode::BAD_REQUEST,
         RecordingError::NotFound => StatusCode::NOT_FOUND,

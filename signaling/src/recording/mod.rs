@@ -504,6 +504,11 @@ impl Recorder {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Where recordings go: one directory per recording.
+    pub fn dir(&self) -> &Path {
+        &self.inner.config.dir
+    }
+
     fn dir_of(&self, id: &str) -> PathBuf {
         self.inner.config.dir.join(id)
     }
