@@ -90,7 +90,7 @@ pub fn list(root: &Path) -> io::Result<Vec<Summary>> {
             Err(e) => tracing::debug!(recording = id, "not listed: {e}"),
         }
     }
-    recordings.sort_by(|a, b| b.started_at_unix_ms.cmp(&a.started_at_unix_ms));
+    recordings.sort_by_key(|r| std::cmp::Reverse(r.started_at_unix_ms));
     Ok(recordings)
 }
 
