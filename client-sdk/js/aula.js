@@ -389,9 +389,16 @@ export class Room extends EventTarget {
     if (!local) return false;
     this.localTracks.delete(source);
     local.track.stop();
-    // Stopping the transceiver rejects its m-line (port 0) in the next offer, which tells the
-    // server the track is gone, and lets the browser recycle the m-line for a later track.
-    if (this.publisher.signalingState !== 'closed') local.transceiver.stop();
+    // The transceiver is made inactive, which tells the server the track is gone, rather than
+    // stopped. Stopping rejects its m-line: once every m-line was rejected Chrome refused the
+    // next offer ("max-bundle is used but no bundle group found"), and an m-line the browser
+    // recycles for a later track was not picked up again by the server's WebRTC stack. Either
+    // way a student taken off the stage could not publish again. Inactive m-lines stay in the
+    // bundle; each later track gets a new one.
+    if (this.publisher.signalingState !== 'closed') {
+      local.transceiver.direction = 'inactive';
+      local.transceiver.sender.replaceTrack(null).catch(() => {});
+    }
     return true;
   }
 

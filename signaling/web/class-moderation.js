@@ -68,9 +68,11 @@ export function initModeration(room) {
 
     const sources = new Set(p.tracks.map((t) => t.source));
     if (p.role === 'student') {
+      // A student who declined keeps the permission the invitation granted, so "declined"
+      // must be looked at before "invited".
       if (sources.has('camera') || sources.has('microphone')) head.append(tag('on stage', 'stage-state'));
-      else if (perms?.can_publish) head.append(tag('invited', 'stage-state'));
       else if (declined.has(p.sid)) head.append(tag('declined', 'stage-state'));
+      else if (perms?.can_publish) head.append(tag('invited', 'stage-state'));
     }
     if (p.role === 'assistant' && perms && !perms.can_moderate) head.append(tag('not moderating'));
     const mic = p.tracks.find((t) => t.source === 'microphone');
