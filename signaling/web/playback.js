@@ -71,7 +71,7 @@ async function main() {
     // Exported when it stops: look again shortly, unless the export failed.
     if (recording.state === 'failed') return setStatus(`The export failed: ${recording.error ?? 'unknown error'}`, 'error');
     setStatus(recording.state === 'recording' ? 'Still recording…' : 'Preparing the files…');
-    setTimeout(() => location.reload(), 2000);
+    setTimeout(main, 3000);
     return;
   }
   const people = new Map();

@@ -1,14 +1,18 @@
-// End-to-end: a recorded class played back on /playback/{id} (issue 13, item 5).
+// End-to-end: recordings played back on /playback/{id} (issue 13, item 5).
 //
-// A teacher on the class page publishes Chromium's fake camera and microphone and shares its
-// (fake) screen; the admin API starts recording the room; a student joins, stays ~8 s and
-// leaves; the admin API stops the recording, and the server exports it. A reviewer opens
-// /playback/{id}: without a token the page asks to sign in (in dev mode it offers a test
+// A class: a teacher on the class page publishes Chromium's fake camera and microphone and
+// shares its (fake) screen; the admin API starts recording the room; a student joins, stays
+// ~8 s and leaves; the admin API stops the recording, and the server exports it. A reviewer
+// opens /playback/{id}: without a token the page asks to sign in (in dev mode it offers a test
 // agent's token), then every file plays, one seek puts every element at the same point of the
 // shared timeline, and the QoS timeline shows samples and the join and leave markers, which
 // seek when clicked. The review API's refusals (no token, a student's token, a path out of
-// the recording) are checked over HTTP. A screenshot at 1280x720 goes to AULA_SCREENSHOT_DIR
-// (docs/screenshots to update the README's), or the temp directory.
+// the recording) are checked over HTTP.
+//
+// A support session: the learner shares screen and camera, the agent talks with its camera
+// on; played back, the learner's screen is the large picture, the cameras small, and all play
+// and seek together. Its screenshot at 1280x720 goes to AULA_SCREENSHOT_DIR (docs/screenshots
+// to update the README's), or the temp directory.
 //
 // The server runs in a temporary working directory, so its ./recordings goes away with it.
 
@@ -72,6 +76,48 @@ describe('playback of a recorded class', () => {
     return id;
   }
 
+  /**
+   * Records a support session: the learner's screen and camera, the agent's microphone and
+   * camera, for a while; the learner ends it.
+   */
+  async function recordSupport() {
+    const open = async (path) => {
+      const page = await browser.newPage();
+      await page.goto(`${server.url}${path}`);
+      return page;
+    };
+    const button = (page, name) => page.getByRole('button', { name, exact: true });
+    const agent = await open('/agent');
+    await agent.getByLabel('Your name').fill('Sam');
+    await button(agent, 'Go on duty').click();
+    await button(agent, 'Go off duty').waitFor({ timeout: 10_000 });
+    const learner = await open('/support');
+    await learner.getByLabel('Your name').fill('Ana');
+    await learner.getByLabel('Topic').selectOption('video');
+    await button(learner, 'Ask for help').click();
+    for (const page of [agent, learner]) {
+      await page.waitForFunction(() => window.aulaSession?.localParticipant, null, { timeout: 20_000 });
+    }
+    const { rooms } = await admin('GET', '/api/admin/rooms');
+    const room = rooms.find((r) => r.name.startsWith('support-')).name;
+    const { recording_id: id } = await admin('POST', `/api/admin/rooms/${room}/recording`);
+    await button(learner, 'Share screen').click();
+    await button(learner, 'Stop sharing').waitFor({ timeout: 15_000 });
+    await button(learner, 'Share camera').click();
+    await button(learner, 'Stop camera').waitFor({ timeout: 15_000 });
+    await button(agent, 'Turn on camera').click();
+    await button(agent, 'Turn off camera').waitFor({ timeout: 15_000 });
+    await sleep(RECORDED_MS);
+    await button(learner, 'End').click();
+    await sleep(1_500);
+    // The recording ended with the room if the session's end emptied it; else stop it.
+    const res = await fetch(`${server.url}/api/admin/rooms/${room}/recording`, { method: 'DELETE', headers: { Authorization: DEV_ADMIN } });
+    assert.ok(res.ok || res.status === 409 || res.status === 404, `stopping: HTTP ${res.status}`);
+    await learner.close();
+    await agent.close();
+    return id;
+  }
+
   /** Waits until the server has exported recording `id` (it does when the recording stops). */
   async function exported(id) {
     const deadline = Date.now() + 60_000;
@@ -84,7 +130,55 @@ describe('playback of a recorded class', () => {
     }
   }
 
-  it('plays every file in sync, seeks all together, and shows the QoS timeline', { timeout: 180_000 }, async () => {
+  /** A new reviewer's page at 1280x720 that collects its uncaught errors in `page.errors`. */
+  async function reviewerPage() {
+    const page = await browser.newPage();
+    await page.setViewportSize({ width: 1280, height: 720 });
+    page.errors = [];
+    page.on('pageerror', (err) => page.errors.push(err.message));
+    return page;
+  }
+
+  /** What the page's media elements say, with where each file sits on the timeline. */
+  const elements = (page) => page.evaluate(() => [...document.querySelectorAll('#player video, #player audio')].map((el) => ({
+    kind: el.tagName.toLowerCase(),
+    offsetS: Number(el.dataset.offsetMs) / 1000,
+    durationS: Number(el.dataset.durationMs) / 1000,
+    currentTime: el.currentTime,
+    readyState: el.readyState,
+    videoWidth: el.videoWidth ?? 0,
+    error: el.error?.message ?? null,
+  })));
+
+  /** Asserts every element sits at `atS` of the shared timeline, less its file's offset. */
+  async function allAt(page, atS, tolerance = SEEK_TOLERANCE_S) {
+    await page.waitForFunction(() => [...document.querySelectorAll('#player video, #player audio')].every((el) => !el.seeking && el.readyState >= 2), null, { timeout: 10_000 });
+    for (const e of await elements(page)) {
+      const expected = Math.min(Math.max(atS - e.offsetS, 0), e.durationS);
+      assert.ok(Math.abs(e.currentTime - expected) <= tolerance,
+        `${e.kind} at offset ${e.offsetS} s: currentTime ${e.currentTime}, expected ${expected} (±${tolerance}) at ${atS} s`);
+    }
+  }
+
+  /** Every file of the export gets an element, the videos play, and a seek to 5 s moves all. */
+  async function playsAndSeeks(page, manifest) {
+    await page.waitForFunction(() => [...document.querySelectorAll('#player video, #player audio')].every((el) => el.readyState >= 1), null, { timeout: 15_000 });
+    const loaded = await elements(page);
+    assert.equal(loaded.length, manifest.files.length, 'one element per exported file');
+    assert.ok(loaded.filter((e) => e.kind === 'video').length >= 2, `two videos at least: ${JSON.stringify(loaded)}`);
+
+    await page.getByRole('button', { name: 'Play', exact: true }).click();
+    await page.waitForFunction(() => [...document.querySelectorAll('#player video')].every((v) => v.currentTime > 1 && v.videoWidth > 0), null, { timeout: 15_000 })
+      .catch(async () => assert.fail(`videos did not play: ${JSON.stringify(await elements(page))}`));
+    await page.getByRole('button', { name: 'Pause', exact: true }).click();
+
+    await page.locator('#seek').fill('5');
+    await allAt(page, 5);
+    assert.ok(await page.locator('#charts path.series').count() > 0, 'charts with samples');
+    assert.ok(await page.getByRole('img', { name: 'Bitrate over time' }).isVisible());
+  }
+
+  it('a recorded class plays in sync, seeks all together, and shows its QoS timeline', { timeout: 180_000 }, async () => {
     const id = await recordClass();
     await exported(id);
 
@@ -106,70 +200,47 @@ describe('playback of a recorded class', () => {
       assert.equal(res.status, 404, `files/${name} is not served`);
     }
 
-    const page = await browser.newPage();
-    await page.setViewportSize({ width: 1280, height: 720 });
-    const errors = [];
-    page.on('pageerror', (err) => errors.push(err.message));
-
     // Without a token: a sign-in notice; dev mode offers a test agent.
+    const page = await reviewerPage();
     await page.goto(`${server.url}/playback/${id}`);
     await page.getByRole('heading', { name: 'Sign in to review this recording' }).waitFor({ timeout: 10_000 });
     await page.getByRole('button', { name: 'Dev mode: review as a test agent' }).click();
     await page.locator('#player:not([hidden])').waitFor({ timeout: 10_000 });
+    await playsAndSeeks(page, manifest);
 
-    const elements = () => page.evaluate(() => [...document.querySelectorAll('#player video, #player audio')].map((el) => ({
-      kind: el.tagName.toLowerCase(),
-      offsetS: Number(el.dataset.offsetMs) / 1000,
-      durationS: Number(el.dataset.durationMs) / 1000,
-      currentTime: el.currentTime,
-      readyState: el.readyState,
-      seeking: el.seeking,
-      videoWidth: el.videoWidth ?? 0,
-      error: el.error?.message ?? null,
-    })));
-    await page.waitForFunction(() => [...document.querySelectorAll('#player video, #player audio')].every((el) => el.readyState >= 1), null, { timeout: 15_000 });
-    const loaded = await elements();
-    assert.equal(loaded.length, manifest.files.length, 'one element per exported file');
-    assert.ok(loaded.filter((e) => e.kind === 'video').length >= 2, `the teacher's camera and screen: ${JSON.stringify(loaded)}`);
-
-    // Play: every video advances and shows pictures.
-    await page.getByRole('button', { name: 'Play', exact: true }).click();
-    await page.waitForFunction(() => [...document.querySelectorAll('#player video')].every((v) => v.currentTime > 1 && v.videoWidth > 0), null, { timeout: 15_000 })
-      .catch(async () => assert.fail(`videos did not play: ${JSON.stringify(await elements())}`));
-    await page.getByRole('button', { name: 'Pause', exact: true }).click();
-
-    // One seek bar moves them all: at 5 s of the shared timeline, each file is 5 s less its
-    // offset into itself.
-    await page.locator('#seek').fill('5');
-    await page.waitForFunction(() => [...document.querySelectorAll('#player video, #player audio')].every((el) => !el.seeking && el.readyState >= 2), null, { timeout: 10_000 });
-    for (const e of await elements()) {
-      const expected = Math.min(Math.max(5 - e.offsetS, 0), e.durationS);
-      assert.ok(Math.abs(e.currentTime - expected) <= SEEK_TOLERANCE_S,
-        `${e.kind} at offset ${e.offsetS} s: currentTime ${e.currentTime}, expected ${expected} (±${SEEK_TOLERANCE_S})`);
-    }
-
-    // The QoS timeline: sample lines in the charts, and the student's join and leave markers.
-    assert.ok(await page.locator('#charts path.series').count() > 0, 'charts with samples');
-    assert.ok(await page.getByRole('img', { name: 'Bitrate over time' }).isVisible());
+    // The student's join and leave are markers; the join's seeks there.
     const joinMarker = page.locator('.marker[data-event="join"]').first();
     await joinMarker.waitFor();
     await page.locator('.marker[data-event="leave"]').first().waitFor();
     assert.match(await joinMarker.getAttribute('aria-label'), /join · Ben \(student\)/);
-
-    // A marker seeks there: every element moves to the join's moment.
-    const atFive = (await elements())[0].currentTime;
     await joinMarker.click();
-    await page.waitForFunction(() => [...document.querySelectorAll('#player video, #player audio')].every((el) => !el.seeking), null, { timeout: 10_000 });
     const joinedAtS = Number(await page.locator('#seek').inputValue());
     assert.ok(joinedAtS > 0 && joinedAtS < 5, `the join is early in the recording: ${joinedAtS} s`);
-    const atJoin = await elements();
-    assert.notEqual(atJoin[0].currentTime, atFive);
-    for (const e of atJoin) {
-      const expected = Math.min(Math.max(joinedAtS - e.offsetS, 0), e.durationS);
-      assert.ok(Math.abs(e.currentTime - expected) <= SEEK_TOLERANCE_S + 0.05, `${e.kind} after the marker: ${e.currentTime}, expected ${expected}`);
-    }
+    // The seek bar shows a tenth of a second: allow for its rounding.
+    await allAt(page, joinedAtS, SEEK_TOLERANCE_S + 0.05);
 
-    // A screenshot mid-recording, paused on a frame.
+    // The list links to the playback.
+    await page.getByRole('link', { name: 'All recordings' }).click();
+    await page.getByRole('link', { name: /^Play the recording of biology-101/ }).waitFor({ timeout: 10_000 });
+    assert.deepEqual(page.errors, []);
+    await page.close();
+  });
+
+  it('a recorded support session shows the learner\'s screen large and the cameras small', { timeout: 180_000 }, async () => {
+    const id = await recordSupport();
+    await exported(id);
+    const { export: manifest } = await admin('GET', `/api/recordings/${id}`);
+    const { token } = await (await fetch(`${server.url}/api/dev-token?room=desk&identity=qa&role=agent`)).json();
+    const page = await reviewerPage();
+    await page.goto(`${server.url}/playback/${id}?token=${token}`);
+    await page.locator('#player:not([hidden])').waitFor({ timeout: 10_000 });
+    assert.equal(await page.locator('#main-tile figcaption').textContent(), 'Ana (learner) · screen');
+    const side = await page.locator('#side-tiles figcaption').allTextContents();
+    assert.deepEqual(side.toSorted(), ['Ana (learner) · camera', 'Sam (agent) · camera']);
+    await playsAndSeeks(page, manifest);
+    await page.locator('.marker[data-event="leave"]').first().waitFor();
+
+    // A screenshot mid-session, paused on a frame.
     await page.locator('#seek').fill('4');
     await page.evaluate(() => document.querySelector('main').scrollTo(0, 0));
     await page.waitForTimeout(800);
@@ -177,10 +248,6 @@ describe('playback of a recorded class', () => {
     const path = join(SHOTS, 'playback-1280x720.png');
     await page.screenshot({ path });
     console.log(`# screenshot: ${path}`);
-
-    // The list links to the playback.
-    await page.getByRole('link', { name: 'All recordings' }).click();
-    await page.getByRole('link', { name: /^Play the recording of biology-101/ }).waitFor({ timeout: 10_000 });
-    assert.deepEqual(errors, []);
+    assert.deepEqual(page.errors, []);
   });
 });
