@@ -166,6 +166,7 @@ describe('playback of a recorded class', () => {
     const loaded = await elements(page);
     assert.equal(loaded.length, manifest.files.length, 'one element per exported file');
     assert.ok(loaded.filter((e) => e.kind === 'video').length >= 2, `two videos at least: ${JSON.stringify(loaded)}`);
+    console.log(`# files: ${loaded.map((e) => `${e.kind} at ${e.offsetS} s for ${e.durationS} s`).join(', ')}`);
 
     await page.getByRole('button', { name: 'Play', exact: true }).click();
     await page.waitForFunction(() => [...document.querySelectorAll('#player video')].every((v) => v.currentTime > 1 && v.videoWidth > 0), null, { timeout: 15_000 })
