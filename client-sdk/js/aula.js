@@ -28,7 +28,7 @@
 //   error               {code, message}              an error the server sent that no call awaited
 //   reconnecting        {}                           the connection dropped; resuming (media keeps flowing)
 //   reconnected         {}                           resumed: same participant, tracks and subscriptions
-//   serverEvent         {type, ...}                  moderation, chat, support and participant_state
+//   serverEvent         {type, ...}                  moderation, chat, support, recording and participant_state
 //                                                    (another participant reconnecting / back) messages, as sent
 //   disconnected        {reason}                     the session is over; the Room is unusable
 //
@@ -46,6 +46,17 @@
 // removed, srcObject cleared, or the tab hidden). Sent 300 ms after the last change, and only
 // when the size differs from the last one sent. A track never shown in a <video> element is not
 // reported, so a page that uses a track otherwise (canvas, recorder) still gets it unlimited.
+//
+// Recording: `room.recording` is the room's last `recording` event ({state: 'recording' |
+// 'stopped', recording_id, started_by}), or null; the event itself reaches the page as a
+// 'serverEvent' (also right after joining a room already being recorded). While the room is
+// recorded, the SDK sends `client_stats` every 5 s by itself: what this browser received over
+// the last 5 s, from the subscribe connection's getStats() (frames decoded per second, averaged
+// over the videos that received packets; freezes and their duration; the largest decoded frame;
+// the share of audio concealed; packet loss; the selected candidate pair's RTT; the worst
+// jitter), leaving out what it cannot know (no video received: no fps). The server writes it
+// into the recording's QoS timeline and ignores it at any other time, so it is sent only while
+// recording: 100 students would otherwise send it for nothing all class long.
 
 /** How long a dropped connection is retried before the session is given up (the server keeps
  * a dropped participant for its `reconnect_timeout_secs`, 15 s by default). */
@@ -82,6 +93,12 @@ const IN_VIEW_MARGIN = '200px';
 
 /** The protocol's MAX_RENDERED_DIMENSION: larger sizes are refused, so they are capped here. */
 const MAX_RENDERED_DIMENSION = 16384;
+
+/**
+ * How often `client_stats` goes out while the room is recorded: the protocol's
+ * CLIENT_STATS_INTERVAL_SECS (the server refuses more than about one every 4 s).
+ */
+const CLIENT_STATS_INTERVAL_MS = 5_000;
 
 /** Camera capture when `publish({camera: true})`: 720p is what the `f` layer is sized for. */
 const DEFAULT_CAMERA = { width: { ideal: 1280 }, height: { ideal: 720 }, frameRate: { ideal: 30 } };
@@ -201,6 +218,8 @@ export class Room extends EventTarget {
   localTracks = new Map();
   /** @type {Map<string, {track: MediaStreamTrack, stream: MediaStream}>} received tracks by track sid */
   remoteTracks = new Map();
+  /** @type {{state: string, recording_id: string, started_by: string}|null} the last `recording` event */
+  recording = null;
 
   #ws;
   #rtcConfig;
@@ -220,11 +239,14 @@ export class Room extends EventTarget {
   #resumeAttempts = 0;
   /** Reports how large remote videos are shown (see the header comment). */
   #renderedSizes;
+  /** Sends `client_stats` while the room is recorded (see the header comment). */
+  #clientStats;
 
   constructor(wsUrl, { iceServers = [] } = {}) {
     super();
     this.#wsUrl = wsUrl;
     this.#renderedSizes = new RenderedSizes((msg) => this._send(msg), (stream) => this.#remoteVideoSid(stream));
+    this.#clientStats = new ClientStats(() => this.subscriber, (msg) => this._send(msg));
     this.#ws = new WebSocket(wsUrl);
     this.#rtcConfig = { iceServers, bundlePolicy: 'max-bundle' };
     // Created before joining so that a `subscribe_offer` right behind `joined` finds it.
@@ -532,6 +554,12 @@ export class Room extends EventTarget {
         if (msg.participant_sid === this.localParticipant?.sid) this.permissions = msg.permissions;
         this._emit('serverEvent', msg);
         break;
+      case 'recording':
+        this.recording = { state: msg.state, recording_id: msg.recording_id, started_by: msg.started_by };
+        if (msg.state === 'recording') this.#clientStats.start();
+        else this.#clientStats.stop();
+        this._emit('serverEvent', msg);
+        break;
       default:
         // Moderation, chat and support events (hand_queue, chat, support_assigned, ...) go to
         // the page as 'serverEvent' with the message as detail; types this SDK does not know
@@ -649,6 +677,7 @@ export class Room extends EventTarget {
     this.#awaitingAnswer = null;
     for (const sid of [...this.remoteTracks.keys()]) this.#removeRemoteTrack(sid);
     this.#renderedSizes.close();
+    this.#clientStats.stop();
     for (const { track } of this.localTracks.values()) track.stop();
     this.localTracks.clear();
     this.#publisher?.pc.close();
@@ -787,6 +816,128 @@ class RenderedSizes {
       this.#send({ type: 'track_settings', track_sid: sid, width, height });
     }
   }
+}
+
+/**
+ * Sends `client_stats` every CLIENT_STATS_INTERVAL_MS between `start` and `stop`, each the
+ * difference between two getStats() snapshots of the subscribe connection. The next report is
+ * scheduled only once the previous one is out, so a slow getStats() never makes two close
+ * together.
+ */
+class ClientStats {
+  #pc;
+  #send;
+  #timer = null;
+  /** The counters of the last report (or of `start`), by stats id; null while stopped. */
+  #previous = null;
+  #previousAt = 0;
+  /** Bumped by start and stop, so that a getStats() in flight when they ran is discarded. */
+  #generation = 0;
+
+  /**
+   * @param {() => RTCPeerConnection} pc the subscribe connection
+   * @param {(msg: object) => void} send sends a protocol message
+   */
+  constructor(pc, send) {
+    this.#pc = pc;
+    this.#send = send;
+  }
+
+  /** Starts reporting from now (a new recording: counters before it are not its business). */
+  async start() {
+    if (this.#previous) return;
+    const generation = ++this.#generation;
+    const counters = await this.#counters();
+    if (generation !== this.#generation) return;
+    this.#previous = counters;
+    this.#previousAt = performance.now();
+    this.#timer = setTimeout(() => this.#report(generation), CLIENT_STATS_INTERVAL_MS);
+  }
+
+  stop() {
+    this.#generation++;
+    clearTimeout(this.#timer);
+    this.#previous = null;
+  }
+
+  async #report(generation) {
+    const counters = await this.#counters();
+    if (generation !== this.#generation) return;
+    const now = performance.now();
+    const stats = summarize(this.#previous, counters, (now - this.#previousAt) / 1000);
+    this.#previous = counters;
+    this.#previousAt = now;
+    if (Object.keys(stats).length > 0) this.#send({ type: 'client_stats', ...stats });
+    this.#timer = setTimeout(() => this.#report(generation), CLIENT_STATS_INTERVAL_MS);
+  }
+
+  /** The inbound streams' and the selected candidate pair's figures, by stats id. */
+  async #counters() {
+    const pc = this.#pc();
+    const reports = new Map();
+    if (pc.connectionState === 'closed') return reports;
+    (await pc.getStats().catch(() => new Map())).forEach((r) => reports.set(r.id, r));
+    return reports;
+  }
+}
+
+/**
+ * A `client_stats` message's fields (as in the protocol's ClientStats) from two getStats()
+ * snapshots `secs` apart; a figure that cannot be known is left out.
+ */
+function summarize(before, after, secs) {
+  const delta = (r, field) => (r[field] ?? 0) - (before.get(r.id)?.[field] ?? 0);
+  const stats = {};
+  const fps = [];
+  let freezes = 0;
+  let freezeSecs = 0;
+  let largest = null;
+  let concealed = 0;
+  let samples = 0;
+  let lost = 0;
+  let received = 0;
+  let jitter = null;
+  let pairId = null;
+  for (const r of after.values()) {
+    if (r.type === 'transport' && r.selectedCandidatePairId) pairId = r.selectedCandidatePairId;
+    if (r.type !== 'inbound-rtp') continue;
+    const packets = delta(r, 'packetsReceived');
+    lost += delta(r, 'packetsLost');
+    received += packets;
+    // Only streams that are flowing: a video the server paused (not shown on the page) is not
+    // frozen, and its stale jitter says nothing about this interval.
+    if (packets <= 0) continue;
+    jitter = Math.max(jitter ?? 0, (r.jitter ?? 0) * 1000);
+    if (r.kind === 'video') {
+      if (r.framesDecoded != null && secs > 0) fps.push(delta(r, 'framesDecoded') / secs);
+      else if (r.framesPerSecond != null) fps.push(r.framesPerSecond);
+      freezes += delta(r, 'freezeCount');
+      freezeSecs += delta(r, 'totalFreezesDuration');
+      if (r.frameWidth && r.frameHeight && r.frameWidth * r.frameHeight > (largest?.frameWidth ?? 0) * (largest?.frameHeight ?? 0)) largest = r;
+    } else if (r.kind === 'audio') {
+      concealed += delta(r, 'concealedSamples');
+      samples += delta(r, 'totalSamplesReceived');
+    }
+  }
+  // Clamped to what the server accepts (ClientStats::validate): a counter reset must not get
+  // the whole report refused.
+  const clamp = (x, max) => Math.min(max, Math.max(0, x));
+  const round = (x, digits = 2) => Math.round(x * 10 ** digits) / 10 ** digits;
+  if (fps.length) {
+    stats.fps = round(clamp(fps.reduce((a, b) => a + b) / fps.length, 240));
+    stats.freezes = Math.round(clamp(freezes, 1000));
+    stats.freeze_ms = Math.round(clamp(freezeSecs * 1000, 600_000));
+  }
+  if (largest) {
+    stats.frame_width = Math.min(largest.frameWidth, MAX_RENDERED_DIMENSION);
+    stats.frame_height = Math.min(largest.frameHeight, MAX_RENDERED_DIMENSION);
+  }
+  if (samples > 0) stats.audio_concealed_ratio = round(clamp(concealed / samples, 1), 4);
+  if (lost + received > 0) stats.packet_loss = round(clamp(lost / (lost + received), 1), 4);
+  const rtt = after.get(pairId)?.currentRoundTripTime;
+  if (rtt != null) stats.rtt_ms = round(clamp(rtt * 1000, 60_000));
+  if (jitter != null) stats.jitter_ms = round(clamp(jitter, 60_000));
+  return stats;
 }
 
 /** An element's size in device pixels, or 0x0 if either side is empty (e.g. display:none). */
