@@ -8,7 +8,7 @@
 // hold: their learner is not heard and the agent's microphone is muted for them.
 
 import * as Aula from '/sdk/aula.js';
-import { $, Chat, LANGUAGES, LINK_TOPIC, TOPICS, clock, connectLobby, playAudio, setStatus, showVideo, wireSoundButton } from '/web/desk.js';
+import { $, Chat, LANGUAGES, LINK_TOPIC, TOPICS, clock, connectLobby, playAudio, setStatus, showRecording, showVideo, wireSoundButton } from '/web/desk.js';
 
 let lobby = null;
 let onDuty = false;
@@ -133,6 +133,10 @@ async function openSession(assigned) {
   room.addEventListener('serverEvent', (e) => {
     const msg = e.detail;
     const sid = learner()?.sid;
+    if (msg.type === 'recording') {
+      if (shownId === assigned.session_id) showRecording(room);
+      return;
+    }
     if (msg.type === 'connection_quality' && msg.participant_sid === sid) session.quality = msg.quality;
     else if (msg.type === 'data' && msg.topic === LINK_TOPIC && msg.from === sid) {
       session.link = JSON.parse(msg.payload);
@@ -177,6 +181,8 @@ function showSession(id = shownId) {
   for (const audio of $('audio').querySelectorAll('audio')) audio.muted = audio.dataset.session !== id;
   $('session').hidden = !session;
   $('controls').hidden = !session;
+  // The badge is the shown session's: another session may be recorded or not.
+  showRecording(session?.room ?? null);
   if (!session) return;
   const name = learnerName(session);
   const { topic, language } = session.assigned;

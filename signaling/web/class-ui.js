@@ -1,4 +1,4 @@
-// Small DOM helpers shared by the class page's modules.
+// Small DOM helpers shared by the class page's modules (showRecording also by the support desk's).
 
 export const $ = (id) => document.getElementById(id);
 
@@ -58,4 +58,22 @@ export function batched(render) {
       render();
     });
   };
+}
+
+/**
+ * The header's "● Recording" badge (#recording): shown while `room` (or null: no room) is
+ * being recorded, with who started it as its tooltip.
+ */
+export function showRecording(room) {
+  const recording = room?.recording;
+  $('recording').hidden = recording?.state !== 'recording';
+  if (recording) $('recording').title = `This room is being recorded. Started by ${starterName(room, recording.started_by)}.`;
+}
+
+/** `started_by` is an identity, or `admin` / `auto` when no participant started it. */
+function starterName(room, startedBy) {
+  if (startedBy === 'admin') return 'an administrator';
+  if (startedBy === 'auto') return 'the server (it records every such room)';
+  const people = [room.localParticipant, ...room.participants.values()];
+  return people.find((p) => p?.identity === startedBy)?.name ?? startedBy;
 }

@@ -15,7 +15,7 @@ import { initChat } from '/web/class-chat.js';
 import { initModeration } from '/web/class-moderation.js';
 import { watchQuality } from '/web/class-quality.js';
 import { initStage } from '/web/class-stage.js';
-import { $, clearNotice, setStatus, showNotice } from '/web/class-ui.js';
+import { $, clearNotice, setStatus, showNotice, showRecording } from '/web/class-ui.js';
 
 const params = new URLSearchParams(location.search);
 
@@ -175,6 +175,7 @@ function wireRoomEvents(room) {
   room.addEventListener('serverEvent', (e) => {
     const msg = e.detail;
     if (msg.type === 'participant_state') setReconnecting(msg.participant_sid, 'connection', msg.state === 'reconnecting');
+    if (msg.type === 'recording') showRecording(room);
   });
   room.addEventListener('trackSubscribed', (e) => {
     const { track, stream, info, participant } = e.detail;

@@ -12,6 +12,9 @@
 
 import * as Aula from '/sdk/aula.js';
 
+// The recording badge is the class page's: same header, same event.
+export { showRecording } from '/web/class-ui.js';
+
 export const $ = (id) => document.getElementById(id);
 
 /** What a learner can ask about, and in which language; agents pick theirs from the same lists. */

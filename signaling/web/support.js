@@ -3,7 +3,7 @@
 // See desk.js for how the desk and the private room fit together.
 
 import * as Aula from '/sdk/aula.js';
-import { $, Chat, LINK_TOPIC, connectLobby, initials, playAudio, setStatus, showVideo, wireSoundButton } from '/web/desk.js';
+import { $, Chat, LINK_TOPIC, connectLobby, initials, playAudio, setStatus, showRecording, showVideo, wireSoundButton } from '/web/desk.js';
 
 /** How often the page tells the agent how its link is doing. */
 const LINK_REPORT_MS = 2000;
@@ -93,6 +93,7 @@ async function openSession(msg) {
   });
   room.addEventListener('serverEvent', (e) => {
     if (e.detail.type === 'connection_quality' && e.detail.participant_sid === room.localParticipant.sid) ownQuality = e.detail.quality;
+    if (e.detail.type === 'recording') showRecording(room);
   });
   room.addEventListener('disconnected', () => {
     if (session === room) closeSession('Session ended', true);
@@ -196,6 +197,7 @@ function closeSession(title, rateable) {
   clearInterval(linkTimer);
   ending?.leave().catch(() => {});
   chat.attach(null);
+  showRecording(null);
   toRate = rateable ? assignment?.session_id : null;
   assignment = null;
   ownQuality = null;
