@@ -793,6 +793,9 @@ impl Session {
             | ClientMessage::CancelHelp
             | ClientMessage::TransferSession { .. }
             | ClientMessage::EndSupportSession { .. }) => self.support(sid, msg),
+            ClientMessage::RateSupportSession { session_id, good } => {
+                self.rate_support(sid, &session_id, good)
+            }
             ClientMessage::StartRecording => self.record(true).await,
             ClientMessage::StopRecording => self.record(false).await,
             ClientMessage::ClientStats(stats) => self.client_stats(sid, &stats),
