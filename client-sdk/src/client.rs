@@ -545,9 +545,13 @@ impl Reader {
             ServerMessage::ConnectionQuality {
                 participant_sid,
                 quality,
+                loss_permille,
+                rtt_ms,
             } => self.emit(ClientEvent::ConnectionQuality {
                 participant_sid,
                 quality,
+                loss_permille,
+                rtt_ms,
             }),
             ServerMessage::Joined { .. } => warn!("Joined twice"),
             ServerMessage::Pong => {}

@@ -80,6 +80,10 @@ pub enum ClientEvent {
     ConnectionQuality {
         participant_sid: String,
         quality: aula_protocol::ConnectionQuality,
+        /// The worst loss behind the level, in thousandths (123 = 12.3 %), when the server says.
+        loss_permille: Option<u16>,
+        /// The longest round trip measured, in milliseconds, when there is one.
+        rtt_ms: Option<u32>,
     },
     /// One RTP packet of a subscribed track.
     Packet(ReceivedPacket),

@@ -6,7 +6,7 @@
 //! *what*, the SFU makes the media flow.
 
 use std::net::{IpAddr, SocketAddr};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use aula_protocol::{IceCandidate, PeerTarget, TrackAnnouncement, TrackKind, TrackSource};
 use tokio::sync::{mpsc, oneshot};
@@ -92,9 +92,15 @@ pub enum SfuEvent {
         state: PeerState,
     },
     /// The participant's connection quality changed (sampled every few seconds).
+    /// A participant's connection quality, when its level changed or its figures moved enough
+    /// to tell (see [`crate::quality::worth_telling`]).
     ConnectionQuality {
         participant: ParticipantId,
         quality: crate::quality::ConnectionQuality,
+        /// The worst loss of its links, a fraction.
+        loss: f64,
+        /// The longest round trip measured, if any.
+        rtt: Option<Duration>,
     },
     /// A recorded participant's links over the last second (see [`crate::qos`]), sampled
     /// at `at`, for the recording's QoS timeline.

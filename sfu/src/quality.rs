@@ -47,13 +47,49 @@ pub fn score(sample: LinkSample) -> ConnectionQuality {
     }
 }
 
+/// What a participant's links add up to: the level, and the figures a person reading it would
+/// want next to it (a teacher's tooltip: "12 % loss, 80 ms round trip").
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LinkReport {
+    pub level: ConnectionQuality,
+    /// The worst loss of its links, a fraction.
+    pub loss: f64,
+    /// The longest measured round trip, if any link measured one.
+    pub rtt: Option<Duration>,
+}
+
 /// A participant is as good as its worst link; with no figures yet, excellent.
-pub fn participant(samples: impl IntoIterator<Item = LinkSample>) -> ConnectionQuality {
-    samples
-        .into_iter()
-        .map(score)
-        .min()
-        .unwrap_or(ConnectionQuality::Excellent)
+pub fn report(samples: impl IntoIterator<Item = LinkSample>) -> LinkReport {
+    let mut report = LinkReport {
+        level: ConnectionQuality::Excellent,
+        loss: 0.0,
+        rtt: None,
+    };
+    for sample in samples {
+        report.level = report.level.min(score(sample));
+        report.loss = report.loss.max(sample.loss);
+        report.rtt = report.rtt.max(sample.rtt);
+    }
+    report
+}
+
+/// Loss, in fraction, and round trip that must change before a report is sent again at the
+/// same level: enough for a person to notice, so that a class's staff are not sent a message
+/// per student at every sample.
+const LOSS_STEP: f64 = 0.02;
+const RTT_STEP: Duration = Duration::from_millis(50);
+
+/// Whether `now` is worth telling after `told` was: a new level, or figures that moved by a
+/// step or more.
+pub fn worth_telling(told: Option<&LinkReport>, now: &LinkReport) -> bool {
+    let Some(told) = told else {
+        return true;
+    };
+    let rtt_moved = match (told.rtt, now.rtt) {
+        (Some(a), Some(b)) => a.abs_diff(b) >= RTT_STEP,
+        (a, b) => a.is_some() != b.is_some(),
+    };
+    told.level != now.level || (told.loss - now.loss).abs() >= LOSS_STEP || rtt_moved
 }
 
 #[cfg(test)]
@@ -89,7 +125,46 @@ mod tests {
     #[test]
     fn a_participant_is_its_worst_link() {
         let links = [sample(0.0, 5, Some(40)), sample(0.2, 5, Some(40))];
-        assert_eq!(participant(links), ConnectionQuality::Poor);
-        assert_eq!(participant([]), ConnectionQuality::Excellent);
+        assert_eq!(report(links).level, ConnectionQuality::Poor);
+        assert_eq!(report([]).level, ConnectionQuality::Excellent);
+    }
+
+    #[test]
+    fn a_report_takes_the_worst_of_each_figure() {
+        let r = report([
+            sample(0.01, 5, Some(40)),
+            sample(0.12, 5, None),
+            sample(0.0, 5, Some(90)),
+        ]);
+        assert_eq!(r.level, ConnectionQuality::Poor);
+        assert!((r.loss - 0.12).abs() < 1e-9);
+        assert_eq!(r.rtt, Some(Duration::from_millis(90)));
+        assert_eq!(report([]).level, ConnectionQuality::Excellent);
+    }
+
+    #[test]
+    fn reports_are_sent_again_only_when_something_moved() {
+        let told = report([sample(0.10, 5, Some(100))]);
+        assert!(worth_telling(None, &told));
+        assert!(!worth_telling(
+            Some(&told),
+            &report([sample(0.11, 5, Some(120))])
+        ));
+        assert!(
+            worth_telling(Some(&told), &report([sample(0.13, 5, Some(100))])),
+            "loss"
+        );
+        assert!(
+            worth_telling(Some(&told), &report([sample(0.10, 5, Some(160))])),
+            "rtt"
+        );
+        assert!(
+            worth_telling(Some(&told), &report([sample(0.10, 5, None)])),
+            "rtt gone"
+        );
+        assert!(
+            worth_telling(Some(&told), &report([sample(0.01, 5, Some(100))])),
+            "level"
+        );
     }
 }

@@ -142,6 +142,8 @@ struct Participant {
     subscriptions: HashSet<TrackSid>,
     /// Last level told to the control plane.
     quality: Option<ConnectionQuality>,
+    /// The last connection quality report sent out (see [`quality::worth_telling`]).
+    told: Option<quality::LinkReport>,
     /// A teacher or assistant: their camera comes before other cameras in allocation.
     staff: bool,
 }
@@ -1555,15 +1557,18 @@ impl Router {
         }
         let mut counts: HashMap<ConnectionQuality, i64> = HashMap::new();
         for (participant, samples) in links {
-            let level = quality::participant(samples);
-            *counts.entry(level).or_default() += 1;
+            let report = quality::report(samples);
+            *counts.entry(report.level).or_default() += 1;
             if let Some(state) = self.participants.get_mut(&participant)
-                && state.quality != Some(level)
+                && quality::worth_telling(state.told.as_ref(), &report)
             {
-                state.quality = Some(level);
+                state.quality = Some(report.level);
+                state.told = Some(report);
                 self.events.push_back(SfuEvent::ConnectionQuality {
                     participant,
-                    quality: level,
+                    quality: report.level,
+                    loss: report.loss,
+                    rtt: report.rtt,
                 });
             }
         }

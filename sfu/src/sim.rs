@@ -95,8 +95,8 @@ pub struct Sim {
     in_flight: Vec<(Instant, SocketAddr, BytesMut)>,
     /// Peer connection state changes the SFU reported.
     pub peer_states: Vec<(String, PeerTarget, PeerState)>,
-    /// Connection quality changes the SFU reported, in order.
-    pub qualities: Vec<(String, ConnectionQuality)>,
+    /// Connection quality reports the SFU sent, in order, with the loss they gave.
+    pub qualities: Vec<(String, ConnectionQuality, f64)>,
     to_clients: usize,
     next_port: u16,
 }
@@ -535,7 +535,9 @@ impl Sim {
             SfuEvent::ConnectionQuality {
                 participant,
                 quality,
-            } => self.qualities.push((participant, quality)),
+                loss,
+                ..
+            } => self.qualities.push((participant, quality, loss)),
             SfuEvent::TrackUnpublished { .. } | SfuEvent::QosSample { .. } => {}
         }
     }

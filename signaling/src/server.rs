@@ -626,12 +626,17 @@ pub(crate) async fn handle_event(state: &AppState, event: SfuEvent) {
         SfuEvent::ConnectionQuality {
             participant,
             quality,
+            loss,
+            rtt,
         } => {
             // The participant sees its own level; staff see everyone's, so a teacher can tell
             // which student cannot hear and why, and so does a support agent of its learner.
             let msg = ServerMessage::ConnectionQuality {
                 participant_sid: participant.clone(),
                 quality,
+                // A fraction in 0..=1, so the cast cannot truncate.
+                loss_permille: Some((loss.clamp(0.0, 1.0) * 1000.0).round() as u16),
+                rtt_ms: rtt.map(|r| u32::try_from(r.as_millis()).unwrap_or(u32::MAX)),
             };
             let registry = state.registry();
             if let Some(room) = registry.room_of(&participant) {

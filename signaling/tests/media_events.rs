@@ -6,6 +6,7 @@ mod common;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use aula_protocol::{
     ClientMessage, ConnectionQuality, ErrorCode, IceCandidate, PeerTarget, Role, ServerFrame,
@@ -429,13 +430,18 @@ async fn connection_quality_goes_to_the_participant_and_to_staff_only() {
     let (mut student, js) = Client::join(h.addr(), "r", "s", Role::Student).await;
     let s_sid = sid_of(&js);
     let (mut other, _) = Client::join(h.addr(), "r", "o", Role::Student).await;
+    // With the figures behind the level, rounded for people: 12.3 % loss, 85 ms round trip.
     let poor = ServerMessage::ConnectionQuality {
         participant_sid: s_sid.clone(),
         quality: ConnectionQuality::Poor,
+        loss_permille: Some(123),
+        rtt_ms: Some(85),
     };
     h.emit(SfuEvent::ConnectionQuality {
         participant: s_sid.clone(),
         quality: ConnectionQuality::Poor,
+        loss: 0.1234,
+        rtt: Some(Duration::from_micros(85_400)),
     });
     assert_eq!(student.recv_until(|m| *m == poor).await, poor);
     assert_eq!(teacher.recv_until(|m| *m == poor).await, poor);
@@ -459,10 +465,14 @@ async fn a_support_agent_sees_its_learners_connection_quality() {
     let poor = ServerMessage::ConnectionQuality {
         participant_sid: sid_of(&jl),
         quality: ConnectionQuality::Poor,
+        loss_permille: Some(90),
+        rtt_ms: None,
     };
     h.emit(SfuEvent::ConnectionQuality {
         participant: sid_of(&jl),
         quality: ConnectionQuality::Poor,
+        loss: 0.09,
+        rtt: None,
     });
     assert_eq!(learner.recv_until(|m| *m == poor).await, poor);
     assert_eq!(agent.recv_until(|m| *m == poor).await, poor);

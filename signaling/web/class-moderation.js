@@ -77,10 +77,10 @@ export function initModeration(room) {
     if (p.role === 'assistant' && perms && !perms.can_moderate) head.append(tag('not moderating'));
     const mic = p.tracks.find((t) => t.source === 'microphone');
     if (mic) head.append(tag(mic.muted ? 'muted' : 'mic on', mic.muted ? 'muted' : 'mic'));
-    const level = quality.get(p.sid);
-    if (level) {
-      const badge = tag(level);
-      qualityBadge(badge, level);
+    const link = quality.get(p.sid);
+    if (link) {
+      const badge = tag(link.level);
+      qualityBadge(badge, link.level, qualityFigures(link));
       head.append(badge);
     }
     li.append(head);
@@ -141,7 +141,7 @@ export function initModeration(room) {
         setStatus(locked ? 'The class is locked: nobody new can join.' : 'The class is open again: students can join.');
         break;
       case 'connection_quality':
-        quality.set(msg.participant_sid, msg.quality);
+        quality.set(msg.participant_sid, { level: msg.quality, loss: msg.loss_permille, rtt: msg.rtt_ms });
         break;
       case 'data':
         if (msg.topic === STAGE_TOPIC && msg.payload === 'declined') {
@@ -172,4 +172,12 @@ function tag(text, className = '') {
   el.className = `tag ${className}`.trim();
   el.textContent = text;
   return el;
+}
+
+/** The tooltip of a participant's badge: the server's figures behind the level, when it sent them. */
+function qualityFigures({ level, loss, rtt }) {
+  const figures = [];
+  if (loss !== undefined) figures.push(`${(loss / 10).toFixed(1)} % loss`);
+  if (rtt !== undefined) figures.push(`${rtt} ms round trip`);
+  return figures.length > 0 ? `${level}: ${figures.join(', ')}` : '';
 }

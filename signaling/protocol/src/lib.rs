@@ -456,6 +456,14 @@ pub enum ServerMessage {
     ConnectionQuality {
         participant_sid: String,
         quality: ConnectionQuality,
+        /// The worst loss of the participant's links, in thousandths (123 = 12.3 %), behind
+        /// the level: for a tooltip. Sent again when it moves by 2 points. Absent from older
+        /// servers.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        loss_permille: Option<u16>,
+        /// The longest round trip measured, in milliseconds; absent when none was.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rtt_ms: Option<u32>,
     },
     /// The server ended this participant's session (after `Leave`, or for `reason`).
     Left {
