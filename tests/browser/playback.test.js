@@ -98,8 +98,9 @@ describe('playback of a recorded class', () => {
     for (const page of [agent, learner]) {
       await page.waitForFunction(() => window.aulaSession?.localParticipant, null, { timeout: 20_000 });
     }
-    const { rooms } = await admin('GET', '/api/admin/rooms');
-    const room = rooms.find((r) => r.name.startsWith('support-')).name;
+    // The session's private room, as the learner's page joined it (the lobbies, support-desk and
+    // support-lobby, are rooms too: picking by prefix from the room list was a coin toss).
+    const room = await learner.evaluate(() => window.aulaSession.name);
     const { recording_id: id } = await admin('POST', `/api/admin/rooms/${room}/recording`);
     await button(learner, 'Share screen').click();
     await button(learner, 'Stop sharing').waitFor({ timeout: 15_000 });
@@ -162,7 +163,11 @@ describe('playback of a recorded class', () => {
 
   /** Every file of the export gets an element, the videos play, and a seek to 5 s moves all. */
   async function playsAndSeeks(page, manifest) {
-    await page.waitForFunction(() => [...document.querySelectorAll('#player video, #player audio')].every((el) => el.readyState >= 1), null, { timeout: 15_000 });
+    // Every element is there (not just those created so far) and has its metadata.
+    await page.waitForFunction((count) => {
+      const media = [...document.querySelectorAll('#player video, #player audio')];
+      return media.length === count && media.every((el) => el.readyState >= 1);
+    }, manifest.files.length, { timeout: 15_000 });
     const loaded = await elements(page);
     assert.equal(loaded.length, manifest.files.length, 'one element per exported file');
     assert.ok(loaded.filter((e) => e.kind === 'video').length >= 2, `two videos at least: ${JSON.stringify(loaded)}`);
