@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use aula_protocol::{ClientMessage, PROTOCOL_VERSION, PeerTarget, ServerMessage};
+use aula_protocol::{ClientMessage, PROTOCOL_VERSION, PeerTarget, ServerFrame, ServerMessage};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::Message;
@@ -109,8 +109,10 @@ pub async fn run(
                     Some(Ok(_)) => continue,
                     Some(Err(e)) => bail!("WebSocket: {e}"),
                 };
-                let message: ServerMessage = match serde_json::from_str(&text) {
-                    Ok(message) => message,
+                let message = match serde_json::from_str(&text) {
+                    Ok(ServerFrame::Message(message)) => message,
+                    // Room events (permissions, recording, hands) mean nothing to a load client.
+                    Ok(ServerFrame::Event(_)) => continue,
                     Err(e) => {
                         warn!("unparsable server message: {e}");
                         continue;
