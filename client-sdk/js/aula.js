@@ -47,7 +47,7 @@
 // when the size differs from the last one sent. A track never shown in a <video> element is not
 // reported, so a page that uses a track otherwise (canvas, recorder) still gets it unlimited.
 //
-// Recording: `room.recording` is the room's last `recording` event ({state: 'recording' |
+// Recording: `room.recording` is the room's last `recording` event ({state: 'recording' | 'failed' |
 // 'stopped', recording_id, started_by}), or null; the event itself reaches the page as a
 // 'serverEvent' (also right after joining a room already being recorded). While the room is
 // recorded, the SDK sends `client_stats` every 5 s by itself: what this browser received over

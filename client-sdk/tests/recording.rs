@@ -685,3 +685,66 @@ async fn the_janitor_deletes_old_exported_recordings_only() {
     );
     server.server.shutdown().await;
 }
+
+/// A disk that fails mid-recording (here: the recording's directory replaced by a file, so a
+/// new track's log cannot be created): the class goes on, and the room and the backend are told
+/// the recording failed, with why.
+#[tokio::test]
+async fn a_log_that_cannot_be_written_fails_the_recording_and_the_class_goes_on() {
+    let dir = TempDir::new("disk-fails");
+    let (hook_url, mut hooks) = webhook_receiver().await;
+    let mut config = Config::loopback_ephemeral();
+    config.recording.dir = dir.0.clone();
+    config.webhooks.url = Some(hook_url);
+    let server = TestServer::start_with(config).await;
+    let addr = server.server.http_addr();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let teacher = server.join("geology", "teacher", Role::Teacher).await;
+        let mut student = server.join("geology", "student", Role::Student).await;
+        let (status, body) = admin(addr, "POST", "/api/admin/rooms/geology/recording", true).await;
+        assert_eq!(status, 201, "{body}");
+        let id = body["recording_id"].as_str().expect("an id").to_owned();
+        let recording_dir = dir.0.join(&id);
+        std::fs::remove_dir_all(&recording_dir).expect("the recording's directory");
+        std::fs::write(&recording_dir, b"not a directory").expect("a file in its place");
+
+        let _audio = teacher
+            .publish_audio(AudioSource::Tone(TONE))
+            .await
+            .expect("publish");
+        let track = wait_for(&mut student, |event| match event {
+            ClientEvent::TrackPublished(track) => Some(track.sid),
+            _ => None,
+        })
+        .await;
+        let failed = wait_for(&mut student, |event| match event {
+            ClientEvent::Room(ServerEvent::Recording {
+                state: RecordingState::Failed,
+                recording_id,
+                ..
+            }) => Some(recording_id),
+            _ => None,
+        })
+        .await;
+        assert_eq!(failed, id);
+        let hook = webhook(&mut hooks, "recording_failed").await;
+        assert_eq!(hook["recording_id"].as_str(), Some(id.as_str()));
+        assert!(
+            hook["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("recording failed")),
+            "{hook}"
+        );
+        // The room is no longer recorded, and the class goes on: the audio keeps coming.
+        let (status, body) =
+            admin(addr, "DELETE", "/api/admin/rooms/geology/recording", true).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (409, Some("not_recording"))
+        );
+        let packets = packets_of(&mut student, &track, 20).await;
+        assert_eq!(packets.len(), 20);
+    })
+    .await
+    .expect("the test finishes in time");
+}

@@ -92,6 +92,13 @@ pub enum SfuEvent {
         state: PeerState,
     },
     /// The participant's connection quality changed (sampled every few seconds).
+    /// A track's capture log in `recording` stopped being written (`error` says why, e.g. a
+    /// disk error); reported once per log.
+    RecordingFailed {
+        recording: String,
+        track_sid: TrackSid,
+        error: String,
+    },
     /// A participant's connection quality, when its level changed or its figures moved enough
     /// to tell (see [`crate::quality::worth_telling`]).
     ConnectionQuality {

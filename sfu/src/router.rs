@@ -449,6 +449,13 @@ impl Router {
             self.allocate_bandwidth(now);
             self.request_keyframes(now);
             self.update_gauges();
+            for (recording, track_sid, error) in self.captures.take_failures() {
+                self.events.push_back(SfuEvent::RecordingFailed {
+                    recording,
+                    track_sid,
+                    error,
+                });
+            }
         }
         if now >= self.next_peer_stats {
             self.next_peer_stats = now + PEER_STATS_INTERVAL;

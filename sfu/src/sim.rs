@@ -538,7 +538,9 @@ impl Sim {
                 loss,
                 ..
             } => self.qualities.push((participant, quality, loss)),
-            SfuEvent::TrackUnpublished { .. } | SfuEvent::QosSample { .. } => {}
+            SfuEvent::TrackUnpublished { .. }
+            | SfuEvent::QosSample { .. }
+            | SfuEvent::RecordingFailed { .. } => {}
         }
     }
 }

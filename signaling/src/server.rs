@@ -654,5 +654,14 @@ pub(crate) async fn handle_event(state: &AppState, event: SfuEvent) {
             at,
             sample,
         } => state.recorder().qos().sample(&participant, at, &sample),
+        SfuEvent::RecordingFailed {
+            recording,
+            track_sid,
+            error,
+        } => {
+            // Ending the recording waits for the SFU; other events must not wait behind it.
+            let recorder = state.recorder().clone();
+            tokio::spawn(async move { recorder.log_failed(&recording, &track_sid, &error).await });
+        }
     }
 }

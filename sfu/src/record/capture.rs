@@ -93,6 +93,8 @@ struct Capture {
     open: HashMap<TrackSid, TrackCapture>,
     /// Logs of tracks that ended (unpublished, or their publisher left), already closing.
     closed: Vec<TrackLog>,
+    /// Tracks whose log failed and was reported ([`Captures::take_failures`]).
+    failed: HashSet<TrackSid>,
 }
 
 /// One track being captured.
@@ -126,6 +128,7 @@ impl Captures {
             participants: spec.participants.into_iter().collect(),
             open: HashMap::new(),
             closed: Vec::new(),
+            failed: HashSet::new(),
         };
         for track in tracks {
             capture.open_track(track);
@@ -178,6 +181,23 @@ impl Captures {
                 capture.closed.push(track.log);
             }
         }
+    }
+
+    /// Logs that stopped being written (a disk error) since the last call, each reported
+    /// once: `(recording id, track sid, why)`. The control plane ends such a recording and
+    /// tells the room; forwarding is not affected.
+    pub fn take_failures(&mut self) -> Vec<(String, TrackSid, String)> {
+        let mut failures = Vec::new();
+        for (id, capture) in &mut self.recordings {
+            for (sid, track) in &capture.open {
+                if let Some(error) = track.log.log.failure()
+                    && capture.failed.insert(sid.clone())
+                {
+                    failures.push((id.clone(), sid.clone(), error.to_string()));
+                }
+            }
+        }
+        failures
     }
 
     /// Whether a recording takes `participant`'s tracks (its QoS is sampled then: `crate::qos`).

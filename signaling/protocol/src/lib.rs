@@ -565,6 +565,9 @@ pub enum ServerEvent {
 pub enum RecordingState {
     Recording,
     Stopped,
+    /// Writing the recording failed (a disk error); it is stopped, `stopped` follows, and the
+    /// class goes on. `recording.json` says why.
+    Failed,
 }
 
 /// A learner waiting for an agent, as [`ServerEvent::SupportQueue`] shows it.

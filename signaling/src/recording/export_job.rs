@@ -41,8 +41,16 @@ pub fn run(dir: &Path) -> Result<Export, String> {
     if let Some(recording) = &mut recording {
         match &result {
             Ok(_) => {
-                recording.state = Status::Ready;
                 recording.exported_at_unix_ms = Some(unix_ms());
+                // What was captured is exported, but a log that failed while recording (a
+                // disk error) means the recording is not whole: it stays marked failed.
+                match recording.tracks.iter().find_map(|t| t.error.as_deref()) {
+                    Some(error) => {
+                        recording.state = Status::Failed;
+                        recording.error = Some(format!("a track's log failed: {error}"));
+                    }
+                    None => recording.state = Status::Ready,
+                }
             }
             Err(e) => {
                 recording.state = Status::Failed;

@@ -331,6 +331,43 @@ impl Recorder {
         Ok(manifest)
     }
 
+    /// A capture log of recording `id` failed (a disk error): the recording is stopped (its
+    /// other logs closed and exported as far as they go), marked failed in `recording.json`
+    /// (see `export_job`), and the room is told with a `failed` `recording` event; a
+    /// `recording_failed` webhook and a QoS event say why. The class goes on.
+    pub async fn log_failed(&self, id: &str, track_sid: &str, error: &str) {
+        let found = {
+            let active = self.inner.active.lock().await;
+            active
+                .iter()
+                .find(|(_, manifest)| manifest.id == id)
+                .map(|(room, manifest)| (room.clone(), manifest.clone()))
+        };
+        let Some((room, manifest)) = found else {
+            return;
+        };
+        tracing::error!(
+            room,
+            recording = id,
+            track = track_sid,
+            "recording failed: {error}"
+        );
+        self.inner.qos.room_event(
+            &room,
+            None,
+            "recording_failed",
+            json!({ "track": track_sid, "error": error }),
+        );
+        self.inner.webhooks.emit(
+            "recording_failed",
+            json!({ "room": room, "recording_id": id, "track": track_sid, "error": error }),
+        );
+        self.tell_room(&room, RecordingState::Failed, &manifest);
+        if let Err(e) = self.stop(&room).await {
+            tracing::warn!(room, recording = id, "stopping a failed recording: {e:?}");
+        }
+    }
+
     /// Exports recording `id` now (again, if it was); answers when done.
     pub async fn export(&self, id: &str) -> Result<Export, RecordingError> {
         let busy = self.claim(id).await?;
