@@ -224,12 +224,7 @@ async fn server_refusals_surface_with_their_code() {
             Err(other) => panic!("expected forbidden, got {other}"),
             Ok(_) => panic!("a student published"),
         }
-        let code = wait_for(&mut student, |event| match event {
-            ClientEvent::Error { code, .. } => Some(code),
-            _ => None,
-        })
-        .await;
-        assert_eq!(code, ErrorCode::Forbidden);
+        assert_eq!(error_code(&mut student).await, ErrorCode::Forbidden);
 
         // A rendered size for a track the student does not receive is refused, the session
         // goes on (the browser SDK sends these for the videos it shows). Other errors of the

@@ -61,11 +61,7 @@ async fn hands_stage_chat_and_lock_through_the_sdk() {
 
     // A student may not moderate: the server refuses with a code.
     student.lock_room(true).expect("queued");
-    let code = wait_for(&mut student, |event| match event {
-        ClientEvent::Error { code, .. } => Some(code),
-        _ => None,
-    })
-    .await;
+    let code = error_code(&mut student).await;
     assert_eq!(code, ErrorCode::Forbidden);
 
     teacher.lock_room(true).expect("queued");

@@ -36,14 +36,6 @@ async fn recording(client: &mut Client, state: RecordingState) -> String {
     .await
 }
 
-async fn error_code(client: &mut Client) -> ErrorCode {
-    wait_for(client, |event| match event {
-        ClientEvent::Error { code, .. } => Some(code),
-        _ => None,
-    })
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recorded_room_leaves_a_qos_timeline_of_samples_browser_stats_and_events() {
     let dir = TempDir(std::env::temp_dir().join(format!("aula-qos-e2e-{}", std::process::id())));

@@ -147,14 +147,6 @@ async fn recording_event(client: &mut Client) -> (RecordingState, String, String
     .await
 }
 
-async fn error_code(client: &mut Client) -> ErrorCode {
-    wait_for(client, |event| match event {
-        ClientEvent::Error { code, .. } => Some(code),
-        _ => None,
-    })
-    .await
-}
-
 /// Every record of a log, all segments in order.
 fn read_log(dir: &Path, name: &str) -> Vec<Record> {
     let mut records = Vec::new();

@@ -130,6 +130,17 @@ async function waitHealthy(url, exited) {
   throw new Error(`${url}/healthz not healthy within 30 s (${lastError})`);
 }
 
+/** The dev keys (`ApiKeys::dev()`) as the admin API's HTTP Basic credentials. */
+export const DEV_ADMIN = `Basic ${Buffer.from('devkey:devsecret-change-me-in-production-0123456789').toString('base64')}`;
+
+/** One admin API request to the server at `url` with the dev keys; asserts a 2xx, returns the JSON body. */
+export async function adminRequest(url, method, path) {
+  const res = await fetch(`${url}${path}`, { method, headers: { Authorization: DEV_ADMIN } });
+  const body = await res.json().catch(() => null);
+  if (!res.ok) throw new Error(`${method} ${path}: HTTP ${res.status} ${JSON.stringify(body)}`);
+  return body;
+}
+
 /**
  * Starts headless Chromium. With `netns`, Chromium runs inside that network namespace (a
  * second computer on its own network; see lan.test.js): playwright talks to it over a pipe,

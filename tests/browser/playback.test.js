@@ -22,11 +22,9 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { joinClass, launchBrowser, startServer } from './harness.js';
+import { DEV_ADMIN, adminRequest, joinClass, launchBrowser, startServer } from './harness.js';
 
 const SHOTS = resolve(process.env.AULA_SCREENSHOT_DIR ?? tmpdir());
-/** The dev keys (`ApiKeys::dev()`), as the admin API's HTTP Basic credentials. */
-const DEV_ADMIN = `Basic ${Buffer.from('devkey:devsecret-change-me-in-production-0123456789').toString('base64')}`;
 /** How long the student is in the recorded class. */
 const RECORDED_MS = 8_000;
 /** The issue's bound on how far a seek may land from where it was asked to. */
@@ -49,12 +47,7 @@ describe('playback of a recorded class', () => {
     if (work) rmSync(work, { recursive: true, force: true });
   });
 
-  async function admin(method, path) {
-    const res = await fetch(`${server.url}${path}`, { method, headers: { Authorization: DEV_ADMIN } });
-    const body = await res.json().catch(() => null);
-    assert.ok(res.ok, `${method} ${path}: HTTP ${res.status} ${JSON.stringify(body)}`);
-    return body;
-  }
+  const admin = (method, path) => adminRequest(server.url, method, path);
 
   /** Records a class: the teacher (camera, microphone, screen) throughout, a student for a while. */
   async function recordClass() {

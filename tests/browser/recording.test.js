@@ -13,10 +13,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { joinClass, launchBrowser, startServer, waitForMedia } from './harness.js';
+import { adminRequest, joinClass, launchBrowser, startServer, waitForMedia } from './harness.js';
 
-/** The dev keys (`ApiKeys::dev()`), as the admin API's HTTP Basic credentials. */
-const DEV_ADMIN = `Basic ${Buffer.from('devkey:devsecret-change-me-in-production-0123456789').toString('base64')}`;
 /** Long enough for the SDK's first report (5 s after the recording started) and a margin. */
 const RECORDED_MS = 7_000;
 
@@ -37,12 +35,7 @@ describe('a recorded class', { timeout: 90_000 }, () => {
     if (work) rmSync(work, { recursive: true, force: true });
   });
 
-  async function admin(method, path) {
-    const res = await fetch(`${server.url}${path}`, { method, headers: { Authorization: DEV_ADMIN } });
-    const body = await res.json().catch(() => null);
-    assert.ok(res.ok, `${method} ${path}: HTTP ${res.status} ${JSON.stringify(body)}`);
-    return body;
-  }
+  const admin = (method, path) => adminRequest(server.url, method, path);
 
   it('shows the recording badge and writes the browsers\' client_stats into qos.jsonl', async () => {
     const room = 'recorded-class';

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use aula_client::aula_protocol::Role;
+use aula_client::aula_protocol::{ErrorCode, Role};
 use aula_client::{Client, ClientEvent, ReceivedPacket, ToneConfig, ToneEncoder};
 use aula_signaling::token::{AccessClaims, ApiKeys, mint};
 use aula_signaling::{Config, Server};
@@ -64,6 +64,15 @@ pub async fn wait_for<T>(client: &mut Client, mut pick: impl FnMut(ClientEvent) 
     })
     .await
     .expect("event in time")
+}
+
+/// Waits for the server's next error; returns its code.
+pub async fn error_code(client: &mut Client) -> ErrorCode {
+    wait_for(client, |event| match event {
+        ClientEvent::Error { code, .. } => Some(code),
+        _ => None,
+    })
+    .await
 }
 
 /// Collects the first `count` packets of `track_sid`.
