@@ -189,22 +189,15 @@ echo "machine load after the runs: $(uptime)" >&2
 # --- optional: largest class served, by bisection ------------------------------------------
 # A size is served when every subscriber got media, loss < 1 % and latency p99 < MAX_P99_MS
 # (default 100 ms): see verdict.py. Each probe's report is kept in $out.
+# One probe against $target: $1 subscribers, report in $2.
+probe() {
+    run "$target" "$1" "$PROBE_DURATION" >"$2" 2>"${2%.json}.log" || true
+}
 if ((find_max)); then
+    # shellcheck source=loadtest/bench/bisect.sh
+    source loadtest/bench/bisect.sh
     for target in aula janus; do
-        low=$fm_low high=$fm_high best=0
-        for _ in $(seq "$MAX_PROBES"); do
-            ((high - low > 2)) || break
-            mid=$(((low + high) / 2))
-            report="$out/$target-probe-$mid.json"
-            run "$target" "$mid" "$PROBE_DURATION" >"$report" 2>"$out/$target-probe-$mid.log" || true
-            if verdict=$(loadtest/bench/verdict.py "$report" 1.0 "${MAX_P99_MS:-100}"); then
-                best=$mid low=$mid
-            else
-                high=$mid
-            fi
-            echo "  $target $size_flag $mid: $verdict" | tr '\n' ' ' >&2
-            echo >&2
-        done
+        bisect "$fm_low" "$fm_high" 2 "$MAX_PROBES" "$out" "$target-probe" probe
         echo "$target: max $size_flag at < 1% loss, p99 < ${MAX_P99_MS:-100} ms, all with media: $best (searched $fm_low..$fm_high, ${PROBE_DURATION}s probes, last bracket $low..$high; reports in $out)"
     done
 fi

@@ -14,7 +14,6 @@ cd "$(dirname "$0")/../.."
 low=${1:-25}
 high=${2:-400}
 duration=${3:-15}
-max_p99=${MAX_P99_MS:-100}
 reports=${REPORTS:-$(mktemp -d /tmp/aula-find-max.XXXXXX)}
 mkdir -p "$reports"
 bin=target/release/aula-loadtest
@@ -23,22 +22,15 @@ bin=target/release/aula-loadtest
     exit 1
 }
 
+# One probe: a class of $1 students on a fresh server, its report in $2.
+probe() {
+    timeout $((duration + 120)) "$bin" --spawn-server --scenario class --subscribers "$1" \
+        --duration "$duration" --json >"$2" 2>"${2%.json}.log" || true
+}
+
+# shellcheck source=loadtest/bench/bisect.sh
+source loadtest/bench/bisect.sh
 echo "machine load before: $(uptime)" >&2
-best=0
-for _ in 1 2 3 4 5 6 7 8; do
-    ((high - low > 5)) || break
-    mid=$(((low + high) / 2))
-    report="$reports/class-$mid.json"
-    timeout $((duration + 120)) "$bin" --spawn-server --scenario class --subscribers "$mid" \
-        --duration "$duration" --json >"$report" 2>"$reports/class-$mid.log" || true
-    if verdict=$(loadtest/bench/verdict.py "$report" 1.0 "$max_p99"); then
-        best=$mid
-        low=$mid
-    else
-        high=$mid
-    fi
-    echo "class --subscribers $mid: $verdict" | tr '\n' ' ' >&2
-    echo >&2
-done
+bisect "$low" "$high" 5 8 "$reports" class probe
 echo "machine load after: $(uptime)" >&2
-echo "max subscribers at < 1% loss, p99 < ${max_p99} ms, all with media: $best (searched up to $high); reports in $reports"
+echo "max subscribers at < 1% loss, p99 < ${MAX_P99_MS:-100} ms, all with media: $best (searched up to $high); reports in $reports"

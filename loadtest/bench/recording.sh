@@ -85,23 +85,17 @@ for name, r in (("without recording", off), ("with recording", on)):
 print(f'  CPU per forwarded packet with recording: {per_cpu(off) / per_cpu(on):.3f}x without')
 PY
 
+# One probe: $1 rooms of two, all recorded, on a fresh server (so that recordings of earlier
+# probes cost nothing); its report in $2.
+probe() {
+    start_server on
+    run --scenario support --pairs "$1" >"$2" || true
+    stop_server
+}
 if [[ ${3:-} == --pairs ]]; then
-    low=${4:-5} high=${5:-100} best=0
-    for _ in 1 2 3 4 5 6; do
-        ((high - low > 2)) || break
-        mid=$(((low + high) / 2))
-        # A fresh server per probe, so recordings of earlier probes cost nothing.
-        start_server on
-        run --scenario support --pairs "$mid" >"$work/pairs-$mid.json" || true
-        stop_server
-        if verdict=$(loadtest/bench/verdict.py "$work/pairs-$mid.json" 1.0 "${MAX_P99_MS:-100}"); then
-            best=$mid low=$mid
-        else
-            high=$mid
-        fi
-        echo "  support --pairs $mid recorded: $verdict" | tr '\n' ' ' >&2
-        echo >&2
-    done
+    # shellcheck source=loadtest/bench/bisect.sh
+    source loadtest/bench/bisect.sh
+    bisect "${4:-5}" "${5:-100}" 2 6 "$work" pairs-recorded probe
     echo "most recorded rooms of two served (every participant with media, loss < 1 %, p99 < ${MAX_P99_MS:-100} ms): $best (last bracket $low..$high)"
 fi
 echo "machine load after: $(uptime)" >&2
