@@ -77,3 +77,15 @@ function starterName(room, startedBy) {
   const people = [room.localParticipant, ...room.participants.values()];
   return people.find((p) => p?.identity === startedBy)?.name ?? startedBy;
 }
+
+/**
+ * A dev-mode identity from a display name: its letters and digits, else `fallback`, and eight
+ * random hex digits so that two people of one name differ. Not `crypto.randomUUID`: that exists
+ * only in secure contexts (https or localhost), and a student or learner on a second computer
+ * opens the page over plain http on the LAN.
+ */
+export function devIdentity(name, fallback) {
+  const base = name.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '') || fallback;
+  const suffix = Array.from(crypto.getRandomValues(new Uint8Array(4)), (b) => b.toString(16).padStart(2, '0')).join('');
+  return `${base}-${suffix}`;
+}

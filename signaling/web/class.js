@@ -15,7 +15,7 @@ import { initChat } from '/web/class-chat.js';
 import { initModeration } from '/web/class-moderation.js';
 import { watchQuality } from '/web/class-quality.js';
 import { initStage } from '/web/class-stage.js';
-import { $, clearNotice, setStatus, showNotice, showRecording } from '/web/class-ui.js';
+import { $, clearNotice, devIdentity, setStatus, showNotice, showRecording } from '/web/class-ui.js';
 
 const params = new URLSearchParams(location.search);
 
@@ -74,7 +74,7 @@ async function main() {
 /** Asks the server for a development token; production servers refuse, and say so. */
 async function fetchDevToken(room, name, role) {
   // The identity only has to be unique in the room; two tabs with the same name are two people.
-  const identity = `${name.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '') || 'guest'}-${randomSuffix()}`;
+  const identity = devIdentity(name, 'guest');
   const query = new URLSearchParams({ room, identity, role, name });
   const res = await fetch(`/api/dev-token?${query}`);
   if (res.status === 404) {
@@ -428,15 +428,6 @@ function playAudio(sid, stream) {
 
 function initials(name) {
   return name.split(/\s+/).filter(Boolean).slice(0, 2).map((w) => w[0].toUpperCase()).join('') || '?';
-}
-
-/**
- * Eight random hex digits for a dev-mode identity. Not `crypto.randomUUID`: that exists only in
- * secure contexts (https or localhost), and a student on a second computer opens the page over
- * plain http on the LAN.
- */
-function randomSuffix() {
-  return Array.from(crypto.getRandomValues(new Uint8Array(4)), (b) => b.toString(16).padStart(2, '0')).join('');
 }
 
 main();

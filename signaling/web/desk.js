@@ -11,6 +11,7 @@
 // them (on /agent, `aulaSession` is the session shown).
 
 import * as Aula from '/sdk/aula.js';
+import { devIdentity } from '/web/class-ui.js';
 
 // The recording badge is the class page's: same header, same event.
 export { showRecording } from '/web/class-ui.js';
@@ -40,20 +41,11 @@ export async function connectLobby(room, name, role, onDeskEvent) {
 }
 
 async function devToken(room, name, role) {
-  const identity = `${name.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '') || role}-${randomSuffix()}`;
+  const identity = devIdentity(name, role);
   const res = await fetch(`/api/dev-token?${new URLSearchParams({ room, identity, role, name })}`);
   const body = await res.json();
   if (!res.ok) throw new Error(body.error?.message ?? `token request failed (${res.status})`);
   return body.token;
-}
-
-/**
- * Eight random hex digits for a dev-mode identity. Not `crypto.randomUUID`: that exists only in
- * secure contexts (https or localhost), and a learner on a second computer opens the page over
- * plain http on the LAN.
- */
-function randomSuffix() {
-  return Array.from(crypto.getRandomValues(new Uint8Array(4)), (b) => b.toString(16).padStart(2, '0')).join('');
 }
 
 /** "0:42", "12:05". */
