@@ -3,6 +3,7 @@
 //! public so that Aula's own light clients (the simulator, `aula-loadtest`) build theirs alike.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
@@ -25,6 +26,7 @@ use rtc::rtp_transceiver::rtp_sender::RTCRtpCodec;
 
 use crate::bwe::{self, SharedEstimate};
 use crate::metrics::SfuMetrics;
+use crate::qos::FeedbackCounts;
 use crate::red;
 use crate::tap::{self, Tap};
 
@@ -52,7 +54,8 @@ pub fn ice_credentials() -> (String, String) {
 
 /// A peer connection with Aula's media configuration: the default codecs (Opus, VP8, VP9, H.264,
 /// AV1 with RTX), NACK generation and response, RTCP reports, TWCC feedback, simulcast header
-/// extensions, and the SFU's [`Tap`] (metrics; keyframe requests delivered to the SFU).
+/// extensions, and the SFU's [`Tap`] (metrics and the connection's feedback `counts`;
+/// keyframe requests delivered to the SFU).
 ///
 /// A connection the SFU *sends* media on (a subscriber's) also gets send-side congestion
 /// control, publishing its estimate into `estimate` (see [`crate::bwe`]).
@@ -67,9 +70,10 @@ pub fn build(
     pwd: String,
     metrics: &SfuMetrics,
     estimate: Option<&SharedEstimate>,
+    counts: Arc<FeedbackCounts>,
     now: Instant,
 ) -> Result<RTCPeerConnection, rtc::shared::error::Error> {
-    build_with(ufrag, pwd, metrics, estimate, now, Feedback::Twcc)
+    build_with(ufrag, pwd, metrics, estimate, counts, now, Feedback::Twcc)
 }
 
 /// Which congestion-control feedback a peer negotiates.
@@ -88,6 +92,7 @@ pub fn build_with(
     pwd: String,
     metrics: &SfuMetrics,
     estimate: Option<&SharedEstimate>,
+    counts: Arc<FeedbackCounts>,
     now: Instant,
     feedback: Feedback,
 ) -> Result<RTCPeerConnection, rtc::shared::error::Error> {
@@ -104,7 +109,7 @@ pub fn build_with(
     };
     let mut registry = defaults.with(
         Slot::Custom(tap::SLOT),
-        Tap::new(metrics.clone(), estimate.cloned()),
+        Tap::new(metrics.clone(), estimate.cloned(), counts),
     );
     if let Some(estimate) = estimate {
         registry = bwe::with_congestion_control(registry, estimate);

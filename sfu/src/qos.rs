@@ -11,6 +11,7 @@
 //! connection) and *receives* what the SFU forwards to it (its subscribe connection).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rtc::statistics::report::{RTCStatsReport, RTCStatsReportEntry};
@@ -29,10 +30,12 @@ pub struct Totals {
     pub bytes_received: u64,
     /// Media bytes sent to the participant (what it subscribes to).
     pub bytes_sent: u64,
-    /// NACKs and keyframe requests (PLI + FIR) the participant sent about what it receives.
+    /// NACKed sequence numbers and keyframe requests (PLI + FIR) the participant sent about
+    /// what it receives.
     pub nacks_received: u64,
     pub keyframe_requests_received: u64,
-    /// NACKs and keyframe requests the SFU sent the participant about what it publishes.
+    /// NACKed sequence numbers and keyframe requests the SFU sent the participant about what
+    /// it publishes.
     pub nacks_sent: u64,
     pub keyframe_requests_sent: u64,
     /// Packets of the participant's streams received and lost, as the SFU counts them.
@@ -41,27 +44,53 @@ pub struct Totals {
 }
 
 impl Totals {
-    /// Adds what one stats report holds.
+    /// Adds the bytes and packets one stats report holds. Not its NACK and keyframe request
+    /// counts: see [`FeedbackCounts`].
     pub fn add(&mut self, report: &RTCStatsReport) {
         for entry in report.iter() {
             match entry {
                 RTCStatsReportEntry::InboundRtp(stats) => {
                     let received = &stats.received_rtp_stream_stats;
                     self.bytes_received += stats.bytes_received;
-                    self.nacks_sent += u64::from(stats.nack_count);
-                    self.keyframe_requests_sent += u64::from(stats.pli_count + stats.fir_count);
                     self.packets_received += received.packets_received;
                     self.packets_lost += received.packets_lost.max(0) as u64;
                 }
                 RTCStatsReportEntry::OutboundRtp(stats) => {
                     self.bytes_sent += stats.sent_rtp_stream_stats.bytes_sent;
-                    self.nacks_received += u64::from(stats.nack_count);
-                    self.keyframe_requests_received += u64::from(stats.pli_count + stats.fir_count);
                 }
                 _ => {}
             }
         }
     }
+
+    /// Adds the feedback counted on one of the participant's connections.
+    pub fn add_feedback(&mut self, feedback: &FeedbackCounts) {
+        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        self.nacks_received += read(&feedback.nacks_received);
+        self.keyframe_requests_received += read(&feedback.keyframe_requests_received);
+        self.nacks_sent += read(&feedback.nacks_sent);
+        self.keyframe_requests_sent += read(&feedback.keyframe_requests_sent);
+    }
+}
+
+/// The NACKs and keyframe requests that crossed one connection, counted by the SFU's tap
+/// (`crate::tap`) at the wire and read by the router for the samples. `rtc`'s stats cannot
+/// give them: they count only the RTCP that reaches `rtc`'s own handler, and a subscriber's
+/// NACKs and keyframe requests are consumed before it (by the tap and `rtc`'s NACK responder),
+/// while the NACKs to a publisher come from `rtc`'s generator, further down the chain.
+///
+/// A participant sends feedback only about what it receives (on its subscribe connection)
+/// and gets it only about what it publishes (on its publish connection), so what came in on
+/// either connection is what it sent, and what went out is what the SFU sent it.
+#[derive(Debug, Default)]
+pub struct FeedbackCounts {
+    /// NACKed sequence numbers (as `aula_nacks_*_total` count them) and keyframe requests
+    /// (PLI, FIR) that came in on the connection.
+    pub nacks_received: AtomicU64,
+    pub keyframe_requests_received: AtomicU64,
+    /// Those that went out.
+    pub nacks_sent: AtomicU64,
+    pub keyframe_requests_sent: AtomicU64,
 }
 
 /// What the router knows of a participant's links right now, beside the totals.

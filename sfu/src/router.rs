@@ -8,6 +8,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aula_protocol::{IceCandidate, PeerTarget, TrackAnnouncement, TrackKind, TrackSource};
@@ -49,7 +50,7 @@ use crate::forward::{Decision, Forwarder, PacketMeta};
 use crate::host::HostAddrs;
 use crate::metrics::SfuMetrics;
 use crate::peer;
-use crate::qos::{self, LayerChange, LayerReason, LinkState, Totals};
+use crate::qos::{self, FeedbackCounts, LayerChange, LayerReason, LinkState, Totals};
 use crate::quality::{self, ConnectionQuality, LinkSample};
 use crate::record::capture::{Captures, RecordingSpec, TrackLog, TrackMeta};
 use crate::record::format::Marker;
@@ -133,6 +134,8 @@ struct Peer {
     /// Subscribe side: the path loses packets at random (see [`LOSSY_LINK`]).
     lossy: bool,
     connected_at: Option<Instant>,
+    /// The NACKs and keyframe requests the connection's tap counted, for the QoS samples.
+    feedback: Arc<FeedbackCounts>,
 }
 
 #[derive(Default)]
@@ -905,11 +908,13 @@ impl Router {
     ) -> Result<PeerKey, SfuError> {
         let (ufrag, pwd) = peer::ice_credentials();
         let estimate = (target == PeerTarget::Subscribe).then(SharedEstimate::new);
+        let feedback = Arc::new(FeedbackCounts::default());
         let mut pc = peer::build(
             ufrag.clone(),
             pwd.clone(),
             &self.metrics,
             estimate.as_ref(),
+            feedback.clone(),
             now,
         )
         .map_err(|e| SfuError::Internal(e.to_string()))?;
@@ -941,6 +946,7 @@ impl Router {
                 estimate,
                 lossy: false,
                 connected_at: None,
+                feedback,
             },
         );
         let state = self.participants.entry(participant.to_owned()).or_default();
@@ -1615,10 +1621,12 @@ impl Router {
             };
             if let Some(peer) = publish.and_then(|key| self.peers.get_mut(&key)) {
                 totals.add(&peer.pc.get_stats(now, StatsSelector::None));
+                totals.add_feedback(&peer.feedback);
             }
             if let Some(peer) = subscribe.and_then(|key| self.peers.get_mut(&key)) {
                 let report = peer.pc.get_stats(now, StatsSelector::None);
                 totals.add(&report);
+                totals.add_feedback(&peer.feedback);
                 link.estimate_bps = peer.estimate.as_ref().and_then(SharedEstimate::current);
                 link.loss_before_recovery = peer.estimate.as_ref().map(SharedEstimate::loss);
                 for entry in report.iter() {

@@ -7,6 +7,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aula_protocol::{PeerTarget, TrackAnnouncement, TrackKind, TrackSource};
@@ -27,6 +28,7 @@ use crate::api::{PeerState, SfuEvent, TrackSid};
 use crate::impair::Link;
 use crate::metrics::SfuMetrics;
 use crate::peer;
+use crate::qos::PeerSample;
 use crate::quality::ConnectionQuality;
 use crate::router::{Router, Transmit};
 
@@ -97,6 +99,8 @@ pub struct Sim {
     pub peer_states: Vec<(String, PeerTarget, PeerState)>,
     /// Connection quality reports the SFU sent, in order, with the loss they gave.
     pub qualities: Vec<(String, ConnectionQuality, f64)>,
+    /// The QoS samples of recorded participants the SFU sent, in order.
+    pub qos_samples: Vec<(String, PeerSample)>,
     to_clients: usize,
     next_port: u16,
 }
@@ -128,6 +132,7 @@ impl Sim {
             in_flight: Vec::new(),
             peer_states: Vec::new(),
             qualities: Vec::new(),
+            qos_samples: Vec::new(),
             to_clients: 0,
             next_port: 40_000,
         }
@@ -144,8 +149,16 @@ impl Sim {
         } else {
             peer::Feedback::Twcc
         };
-        let mut pc = peer::build_with(ufrag, pwd, &metrics, None, self.now, feedback)
-            .expect("default peer builds");
+        let mut pc = peer::build_with(
+            ufrag,
+            pwd,
+            &metrics,
+            None,
+            Arc::default(),
+            self.now,
+            feedback,
+        )
+        .expect("default peer builds");
         pc.add_local_candidate(peer::host_candidate(addr).expect("valid address"))
             .expect("host candidate");
         self.clients.push(Client {
@@ -538,9 +551,12 @@ impl Sim {
                 loss,
                 ..
             } => self.qualities.push((participant, quality, loss)),
-            SfuEvent::TrackUnpublished { .. }
-            | SfuEvent::QosSample { .. }
-            | SfuEvent::RecordingFailed { .. } => {}
+            SfuEvent::QosSample {
+                participant,
+                sample,
+                ..
+            } => self.qos_samples.push((participant, *sample)),
+            SfuEvent::TrackUnpublished { .. } | SfuEvent::RecordingFailed { .. } => {}
         }
     }
 }

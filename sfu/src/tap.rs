@@ -1,8 +1,10 @@
 //! The SFU's own interceptor, at the wire end of every peer connection's chain.
 //!
 //! - It counts RTP and RTCP feedback as they cross the wire (NACKs, PLIs, retransmissions), for
-//!   [`SfuMetrics`]. Sitting wire-most, it sees what the built-in interceptors generate on the
-//!   way out (NACKs, reports, retransmissions) as well as everything that comes in.
+//!   [`SfuMetrics`], and the connection's own NACKs and keyframe requests for the recording's
+//!   QoS samples ([`FeedbackCounts`]). Sitting wire-most, it sees what the built-in
+//!   interceptors generate on the way out (NACKs, reports, retransmissions) as well as
+//!   everything that comes in.
 //! - It lets keyframe requests through to the SFU. `rtc`'s chain ends inbound RTCP before the
 //!   application unless an interceptor marks a packet [`Attribute::DeliverToApplication`]; an
 //!   SFU must see a subscriber's PLI/FIR to relay it to the publisher, so this marks exactly
@@ -18,6 +20,8 @@
 //!   see `bwe::probe`).
 
 use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use rtc::interceptor::{
@@ -42,6 +46,7 @@ use crate::codec::VideoCodec;
 use crate::feedback_loss::TransportLog;
 use crate::metrics::SfuMetrics;
 use crate::nack_age::{SendLog, Trim};
+use crate::qos::FeedbackCounts;
 use crate::resend_budget::ResendBudget;
 
 /// Position in the chain: below `Slot::CongestionControl` (1_000), the lowest built-in slot.
@@ -49,6 +54,8 @@ pub const SLOT: usize = 500;
 
 pub struct Tap {
     metrics: SfuMetrics,
+    /// This connection's share of the feedback, which the router reads.
+    feedback: Arc<FeedbackCounts>,
     /// The connection's bandwidth estimate, on connections the SFU sends media on: a
     /// receiver's REMB is recorded in it, and it says how many copies of a resend to send
     /// (`resend_copies`) and how fast to probe (`bwe::probe`).
@@ -68,9 +75,14 @@ pub struct Tap {
 }
 
 impl Tap {
-    pub fn new(metrics: SfuMetrics, estimate: Option<SharedEstimate>) -> Self {
+    pub fn new(
+        metrics: SfuMetrics,
+        estimate: Option<SharedEstimate>,
+        feedback: Arc<FeedbackCounts>,
+    ) -> Self {
         Self {
             metrics,
+            feedback,
             estimate,
             sent: SendLog::new(),
             transport: TransportLog::default(),
@@ -214,6 +226,10 @@ pub fn is_keyframe_request(packet: &dyn rtc::rtcp::Packet) -> bool {
     any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
 }
 
+fn count(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Ordering::Relaxed);
+}
+
 /// Sequence numbers a NACK asks for.
 fn nacked(packet: &dyn rtc::rtcp::Packet) -> u64 {
     packet
@@ -268,10 +284,13 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for Tap {
             }
             Packet::Rtcp(packets) => {
                 for packet in packets.iter() {
-                    self.metrics.nacks_received.inc_by(nacked(packet.as_ref()));
+                    let nacks = nacked(packet.as_ref());
+                    self.metrics.nacks_received.inc_by(nacks);
+                    count(&self.feedback.nacks_received, nacks);
                     if is_keyframe_request(packet.as_ref()) {
                         deliver = true;
                         self.metrics.plis_received.inc();
+                        count(&self.feedback.keyframe_requests_received, 1);
                     }
                     deliver |= packet.as_any().is::<SenderReport>();
                 }
@@ -357,9 +376,12 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for Tap {
             }
             Packet::Rtcp(packets) => {
                 for packet in packets {
-                    self.metrics.nacks_sent.inc_by(nacked(packet.as_ref()));
+                    let nacks = nacked(packet.as_ref());
+                    self.metrics.nacks_sent.inc_by(nacks);
+                    count(&self.feedback.nacks_sent, nacks);
                     if is_keyframe_request(packet.as_ref()) {
                         self.metrics.plis_sent.inc();
+                        count(&self.feedback.keyframe_requests_sent, 1);
                     }
                 }
             }
@@ -432,7 +454,7 @@ mod tests {
     /// A tap publishing into `estimate`, with `stream` bound.
     fn tap_with(estimate: Option<SharedEstimate>, stream: StreamInfo) -> Tap {
         let metrics = SfuMetrics::register(&prometheus::Registry::new()).expect("fresh registry");
-        let mut tap = Tap::new(metrics, estimate);
+        let mut tap = Tap::new(metrics, estimate, Arc::default());
         tap.bind_local_stream(&stream);
         tap
     }
@@ -454,7 +476,7 @@ mod tests {
         use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
         let estimate = SharedEstimate::new();
         let metrics = SfuMetrics::register(&prometheus::Registry::new()).expect("fresh registry");
-        let mut tap = Tap::new(metrics, Some(estimate.clone()));
+        let mut tap = Tap::new(metrics, Some(estimate.clone()), Arc::default());
         let remb: Box<dyn rtc::rtcp::Packet> = Box::new(ReceiverEstimatedMaximumBitrate {
             sender_ssrc: 1,
             bitrate: 700_000.0,
@@ -544,6 +566,24 @@ mod tests {
     }
 
     #[test]
+    fn the_connections_own_nacks_and_keyframe_requests_are_counted_both_ways() {
+        let mut tap = tap();
+        let now = Instant::now();
+        send(&mut tap, 10, now, false);
+        let pli = || -> Box<dyn rtc::rtcp::Packet> { Box::new(PictureLossIndication::default()) };
+        // Counted as they come in, stale or not: what the participant asked for.
+        receive(&mut tap, vec![nack(&[10, 11, 12]), pli()], now);
+        let message = AttributedPacket::new(Packet::Rtcp(vec![nack(&[5, 6]), pli(), pli()]));
+        tap.handle_write(tagged(now, message)).expect("write");
+        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let feedback = &tap.feedback;
+        assert_eq!(read(&feedback.nacks_received), 3);
+        assert_eq!(read(&feedback.keyframe_requests_received), 1);
+        assert_eq!(read(&feedback.nacks_sent), 2);
+        assert_eq!(read(&feedback.keyframe_requests_sent), 2);
+    }
+
+    #[test]
     fn what_transport_feedback_reports_lost_is_resent_like_a_nack() {
         use rtc::interceptor::RTPHeaderExtension;
         use rtc::rtcp::transport_feedbacks::transport_layer_cc::{
@@ -608,6 +648,7 @@ mod tests {
             0,
             "the subscriber NACKed nothing"
         );
+        assert_eq!(tap.feedback.nacks_received.load(Ordering::Relaxed), 0);
 
         // The responder resends 7 on the RTX stream (its payload names 7). The same loss
         // reported again is not asked for again, nor is the receiver's NACK for it a moment
@@ -670,7 +711,7 @@ mod tests {
         let estimate = SharedEstimate::new();
         estimate.set_loss(0.10);
         let metrics = SfuMetrics::register(&prometheus::Registry::new()).expect("fresh registry");
-        let mut tap = Tap::new(metrics, Some(estimate.clone()));
+        let mut tap = Tap::new(metrics, Some(estimate.clone()), Arc::default());
         let written = |tap: &mut Tap| std::iter::from_fn(|| tap.poll_write()).count();
         let now = Instant::now();
         send(&mut tap, 1, now, false);

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use aula_protocol::TrackKind;
+use aula_sfu::qos::PeerSample;
 use aula_sfu::record::capture::{RecordingSpec, TrackLog};
 use aula_sfu::record::format::{Entry, Marker, Record, SegmentHeader};
 use aula_sfu::record::reader::SegmentReader;
@@ -43,11 +44,11 @@ fn publish(sim: &mut Sim, mut send: impl FnMut(&mut Sim)) -> String {
     panic!("the SFU never published the track");
 }
 
-fn start(sim: &mut Sim, dir: &Path, participant: &str) {
+fn start(sim: &mut Sim, dir: &Path, participants: &[&str]) {
     let spec = RecordingSpec {
         id: "rec".into(),
         dir: dir.to_path_buf(),
-        participants: vec![participant.into()],
+        participants: participants.iter().map(|&p| p.to_owned()).collect(),
         wall_clock_start_us: 1_760_000_000_000_000,
     };
     sim.router.start_recording(sim.now, spec).unwrap();
@@ -101,7 +102,7 @@ fn a_keyframe_is_asked_for_at_start_and_at_most_once_a_second_until_it_comes() {
         sim.send(teacher, &vp8_payload(false, b"delta"))
     });
     let plis_before = sim.router.metrics().plis_sent.get();
-    start(&mut sim, &dir.0, "teacher");
+    start(&mut sim, &dir.0, &["teacher"]);
 
     // 3.5 s of delta frames: nothing can be decoded, so nothing is recorded but requests.
     for _ in 0..106 {
@@ -148,7 +149,7 @@ fn a_simulcast_layer_switch_writes_a_marker_and_the_log_keeps_the_best_layer() {
         sim.send_layer(teacher, 0, &vp8_payload(false, b"q"));
         sim.send_layer(teacher, 1, &vp8_payload(false, b"h"));
     });
-    start(&mut sim, &dir.0, "teacher");
+    start(&mut sim, &dir.0, &["teacher"]);
     let frame = |sim: &mut Sim, layers: &[usize], keyframe: bool| {
         for &layer in layers {
             let body = [b'q', b'h'][layer];
@@ -215,7 +216,7 @@ fn audio_is_recorded_from_the_first_packet_with_the_publishers_sender_reports() 
     let mut sim = Sim::new();
     let teacher = sim.add_publisher("teacher", TrackKind::Audio);
     publish(&mut sim, |sim| sim.send(teacher, b"warm-up"));
-    start(&mut sim, &dir.0, "teacher");
+    start(&mut sim, &dir.0, &["teacher"]);
     for i in 0..150u32 {
         sim.send(teacher, format!("frame-{i}").as_bytes());
         sim.step(Duration::from_millis(20));
@@ -236,4 +237,62 @@ fn audio_is_recorded_from_the_first_packet_with_the_publishers_sender_reports() 
     let times: Vec<u64> = records.iter().map(|r| r.time_us).collect();
     assert!(times.windows(2).all(|w| w[0] <= w[1]));
     assert!(*times.last().unwrap() >= 2_900_000);
+}
+
+#[test]
+fn the_qos_samples_count_a_lossy_links_nacks_and_keyframe_requests() {
+    let dir = TempDir::new("qos-feedback");
+    let mut sim = Sim::new();
+    let teacher = sim.add_publisher("teacher", TrackKind::Video);
+    let track = publish(&mut sim, |sim| {
+        sim.send(teacher, &vp8_payload(true, b"warm-up"))
+    });
+    sim.subscribe("student", &track);
+    for _ in 0..100 {
+        if !sim.client("student").received.is_empty() {
+            break;
+        }
+        sim.send(teacher, &vp8_payload(true, b"warm-up"));
+        sim.step(FRAME);
+    }
+    assert!(!sim.client("student").received.is_empty(), "video flows");
+    start(&mut sim, &dir.0, &["teacher", "student"]);
+
+    // One datagram in seven to the clients is lost, and one in five of the teacher's: the
+    // student NACKs what it misses, and the SFU what it misses of the teacher's. The
+    // recording asks for a keyframe at once (before the first sample, whose counts are the
+    // base) and a second later, until one comes at 1.5 s.
+    sim.drop_every_nth_to_clients = Some(7);
+    sim.lossy_uplink = Some(("teacher".to_owned(), 5));
+    for i in 0..120 {
+        sim.send(teacher, &vp8_payload(i == 45, b"frame"));
+        sim.step(FRAME);
+    }
+    for log in sim.router.stop_recording("rec").unwrap() {
+        log.log.finish().unwrap();
+    }
+
+    let total = |participant: &str, count: fn(&PeerSample) -> u64| -> u64 {
+        let samples = sim.qos_samples.iter().filter(|(p, _)| p == participant);
+        samples.map(|(_, sample)| count(sample)).sum()
+    };
+    let samples = |participant: &str| {
+        let all = sim.qos_samples.iter();
+        all.filter(|(p, _)| p == participant).count()
+    };
+    assert!(samples("student") >= 3, "a sample a second");
+    assert!(
+        total("student", |s| s.nacks_received) > 0,
+        "the student's NACKs"
+    );
+    assert!(total("teacher", |s| s.nacks_sent) > 0, "the SFU's NACKs");
+    assert!(
+        total("teacher", |s| s.keyframe_requests_sent) > 0,
+        "the recording asked the teacher for a keyframe"
+    );
+    assert_eq!(
+        total("student", |s| s.nacks_sent),
+        0,
+        "it publishes nothing"
+    );
 }
