@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::impair::Impairment;
 use crate::record::capture::{RecordingSpec, TrackLog};
+use crate::relay::track::RelayedTrack;
 
 /// Participant session id, assigned by the control plane (`ParticipantInfo::sid`).
 pub type ParticipantId = String;
@@ -43,14 +44,14 @@ impl Default for SfuConfig {
 }
 
 /// The size, in CSS pixels times the device pixel ratio, at which a subscriber shows a video.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RenderedSize {
     pub width: u32,
     pub height: u32,
 }
 
 /// A track the SFU started receiving from a publisher.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PublishedTrack {
     pub sid: TrackSid,
     pub kind: TrackKind,
@@ -60,7 +61,7 @@ pub struct PublishedTrack {
 }
 
 /// Peer connection states the control plane acts on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum PeerState {
     Connected,
     /// ICE or DTLS gave up (timeout); the connection will not come back by itself.
@@ -109,6 +110,9 @@ pub enum SfuEvent {
         /// The longest round trip measured, if any.
         rtt: Option<Duration>,
     },
+    /// Subscribers here want a keyframe of a track imported from another node (see
+    /// [`crate::relay`]); the control plane asks the node that exports it.
+    RelayKeyframeRequest { track_sid: TrackSid, layer: usize },
     /// A recorded participant's links over the last second (see [`crate::qos`]), sampled
     /// at `at`, for the recording's QoS timeline.
     QosSample {
@@ -119,7 +123,8 @@ pub enum SfuEvent {
 }
 
 /// Why a command failed. `BadSdp` and `BadCandidate` are the client's fault; the rest are not.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+/// Serializable: a relay node's SFU answers the origin's commands over the link.
+#[derive(Debug, thiserror::Error, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum SfuError {
     #[error("bad SDP: {0}")]
     BadSdp(String),
@@ -241,6 +246,39 @@ pub(crate) enum Command {
         impairment: Option<Impairment>,
         reply: Reply<()>,
     },
+    RelayExport {
+        track_sid: TrackSid,
+        link: RelayLink,
+        index: u64,
+        reply: Reply<RelayedTrack>,
+    },
+    RelayUnexport {
+        track_sid: TrackSid,
+        link: u64,
+    },
+    RelayLinkClosed {
+        link: u64,
+    },
+    RelayImport {
+        track: RelayedTrack,
+        reply: Reply<()>,
+    },
+    RelayPacket {
+        track_sid: TrackSid,
+        layer: usize,
+        data: bytes::Bytes,
+    },
+    RequestKeyframe {
+        track_sid: TrackSid,
+        layer: usize,
+    },
+}
+
+/// A link to another node that tracks are exported on, numbered by the control plane.
+#[derive(Clone)]
+pub struct RelayLink {
+    pub id: u64,
+    pub link: std::sync::Arc<crate::relay::link::Link>,
 }
 
 /// Cheap to clone; every method is a round trip to the SFU thread.
@@ -263,6 +301,15 @@ impl SfuHandle {
             .await
             .map_err(|_| SfuError::Stopped)?;
         rx.await.map_err(|_| SfuError::Stopped)?
+    }
+
+    /// Queues a command that has no reply, from code that must not wait (a link's reader). The
+    /// queue is only full when the SFU thread is far behind; the command is then dropped, and
+    /// said so.
+    fn tell(&self, command: Command) {
+        if self.commands.try_send(command).is_err() {
+            tracing::warn!("SFU command queue full or stopped; a relay command was dropped");
+        }
     }
 
     /// Applies a publisher's offer (creating its publish connection on first use) and returns
@@ -462,6 +509,63 @@ impl SfuHandle {
 
     pub async fn stats(&self) -> Result<SfuStats, SfuError> {
         self.call(|reply| Command::Stats { reply }).await
+    }
+
+    /// Starts sending a track to another node over `link`, as track `index` there (see
+    /// [`crate::relay::track`]); returns what that node needs to import it.
+    pub async fn relay_export(
+        &self,
+        track_sid: &str,
+        link: RelayLink,
+        index: u64,
+    ) -> Result<RelayedTrack, SfuError> {
+        let track_sid = track_sid.to_owned();
+        self.call(|reply| Command::RelayExport {
+            track_sid,
+            link,
+            index,
+            reply,
+        })
+        .await
+    }
+
+    /// Stops sending a track on a link. Not waited for.
+    pub fn relay_unexport(&self, track_sid: &str, link: u64) {
+        self.tell(Command::RelayUnexport {
+            track_sid: track_sid.to_owned(),
+            link,
+        });
+    }
+
+    /// Forgets a link that went down. Not waited for.
+    pub fn relay_link_closed(&self, link: u64) {
+        self.tell(Command::RelayLinkClosed { link });
+    }
+
+    /// Makes another node's track available here for [`SfuHandle::subscribe`].
+    pub async fn relay_import(&self, track: RelayedTrack) -> Result<(), SfuError> {
+        self.call(|reply| Command::RelayImport { track, reply })
+            .await
+    }
+
+    /// Hands the SFU a packet of an imported track, from its link. Dropped (false) when the
+    /// SFU's queue is full: media is never waited for.
+    pub fn relay_packet(&self, track_sid: &str, layer: usize, data: bytes::Bytes) -> bool {
+        self.commands
+            .try_send(Command::RelayPacket {
+                track_sid: track_sid.to_owned(),
+                layer,
+                data,
+            })
+            .is_ok()
+    }
+
+    /// Another node's subscribers want a keyframe of a track published here. Not waited for.
+    pub fn request_keyframe(&self, track_sid: &str, layer: usize) {
+        self.tell(Command::RequestKeyframe {
+            track_sid: track_sid.to_owned(),
+            layer,
+        });
     }
 }
 

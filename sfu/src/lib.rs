@@ -30,8 +30,8 @@ pub mod udp;
 mod worker;
 
 pub use api::{
-    ParticipantId, PeerState, PublishedTrack, RenderedSize, SfuConfig, SfuError, SfuEvent,
-    SfuHandle, SfuStats, TrackSid, start,
+    ParticipantId, PeerState, PublishedTrack, RelayLink, RenderedSize, SfuConfig, SfuError,
+    SfuEvent, SfuHandle, SfuStats, TrackSid, start,
 };
 pub use metrics::SfuMetrics;
 pub use quality::ConnectionQuality;

@@ -55,11 +55,14 @@ use crate::quality::{self, ConnectionQuality, LinkSample};
 use crate::record::capture::{Captures, RecordingSpec, TrackLog, TrackMeta};
 use crate::record::format::Marker;
 use crate::red;
+
+mod relay;
 use crate::sdp::{
     ice_credentials, keep_simulcast_receivers, sending_track_ids, simulcast_track_ids, track_kinds,
     unreceivable_media,
 };
 use crate::tap::is_keyframe_request;
+pub use relay::RelayTransmit;
 
 /// How often keyframe requests for waiting consumers are (re)considered.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(100);
@@ -151,11 +154,22 @@ struct Participant {
     staff: bool,
 }
 
+/// Where a producer's packets come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Upstream {
+    /// A publisher's peer connection here.
+    Peer {
+        key: PeerKey,
+        receiver_id: RTCRtpReceiverId,
+    },
+    /// Another node, over a relay link (see [`relay`]).
+    Relay,
+}
+
 struct Producer {
     sid: TrackSid,
     participant: ParticipantId,
-    peer: PeerKey,
-    receiver_id: RTCRtpReceiverId,
+    upstream: Upstream,
     kind: TrackKind,
     source: TrackSource,
     codec: RTCRtpCodec,
@@ -175,6 +189,8 @@ struct Producer {
     paused: bool,
     /// The negotiated RTP header extensions (id, URI), for a recording's log header.
     extmaps: Vec<(u8, String)>,
+    /// Nodes this track is sent to, each once whatever its subscribers there (see [`relay`]).
+    exports: Vec<relay::Export>,
 }
 
 impl Producer {
@@ -264,6 +280,8 @@ pub struct Router {
     /// Peers with output or events to collect.
     dirty: VecDeque<PeerKey>,
     transmits: VecDeque<Transmit>,
+    /// Packets for other nodes (see [`relay`]).
+    relay_transmits: VecDeque<relay::RelayTransmit>,
     events: VecDeque<SfuEvent>,
     next_housekeeping: Instant,
     next_peer_stats: Instant,
@@ -318,6 +336,7 @@ impl Router {
             producers: HashMap::new(),
             dirty: VecDeque::new(),
             transmits: VecDeque::new(),
+            relay_transmits: VecDeque::new(),
             events: VecDeque::new(),
             next_housekeeping: now,
             next_peer_stats: now + PEER_STATS_INTERVAL,
@@ -1026,7 +1045,7 @@ impl Router {
             return;
         };
         let subscribers: Vec<ParticipantId> = producer.consumers.keys().cloned().collect();
-        let (publisher, peer_key) = (producer.participant.clone(), producer.peer);
+        let (publisher, upstream) = (producer.participant.clone(), producer.upstream);
         for participant in subscribers {
             if let Some(key) = self.detach_consumer(&participant, sid) {
                 self.schedule_offer(now, key);
@@ -1034,7 +1053,9 @@ impl Router {
         }
         self.producers.remove(sid);
         self.captures.track_unpublished(sid);
-        if let Some(peer) = self.peers.get_mut(&peer_key) {
+        if let Upstream::Peer { key, .. } = upstream
+            && let Some(peer) = self.peers.get_mut(&key)
+        {
             peer.producers.retain(|_, s| s != sid);
         }
         self.events.push_back(SfuEvent::TrackUnpublished {
@@ -1201,7 +1222,7 @@ impl Router {
         {
             // A track's simulcast layers share its receiver; another m-section reusing the
             // track id is another track, maybe of the other kind, and is not forwarded as this.
-            if producer.receiver_id == receiver_id {
+            if producer.upstream == (Upstream::Peer { key, receiver_id }) {
                 producer.layers.insert(ssrc, layer);
             } else {
                 warn!(participant = %peer.participant, %track_id, "a second m-section reuses a published track's id; ignored");
@@ -1254,8 +1275,7 @@ impl Router {
         let mut producer = Producer {
             sid: sid.clone(),
             participant: participant.clone(),
-            peer: key,
-            receiver_id,
+            upstream: Upstream::Peer { key, receiver_id },
             kind,
             source,
             video: VideoCodec::from_mime(&codec.mime_type),
@@ -1270,6 +1290,7 @@ impl Router {
             consumers: HashMap::new(),
             paused: false,
             extmaps,
+            exports: Vec::new(),
         };
         producer.layers.insert(ssrc, layer);
         producer.activity.record(layer, now);
@@ -1438,6 +1459,9 @@ impl Router {
         packet.header.extensions.clear();
         packet.header.extension_profile = 0;
         packet.header.extensions_padding = 0;
+        if !producer.exports.is_empty() {
+            relay::export(&producer.exports, layer, &packet, &mut self.relay_transmits);
+        }
         let mut writes = Vec::new();
         for consumer in producer.consumers.values_mut() {
             let ConsumerStage::Live { payload_type, red } = consumer.stage else {
@@ -1836,7 +1860,14 @@ impl Router {
             return;
         };
         producer.last_pli.insert(layer, now);
-        let (key, receiver_id) = (producer.peer, producer.receiver_id);
+        let Upstream::Peer { key, receiver_id } = producer.upstream else {
+            // One request up the link, however many subscribers here asked.
+            self.events.push_back(SfuEvent::RelayKeyframeRequest {
+                track_sid: sid.to_owned(),
+                layer,
+            });
+            return;
+        };
         let Some(peer) = self.peers.get_mut(&key) else {
             return;
         };

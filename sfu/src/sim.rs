@@ -556,7 +556,9 @@ impl Sim {
                 sample,
                 ..
             } => self.qos_samples.push((participant, *sample)),
-            SfuEvent::TrackUnpublished { .. } | SfuEvent::RecordingFailed { .. } => {}
+            SfuEvent::TrackUnpublished { .. }
+            | SfuEvent::RecordingFailed { .. }
+            | SfuEvent::RelayKeyframeRequest { .. } => {}
         }
     }
 }

@@ -9,7 +9,9 @@
 //! dropped or held until a release instant (one more timer in the loop), datagrams from it
 //! dropped on arrival. With nothing impaired the only cost is checking an empty table.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::sync::mpsc;
@@ -18,6 +20,7 @@ use tracing::{debug, info, warn};
 use crate::api::{Command, SfuConfig, SfuEvent, SfuHandle};
 use crate::impair::Impairments;
 use crate::metrics::SfuMetrics;
+use crate::relay::link::Link;
 use crate::router::{Router, Transmit};
 use crate::udp::{Datagram, MediaSocket};
 
@@ -124,14 +127,23 @@ async fn run(
 ) {
     // Tests only; empty (one branch per datagram) unless a test impairs someone.
     let mut impairments = Impairments::default();
+    // Links to other nodes that tracks are exported on, by the control plane's numbers.
+    let mut links = RelayLinks::new();
     loop {
-        flush(&socket, &mut router, &metrics, &events, &mut impairments);
+        flush(
+            &socket,
+            &mut router,
+            &metrics,
+            &events,
+            &mut impairments,
+            &links,
+        );
         let deadline = tokio::time::Instant::from_std(router.poll_timeout());
         let release = impairments.next_release();
         let release_at = release.map_or(deadline, tokio::time::Instant::from_std);
         tokio::select! {
             command = commands.recv() => match command {
-                Some(command) => handle_command(&mut router, &mut impairments, command),
+                Some(command) => handle_command(&mut router, &mut impairments, &mut links, command),
                 None => break,
             },
             readable = socket.readable() => {
@@ -160,7 +172,7 @@ async fn run(
                     if metrics.packets_forwarded.get() != forwarded_before {
                         // Send this batch's copies now, to time the whole hop: from the read
                         // to the last copy of each forwarded datagram.
-                        flush(&socket, &mut router, &metrics, &events, &mut impairments);
+                        flush(&socket, &mut router, &metrics, &events, &mut impairments, &links);
                         let latency = arrived.elapsed().as_secs_f64();
                         for _ in 0..forwarding {
                             metrics.forwarding_latency.observe(latency);
@@ -201,6 +213,7 @@ fn flush(
     metrics: &SfuMetrics,
     events: &mpsc::UnboundedSender<SfuEvent>,
     impairments: &mut Impairments,
+    links: &RelayLinks,
 ) {
     if impairments.is_empty() {
         while let Some(transmit) = router.poll_transmit() {
@@ -218,6 +231,13 @@ fn flush(
             {
                 send(socket, metrics, &transmit);
             }
+        }
+    }
+    while let Some(transmit) = router.poll_relay_transmit() {
+        if let Some(link) = links.get(&transmit.link)
+            && let Err(e) = link.send_packet(transmit.flow, &transmit.data)
+        {
+            debug!(link = transmit.link, error = %e, "relay send failed");
         }
     }
     while let Some(event) = router.poll_event() {
@@ -239,7 +259,15 @@ fn send(socket: &MediaSocket, metrics: &SfuMetrics, transmit: &Transmit) {
     }
 }
 
-fn handle_command(router: &mut Router, impairments: &mut Impairments, command: Command) {
+/// Links to other nodes, by the control plane's numbers (see [`crate::relay`]).
+type RelayLinks = HashMap<u64, Arc<Link>>;
+
+fn handle_command(
+    router: &mut Router,
+    impairments: &mut Impairments,
+    links: &mut RelayLinks,
+    command: Command,
+) {
     let now = Instant::now();
     // A dropped reply receiver means the caller gave up waiting; the work is done regardless.
     match command {
@@ -340,6 +368,31 @@ fn handle_command(router: &mut Router, impairments: &mut Impairments, command: C
         } => {
             impairments.set(&participant, impairment);
             let _ = reply.send(Ok(()));
+        }
+        Command::RelayExport {
+            track_sid,
+            link,
+            index,
+            reply,
+        } => {
+            links.entry(link.id).or_insert(link.link);
+            let _ = reply.send(router.relay_export(now, &track_sid, link.id, index));
+        }
+        Command::RelayUnexport { track_sid, link } => router.relay_unexport(&track_sid, link),
+        Command::RelayLinkClosed { link } => {
+            links.remove(&link);
+            router.relay_link_closed(link);
+        }
+        Command::RelayImport { track, reply } => {
+            let _ = reply.send(router.relay_import(track));
+        }
+        Command::RelayPacket {
+            track_sid,
+            layer,
+            data,
+        } => router.relay_packet(now, &track_sid, layer, &data),
+        Command::RequestKeyframe { track_sid, layer } => {
+            router.request_keyframe(now, &track_sid, layer);
         }
     }
 }

@@ -442,6 +442,7 @@ async fn list_nodes(State(state): State<Arc<AppState>>, headers: HeaderMap) -> R
             id: "local".to_owned(),
             region: String::new(),
             public_addrs: Vec::new(),
+            relay_addr: None,
             load: state.local_load(),
             updated_ms: unix_millis(std::time::SystemTime::now()),
         };

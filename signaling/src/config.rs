@@ -226,6 +226,30 @@ pub struct ClusterConfig {
     /// Seconds a room's origin lease lasts unless renewed; more than `refresh_secs`.
     #[serde(default = "default_lease_ttl_secs")]
     pub lease_ttl_secs: u64,
+    /// Relay links to other nodes (`[cluster.relay]`); without it the node shares the
+    /// directory but serves every room's media itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay: Option<RelayConfig>,
+}
+
+/// This node's end of the QUIC links between nodes (see `crate::cluster::relay`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelayConfig {
+    /// UDP address the link endpoint binds.
+    #[serde(default = "default_relay_bind")]
+    pub bind: SocketAddr,
+    /// Where other nodes reach it, `host:port` (published in the directory).
+    pub addr: String,
+    /// The cluster CA's certificate (`aula cluster ca`): only nodes it signed are trusted.
+    pub ca_cert: PathBuf,
+    /// This node's certificate and key (`aula cluster cert --node <node_id>`).
+    pub node_cert: PathBuf,
+    pub node_key: PathBuf,
+}
+
+fn default_relay_bind() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 7884))
 }
 
 fn random_node_id() -> String {
@@ -242,6 +266,12 @@ fn default_refresh_secs() -> u64 {
 
 fn default_lease_ttl_secs() -> u64 {
     DEFAULT_LEASE_TTL_SECS
+}
+
+/// `host:port`, with a host and a valid port.
+fn is_host_port(addr: &str) -> bool {
+    addr.rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
 }
 
 /// An id that is safe in a Redis key and a log line.
@@ -273,12 +303,17 @@ impl ClusterConfig {
             ));
         }
         for addr in &self.public_addrs {
-            let valid = addr
-                .rsplit_once(':')
-                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
-            if !valid {
+            if !is_host_port(addr) {
                 return Err(("cluster.public_addrs", format!("{addr:?} is not host:port")));
             }
+        }
+        if let Some(relay) = &self.relay
+            && !is_host_port(&relay.addr)
+        {
+            return Err((
+                "cluster.relay.addr",
+                format!("{:?} is not host:port", relay.addr),
+            ));
         }
         if self.refresh_secs == 0 {
             return Err(("cluster.refresh_secs", "must be at least 1".into()));

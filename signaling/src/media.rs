@@ -53,6 +53,18 @@ pub trait MediaPlane: Send + Sync + 'static {
         participant: &'a str,
     ) -> BoxFuture<'a, Result<(), SfuError>>;
 
+    /// Decides where a participant who just joined `room` has its media, given the region its
+    /// token names. A single node serves everyone itself (the default); a cluster may place the
+    /// participant on a node of its region (`crate::cluster::relay`).
+    fn place<'a>(
+        &'a self,
+        _participant: &'a str,
+        _room: &'a str,
+        _region: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<(), SfuError>> {
+        Box::pin(async { Ok(()) })
+    }
+
     // Moderation commands. Defaults refuse, so that media planes written before moderation
     // (test fakes) keep compiling; the control plane logs the refusal and carries on.
 

@@ -396,7 +396,48 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         .with_context(|| format!("cannot start the SFU on UDP {}", config.rtc.udp_bind))?;
     let udp_addr = sfu.local_addr();
     let impairer = config.dev.test_impairment.then(|| sfu.clone());
-    launch(config, Arc::new(sfu), impairer, events, udp_addr, metrics).await
+    let shutdown = watch::channel(false);
+    let cluster = cluster_cache(&config);
+    let relay = config
+        .cluster
+        .as_ref()
+        .and_then(|c| Some((c, c.relay.as_ref()?)));
+    let (media, events): (Arc<dyn MediaPlane>, _) = match (relay, &cluster) {
+        (Some((cluster_config, relay)), Some(cache)) => {
+            let endpoint = crate::cluster::relay::endpoint(cluster_config, relay, &metrics)?;
+            let directory = crate::cluster::Directory::open(
+                &cluster_config.redis_url,
+                Duration::from_secs(cluster_config.lease_ttl_secs),
+            )?;
+            tracing::info!(bind = %relay.bind, addr = relay.addr, "relay links on");
+            let (media, events) = crate::cluster::relay::ClusterMedia::start(
+                sfu,
+                events,
+                cache.clone(),
+                directory,
+                cluster_config.region.clone(),
+                endpoint,
+                shutdown.1.clone(),
+            );
+            (media, events)
+        }
+        _ => (Arc::new(sfu), events),
+    };
+    let plane = Plane {
+        media,
+        impairer,
+        events,
+        udp_addr,
+    };
+    launch(config, plane, metrics, cluster, shutdown).await
+}
+
+/// The cached cluster directory, with `[cluster]` in the config.
+fn cluster_cache(config: &Config) -> Option<ClusterCache> {
+    config
+        .cluster
+        .as_ref()
+        .map(|c| ClusterCache::new(c.node_id.clone()))
 }
 
 /// Starts the HTTP server against any media plane: the seam for tests that script the SFU's
@@ -410,24 +451,41 @@ pub async fn start_with_media(
     udp_addr: SocketAddr,
     metrics: prometheus::Registry,
 ) -> anyhow::Result<Server> {
-    launch(config, media, None, events, udp_addr, metrics).await
+    let cluster = cluster_cache(&config);
+    let shutdown = watch::channel(false);
+    let plane = Plane {
+        media,
+        impairer: None,
+        events,
+        udp_addr,
+    };
+    launch(config, plane, metrics, cluster, shutdown).await
+}
+
+/// The media plane a server runs on: its commands, its events, where it takes media.
+struct Plane {
+    media: Arc<dyn MediaPlane>,
+    /// The SFU behind `/test/impairment`, when that is served.
+    impairer: Option<SfuHandle>,
+    events: mpsc::UnboundedReceiver<SfuEvent>,
+    udp_addr: SocketAddr,
 }
 
 /// Both starts; `impairer` is the SFU behind `/test/impairment`, when that is served.
 async fn launch(
     config: Config,
-    media: Arc<dyn MediaPlane>,
-    impairer: Option<SfuHandle>,
-    events: mpsc::UnboundedReceiver<SfuEvent>,
-    udp_addr: SocketAddr,
+    Plane {
+        media,
+        impairer,
+        events,
+        udp_addr,
+    }: Plane,
     metrics: prometheus::Registry,
+    cluster: Option<ClusterCache>,
+    (shutdown_tx, shutdown_rx): (watch::Sender<bool>, watch::Receiver<bool>),
 ) -> anyhow::Result<Server> {
     let signaling_metrics = SignalingMetrics::register(&metrics)
         .context("cannot register the signaling metrics (registry already used by a server?)")?;
-    let cluster = config
-        .cluster
-        .as_ref()
-        .map(|c| ClusterCache::new(c.node_id.clone()));
     let load_probe = Mutex::new(LoadProbe::new(metrics.clone()));
     let listener = TcpListener::bind(config.http.bind)
         .await
@@ -436,7 +494,6 @@ async fn launch(
         .local_addr()
         .context("cannot read the HTTP listener's address")?;
 
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (alive_tx, alive_rx) = mpsc::channel(1);
     let empty_timeout = Duration::from_secs(config.room.empty_timeout_secs);
     let registry = Arc::new(Mutex::new(Registry::new(!empty_timeout.is_zero())));
@@ -663,5 +720,8 @@ pub(crate) async fn handle_event(state: &AppState, event: SfuEvent) {
             let recorder = state.recorder().clone();
             tokio::spawn(async move { recorder.log_failed(&recording, &track_sid, &error).await });
         }
+        // Handled by the cluster's media plane before events get here (no track is imported
+        // from another node without one).
+        SfuEvent::RelayKeyframeRequest { .. } => {}
     }
 }

@@ -642,9 +642,20 @@ impl Session {
             permissions: claims.permissions(),
             outbox: self.outbox.clone(),
         };
+        // Placed before it is in the room: from then on, others' tracks are subscribed for it
+        // and must go to where its media is.
+        if let Err(e) = self
+            .state
+            .media()
+            .place(&sid, &claims.room, claims.region.as_deref())
+            .await
+        {
+            tracing::warn!(sid, error = %e, "cannot place the participant's media; serving it here");
+        }
         let outcome = match self.state.join(&claims.room, member) {
             Ok(outcome) => outcome,
             Err((code, message)) => {
+                let _ = self.state.media().remove_participant(&sid).await;
                 tracing::info!(
                     room = claims.room,
                     identity = claims.sub,

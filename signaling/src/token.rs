@@ -92,6 +92,11 @@ pub struct AccessClaims {
     /// default (see [`AccessClaims::may_review`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub can_review: Option<bool>,
+    /// The region the participant is in (as in `[cluster] region`), from the school's backend:
+    /// in a cluster, the room's origin places the participant's media on a node of that region
+    /// (see `cluster::relay`). Absent: on the origin itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
     /// Expiry, seconds since the Unix epoch. Only checked at join: a session outlives its token.
     pub exp: u64,
     /// Not before, seconds since the Unix epoch.
@@ -120,6 +125,7 @@ impl AccessClaims {
             admin: false,
             can_record: None,
             can_review: None,
+            region: None,
             exp: now.saturating_add(ttl.as_secs()),
             nbf: now,
         }
@@ -165,6 +171,9 @@ impl AccessClaims {
     fn check_shape(&self) -> Result<(), TokenError> {
         check_id("room", &self.room)?;
         check_id("sub", &self.sub)?;
+        if let Some(region) = &self.region {
+            check_id("region", region)?;
+        }
         if self.name.len() > MAX_NAME_BYTES {
             return Err(TokenError::InvalidClaim(format!(
                 "name longer than {MAX_NAME_BYTES} bytes"

@@ -3,9 +3,9 @@
 //! installs it).
 
 mod common;
+#[path = "support/redis_server.rs"]
+mod redis_server;
 
-use std::net::{Ipv4Addr, TcpListener};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use aula_signaling::cluster::{Claim, Directory, Lease, Load, NodeInfo};
@@ -14,88 +14,8 @@ use aula_signaling::token::ApiKeys;
 use aula_signaling::{Config, Server, start};
 use base64::Engine as _;
 use common::{HttpResponse, http_with};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::TcpStream;
+use redis_server::{RedisServer, WAIT};
 use tokio::time::{Instant, sleep};
-
-/// The longest any condition below is waited for.
-const WAIT: Duration = Duration::from_secs(10);
-
-/// A `redis-server` child process, killed when dropped.
-struct RedisServer {
-    child: Child,
-    port: u16,
-}
-
-impl RedisServer {
-    /// A Redis on a free port, or `None` (with a message) when `redis-server` is not installed.
-    async fn start() -> Option<Self> {
-        if Command::new("redis-server")
-            .arg("--version")
-            .output()
-            .is_err()
-        {
-            eprintln!("SKIPPED: redis-server is not installed (scripts/setup.sh installs it)");
-            return None;
-        }
-        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        Some(Self::start_on(port).await)
-    }
-
-    /// A Redis on `port` (persistence off), once it answers PING.
-    async fn start_on(port: u16) -> Self {
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server starts");
-        let server = Self { child, port };
-        let deadline = Instant::now() + WAIT;
-        while !server.answers_ping().await {
-            assert!(
-                Instant::now() < deadline,
-                "redis-server did not answer in time"
-            );
-            sleep(Duration::from_millis(20)).await;
-        }
-        server
-    }
-
-    async fn answers_ping(&self) -> bool {
-        let Ok(mut stream) = TcpStream::connect((Ipv4Addr::LOCALHOST, self.port)).await else {
-            return false;
-        };
-        let mut reply = [0u8; 7];
-        stream.write_all(b"PING\r\n").await.is_ok()
-            && stream.read_exact(&mut reply).await.is_ok()
-            && &reply == b"+PONG\r\n"
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn stop(mut self) -> u16 {
-        self.kill();
-        self.port
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 /// Polls `check` every 50 ms until it holds, for at most [`WAIT`].
 async fn until<F: Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
@@ -111,6 +31,7 @@ fn node(id: &str, region: &str) -> NodeInfo {
         id: id.to_owned(),
         region: region.to_owned(),
         public_addrs: vec![format!("{id}.school.example:7880")],
+        relay_addr: None,
         load: Load {
             cpu: 0.25,
             participants: 3,
@@ -255,6 +176,7 @@ fn cluster_config(redis: &str, node_id: &str, region: &str) -> Config {
             node_ttl_secs: 3,
             refresh_secs: 1,
             lease_ttl_secs: 3,
+            relay: None,
         }),
         ..Config::loopback_ephemeral()
     }

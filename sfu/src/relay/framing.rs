@@ -154,7 +154,7 @@ impl Hello {
 
 /// A message on a link's control stream. Tracks are named by their SFU track id; simulcast layers
 /// by their spatial index (0 = lowest).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Control {
     Hello(Hello),
@@ -191,6 +191,21 @@ pub enum Control {
     Stats {
         datagrams_received: u64,
         bytes_received: u64,
+    },
+    /// A command of the room's origin to the media plane of the node it placed participants
+    /// on; answered by a [`Control::Reply`] with the same id. The body is the control plane's
+    /// business (`aula_signaling::cluster::relay`), opaque here.
+    Call {
+        id: u64,
+        body: serde_json::Value,
+    },
+    Reply {
+        id: u64,
+        result: Result<serde_json::Value, serde_json::Value>,
+    },
+    /// What happened in the media plane of a node to the participants the origin placed there.
+    Event {
+        body: serde_json::Value,
     },
 }
 

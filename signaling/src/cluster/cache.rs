@@ -27,6 +27,8 @@ const DEREGISTER_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct Settings {
     pub region: String,
     pub public_addrs: Vec<String>,
+    /// Where other nodes reach this node's relay link, if it has one.
+    pub relay_addr: Option<String>,
     /// How long the entry lives without a refresh.
     pub node_ttl: Duration,
     /// How often the entry is refreshed and the copy reloaded.
@@ -161,6 +163,7 @@ impl Refresher {
                 id: self.cache.node_id.clone(),
                 region: self.settings.region.clone(),
                 public_addrs: self.settings.public_addrs.clone(),
+                relay_addr: self.settings.relay_addr.clone(),
                 load: self.probe.sample(participants()),
                 updated_ms: unix_millis(SystemTime::now()),
             };

@@ -16,6 +16,7 @@ mod directory;
 mod lease;
 mod load;
 mod node;
+pub mod relay;
 
 pub use cache::{ClusterCache, RedisStatus, Settings, View};
 pub use directory::{Directory, DirectoryError};
@@ -47,6 +48,7 @@ pub fn join(
     let settings = Settings {
         region: config.region.clone(),
         public_addrs: config.public_addrs.clone(),
+        relay_addr: config.relay.as_ref().map(|r| r.addr.clone()),
         node_ttl: Duration::from_secs(config.node_ttl_secs),
         refresh: Duration::from_secs(config.refresh_secs),
     };

@@ -30,6 +30,9 @@ pub struct NodeInfo {
     pub region: String,
     /// Where clients and other nodes reach it (`host:port`), as configured.
     pub public_addrs: Vec<String>,
+    /// Where other nodes open relay links to it (`host:port`, UDP), if it takes them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay_addr: Option<String>,
     pub load: Load,
     /// When this entry was written, milliseconds since the Unix epoch: tells how fresh it is.
     pub updated_ms: u64,
@@ -70,6 +73,7 @@ mod tests {
             id: "eu-1".into(),
             region: "eu".into(),
             public_addrs: vec!["eu-1.school.example:7880".into()],
+            relay_addr: None,
             load: Load {
                 cpu: 0.5,
                 participants: 12,

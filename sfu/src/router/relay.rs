@@ -1,0 +1,202 @@
+//! Tracks carried between nodes (issue 14): the router's side, with no I/O.
+//!
+//! A node that has a track *exports* it to each node that needs it: every packet it receives of
+//! the track (all simulcast layers, after RED is taken apart and header extensions dropped, as
+//! for its own subscribers) is queued once per link as a [`RelayTransmit`], which the worker
+//! sends as a QUIC datagram. The other node *imports* it: a producer with
+//! [`Upstream::Relay`], fed by [`Router::relay_packet`], that its local subscribers consume
+//! exactly like a local publisher's track, each with its own layer choice and congestion
+//! control. Keyframe requests for an imported track become one
+//! [`SfuEvent::RelayKeyframeRequest`] per layer (rate-limited as PLIs are), which the control
+//! plane sends up the link; the exporting node asks its publisher.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use rtc::shared::marshal::{Marshal, Unmarshal};
+use tracing::{debug, info};
+
+use super::{LayerActivity, LayerRates, Producer, Router, Upstream};
+use crate::api::SfuError;
+use crate::codec::VideoCodec;
+use crate::forward::simulcast::Layer;
+use crate::relay::track::{RelayedTrack, flow_id};
+use aula_protocol::TrackKind;
+use rtc::rtp_transceiver::rtp_sender::RTCRtpCodec;
+use std::collections::HashMap;
+
+/// One node a track is exported to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Export {
+    /// The link, as the control plane numbers them.
+    pub link: u64,
+    /// The track's index on that link (see [`crate::relay::track`]).
+    pub index: u64,
+}
+
+/// A packet for another node: send `data` on `link` as a datagram of `flow`.
+#[derive(Debug, Clone)]
+pub struct RelayTransmit {
+    pub link: u64,
+    pub flow: u64,
+    pub data: Bytes,
+}
+
+/// Queues `packet` (of `layer`) for every node in `exports`: marshalled once, shared by all.
+pub(super) fn export(
+    exports: &[Export],
+    layer: Layer,
+    packet: &rtc::rtp::Packet,
+    out: &mut std::collections::VecDeque<RelayTransmit>,
+) {
+    let data = match packet.marshal() {
+        Ok(data) => data.freeze(),
+        Err(e) => {
+            debug!(error = %e, "cannot marshal a packet for a relay link");
+            return;
+        }
+    };
+    for export in exports {
+        out.push_back(RelayTransmit {
+            link: export.link,
+            flow: flow_id(export.index, layer),
+            data: data.clone(),
+        });
+    }
+}
+
+impl Router {
+    /// The next packet for another node, if any.
+    pub fn poll_relay_transmit(&mut self) -> Option<RelayTransmit> {
+        self.relay_transmits.pop_front()
+    }
+
+    /// Starts sending `track_sid` to the node on `link` as track `index` there, and asks its
+    /// publisher for keyframes so that the other node's subscribers can start. Returns what the
+    /// other node needs to import it. Exporting twice on one link keeps the first index.
+    pub fn relay_export(
+        &mut self,
+        now: Instant,
+        track_sid: &str,
+        link: u64,
+        index: u64,
+    ) -> Result<RelayedTrack, SfuError> {
+        let producer = self
+            .producers
+            .get_mut(track_sid)
+            .ok_or_else(|| SfuError::UnknownTrack(track_sid.to_owned()))?;
+        let index = match producer.exports.iter().find(|e| e.link == link) {
+            Some(export) => export.index,
+            None => {
+                producer.exports.push(Export { link, index });
+                info!(track = %track_sid, link, index, "track exported to a relay link");
+                index
+            }
+        };
+        let track = RelayedTrack {
+            sid: producer.sid.clone(),
+            participant: producer.participant.clone(),
+            kind: producer.kind,
+            source: producer.source,
+            mime_type: producer.codec.mime_type.clone(),
+            clock_rate: producer.codec.clock_rate,
+            channels: producer.codec.channels,
+            fmtp: producer.codec.sdp_fmtp_line.clone(),
+            payload_type: producer.payload_type,
+            simulcast: producer.layers.len() > 1,
+            index,
+        };
+        let layers: Vec<Layer> = producer.layers.values().copied().collect();
+        for layer in layers {
+            self.request_keyframe(now, track_sid, layer);
+        }
+        Ok(track)
+    }
+
+    /// Stops sending `track_sid` on `link`. Unknown tracks or links are a no-op.
+    pub fn relay_unexport(&mut self, track_sid: &str, link: u64) {
+        if let Some(producer) = self.producers.get_mut(track_sid) {
+            producer.exports.retain(|e| e.link != link);
+        }
+    }
+
+    /// Forgets a link that went down: nothing more is exported on it.
+    pub fn relay_link_closed(&mut self, link: u64) {
+        for producer in self.producers.values_mut() {
+            producer.exports.retain(|e| e.link != link);
+        }
+    }
+
+    /// Makes a track of another node available here, for [`Router::subscribe`]. No
+    /// [`SfuEvent::TrackPublished`] follows: the control plane that asked knows it. Importing a
+    /// track that is here already is a no-op.
+    pub fn relay_import(&mut self, track: RelayedTrack) -> Result<(), SfuError> {
+        if self.producers.contains_key(&track.sid) {
+            return Ok(());
+        }
+        let codec_kind = VideoCodec::from_mime(&track.mime_type);
+        if (track.kind == TrackKind::Video) != codec_kind.is_some()
+            || track.source.kind() != track.kind
+        {
+            return Err(SfuError::TrackMismatch(format!(
+                "relayed track {} is {:?} {:?} in {}",
+                track.sid, track.kind, track.source, track.mime_type
+            )));
+        }
+        info!(track = %track.sid, participant = %track.participant, "relayed track imported");
+        let producer = Producer {
+            sid: track.sid.clone(),
+            participant: track.participant,
+            upstream: Upstream::Relay,
+            kind: track.kind,
+            source: track.source,
+            codec: RTCRtpCodec {
+                mime_type: track.mime_type,
+                clock_rate: track.clock_rate,
+                channels: track.channels,
+                sdp_fmtp_line: track.fmtp,
+                rtcp_feedback: Vec::new(),
+            },
+            payload_type: track.payload_type,
+            red_payload_type: None,
+            video: codec_kind,
+            layers: HashMap::new(),
+            activity: LayerActivity::default(),
+            rates: LayerRates::default(),
+            sizes: Vec::new(),
+            last_pli: HashMap::new(),
+            consumers: HashMap::new(),
+            paused: false,
+            extmaps: Vec::new(),
+            exports: Vec::new(),
+        };
+        self.producers.insert(track.sid, producer);
+        Ok(())
+    }
+
+    /// A packet of imported track `track_sid`, layer `layer`, from its link. Packets of unknown
+    /// or local tracks, and packets that do not parse, are dropped.
+    pub fn relay_packet(&mut self, now: Instant, track_sid: &str, layer: Layer, data: &Bytes) {
+        let Some(producer) = self.producers.get_mut(track_sid) else {
+            return;
+        };
+        if producer.upstream != Upstream::Relay {
+            return;
+        }
+        let packet = match rtc::rtp::Packet::unmarshal(&mut data.clone()) {
+            Ok(packet) => packet,
+            Err(e) => {
+                debug!(track = %track_sid, error = %e, "malformed relayed packet dropped");
+                return;
+            }
+        };
+        producer.layers.entry(packet.header.ssrc).or_insert(layer);
+        self.forward(now, track_sid, packet);
+    }
+
+    /// A keyframe request for one layer of a local track, from another node's subscribers
+    /// (already coalesced there): asks the publisher now unless it was asked very recently.
+    pub fn request_keyframe(&mut self, now: Instant, track_sid: &str, layer: Layer) {
+        self.send_pli(now, track_sid, layer);
+    }
+}

@@ -1,0 +1,835 @@
+//! One class over several nodes (issue 14): the room's origin runs the room, nodes in the
+//! learners' regions run their media, and QUIC links between the nodes carry each track once.
+//!
+//! How a participant is placed: the school's backend puts the learner's region in the access
+//! token (`region`). The learner's signaling goes to the room's origin (room state, moderation,
+//! hand queue all stay in one place); when the token's region is not the origin's and the
+//! directory has a live node there with a relay link, the origin *places* the participant's
+//! media on that node: every media command for it (its publish offer, subscriptions, ICE
+//! candidates) is carried over the link to that node's SFU, whose answer and candidates point
+//! the browser at it, and that node's media events for it come back over the link. The short,
+//! lossy-sensitive path (browser to node) is local; the long one (node to origin) carries one
+//! copy of each track whatever the number of learners behind it.
+//!
+//! [`ClusterMedia`] is the [`MediaPlane`] of a node with `[cluster.relay]`: it serves its own
+//! participants with the local SFU and forwards the others' commands. When a participant
+//! subscribes to a track published on another node, the track is first carried there: the node
+//! that has it exports it (`SfuHandle::relay_export`) on the link and the other imports it,
+//! once per link however many subscribers it has. A track between two non-origin nodes goes
+//! through the origin (a star: each region keeps one link, to the origin).
+//!
+//! - [`wire`]: the calls and events on a link's control stream;
+//! - `peer`: one link: its control stream reader, its datagram reader, calls awaiting replies.
+//!
+//! A relay or origin that dies takes its links down: the other side drops what came over them
+//! (tracks, placed participants, who then reconnect within the SDK's reconnect window).
+
+mod peer;
+pub mod wire;
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::Duration;
+
+use anyhow::Context;
+use aula_protocol::{IceCandidate, PeerTarget, TrackAnnouncement};
+use aula_sfu::record::capture::{RecordingSpec, TrackLog};
+use aula_sfu::relay::link::{Link, LinkConfig, LinkError, RelayEndpoint, RelayMetrics};
+use aula_sfu::relay::tls::{NodeTls, PemCert};
+use aula_sfu::relay::track::RelayedTrack;
+use aula_sfu::{RelayLink, RenderedSize, SfuError, SfuEvent, SfuHandle};
+use futures_util::future::BoxFuture;
+use tokio::sync::{mpsc, watch};
+
+use super::{Claim, ClusterCache, Directory, Lease};
+use crate::config::{ClusterConfig, RelayConfig};
+use crate::media::MediaPlane;
+use peer::LinkPeer;
+use wire::{Call, RemoteEvent};
+
+/// How often the origin renews the leases of its rooms; well within the lease TTL.
+const RENEW_EVERY: Duration = Duration::from_secs(2);
+
+/// The media plane of a node in a cluster with relay links (see the module docs).
+pub struct ClusterMedia {
+    sfu: SfuHandle,
+    node_id: String,
+    region: String,
+    cache: ClusterCache,
+    directory: Directory,
+    endpoint: RelayEndpoint,
+    /// Into the control plane's event dispatcher: the local SFU's events for participants
+    /// served here, and those that came over links for participants placed elsewhere.
+    events: mpsc::UnboundedSender<SfuEvent>,
+    state: Mutex<State>,
+    /// This media plane, for the tasks of the links it attaches.
+    me: Weak<Self>,
+    /// Serializes carrying tracks between nodes, so two subscribers never export one twice.
+    carrying: tokio::sync::Mutex<()>,
+}
+
+#[derive(Default)]
+struct State {
+    next_link: u64,
+    /// Links by room and peer node.
+    links: HashMap<(String, String), Arc<LinkPeer>>,
+    /// Origin side: participants whose media is on another node, and the link to it.
+    placed: HashMap<String, Arc<LinkPeer>>,
+    /// Media node side: participants an origin placed here, and the link to it.
+    owners: HashMap<String, Arc<LinkPeer>>,
+    /// Origin side: tracks published on another node, and the link to it.
+    remote_tracks: HashMap<String, Arc<LinkPeer>>,
+    /// Tracks imported here, and the link they come on.
+    imports: HashMap<String, Arc<LinkPeer>>,
+    /// Tracks exported, by link id.
+    exported: HashSet<(u64, String)>,
+    /// Origin side: the rooms this node holds the lease of, with their participants.
+    leases: HashMap<String, (Lease, HashSet<String>)>,
+}
+
+impl ClusterMedia {
+    /// Starts serving relay links on `endpoint` and renewing this node's leases, until
+    /// `shutdown`. `sfu_events` are the local SFU's; the control plane reads the returned
+    /// receiver instead.
+    pub fn start(
+        sfu: SfuHandle,
+        sfu_events: mpsc::UnboundedReceiver<SfuEvent>,
+        cache: ClusterCache,
+        directory: Directory,
+        region: String,
+        endpoint: RelayEndpoint,
+        shutdown: watch::Receiver<bool>,
+    ) -> (Arc<Self>, mpsc::UnboundedReceiver<SfuEvent>) {
+        let (events, events_rx) = mpsc::unbounded_channel();
+        let media = Arc::new_cyclic(|me| Self {
+            me: me.clone(),
+            sfu,
+            node_id: cache.node_id().to_owned(),
+            region,
+            cache,
+            directory,
+            endpoint,
+            events,
+            state: Mutex::new(State::default()),
+            carrying: tokio::sync::Mutex::new(()),
+        });
+        tokio::spawn(Arc::clone(&media).route_local_events(sfu_events));
+        tokio::spawn(Arc::clone(&media).accept_links(shutdown.clone()));
+        tokio::spawn(Arc::clone(&media).renew_leases(shutdown));
+        (media, events_rx)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The local SFU's events: those about participants an origin placed here go back over its
+    /// link, keyframe requests for imported tracks go to the node that exports them, the rest
+    /// to this node's control plane.
+    async fn route_local_events(self: Arc<Self>, mut events: mpsc::UnboundedReceiver<SfuEvent>) {
+        while let Some(event) = events.recv().await {
+            if let SfuEvent::RelayKeyframeRequest { track_sid, layer } = &event {
+                let link = self.lock().imports.get(track_sid).cloned();
+                if let Some(link) = link {
+                    link.keyframe_request(track_sid, *layer);
+                }
+                continue;
+            }
+            if let Some(wire) = RemoteEvent::of(&event) {
+                let owner = self.lock().owners.get(wire.participant()).cloned();
+                if let Some(owner) = owner {
+                    owner.send_event(&wire);
+                    continue;
+                }
+            }
+            if self.events.send(event).is_err() {
+                break;
+            }
+        }
+    }
+
+    /// Accepts links from other nodes. A hello for a room is refused when this node knows a
+    /// newer lease of it (a former origin that lost its lease); a room it has not heard of yet
+    /// is accepted (the origin may have claimed it since the last refresh of the directory).
+    async fn accept_links(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) -> Option<()> {
+        loop {
+            let accepted = tokio::select! {
+                accepted = self.endpoint.accept(|room| Some(self.known_epoch(room))) => accepted,
+                () = crate::server::stopped(&mut shutdown) => break,
+            };
+            match accepted {
+                Ok(link) => {
+                    let (room, node) = (link.peer().room.clone(), link.peer().node_id.clone());
+                    tracing::info!(room, node, "relay link accepted");
+                    self.attach(link)?;
+                }
+                Err(LinkError::EndpointClosed) => break,
+                Err(e) => tracing::warn!("relay link refused: {e}"),
+            }
+        }
+        self.endpoint.close();
+        Some(())
+    }
+
+    fn known_epoch(&self, room: &str) -> u64 {
+        self.cache
+            .view()
+            .origins
+            .get(room)
+            .map_or(0, |lease| lease.epoch)
+    }
+
+    /// Keeps the leases of rooms with participants; releases the others.
+    async fn renew_leases(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(RENEW_EVERY);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = crate::server::stopped(&mut shutdown) => break,
+            }
+            let leases: Vec<(String, Lease, bool)> = self
+                .lock()
+                .leases
+                .iter()
+                .map(|(room, (lease, members))| (room.clone(), lease.clone(), members.is_empty()))
+                .collect();
+            for (room, lease, empty) in leases {
+                if empty {
+                    self.lock().leases.remove(&room);
+                    if let Err(e) = self.directory.release(&room, &lease).await {
+                        tracing::debug!(room, "cannot release the room's lease: {e}");
+                    }
+                    continue;
+                }
+                match self.directory.renew(&room, &lease).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::error!(room, epoch = lease.epoch, "lost the room's origin lease");
+                        self.lock().leases.remove(&room);
+                    }
+                    // Redis down: live rooms go on; the lease is renewed when it is back.
+                    Err(e) => tracing::warn!(room, "cannot renew the room's lease: {e}"),
+                }
+            }
+        }
+    }
+
+    /// The link to `node` for `room`, opened under this node's lease of the room if need be.
+    async fn link_to(&self, room: &str, node: &str, addr: &str) -> Result<Arc<LinkPeer>, SfuError> {
+        let key = (room.to_owned(), node.to_owned());
+        if let Some(link) = self.lock().links.get(&key) {
+            return Ok(Arc::clone(link));
+        }
+        let epoch = self
+            .lock()
+            .leases
+            .get(room)
+            .map(|(lease, _)| lease.epoch)
+            .ok_or_else(|| SfuError::Internal(format!("this node is not room {room}'s origin")))?;
+        let addr = resolve(addr).await?;
+        let link = self
+            .endpoint
+            .connect(addr, node, room, epoch)
+            .await
+            .map_err(|e| SfuError::Internal(format!("relay link to {node}: {e}")))?;
+        tracing::info!(room, node, %addr, epoch, "relay link opened");
+        self.attach(link).ok_or(SfuError::Stopped)
+    }
+
+    /// Starts serving a new link; `None` if this media plane is being dropped.
+    fn attach(&self, link: Link) -> Option<Arc<LinkPeer>> {
+        let me = self.me.upgrade()?;
+        let key = (link.peer().room.clone(), link.peer().node_id.clone());
+        let id = {
+            let mut state = self.lock();
+            state.next_link += 1;
+            state.next_link
+        };
+        let peer = LinkPeer::start(id, link, &me);
+        self.lock().links.insert(key, Arc::clone(&peer));
+        Some(peer)
+    }
+
+    /// Where `participant` has its media: `None` here.
+    fn placement(&self, participant: &str) -> Option<Arc<LinkPeer>> {
+        self.lock().placed.get(participant).cloned()
+    }
+
+    /// The node a track is published on: `None` here.
+    fn track_home(&self, track_sid: &str) -> Option<Arc<LinkPeer>> {
+        self.lock().remote_tracks.get(track_sid).cloned()
+    }
+
+    /// Sends a local track to the node on `link`, unless it is there already.
+    async fn carry_out(&self, track_sid: &str, link: &Arc<LinkPeer>) -> Result<(), SfuError> {
+        let key = (link.id(), track_sid.to_owned());
+        if self.lock().exported.contains(&key) {
+            return Ok(());
+        }
+        let relay_link = RelayLink {
+            id: link.id(),
+            link: link.link(),
+        };
+        let track = self
+            .sfu
+            .relay_export(track_sid, relay_link, link.next_index())
+            .await?;
+        link.call(Call::Import { track }).await?;
+        self.lock().exported.insert(key);
+        Ok(())
+    }
+
+    /// Brings a track published on the node on `link` here, unless it is here already.
+    async fn carry_in(&self, track_sid: &str, link: &Arc<LinkPeer>) -> Result<(), SfuError> {
+        if self.lock().imports.contains_key(track_sid) {
+            return Ok(());
+        }
+        let index = link.next_index();
+        let reply = link
+            .call(Call::Export {
+                track_sid: track_sid.to_owned(),
+                index,
+            })
+            .await?;
+        let track: RelayedTrack = serde_json::from_value(reply)
+            .map_err(|e| SfuError::Internal(format!("bad export reply: {e}")))?;
+        self.import(link, track).await
+    }
+
+    /// Imports `track`, whose packets come on `link`.
+    async fn import(&self, link: &Arc<LinkPeer>, track: RelayedTrack) -> Result<(), SfuError> {
+        let sid = track.sid.clone();
+        link.expect_track(track.index, &sid);
+        self.sfu.relay_import(track).await?;
+        self.lock().imports.insert(sid, Arc::clone(link));
+        Ok(())
+    }
+
+    /// Runs a call of the origin on `link` against the local SFU (this node is where the origin
+    /// placed the participant, or has a track it needs).
+    async fn execute(
+        &self,
+        link: &Arc<LinkPeer>,
+        call: Call,
+    ) -> Result<serde_json::Value, SfuError> {
+        let own = |participant: &str| {
+            self.lock()
+                .owners
+                .insert(participant.to_owned(), Arc::clone(link));
+        };
+        let done = serde_json::Value::Null;
+        match call {
+            Call::PublishOffer {
+                participant,
+                sdp,
+                tracks,
+            } => {
+                own(&participant);
+                let answer = self.sfu.publish_offer(&participant, sdp, tracks).await?;
+                return Ok(serde_json::Value::String(answer));
+            }
+            Call::SubscribeAnswer { participant, sdp } => {
+                self.sfu.subscribe_answer(&participant, sdp).await?
+            }
+            Call::AddCandidate {
+                participant,
+                target,
+                candidate,
+            } => {
+                self.sfu
+                    .add_candidate(&participant, target, candidate)
+                    .await?
+            }
+            Call::Subscribe {
+                participant,
+                track_sid,
+            } => {
+                own(&participant);
+                self.sfu.subscribe(&participant, &track_sid).await?
+            }
+            Call::Unsubscribe {
+                participant,
+                track_sid,
+            } => self.sfu.unsubscribe(&participant, &track_sid).await?,
+            Call::RemoveParticipant { participant } => {
+                self.lock().owners.remove(&participant);
+                self.sfu.remove_participant(&participant).await?
+            }
+            Call::UnpublishTrack { track_sid } => self.sfu.unpublish_track(&track_sid).await?,
+            Call::SetTrackPaused { track_sid, paused } => {
+                self.sfu.set_track_paused(&track_sid, paused).await?
+            }
+            Call::NoteSelfMuted { track_sid, muted } => {
+                self.sfu.note_self_muted(&track_sid, muted).await?
+            }
+            Call::RestartIce { participant } => self.sfu.restart_ice(&participant).await?,
+            Call::SetStaff { participant } => {
+                own(&participant);
+                self.sfu.set_staff(&participant, true).await?
+            }
+            Call::SetRenderedSize {
+                participant,
+                track_sid,
+                size,
+            } => {
+                self.sfu
+                    .set_rendered_size(&participant, &track_sid, Some(size))
+                    .await?
+            }
+            Call::Import { track } => self.import(link, track).await?,
+            Call::Export { track_sid, index } => {
+                let relay_link = RelayLink {
+                    id: link.id(),
+                    link: link.link(),
+                };
+                let track = self.sfu.relay_export(&track_sid, relay_link, index).await?;
+                self.lock().exported.insert((link.id(), track_sid));
+                return serde_json::to_value(track).map_err(|e| SfuError::Internal(e.to_string()));
+            }
+        }
+        Ok(done)
+    }
+
+    /// An event that came over `link` about a participant placed on its node.
+    fn remote_event(&self, link: &Arc<LinkPeer>, event: RemoteEvent) {
+        match &event {
+            RemoteEvent::TrackPublished { track, .. } => {
+                self.lock()
+                    .remote_tracks
+                    .insert(track.sid.clone(), Arc::clone(link));
+            }
+            RemoteEvent::TrackUnpublished { track_sid, .. } => {
+                self.lock().remote_tracks.remove(track_sid);
+            }
+            _ => {}
+        }
+        let _ = self.events.send(event.into_sfu_event());
+    }
+
+    /// A link went down: what came over it is gone. Tracks it brought are unpublished here;
+    /// participants placed on its node fail (the origin's room logic then waits for them to
+    /// reconnect); participants an origin placed here are removed (their origin is gone).
+    async fn link_down(&self, link: &Arc<LinkPeer>) {
+        self.sfu.relay_link_closed(link.id());
+        // Tracks published over there go with their publishers, whose peers fail below.
+        let (imports, placed, owned) = {
+            let mut state = self.lock();
+            let same = |other: &Arc<LinkPeer>| Arc::ptr_eq(other, link);
+            state.links.retain(|_, other| !same(other));
+            state.exported.retain(|(id, _)| *id != link.id());
+            let take = |map: &mut HashMap<String, Arc<LinkPeer>>| {
+                let gone: Vec<String> = map
+                    .iter()
+                    .filter(|(_, other)| same(other))
+                    .map(|(key, _)| key.clone())
+                    .collect();
+                for key in &gone {
+                    map.remove(key);
+                }
+                gone
+            };
+            take(&mut state.remote_tracks);
+            (
+                take(&mut state.imports),
+                take(&mut state.placed),
+                take(&mut state.owners),
+            )
+        };
+        tracing::warn!(
+            link = link.id(),
+            tracks = imports.len(),
+            placed = placed.len(),
+            owned = owned.len(),
+            "relay link down"
+        );
+        for track_sid in imports {
+            let _ = self.sfu.unpublish_track(&track_sid).await;
+        }
+        for participant in placed {
+            for target in [PeerTarget::Publish, PeerTarget::Subscribe] {
+                let _ = self.events.send(SfuEvent::PeerState {
+                    participant: participant.clone(),
+                    target,
+                    state: aula_sfu::PeerState::Failed,
+                });
+            }
+        }
+        for participant in owned {
+            let _ = self.sfu.remove_participant(&participant).await;
+        }
+    }
+
+    /// Runs `call` on the node `participant` is placed on, or `local` here.
+    async fn per_participant<T: serde::de::DeserializeOwned>(
+        &self,
+        participant: &str,
+        call: impl FnOnce() -> Call,
+        local: impl Future<Output = Result<T, SfuError>>,
+    ) -> Result<T, SfuError> {
+        match self.placement(participant) {
+            Some(link) => decode(link.call(call()).await?),
+            None => local.await,
+        }
+    }
+
+    /// Runs `call` on the node `track_sid` is published on, or `local` here.
+    async fn per_track(
+        &self,
+        track_sid: &str,
+        call: impl FnOnce() -> Call,
+        local: impl Future<Output = Result<(), SfuError>>,
+    ) -> Result<(), SfuError> {
+        match self.track_home(track_sid) {
+            Some(link) => link.call(call()).await.map(drop),
+            None => local.await,
+        }
+    }
+}
+
+/// This node's relay link endpoint as `[cluster.relay]` configures it: bound, with the cluster
+/// CA's trust and the node's certificate, its metrics in `registry`.
+pub fn endpoint(
+    cluster: &ClusterConfig,
+    relay: &RelayConfig,
+    registry: &prometheus::Registry,
+) -> anyhow::Result<RelayEndpoint> {
+    let read = |path: &std::path::Path| {
+        std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {} (cluster.relay)", path.display()))
+    };
+    let node = PemCert {
+        cert: read(&relay.node_cert)?,
+        key: read(&relay.node_key)?,
+    };
+    let tls = NodeTls::new(&read(&relay.ca_cert)?, &node)
+        .context("the cluster certificates in cluster.relay do not load")?;
+    let socket = std::net::UdpSocket::bind(relay.bind)
+        .with_context(|| format!("cannot bind the relay link on UDP {}", relay.bind))?;
+    let metrics = RelayMetrics::register(registry).context("cannot register relay metrics")?;
+    Ok(RelayEndpoint::bind(
+        socket,
+        &cluster.node_id,
+        &cluster.region,
+        &tls,
+        &LinkConfig::default(),
+        metrics,
+    )?)
+}
+
+fn decode<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, SfuError> {
+    serde_json::from_value(value).map_err(|e| SfuError::Internal(format!("bad reply: {e}")))
+}
+
+async fn resolve(addr: &str) -> Result<SocketAddr, SfuError> {
+    tokio::net::lookup_host(addr)
+        .await
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .ok_or_else(|| SfuError::Internal(format!("cannot resolve relay address {addr}")))
+}
+
+impl MediaPlane for ClusterMedia {
+    fn place<'a>(
+        &'a self,
+        participant: &'a str,
+        room: &'a str,
+        region: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<(), SfuError>> {
+        Box::pin(async move {
+            self.hold_lease(room, participant).await?;
+            let Some(region) = region.filter(|r| *r != self.region) else {
+                return Ok(());
+            };
+            let view = self.cache.view();
+            let node = view
+                .nodes
+                .iter()
+                .filter(|n| n.region == region && n.id != self.node_id && n.relay_addr.is_some())
+                .min_by_key(|n| n.load.participants);
+            let Some(node) = node else {
+                tracing::info!(
+                    participant,
+                    region,
+                    "no relay node in the region; media served here"
+                );
+                return Ok(());
+            };
+            let addr = node.relay_addr.clone().unwrap_or_default();
+            let link = self.link_to(room, &node.id, &addr).await?;
+            tracing::info!(
+                participant,
+                room,
+                node = node.id,
+                "media placed on a relay node"
+            );
+            self.lock().placed.insert(participant.to_owned(), link);
+            Ok(())
+        })
+    }
+
+    fn publish_offer<'a>(
+        &'a self,
+        participant: &'a str,
+        sdp: String,
+        tracks: Vec<TrackAnnouncement>,
+    ) -> BoxFuture<'a, Result<String, SfuError>> {
+        Box::pin(async move {
+            match self.placement(participant) {
+                Some(link) => decode(
+                    link.call(Call::PublishOffer {
+                        participant: participant.to_owned(),
+                        sdp,
+                        tracks,
+                    })
+                    .await?,
+                ),
+                None => self.sfu.publish_offer(participant, sdp, tracks).await,
+            }
+        })
+    }
+
+    fn subscribe_answer<'a>(
+        &'a self,
+        participant: &'a str,
+        sdp: String,
+    ) -> BoxFuture<'a, Result<(), SfuError>> {
+        Box::pin(async move {
+            match self.placement(participant) {
+                Some(link) => link
+                    .call(Call::SubscribeAnswer {
+                        participant: participant.to_owned(),
+                        sdp,
+                    })
+                    .await
+                    .map(drop),
+                None => self.sfu.subscribe_answer(participant, sdp).await,
+            }
+        })
+    }
+
+    fn add_candidate<'a>(
+        &'a self,
+        participant: &'a str,
+        target: PeerTarget,
+        candidate: IceCandidate,
+    ) -> BoxFuture<'a, Result<(), SfuError>> {
+        Box::pin(async move {
+            match self.placement(participant) {
+                Some(link) => link
+                    .call(Call::AddCandidate {
+                        participant: participant.to_owned(),
+                        target,
+                        candidate,
+                    })
+                    .await
+                    .map(drop),
+                None => self.sfu.add_candidate(participant, target, candidate).await,
+            }
+        })
+    }
+
+    fn subscribe<'a>(
+        &'a self,
+        participant: &'a str,
+        track_sid: &'a str,
+    ) -> BoxFuture<'a, Result<(), SfuError>> {
+        Box::pin(async move {
+            let destination = self.placement(participant);
+            let home = self.track_home(track_sid);
+            {
+                let _carrying = self.carrying.lock().await;
+                let same = matches!((&home, &destination), (Some(h), Some(d)) if Arc::ptr_eq(h, d));
+                if let (Some(home), false) = (&home, same) {
+                    self.carry_in(track_sid, home).await?;
+                }
+                if let (Some(destination), false) = (&destination, same) {
+                    self.carry_out(track_sid, destination).await?;
+                }
+            }
+            self.per_participant(
+                participant,
+                || Call::Subscribe {
+                    participant: participant.to_owned(),
+                    track_sid: track_sid.to_owned(),
+                },
+                self.sfu.subscribe(participant, track_sid),
+            )
+            .await
+        })
+    }
+
+    fn remove_participant<'a>(
+        &'a self,
+        participant: &'a str,
+    ) -> BoxFuture<'a, Result<(), SfuError>> {
+        Box::pin(async move {
+            let placed = {
+                let mut state = self.lock();
+                for (_, members) in state.leases.values_mut() {
+                    members.remove(participant);
+                }
+                state.placed.remove(participant)
+            };
+            match placed {
+                Some(link) => link
+                    .call(Call::RemoveParticipant {
+                        participant: participant.to_owned(),
+                    })
+                    .await
+                    .map(drop),
+                None => self.sfu.remove_participant(participant).await,
+            }
+        })
+    }
+
+    fn unsubscribe<'a>(
+        &'a self,
+        participant: &'a str,
+        track_sid: &'a str,
+    ) -> BoxFuture<'a, Result<(), SfuError>> {
+        Box::pin(self.per_participant(
+            participant,
+            || Call::Unsubscribe {
+                participant: participant.to_owned(),
+                track_sid: track_sid.to_owned(),
+            },
+            self.sfu.unsubscribe(participant, track_sid),
+        ))
+    }
+
+    fn unpublish_track<'a>(&'a self, track_sid: &'a str) -> BoxFuture<'a, Result<(), SfuError>> {
+        Box::pin(self.per_track(
+            track_sid,
+            || Call::UnpublishTrack {
+                track_sid: track_sid.to_owned(),
+            },
+            self.sfu.unpublish_track(track_sid),
+        ))
+    }
+
+    fn set_track_paused<'a>(
+        &'a self,
+        track_sid: &'a str,
+        paused: bool,
+    ) -> BoxFuture<'a, Result<(), SfuError>> {
+        Box::pin(self.per_track(
+            track_sid,
+            move || Call::SetTrackPaused {
+                track_sid: track_sid.to_owned(),
+                paused,
+            },
+            self.sfu.set_track_paused(track_sid, paused),
+        ))
+    }
+
+    fn note_self_muted<'a>(
+        &'a self,
+        track_sid: &'a str,
+        muted: bool,
+    ) -> BoxFuture<'a, Result<(), SfuError>> {
+        Box::pin(self.per_track(
+            track_sid,
+            move || Call::NoteSelfMuted {
+                track_sid: track_sid.to_owned(),
+                muted,
+            },
+            self.sfu.note_self_muted(track_sid, muted),
+        ))
+    }
+
+    fn restart_ice<'a>(&'a self, participant: &'a str) -> BoxFuture<'a, Result<(), SfuError>> {
+        Box::pin(self.per_participant(
+            participant,
+            || Call::RestartIce {
+                participant: participant.to_owned(),
+            },
+            self.sfu.restart_ice(participant),
+        ))
+    }
+
+    fn set_rendered_size<'a>(
+        &'a self,
+        participant: &'a str,
+        track_sid: &'a str,
+        size: RenderedSize,
+    ) -> BoxFuture<'a, Result<(), SfuError>> {
+        Box::pin(
+            self.per_participant(
+                participant,
+                move || Call::SetRenderedSize {
+                    participant: participant.to_owned(),
+                    track_sid: track_sid.to_owned(),
+                    size,
+                },
+                self.sfu
+                    .set_rendered_size(participant, track_sid, Some(size)),
+            ),
+        )
+    }
+
+    fn set_staff<'a>(&'a self, participant: &'a str) -> BoxFuture<'a, Result<(), SfuError>> {
+        Box::pin(self.per_participant(
+            participant,
+            || Call::SetStaff {
+                participant: participant.to_owned(),
+            },
+            self.sfu.set_staff(participant, true),
+        ))
+    }
+
+    // Recordings capture on the origin: tracks published on other nodes are not recorded yet.
+
+    fn start_recording(
+        &self,
+        spec: RecordingSpec,
+    ) -> BoxFuture<'_, Result<std::time::Instant, SfuError>> {
+        Box::pin(self.sfu.start_recording(spec))
+    }
+
+    fn record_participant<'a>(
+        &'a self,
+        id: &'a str,
+        participant: &'a str,
+    ) -> BoxFuture<'a, Result<(), SfuError>> {
+        Box::pin(self.sfu.record_participant(id, participant))
+    }
+
+    fn stop_recording<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Vec<TrackLog>, SfuError>> {
+        Box::pin(self.sfu.stop_recording(id))
+    }
+}
+
+impl ClusterMedia {
+    /// Holds `room`'s origin lease for `participant` (claiming it on the room's first
+    /// participant here). Redis down: the room is served here without a lease, as a single
+    /// node would (it is said so in the log); held by another node: likewise, since this
+    /// participant's signaling came here.
+    async fn hold_lease(&self, room: &str, participant: &str) -> Result<(), SfuError> {
+        if let Some((_, members)) = self.lock().leases.get_mut(room) {
+            members.insert(participant.to_owned());
+            return Ok(());
+        }
+        match self.directory.claim_origin(room, &self.node_id).await {
+            Ok(Claim::Won(lease)) | Ok(Claim::Held(lease)) if lease.node == self.node_id => {
+                tracing::info!(room, epoch = lease.epoch, "this node is the room's origin");
+                let members = HashSet::from([participant.to_owned()]);
+                self.lock()
+                    .leases
+                    .entry(room.to_owned())
+                    .or_insert((lease, HashSet::new()))
+                    .1
+                    .extend(members);
+            }
+            Ok(claim) => {
+                tracing::warn!(
+                    room,
+                    origin = claim.lease().node,
+                    "the room's origin is another node; serving this participant here"
+                );
+            }
+            Err(e) => tracing::warn!(room, "cannot claim the room's lease (serving it here): {e}"),
+        }
+        Ok(())
+    }
+}
