@@ -113,6 +113,13 @@ pub enum SfuEvent {
     /// Subscribers here want a keyframe of a track imported from another node (see
     /// [`crate::relay`]); the control plane asks the node that exports it.
     RelayKeyframeRequest { track_sid: TrackSid, layer: usize },
+    /// Packets of a track imported from another node were lost on the link; the control plane
+    /// asks that node to resend them (see [`crate::relay::repair`]).
+    RelayNack {
+        track_sid: TrackSid,
+        layer: usize,
+        seqs: Vec<u16>,
+    },
     /// A recorded participant's links over the last second (see [`crate::qos`]), sampled
     /// at `at`, for the recording's QoS timeline.
     QosSample {
@@ -271,6 +278,12 @@ pub(crate) enum Command {
     RequestKeyframe {
         track_sid: TrackSid,
         layer: usize,
+    },
+    RelayResend {
+        track_sid: TrackSid,
+        link: u64,
+        layer: usize,
+        seqs: Vec<u16>,
     },
 }
 
@@ -558,6 +571,17 @@ impl SfuHandle {
                 data,
             })
             .is_ok()
+    }
+
+    /// Another node lost packets of a track sent to it on `link`: resend those still kept.
+    /// Not waited for.
+    pub fn relay_resend(&self, track_sid: &str, link: u64, layer: usize, seqs: Vec<u16>) {
+        self.tell(Command::RelayResend {
+            track_sid: track_sid.to_owned(),
+            link,
+            layer,
+            seqs,
+        });
     }
 
     /// Another node's subscribers want a keyframe of a track published here. Not waited for.

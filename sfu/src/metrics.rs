@@ -26,6 +26,10 @@ pub struct SfuMetrics {
     pub rtp_bytes_sent: IntCounter,
     /// Publisher packets handed to subscriber connections by the forwarder.
     pub packets_forwarded: IntCounter,
+    /// Packets of exported tracks resent because another node lost them on the link, and
+    /// packets of imported tracks this node asked for again (`relay::repair`).
+    pub relay_resent: IntCounter,
+    pub relay_nacked: IntCounter,
     pub nacks_received: IntCounter,
     /// Sequence numbers subscribers' transport-wide feedback reported lost and the SFU resends
     /// as if NACKed (`feedback_loss`).
@@ -162,6 +166,14 @@ impl SfuMetrics {
             packets_forwarded: counter(
                 "aula_packets_forwarded_total",
                 "Publisher packets forwarded to a subscriber",
+            )?,
+            relay_resent: counter(
+                "aula_relay_packets_resent_total",
+                "Packets of exported tracks resent because another node lost them on a relay link",
+            )?,
+            relay_nacked: counter(
+                "aula_relay_packets_nacked_total",
+                "Packets of imported tracks lost on a relay link and asked for again",
             )?,
             nacks_received: counter(
                 "aula_nacks_received_total",

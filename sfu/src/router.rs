@@ -191,6 +191,10 @@ struct Producer {
     extmaps: Vec<(u8, String)>,
     /// Nodes this track is sent to, each once whatever its subscribers there (see [`relay`]).
     exports: Vec<relay::Export>,
+    /// Exported: the last packets, for resending what a link lost.
+    relay_history: crate::relay::repair::History,
+    /// Imported: the gaps in what the link delivered, to ask for again.
+    relay_gaps: crate::relay::repair::Gaps,
 }
 
 impl Producer {
@@ -1291,6 +1295,8 @@ impl Router {
             paused: false,
             extmaps,
             exports: Vec::new(),
+            relay_history: Default::default(),
+            relay_gaps: Default::default(),
         };
         producer.layers.insert(ssrc, layer);
         producer.activity.record(layer, now);
@@ -1460,7 +1466,7 @@ impl Router {
         packet.header.extension_profile = 0;
         packet.header.extensions_padding = 0;
         if !producer.exports.is_empty() {
-            relay::export(&producer.exports, layer, &packet, &mut self.relay_transmits);
+            relay::export(producer, layer, &packet, &mut self.relay_transmits);
         }
         let mut writes = Vec::new();
         for consumer in producer.consumers.values_mut() {

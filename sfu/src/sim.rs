@@ -558,7 +558,8 @@ impl Sim {
             } => self.qos_samples.push((participant, *sample)),
             SfuEvent::TrackUnpublished { .. }
             | SfuEvent::RecordingFailed { .. }
-            | SfuEvent::RelayKeyframeRequest { .. } => {}
+            | SfuEvent::RelayKeyframeRequest { .. }
+            | SfuEvent::RelayNack { .. } => {}
         }
     }
 }

@@ -394,6 +394,12 @@ fn handle_command(
         Command::RequestKeyframe { track_sid, layer } => {
             router.request_keyframe(now, &track_sid, layer);
         }
+        Command::RelayResend {
+            track_sid,
+            link,
+            layer,
+            seqs,
+        } => router.relay_resend(&track_sid, link, layer, &seqs),
     }
 }
 

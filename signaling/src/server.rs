@@ -722,6 +722,6 @@ pub(crate) async fn handle_event(state: &AppState, event: SfuEvent) {
         }
         // Handled by the cluster's media plane before events get here (no track is imported
         // from another node without one).
-        SfuEvent::RelayKeyframeRequest { .. } => {}
+        SfuEvent::RelayKeyframeRequest { .. } | SfuEvent::RelayNack { .. } => {}
     }
 }

@@ -178,6 +178,13 @@ pub enum Control {
         track: String,
         layer: u8,
     },
+    /// These packets of a track's layer were lost on the link: resend them (see
+    /// `relay::repair`).
+    Nack {
+        track: String,
+        layer: u8,
+        seqs: Vec<u16>,
+    },
     /// A publisher's RTCP sender report, so subscribers behind the node keep lip sync.
     SenderReport {
         track: String,

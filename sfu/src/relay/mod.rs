@@ -6,11 +6,13 @@
 //! - [`tls`]: the cluster CA, node certificates, and the rustls configs that only trust them.
 //! - [`link`]: the quinn endpoint and the link it connects or accepts, with its metrics.
 //! - [`track`]: a track as carried to another node, and its flow ids.
+//! - [`repair`]: loss repair on the link (gaps noticed by the receiver, resent by the sender).
 //!
 //! The router's side (exporting a track to a link, importing one from it) is
 //! `router::relay`; the control plane decides what goes where.
 
 pub mod framing;
 pub mod link;
+pub mod repair;
 pub mod tls;
 pub mod track;

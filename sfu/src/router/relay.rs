@@ -17,7 +17,7 @@ use rtc::shared::marshal::{Marshal, Unmarshal};
 use tracing::{debug, info};
 
 use super::{LayerActivity, LayerRates, Producer, Router, Upstream};
-use crate::api::SfuError;
+use crate::api::{SfuError, SfuEvent};
 use crate::codec::VideoCodec;
 use crate::forward::simulcast::Layer;
 use crate::relay::track::{RelayedTrack, flow_id};
@@ -42,9 +42,10 @@ pub struct RelayTransmit {
     pub data: Bytes,
 }
 
-/// Queues `packet` (of `layer`) for every node in `exports`: marshalled once, shared by all.
+/// Queues `packet` (of `layer`) for every node `producer` is exported to: marshalled once,
+/// shared by all, and kept for resending.
 pub(super) fn export(
-    exports: &[Export],
+    producer: &mut Producer,
     layer: Layer,
     packet: &rtc::rtp::Packet,
     out: &mut std::collections::VecDeque<RelayTransmit>,
@@ -56,13 +57,16 @@ pub(super) fn export(
             return;
         }
     };
-    for export in exports {
+    for export in &producer.exports {
         out.push_back(RelayTransmit {
             link: export.link,
             flow: flow_id(export.index, layer),
             data: data.clone(),
         });
     }
+    producer
+        .relay_history
+        .keep(layer, packet.header.sequence_number, data);
 }
 
 impl Router {
@@ -169,6 +173,8 @@ impl Router {
             paused: false,
             extmaps: Vec::new(),
             exports: Vec::new(),
+            relay_history: Default::default(),
+            relay_gaps: Default::default(),
         };
         self.producers.insert(track.sid, producer);
         Ok(())
@@ -191,12 +197,137 @@ impl Router {
             }
         };
         producer.layers.entry(packet.header.ssrc).or_insert(layer);
+        let missing = producer
+            .relay_gaps
+            .arrived(layer, packet.header.sequence_number);
+        if !missing.is_empty() {
+            self.metrics.relay_nacked.inc_by(missing.len() as u64);
+            self.events.push_back(SfuEvent::RelayNack {
+                track_sid: track_sid.to_owned(),
+                layer,
+                seqs: missing,
+            });
+        }
         self.forward(now, track_sid, packet);
+    }
+
+    /// Resends what the node on `link` says it lost of `track_sid`'s `layer`, as far as it is
+    /// still kept.
+    pub fn relay_resend(&mut self, track_sid: &str, link: u64, layer: Layer, seqs: &[u16]) {
+        let Some(producer) = self.producers.get(track_sid) else {
+            return;
+        };
+        let Some(export) = producer.exports.iter().find(|e| e.link == link) else {
+            return;
+        };
+        for seq in seqs {
+            if let Some(data) = producer.relay_history.get(layer, *seq) {
+                self.relay_transmits.push_back(RelayTransmit {
+                    link,
+                    flow: flow_id(export.index, layer),
+                    data: data.clone(),
+                });
+                self.metrics.relay_resent.inc();
+            }
+        }
     }
 
     /// A keyframe request for one layer of a local track, from another node's subscribers
     /// (already coalesced there): asks the publisher now unless it was asked very recently.
     pub fn request_keyframe(&mut self, now: Instant, track_sid: &str, layer: Layer) {
         self.send_pli(now, track_sid, layer);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::SfuMetrics;
+    use aula_protocol::TrackSource;
+
+    fn opus_track(index: u64) -> RelayedTrack {
+        RelayedTrack {
+            sid: "TR_teacher_mic".into(),
+            participant: "PA_teacher".into(),
+            kind: TrackKind::Audio,
+            source: TrackSource::Microphone,
+            mime_type: "audio/opus".into(),
+            clock_rate: 48_000,
+            channels: 2,
+            fmtp: "minptime=10;useinbandfec=1".into(),
+            payload_type: 111,
+            simulcast: false,
+            index,
+        }
+    }
+
+    fn rtp(seq: u16) -> Bytes {
+        let packet = rtc::rtp::Packet {
+            header: rtc::rtp::header::Header {
+                version: 2,
+                payload_type: 111,
+                sequence_number: seq,
+                timestamp: u32::from(seq) * 960,
+                ssrc: 0x1234,
+                ..Default::default()
+            },
+            payload: Bytes::from_static(&[0xfc, 0xff, 0xfe]),
+        };
+        packet.marshal().unwrap().freeze()
+    }
+
+    fn transmits(router: &mut Router) -> Vec<RelayTransmit> {
+        std::iter::from_fn(|| router.poll_relay_transmit()).collect()
+    }
+
+    /// A node between two others (a track imported from the origin and exported on to another
+    /// relay) exercises both halves: what arrives is passed on once per link, a gap is asked
+    /// for again, and what the next node asks for is resent from the history.
+    #[test]
+    fn imported_packets_are_passed_on_gaps_asked_for_and_losses_resent() {
+        let now = Instant::now();
+        let metrics = SfuMetrics::register(&prometheus::Registry::new()).unwrap();
+        let mut router = Router::new(&[], metrics, now);
+        router.relay_import(opus_track(3)).unwrap();
+        let sid = "TR_teacher_mic";
+        let exported = router.relay_export(now, sid, 7, 5).unwrap();
+        assert_eq!(exported.index, 5);
+        assert_eq!(exported.mime_type, "audio/opus");
+
+        router.relay_packet(now, sid, 0, &rtp(65535));
+        router.relay_packet(now, sid, 0, &rtp(2));
+        let nacks: Vec<_> = std::iter::from_fn(|| router.poll_event()).collect();
+        assert_eq!(
+            nacks,
+            vec![SfuEvent::RelayNack {
+                track_sid: sid.into(),
+                layer: 0,
+                seqs: vec![0, 1],
+            }]
+        );
+        let sent = transmits(&mut router);
+        assert_eq!(sent.len(), 2);
+        assert!(sent.iter().all(|t| t.link == 7 && t.flow == flow_id(5, 0)));
+
+        router.relay_resend(sid, 7, 0, &[65535, 1]);
+        let resent = transmits(&mut router);
+        assert_eq!(resent.len(), 1, "only what is kept is resent");
+        assert_eq!(resent[0].data, rtp(65535));
+        router.relay_resend(sid, 8, 0, &[65535]);
+        assert!(transmits(&mut router).is_empty(), "not exported on link 8");
+    }
+
+    #[test]
+    fn a_relayed_track_must_be_the_kind_its_codec_is() {
+        let now = Instant::now();
+        let metrics = SfuMetrics::register(&prometheus::Registry::new()).unwrap();
+        let mut router = Router::new(&[], metrics, now);
+        let mut track = opus_track(1);
+        track.kind = TrackKind::Video;
+        track.source = TrackSource::Camera;
+        assert!(matches!(
+            router.relay_import(track),
+            Err(SfuError::TrackMismatch(_))
+        ));
     }
 }

@@ -129,12 +129,24 @@ impl ClusterMedia {
     /// to this node's control plane.
     async fn route_local_events(self: Arc<Self>, mut events: mpsc::UnboundedReceiver<SfuEvent>) {
         while let Some(event) = events.recv().await {
-            if let SfuEvent::RelayKeyframeRequest { track_sid, layer } = &event {
-                let link = self.lock().imports.get(track_sid).cloned();
-                if let Some(link) = link {
-                    link.keyframe_request(track_sid, *layer);
+            match &event {
+                SfuEvent::RelayKeyframeRequest { track_sid, layer } => {
+                    if let Some(link) = self.import_link(track_sid) {
+                        link.keyframe_request(track_sid, *layer);
+                    }
+                    continue;
                 }
-                continue;
+                SfuEvent::RelayNack {
+                    track_sid,
+                    layer,
+                    seqs,
+                } => {
+                    if let Some(link) = self.import_link(track_sid) {
+                        link.nack(track_sid, *layer, seqs.clone());
+                    }
+                    continue;
+                }
+                _ => {}
             }
             if let Some(wire) = RemoteEvent::of(&event) {
                 let owner = self.lock().owners.get(wire.participant()).cloned();
@@ -147,6 +159,11 @@ impl ClusterMedia {
                 break;
             }
         }
+    }
+
+    /// The link an imported track comes on.
+    fn import_link(&self, track_sid: &str) -> Option<Arc<LinkPeer>> {
+        self.lock().imports.get(track_sid).cloned()
     }
 
     /// Accepts links from other nodes. A hello for a room is refused when this node knows a

@@ -118,6 +118,14 @@ impl LinkPeer {
         });
     }
 
+    pub(super) fn nack(&self, track_sid: &str, layer: usize, seqs: Vec<u16>) {
+        let _ = self.out.send(Control::Nack {
+            track: track_sid.to_owned(),
+            layer: layer as u8,
+            seqs,
+        });
+    }
+
     /// The control stream: calls are run one at a time, in order (a candidate must not
     /// overtake the offer before it); replies wake their callers; events go to the room.
     async fn read_control(self: Arc<Self>, media: Arc<ClusterMedia>) {
@@ -149,6 +157,11 @@ impl LinkPeer {
                 },
                 Control::KeyframeRequest { track, layer } => {
                     media.sfu.request_keyframe(&track, usize::from(layer));
+                }
+                Control::Nack { track, layer, seqs } => {
+                    media
+                        .sfu
+                        .relay_resend(&track, self.id, usize::from(layer), seqs);
                 }
                 other => tracing::debug!(link = self.id, ?other, "control message ignored"),
             }

@@ -153,7 +153,8 @@ impl RemoteEvent {
             },
             SfuEvent::RecordingFailed { .. }
             | SfuEvent::QosSample { .. }
-            | SfuEvent::RelayKeyframeRequest { .. } => return None,
+            | SfuEvent::RelayKeyframeRequest { .. }
+            | SfuEvent::RelayNack { .. } => return None,
         })
     }
 
