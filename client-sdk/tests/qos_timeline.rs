@@ -58,15 +58,15 @@ async fn a_recorded_room_leaves_a_qos_timeline_of_samples_browser_stats_and_even
 
         // Bad figures are refused, and the session goes on.
         let bad = ClientStats {
-            audio_concealed_ratio: 2.0,
+            audio_concealed_ratio: Some(2.0),
             ..ClientStats::default()
         };
         student.send_client_stats(bad).expect("sent");
         assert_eq!(error_code(&mut student).await, ErrorCode::BadMessage);
         let stats = ClientStats {
-            audio_concealed_ratio: 0.03,
-            packet_loss: 0.01,
-            rtt_ms: 12.5,
+            audio_concealed_ratio: Some(0.03),
+            packet_loss: Some(0.01),
+            rtt_ms: Some(12.5),
             ..ClientStats::default()
         };
         student.send_client_stats(stats).expect("sent");
@@ -126,6 +126,7 @@ async fn a_recorded_room_leaves_a_qos_timeline_of_samples_browser_stats_and_even
         assert_eq!(stats[0]["participant"], student_sid.as_str());
         assert_eq!(stats[0]["audio_concealed_ratio"], 0.03);
         assert_eq!(stats[0]["rtt_ms"], 12.5);
+        assert!(stats[0].get("fps").is_none(), "what the browser left out");
         let event = |name: &str, sid: &str| {
             lines
                 .iter()

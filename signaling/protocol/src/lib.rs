@@ -352,52 +352,62 @@ pub const CLIENT_STATS_INTERVAL_SECS: u64 = 5;
 /// A browser's summary of the last interval (since its previous `client_stats`), e.g.
 /// `{"type":"client_stats","fps":24.5,"freezes":1,"freeze_ms":450,"frame_width":1280,
 /// "frame_height":720,"audio_concealed_ratio":0.02,"packet_loss":0.01,"rtt_ms":48,
-/// "jitter_ms":6}`. Every field may be left out (0): a receive-only student has no video to
-/// count. Received media only, from `RTCPeerConnection.getStats()`.
+/// "jitter_ms":6}`. Every field may be left out: a receive-only student has no video to
+/// count. A field left out (or `null`) is `None`, not 0, so that the timeline tells "not
+/// measured" from "measured 0" (no freezes, no loss); it is left out again when serialized.
+/// Received media only, from `RTCPeerConnection.getStats()`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
 pub struct ClientStats {
     /// Frames per second decoded, over the received videos (their average).
-    pub fps: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fps: Option<f64>,
     /// Video freezes (`freezeCount`) and their total duration, in milliseconds.
-    pub freezes: u32,
-    pub freeze_ms: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub freezes: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub freeze_ms: Option<u32>,
     /// The largest video frame decoded, in pixels.
-    pub frame_width: u32,
-    pub frame_height: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frame_width: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frame_height: Option<u32>,
     /// The share of audio samples the browser had to conceal (0.0..=1.0): what lost or late
     /// audio sounded like.
-    pub audio_concealed_ratio: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audio_concealed_ratio: Option<f64>,
     /// The share of received packets lost (0.0..=1.0), as the browser counts them.
-    pub packet_loss: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub packet_loss: Option<f64>,
     /// The round trip of the browser's selected candidate pair, and the received streams' worst
     /// jitter, in milliseconds.
-    pub rtt_ms: f64,
-    pub jitter_ms: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtt_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jitter_ms: Option<f64>,
 }
 
 impl ClientStats {
     /// The checks a `client_stats` message passes: every number finite and within what a
     /// browser can report, so that a buggy or hostile client cannot write nonsense into a
-    /// recording's timeline.
+    /// recording's timeline. A field left out passes.
     pub fn validate(&self) -> Result<(), String> {
-        let in_range = |name: &str, value: f64, max: f64| {
-            if value.is_finite() && (0.0..=max).contains(&value) {
-                Ok(())
-            } else {
+        let in_range = |name: &str, value: Option<f64>, max: f64| match value {
+            Some(value) if !(value.is_finite() && (0.0..=max).contains(&value)) => {
                 Err(format!("{name} must be a number from 0 to {max}"))
             }
+            _ => Ok(()),
         };
+        let count = |value: Option<u32>| value.map(f64::from);
         in_range("fps", self.fps, 240.0)?;
         in_range("audio_concealed_ratio", self.audio_concealed_ratio, 1.0)?;
         in_range("packet_loss", self.packet_loss, 1.0)?;
         in_range("rtt_ms", self.rtt_ms, 60_000.0)?;
         in_range("jitter_ms", self.jitter_ms, 60_000.0)?;
-        in_range("freezes", f64::from(self.freezes), 1_000.0)?;
-        in_range("freeze_ms", f64::from(self.freeze_ms), 600_000.0)?;
+        in_range("freezes", count(self.freezes), 1_000.0)?;
+        in_range("freeze_ms", count(self.freeze_ms), 600_000.0)?;
         let max = f64::from(MAX_RENDERED_DIMENSION);
-        in_range("frame_width", f64::from(self.frame_width), max)?;
-        in_range("frame_height", f64::from(self.frame_height), max)
+        in_range("frame_width", count(self.frame_width), max)?;
+        in_range("frame_height", count(self.frame_height), max)
     }
 }
 
@@ -680,55 +690,69 @@ mod tests {
     use super::*;
 
     #[test]
-    fn client_stats_parse_flat_with_defaults() {
-        let text = r#"{"type":"client_stats","fps":24.5,"freezes":1,"frame_width":1280}"#;
+    fn client_stats_parse_flat_and_what_is_left_out_stays_out() {
+        let text =
+            r#"{"type":"client_stats","fps":24.5,"freezes":0,"frame_width":1280,"rtt_ms":null}"#;
         let ClientMessage::ClientStats(stats) = ClientMessage::parse(text).unwrap() else {
             panic!("not client_stats");
         };
-        assert_eq!(stats.fps, 24.5);
-        assert_eq!(stats.freezes, 1);
-        assert_eq!(stats.frame_width, 1280);
-        assert_eq!(stats.frame_height, 0);
+        assert_eq!(stats.fps, Some(24.5));
+        assert_eq!(stats.freezes, Some(0), "a measured 0 is kept");
+        assert_eq!(stats.frame_width, Some(1280));
+        assert_eq!(stats.frame_height, None);
+        assert_eq!(stats.rtt_ms, None);
         assert_eq!(stats.validate(), Ok(()));
         let text = serde_json::to_string(&ClientMessage::ClientStats(stats)).unwrap();
-        assert!(
-            text.starts_with(r#"{"type":"client_stats","fps":24.5"#),
-            "{text}"
+        assert_eq!(
+            text,
+            r#"{"type":"client_stats","fps":24.5,"freezes":0,"frame_width":1280}"#
         );
+        // An empty report is one too.
+        let empty = ClientMessage::parse(r#"{"type":"client_stats"}"#).unwrap();
+        assert_eq!(empty, ClientMessage::ClientStats(ClientStats::default()));
     }
 
     #[test]
     fn client_stats_out_of_range_are_refused() {
         let ok = ClientStats {
-            fps: 30.0,
-            audio_concealed_ratio: 1.0,
-            rtt_ms: 120.0,
-            frame_width: MAX_RENDERED_DIMENSION,
+            fps: Some(30.0),
+            audio_concealed_ratio: Some(1.0),
+            rtt_ms: Some(120.0),
+            frame_width: Some(MAX_RENDERED_DIMENSION),
             ..ClientStats::default()
         };
         assert_eq!(ok.validate(), Ok(()));
         let bad = [
-            ClientStats { fps: -1.0, ..ok },
             ClientStats {
-                fps: f64::NAN,
-                ..ok
-            },
-            ClientStats { fps: 1000.0, ..ok },
-            ClientStats {
-                audio_concealed_ratio: 1.5,
+                fps: Some(-1.0),
                 ..ok
             },
             ClientStats {
-                packet_loss: f64::INFINITY,
-                ..ok
-            },
-            ClientStats { rtt_ms: 1e9, ..ok },
-            ClientStats {
-                freezes: 5000,
+                fps: Some(f64::NAN),
                 ..ok
             },
             ClientStats {
-                frame_height: MAX_RENDERED_DIMENSION + 1,
+                fps: Some(1000.0),
+                ..ok
+            },
+            ClientStats {
+                audio_concealed_ratio: Some(1.5),
+                ..ok
+            },
+            ClientStats {
+                packet_loss: Some(f64::INFINITY),
+                ..ok
+            },
+            ClientStats {
+                rtt_ms: Some(1e9),
+                ..ok
+            },
+            ClientStats {
+                freezes: Some(5000),
+                ..ok
+            },
+            ClientStats {
+                frame_height: Some(MAX_RENDERED_DIMENSION + 1),
                 ..ok
             },
         ];

@@ -22,14 +22,14 @@
 //!   (the SFU's estimate of the path to it), `loss_before_recovery`, `loss_after_recovery`
 //!   (fractions 0..1 of what it receives, before and after retransmission repaired it),
 //!   `send_loss` (fraction of what it sends lost on the way to the SFU), `nacks_received`,
-//!   `keyframe_requests_received` (its requests about what it receives), `nacks_sent`,
-//!   `keyframe_requests_sent` (the SFU's, about what it publishes), `rtt_ms`, `jitter_ms`,
-//!   `quality` (0 poor, 1 good, 2 excellent), `layer` (the highest simulcast layer forwarded to
-//!   it, -1 when all its videos are paused; absent without subscribed video), `videos`
-//!   (subscribed videos), `paused_videos`.
+//!   `keyframe_requests_received` (its requests about what it receives; NACKs as the sequence
+//!   numbers they ask for), `nacks_sent`, `keyframe_requests_sent` (the SFU's, about what it
+//!   publishes), `rtt_ms`, `jitter_ms`, `quality` (0 poor, 1 good, 2 excellent), `layer` (the
+//!   highest simulcast layer forwarded to it, -1 when all its videos are paused; absent
+//!   without subscribed video), `videos` (subscribed videos), `paused_videos`.
 //! - `client_stats`: the browser's own figures, as in `aula_protocol::ClientStats`: `fps`,
 //!   `freezes`, `freeze_ms`, `frame_width`, `frame_height`, `audio_concealed_ratio`,
-//!   `packet_loss`, `rtt_ms`, `jitter_ms`.
+//!   `packet_loss`, `rtt_ms`, `jitter_ms`; those the browser left out are left out here.
 //! - `event`: `event` names it; more fields by event:
 //!   `recording_started` (`started_by`), `present` (in the room when the recording started;
 //!   `identity`, `name`, `role`), `join` (same fields), `leave` (`reason`), `reconnecting`,
@@ -526,16 +526,18 @@ mod tests {
         );
         assert!(value.get("participant").is_none());
         let stats = ClientStats {
-            fps: 24.5,
-            freezes: 1,
+            fps: Some(24.5),
+            freezes: Some(0),
             ..ClientStats::default()
         };
         let line = Line::client_stats("PA_2", &stats).encode(9);
         let value: Value = serde_json::from_str(&line).unwrap();
         assert_eq!(value["kind"], "client_stats");
         assert_eq!(value["fps"], 24.5);
-        assert_eq!(value["freezes"], 1.0);
-        assert_eq!(value["frame_width"], 0.0);
+        assert_eq!(value["freezes"], 0.0, "measured: no freezes");
+        assert!(value.get("frame_width").is_none(), "not measured: {line}");
+        let fields = value.as_object().unwrap().len();
+        assert_eq!(fields, 5, "t_us, kind, participant, fps, freezes: {line}");
     }
 
     #[test]
