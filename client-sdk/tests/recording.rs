@@ -629,9 +629,79 @@ async fn a_recording_survives_kill_9_and_exports_at_least_9_of_its_10_seconds() 
     );
 }
 
+/// A recording its server never ended is exported by the next server to start on its
+/// directory: here the directory of a running recording is copied aside, as a `kill -9` would
+/// leave it (the logs as far as the OS has them), and a second server starts on the copy.
+/// `recording.json` then says `ready`, with an end, the backend gets `recording_ready`, and the
+/// audio plays for all but at most the last second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recording_left_by_a_crash_is_exported_when_the_server_starts_again() {
+    let dir = TempDir::new("left-running");
+    let left = TempDir::new("left-by-crash");
+    let mut config = Config::loopback_ephemeral();
+    config.recording.dir = dir.0.clone();
+    let server = TestServer::start_with(config).await;
+    let addr = server.server.http_addr();
+    let id = tokio::time::timeout(Duration::from_secs(60), async {
+        let mut teacher = server.join("history", "teacher", Role::Teacher).await;
+        let _audio = teacher
+            .publish_audio(AudioSource::Tone(TONE))
+            .await
+            .expect("publish");
+        let (status, body) = admin(addr, "POST", "/api/admin/rooms/history/recording", true).await;
+        assert_eq!(status, 201, "{body}");
+        let id = body["recording_id"].as_str().expect("an id").to_owned();
+        assert_eq!(
+            recording_event(&mut teacher).await.0,
+            RecordingState::Recording
+        );
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let (from, to) = (dir.0.join(&id), left.0.join(&id));
+        std::fs::create_dir_all(&to).expect("copy's directory");
+        for file in std::fs::read_dir(&from).expect("the recording's directory") {
+            let file = file.expect("entry").file_name();
+            std::fs::copy(from.join(&file), to.join(&file)).expect("copied");
+        }
+        id
+    })
+    .await
+    .expect("recorded in time");
+    server.server.shutdown().await;
+    let copy = left.0.join(&id);
+    let recording_json = || -> serde_json::Value {
+        let json = std::fs::read(copy.join("recording.json")).expect("recording.json");
+        serde_json::from_slice(&json).expect("JSON")
+    };
+    assert_eq!(
+        recording_json()["state"],
+        "recording",
+        "as the crash left it"
+    );
+
+    let (hook_url, mut hooks) = webhook_receiver().await;
+    let mut config = Config::loopback_ephemeral();
+    config.recording.dir = left.0.clone();
+    config.webhooks.url = Some(hook_url);
+    let server = TestServer::start_with(config).await;
+    let ready = webhook(&mut hooks, "recording_ready").await;
+    assert_eq!(ready["recording_id"], id.as_str());
+    let recording = recording_json();
+    assert_eq!(recording["state"], "ready", "{recording}");
+    let started = recording["started_at_unix_ms"].as_u64().expect("start");
+    let ended = recording["ended_at_unix_ms"].as_u64().expect("an end");
+    assert!(ended >= started + 1_500, "{recording}");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(copy.join("manifest.json")).expect("manifest.json"))
+            .expect("JSON");
+    let file = manifest["files"][0]["path"].as_str().expect("a file");
+    let seconds = ogg_duration_s(&copy.join(file));
+    assert!(seconds >= 1.5, "{seconds} s exported");
+    server.server.shutdown().await;
+}
+
 /// Retention at work: the janitor sweeps at start, then hourly; with `keep_days = 7` it deletes
 /// an exported recording started 10 days ago and keeps a recent one and an old one that was
-/// never exported (still recording, or left by a crash).
+/// never exported (its export cut short by a crash).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_janitor_deletes_old_exported_recordings_only() {
     let dir = TempDir::new("janitor");
@@ -643,7 +713,7 @@ async fn the_janitor_deletes_old_exported_recordings_only() {
     let recordings = [
         ("RC_oldexported1", "ready", now_ms - 10 * day_ms),
         ("RC_newexported1", "ready", now_ms - day_ms),
-        ("RC_oldrecording", "recording", now_ms - 10 * day_ms),
+        ("RC_oldexporting", "exporting", now_ms - 10 * day_ms),
     ];
     for (id, state, started) in recordings {
         let recording = dir.0.join(id);
@@ -672,7 +742,7 @@ async fn the_janitor_deletes_old_exported_recordings_only() {
         "a recent one is kept"
     );
     assert!(
-        dir.0.join("RC_oldrecording").exists(),
+        dir.0.join("RC_oldexporting").exists(),
         "an unexported one is kept"
     );
     server.server.shutdown().await;

@@ -507,6 +507,7 @@ async fn launch(
     )
     .map_err(anyhow::Error::msg)?;
     recorder.spawn_janitor(shutdown_rx.clone());
+    recorder.export_left_by_crash().await;
     let state = Arc::new(AppState {
         registry,
         media,

@@ -1,4 +1,5 @@
-//! Exporting a recording when it ends, or when asked (admin API, `aula recording export`).
+//! Exporting a recording when it ends, when asked (admin API, `aula recording export`), or when
+//! the server starts and finds one a previous process left unfinished.
 //!
 //! The export ([`aula_recording::export`]) reads and writes files for seconds to minutes, so
 //! the server runs it on a blocking thread, never on the async runtime. `recording.json` says
@@ -14,7 +15,7 @@ use aula_recording::manifest::Manifest as Export;
 use serde_json::json;
 
 use super::manifest::{self, Status};
-use super::{Busy, Recorder, unix_ms};
+use super::{Busy, Recorder, store, unix_ms};
 
 /// Exports the recording in `dir`, keeping its `recording.json` (if it has one: a bare
 /// directory of logs exports too) up to date. Blocks; shared with the command line.
@@ -40,8 +41,12 @@ pub fn run(dir: &Path) -> Result<Export, String> {
     let result = aula_recording::export(dir).map_err(|e| e.to_string());
     if let Some(recording) = &mut recording {
         match &result {
-            Ok(_) => {
+            Ok(export) => {
                 recording.exported_at_unix_ms = Some(unix_ms());
+                // One its server never ended (it died) ends where what it captured ends.
+                let captured = u64::try_from(export.duration_ms).unwrap_or(0);
+                let end = recording.started_at_unix_ms.saturating_add(captured);
+                recording.ended_at_unix_ms.get_or_insert(end);
                 // What was captured is exported, but a log that failed while recording (a
                 // disk error) means the recording is not whole: it stays marked failed.
                 match recording.tracks.iter().find_map(|t| t.error.as_deref()) {
@@ -63,6 +68,50 @@ pub fn run(dir: &Path) -> Result<Export, String> {
 }
 
 impl Recorder {
+    /// Exports, one after the other in the background, the recordings a previous process left
+    /// in state `recording`: it was killed (or its machine went down) before it could end
+    /// them, and nothing else would; their logs lose at most their last second. Call it before
+    /// the server serves: this process has recorded nothing yet, so every `recording` on disk
+    /// is another's (the directory is this server's alone, as retention assumes too).
+    ///
+    /// One left `exporting` (its export was cut short) is not retried: if that export is what
+    /// brought the server down, it would at every start. The admin API or `aula recording
+    /// export` retries it.
+    pub async fn export_left_by_crash(&self) {
+        let root = self.inner.config.dir.clone();
+        let listed = tokio::task::spawn_blocking(move || store::list(&root)).await;
+        let left: Vec<String> = match listed.map_err(io::Error::other).and_then(|r| r) {
+            Ok(recordings) => recordings
+                .into_iter()
+                .filter(|r| r.state == Status::Recording)
+                .map(|r| r.id)
+                .collect(),
+            Err(e) => {
+                tracing::warn!("cannot look for recordings left by a previous process: {e}");
+                return;
+            }
+        };
+        if left.is_empty() {
+            return;
+        }
+        tracing::warn!(
+            recordings = ?left,
+            "recordings left unfinished by a previous process; exporting what they captured"
+        );
+        let recorder = self.clone();
+        tokio::spawn(async move {
+            for id in left {
+                match recorder.claim(&id).await {
+                    // It logs how the export went.
+                    Ok(busy) => {
+                        let _ = recorder.export_claimed(busy).await;
+                    }
+                    Err(e) => tracing::warn!(recording = id, "not exported: {e}"),
+                }
+            }
+        });
+    }
+
     /// Exports a recording claimed by `busy`, uploads its files if configured, and tells the
     /// backend; the claim ends with it.
     pub(super) async fn export_claimed(&self, busy: Busy) -> Result<Export, String> {

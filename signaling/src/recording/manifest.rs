@@ -18,7 +18,8 @@ pub const MANIFEST_FILE: &str = "recording.json";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
-    /// Being recorded; also what a recording whose server died says until it is exported.
+    /// Being recorded; also what a recording whose server died says until it is exported (by
+    /// the server's next start: `Recorder::export_left_by_crash`).
     Recording,
     /// Its logs are being turned into files.
     Exporting,
@@ -36,7 +37,8 @@ pub struct Manifest {
     /// A participant's identity, `admin` or `auto`.
     pub started_by: String,
     pub started_at_unix_ms: u64,
-    /// `None` while recording (or if the server died before the end: the logs are still good).
+    /// `None` while recording. One whose server died before the end (its logs are still good)
+    /// gets the end of what it captured when exported.
     pub ended_at_unix_ms: Option<u64>,
     pub state: Status,
     /// Why the export failed.

@@ -2,8 +2,8 @@
 //!
 //! Only what can be replaced or is done with goes: a recording must be exported (`ready`) and,
 //! when `[recording] upload` is on, uploaded. One still recording, exporting, failed, or left
-//! by a server that died (`recording` on disk until someone exports it) is kept, whatever its
-//! age, so nobody loses the only copy of a class by a timer. The decision is [`expired`], a
+//! by a server that died (until the next start exports it) is kept, whatever its age, so
+//! nobody loses the only copy of a class by a timer. The decision is [`expired`], a
 //! pure function of the recording and the time.
 
 use std::path::Path;
