@@ -100,19 +100,26 @@ async fn metric(server: &TestServer, name: &str, labels: &str) -> f64 {
         .sum()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn students_on_a_relay_hear_the_teacher_through_one_copy_over_the_link() {
-    let Some(redis) = RedisServer::start().await else {
-        return;
-    };
-    let certs = std::env::temp_dir().join(format!("aula-relay-test-{}", std::process::id()));
-    std::fs::create_dir_all(&certs).unwrap();
-    make_certs(&certs, &["eu-1", "asia-1"]);
-    let origin = TestServer::start_with(node_config(&redis.url(), &certs, "eu-1", "eu")).await;
-    let relay = TestServer::start_with(node_config(&redis.url(), &certs, "asia-1", "asia")).await;
+/// Redis, the cluster CA and two nodes: the origin `eu-1` (region eu) and the relay `asia-1`
+/// (region asia), both in the directory and in each other's copy of it.
+struct TwoNodes {
+    redis: RedisServer,
+    certs: std::path::PathBuf,
+    origin: TestServer,
+    relay: TestServer,
+}
 
-    tokio::time::timeout(Duration::from_secs(90), async {
-        // Both nodes in the directory, and one more refresh so the origin's copy has the relay.
+impl TwoNodes {
+    /// `None` where `redis-server` is not installed (said so by [`RedisServer::start`]).
+    async fn start(tag: &str) -> Option<Self> {
+        let redis = RedisServer::start().await?;
+        let certs =
+            std::env::temp_dir().join(format!("aula-relay-test-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&certs).unwrap();
+        make_certs(&certs, &["eu-1", "asia-1"]);
+        let origin = TestServer::start_with(node_config(&redis.url(), &certs, "eu-1", "eu")).await;
+        let relay =
+            TestServer::start_with(node_config(&redis.url(), &certs, "asia-1", "asia")).await;
         let directory = Directory::open(&redis.url(), Duration::from_secs(3)).unwrap();
         let mut nodes = Vec::new();
         for _ in 0..100 {
@@ -123,8 +130,53 @@ async fn students_on_a_relay_hear_the_teacher_through_one_copy_over_the_link() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         assert_eq!(nodes.len(), 2, "both nodes registered: {nodes:?}");
+        // One more refresh (1 s), so that the origin's copy of the directory has the relay.
         tokio::time::sleep(Duration::from_millis(1500)).await;
+        Some(Self {
+            redis,
+            certs,
+            origin,
+            relay,
+        })
+    }
+}
 
+impl Drop for TwoNodes {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.certs);
+    }
+}
+
+/// The teacher's first track, from the student's room snapshot or its next `TrackPublished`.
+async fn teacher_track(student: &mut Client, teacher_sid: &str) -> String {
+    let known = student
+        .room()
+        .participants
+        .iter()
+        .find(|p| p.sid == teacher_sid)
+        .and_then(|p| p.tracks.first())
+        .map(|t| t.sid.clone());
+    match known {
+        Some(sid) => sid,
+        None => {
+            wait_for(student, |event| match event {
+                ClientEvent::TrackPublished(track) if track.participant_sid == teacher_sid => {
+                    Some(track.sid)
+                }
+                _ => None,
+            })
+            .await
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn students_on_a_relay_hear_the_teacher_through_one_copy_over_the_link() {
+    let Some(nodes) = TwoNodes::start("copy").await else {
+        return;
+    };
+    let (origin, relay) = (&nodes.origin, &nodes.relay);
+    tokio::time::timeout(Duration::from_secs(90), async {
         let room = "overseas";
         let teacher = origin.join(room, "teacher", Role::Teacher).await;
         let teacher_sid = teacher.participant().sid.clone();
@@ -135,31 +187,11 @@ async fn students_on_a_relay_hear_the_teacher_through_one_copy_over_the_link() {
 
         let mut students = Vec::new();
         for i in 1..=3 {
-            students.push(join_from(&origin, room, &format!("learner-{i}"), "asia").await);
+            students.push(join_from(origin, room, &format!("learner-{i}"), "asia").await);
         }
         let expected = expected_tone(TONE, 50 * 60);
         for (i, student) in students.iter_mut().enumerate() {
-            let known = student
-                .room()
-                .participants
-                .iter()
-                .find(|p| p.sid == teacher_sid)
-                .and_then(|p| p.tracks.first())
-                .map(|t| t.sid.clone());
-            let track = match known {
-                Some(sid) => sid,
-                None => {
-                    wait_for(student, |event| match event {
-                        ClientEvent::TrackPublished(track)
-                            if track.participant_sid == teacher_sid =>
-                        {
-                            Some(track.sid)
-                        }
-                        _ => None,
-                    })
-                    .await
-                }
-            };
+            let track = teacher_track(student, &teacher_sid).await;
             let packets = packets_of(student, &track, 100).await;
             let who = format!("learner {}", i + 1);
             assert_consecutive(&who, &packets);
@@ -167,13 +199,13 @@ async fn students_on_a_relay_hear_the_teacher_through_one_copy_over_the_link() {
         }
 
         // The students' media came from the relay's SFU, not the origin's.
-        let relay_egress = metric(&relay, "aula_udp_bytes_sent_total", "").await;
+        let relay_egress = metric(relay, "aula_udp_bytes_sent_total", "").await;
         assert!(relay_egress > 3.0 * 100.0 * 60.0, "relay sent {relay_egress} bytes");
 
         // Over the link, one copy: what the origin sent to the relay is about what one student
         // received, not three times that.
-        let link_bytes = metric(&origin, "aula_relay_bytes_sent_total", "peer=\"asia-1\"").await;
-        let received = metric(&relay, "aula_relay_bytes_received_total", "peer=\"eu-1\"").await;
+        let link_bytes = metric(origin, "aula_relay_bytes_sent_total", "peer=\"asia-1\"").await;
+        let received = metric(relay, "aula_relay_bytes_received_total", "peer=\"eu-1\"").await;
         let one_student = relay_egress / 3.0;
         eprintln!("link: origin sent {link_bytes} B, relay received {received} B; one student's share {one_student} B");
         assert!(link_bytes > 0.0 && received > 0.0, "nothing crossed the link");
@@ -185,8 +217,57 @@ async fn students_on_a_relay_hear_the_teacher_through_one_copy_over_the_link() {
             link_bytes < 2.0 * one_student,
             "the link carried {link_bytes} B, more than one copy ({one_student} B per student)"
         );
+        let carried = metric(origin, "aula_relay_tracks", "peer=\"asia-1\"").await;
+        assert_eq!(carried, 1.0, "one track carried to the relay");
     })
     .await
     .expect("the relayed class works in time");
-    let _ = std::fs::remove_dir_all(&certs);
+}
+
+/// The directory is only needed to place newcomers: with Redis gone (past the leases' and the
+/// nodes' time to live), a class already running goes on over the link.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_class_goes_on_through_the_relay_while_redis_is_down() {
+    let Some(mut nodes) = TwoNodes::start("redis-down").await else {
+        return;
+    };
+    let (origin, relay, redis) = (&nodes.origin, &nodes.relay, &mut nodes.redis);
+    tokio::time::timeout(Duration::from_secs(90), async {
+        let room = "outage";
+        let teacher = origin.join(room, "teacher", Role::Teacher).await;
+        let teacher_sid = teacher.participant().sid.clone();
+        let _audio = teacher
+            .publish_audio(AudioSource::Tone(TONE))
+            .await
+            .expect("publish");
+        let mut student = join_from(origin, room, "learner", "asia").await;
+        let track = teacher_track(&mut student, &teacher_sid).await;
+        packets_of(&mut student, &track, 50).await;
+
+        redis.kill();
+        // Longer than the leases' and the entries' 3 s time to live.
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        assert_eq!(metric(origin, "aula_cluster_redis_up", "").await, 0.0);
+        // Still flowing now: over the link, and from the relay to the student.
+        let link_before = metric(relay, "aula_relay_bytes_received_total", "").await;
+        let egress_before = metric(relay, "aula_udp_bytes_sent_total", "").await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let link_after = metric(relay, "aula_relay_bytes_received_total", "").await;
+        let egress_after = metric(relay, "aula_udp_bytes_sent_total", "").await;
+        // 1.5 s of the tone is 75 packets of about 100 bytes.
+        assert!(
+            link_after - link_before > 4000.0,
+            "the link carried {} B in 1.5 s while Redis was down",
+            link_after - link_before
+        );
+        assert!(
+            egress_after - egress_before > 4000.0,
+            "the relay sent the student {} B in 1.5 s while Redis was down",
+            egress_after - egress_before
+        );
+        let packets = packets_of(&mut student, &track, 100).await;
+        assert_consecutive("learner during the outage", &packets);
+    })
+    .await
+    .expect("the class goes on in time");
 }

@@ -98,6 +98,8 @@ pub struct RelayMetrics {
     control_malformed: IntCounterVec,
     rtt: GaugeVec,
     up: IntGaugeVec,
+    /// Tracks carried, by `direction` (`out`: sent to the peer, `in`: from it).
+    tracks: IntGaugeVec,
 }
 
 impl RelayMetrics {
@@ -124,6 +126,14 @@ impl RelayMetrics {
             &["peer"],
         )?;
         registry.register(Box::new(up.clone()))?;
+        let tracks = IntGaugeVec::new(
+            Opts::new(
+                "aula_relay_tracks",
+                "Tracks carried on the link to a peer node, by direction (out, in)",
+            ),
+            &["peer", "direction"],
+        )?;
+        registry.register(Box::new(tracks.clone()))?;
         Ok(Self {
             datagrams_sent: counter(
                 "aula_relay_datagrams_sent_total",
@@ -157,6 +167,7 @@ impl RelayMetrics {
             )?,
             rtt,
             up,
+            tracks,
         })
     }
 }
@@ -401,6 +412,8 @@ struct LinkMetrics {
     refused: prometheus::IntCounter,
     malformed: prometheus::IntCounter,
     control_malformed: prometheus::IntCounter,
+    tracks_out: prometheus::IntGauge,
+    tracks_in: prometheus::IntGauge,
     #[cfg(test)]
     up: prometheus::IntGauge,
 }
@@ -434,6 +447,8 @@ impl Link {
             refused: dropped("refused"),
             malformed: dropped("malformed"),
             control_malformed: metrics.control_malformed.with_label_values(&[id]),
+            tracks_out: metrics.tracks.with_label_values(&[id, "out"]),
+            tracks_in: metrics.tracks.with_label_values(&[id, "in"]),
             #[cfg(test)]
             up: metrics.up.with_label_values(&[id]),
         };
@@ -527,6 +542,13 @@ impl Link {
                 result => return result,
             }
         }
+    }
+
+    /// Sets how many tracks the link carries each way, for `aula_relay_tracks`; the control
+    /// plane keeps the count.
+    pub fn set_tracks(&self, out: usize, inbound: usize) {
+        self.metrics.tracks_out.set(out as i64);
+        self.metrics.tracks_in.set(inbound as i64);
     }
 
     /// Smoothed RTT of the path (quinn's estimate).

@@ -77,7 +77,7 @@ impl RedisServer {
         self.port
     }
 
-    fn kill(&mut self) {
+    pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -146,6 +146,7 @@ impl ClusterMedia {
                     }
                     continue;
                 }
+                SfuEvent::TrackUnpublished { track_sid, .. } => self.track_gone(track_sid),
                 _ => {}
             }
             if let Some(wire) = RemoteEvent::of(&event) {
@@ -159,6 +160,38 @@ impl ClusterMedia {
                 break;
             }
         }
+    }
+
+    /// A track of this node's SFU is gone: it is carried no more.
+    fn track_gone(&self, track_sid: &str) {
+        let links: Vec<Arc<LinkPeer>> = {
+            let mut state = self.lock();
+            state.exported.retain(|(_, sid)| sid != track_sid);
+            state.imports.remove(track_sid);
+            state.links.values().cloned().collect()
+        };
+        for link in links {
+            self.count_tracks(&link);
+        }
+    }
+
+    /// Updates `aula_relay_tracks` for `link`.
+    fn count_tracks(&self, link: &Arc<LinkPeer>) {
+        let (out, inbound) = {
+            let state = self.lock();
+            let out = state
+                .exported
+                .iter()
+                .filter(|(id, _)| *id == link.id())
+                .count();
+            let inbound = state
+                .imports
+                .values()
+                .filter(|other| Arc::ptr_eq(other, link))
+                .count();
+            (out, inbound)
+        };
+        link.link().set_tracks(out, inbound);
     }
 
     /// The link an imported track comes on.
@@ -294,6 +327,7 @@ impl ClusterMedia {
             .await?;
         link.call(Call::Import { track }).await?;
         self.lock().exported.insert(key);
+        self.count_tracks(link);
         Ok(())
     }
 
@@ -320,6 +354,7 @@ impl ClusterMedia {
         link.expect_track(track.index, &sid);
         self.sfu.relay_import(track).await?;
         self.lock().imports.insert(sid, Arc::clone(link));
+        self.count_tracks(link);
         Ok(())
     }
 
@@ -402,6 +437,7 @@ impl ClusterMedia {
                 };
                 let track = self.sfu.relay_export(&track_sid, relay_link, index).await?;
                 self.lock().exported.insert((link.id(), track_sid));
+                self.count_tracks(link);
                 return serde_json::to_value(track).map_err(|e| SfuError::Internal(e.to_string()));
             }
         }
@@ -453,6 +489,7 @@ impl ClusterMedia {
                 take(&mut state.owners),
             )
         };
+        link.link().set_tracks(0, 0);
         tracing::warn!(
             link = link.id(),
             tracks = imports.len(),
