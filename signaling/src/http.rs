@@ -259,6 +259,10 @@ struct DevTokenQuery {
     role: Role,
     #[serde(default)]
     name: Option<String>,
+    /// The participant's region (the token's `region`): in a cluster, the room's origin places
+    /// the participant's media on a node of that region.
+    #[serde(default)]
+    region: Option<String>,
 }
 
 /// Hands out tokens for any room and role, so the demo pages work with no backend. Only in dev
@@ -281,7 +285,7 @@ async fn dev_token(
                 StatusCode::BAD_REQUEST,
                 "bad_request",
                 format!(
-                    "expected ?room=R&identity=I&role=teacher|assistant|student|agent|learner[&name=N]: {}",
+                    "expected ?room=R&identity=I&role=teacher|assistant|student|agent|learner[&name=N][&region=G]: {}",
                     rejection.body_text()
                 ),
             );
@@ -291,6 +295,8 @@ async fn dev_token(
     if let Some(name) = q.name.as_deref().filter(|n| !n.trim().is_empty()) {
         claims = claims.with_name(name);
     }
+    // Checked like the room and identity by `mint`: an empty or malformed region is a 400.
+    claims.region = q.region;
     match token::mint(state.keys(), &claims) {
         Ok(token) => Json(json!({ "token": token })).into_response(),
         Err(e) => json_error(StatusCode::BAD_REQUEST, "bad_request", e.to_string()),

@@ -395,10 +395,31 @@ async fn http_routes_healthz_dev_token_pages_and_json_errors() {
     c.send(&join_msg(jwt)).await;
     assert!(matches!(c.recv().await, ServerMessage::Joined { .. }));
 
+    assert_eq!(claims.region, None);
+
+    // A region for the cluster's placement (the class page's `?region=`).
+    let r = http(
+        addr,
+        "GET",
+        "/api/dev-token?room=math&identity=kenji&role=student&region=asia",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let jwt = r.json()["token"].as_str().expect("token string").to_owned();
+    let claims = token::verify(&ApiKeys::dev(), &jwt).expect("dev token verifies");
+    assert_eq!(claims.region.as_deref(), Some("asia"));
+
+    let long_region = format!(
+        "/api/dev-token?room=math&identity=ana&role=student&region={}",
+        "r".repeat(token::MAX_ID_BYTES + 1)
+    );
     for bad in [
         "/api/dev-token",
         "/api/dev-token?room=math&identity=ana&role=principal",
         "/api/dev-token?room=&identity=ana&role=student",
+        "/api/dev-token?room=math&identity=ana&role=student&region=",
+        "/api/dev-token?room=math&identity=ana&role=student&region=as%0Aia",
+        long_region.as_str(),
     ] {
         let r = http(addr, "GET", bad).await;
         assert_eq!(r.status, 400, "{bad}: {}", r.body);

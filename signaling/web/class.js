@@ -5,8 +5,10 @@
 //
 // `/class?room=R` shows a join form that asks this server for a dev token (dev mode only);
 // `/class?token=T` joins straight away with a token minted elsewhere (`aula token`, or a school's
-// own backend). Teachers publish camera and microphone on joining; students receive, and
-// publish only once invited on stage. What a participant receives is the server's decision.
+// own backend). `/class?room=R&region=G` asks for a dev token naming the participant's region, so
+// that in a cluster the room's origin places its media on a node of that region (its signaling
+// stays with the origin). Teachers publish camera and microphone on joining; students receive,
+// and publish only once invited on stage. What a participant receives is the server's decision.
 //
 // The page keeps `window.aulaRoom` pointing at the SDK's Room so tests can read its stats.
 
@@ -59,8 +61,11 @@ async function main() {
       const name = form.name.value.trim();
       localStorage.setItem('aula.name', name);
       const room = form.room.value.trim();
-      history.replaceState(null, '', `?room=${encodeURIComponent(room)}`);
-      const token = await fetchDevToken(room, name, form.role.value);
+      const region = params.get('region');
+      const kept = new URLSearchParams({ room });
+      if (region !== null) kept.set('region', region);
+      history.replaceState(null, '', `?${kept}`);
+      const token = await fetchDevToken(room, name, form.role.value, region);
       $('dev-mode').hidden = false;
       await joinWith(token);
     } catch (err) {
@@ -71,11 +76,15 @@ async function main() {
   });
 }
 
-/** Asks the server for a development token; production servers refuse, and say so. */
-async function fetchDevToken(room, name, role) {
+/**
+ * Asks the server for a development token, with the participant's `region` unless null;
+ * production servers refuse, and say so.
+ */
+async function fetchDevToken(room, name, role, region) {
   // The identity only has to be unique in the room; two tabs with the same name are two people.
   const identity = devIdentity(name, 'guest');
   const query = new URLSearchParams({ room, identity, role, name });
+  if (region !== null) query.set('region', region);
   const res = await fetch(`/api/dev-token?${query}`);
   if (res.status === 404) {
     throw new Error('This server does not hand out tokens here. Open the class link your school sent you.');
