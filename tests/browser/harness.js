@@ -4,13 +4,14 @@
 // yourself, AULA_BIN to pick the binary (default: the workspace's target/debug/aula), and
 // CHROMIUM to pick the browser (default: Debian's /usr/bin/chromium).
 
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { createSocket } from 'node:dgram';
 import { createWriteStream, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { promisify } from 'node:util';
 import { chromium } from 'playwright-core';
 
 const REPO = resolve(import.meta.dirname, '../..');
@@ -30,7 +31,7 @@ const CHROMIUM_ARGS = [
 ];
 
 /** A port that was free a moment ago (the tiny race with other processes is acceptable in tests). */
-async function freeTcpPort() {
+export async function freeTcpPort() {
   const server = createServer();
   await new Promise((ok) => server.listen(0, '127.0.0.1', ok));
   const { port } = server.address();
@@ -38,7 +39,7 @@ async function freeTcpPort() {
   return port;
 }
 
-async function freeUdpPort() {
+export async function freeUdpPort() {
   const socket = createSocket('udp4');
   await new Promise((ok) => socket.bind(0, '127.0.0.1', ok));
   const { port } = socket.address();
@@ -56,22 +57,33 @@ async function freeUdpPort() {
  * directory (default: the caller's), where relative defaults such as `./recordings` land: a
  * test that records passes a temporary directory and removes it. The pages are driven at
  * http://127.0.0.1, so media goes over loopback.
+ *
+ * `config` is a config file's TOML text (see aula.sample.toml), for a test that needs options
+ * the command line does not have (a cluster node: relay.test.js); it is written into the
+ * server's temporary directory and passed with `--config`, and AULA_URL is then ignored.
+ * `httpPort` and `udpPort` pick the ports (default: free ones); either way they override the
+ * config's.
  * @returns {Promise<{url: string, stop: () => Promise<void>, logTail: () => string}>}
  */
-export async function startServer({ testImpairment = false, cwd } = {}) {
-  if (process.env.AULA_URL) {
+export async function startServer({ testImpairment = false, cwd, config, httpPort, udpPort } = {}) {
+  if (process.env.AULA_URL && config === undefined) {
     const url = process.env.AULA_URL.replace(/\/$/, '');
     await waitHealthy(url, null);
     return { url, stop: async () => {}, logTail: () => '(external server)' };
   }
   const dir = mkdtempSync(join(tmpdir(), 'aula-test-'));
-  const httpPort = await freeTcpPort();
-  const udpPort = await freeUdpPort();
+  httpPort ??= await freeTcpPort();
+  udpPort ??= await freeUdpPort();
   const logPath = join(dir, 'server.log');
   const log = createWriteStream(logPath);
-  const bin = process.env.AULA_BIN ?? join(process.env.CARGO_TARGET_DIR ?? join(REPO, 'target'), 'debug', 'aula');
+  const bin = aulaBin();
   const args = ['serve', '--http-port', String(httpPort), '--udp-port', String(udpPort)];
   if (testImpairment) args.push('--test-impairment');
+  if (config !== undefined) {
+    const configPath = join(dir, 'aula.toml');
+    writeFileSync(configPath, config);
+    args.push('--config', configPath);
+  }
   // Nothing of the caller's environment may point the server at a config file.
   const { AULA_CONFIG: _ignored, ...env } = process.env;
   const child = spawn(bin, args, {
@@ -107,6 +119,60 @@ export async function startServer({ testImpairment = false, cwd } = {}) {
     if (!process.env.AULA_KEEP_LOGS) rmSync(dir, { recursive: true, force: true });
   };
   return { url, stop, logTail };
+}
+
+/** The `aula` binary the tests run: AULA_BIN, else the workspace's debug build. */
+export function aulaBin() {
+  return process.env.AULA_BIN ?? join(process.env.CARGO_TARGET_DIR ?? join(REPO, 'target'), 'debug', 'aula');
+}
+
+/** Runs the `aula` CLI with `args` (e.g. `cluster ca --out DIR`), for up to 30 s; rejects if it fails. */
+export async function aulaCli(args) {
+  return promisify(execFile)(aulaBin(), args, { timeout: 30_000 });
+}
+
+/**
+ * Starts a real `redis-server` on a free loopback port with persistence off (as the Rust tests'
+ * signaling/tests/support/redis_server.rs does; scripts/setup.sh installs it) and waits until
+ * it answers PING, for up to 10 s.
+ * @returns {Promise<{url: string, stop: () => Promise<void>}>}
+ */
+export async function startRedis() {
+  const port = await freeTcpPort();
+  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
+    stdio: 'ignore',
+  });
+  const exited = new Promise((ok) => {
+    child.once('exit', (code, signal) => ok(`exited (code ${code}, signal ${signal})`));
+    child.once('error', (err) => ok(`${err.message} (scripts/setup.sh installs redis-server)`));
+  });
+  const pong = () => new Promise((ok) => {
+    const socket = connect(port, '127.0.0.1');
+    let reply = '';
+    socket.setTimeout(1000, () => socket.destroy());
+    socket.on('connect', () => socket.write('PING\r\n'));
+    socket.on('data', (data) => {
+      reply += data;
+      if (reply.includes('\r\n')) socket.end();
+    });
+    socket.on('close', () => ok(reply === '+PONG\r\n'));
+    socket.on('error', () => {});
+  });
+  const stop = async () => {
+    child.kill('SIGKILL');
+    await Promise.race([exited, sleep(5000)]);
+  };
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const failed = await Promise.race([exited, sleep(0, null)]);
+    if (failed) throw new Error(`redis-server ${failed}`);
+    if (await pong()) return { url: `redis://127.0.0.1:${port}`, stop };
+    if (Date.now() > deadline) {
+      await stop();
+      throw new Error(`redis-server on port ${port} did not answer PING within 10 s`);
+    }
+    await sleep(50);
+  }
 }
 
 /** Polls GET /healthz for up to 30 s (a debug build on a busy 2-core machine starts slowly). */
@@ -171,15 +237,18 @@ export async function launchBrowser({ netns } = {}) {
 }
 
 /**
- * Opens `/class?room=R`, fills the join form like a person, and waits until the SDK's room
+ * Opens `/class?room=R` (with `&region=G` when `region` is given: the dev token then names the
+ * participant's region), fills the join form like a person, and waits until the SDK's room
  * exists. Uncaught page errors are collected in `page.aulaErrors` for the test to assert on.
- * @param {{room: string, name: string, role: 'teacher'|'student'}} who
+ * @param {{room: string, name: string, role: 'teacher'|'student', region?: string}} who
  */
-export async function joinClass(browser, baseUrl, { room, name, role }) {
+export async function joinClass(browser, baseUrl, { room, name, role, region }) {
   const page = await browser.newPage();
   page.aulaErrors = [];
   page.on('pageerror', (err) => page.aulaErrors.push(err.message));
-  await page.goto(`${baseUrl}/class?room=${encodeURIComponent(room)}`);
+  const query = new URLSearchParams({ room });
+  if (region !== undefined) query.set('region', region);
+  await page.goto(`${baseUrl}/class?${query}`);
   await page.fill('input[name="name"]', name);
   await page.check(`input[name="role"][value="${role}"]`);
   // Time zero for "join to first decoded frame", taken in the page's clock.
