@@ -275,7 +275,7 @@ fn is_host_port(addr: &str) -> bool {
 }
 
 /// An id that is safe in a Redis key and a log line.
-fn is_cluster_id(id: &str) -> bool {
+pub(crate) fn is_cluster_id(id: &str) -> bool {
     (1..=64).contains(&id.len())
         && id
             .chars()

@@ -202,10 +202,31 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
+/// `/ws?region=`: where the client is, for placing its media in a cluster when its token names
+/// no region (a node carrying a participant's signaling to the room's origin says its own).
+#[derive(Debug, Deserialize)]
+struct WsParams {
+    region: Option<String>,
+}
+
 async fn ws(
     State(state): State<Arc<AppState>>,
+    params: Result<Query<WsParams>, QueryRejection>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
+    let region = match params {
+        Ok(Query(WsParams { region })) => region,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, "bad_query", e.body_text()),
+    };
+    if let Some(region) = &region
+        && !crate::config::is_cluster_id(region)
+    {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "bad_region",
+            "region must be 1 to 64 letters, digits, '.', '_' or '-'",
+        );
+    }
     match upgrade {
         Ok(upgrade) => {
             let Some(unjoined) = state.unjoined_place() else {
@@ -223,7 +244,7 @@ async fn ws(
                 .max_frame_size(WS_MAX_MESSAGE_BYTES)
                 .on_upgrade(move |socket| async move {
                     let _open = OpenWebSocket::new(&state.metrics().websockets);
-                    crate::session::run(socket, state, unjoined).await
+                    crate::session::run(socket, state, unjoined, region).await
                 })
         }
         Err(rejection) => json_error(

@@ -17,6 +17,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::cluster::relay::ClusterMedia;
 use crate::cluster::{ClusterCache, LoadProbe};
 use crate::config::Config;
 use crate::conn_limits::ConnLimits;
@@ -66,6 +67,9 @@ pub(crate) struct AppState {
     impairer: Option<SfuHandle>,
     /// The cached cluster directory, with `[cluster]` in the config (see `crate::cluster`).
     cluster: Option<ClusterCache>,
+    /// The media plane of a node with relay links (`[cluster.relay]`), which also routes joins
+    /// to their room's origin.
+    relay: Option<Arc<ClusterMedia>>,
     /// This node's load, for `GET /api/admin/nodes` without a cluster.
     load_probe: Mutex<LoadProbe>,
     /// Never sent on: [`Server::shutdown`] waits for the channel to close, i.e. for the last
@@ -202,6 +206,10 @@ impl AppState {
 
     pub(crate) fn cluster(&self) -> Option<&ClusterCache> {
         self.cluster.as_ref()
+    }
+
+    pub(crate) fn relay(&self) -> Option<&ClusterMedia> {
+        self.relay.as_deref()
     }
 
     /// This node's load since the last call (the cluster's refresher measures its own).
@@ -402,7 +410,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         .cluster
         .as_ref()
         .and_then(|c| Some((c, c.relay.as_ref()?)));
-    let (media, events): (Arc<dyn MediaPlane>, _) = match (relay, &cluster) {
+    let (relay, events) = match (relay, &cluster) {
         (Some((cluster_config, relay)), Some(cache)) => {
             let endpoint = crate::cluster::relay::endpoint(cluster_config, relay, &metrics)?;
             let directory = crate::cluster::Directory::open(
@@ -410,21 +418,26 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
                 Duration::from_secs(cluster_config.lease_ttl_secs),
             )?;
             tracing::info!(bind = %relay.bind, addr = relay.addr, "relay links on");
-            let (media, events) = crate::cluster::relay::ClusterMedia::start(
-                sfu,
+            let (relay, events) = crate::cluster::relay::ClusterMedia::start(
+                sfu.clone(),
                 events,
                 cache.clone(),
                 directory,
-                cluster_config.region.clone(),
+                cluster_config,
                 endpoint,
                 shutdown.1.clone(),
             );
-            (media, events)
+            (Some(relay), events)
         }
-        _ => (Arc::new(sfu), events),
+        _ => (None, events),
+    };
+    let media: Arc<dyn MediaPlane> = match &relay {
+        Some(relay) => relay.clone(),
+        None => Arc::new(sfu),
     };
     let plane = Plane {
         media,
+        relay,
         impairer,
         events,
         udp_addr,
@@ -455,6 +468,7 @@ pub async fn start_with_media(
     let shutdown = watch::channel(false);
     let plane = Plane {
         media,
+        relay: None,
         impairer: None,
         events,
         udp_addr,
@@ -465,6 +479,9 @@ pub async fn start_with_media(
 /// The media plane a server runs on: its commands, its events, where it takes media.
 struct Plane {
     media: Arc<dyn MediaPlane>,
+    /// The same media plane as `media` on a node with relay links, for what only it does
+    /// (routing joins to their room's origin).
+    relay: Option<Arc<ClusterMedia>>,
     /// The SFU behind `/test/impairment`, when that is served.
     impairer: Option<SfuHandle>,
     events: mpsc::UnboundedReceiver<SfuEvent>,
@@ -476,6 +493,7 @@ async fn launch(
     config: Config,
     Plane {
         media,
+        relay,
         impairer,
         events,
         udp_addr,
@@ -525,6 +543,7 @@ async fn launch(
         reconnect_timeout: Duration::from_secs(config.room.reconnect_timeout_secs),
         unjoined: Arc::new(Semaphore::new(config.http.max_unjoined_websockets)),
         impairer,
+        relay,
         cluster,
         load_probe,
         _alive: alive_tx,

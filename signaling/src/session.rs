@@ -24,6 +24,7 @@ use serde::Serialize;
 use tokio::sync::{Notify, OwnedSemaphorePermit, mpsc};
 use tokio::time::Instant;
 
+use crate::cluster::relay::Route;
 use crate::moderation::MediaEffect;
 use crate::ratelimit::TokenBucket;
 use crate::room::{self, Member, Outbox, Outgoing, Refused, Registry};
@@ -69,7 +70,17 @@ enum Flow {
         inbox: mpsc::UnboundedReceiver<Outgoing>,
         sid: String,
     },
+    /// The room's origin is another node: carry this socket's signaling there, starting with
+    /// `first` (see `crate::cluster::proxy`).
+    Proxy {
+        origin: Box<OriginSocket>,
+        ws_url: String,
+        first: String,
+    },
 }
+
+type OriginSocket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// A joined participant.
 #[derive(Debug)]
@@ -100,12 +111,22 @@ struct Session {
     /// alive (after a network change the server may not notice the old one is dead for a
     /// whole idle timeout): this loop then lets go, and the new one takes over.
     handover: Arc<Notify>,
+    /// The client's region from `/ws?region=`, when its token names none.
+    region: Option<String>,
 }
 
 /// Runs one WebSocket to the end, then removes the participant from its room and the SFU.
 /// `unjoined` is the socket's place among those not joined yet (`[http]
 /// max_unjoined_websockets`), given back as soon as it joins or resumes.
-pub(crate) async fn run(socket: WebSocket, state: Arc<AppState>, unjoined: OwnedSemaphorePermit) {
+///
+/// `region` is where the client says it is (`/ws?region=`), for placing its media in a cluster
+/// when its token does not say.
+pub(crate) async fn run(
+    socket: WebSocket,
+    state: Arc<AppState>,
+    unjoined: OwnedSemaphorePermit,
+    region: Option<String>,
+) {
     let mut unjoined = Some(unjoined);
     let (sink, mut stream) = socket.split();
     let (outbox, mut inbox) = mpsc::unbounded_channel();
@@ -116,7 +137,9 @@ pub(crate) async fn run(socket: WebSocket, state: Arc<AppState>, unjoined: Owned
         outbox,
         joined: None,
         handover: Arc::clone(&handover),
+        region,
     };
+    let mut proxy = None;
     let connected_at = Instant::now();
     let mut last_heard = Instant::now();
     // A client not heard from (any frame, pongs included) for `idle_timeout` is dead: TCP alone
@@ -219,6 +242,10 @@ pub(crate) async fn run(socket: WebSocket, state: Arc<AppState>, unjoined: Owned
                 match flow {
                     Flow::Continue => {}
                     Flow::Ending => ending = true,
+                    Flow::Proxy { origin, ws_url, first } => {
+                        proxy = Some((origin, ws_url, first));
+                        break;
+                    }
                     Flow::Resumed { inbox: parked, sid } => {
                         // Before anything queued while away, so the client knows where it is.
                         let resumed = ServerEvent::Resumed { participant_sid: sid };
@@ -250,6 +277,21 @@ pub(crate) async fn run(socket: WebSocket, state: Arc<AppState>, unjoined: Owned
                 }
             }
         }
+    }
+    if let Some((origin, ws_url, first)) = proxy {
+        // Not joined here: nothing to clean up; the origin keeps the participant.
+        drop(unjoined);
+        let Ok(socket) = writer.sink.reunite(stream) else {
+            return;
+        };
+        let state = session.state;
+        crate::cluster::proxy::run(socket, *origin, first, |text| {
+            if let Some(relay) = state.relay() {
+                relay.remember_resume(&ws_url, text);
+            }
+        })
+        .await;
+        return;
     }
     if let Some(joined) = &session.joined {
         session
@@ -306,6 +348,7 @@ fn park(
                 outbox: parked.outbox,
                 joined: Some(parked.joined),
                 handover: Arc::new(Notify::new()),
+                region: None,
             };
             session.cleanup("not resumed in time").await;
         }
@@ -426,6 +469,7 @@ fn error_code_label(code: ErrorCode) -> &'static str {
         ErrorCode::AlreadyRecording => "already_recording",
         ErrorCode::NotRecording => "not_recording",
         ErrorCode::Internal => "internal",
+        ErrorCode::Unavailable => "unavailable",
     }
 }
 
@@ -564,6 +608,18 @@ impl Session {
             self.take_parked(resume_token).await
         };
         let Some(parked) = parked else {
+            // A participant whose signaling this node carried to its room's origin.
+            if let Some(ws_url) = self
+                .state
+                .relay()
+                .and_then(|r| r.resume_route(resume_token))
+            {
+                let first = ClientMessage::Resume {
+                    version,
+                    resume_token: resume_token.to_owned(),
+                };
+                return self.proxy(ws_url, &first).await;
+            }
             self.error(
                 ErrorCode::Unauthorized,
                 "unknown or expired resume token; join again",
@@ -611,6 +667,32 @@ impl Session {
         None
     }
 
+    /// Opens the WebSocket to the room's origin at `ws_url` for this client, which then only
+    /// passes messages through (see `crate::cluster::proxy`).
+    async fn proxy(&mut self, ws_url: String, first: &ClientMessage) -> Flow {
+        let first = match serde_json::to_string(first) {
+            Ok(first) => first,
+            Err(e) => {
+                self.error(ErrorCode::Internal, e.to_string());
+                self.end(None);
+                return Flow::Ending;
+            }
+        };
+        match crate::cluster::proxy::connect(&ws_url).await {
+            Ok(origin) => Flow::Proxy {
+                origin: Box::new(origin),
+                ws_url,
+                first,
+            },
+            Err(e) => {
+                tracing::warn!(%ws_url, "cannot carry signaling to the room's origin: {e}");
+                self.error(ErrorCode::Unavailable, e.to_string());
+                self.end(None);
+                Flow::Ending
+            }
+        }
+    }
+
     async fn join(&mut self, version: u32, token: &str) -> Flow {
         if version != PROTOCOL_VERSION {
             // An SDK speaking another version would misread everything that follows.
@@ -642,14 +724,34 @@ impl Session {
             permissions: claims.permissions(),
             outbox: self.outbox.clone(),
         };
+        if let Some(relay) = self.state.relay() {
+            match relay.route(&claims.room, &sid).await {
+                Ok(Route::Here) => {}
+                Ok(Route::Origin { node, ws_url }) => {
+                    tracing::info!(
+                        room = claims.room,
+                        origin = node,
+                        "carrying the participant's signaling to the room's origin"
+                    );
+                    // The media goes to this node's region unless the token says otherwise.
+                    let ws_url = format!("{ws_url}?region={}", relay.region());
+                    let first = ClientMessage::Join {
+                        version,
+                        token: token.to_owned(),
+                    };
+                    return self.proxy(ws_url, &first).await;
+                }
+                Err(message) => {
+                    self.error(ErrorCode::Unavailable, message);
+                    self.end(None);
+                    return Flow::Ending;
+                }
+            }
+        }
         // Placed before it is in the room: from then on, others' tracks are subscribed for it
         // and must go to where its media is.
-        if let Err(e) = self
-            .state
-            .media()
-            .place(&sid, &claims.room, claims.region.as_deref())
-            .await
-        {
+        let region = claims.region.as_deref().or(self.region.as_deref());
+        if let Err(e) = self.state.media().place(&sid, &claims.room, region).await {
             tracing::warn!(sid, error = %e, "cannot place the participant's media; serving it here");
         }
         let outcome = match self.state.join(&claims.room, member) {

@@ -31,6 +31,12 @@ pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
 /// 8K screen's width. Anything larger is a client bug, refused with [`ErrorCode::BadMessage`].
 pub const MAX_RENDERED_DIMENSION: u32 = 16384;
 
+/// The `reason` of [`ServerMessage::Left`] when the server ended a session because one of its
+/// peer connections failed (ICE or DTLS gave up; in a cluster, also the node serving its media
+/// went away). Nothing the participant did: the SDKs join again by themselves (same token, a
+/// new participant sid) instead of ending the session.
+pub const LEFT_PEER_CONNECTION_FAILED: &str = "peer connection failed";
+
 /// Which of the participant's two peer connections a message is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -475,7 +481,8 @@ pub enum ServerMessage {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         rtt_ms: Option<u32>,
     },
-    /// The server ended this participant's session (after `Leave`, or for `reason`).
+    /// The server ended this participant's session (after `Leave`, or for `reason`; see
+    /// [`LEFT_PEER_CONNECTION_FAILED`]).
     Left {
         reason: String,
     },
@@ -667,6 +674,9 @@ pub enum ErrorCode {
     NotRecording,
     /// The media plane failed; the session may continue.
     Internal,
+    /// In a cluster, the room's origin node cannot be reached now (it may be failing over to
+    /// another node): join again shortly.
+    Unavailable,
 }
 
 impl ClientMessage {

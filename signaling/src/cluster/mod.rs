@@ -16,6 +16,7 @@ mod directory;
 mod lease;
 mod load;
 mod node;
+pub mod proxy;
 pub mod relay;
 
 pub use cache::{ClusterCache, RedisStatus, Settings, View};

@@ -27,13 +27,13 @@
 mod peer;
 pub mod wire;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
 use anyhow::Context;
-use aula_protocol::{IceCandidate, PeerTarget, TrackAnnouncement};
+use aula_protocol::{IceCandidate, PeerTarget, ServerMessage, TrackAnnouncement};
 use aula_sfu::record::capture::{RecordingSpec, TrackLog};
 use aula_sfu::relay::link::{Link, LinkConfig, LinkError, RelayEndpoint, RelayMetrics};
 use aula_sfu::relay::tls::{NodeTls, PemCert};
@@ -51,6 +51,23 @@ use wire::{Call, RemoteEvent};
 /// How often the origin renews the leases of its rooms; well within the lease TTL.
 const RENEW_EVERY: Duration = Duration::from_secs(2);
 
+/// How often a join retries the claim of a room whose origin is unreachable (its lease
+/// lapses within the lease TTL if it is dead).
+const CLAIM_RETRY: Duration = Duration::from_millis(500);
+
+/// Resume tokens remembered for participants whose signaling this node carries (see
+/// [`ClusterMedia::remember_resume`]); the oldest go first.
+const RESUME_ROUTES: usize = 10_000;
+
+/// Where a join for a room is served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// This node is (now) the room's origin, or the directory cannot be reached.
+    Here,
+    /// Another node is: carry the participant's signaling there (`crate::cluster::proxy`).
+    Origin { node: String, ws_url: String },
+}
+
 /// The media plane of a node in a cluster with relay links (see the module docs).
 pub struct ClusterMedia {
     sfu: SfuHandle,
@@ -67,6 +84,12 @@ pub struct ClusterMedia {
     me: Weak<Self>,
     /// Serializes carrying tracks between nodes, so two subscribers never export one twice.
     carrying: tokio::sync::Mutex<()>,
+    /// How long an origin's lease lives unrenewed: the longest a join waits for a dead
+    /// origin's room.
+    lease_ttl: Duration,
+    /// Resume token -> the origin's WebSocket URL, for participants whose signaling this node
+    /// carries.
+    resume_routes: Mutex<VecDeque<(String, String)>>,
 }
 
 #[derive(Default)]
@@ -97,7 +120,7 @@ impl ClusterMedia {
         sfu_events: mpsc::UnboundedReceiver<SfuEvent>,
         cache: ClusterCache,
         directory: Directory,
-        region: String,
+        config: &ClusterConfig,
         endpoint: RelayEndpoint,
         shutdown: watch::Receiver<bool>,
     ) -> (Arc<Self>, mpsc::UnboundedReceiver<SfuEvent>) {
@@ -106,7 +129,9 @@ impl ClusterMedia {
             me: me.clone(),
             sfu,
             node_id: cache.node_id().to_owned(),
-            region,
+            region: config.region.clone(),
+            lease_ttl: Duration::from_secs(config.lease_ttl_secs),
+            resume_routes: Mutex::new(VecDeque::new()),
             cache,
             directory,
             endpoint,
@@ -122,6 +147,106 @@ impl ClusterMedia {
 
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// This node's region.
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+
+    /// Where `participant`'s join of `room` is served: here if this node holds (or now wins)
+    /// the room's lease, else the origin's node. A room whose origin is not in the directory
+    /// (dead, its lease not lapsed yet) is waited for, up to the lease TTL, then claimed. With
+    /// the directory unreachable the room is served here, as a single node would.
+    pub async fn route(&self, room: &str, participant: &str) -> Result<Route, String> {
+        let deadline = tokio::time::Instant::now() + self.lease_ttl + CLAIM_RETRY * 4;
+        loop {
+            if let Some((_, members)) = self.lock().leases.get_mut(room) {
+                members.insert(participant.to_owned());
+                return Ok(Route::Here);
+            }
+            let lease = match self.directory.claim_origin(room, &self.node_id).await {
+                Ok(claim) => claim.lease().clone(),
+                Err(e) => {
+                    tracing::warn!(
+                        room,
+                        "cannot reach the directory (serving the room here): {e}"
+                    );
+                    return Ok(Route::Here);
+                }
+            };
+            if lease.node == self.node_id {
+                tracing::info!(room, epoch = lease.epoch, "this node is the room's origin");
+                let members = HashSet::from([participant.to_owned()]);
+                self.lock()
+                    .leases
+                    .entry(room.to_owned())
+                    .or_insert((lease, HashSet::new()))
+                    .1
+                    .extend(members);
+                return Ok(Route::Here);
+            }
+            if let Some(ws_url) = self.ws_url_of(&lease.node) {
+                return Ok(Route::Origin {
+                    node: lease.node,
+                    ws_url,
+                });
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(format!(
+                    "the room's origin node {} is not reachable",
+                    lease.node
+                ));
+            }
+            tokio::time::sleep(CLAIM_RETRY).await;
+        }
+    }
+
+    /// The WebSocket URL of a live node, from its first public address.
+    fn ws_url_of(&self, node: &str) -> Option<String> {
+        let view = self.cache.view();
+        let addr = view
+            .nodes
+            .iter()
+            .find(|n| n.id == node)?
+            .public_addrs
+            .first()?;
+        Some(format!("ws://{addr}/ws"))
+    }
+
+    /// Notes a message the origin sent to a participant whose signaling this node carries:
+    /// its resume token, if it is `Joined`, so that a resume arriving here goes to that origin.
+    pub fn remember_resume(&self, ws_url: &str, message: &str) {
+        if !message.contains("resume_token") {
+            return;
+        }
+        let Ok(ServerMessage::Joined { resume_token, .. }) = serde_json::from_str(message) else {
+            return;
+        };
+        let Some(token) = resume_token.filter(|t| !t.is_empty()) else {
+            return;
+        };
+        let mut routes = self
+            .resume_routes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        routes.push_back((token, ws_url.to_owned()));
+        while routes.len() > RESUME_ROUTES {
+            routes.pop_front();
+        }
+    }
+
+    /// The origin a resume token was handed out by, if this node carried that participant.
+    pub fn resume_route(&self, token: &str) -> Option<String> {
+        let routes = self
+            .resume_routes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        routes
+            .iter()
+            .rev()
+            .find(|(t, _)| t == token)
+            .map(|(_, url)| url.clone())
     }
 
     /// The local SFU's events: those about participants an origin placed here go back over its
