@@ -307,3 +307,234 @@ async fn a_single_node_lists_itself_and_touches_no_redis() {
     assert_eq!(metric(&server, "aula_cluster_redis_up").await, None);
     server.shutdown().await;
 }
+
+/// A free port on loopback, TCP (`udp` false) or UDP: nodes must name their HTTP and relay
+/// addresses in the directory before they start.
+fn free_port(udp: bool) -> u16 {
+    let ip = std::net::Ipv4Addr::LOCALHOST;
+    if udp {
+        std::net::UdpSocket::bind((ip, 0)).and_then(|s| s.local_addr())
+    } else {
+        std::net::TcpListener::bind((ip, 0)).and_then(|s| s.local_addr())
+    }
+    .expect("a free port")
+    .port()
+}
+
+/// A node with relay links, reachable at its (fixed) HTTP port, certificates in `certs`.
+fn relay_node_config(redis: &str, certs: &std::path::Path, node_id: &str, region: &str) -> Config {
+    let (http, relay) = (free_port(false), free_port(true));
+    let mut config = cluster_config(redis, node_id, region);
+    config.http.bind = ([127, 0, 0, 1], http).into();
+    let cluster = config.cluster.as_mut().expect("cluster");
+    cluster.public_addrs = vec![format!("127.0.0.1:{http}")];
+    // From TOML, as an operator writes it.
+    let relay = format!(
+        "bind = \"127.0.0.1:{relay}\"\naddr = \"127.0.0.1:{relay}\"\n\
+         ca_cert = {:?}\nnode_cert = {:?}\nnode_key = {:?}\n",
+        certs.join("ca.pem"),
+        certs.join(format!("{node_id}.pem")),
+        certs.join(format!("{node_id}.key")),
+    );
+    cluster.relay = Some(toml::from_str(&relay).expect("a relay config"));
+    config
+}
+
+/// The cluster CA and node certificates for `nodes`, in a new directory; the CA for more.
+fn cluster_certs(tag: &str, nodes: &[&str]) -> (std::path::PathBuf, aula_sfu::relay::tls::PemCert) {
+    use aula_sfu::relay::tls::{generate_ca, issue_node_cert};
+    let dir = std::env::temp_dir().join(format!("aula-cluster-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = generate_ca().expect("CA");
+    std::fs::write(dir.join("ca.pem"), &ca.cert).unwrap();
+    for node in nodes {
+        let cert = issue_node_cert(&ca, node).expect("node certificate");
+        std::fs::write(dir.join(format!("{node}.pem")), &cert.cert).unwrap();
+        std::fs::write(dir.join(format!("{node}.key")), &cert.key).unwrap();
+    }
+    (dir, ca)
+}
+
+/// The identities in a `Joined` message's room.
+fn identities(joined: &aula_protocol::ServerMessage) -> Vec<String> {
+    let aula_protocol::ServerMessage::Joined { room, .. } = joined else {
+        panic!("expected Joined, got {joined:?}");
+    };
+    let mut ids: Vec<String> = room
+        .participants
+        .iter()
+        .map(|p| p.identity.clone())
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// A learner who reaches the node of its region, not the room's origin, is in the same room as
+/// everyone else: that node carries its signaling to the origin (and a resume through it too).
+#[tokio::test]
+async fn a_participant_who_reaches_another_node_joins_the_room_on_its_origin() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let (certs, _) = cluster_certs("proxy", &["eu-1", "asia-1"]);
+    let mut eu_config = relay_node_config(&redis.url(), &certs, "eu-1", "eu");
+    // Participants are kept for a resume (the test default is not to).
+    eu_config.room.reconnect_timeout_secs = 15;
+    let eu = start(eu_config).await.expect("starts");
+    let asia = start(relay_node_config(&redis.url(), &certs, "asia-1", "asia"))
+        .await
+        .expect("starts");
+    until("both nodes to see each other", || async {
+        listed(&eu).await.len() == 2 && listed(&asia).await.len() == 2
+    })
+    .await;
+
+    let (mut teacher, _) = common::Client::join(
+        eu.http_addr(),
+        "geo",
+        "teacher",
+        aula_protocol::Role::Teacher,
+    )
+    .await;
+    let (student, joined) = common::Client::join(
+        asia.http_addr(),
+        "geo",
+        "learner",
+        aula_protocol::Role::Student,
+    )
+    .await;
+    assert_eq!(identities(&joined), ["teacher"], "the origin's room");
+    teacher
+        .recv_until(|m| matches!(m, aula_protocol::ServerMessage::ParticipantJoined { .. }))
+        .await;
+    assert_eq!((eu.participant_count(), asia.participant_count()), (2, 0));
+
+    // The learner's connection drops; it resumes through the same node.
+    let aula_protocol::ServerMessage::Joined { resume_token, .. } = joined else {
+        unreachable!()
+    };
+    let resume_token = resume_token.expect("a resume token");
+    student.close().await;
+    let mut again = common::Client::connect(asia.http_addr()).await;
+    again
+        .send(&aula_protocol::ClientMessage::Resume {
+            version: aula_protocol::PROTOCOL_VERSION,
+            resume_token,
+        })
+        .await;
+    again
+        .event_until(|e| matches!(e, aula_protocol::ServerEvent::Resumed { .. }))
+        .await;
+    assert_eq!(eu.participant_count(), 2);
+    asia.shutdown().await;
+    eu.shutdown().await;
+    let _ = std::fs::remove_dir_all(&certs);
+}
+
+/// The origin dies: a learner joining again through its region's node gets the room there once
+/// the dead origin's lease lapses (a new epoch), and that node then refuses a link hello under
+/// the old epoch.
+#[tokio::test]
+async fn a_room_whose_origin_died_moves_to_the_next_node_with_a_new_epoch() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let (certs, ca) = cluster_certs("failover", &["eu-1", "asia-1"]);
+    let eu = start(relay_node_config(&redis.url(), &certs, "eu-1", "eu"))
+        .await
+        .expect("starts");
+    let asia_config = relay_node_config(&redis.url(), &certs, "asia-1", "asia");
+    let asia_relay = asia_config
+        .cluster
+        .as_ref()
+        .unwrap()
+        .relay
+        .as_ref()
+        .unwrap()
+        .bind;
+    let asia = start(asia_config).await.expect("starts");
+    until("both nodes to see each other", || async {
+        listed(&eu).await.len() == 2 && listed(&asia).await.len() == 2
+    })
+    .await;
+    let directory = Directory::open(&redis.url(), Duration::from_secs(3)).expect("opens");
+
+    let (_teacher, _) = common::Client::join(
+        eu.http_addr(),
+        "moving",
+        "teacher",
+        aula_protocol::Role::Teacher,
+    )
+    .await;
+    let (mut student, _) = common::Client::join(
+        asia.http_addr(),
+        "moving",
+        "learner",
+        aula_protocol::Role::Student,
+    )
+    .await;
+    let first = directory
+        .origin_of("moving")
+        .await
+        .unwrap()
+        .expect("a lease");
+    assert_eq!(first.node, "eu-1");
+
+    eu.shutdown().await;
+    student.expect_closed_frames().await;
+    // Joining again (as the SDK does by itself) is refused with `unavailable` until the dead
+    // origin's lease lapses, then served by the node reached.
+    let deadline = Instant::now() + WAIT + Duration::from_secs(5);
+    let joined = loop {
+        let mut client = common::Client::connect(asia.http_addr()).await;
+        client
+            .send(&aula_protocol::ClientMessage::Join {
+                version: aula_protocol::PROTOCOL_VERSION,
+                token: common::dev_token("moving", "learner", aula_protocol::Role::Student),
+            })
+            .await;
+        match client.try_recv().await {
+            Ok(joined @ aula_protocol::ServerMessage::Joined { .. }) => break joined,
+            other => {
+                assert!(Instant::now() < deadline, "never joined again: {other:?}");
+                sleep(Duration::from_millis(300)).await;
+            }
+        }
+    };
+    assert_eq!(
+        identities(&joined),
+        Vec::<String>::new(),
+        "a new room: nobody else"
+    );
+    assert_eq!(asia.participant_count(), 1);
+    let second = directory
+        .origin_of("moving")
+        .await
+        .unwrap()
+        .expect("a lease");
+    assert_eq!(second.node, "asia-1");
+    assert!(second.epoch > first.epoch, "{second:?} after {first:?}");
+
+    // The former origin's epoch is refused by the new origin's node.
+    let former = aula_sfu::relay::tls::issue_node_cert(&ca, "eu-1").unwrap();
+    let tls = aula_sfu::relay::tls::NodeTls::new(&ca.cert, &former).unwrap();
+    let registry = prometheus::Registry::new();
+    let endpoint = aula_sfu::relay::link::RelayEndpoint::bind(
+        std::net::UdpSocket::bind("127.0.0.1:0").unwrap(),
+        "eu-1",
+        "eu",
+        &tls,
+        &aula_sfu::relay::link::LinkConfig::default(),
+        aula_sfu::relay::link::RelayMetrics::register(&registry).unwrap(),
+    )
+    .unwrap();
+    until("the stale epoch to be refused", || async {
+        let result = endpoint
+            .connect(asia_relay, "asia-1", "moving", first.epoch)
+            .await;
+        matches!(result, Err(aula_sfu::relay::link::LinkError::Refused(_)))
+    })
+    .await;
+    asia.shutdown().await;
+    let _ = std::fs::remove_dir_all(&certs);
+}

@@ -347,12 +347,20 @@ impl ClusterMedia {
         Some(())
     }
 
+    /// The newest lease epoch of `room` this node knows: its own lease's, or the directory's.
     fn known_epoch(&self, room: &str) -> u64 {
-        self.cache
+        let own = self
+            .lock()
+            .leases
+            .get(room)
+            .map_or(0, |(lease, _)| lease.epoch);
+        let directory = self
+            .cache
             .view()
             .origins
             .get(room)
-            .map_or(0, |lease| lease.epoch)
+            .map_or(0, |lease| lease.epoch);
+        own.max(directory)
     }
 
     /// Keeps the leases of rooms with participants; releases the others.
