@@ -1699,7 +1699,9 @@ impl Router {
     /// [`crate::forward::allocate`] for the order and [`crate::forward::selector`] for the
     /// timing. A subscriber without any estimate gets the best layers.
     fn allocate_bandwidth(&mut self, now: Instant) {
-        let budgets: Vec<(ParticipantId, Option<SharedEstimate>, Option<f64>, bool)> = self
+        type Budget = (ParticipantId, Option<SharedEstimate>, Option<f64>, bool);
+        let mut losses = Vec::new();
+        let budgets: Vec<Budget> = self
             .participants
             .iter()
             .filter_map(|(id, state)| {
@@ -1710,10 +1712,20 @@ impl Router {
                     .is_none_or(|at| now.saturating_duration_since(at) < FEEDBACK_GRACE);
                 let loss = peer.estimate.as_ref().map_or(0.0, SharedEstimate::loss);
                 peer.lossy = lossy(peer.lossy, loss);
+                losses.push((id.clone(), loss));
                 let budget = budget.or(young.then_some(bwe::INITIAL_BITRATE));
                 Some((id.clone(), peer.estimate.clone(), budget, peer.lossy))
             })
             .collect();
+        // Audio redundancy follows each subscriber's loss, before the allocation counts it.
+        for (participant, loss) in losses {
+            for producer in self.producers.values_mut() {
+                if let Some(consumer) = producer.consumers.get_mut(&participant) {
+                    let distance = red::distance_for(consumer.red_encoder.distance(), loss);
+                    consumer.red_encoder.set_distance(distance);
+                }
+            }
+        }
         let staff: HashSet<ParticipantId> = self
             .participants
             .iter()
@@ -1902,9 +1914,9 @@ fn demand(producer: &Producer, consumer: &Consumer, staff: bool, lossy: bool) ->
         _ => Priority::Camera,
     };
     let count = producer.layers.values().max().map_or(1, |top| top + 1);
-    // RED repeats each frame `red::DISTANCE` more times.
+    // RED repeats each frame as many more times as the link's loss asks (see `red`).
     let redundancy = match consumer.stage {
-        ConsumerStage::Live { red: Some(_), .. } => 1.0 + red::DISTANCE as f64,
+        ConsumerStage::Live { red: Some(_), .. } => 1.0 + consumer.red_encoder.distance() as f64,
         _ => 1.0,
     };
     let max_layer = consumer
