@@ -52,7 +52,8 @@ pub fn ice_credentials() -> (String, String) {
     (random(16), random(32))
 }
 
-/// A peer connection with Aula's media configuration: the default codecs (Opus, VP8, VP9, H.264,
+/// A peer connection with Aula's media configuration, with ICE credentials `ufrag` and `pwd`
+/// (empty: `rtc` draws random ones, and new ones at every ICE restart): the default codecs (Opus, VP8, VP9, H.264,
 /// AV1 with RTX), NACK generation and response, RTCP reports, TWCC feedback, simulcast header
 /// extensions, and the SFU's [`Tap`] (metrics and the connection's feedback `counts`;
 /// keyframe requests delivered to the SFU).

@@ -929,7 +929,11 @@ impl Router {
         participant: &str,
         target: PeerTarget,
     ) -> Result<PeerKey, SfuError> {
-        let (ufrag, pwd) = peer::ice_credentials();
+        // No credentials of ours: `rtc` draws them, and new ones at each ICE restart (pinned ones
+        // would be reused by a restart, which the browser then cannot tell from none). The
+        // peer is routed by ufrag once its local description has them (`refresh_ufrag`), which
+        // is before the remote side can send any check.
+        let (ufrag, pwd) = (String::new(), String::new());
         let estimate = (target == PeerTarget::Subscribe).then(SharedEstimate::new);
         let feedback = Arc::new(FeedbackCounts::default());
         let mut pc = peer::build(
@@ -947,7 +951,6 @@ impl Router {
         }
         let key = self.next_key;
         self.next_key += 1;
-        self.by_ufrag.insert(ufrag.clone(), key);
         self.peers.insert(
             key,
             Peer {
@@ -1021,7 +1024,9 @@ impl Router {
         };
         peer.pwd = pwd;
         if ufrag != peer.ufrag {
-            self.by_ufrag.remove(&peer.ufrag);
+            if !peer.ufrag.is_empty() {
+                self.by_ufrag.remove(&peer.ufrag);
+            }
             self.by_ufrag.insert(ufrag.clone(), key);
             peer.ufrag = ufrag;
         }

@@ -277,3 +277,59 @@ fn a_vanished_subscriber_is_reported_failed_within_the_ice_timeout() {
     sim.router.remove_participant(now, "student");
     assert_eq!(sim.router.stats().consumers, 0);
 }
+
+/// The ICE ufrag of an SDP.
+fn ufrag(sdp: &str) -> String {
+    sdp.lines()
+        .find_map(|l| l.strip_prefix("a=ice-ufrag:"))
+        .expect("an ice-ufrag")
+        .trim()
+        .to_owned()
+}
+
+/// An ICE restart (after a student's network changed) offers new credentials, as RFC 8445
+/// requires: reused ones look like no restart to the browser, which then keeps its dead path.
+/// Media goes on once the student answers.
+#[test]
+fn an_ice_restart_offers_new_credentials_and_media_goes_on() {
+    let mut sim = Sim::new();
+    let teacher = sim.add_publisher("teacher", TrackKind::Audio);
+    let track = publish(&mut sim, teacher);
+    sim.subscribe("s1", &track);
+    for _ in 0..200 {
+        sim.send(teacher, b"warm-up");
+        sim.step(Duration::from_millis(20));
+    }
+    assert!(!sim.client("s1").received.is_empty(), "audio flowed");
+    let offers = sim.subscribe_offers;
+    let before = ufrag(
+        &sim.client("s1")
+            .pc
+            .remote_description()
+            .expect("an offer")
+            .sdp,
+    );
+
+    let now = sim.now;
+    sim.router.restart_ice(now, "s1").expect("restarts");
+    assert!(sim.run_until(500, STEP, |s| s.subscribe_offers > offers));
+    let after = ufrag(
+        &sim.client("s1")
+            .pc
+            .remote_description()
+            .expect("an offer")
+            .sdp,
+    );
+    assert_ne!(before, after, "the restart offer reuses the ufrag");
+
+    let received = sim.client("s1").received.len();
+    for i in 0..100u32 {
+        sim.send(teacher, format!("after-{i}").as_bytes());
+        sim.step(Duration::from_millis(20));
+    }
+    assert!(
+        sim.client("s1").received.len() > received + 80,
+        "media after the restart: {} packets",
+        sim.client("s1").received.len() - received
+    );
+}
