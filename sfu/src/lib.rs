@@ -5,6 +5,7 @@
 //! - `forward`: pure per-packet decisions (layer choice, sequence/timestamp rewriting).
 
 pub mod api;
+pub mod arrival_log;
 pub mod bwe;
 pub mod codec;
 pub mod demux;

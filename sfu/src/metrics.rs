@@ -35,6 +35,9 @@ pub struct SfuMetrics {
     /// as if NACKed (`feedback_loss`).
     pub feedback_nacks: IntCounter,
     pub nacks_sent: IntCounter,
+    /// Losses of a publisher's packets not asked for because they are too old to help
+    /// (`arrival_log`).
+    pub nacks_withheld: IntCounter,
     /// NACKed sequence numbers not resent: sent too long ago to still help, before a later
     /// keyframe, resent a moment ago, over a congested path's resend budget (`resend_budget`),
     /// or never sent.
@@ -182,6 +185,10 @@ impl SfuMetrics {
             feedback_nacks: counter(
                 "aula_feedback_nacks_total",
                 "Lost packets subscribers' TWCC feedback reported, resent without waiting for their NACKs",
+            )?,
+            nacks_withheld: counter(
+                "aula_nacks_withheld_total",
+                "Lost publisher packets not asked for again because they were lost too long ago",
             )?,
             nacks_sent: counter(
                 "aula_nacks_sent_total",

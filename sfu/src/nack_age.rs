@@ -204,51 +204,7 @@ impl SendLog {
                     && !just_resent(seq)
             })
         };
-        // Bit 0 stands for the pair's `packet_id`, bit i + 1 for bit i of its bitmap.
-        let wanted = |pair: &NackPair| 1 | u32::from(pair.lost_packets) << 1;
-        let kept = |pair: &NackPair| {
-            let wanted = wanted(pair);
-            (0..17)
-                .filter(|&bit| wanted & (1 << bit) != 0 && fresh(pair.packet_id.wrapping_add(bit)))
-                .fold(0u32, |kept, bit| kept | 1 << bit)
-        };
-        let skipped = |pair: &NackPair| u64::from((wanted(pair) & !kept(pair)).count_ones());
-
-        // Most NACKs on a healthy link are all fresh: decide that without allocating.
-        let total_skipped: u64 = nack.nacks.iter().map(skipped).sum();
-        if total_skipped == 0 {
-            return Trim::Keep;
-        }
-        let nacks: Vec<NackPair> = nack
-            .nacks
-            .iter()
-            .filter_map(|pair| {
-                let kept = kept(pair);
-                if kept == 0 {
-                    return None;
-                }
-                // The first sequence number kept becomes the pair's base; the rest shift down.
-                let first = kept.trailing_zeros();
-                Some(NackPair {
-                    packet_id: pair.packet_id.wrapping_add(first as u16),
-                    lost_packets: (kept >> first >> 1) as u16,
-                })
-            })
-            .collect();
-        if nacks.is_empty() {
-            Trim::Drop {
-                skipped: total_skipped,
-            }
-        } else {
-            Trim::Rewrite {
-                nack: TransportLayerNack {
-                    sender_ssrc: nack.sender_ssrc,
-                    media_ssrc: nack.media_ssrc,
-                    nacks,
-                },
-                skipped: total_skipped,
-            }
-        }
+        trim_nack(nack, fresh)
     }
 }
 
@@ -257,6 +213,55 @@ impl SendLog {
 fn millis_since(epoch: Instant, now: Instant) -> u64 {
     // 2^47 ms is 4,400 years: the cap only keeps the shift in `record` from overflowing.
     (now.saturating_duration_since(epoch).as_millis() as u64).min(1 << 47)
+}
+
+/// Cuts `nack` down to the sequence numbers `fresh` accepts (see [`Trim`]).
+pub fn trim_nack(nack: &TransportLayerNack, fresh: impl Fn(u16) -> bool) -> Trim {
+    // Bit 0 stands for the pair's `packet_id`, bit i + 1 for bit i of its bitmap.
+    let wanted = |pair: &NackPair| 1 | u32::from(pair.lost_packets) << 1;
+    let kept = |pair: &NackPair| {
+        let wanted = wanted(pair);
+        (0..17)
+            .filter(|&bit| wanted & (1 << bit) != 0 && fresh(pair.packet_id.wrapping_add(bit)))
+            .fold(0u32, |kept, bit| kept | 1 << bit)
+    };
+    let skipped = |pair: &NackPair| u64::from((wanted(pair) & !kept(pair)).count_ones());
+
+    // Most NACKs on a healthy link are all fresh: decide that without allocating.
+    let total_skipped: u64 = nack.nacks.iter().map(skipped).sum();
+    if total_skipped == 0 {
+        return Trim::Keep;
+    }
+    let nacks: Vec<NackPair> = nack
+        .nacks
+        .iter()
+        .filter_map(|pair| {
+            let kept = kept(pair);
+            if kept == 0 {
+                return None;
+            }
+            // The first sequence number kept becomes the pair's base; the rest shift down.
+            let first = kept.trailing_zeros();
+            Some(NackPair {
+                packet_id: pair.packet_id.wrapping_add(first as u16),
+                lost_packets: (kept >> first >> 1) as u16,
+            })
+        })
+        .collect();
+    if nacks.is_empty() {
+        Trim::Drop {
+            skipped: total_skipped,
+        }
+    } else {
+        Trim::Rewrite {
+            nack: TransportLayerNack {
+                sender_ssrc: nack.sender_ssrc,
+                media_ssrc: nack.media_ssrc,
+                nacks,
+            },
+            skipped: total_skipped,
+        }
+    }
 }
 
 #[cfg(test)]

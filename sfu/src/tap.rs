@@ -39,6 +39,7 @@ use rtc::shared::TransportContext;
 use rtc::shared::error::Error;
 use rtc::shared::marshal::MarshalSize;
 
+use crate::arrival_log::ArrivalLog;
 use crate::bwe::probe::{ProbeBucket, ProbeRequests};
 use crate::bwe::remb::remb_of;
 use crate::bwe::{self, SharedEstimate};
@@ -61,6 +62,8 @@ pub struct Tap {
     /// (`resend_copies`) and how fast to probe (`bwe::probe`).
     estimate: Option<SharedEstimate>,
     sent: SendLog,
+    /// When the publisher's packets arrived, to ask only for recent losses.
+    arrivals: ArrivalLog,
     transport: TransportLog,
     /// Resends allowed while the path shows a queue.
     budget: ResendBudget,
@@ -85,6 +88,7 @@ impl Tap {
             feedback,
             estimate,
             sent: SendLog::new(),
+            arrivals: ArrivalLog::default(),
             transport: TransportLog::default(),
             budget: ResendBudget::default(),
             probe: ProbeBucket::default(),
@@ -117,6 +121,34 @@ impl Tap {
             }
         });
         self.metrics.nack_stale.inc_by(stale);
+    }
+
+    /// Cuts each NACK the SFU sends a publisher down to the losses recent enough to ask for
+    /// (see `arrival_log`), removing the NACKs left empty; counts what was left out.
+    fn withhold_stale_nacks(
+        &mut self,
+        packets: &mut Vec<Box<dyn rtc::rtcp::Packet>>,
+        now: Instant,
+    ) {
+        let mut withheld = 0;
+        packets.retain_mut(|packet| {
+            let Some(nack) = packet.as_any().downcast_ref::<TransportLayerNack>() else {
+                return true;
+            };
+            match self.arrivals.trim(nack, now) {
+                Trim::Keep => true,
+                Trim::Rewrite { nack, skipped } => {
+                    withheld += skipped;
+                    *packet = Box::new(nack);
+                    true
+                }
+                Trim::Drop { skipped } => {
+                    withheld += skipped;
+                    false
+                }
+            }
+        });
+        self.metrics.nacks_withheld.inc_by(withheld);
     }
 
     /// Cuts each NACK down to the resends the path's budget allows (see `resend_budget`),
@@ -278,6 +310,8 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for Tap {
         let mut deliver = false;
         match &mut msg.message.packet {
             Packet::Rtp(rtp) => {
+                self.arrivals
+                    .arrived(rtp.header.ssrc, rtp.header.sequence_number, now);
                 self.metrics.rtp_packets_received.inc();
                 let size = rtp.header.marshal_size() + rtp.payload.len();
                 self.metrics.rtp_bytes_received.inc_by(size as u64);
@@ -321,11 +355,11 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for Tap {
         self.read.pop_front()
     }
 
-    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Error> {
-        match &msg.message.packet {
+    fn handle_write(&mut self, mut msg: TaggedPacket) -> Result<(), Error> {
+        let retransmission = msg.message.has(&Attribute::Retransmission);
+        match &mut msg.message.packet {
             Packet::Rtp(rtp) => {
                 let header = &rtp.header;
-                let retransmission = msg.message.has(&Attribute::Retransmission);
                 // The packet this one carries: a resend on an RTX stream carries another's.
                 let original = if retransmission {
                     self.sent
@@ -375,7 +409,11 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for Tap {
                 }
             }
             Packet::Rtcp(packets) => {
-                for packet in packets {
+                self.withhold_stale_nacks(packets, msg.now);
+                if packets.is_empty() {
+                    return Ok(());
+                }
+                for packet in packets.iter() {
                     let nacks = nacked(packet.as_ref());
                     self.metrics.nacks_sent.inc_by(nacks);
                     count(&self.feedback.nacks_sent, nacks);
@@ -423,7 +461,9 @@ impl Interceptor for Tap {
         }
     }
     fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, info: &StreamInfo) {
+        self.arrivals.forget(info.ssrc);
+    }
 }
 
 #[cfg(test)]
@@ -507,6 +547,53 @@ mod tests {
             media_ssrc: SSRC,
             nacks: nack_pairs_from_sequence_numbers(seqs),
         })
+    }
+
+    /// The publisher's packet `seq` arriving at the SFU.
+    fn arrive(tap: &mut Tap, seq: u16, now: Instant) {
+        let mut rtp = rtc::rtp::Packet::default();
+        rtp.header.ssrc = SSRC;
+        rtp.header.sequence_number = seq;
+        let message = AttributedPacket::new(Packet::Rtp(rtp));
+        tap.handle_read(tagged(now, message)).expect("read");
+        assert!(tap.poll_read().is_some());
+    }
+
+    /// The sequence numbers of the NACK the tap sends on when the SFU asks for `seqs`.
+    fn ask(tap: &mut Tap, seqs: &[u16], now: Instant) -> Vec<u16> {
+        let message = AttributedPacket::new(Packet::Rtcp(vec![nack(seqs)]));
+        tap.handle_write(tagged(now, message)).expect("write");
+        let Some(out) = tap.poll_write() else {
+            return Vec::new();
+        };
+        let Packet::Rtcp(packets) = out.message.packet else {
+            panic!("RTCP in, RTCP out");
+        };
+        packets
+            .iter()
+            .filter_map(|p| p.as_any().downcast_ref::<TransportLayerNack>())
+            .flat_map(|n| n.nacks.iter().flat_map(|pair| pair.packet_list()))
+            .collect()
+    }
+
+    #[test]
+    fn a_publisher_is_asked_only_for_recent_losses() {
+        let mut tap = tap();
+        let t0 = Instant::now();
+        let ms = Duration::from_millis(1);
+        arrive(&mut tap, 1, t0);
+        arrive(&mut tap, 3, t0 + 40 * ms);
+        assert_eq!(ask(&mut tap, &[2], t0 + 50 * ms), [2]);
+        // The path is gone for 5 s (4..=253 lost), then back.
+        arrive(&mut tap, 254, t0 + 5040 * ms);
+        let back = t0 + 5050 * ms;
+        assert!(
+            ask(&mut tap, &[2, 100, 253], back).is_empty(),
+            "outage losses"
+        );
+        arrive(&mut tap, 256, back);
+        assert_eq!(ask(&mut tap, &[100, 255], back + 10 * ms), [255]);
+        assert_eq!(tap.metrics.nacks_withheld.get(), 4);
     }
 
     /// What of a compound packet the tap passes on, as NACKed seqs and the other packets' count.
