@@ -91,6 +91,10 @@ pub struct FeedbackCounts {
     /// Those that went out.
     pub nacks_sent: AtomicU64,
     pub keyframe_requests_sent: AtomicU64,
+    /// Set when feedback comes in again after [`crate::tap::PATH_SILENCE`] without any: the
+    /// path from the participant came back from an outage. The router takes it (and asks for
+    /// keyframes for what the participant watches).
+    pub path_returned: std::sync::atomic::AtomicBool,
 }
 
 /// What the router knows of a participant's links right now, beside the totals.

@@ -9,6 +9,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use aula_protocol::{IceCandidate, PeerTarget, TrackAnnouncement, TrackKind, TrackSource};
@@ -473,6 +474,7 @@ impl Router {
         if now >= self.next_housekeeping {
             self.next_housekeeping = now + HOUSEKEEPING_INTERVAL;
             self.allocate_bandwidth(now);
+            self.keyframes_after_outages(now);
             self.request_keyframes(now);
             self.update_gauges();
             for (recording, track_sid, error) in self.captures.take_failures() {
@@ -1858,6 +1860,37 @@ impl Router {
             .collect();
         for (sid, layer) in wanted {
             self.send_pli(now, &sid, layer);
+        }
+    }
+
+    /// Asks at once for a keyframe of every video a subscriber whose path just came back from
+    /// an outage watches: what it lost cannot be decoded past, and waiting for its browser's own
+    /// request costs seconds of frozen picture.
+    fn keyframes_after_outages(&mut self, now: Instant) {
+        let returned: Vec<ParticipantId> = self
+            .peers
+            .values()
+            .filter(|p| p.target == PeerTarget::Subscribe)
+            .filter(|p| p.feedback.path_returned.swap(false, Ordering::Relaxed))
+            .map(|p| p.participant.clone())
+            .collect();
+        for participant in returned {
+            let wanted: Vec<(TrackSid, Layer)> = self
+                .producers
+                .values()
+                .filter(|p| p.video.is_some())
+                .filter_map(|p| {
+                    let layer = p.consumers.get(&participant)?.forwarder.current()?;
+                    Some((p.sid.clone(), layer))
+                })
+                .collect();
+            debug!(%participant, tracks = wanted.len(), "path back from an outage; keyframes asked for");
+            for (sid, layer) in wanted {
+                if let Some(producer) = self.producers.get_mut(&sid) {
+                    producer.last_pli.remove(&layer);
+                }
+                self.send_pli(now, &sid, layer);
+            }
         }
     }
 

@@ -22,7 +22,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rtc::interceptor::{
     Attribute, AttributedPacket, Interceptor, Packet, StreamInfo, TaggedPacket,
@@ -53,6 +53,10 @@ use crate::resend_budget::ResendBudget;
 /// Position in the chain: below `Slot::CongestionControl` (1_000), the lowest built-in slot.
 pub const SLOT: usize = 500;
 
+/// No RTCP from a peer for this long is an outage of its path (a receiver sends transport-wide
+/// feedback every 50-100 ms, and a report at least every second).
+pub const PATH_SILENCE: Duration = Duration::from_millis(1500);
+
 pub struct Tap {
     metrics: SfuMetrics,
     /// This connection's share of the feedback, which the router reads.
@@ -62,6 +66,8 @@ pub struct Tap {
     /// (`resend_copies`) and how fast to probe (`bwe::probe`).
     estimate: Option<SharedEstimate>,
     sent: SendLog,
+    /// When the last RTCP came in (see [`PATH_SILENCE`]).
+    last_rtcp: Option<Instant>,
     /// When the publisher's packets arrived, to ask only for recent losses.
     arrivals: ArrivalLog,
     transport: TransportLog,
@@ -88,6 +94,7 @@ impl Tap {
             feedback,
             estimate,
             sent: SendLog::new(),
+            last_rtcp: None,
             arrivals: ArrivalLog::default(),
             transport: TransportLog::default(),
             budget: ResendBudget::default(),
@@ -317,6 +324,13 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for Tap {
                 self.metrics.rtp_bytes_received.inc_by(size as u64);
             }
             Packet::Rtcp(packets) => {
+                if self
+                    .last_rtcp
+                    .is_some_and(|at| now.saturating_duration_since(at) > PATH_SILENCE)
+                {
+                    self.feedback.path_returned.store(true, Ordering::Relaxed);
+                }
+                self.last_rtcp = Some(now);
                 for packet in packets.iter() {
                     let nacks = nacked(packet.as_ref());
                     self.metrics.nacks_received.inc_by(nacks);

@@ -333,3 +333,46 @@ fn an_ice_restart_offers_new_credentials_and_media_goes_on() {
         sim.client("s1").received.len() - received
     );
 }
+
+/// A student whose path comes back after an outage cannot decode what follows the frames it
+/// lost: the SFU asks the teacher for a keyframe at once instead of waiting for the student's
+/// browser to ask (seconds of frozen picture).
+#[test]
+fn a_keyframe_is_asked_for_as_soon_as_a_students_path_comes_back() {
+    let mut sim = Sim::new();
+    let teacher = sim.add_publisher("teacher", TrackKind::Video);
+    let mut track = None;
+    for _ in 0..500 {
+        if let Some((_, sid)) = sim.published.first() {
+            track = Some(sid.clone());
+            break;
+        }
+        sim.send(teacher, &vp8_payload(true, b"warm-up"));
+        sim.step(STEP);
+    }
+    let track = track.expect("video published");
+    sim.subscribe("student", &track);
+    assert!(sim.run_until(1_000, STEP, |s| s.subscribe_offers > 0));
+    for i in 0..150u32 {
+        sim.send(teacher, &vp8_payload(i % 100 == 0, b"frame"));
+        sim.step(Duration::from_millis(33));
+    }
+    assert!(!sim.client("student").received.is_empty(), "video flowed");
+
+    // The student's Wi-Fi drops for 3 s while the class goes on.
+    sim.cut_off.push("student".to_owned());
+    for _ in 0..90 {
+        sim.send(teacher, &vp8_payload(false, b"frame"));
+        sim.step(Duration::from_millis(33));
+    }
+    let plis = sim.router.metrics().plis_sent.get();
+    sim.cut_off.clear();
+    for _ in 0..10 {
+        sim.send(teacher, &vp8_payload(false, b"frame"));
+        sim.step(Duration::from_millis(33));
+    }
+    assert!(
+        sim.router.metrics().plis_sent.get() > plis,
+        "no keyframe asked for within 330 ms of the path coming back"
+    );
+}
