@@ -3,16 +3,17 @@
 //! Three kinds of task run per client: a WebSocket writer (all outgoing messages go through
 //! one queue, so their order is the order they were produced in), a WebSocket reader (which
 //! routes answers, offers and candidates to the peer tasks, turns the rest into
-//! [`ClientEvent`]s, and resumes the session when the socket drops: see
-//! [`crate::connection`]), and one task per peer connection (see [`crate::peer`]).
+//! [`ClientEvent`]s, resumes the session when the socket drops and joins again when the
+//! session is lost: see [`crate::connection`]), and one task per peer connection (see
+//! [`crate::peer`]).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aula_protocol::{
-    ClientMessage, PROTOCOL_VERSION, ParticipantInfo, PeerTarget, RoomInfo, ServerFrame,
+    ClientMessage, LEFT_PEER_CONNECTION_FAILED, ParticipantInfo, PeerTarget, RoomInfo, ServerFrame,
     ServerMessage, TrackAnnouncement, TrackSource,
 };
 use tokio::sync::{Notify, mpsc, oneshot, watch};
@@ -21,11 +22,12 @@ use tokio_tungstenite::tungstenite::http::Uri;
 use tracing::{debug, warn};
 
 use crate::connection::{
-    self, RESUME_WINDOW, WsSink, WsStream, receive, retry_delay, send, try_resume, write_loop,
+    self, ATTEMPT_TIMEOUT, Joined, REJOIN_WINDOW, RESUME_WINDOW, WsSink, WsStream, receive,
+    refused_for_good, rejoin_delay, retry_delay, try_resume, write_loop,
 };
 use crate::error::ClientError;
 use crate::peer::{Link, Peer, PeerCommand, PeerContext, PeerHandle};
-use crate::publish::{AudioSource, PublishedAudio};
+use crate::publish::{AudioSource, PublishedAudio, Route, RouteTo};
 use crate::tone::ToneEncoder;
 use crate::{ClientEvent, ReceivedPacket};
 
@@ -51,25 +53,84 @@ struct Session {
     /// Set as soon as `publish_audio` starts, so a second call fails at once.
     publishing: bool,
     publish: Option<mpsc::Sender<PeerCommand>>,
+    /// Keeps the publish connection's task running; dropped to end it (a rejoin).
+    publish_stop: Option<watch::Sender<()>>,
     /// `publish_audio` waiting for the server to answer (or refuse) its offer.
     pending_answer: Option<oneshot::Sender<Result<(), ClientError>>>,
+    /// Where the published track's payloads go, once `publish_audio` succeeded; pointed at the
+    /// new connection when the track is published again after a rejoin.
+    audio: Option<watch::Sender<Route>>,
+    /// Counts rejoins, so that a publication begun before one does not install itself after.
+    generation: u64,
+}
+
+impl Session {
+    fn route_to(&self, to: RouteTo) {
+        if let Some(route) = &self.audio {
+            route.send_modify(|route| route.to = to);
+        }
+    }
+}
+
+/// Switches the application sets and the reader reads.
+#[derive(Debug)]
+struct Flags {
+    /// [`Client::set_auto_rejoin`].
+    auto_rejoin: AtomicBool,
+    /// [`Client::leave`] was called: a session that ends now is not resumed or joined again.
+    leaving: AtomicBool,
+}
+
+/// What publishing needs: the client has it for its first publication, the reader to
+/// publish again after a rejoin.
+struct Publisher {
+    media_ip: IpAddr,
+    ctx: PeerContext,
+    session: Arc<Mutex<Session>>,
 }
 
 /// A participant in one room.
 ///
-/// A WebSocket that drops (a network change) is resumed by itself for up to 15 s, with
-/// [`ClientEvent::Reconnecting`] and [`ClientEvent::Reconnected`]; the media connections stay
-/// up meanwhile, and the server restarts ICE on the subscribe side. Not done yet: an ICE
-/// restart of our publish connection, which a new local address would need.
+/// # Reconnecting
+///
+/// A WebSocket that drops (a network change) is resumed by itself for up to 15 s (the
+/// server's default `reconnect_timeout_secs`), with [`ClientEvent::Reconnecting`] and
+/// [`ClientEvent::Reconnected`]: the same participant goes on. The media connections stay up
+/// meanwhile, and the server restarts ICE on the subscribe side. Not done yet: an ICE restart
+/// of our publish connection, which a new local address would need.
+///
+/// When the session itself is lost, the client joins the room again by itself, with the same
+/// token (so the same identity), unless [`set_auto_rejoin`] turned that off: after the server
+/// ended it because its media path failed (`Left` with
+/// [`aula_protocol::LEFT_PEER_CONNECTION_FAILED`]: ICE gave up, or in a cluster the node
+/// serving its media died), or when the resume was refused or did not succeed within its
+/// window. It tries at once, then after 0.5 s, 1 s, 2 s, 4 s and every 5 s, for 60 s;
+/// [`ClientEvent::Reconnecting`] says it started (once per outage), and
+/// [`ClientEvent::Rejoined`] that it is back, or [`ClientEvent::Disconnected`] that it gave
+/// up (or a refusal that cannot change, such as an expired token or a locked room,
+/// [`ClientEvent::Error`] then `Disconnected`).
+///
+/// A rejoined client is a **new participant**: a new sid (others see the old one leave and the
+/// new one join), new connections, the room as it is now, subscribed to every track again (the
+/// packets of a track keep its sid). [`participant`] and [`room`] change when
+/// [`next_event`] hands over the [`ClientEvent::Rejoined`]. An audio track we were publishing
+/// is published again by itself, as a new track (its [`PublishedAudio`] handle keeps working;
+/// see there). What the server held for the old participant only (a raised hand, a
+/// moderator's grants) is not carried over.
 ///
 /// Dropping the client closes the WebSocket and both peer connections at once; [`leave`]
 /// says goodbye first.
 ///
 /// [`leave`]: Client::leave
+/// [`set_auto_rejoin`]: Client::set_auto_rejoin
+/// [`participant`]: Client::participant
+/// [`room`]: Client::room
+/// [`next_event`]: Client::next_event
 pub struct Client {
     participant: ParticipantInfo,
     room: RoomInfo,
     media_ip: IpAddr,
+    flags: Arc<Flags>,
     signal: mpsc::UnboundedSender<ClientMessage>,
     weak: WeakSinks,
     dropped_packets: Arc<AtomicU64>,
@@ -91,34 +152,13 @@ impl Client {
     /// the SFU is reachable the same way as the signaling server, true for a single-host Aula.
     pub async fn connect(ws_url: &str, token: &str) -> Result<Self, ClientError> {
         let media_ip = media_ip_for(ws_url).await?;
-        let (mut sink, mut stream) = connection::open(ws_url, NEGOTIATION_TIMEOUT).await?;
-
-        send(
-            &mut sink,
-            &ClientMessage::Join {
-                version: PROTOCOL_VERSION,
-                token: token.to_owned(),
-            },
-        )
-        .await?;
-        let (participant, room, resume_token) = tokio::time::timeout(NEGOTIATION_TIMEOUT, async {
-            loop {
-                match receive(&mut stream).await? {
-                    ServerFrame::Message(ServerMessage::Joined {
-                        participant,
-                        room,
-                        resume_token,
-                        ..
-                    }) => return Ok((participant, room, resume_token)),
-                    ServerFrame::Message(ServerMessage::Error { code, message }) => {
-                        return Err(ClientError::Server { code, message });
-                    }
-                    other => debug!("before Joined, ignoring {other:?}"),
-                }
-            }
-        })
-        .await
-        .map_err(|_| ClientError::Timeout("Joined"))??;
+        let Joined {
+            sink,
+            stream,
+            participant,
+            room,
+            resume_token,
+        } = connection::join(ws_url, token, NEGOTIATION_TIMEOUT).await?;
 
         let (signal, outgoing) = mpsc::unbounded_channel();
         let (control_tx, control) = mpsc::unbounded_channel();
@@ -139,14 +179,23 @@ impl Client {
         let session = Arc::new(Mutex::new(Session::default()));
         let (sockets, new_sockets) = mpsc::unbounded_channel();
         let drop_connection = Arc::new(Notify::new());
+        let flags = Arc::new(Flags {
+            auto_rejoin: AtomicBool::new(true),
+            leaving: AtomicBool::new(false),
+        });
         let reader = Reader {
             ctx,
             media_ip,
             session: session.clone(),
             subscribe: None,
-            resume: resume_token.map(|token| (ws_url.to_owned(), token)),
+            ws_url: ws_url.to_owned(),
+            token: token.to_owned(),
+            participant_sid: participant.sid.clone(),
+            resume_token,
             sockets,
             drop_connection: drop_connection.clone(),
+            flags: flags.clone(),
+            reconnecting: false,
         };
         let reader = tokio::spawn(reader.run(stream, shutdown.clone()));
         let writer = tokio::spawn(write_loop(sink, new_sockets, outgoing));
@@ -154,6 +203,7 @@ impl Client {
             participant,
             room,
             media_ip,
+            flags,
             signal,
             weak,
             dropped_packets,
@@ -167,14 +217,24 @@ impl Client {
         })
     }
 
-    /// Who the server says we are.
+    /// Who the server says we are. After a rejoin (see [Reconnecting](Client#reconnecting)),
+    /// the new participant, from when [`next_event`](Client::next_event) returned the
+    /// [`ClientEvent::Rejoined`] on.
     pub fn participant(&self) -> &ParticipantInfo {
         &self.participant
     }
 
-    /// The room as it was when we joined; later changes arrive as [`ClientEvent`]s.
+    /// The room as it was when we joined (or last rejoined, as for
+    /// [`participant`](Client::participant)); later changes arrive as [`ClientEvent`]s.
     pub fn room(&self) -> &RoomInfo {
         &self.room
+    }
+
+    /// Whether a lost session is joined again by itself (see
+    /// [Reconnecting](Client#reconnecting)); on by default. Off, the session ends with
+    /// [`ClientEvent::Disconnected`] where it would have been joined again.
+    pub fn set_auto_rejoin(&self, enabled: bool) {
+        self.flags.auto_rejoin.store(enabled, Ordering::Relaxed);
     }
 
     /// The next event, or `None` once the session has ended and everything was delivered.
@@ -183,12 +243,20 @@ impl Client {
     /// before queued packets; the two travel different paths (WebSocket vs. UDP) so there is
     /// no order between them to keep anyway.
     pub async fn next_event(&mut self) -> Option<ClientEvent> {
-        tokio::select! {
+        let event = tokio::select! {
             biased;
-            Some(event) = self.control.recv() => Some(event),
-            Some(packet) = self.packets.recv() => Some(ClientEvent::Packet(packet)),
-            else => None,
+            Some(event) = self.control.recv() => event,
+            Some(packet) = self.packets.recv() => ClientEvent::Packet(packet),
+            else => return None,
+        };
+        if let ClientEvent::Rejoined {
+            participant, room, ..
+        } = &event
+        {
+            self.participant = participant.clone();
+            self.room = room.clone();
         }
+        Some(event)
     }
 
     /// Received packets dropped because the application did not call [`next_event`] often
@@ -203,7 +271,9 @@ impl Client {
     /// so that the first payload sent is the first one subscribers can get.
     ///
     /// A server refusal (e.g. `forbidden` for a role without publish rights) comes back as
-    /// [`ClientError::Server`]. One audio track per client.
+    /// [`ClientError::Server`]. One audio track per client. A rejoin publishes it again by
+    /// itself (see [`PublishedAudio`]); a call under way when the session is lost fails with
+    /// [`ClientError::Closed`].
     pub async fn publish_audio(&self, source: AudioSource) -> Result<PublishedAudio, ClientError> {
         {
             let mut session = lock(&self.session);
@@ -212,67 +282,44 @@ impl Client {
             }
             session.publishing = true;
         }
-        let result = self.negotiate_publish(source).await;
+        let result = self.start_publishing(source).await;
         if result.is_err() {
             let mut session = lock(&self.session);
             session.publishing = false;
             session.publish = None;
+            session.publish_stop = None;
             session.pending_answer = None;
         }
         result
     }
 
-    async fn negotiate_publish(&self, source: AudioSource) -> Result<PublishedAudio, ClientError> {
+    async fn start_publishing(&self, source: AudioSource) -> Result<PublishedAudio, ClientError> {
         // Built before anything is sent so that a bad config fails without side effects.
         let tone = match source {
             AudioSource::Tone(config) => Some(ToneEncoder::new(config)?),
             AudioSource::Manual => None,
         };
-        let track_id = format!(
-            "{}-audio-{:08x}",
-            self.participant.sid,
-            rand::random::<u32>()
-        );
-        let (peer, offer) = Peer::publisher(self.media_ip, self.peer_context()?, &track_id).await?;
-
-        let (answered_tx, answered) = oneshot::channel();
-        let PeerHandle { commands, mut link } = {
-            // Held from sending the offer until the reader can route the answer: on loopback
-            // the answer may be back before this function runs another line.
-            let mut session = lock(&self.session);
-            self.signal
-                .send(ClientMessage::PublishOffer {
-                    sdp: offer,
-                    tracks: vec![TrackAnnouncement {
-                        track_id: track_id.clone(),
-                        source: TrackSource::Microphone,
-                    }],
-                })
-                .map_err(|_| ClientError::Closed)?;
-            // Spawned only after the offer is queued: its first act is to signal our
-            // candidate, which the server can only apply once it has seen the offer.
-            let handle = peer.spawn();
-            session.publish = Some(handle.commands.clone());
-            session.pending_answer = Some(answered_tx);
-            handle
+        let generation = lock(&self.session).generation;
+        let publisher = Publisher {
+            media_ip: self.media_ip,
+            ctx: self.peer_context()?,
+            session: self.session.clone(),
         };
-
-        tokio::time::timeout(NEGOTIATION_TIMEOUT, answered)
-            .await
-            .map_err(|_| ClientError::Timeout("PublishAnswer"))?
-            .map_err(|_| ClientError::Closed)??;
-        let connected = tokio::time::timeout(
-            NEGOTIATION_TIMEOUT,
-            link.wait_for(|link| *link != Link::Connecting),
-        )
-        .await
-        .map_err(|_| ClientError::Timeout("the publish connection"))?
-        .map_err(|_| ClientError::Closed)?;
-        match *connected {
-            Link::Connected => Ok(PublishedAudio::new(track_id, commands, tone)),
-            Link::Failed => Err(ClientError::MediaFailed(PeerTarget::Publish)),
-            Link::Connecting | Link::Closed => Err(ClientError::Closed),
-        }
+        let (track_id, commands) = negotiate_publish(&publisher, &self.participant.sid).await?;
+        let route = {
+            let mut session = lock(&self.session);
+            if session.generation != generation {
+                // The session was lost and joined again meanwhile; this connection is gone.
+                return Err(ClientError::Closed);
+            }
+            let (route, receiver) = watch::channel(Route {
+                to: RouteTo::Live(commands),
+                track_id: track_id.into(),
+            });
+            session.audio = Some(route);
+            receiver
+        };
+        Ok(PublishedAudio::new(route, tone))
     }
 
     /// What a new peer task needs; `Closed` once the session has ended.
@@ -325,6 +372,7 @@ impl Client {
     /// Leaves the room: sends `Leave`, waits (briefly) for the server's `Left`, then closes
     /// everything. Other participants see `ParticipantLeft` and our tracks unpublished.
     pub async fn leave(mut self) -> Result<(), ClientError> {
+        self.flags.leaving.store(true, Ordering::Relaxed);
         self.signal
             .send(ClientMessage::Leave)
             .map_err(|_| ClientError::Closed)?;
@@ -338,9 +386,67 @@ impl Client {
 
 impl Drop for Client {
     fn drop(&mut self) {
+        lock(&self.session).route_to(RouteTo::Closed);
         self.shutdown.send_replace(());
         self.reader.abort();
         self.writer.abort();
+    }
+}
+
+/// Offers one audio track on a new publish connection and waits until its media is
+/// connected; returns the track's id and the connection's command queue.
+async fn negotiate_publish(
+    publisher: &Publisher,
+    participant_sid: &str,
+) -> Result<(String, mpsc::Sender<PeerCommand>), ClientError> {
+    let track_id = format!("{participant_sid}-audio-{:08x}", rand::random::<u32>());
+    let (peer, offer) =
+        Peer::publisher(publisher.media_ip, publisher.ctx.clone(), &track_id).await?;
+
+    let (answered_tx, answered) = oneshot::channel();
+    let (commands, mut link) = {
+        // Held from sending the offer until the reader can route the answer: on loopback
+        // the answer may be back before this function runs another line.
+        let mut session = lock(&publisher.session);
+        publisher
+            .ctx
+            .signal
+            .send(ClientMessage::PublishOffer {
+                sdp: offer,
+                tracks: vec![TrackAnnouncement {
+                    track_id: track_id.clone(),
+                    source: TrackSource::Microphone,
+                }],
+            })
+            .map_err(|_| ClientError::Closed)?;
+        // Spawned only after the offer is queued: its first act is to signal our
+        // candidate, which the server can only apply once it has seen the offer.
+        let PeerHandle {
+            commands,
+            link,
+            stop,
+        } = peer.spawn();
+        session.publish = Some(commands.clone());
+        session.publish_stop = Some(stop);
+        session.pending_answer = Some(answered_tx);
+        (commands, link)
+    };
+
+    tokio::time::timeout(NEGOTIATION_TIMEOUT, answered)
+        .await
+        .map_err(|_| ClientError::Timeout("PublishAnswer"))?
+        .map_err(|_| ClientError::Closed)??;
+    let connected = tokio::time::timeout(
+        NEGOTIATION_TIMEOUT,
+        link.wait_for(|link| *link != Link::Connecting),
+    )
+    .await
+    .map_err(|_| ClientError::Timeout("the publish connection"))?
+    .map_err(|_| ClientError::Closed)?;
+    match *connected {
+        Link::Connected => Ok((track_id, commands)),
+        Link::Failed => Err(ClientError::MediaFailed(PeerTarget::Publish)),
+        Link::Connecting | Link::Closed => Err(ClientError::Closed),
     }
 }
 
@@ -352,19 +458,27 @@ fn lock(session: &Mutex<Session>) -> std::sync::MutexGuard<'_, Session> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Routes server messages; ends on `Left`, on close, or on a WebSocket error.
+/// Routes server messages; resumes a dropped socket and joins again a lost session; ends on
+/// `Left` (other than for a failed media path), or when neither worked.
 struct Reader {
     ctx: PeerContext,
     media_ip: IpAddr,
     session: Arc<Mutex<Session>>,
     subscribe: Option<PeerHandle>,
-    /// Where and with what to resume a dropped socket; `None` when the server keeps no
-    /// dropped participants.
-    resume: Option<(String, String)>,
-    /// Hands the writer a resumed socket (`Some`) or tells it the current one is gone.
+    ws_url: String,
+    /// The access token, to join again with.
+    token: String,
+    /// Who we are in the current session.
+    participant_sid: String,
+    /// To resume a dropped socket; `None` when the server keeps no dropped participants.
+    resume_token: Option<String>,
+    /// Hands the writer a new socket (`Some`) or tells it the current one is gone.
     sockets: mpsc::UnboundedSender<Option<WsSink>>,
     /// [`Client::drop_connection_for_test`].
     drop_connection: Arc<Notify>,
+    flags: Arc<Flags>,
+    /// [`ClientEvent::Reconnecting`] was emitted for the outage under way.
+    reconnecting: bool,
 }
 
 /// Why reading from one socket stopped.
@@ -378,23 +492,39 @@ enum Ended {
 impl Reader {
     async fn run(mut self, mut stream: WsStream, shutdown: Arc<watch::Sender<()>>) {
         let reason = loop {
-            match self.read(&mut stream).await {
+            let ended = self.read(&mut stream).await;
+            // This socket is done: the writer's half goes too, so the server sees it close.
+            let _ = self.sockets.send(None);
+            drop(stream);
+            let leaving = self.flags.leaving.load(Ordering::Relaxed);
+            let lost = match ended {
+                Ended::Left(reason) if reason == LEFT_PEER_CONNECTION_FAILED && !leaving => reason,
                 Ended::Left(reason) => break reason,
-                Ended::Dropped(why) => {
-                    // The writer's half of the old socket goes too, so the server sees it close.
-                    let _ = self.sockets.send(None);
-                    drop(stream);
-                    match self.resume(&why).await {
-                        Some(resumed) => stream = resumed,
-                        None => break why,
+                Ended::Dropped(why) if leaving => break why,
+                Ended::Dropped(why) => match self.resume(&why).await {
+                    Some(resumed) => {
+                        stream = resumed;
+                        continue;
                     }
-                }
+                    None => why,
+                },
+            };
+            if !self.flags.auto_rejoin.load(Ordering::Relaxed) {
+                break lost;
+            }
+            match self.rejoin(&lost).await {
+                Some(joined) => stream = joined,
+                None => break lost,
             }
         };
         // The server has dropped our session; the peer connections are dead weight now.
         shutdown.send_replace(());
-        if let Some(pending) = lock(&self.session).pending_answer.take() {
-            let _ = pending.send(Err(ClientError::Closed));
+        {
+            let mut session = lock(&self.session);
+            if let Some(pending) = session.pending_answer.take() {
+                let _ = pending.send(Err(ClientError::Closed));
+            }
+            session.route_to(RouteTo::Closed);
         }
         self.emit(ClientEvent::Disconnected { reason });
     }
@@ -422,22 +552,31 @@ impl Reader {
         }
     }
 
+    /// Says once per outage that we are reconnecting.
+    fn announce_reconnecting(&mut self, why: &str) {
+        if !self.reconnecting {
+            self.reconnecting = true;
+            self.emit(ClientEvent::Reconnecting {
+                reason: why.to_owned(),
+            });
+        }
+    }
+
     /// Tries to resume the session for [`RESUME_WINDOW`]; the new socket's reading half, or
-    /// `None` when the server refused or the window passed (the session is over).
+    /// `None` when the server refused or the window passed (the session is lost).
     async fn resume(&mut self, why: &str) -> Option<WsStream> {
-        let (ws_url, token) = self.resume.clone()?;
-        self.emit(ClientEvent::Reconnecting {
-            reason: why.to_owned(),
-        });
+        let token = self.resume_token.clone()?;
+        self.announce_reconnecting(why);
         let deadline = tokio::time::Instant::now() + RESUME_WINDOW;
         for attempt in 0.. {
             tokio::time::sleep(retry_delay(attempt)).await;
             if tokio::time::Instant::now() >= deadline {
                 break;
             }
-            match try_resume(&ws_url, &token).await {
+            match try_resume(&self.ws_url, &token).await {
                 Ok((sink, stream)) => {
                     let _ = self.sockets.send(Some(sink));
+                    self.reconnecting = false;
                     self.emit(ClientEvent::Reconnected);
                     return Some(stream);
                 }
@@ -450,6 +589,108 @@ impl Reader {
             }
         }
         None
+    }
+
+    /// Joins the room again with our token for [`REJOIN_WINDOW`] (see [`Client`]'s docs); the
+    /// new socket's reading half, or `None` when the server refused for good or the window
+    /// passed (the session is over).
+    async fn rejoin(&mut self, why: &str) -> Option<WsStream> {
+        self.announce_reconnecting(why);
+        self.end_media();
+        let deadline = tokio::time::Instant::now() + REJOIN_WINDOW;
+        for attempt in 0.. {
+            tokio::time::sleep(rejoin_delay(attempt)).await;
+            if attempt > 0 && tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            match connection::join(&self.ws_url, &self.token, ATTEMPT_TIMEOUT).await {
+                Ok(joined) => return Some(self.rejoined(joined)),
+                Err(ClientError::Server { code, message }) if refused_for_good(code) => {
+                    self.emit(ClientEvent::Error { code, message });
+                    return None;
+                }
+                Err(e) => debug!(attempt, "rejoin attempt failed: {e}"),
+            }
+        }
+        None
+    }
+
+    /// The lost session's connections go; a published track waits for the next session.
+    fn end_media(&mut self) {
+        // Dropping the handle ends the task.
+        self.subscribe = None;
+        let mut session = lock(&self.session);
+        session.generation += 1;
+        session.publish = None;
+        session.publish_stop = None;
+        if let Some(pending) = session.pending_answer.take() {
+            let _ = pending.send(Err(ClientError::Closed));
+        }
+        session.route_to(RouteTo::Rejoining);
+    }
+
+    /// We are in the room again as a new participant: tell the application, and publish again
+    /// what we published.
+    fn rejoined(&mut self, joined: Joined) -> WsStream {
+        let _ = self.sockets.send(Some(joined.sink));
+        self.resume_token = joined.resume_token;
+        let previous_sid =
+            std::mem::replace(&mut self.participant_sid, joined.participant.sid.clone());
+        self.reconnecting = false;
+        tracing::info!(
+            previous_sid,
+            participant_sid = self.participant_sid,
+            "joined the room again"
+        );
+        self.emit(ClientEvent::Rejoined {
+            participant: joined.participant,
+            room: joined.room,
+            previous_sid,
+        });
+        self.publish_again();
+        joined.stream
+    }
+
+    /// Publishes the audio track again on a new connection, if the application still holds
+    /// its [`PublishedAudio`]; in a task, since the answer comes through this reader.
+    fn publish_again(&self) {
+        let generation = {
+            let session = lock(&self.session);
+            match &session.audio {
+                Some(route) if route.receiver_count() > 0 => session.generation,
+                _ => return,
+            }
+        };
+        let publisher = Publisher {
+            media_ip: self.media_ip,
+            ctx: self.ctx.clone(),
+            session: self.session.clone(),
+        };
+        let sid = self.participant_sid.clone();
+        tokio::spawn(async move {
+            let published = negotiate_publish(&publisher, &sid).await;
+            let mut session = lock(&publisher.session);
+            if session.generation != generation {
+                return; // lost again meanwhile; the next rejoin publishes it
+            }
+            match published {
+                Ok((track_id, commands)) => {
+                    if let Some(route) = &session.audio {
+                        route.send_replace(Route {
+                            to: RouteTo::Live(commands),
+                            track_id: track_id.into(),
+                        });
+                    }
+                }
+                Err(e) => {
+                    // A refusal also reached the application as `ClientEvent::Error`.
+                    warn!("publishing the audio track again failed: {e}");
+                    session.publish = None;
+                    session.publish_stop = None;
+                    session.route_to(RouteTo::Closed);
+                }
+            }
+        });
     }
 
     fn emit(&self, event: ClientEvent) {

@@ -7,6 +7,13 @@
 //! the subscribe connection restarted by a new offer from the server), refuses (the session
 //! is over), or [`RESUME_WINDOW`] passes.
 //!
+//! When the session itself is over for a reason that is nobody's decision (the server ended it
+//! because its media path failed, [`aula_protocol::LEFT_PEER_CONNECTION_FAILED`], or the resume
+//! was refused or its window passed), the client joins again with the same access token:
+//! at once, then after 0.5 s, doubling up to 5 s between attempts, for [`REJOIN_WINDOW`]
+//! ([`rejoin_delay`]). An attempt the server refuses for good (the token expired or is not
+//! allowed, the room is locked, another protocol version) ends the session.
+//!
 //! All outgoing messages go through one queue to whichever socket is current
 //! ([`write_loop`]); messages queued while no socket is up are dropped, as the browser SDK
 //! does: what they would have changed is either re-sent by the application after
@@ -16,7 +23,10 @@
 
 use std::time::Duration;
 
-use aula_protocol::{ClientMessage, PROTOCOL_VERSION, ServerEvent, ServerFrame, ServerMessage};
+use aula_protocol::{
+    ClientMessage, ErrorCode, PROTOCOL_VERSION, ParticipantInfo, RoomInfo, ServerEvent,
+    ServerFrame, ServerMessage,
+};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
@@ -37,8 +47,81 @@ pub(crate) const RESUME_WINDOW: Duration = Duration::from_secs(15);
 /// Delays between resume attempts: the first at once, then doubling up to the cap.
 const FIRST_RETRY: Duration = Duration::from_millis(250);
 const MAX_RETRY: Duration = Duration::from_secs(2);
-/// How long one attempt may take (handshake plus `Resumed`).
-const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one attempt may take (handshake plus `Resumed` or `Joined`).
+pub(crate) const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a lost session is joined again before the client gives up: a minute offline (a
+/// train tunnel, a lift) is survived. Counted from when rejoining starts, i.e. after the
+/// resume window when the WebSocket dropped.
+pub(crate) const REJOIN_WINDOW: Duration = Duration::from_secs(60);
+/// Delays between rejoin attempts: the first at once, then 0.5 s doubling up to 5 s.
+const FIRST_REJOIN_RETRY: Duration = Duration::from_millis(500);
+const MAX_REJOIN_RETRY: Duration = Duration::from_secs(5);
+
+/// What the server said in `Joined`, with the socket it said it on.
+pub(crate) struct Joined {
+    pub(crate) sink: WsSink,
+    pub(crate) stream: WsStream,
+    pub(crate) participant: ParticipantInfo,
+    pub(crate) room: RoomInfo,
+    pub(crate) resume_token: Option<String>,
+}
+
+/// Opens a WebSocket to `ws_url` and joins with `token`, within `timeout` in all. A refusal
+/// is [`ClientError::Server`].
+pub(crate) async fn join(
+    ws_url: &str,
+    token: &str,
+    timeout: Duration,
+) -> Result<Joined, ClientError> {
+    tokio::time::timeout(timeout, async {
+        let (mut sink, mut stream) = open(ws_url, timeout).await?;
+        send(
+            &mut sink,
+            &ClientMessage::Join {
+                version: PROTOCOL_VERSION,
+                token: token.to_owned(),
+            },
+        )
+        .await?;
+        loop {
+            match receive(&mut stream).await? {
+                ServerFrame::Message(ServerMessage::Joined {
+                    participant,
+                    room,
+                    resume_token,
+                    ..
+                }) => {
+                    return Ok(Joined {
+                        sink,
+                        stream,
+                        participant,
+                        room,
+                        resume_token,
+                    });
+                }
+                ServerFrame::Message(ServerMessage::Error { code, message }) => {
+                    return Err(ClientError::Server { code, message });
+                }
+                other => debug!("before Joined, ignoring {other:?}"),
+            }
+        }
+    })
+    .await
+    .map_err(|_| ClientError::Timeout("Joined"))?
+}
+
+/// Whether a refused join is final: trying the same token again cannot help (it is invalid,
+/// expired or not allowed, the room is locked, the server speaks another version). Other
+/// refusals (`internal`: the media plane could not take us yet) are tried again.
+pub(crate) fn refused_for_good(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::Unauthorized
+            | ErrorCode::Forbidden
+            | ErrorCode::RoomLocked
+            | ErrorCode::UnsupportedVersion
+    )
+}
 
 /// Opens a WebSocket to `ws_url`.
 pub(crate) async fn open(
@@ -89,6 +172,16 @@ pub(crate) fn retry_delay(attempt: u32) -> Duration {
     FIRST_RETRY
         .saturating_mul(1 << (attempt - 1).min(16))
         .min(MAX_RETRY)
+}
+
+/// The delay before rejoin attempt `n` (0-based): at once, then 0.5 s doubling up to 5 s.
+pub(crate) fn rejoin_delay(attempt: u32) -> Duration {
+    if attempt == 0 {
+        return Duration::ZERO;
+    }
+    FIRST_REJOIN_RETRY
+        .saturating_mul(1 << (attempt - 1).min(16))
+        .min(MAX_REJOIN_RETRY)
 }
 
 /// Sends what the session queues to the current socket. `sockets` hands it a new socket after
@@ -172,5 +265,23 @@ mod tests {
             attempts += 1;
         }
         assert!(attempts >= 8, "{attempts}");
+    }
+
+    #[test]
+    fn rejoins_start_at_once_then_back_off_from_half_a_second_to_five() {
+        let delays: Vec<Duration> = (0..8).map(rejoin_delay).collect();
+        assert_eq!(
+            delays,
+            [0, 500, 1000, 2000, 4000, 5000, 5000, 5000].map(Duration::from_millis)
+        );
+        assert_eq!(rejoin_delay(u32::MAX), MAX_REJOIN_RETRY);
+        // A minute of trying is a dozen and more attempts, never more than 5 s apart.
+        let mut spent = Duration::ZERO;
+        let mut attempts = 0;
+        while spent < REJOIN_WINDOW {
+            spent += rejoin_delay(attempts);
+            attempts += 1;
+        }
+        assert!(attempts >= 15, "{attempts}");
     }
 }

@@ -3,7 +3,10 @@
 //! It joins a room over the JSON WebSocket protocol of [`aula_protocol`], publishes an Opus
 //! audio track, and reports every RTP packet of the tracks the server forwards. It exists for
 //! Aula's integration tests and load-test tool, so it favours being small and predictable over
-//! features: one audio track per client, no video, no jitter buffer, no reconnection.
+//! features: one audio track per client, no video, no jitter buffer. It does ride out network
+//! trouble as the browser SDK does: a dropped WebSocket is resumed, and a lost session (the
+//! server ended it because its media path failed, or it could not be resumed) is joined again
+//! by itself; see [`Client`]'s "Reconnecting".
 //!
 //! ```no_run
 //! # async fn demo(url: &str, token: &str) -> Result<(), aula_client::ClientError> {
@@ -48,7 +51,7 @@ pub mod tone;
 use std::sync::Arc;
 use std::time::Instant;
 
-use aula_protocol::{ErrorCode, ParticipantInfo, PeerTarget, TrackInfo};
+use aula_protocol::{ErrorCode, ParticipantInfo, PeerTarget, RoomInfo, TrackInfo};
 use bytes::Bytes;
 
 pub use aula_protocol;
@@ -92,7 +95,9 @@ pub enum ClientEvent {
         code: ErrorCode,
         message: String,
     },
-    /// A peer connection's ICE or DTLS gave up; its media will not flow again.
+    /// A peer connection's ICE or DTLS gave up; its media will not flow again on it. The
+    /// server ends the session for it soon after (when its side gives up too), and the client
+    /// then joins again ([`ClientEvent::Reconnecting`], [`ClientEvent::Rejoined`]).
     MediaFailed {
         target: PeerTarget,
     },
@@ -101,18 +106,36 @@ pub enum ClientEvent {
     /// (`raise_hand`, `invite_to_stage`, `chat`, ...) are answered with these, or with
     /// [`ClientEvent::Error`] (`forbidden`, `rate_limited`, ...).
     Room(aula_protocol::ServerEvent),
-    /// The WebSocket dropped and the session is being resumed (see [`Client`]'s docs): room
-    /// events and moderation calls wait until [`ClientEvent::Reconnected`]; media keeps
-    /// flowing if its path is up.
+    /// The connection is being restored (see [`Client`]'s "Reconnecting"), once per outage:
+    /// the WebSocket dropped and the session is being resumed, or the session was lost (`reason`
+    /// is then the server's, e.g. [`aula_protocol::LEFT_PEER_CONNECTION_FAILED`]) and is being
+    /// joined again. Room events and moderation calls wait until it is over; media keeps
+    /// flowing while resuming if its path is up. It ends with [`ClientEvent::Reconnected`],
+    /// [`ClientEvent::Rejoined`] or [`ClientEvent::Disconnected`].
     Reconnecting {
         reason: String,
     },
     /// The session was resumed on a new WebSocket: the same participant, tracks and
     /// subscriptions. Calls made while reconnecting were dropped; repeat what still matters.
     Reconnected,
-    /// The session is over (`Left` from the server, the WebSocket closed and could not be
-    /// resumed, or the resume was refused). Only packets
-    /// already received may follow it.
+    /// The session was lost and the client joined the room again with its token: a **new
+    /// participant** (`participant.sid`; the room saw `previous_sid` leave), the room as it is
+    /// now, new connections. [`Client::participant`] and [`Client::room`] are these from now on.
+    /// The server subscribes us to the room's tracks again (their packets keep their track
+    /// sids); our audio track is being published again, as a new track (its
+    /// [`ClientEvent::TrackPublished`] follows). Calls made while reconnecting were dropped,
+    /// and what the server held for the old participant (a raised hand, a moderator's grants)
+    /// is not carried over; repeat what still matters. Packets the old connection received
+    /// may still follow this event (room events come before queued packets): their
+    /// `received_at` is earlier than the `Reconnecting`.
+    Rejoined {
+        participant: ParticipantInfo,
+        room: RoomInfo,
+        previous_sid: String,
+    },
+    /// The session is over: `Left` from the server for a reason other than a failed media
+    /// path, or the session was lost and could not be resumed nor joined again (or rejoining
+    /// is off: [`Client::set_auto_rejoin`]). Only packets already received may follow it.
     Disconnected {
         reason: String,
     },

@@ -118,6 +118,9 @@ pub(crate) struct Peer {
 pub(crate) struct PeerHandle {
     pub(crate) commands: mpsc::Sender<PeerCommand>,
     pub(crate) link: watch::Receiver<Link>,
+    /// Dropping it ends the task (the session is being joined again on new connections),
+    /// whoever else still holds a command sender.
+    pub(crate) stop: watch::Sender<()>,
 }
 
 /// The Opus codec as every browser offers it: 48 kHz, two channels in SDP (RFC 7587 §7 says the
@@ -243,16 +246,25 @@ impl Peer {
         Self::new(PeerTarget::Subscribe, pc, ip, ctx).await
     }
 
-    /// Starts the driver task. It ends when every command sender is dropped, when the client
-    /// shuts down, or when the connection fails.
+    /// Starts the driver task. It ends when every command sender is dropped, when the
+    /// handle's `stop` is, when the client shuts down, or when the connection fails.
     pub(crate) fn spawn(self) -> PeerHandle {
         let (commands, rx) = mpsc::channel(COMMAND_QUEUE);
+        let (stop, stopped) = watch::channel(());
         let link = self.link.subscribe();
-        tokio::spawn(self.run(rx));
-        PeerHandle { commands, link }
+        tokio::spawn(self.run(rx, stopped));
+        PeerHandle {
+            commands,
+            link,
+            stop,
+        }
     }
 
-    async fn run(mut self, mut commands: mpsc::Receiver<PeerCommand>) {
+    async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<PeerCommand>,
+        mut stopped: watch::Receiver<()>,
+    ) {
         let mut shutdown = self.ctx.shutdown.clone();
         let mut buf = vec![0u8; RECV_BUFFER];
         loop {
@@ -272,6 +284,8 @@ impl Peer {
             // nor of payloads to send can starve the other or `rtc`'s timers.
             tokio::select! {
                 _ = shutdown.changed() => break,
+                // Only ever dropped, never sent on.
+                _ = stopped.changed() => break,
                 command = commands.recv() => match command {
                     Some(command) => self.handle_command(command),
                     None => break,

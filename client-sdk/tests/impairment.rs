@@ -5,7 +5,6 @@
 #[allow(dead_code)] // audio.rs uses the rest
 mod common;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use aula_client::aula_protocol::Role;
@@ -13,36 +12,10 @@ use aula_client::{AudioSource, Client, ClientEvent};
 use aula_signaling::Config;
 use bytes::Bytes;
 use common::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 /// Payload of every packet the teacher sends: 50 per second, about 100 kbit/s on the wire.
 const PAYLOAD_BYTES: usize = 200;
-
-/// POSTs a JSON body to `/test/impairment`; returns the status code.
-async fn impair(http: SocketAddr, body: &str) -> u16 {
-    let exchange = async {
-        let mut stream = TcpStream::connect(http).await.expect("connect");
-        let request = format!(
-            "POST /test/impairment HTTP/1.1\r\nHost: {http}\r\nConnection: close\r\n\
-             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        stream.write_all(request.as_bytes()).await.expect("write");
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await.expect("read");
-        response
-    };
-    let response = tokio::time::timeout(STEP, exchange)
-        .await
-        .expect("HTTP answer in time");
-    response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP response: {response}"))
-}
 
 /// Packets of `track` and their payload bytes received during `window`.
 async fn received_during(client: &mut Client, track: &str, window: Duration) -> (usize, usize) {

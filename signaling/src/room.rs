@@ -34,7 +34,7 @@ pub(crate) type Outbox = mpsc::UnboundedSender<Outgoing>;
 
 /// Why a participant was removed by someone other than itself.
 pub(crate) const REASON_DUPLICATE: &str = "duplicate identity";
-pub(crate) const REASON_PEER_FAILED: &str = "peer connection failed";
+pub(crate) const REASON_PEER_FAILED: &str = aula_protocol::LEFT_PEER_CONNECTION_FAILED;
 
 /// A refused request: the error code and the message for people.
 pub(crate) type Refused = (ErrorCode, String);

@@ -1,11 +1,14 @@
 //! Shared by the integration tests: a real Aula server on loopback and SDK clients against it.
 
+pub mod cluster;
+
 use std::time::Duration;
 
 use aula_client::aula_protocol::{ErrorCode, Role};
 use aula_client::{Client, ClientEvent, ReceivedPacket, ToneConfig, ToneEncoder};
 use aula_signaling::token::{AccessClaims, ApiKeys, mint};
 use aula_signaling::{Config, Server};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 /// Bounds every wait in the tests, so a broken server fails the test instead of hanging it.
 pub const STEP: Duration = Duration::from_secs(20);
@@ -50,6 +53,32 @@ impl TestServer {
             .expect("join in time")
             .expect("join")
     }
+}
+
+/// POSTs a JSON body to `/test/impairment` (on with `[dev] test_impairment`); returns the
+/// status code.
+#[allow(dead_code)] // impairment.rs and rejoin.rs use it, audio.rs does not
+pub async fn impair(http: std::net::SocketAddr, body: &str) -> u16 {
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(http).await.expect("connect");
+        let request = format!(
+            "POST /test/impairment HTTP/1.1\r\nHost: {http}\r\nConnection: close\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).await.expect("write");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.expect("read");
+        response
+    };
+    let response = tokio::time::timeout(STEP, exchange)
+        .await
+        .expect("HTTP answer in time");
+    response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {response}"))
 }
 
 /// Waits for the first event `pick` accepts, skipping the others.

@@ -1,0 +1,175 @@
+//! Two cluster nodes on loopback for the relay tests (issue 14): a real Redis, the cluster CA
+//! and certificates made here, an origin node and a relay node in another region, each a whole
+//! Aula server with its own SFU, linked over QUIC.
+#![allow(dead_code)] // Only the cluster tests use it; every test includes `common`.
+
+#[path = "../../../signaling/tests/support/redis_server.rs"]
+pub mod redis_server;
+
+use std::net::{Ipv4Addr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use aula_client::aula_protocol::Role;
+use aula_client::{Client, ClientEvent};
+use aula_sfu::relay::tls::{generate_ca, issue_node_cert};
+use aula_signaling::Config;
+use aula_signaling::cluster::Directory;
+use aula_signaling::config::{ClusterConfig, RelayConfig};
+use aula_signaling::token::{AccessClaims, ApiKeys, mint};
+use redis_server::RedisServer;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+use super::{STEP, TestServer, wait_for};
+
+/// A free UDP port on loopback (for a node's relay link, which the directory must name).
+pub fn free_udp_port() -> u16 {
+    UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|s| s.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// Writes the cluster CA and the certificates of `nodes` into `dir`.
+pub fn make_certs(dir: &Path, nodes: &[&str]) {
+    let ca = generate_ca().expect("CA");
+    std::fs::write(dir.join("ca.pem"), &ca.cert).unwrap();
+    for node in nodes {
+        let cert = issue_node_cert(&ca, node).expect("node certificate");
+        std::fs::write(dir.join(format!("{node}.pem")), &cert.cert).unwrap();
+        std::fs::write(dir.join(format!("{node}.key")), &cert.key).unwrap();
+    }
+}
+
+/// The config of node `node` of `region`: short TTLs and refreshes, a relay link on a free
+/// loopback port, the certificates in `certs`.
+pub fn node_config(redis: &str, certs: &Path, node: &str, region: &str) -> Config {
+    let port = free_udp_port();
+    // Through serde, as the config file is read: fields added to `[cluster.relay]` later
+    // have their defaults.
+    let relay: RelayConfig = serde_json::from_value(serde_json::json!({
+        "bind": format!("127.0.0.1:{port}"),
+        "addr": format!("127.0.0.1:{port}"),
+        "ca_cert": certs.join("ca.pem"),
+        "node_cert": certs.join(format!("{node}.pem")),
+        "node_key": certs.join(format!("{node}.key")),
+    }))
+    .expect("a relay config");
+    Config {
+        cluster: Some(ClusterConfig {
+            redis_url: redis.to_owned(),
+            node_id: node.to_owned(),
+            region: region.to_owned(),
+            public_addrs: Vec::new(),
+            node_ttl_secs: 3,
+            refresh_secs: 1,
+            lease_ttl_secs: 3,
+            relay: Some(relay),
+        }),
+        ..Config::loopback_ephemeral()
+    }
+}
+
+/// A student of `region` joining through the origin.
+pub async fn join_from(origin: &TestServer, room: &str, identity: &str, region: &str) -> Client {
+    let mut claims = AccessClaims::new(room, identity, Role::Student, Duration::from_secs(600));
+    claims.region = Some(region.to_owned());
+    let token = mint(&ApiKeys::dev(), &claims).expect("token");
+    tokio::time::timeout(STEP, Client::connect(&origin.ws_url(), &token))
+        .await
+        .expect("join in time")
+        .expect("join")
+}
+
+/// The sum of a counter's samples in a server's `/metrics` whose labels contain `labels`.
+pub async fn metric(server: &TestServer, name: &str, labels: &str) -> f64 {
+    let mut stream = tokio::net::TcpStream::connect(server.server.http_addr())
+        .await
+        .expect("connect");
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut body = String::new();
+    stream.read_to_string(&mut body).await.unwrap();
+    body.lines()
+        .filter(|line| line.starts_with(name) && line.contains(labels))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Redis, the cluster CA and two nodes: the origin `eu-1` (region eu) and the relay `asia-1`
+/// (region asia), both in the directory and in each other's copy of it. A test may take it
+/// apart (to shut a node down).
+pub struct TwoNodes {
+    pub redis: RedisServer,
+    pub certs: CertsDir,
+    pub origin: TestServer,
+    pub relay: TestServer,
+}
+
+/// The directory of the cluster's certificates, removed when dropped.
+pub struct CertsDir(pub PathBuf);
+
+impl Drop for CertsDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl TwoNodes {
+    /// `None` where `redis-server` is not installed (said so by [`RedisServer::start`]).
+    pub async fn start(tag: &str) -> Option<Self> {
+        let redis = RedisServer::start().await?;
+        let certs =
+            std::env::temp_dir().join(format!("aula-relay-test-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&certs).unwrap();
+        let certs = CertsDir(certs);
+        make_certs(&certs.0, &["eu-1", "asia-1"]);
+        let origin =
+            TestServer::start_with(node_config(&redis.url(), &certs.0, "eu-1", "eu")).await;
+        let relay =
+            TestServer::start_with(node_config(&redis.url(), &certs.0, "asia-1", "asia")).await;
+        let directory = Directory::open(&redis.url(), Duration::from_secs(3)).unwrap();
+        let mut nodes = Vec::new();
+        for _ in 0..100 {
+            nodes = directory.nodes().await.unwrap_or_default();
+            if nodes.len() == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(nodes.len(), 2, "both nodes registered: {nodes:?}");
+        // One more refresh (1 s), so that the origin's copy of the directory has the relay.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        Some(Self {
+            redis,
+            certs,
+            origin,
+            relay,
+        })
+    }
+}
+
+/// The teacher's first track, from the student's room snapshot or its next `TrackPublished`.
+pub async fn teacher_track(student: &mut Client, teacher_sid: &str) -> String {
+    let known = student
+        .room()
+        .participants
+        .iter()
+        .find(|p| p.sid == teacher_sid)
+        .and_then(|p| p.tracks.first())
+        .map(|t| t.sid.clone());
+    match known {
+        Some(sid) => sid,
+        None => {
+            wait_for(student, |event| match event {
+                ClientEvent::TrackPublished(track) if track.participant_sid == teacher_sid => {
+                    Some(track.sid)
+                }
+                _ => None,
+            })
+            .await
+        }
+    }
+}
