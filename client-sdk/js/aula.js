@@ -24,13 +24,32 @@
 //   localTrackPublished {source, track, info}        the server accepted one of our tracks
 //   localTrackMuted     {source, muted}              a moderator muted one of our tracks (it is disabled here too;
 //                                                    `setMuted(source, false)` unmutes it)
+//   localTrackUnpublished {source, code, message}   after a rejoin, the server refused one of our tracks (e.g.
+//                                                    'forbidden': the new participant is not on stage); it is stopped
 //   connectionState     {target, state}              'publish' | 'subscribe', RTCPeerConnectionState
 //   error               {code, message}              an error the server sent that no call awaited
-//   reconnecting        {}                           the connection dropped; resuming (media keeps flowing)
+//   reconnecting        {reason}                     the connection dropped (resuming; media keeps flowing) or the
+//                                                    session was lost (joining again); once per outage, until one of:
 //   reconnected         {}                           resumed: same participant, tracks and subscriptions
+//   rejoined            {participant, previousSid}   joined again as a new participant (see "Reconnecting" below)
 //   serverEvent         {type, ...}                  moderation, chat, support, recording and participant_state
 //                                                    (another participant reconnecting / back) messages, as sent
 //   disconnected        {reason}                     the session is over; the Room is unusable
+//
+// Reconnecting: a dropped WebSocket is resumed (same participant) for RESUME_WINDOW_MS, the
+// server's default reconnect window. When the session itself is lost (the server ended it with
+// 'peer connection failed': its media path failed, or in a cluster the node serving its media
+// died; or the resume was refused or did not succeed in its window), the Room joins again by
+// itself with the same token (so the same identity): at once, then after 0.5 s doubling up to
+// 5 s between attempts, for REJOIN_WINDOW_MS; a refusal that cannot change (an expired token,
+// a locked room) ends it. `room.autoRejoin = false` (or `connect(url, token, {rejoin: false})`)
+// ends the session instead. A rejoined Room is a **new participant**: `localParticipant` (a new
+// sid), `permissions`, `locked` and `participants` are the new session's, every remote track
+// went (`trackUnsubscribed`) and comes back on new connections (`trackSubscribed`, same track
+// sids), and our tracks are published again by themselves as new tracks (`localTrackPublished`),
+// muted if they were. What the server held for the old participant (a raised hand, the stage)
+// is not carried over. The page sees 'reconnecting', then 'rejoined' (rebuild what shows the
+// room from `participants`) or 'disconnected'.
 //
 // Participants already in the room when `connect` resolves are in `room.participants`; their
 // tracks arrive as `trackSubscribed` events, which cannot fire before the caller has had a chance
@@ -58,9 +77,34 @@
 // into the recording's QoS timeline and ignores it at any other time, so it is sent only while
 // recording: 100 students would otherwise send it for nothing all class long.
 
-/** How long a dropped connection is retried before the session is given up (the server keeps
- * a dropped participant for its `reconnect_timeout_secs`, 15 s by default). */
-const RESUME_WINDOW_MS = 10_000;
+/**
+ * How long a dropped connection is resumed: the server keeps a dropped participant for its
+ * `[room] reconnect_timeout_secs`, 15 s by default, and refuses a resume after that (the
+ * session is then joined again, see REJOIN_WINDOW_MS).
+ */
+const RESUME_WINDOW_MS = 15_000;
+
+/**
+ * How long a lost session is joined again before the Room gives up: a minute offline (a train
+ * tunnel, a lift) is survived. Counted from when rejoining starts.
+ */
+const REJOIN_WINDOW_MS = 60_000;
+
+/** Delays between rejoin attempts: the first at once, then from 0.5 s doubling up to 5 s. */
+const FIRST_REJOIN_DELAY_MS = 500;
+const MAX_REJOIN_DELAY_MS = 5_000;
+
+/** How long one rejoin attempt may take (the WebSocket handshake and `joined`). */
+const REJOIN_ATTEMPT_TIMEOUT_MS = 10_000;
+
+/**
+ * The server's `left` reason when it ended the session because its media path failed (the
+ * protocol's LEFT_PEER_CONNECTION_FAILED): joined again, not given up.
+ */
+const REASON_PEER_FAILED = 'peer connection failed';
+
+/** Refusals of a join that another attempt with the same token cannot change. */
+const FINAL_JOIN_ERRORS = ['unauthorized', 'forbidden', 'room_locked', 'unsupported_version'];
 
 /** Protocol version announced in `join`; the server refuses versions it does not speak. */
 export const PROTOCOL_VERSION = 1;
@@ -116,13 +160,20 @@ export class AulaError extends Error {
  * Joins a room.
  * @param {string} url server base (`https://host`, `http://host:7880`) or WebSocket URL (`wss://host/ws`)
  * @param {string} token access token naming the room, identity and role
- * @param {{iceServers?: RTCIceServer[]}} [options]
+ * @param {{iceServers?: RTCIceServer[], rejoin?: boolean}} [options] `rejoin: false` ends a
+ *   lost session instead of joining again (see "Reconnecting" in the header)
  * @returns {Promise<Room>} resolves once the server answered `joined`
  */
 export async function connect(url, token, options = {}) {
   const room = new Room(websocketUrl(url), options);
   await room._join(token);
   return room;
+}
+
+/** The delay before rejoin attempt `attempt` (0-based), in ms. */
+export function rejoinDelay(attempt) {
+  if (attempt === 0) return 0;
+  return Math.min(MAX_REJOIN_DELAY_MS, FIRST_REJOIN_DELAY_MS * 2 ** Math.min(attempt - 1, 16));
 }
 
 /** Turns `http(s)://host[/...]` into `ws(s)://host/ws`; a ws(s) URL is used as given. */
@@ -220,6 +271,8 @@ export class Room extends EventTarget {
   remoteTracks = new Map();
   /** @type {{state: string, recording_id: string, started_by: string}|null} the last `recording` event */
   recording = null;
+  /** Whether a lost session is joined again by itself (see "Reconnecting" in the header). */
+  autoRejoin = true;
 
   #ws;
   #rtcConfig;
@@ -231,7 +284,15 @@ export class Room extends EventTarget {
   #awaitingAnswer = null;
   #pingTimer = null;
   #closed = false;
+  /** `leave()` was called: the session ending now is not joined again. */
+  #leaving = false;
   #wsUrl;
+  /** The access token, to join again with. */
+  #token = null;
+  /** Joining again is under way. */
+  #rejoining = false;
+  /** 'reconnecting' was emitted for the outage under way. */
+  #reconnecting = false;
   /** From `joined`; null when the server does not keep dropped participants. */
   #resumeToken = null;
   /** When resuming gives up (ms since the epoch); null while connected. */
@@ -242,14 +303,18 @@ export class Room extends EventTarget {
   /** Sends `client_stats` while the room is recorded (see the header comment). */
   #clientStats;
 
-  constructor(wsUrl, { iceServers = [] } = {}) {
+  constructor(wsUrl, { iceServers = [], rejoin = true } = {}) {
     super();
     this.#wsUrl = wsUrl;
+    this.autoRejoin = rejoin;
     this.#renderedSizes = new RenderedSizes((msg) => this._send(msg), (stream) => this.#remoteVideoSid(stream));
     this.#clientStats = new ClientStats(() => this.subscriber, (msg) => this._send(msg));
-    this.#ws = new WebSocket(wsUrl);
     this.#rtcConfig = { iceServers, bundlePolicy: 'max-bundle' };
-    // Created before joining so that a `subscribe_offer` right behind `joined` finds it.
+    this.#newSubscriber();
+  }
+
+  /** A new subscribe connection; made before joining so that a `subscribe_offer` right behind `joined` finds it. */
+  #newSubscriber() {
     this.#subscriber = new Peer('subscribe', this.#rtcConfig, this);
     this.#subscriber.pc.addEventListener('track', (e) => this.#onRemoteTrack(e));
   }
@@ -264,17 +329,33 @@ export class Room extends EventTarget {
 
   /** Sends `join` and waits for `joined` (or an error / close, which rejects). */
   async _join(token) {
-    const joined = new Promise((resolve, reject) => {
-      this.#awaitingJoin = { resolve, reject };
-    });
-    this.#attach(this.#ws, { type: 'join', version: PROTOCOL_VERSION, token });
+    this.#token = token;
     try {
-      await joined;
+      await this.#openJoin(token);
     } catch (err) {
       this.#shutdown(err.message);
       throw err;
     }
     this.#pingTimer = setInterval(() => this._send({ type: 'ping' }), PING_INTERVAL_MS);
+  }
+
+  /**
+   * Opens a new WebSocket that sends `join`; resolves on `joined`, rejects with the server's
+   * error (an AulaError) or when the socket closes first, or after `timeoutMs` if given.
+   */
+  #openJoin(token, timeoutMs = 0) {
+    const ws = new WebSocket(this.#wsUrl);
+    const joined = new Promise((resolve, reject) => {
+      this.#awaitingJoin = { resolve, reject };
+    });
+    this.#ws = ws;
+    this.#attach(ws, { type: 'join', version: PROTOCOL_VERSION, token });
+    if (timeoutMs > 0) {
+      // Closing makes #onClose reject the join.
+      const timer = setTimeout(() => ws.close(), timeoutMs);
+      joined.then(() => clearTimeout(timer), () => clearTimeout(timer));
+    }
+    return joined;
   }
 
   /**
@@ -310,11 +391,10 @@ export class Room extends EventTarget {
     this.#publisher ??= new Peer('publish', this.#rtcConfig, this);
     const stream = new MediaStream();
     for (const [source, track] of captured) {
-      const init = { direction: 'sendonly', streams: [stream] };
-      if (source === 'camera' && simulcast) init.sendEncodings = CAMERA_SIMULCAST.map((e) => ({ ...e }));
+      const layered = source === 'camera' && simulcast;
       if (source === 'screen_share') track.contentHint = 'detail';
-      const transceiver = this.publisher.addTransceiver(track, init);
-      this.localTracks.set(source, { track, transceiver, sid: null });
+      const transceiver = this.publisher.addTransceiver(track, sendInit(stream, layered));
+      this.localTracks.set(source, { track, transceiver, sid: null, simulcast: layered });
       // The browser's "Stop sharing" button ends the screen track: take it out of the room too.
       if (source === 'screen_share') track.addEventListener('ended', () => this.unpublish('screen_share').catch(() => {}));
     }
@@ -365,21 +445,132 @@ export class Room extends EventTarget {
   }
 
   /**
-   * A closed socket ends the session, unless it was joined and the server gave a resume token:
-   * then new sockets send `resume` (at once, then every second) until the server answers
-   * `resumed`, refuses, or RESUME_WINDOW_MS pass. Also ends a join that never got an answer.
+   * A closed socket of a joined session is resumed if the server gave a resume token: new
+   * sockets send `resume` (at once, then every second) until the server answers `resumed`,
+   * refuses, or RESUME_WINDOW_MS pass. Then, or without a resume token, the session is joined
+   * again (or ended: `autoRejoin` off). A join whose socket closes before `joined` fails.
    */
   #onClose(e) {
     if (this.#closed) return;
-    if (this.localParticipant && this.#resumeToken) {
+    if (this.#awaitingJoin) {
+      const waiting = this.#awaitingJoin;
+      this.#awaitingJoin = null;
+      waiting.reject(new Error(e.reason || `cannot reach ${this.#wsUrl}`));
+      return;
+    }
+    // The socket of the lost session, or of a refused attempt: #rejoin carries on.
+    if (this.#rejoining) return;
+    if (this.localParticipant && this.#resumeToken && !this.#leaving) {
       this.#resumeDeadline ??= Date.now() + RESUME_WINDOW_MS;
       if (Date.now() < this.#resumeDeadline) {
-        if (this.#resumeAttempts === 0) this._emit('reconnecting', {});
+        if (this.#resumeAttempts === 0) this.#announceReconnecting(e.reason || `connection closed (${e.code})`);
         setTimeout(() => this.#reopen(), this.#resumeAttempts++ === 0 ? 0 : 1000);
         return;
       }
     }
-    this.#shutdown(e.reason || (this.localParticipant ? `connection closed (${e.code})` : `cannot reach ${this.#ws.url}`));
+    const reason = e.reason || `connection closed (${e.code})`;
+    if (this.#mayRejoin()) {
+      this.#rejoin(reason);
+      return;
+    }
+    this.#shutdown(reason);
+  }
+
+  /** Says once per outage that we are reconnecting. */
+  #announceReconnecting(reason) {
+    if (this.#reconnecting) return;
+    this.#reconnecting = true;
+    this._emit('reconnecting', { reason });
+  }
+
+  #mayRejoin() {
+    return this.autoRejoin && !this.#leaving && !this.#closed && this.localParticipant !== null && this.#token !== null;
+  }
+
+  /**
+   * Joins the room again with our token as a new participant (see "Reconnecting" in the
+   * header): at once, then with a growing delay, for REJOIN_WINDOW_MS.
+   */
+  async #rejoin(reason) {
+    if (this.#rejoining) return;
+    this.#rejoining = true;
+    this.#resumeDeadline = null;
+    this.#resumeAttempts = 0;
+    this.#resumeToken = null;
+    this.#announceReconnecting(reason);
+    const previousSid = this.localParticipant.sid;
+    this.#dropMedia(reason);
+    if (this.#ws.readyState <= WebSocket.OPEN) this.#ws.close(1000, 'rejoining');
+    this.#newSubscriber();
+    const deadline = Date.now() + REJOIN_WINDOW_MS;
+    for (let attempt = 0; ; attempt++) {
+      await new Promise((resolve) => setTimeout(resolve, rejoinDelay(attempt)));
+      if (this.#closed) return;
+      if (attempt > 0 && Date.now() >= deadline) break;
+      try {
+        await this.#openJoin(this.#token, REJOIN_ATTEMPT_TIMEOUT_MS);
+      } catch (err) {
+        if (this.#closed) return;
+        if (this.#ws.readyState <= WebSocket.OPEN) this.#ws.close();
+        if (FINAL_JOIN_ERRORS.includes(err.code)) {
+          this.#rejoining = false;
+          this.#shutdown(err.message);
+          return;
+        }
+        continue;
+      }
+      if (this.#closed) return;
+      this.#rejoining = false;
+      this.#reconnecting = false;
+      this._emit('rejoined', { participant: this.localParticipant, previousSid });
+      this.#publishAgain();
+      return;
+    }
+    this.#rejoining = false;
+    this.#shutdown(reason);
+  }
+
+  /** The lost session's media goes: remote tracks, both connections; our tracks are kept to publish again. */
+  #dropMedia(reason) {
+    this.#awaitingAnswer?.reject(new Error(reason));
+    this.#awaitingAnswer = null;
+    for (const sid of [...this.remoteTracks.keys()]) this.#removeRemoteTrack(sid);
+    this.#clientStats.stop();
+    this.#publisher?.pc.close();
+    this.#publisher = null;
+    this.#subscriber.pc.close();
+    for (const local of this.localTracks.values()) {
+      local.sid = null;
+      local.transceiver = null;
+    }
+  }
+
+  /** Publishes our tracks again after a rejoin, on a new publish connection; refused ones are stopped. */
+  async #publishAgain() {
+    for (const [source, local] of [...this.localTracks]) {
+      if (local.track.readyState !== 'live') this.localTracks.delete(source);
+    }
+    if (this.localTracks.size === 0) return;
+    this.#publisher = new Peer('publish', this.#rtcConfig, this);
+    const stream = new MediaStream();
+    for (const local of this.localTracks.values()) {
+      local.transceiver = this.publisher.addTransceiver(local.track, sendInit(stream, local.simulcast));
+    }
+    const sources = [...this.localTracks.keys()];
+    try {
+      await this.#negotiatePublisher();
+    } catch (err) {
+      // Lost again meanwhile: the next rejoin publishes them.
+      if (this.#closed || this.#rejoining) return;
+      for (const source of sources) this.#dropLocal(source);
+      if (this.#publisher && !this.#publisher.pc.remoteDescription) {
+        this.#publisher.pc.close();
+        this.#publisher = null;
+      }
+      for (const source of sources) {
+        this._emit('localTrackUnpublished', { source, code: err.code ?? 'publish_failed', message: err.message });
+      }
+    }
   }
 
   #reopen() {
@@ -396,6 +587,7 @@ export class Room extends EventTarget {
   /** Leaves the room: tells the server, waits briefly for `left`, and releases all media. */
   async leave() {
     if (this.#closed) return;
+    this.#leaving = true;
     const left = new Promise((resolve) => {
       this.addEventListener('disconnected', resolve, { once: true });
       setTimeout(resolve, 2000);
@@ -416,8 +608,8 @@ export class Room extends EventTarget {
     // next offer ("max-bundle is used but no bundle group found"), and an m-line the browser
     // recycles for a later track was not picked up again by the server's WebRTC stack. Either
     // way a student taken off the stage could not publish again. Inactive m-lines stay in the
-    // bundle; each later track gets a new one.
-    if (this.publisher.signalingState !== 'closed') {
+    // bundle; each later track gets a new one. (None while a lost session is joined again.)
+    if (local.transceiver && this.publisher && this.publisher.signalingState !== 'closed') {
       local.transceiver.direction = 'inactive';
       local.transceiver.sender.replaceTrack(null).catch(() => {});
     }
@@ -431,6 +623,8 @@ export class Room extends EventTarget {
    */
   #negotiatePublisher(iceRestart = false) {
     const peer = this.#publisher;
+    // None while a lost session is joined again: what is in `localTracks` is published then.
+    if (!peer) return Promise.resolve();
     return peer.serial.run(async () => {
       const offer = await peer.pc.createOffer({ iceRestart });
       await peer.pc.setLocalDescription(offer);
@@ -468,15 +662,20 @@ export class Room extends EventTarget {
       return this._emit('error', { code: 'bad_message', message: 'server sent invalid JSON' });
     }
     switch (msg.type) {
-      case 'joined':
+      case 'joined': {
         this.localParticipant = msg.participant;
         this.permissions = msg.permissions ?? null;
         this.#resumeToken = msg.resume_token ?? null;
         this.name = msg.room.name;
         this.locked = msg.room.locked ?? false;
+        // Joined again: the room as it is now (see #rejoin).
+        this.participants.clear();
         for (const p of msg.room.participants) this.participants.set(p.sid, p);
-        this.#awaitingJoin.resolve();
+        const waiting = this.#awaitingJoin;
+        this.#awaitingJoin = null;
+        waiting?.resolve();
         break;
+      }
       case 'participant_joined':
         this.participants.set(msg.participant.sid, msg.participant);
         this._emit('participantJoined', { participant: msg.participant });
@@ -518,9 +717,14 @@ export class Room extends EventTarget {
         waiting?.resolve(msg.sdp);
         break;
       }
-      case 'subscribe_offer':
-        this.#answerSubscriber(msg.sdp).catch((err) => this._emit('error', { code: 'subscribe_failed', message: String(err) }));
+      case 'subscribe_offer': {
+        const peer = this.#subscriber;
+        this.#answerSubscriber(msg.sdp).catch((err) => {
+          // A connection closed meanwhile (the session was lost) is no news.
+          if (peer === this.#subscriber) this._emit('error', { code: 'subscribe_failed', message: String(err) });
+        });
         break;
+      }
       case 'candidate': {
         const peer = msg.target === 'publish' ? this.#publisher : this.#subscriber;
         peer?.addCandidate(msg.candidate).catch((err) => this._emit('error', { code: 'bad_candidate', message: String(err) }));
@@ -529,7 +733,8 @@ export class Room extends EventTarget {
       case 'pong':
         break;
       case 'left':
-        this.#shutdown(msg.reason);
+        if (msg.reason === REASON_PEER_FAILED && this.#mayRejoin()) this.#rejoin(msg.reason);
+        else this.#shutdown(msg.reason);
         break;
       case 'error':
         this.#onError(msg.code, msg.message);
@@ -537,6 +742,7 @@ export class Room extends EventTarget {
       case 'resumed':
         this.#resumeDeadline = null;
         this.#resumeAttempts = 0;
+        this.#reconnecting = false;
         this._emit('reconnected', {});
         // Sizes sent while the socket was down were dropped.
         this.#renderedSizes.resendAll();
@@ -578,7 +784,11 @@ export class Room extends EventTarget {
     const error = new AulaError(code, message);
     // The server refused our resume (expired): the close that follows ends the session.
     if (this.#resumeDeadline !== null && code === 'unauthorized') this.#resumeToken = null;
-    if (!this.localParticipant) return this.#awaitingJoin?.reject(error);
+    if (this.#awaitingJoin) {
+      const waiting = this.#awaitingJoin;
+      this.#awaitingJoin = null;
+      return waiting.reject(error);
+    }
     if (this.#awaitingAnswer && ['forbidden', 'bad_sdp', 'track_mismatch', 'unsupported_codec', 'internal'].includes(code)) {
       const waiting = this.#awaitingAnswer;
       this.#awaitingAnswer = null;
@@ -672,7 +882,8 @@ export class Room extends EventTarget {
     if (this.#closed) return;
     this.#closed = true;
     clearInterval(this.#pingTimer);
-    if (!this.localParticipant) this.#awaitingJoin?.reject(new Error(reason));
+    this.#awaitingJoin?.reject(new Error(reason));
+    this.#awaitingJoin = null;
     this.#awaitingAnswer?.reject(new Error(reason));
     this.#awaitingAnswer = null;
     for (const sid of [...this.remoteTracks.keys()]) this.#removeRemoteTrack(sid);
@@ -682,13 +893,13 @@ export class Room extends EventTarget {
     this.localTracks.clear();
     this.#publisher?.pc.close();
     this.#subscriber.pc.close();
-    if (this.#ws.readyState <= WebSocket.OPEN) this.#ws.close(1000, 'left');
+    if (this.#ws && this.#ws.readyState <= WebSocket.OPEN) this.#ws.close(1000, 'left');
     this._emit('disconnected', { reason });
   }
 
   /** @internal */
   _send(msg) {
-    if (this.#ws.readyState === WebSocket.OPEN) this.#ws.send(JSON.stringify(msg));
+    if (this.#ws?.readyState === WebSocket.OPEN) this.#ws.send(JSON.stringify(msg));
   }
 
   /**
@@ -946,6 +1157,13 @@ function renderedSize(el) {
   const device = (css) => Math.min(MAX_RENDERED_DIMENSION, Math.round(css * scale));
   const [width, height] = [device(el.clientWidth), device(el.clientHeight)];
   return width > 0 && height > 0 ? [width, height] : [0, 0];
+}
+
+/** The transceiver init of one of our tracks: send-only in `stream`, in simulcast layers if `layered`. */
+function sendInit(stream, layered) {
+  const init = { direction: 'sendonly', streams: [stream] };
+  if (layered) init.sendEncodings = CAMERA_SIMULCAST.map((e) => ({ ...e }));
+  return init;
 }
 
 /** A track for `option`: the track itself, or one captured with `option` (or `defaults` for true). */

@@ -10,8 +10,9 @@ import { qualityBadge } from '/web/class-quality.js';
 import { $, batched, button, setStatus } from '/web/class-ui.js';
 
 export function initModeration(room) {
-  const me = room.localParticipant;
-  const isTeacher = me.role === 'teacher';
+  // Read each time: a rejoin makes us a new participant (a new sid).
+  const me = () => room.localParticipant;
+  const isTeacher = me().role === 'teacher';
   /** Everyone's live permissions by sid, as the server sends them to staff. */
   const permissions = new Map();
   /** Connection quality by sid. */
@@ -21,7 +22,7 @@ export function initModeration(room) {
   let hands = [];
   let locked = room.locked;
 
-  const everyone = () => [me, ...room.participants.values()];
+  const everyone = () => [me(), ...room.participants.values()];
   const byName = (sid) => everyone().find((p) => p.sid === sid);
   const send = (message) => room.send(message);
 
@@ -58,12 +59,12 @@ export function initModeration(room) {
   function personRow(p) {
     const li = document.createElement('li');
     li.dataset.sid = p.sid;
-    const perms = permissions.get(p.sid) ?? (p.sid === me.sid ? room.permissions : null);
+    const perms = permissions.get(p.sid) ?? (p.sid === me().sid ? room.permissions : null);
     const head = document.createElement('div');
     head.className = 'who';
     const name = document.createElement('span');
     name.className = 'name';
-    name.textContent = p.sid === me.sid ? `${p.name} (you)` : p.name;
+    name.textContent = p.sid === me().sid ? `${p.name} (you)` : p.name;
     head.append(name, tag(p.role, 'role'));
 
     const sources = new Set(p.tracks.map((t) => t.source));
@@ -132,7 +133,7 @@ export function initModeration(room) {
       case 'permissions_changed':
         permissions.set(msg.participant_sid, msg.permissions);
         if (msg.permissions.can_publish) declined.delete(msg.participant_sid);
-        if (msg.participant_sid === me.sid && me.role === 'assistant') {
+        if (msg.participant_sid === me().sid && me().role === 'assistant') {
           setStatus(msg.permissions.can_moderate ? 'The teacher let you moderate the class.' : 'The teacher turned off your moderation of the class.');
         }
         break;
@@ -158,6 +159,14 @@ export function initModeration(room) {
   room.addEventListener('participantLeft', (e) => {
     permissions.delete(e.detail.participant.sid);
     quality.delete(e.detail.participant.sid);
+    render();
+  });
+  // Joined again: the room as the server has it now.
+  room.addEventListener('rejoined', () => {
+    permissions.clear();
+    quality.clear();
+    hands = [];
+    locked = room.locked;
     render();
   });
   for (const type of ['participantJoined', 'trackPublished', 'trackUnpublished', 'trackMuted']) {

@@ -36,7 +36,6 @@ function levelOf(loss, rtt) {
 
 export function watchQuality(room) {
   const badge = $('my-quality');
-  const me = room.localParticipant;
   let serverLevel = null;
   let measuredLevel = null;
   let measured = '';
@@ -59,7 +58,8 @@ export function watchQuality(room) {
 
   room.addEventListener('serverEvent', (e) => {
     const msg = e.detail;
-    if (msg.type !== 'connection_quality' || msg.participant_sid !== me.sid) return;
+    // Our sid now: a rejoin makes us a new participant.
+    if (msg.type !== 'connection_quality' || msg.participant_sid !== room.localParticipant.sid) return;
     serverLevel = msg.quality;
     render();
   });

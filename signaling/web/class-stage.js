@@ -13,11 +13,12 @@ export const STAGE_TOPIC = 'stage';
  * @param {{publish: () => Promise<void>, stop: () => Promise<void>}} media camera and microphone
  */
 export function initStage(room, media) {
-  const me = room.localParticipant;
-  if (me.role !== 'student') return;
+  // Read each time: a rejoin makes us a new participant (a new sid).
+  const me = () => room.localParticipant;
+  if (me().role !== 'student') return;
   const hand = $('hand');
   hand.hidden = false;
-  let raised = me.hand_raised;
+  let raised = me().hand_raised;
   let onStage = Boolean(room.permissions?.can_publish);
 
   const showHand = (position) => {
@@ -53,10 +54,10 @@ export function initStage(room, media) {
   room.addEventListener('serverEvent', (e) => {
     const msg = e.detail;
     if (msg.type === 'hand_queue') {
-      const index = msg.participant_sids.indexOf(me.sid);
+      const index = msg.participant_sids.indexOf(me().sid);
       raised = index >= 0;
       showHand(raised ? index + 1 : null);
-    } else if (msg.type === 'permissions_changed' && msg.participant_sid === me.sid) {
+    } else if (msg.type === 'permissions_changed' && msg.participant_sid === me().sid) {
       const invited = msg.permissions.can_publish;
       if (invited === onStage) return;
       onStage = invited;
@@ -72,6 +73,13 @@ export function initStage(room, media) {
         setStatus('You are no longer on stage: your camera and microphone are off.');
       }
     }
+  });
+  // Joined again as a new participant: its hand and stage are the server's new ones.
+  room.addEventListener('rejoined', () => {
+    raised = me().hand_raised;
+    onStage = Boolean(room.permissions?.can_publish);
+    clearNotice('invited');
+    showHand(null);
   });
 }
 

@@ -10,6 +10,12 @@
 // stays with the origin). Teachers publish camera and microphone on joining; students receive,
 // and publish only once invited on stage. What a participant receives is the server's decision.
 //
+// A lost connection is the SDK's business: it resumes a dropped WebSocket, and joins the class
+// again by itself when the session was lost (its media path failed, or the server no longer kept
+// it); the page says "Reconnecting…" meanwhile and, once rejoined, rebuilds the class from the
+// SDK's state (we are a new participant then). Only a session the SDK gave up on (after a minute)
+// or the server ended asks for a click ("Join again").
+//
 // The page keeps `window.aulaRoom` pointing at the SDK's Room so tests can read its stats.
 
 import * as Aula from '/sdk/aula.js';
@@ -169,7 +175,47 @@ function markLocalMuted(source, muted) {
   tile?.root.classList.toggle(source === 'camera' ? 'camera-off' : 'mic-off', muted);
 }
 
+/** Our own tile again after a rejoin (a new sid), with the camera the SDK published again. */
+function rebuildClassroom(room) {
+  for (const sid of [...tiles.keys()]) removeTile(sid);
+  for (const sid of [...screens.keys()]) removeScreen(sid);
+  $('audio').replaceChildren();
+  tileFor(room.localParticipant, true);
+  for (const p of room.participants.values()) tileFor(p);
+  const camera = room.localTracks.get('camera');
+  if (camera) attachVideo(tiles.get(room.localParticipant.sid), camera.track, 'local', true);
+  markLocalMuted('camera', Boolean(camera?.muted));
+  markLocalMuted('microphone', Boolean(room.localTracks.get('microphone')?.muted));
+}
+
 function wireRoomEvents(room) {
+  const connected = () => `Connected as ${room.localParticipant.name} (${room.localParticipant.role}) in ${room.name}.`;
+  let reconnecting = false;
+  room.addEventListener('reconnecting', () => {
+    reconnecting = true;
+    setStatus('Reconnecting… Your connection was lost; trying to get back into the class.', 'error');
+    showNotice('reconnecting', 'Reconnecting… you will be back in the class by yourself as soon as the network lets you.', { kind: 'warn' });
+  });
+  const back = (text) => {
+    reconnecting = false;
+    clearNotice('reconnecting');
+    setStatus(text, 'ok');
+  };
+  room.addEventListener('reconnected', () => back(connected()));
+  room.addEventListener('rejoined', () => {
+    rebuildClassroom(room);
+    back(`Back in the class: ${connected()}`);
+  });
+  // After a rejoin the server may refuse what we published (a student no longer on stage).
+  room.addEventListener('localTrackUnpublished', (e) => {
+    const { source, message } = e.detail;
+    if (source === 'camera' || source === 'microphone') {
+      $(source === 'camera' ? 'camera' : 'mic').hidden = true;
+      const tile = tiles.get(room.localParticipant.sid);
+      if (source === 'camera' && tile) detachVideo(tile);
+      setStatus(`Your ${source} is off: ${message}`);
+    }
+  });
   room.addEventListener('participantJoined', (e) => tileFor(e.detail.participant));
   room.addEventListener('participantLeft', (e) => {
     const { participant } = e.detail;
@@ -220,9 +266,9 @@ function wireRoomEvents(room) {
   room.addEventListener('connectionState', (e) => {
     const { target, state } = e.detail;
     if (state === 'failed' || state === 'disconnected') {
-      setStatus(`Media connection (${target}) ${state}. Check your network.`, 'error');
-    } else if (state === 'connected') {
-      setStatus(`Connected as ${room.localParticipant.name} (${room.localParticipant.role}) in ${room.name}.`, 'ok');
+      setStatus(`Reconnecting… The media connection (${target}) is ${state}; check your network.`, 'error');
+    } else if (state === 'connected' && !reconnecting) {
+      setStatus(connected(), 'ok');
     }
   });
   room.addEventListener('error', (e) => setStatus(`Server: ${e.detail.message} (${e.detail.code})`, 'error'));
@@ -266,6 +312,9 @@ function wireControls(room) {
     screen.textContent = 'Share screen';
     document.querySelector('.tile.screen-preview')?.remove();
   };
+  room.addEventListener('localTrackUnpublished', (e) => {
+    if (e.detail.source === 'screen_share') screenOff();
+  });
   screen.onclick = async () => {
     if (room.localTracks.has('screen_share')) {
       await room.unpublish('screen_share');

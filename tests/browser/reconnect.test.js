@@ -1,10 +1,14 @@
 // End-to-end reconnect in headless Chromium: a student's WebSocket drops (as on a network
 // change); the SDK resumes the same participant, the server restarts ICE, and the teacher's
-// video keeps decoding; the teacher never sees the student leave.
+// video keeps decoding; the teacher never sees the student leave. And a student whose media
+// path failed for good (the server ends its session with "peer connection failed") is back in
+// the class by itself, as a new participant, decoding the teacher, without any click; the page
+// said "Reconnecting…" meanwhile (issues 14 and 16).
 
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { joinClass, launchBrowser, sessionEnded, startServer, waitForMedia } from './harness.js';
+import { impair } from './weaknet.js';
 
 /** Video frames the page's subscriber has decoded so far. */
 function framesDecoded(page) {
@@ -22,7 +26,7 @@ describe('reconnect', () => {
   let browser;
 
   before(async () => {
-    server = await startServer();
+    server = await startServer({ testImpairment: true });
     browser = await launchBrowser();
   });
 
@@ -62,6 +66,67 @@ describe('reconnect', () => {
     assert.deepEqual(await teacher.evaluate(() => window.aulaLeft), []);
     assert.ok(await teacher.evaluate((s) => window.aulaRoom.participants.has(s), sid));
     assert.equal(await sessionEnded(student), null);
+    assert.deepEqual(student.aulaErrors, []);
+  });
+
+  it('a student whose media path failed joins again by itself and decodes the teacher', { timeout: 120_000 }, async () => {
+    const room = 'media-failed';
+    const teacher = await joinClass(browser, server.url, { room, name: 'Teacher', role: 'teacher' });
+    const student = await joinClass(browser, server.url, { room, name: 'Student', role: 'student' });
+    const media = await waitForMedia(student, 20_000);
+    assert.ok(media.ok, `student receives the teacher first: ${JSON.stringify(media)}`);
+    const { sid, identity } = await student.evaluate(() => window.aulaRoom.localParticipant);
+    // Everything the page's status line says from now on, and the SDK's events.
+    await student.evaluate(() => {
+      window.aulaStatuses = [];
+      window.aulaEvents = [];
+      const status = document.getElementById('status');
+      new MutationObserver(() => window.aulaStatuses.push(status.textContent))
+        .observe(status, { childList: true, characterData: true, subtree: true });
+      for (const type of ['reconnecting', 'reconnected', 'rejoined', 'disconnected']) {
+        window.aulaRoom.addEventListener(type, (e) => window.aulaEvents.push({
+          type,
+          reason: e.detail.reason,
+          previousSid: e.detail.previousSid,
+          sid: e.detail.participant?.sid,
+        }));
+      }
+    });
+
+    // All of the student's media is lost, both ways, and stays lost: the server gives up on its
+    // connection (ICE disconnected, then failed: about half a minute) and ends its session.
+    await impair(server.url, { room, identity, loss: 1 });
+    await student.waitForFunction(() => window.aulaEvents.some((e) => e.type === 'rejoined' || e.type === 'disconnected'),
+      null, { timeout: 60_000, polling: 200 });
+    const events = await student.evaluate(() => window.aulaEvents);
+    assert.deepEqual(events.map((e) => e.type), ['reconnecting', 'rejoined'], JSON.stringify(events));
+    assert.equal(events[0].reason, 'peer connection failed');
+    assert.equal(events[1].previousSid, sid);
+    const newSid = events[1].sid;
+    assert.ok(newSid && newSid !== sid, `a new participant: ${newSid}`);
+    assert.equal(await student.evaluate(() => window.aulaRoom.localParticipant.sid), newSid);
+
+    // Back decoding the teacher's video on the new connection, in the teacher's tile.
+    await student.waitForFunction(async () => {
+      let frames = 0;
+      (await window.aulaRoom.subscriber.getStats()).forEach((r) => {
+        if (r.type === 'inbound-rtp' && r.kind === 'video') frames += r.framesDecoded ?? 0;
+      });
+      const tile = document.querySelector('.tile.teacher video');
+      return frames > 10 && tile?.srcObject instanceof MediaStream;
+    }, null, { timeout: 20_000, polling: 100 });
+    // No click was needed: the class is shown, not the ended view, and the page said so.
+    assert.equal(await sessionEnded(student), null);
+    assert.equal(await student.isVisible('#classroom'), true);
+    assert.equal(await student.isVisible('#ended'), false);
+    const statuses = await student.evaluate(() => window.aulaStatuses);
+    assert.ok(statuses.some((text) => /Reconnecting/.test(text)), `the page said reconnecting: ${JSON.stringify(statuses)}`);
+    assert.match(await student.textContent('#status'), /Back in the class|Connected as/);
+    assert.equal(await student.locator('.notice[data-key="reconnecting"]').count(), 0);
+    // The teacher's room has the new participant, not the old one.
+    await teacher.waitForFunction(([oldSid, s]) => window.aulaRoom.participants.has(s) && !window.aulaRoom.participants.has(oldSid),
+      [sid, newSid], { timeout: 10_000 });
+    await impair(server.url, { room, identity });
     assert.deepEqual(student.aulaErrors, []);
   });
 });
