@@ -24,6 +24,18 @@ fn publish(sim: &mut Sim, publisher: usize) -> String {
     panic!("the SFU never published the track");
 }
 
+/// Sends keyframes until the SFU has opened the video track, and returns the track's sid.
+fn publish_video(sim: &mut Sim, publisher: usize) -> String {
+    for _ in 0..500 {
+        if let Some((_, sid)) = sim.published.first() {
+            return sid.clone();
+        }
+        sim.send(publisher, &vp8_payload(true, b"warm-up"));
+        sim.step(STEP);
+    }
+    panic!("the SFU never published the video");
+}
+
 #[test]
 fn every_subscriber_gets_every_audio_packet_in_order() {
     let mut sim = Sim::new();
@@ -138,16 +150,7 @@ fn publish_other(sim: &mut Sim, publisher: usize, known: &str) -> String {
 fn lost_video_packets_are_recovered_by_nack_and_retransmission() {
     let mut sim = Sim::new();
     let teacher = sim.add_publisher("teacher", TrackKind::Video);
-    let mut track = None;
-    for _ in 0..500 {
-        if let Some((_, sid)) = sim.published.first() {
-            track = Some(sid.clone());
-            break;
-        }
-        sim.send(teacher, &vp8_payload(true, b"warm-up"));
-        sim.step(STEP);
-    }
-    let track = track.expect("video published");
+    let track = publish_video(&mut sim, teacher);
     sim.subscribe("student", &track);
     assert!(sim.run_until(1_000, STEP, |s| s.subscribe_offers > 0));
     // Keyframes until the student's consumer is live and forwarding.
@@ -341,16 +344,7 @@ fn an_ice_restart_offers_new_credentials_and_media_goes_on() {
 fn a_keyframe_is_asked_for_as_soon_as_a_students_path_comes_back() {
     let mut sim = Sim::new();
     let teacher = sim.add_publisher("teacher", TrackKind::Video);
-    let mut track = None;
-    for _ in 0..500 {
-        if let Some((_, sid)) = sim.published.first() {
-            track = Some(sid.clone());
-            break;
-        }
-        sim.send(teacher, &vp8_payload(true, b"warm-up"));
-        sim.step(STEP);
-    }
-    let track = track.expect("video published");
+    let track = publish_video(&mut sim, teacher);
     sim.subscribe("student", &track);
     assert!(sim.run_until(1_000, STEP, |s| s.subscribe_offers > 0));
     for i in 0..150u32 {
