@@ -24,6 +24,7 @@ pub mod red;
 pub mod relay;
 pub mod resend_budget;
 pub mod router;
+pub mod rtx_repair;
 mod sdp;
 pub mod sim;
 mod tap;

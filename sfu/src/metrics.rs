@@ -45,6 +45,10 @@ pub struct SfuMetrics {
     /// Bytes of copies sent to probe subscribers' paths before upgrades (`bwe::probe`).
     pub probe_bytes: IntCounter,
     pub retransmissions: IntCounter,
+    /// Publishers' retransmissions of simulcast layers turned back into the packets they repair,
+    /// and those of no use (padding, a packet that had arrived, too old; `rtx_repair`).
+    pub rtx_repaired: IntCounter,
+    pub rtx_unused: IntCounter,
     pub plis_received: IntCounter,
     pub plis_sent: IntCounter,
     /// From a datagram's arrival to the end of sending what it caused (decrypt, forward,
@@ -205,6 +209,14 @@ impl SfuMetrics {
             retransmissions: counter(
                 "aula_retransmissions_total",
                 "Packets resent to subscribers in answer to NACKs",
+            )?,
+            rtx_repaired: counter(
+                "aula_rtx_repaired_total",
+                "Publishers' retransmissions (RTX) of simulcast layers turned back into the lost packets they repair",
+            )?,
+            rtx_unused: counter(
+                "aula_rtx_unused_total",
+                "Publishers' RTX packets of simulcast layers that repaired nothing (padding, a packet that had arrived, too old)",
             )?,
             plis_received: counter(
                 "aula_plis_received_total",

@@ -28,6 +28,7 @@ use crate::bwe::{self, SharedEstimate};
 use crate::metrics::SfuMetrics;
 use crate::qos::FeedbackCounts;
 use crate::red;
+use crate::rtx_repair::{self, RtxRepairInterceptor};
 use crate::tap::{self, Tap};
 
 /// ICE timers. A browser that vanishes (tab closed, network gone) is declared failed after
@@ -56,7 +57,8 @@ pub fn ice_credentials() -> (String, String) {
 /// (empty: `rtc` draws random ones, and new ones at every ICE restart): the default codecs (Opus, VP8, VP9, H.264,
 /// AV1 with RTX), NACK generation and response, RTCP reports, TWCC feedback, simulcast header
 /// extensions, and the SFU's [`Tap`] (metrics and the connection's feedback `counts`;
-/// keyframe requests delivered to the SFU).
+/// keyframe requests delivered to the SFU) and its [`RtxRepairInterceptor`] (a publisher's
+/// resends of simulcast layers turned back into the packets they repair).
 ///
 /// A connection the SFU *sends* media on (a subscriber's) also gets send-side congestion
 /// control, publishing its estimate into `estimate` (see [`crate::bwe`]).
@@ -97,6 +99,18 @@ pub fn build_with(
     now: Instant,
     feedback: Feedback,
 ) -> Result<RTCPeerConnection, rtc::shared::error::Error> {
+    let (media_engine, registry) = configure(metrics, estimate, counts, feedback)?;
+    connect(ufrag, pwd, media_engine, registry, now)
+}
+
+/// The codecs and the interceptor chain of [`build_with`], for a caller that adds interceptors
+/// of its own before [`connect`] (the simulator's clients add what browsers do).
+pub(crate) fn configure(
+    metrics: &SfuMetrics,
+    estimate: Option<&SharedEstimate>,
+    counts: Arc<FeedbackCounts>,
+    feedback: Feedback,
+) -> Result<(MediaEngine, Registry), rtc::shared::error::Error> {
     let mut media_engine = MediaEngine::default();
     media_engine.register_default_codecs()?;
     red::register_red(&mut media_engine)?;
@@ -108,13 +122,29 @@ pub fn build_with(
             configure_rtcp_reports(configure_nack(Registry::new(), &mut media_engine))
         }
     };
-    let mut registry = defaults.with(
-        Slot::Custom(tap::SLOT),
-        Tap::new(metrics.clone(), estimate.cloned(), counts),
-    );
+    let mut registry = defaults
+        .with(
+            Slot::Custom(tap::SLOT),
+            Tap::new(metrics.clone(), estimate.cloned(), counts),
+        )
+        .with(
+            Slot::Custom(rtx_repair::SLOT),
+            RtxRepairInterceptor::new(metrics.clone()),
+        );
     if let Some(estimate) = estimate {
         registry = bwe::with_congestion_control(registry, estimate);
     }
+    Ok((media_engine, registry))
+}
+
+/// A peer connection with `media_engine` and the interceptors of `registry`.
+pub(crate) fn connect(
+    ufrag: String,
+    pwd: String,
+    media_engine: MediaEngine,
+    registry: Registry,
+    now: Instant,
+) -> Result<RTCPeerConnection, rtc::shared::error::Error> {
     let setting_engine = SettingEngineBuilder::new()
         .with_ice_credentials(ufrag, pwd)
         .with_ice_timeouts(

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use aula_protocol::{PeerTarget, TrackAnnouncement, TrackKind, TrackSource};
 use bytes::{Bytes, BytesMut};
+use rtc::interceptor::{Interceptor, Packet, Slot, StreamInfo, TaggedPacket};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::message::RTCMessage;
@@ -19,7 +20,7 @@ use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
 use rtc::rtp_transceiver::RTCRtpSenderId;
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+    RTCRtpCodingParameters, RTCRtpEncodingParameters, RTCRtpRtxParameters, RtpCodecKind,
 };
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
@@ -149,16 +150,11 @@ impl Sim {
         } else {
             peer::Feedback::Twcc
         };
-        let mut pc = peer::build_with(
-            ufrag,
-            pwd,
-            &metrics,
-            None,
-            Arc::default(),
-            self.now,
-            feedback,
-        )
-        .expect("default peer builds");
+        let (media_engine, registry) =
+            peer::configure(&metrics, None, Arc::default(), feedback).expect("default chain");
+        let registry = registry.with(Slot::Custom(CHROME_RTX_SLOT), ChromeRtx::default());
+        let mut pc = peer::connect(ufrag, pwd, media_engine, registry, self.now)
+            .expect("default peer builds");
         pc.add_local_candidate(peer::host_candidate(addr).expect("valid address"))
             .expect("host candidate");
         self.clients.push(Client {
@@ -222,7 +218,10 @@ impl Sim {
     }
 
     /// A participant publishing a VP8 camera in simulcast, one stream per rid of `rids`
-    /// (lowest layer first, e.g. `["q", "h", "f"]`); see [`Sim::add_publisher`].
+    /// (lowest layer first, e.g. `["q", "h", "f"]`); see [`Sim::add_publisher`]. As Chrome
+    /// publishes it: no SSRCs in the offer, each layer's packets name their RID, and each layer
+    /// answers the SFU's NACKs on an RTX stream of its own, whose packets name the layer's RID
+    /// as `repaired-rtp-stream-id` (see [`ChromeRtx`]).
     pub fn add_simulcast_publisher(&mut self, participant: &str, rids: &[&str]) -> usize {
         let index = self.new_client(participant);
         let track_id = format!("simulcast-{participant}");
@@ -236,6 +235,9 @@ impl Sim {
                 rtp_coding_parameters: RTCRtpCodingParameters {
                     rid: (*rid).to_owned(),
                     ssrc: Some(*ssrc),
+                    rtx: Some(RTCRtpRtxParameters {
+                        ssrc: *ssrc + 0x1000,
+                    }),
                     ..Default::default()
                 },
                 active: true,
@@ -562,6 +564,106 @@ impl Sim {
             | SfuEvent::RelayNack { .. } => {}
         }
     }
+}
+
+/// Where a client's [`ChromeRtx`] sits: below `rtc`'s NACK responder (4_000), which makes the
+/// retransmissions it marks, and above the TWCC sender (2_000), which numbers them.
+const CHROME_RTX_SLOT: usize = 3_500;
+
+/// What Chrome does and `rtc`'s own sender does not: the retransmissions of a simulcast layer,
+/// on the layer's RTX stream, carry the MID and the layer's RID as `repaired-rtp-stream-id`
+/// (RFC 8852). Chrome signals no SSRCs for simulcast, so that extension is all that tells a
+/// receiver which layer an RTX stream repairs (Chrome sends it until the receiver reports on
+/// the RTX stream, which the SFU never does). A client interceptor on the write leg: it learns
+/// each layer's MID and RID from the layer's own packets, which carry them.
+#[derive(Default)]
+struct ChromeRtx {
+    layers: Vec<ChromeLayer>,
+    read: VecDeque<TaggedPacket>,
+    write: VecDeque<TaggedPacket>,
+}
+
+struct ChromeLayer {
+    ssrc: u32,
+    rtx_ssrc: u32,
+    /// Extension ids: MID, RID, repaired RID.
+    ids: [Option<u8>; 3],
+    mid: Option<Bytes>,
+    rid: Option<Bytes>,
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for ChromeRtx {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = rtc::shared::error::Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.read.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<TaggedPacket> {
+        self.read.pop_front()
+    }
+
+    fn handle_write(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let Packet::Rtp(rtp) = &mut msg.message.packet {
+            let header = &mut rtp.header;
+            if let Some(layer) = self.layers.iter_mut().find(|l| l.ssrc == header.ssrc) {
+                let [mid, rid, _] = layer
+                    .ids
+                    .map(|id| id.and_then(|id| header.get_extension(id)));
+                layer.mid = mid.or(layer.mid.take());
+                layer.rid = rid.or(layer.rid.take());
+            } else if let Some(layer) = self.layers.iter().find(|l| l.rtx_ssrc == header.ssrc)
+                && let ([Some(mid_id), _, Some(rrid_id)], Some(mid), Some(rid)) =
+                    (layer.ids, &layer.mid, &layer.rid)
+            {
+                header.extension = true;
+                header.extension_profile = 0xBEDE;
+                header.set_extension(mid_id, mid.clone())?;
+                header.set_extension(rrid_id, rid.clone())?;
+            }
+        }
+        self.write.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<TaggedPacket> {
+        self.write.pop_front()
+    }
+}
+
+impl Interceptor for ChromeRtx {
+    fn bind_local_stream(&mut self, info: &StreamInfo) {
+        let Some(rtx_ssrc) = info.ssrc_rtx else {
+            return;
+        };
+        let id = |uri: &str| {
+            let extensions = info.rtp_header_extensions.iter();
+            let found = extensions.into_iter().find(|e| e.uri == uri);
+            found.and_then(|e| u8::try_from(e.id).ok())
+        };
+        self.layers.retain(|l| l.ssrc != info.ssrc);
+        self.layers.push(ChromeLayer {
+            ssrc: info.ssrc,
+            rtx_ssrc,
+            ids: [
+                id(rtc::sdp::extmap::SDES_MID_URI),
+                id(rtc::sdp::extmap::SDES_RTP_STREAM_ID_URI),
+                id(rtc::sdp::extmap::SDES_REPAIR_RTP_STREAM_ID_URI),
+            ],
+            mid: None,
+            rid: None,
+        });
+    }
+    fn unbind_local_stream(&mut self, info: &StreamInfo) {
+        self.layers.retain(|l| l.ssrc != info.ssrc);
+    }
+    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }
 
 /// A one-packet VP8 frame: payload descriptor (S=1, PID=0), then a payload header whose
