@@ -836,7 +836,7 @@ mod tests {
         let uncommented: String = section
             .lines()
             .map(|line| match line.strip_prefix("# ") {
-                Some(rest) if rest.contains(" = ") => rest,
+                Some(rest) if rest.contains(" = ") || rest.starts_with("[cluster.") => rest,
                 _ => line,
             })
             .collect::<Vec<_>>()
@@ -845,6 +845,9 @@ mod tests {
             .expect("uncommented cluster section parses");
         let cluster = config.cluster.expect("present");
         assert_eq!(cluster.node_id, "eu-west-1");
+        let relay = cluster.relay.as_ref().expect("[cluster.relay] present");
+        assert_eq!(relay.addr, "eu-west-1.school.example:7884");
+        assert_eq!(relay.bind.port(), 7884);
         assert_eq!(
             (
                 cluster.node_ttl_secs,
