@@ -246,6 +246,49 @@ pub struct RelayConfig {
     /// This node's certificate and key (`aula cluster cert --node <node_id>`).
     pub node_cert: PathBuf,
     pub node_key: PathBuf,
+    /// Test only: delay and loss added to everything this node sends on its relay links
+    /// (load tests of a long path between nodes; see `aula_sfu::relay::impaired_socket`).
+    /// Refused unless `[dev] test_impairment = true`. A path impaired both ways is both nodes
+    /// set alike: 150 ms round trip = `delay_ms = 75` on each.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub impairment: Option<RelayImpairment>,
+}
+
+/// `[cluster.relay] impairment = { delay_ms = 75, loss = 0.01 }`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelayImpairment {
+    /// One-way delay added to each datagram sent, milliseconds (at most 10,000).
+    #[serde(default)]
+    pub delay_ms: u64,
+    /// Share of the datagrams sent that are lost, 0 to 1, independently each.
+    #[serde(default)]
+    pub loss: f64,
+    /// Seed of the loss pattern; default: derived from the node id, so that a rerun of the
+    /// same nodes loses the same datagrams of the same sequence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+}
+
+/// `loss` is checked to be a number in 0..=1 (never NaN), so equality is an equivalence.
+impl Eq for RelayImpairment {}
+
+impl RelayImpairment {
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        if !(0.0..=1.0).contains(&self.loss) {
+            return Err((
+                "cluster.relay.impairment",
+                format!("loss must be between 0 and 1, not {}", self.loss),
+            ));
+        }
+        if self.delay_ms > 10_000 {
+            return Err((
+                "cluster.relay.impairment",
+                format!("delay_ms must be at most 10000, not {}", self.delay_ms),
+            ));
+        }
+        Ok(())
+    }
 }
 
 fn default_relay_bind() -> SocketAddr {
@@ -583,6 +626,18 @@ impl Config {
         }
         if let Some(cluster) = &self.cluster {
             cluster.validate()?;
+            if let Some(impairment) = cluster.relay.as_ref().and_then(|r| r.impairment.as_ref()) {
+                if !self.dev.test_impairment {
+                    return Err((
+                        "cluster.relay.impairment",
+                        "degrades the links between nodes on purpose, for load tests only: it \
+                         needs `[dev] test_impairment = true` in the same file (never in \
+                         production)"
+                            .into(),
+                    ));
+                }
+                impairment.validate()?;
+            }
         }
         Ok(())
     }
@@ -825,6 +880,45 @@ mod tests {
         assert!(err.to_string().contains("cluster.redis_url"), "{err}");
         let err = Config::from_toml_str("[cluster]\nredis_url = \"redis://h\"\n").unwrap_err();
         assert!(err.to_string().contains("region"), "{err}");
+    }
+
+    #[test]
+    fn relay_impairment_is_for_tests_only() {
+        let relay = "[cluster]\nredis_url = \"redis://127.0.0.1:6379\"\nregion = \"eu\"\n\
+                     [cluster.relay]\naddr = \"127.0.0.1:7884\"\nca_cert = \"ca.pem\"\n\
+                     node_cert = \"n.pem\"\nnode_key = \"n.key\"\n";
+        let plain = Config::from_toml_str(relay).expect("valid");
+        let plain = plain.cluster.expect("cluster").relay.expect("relay");
+        assert_eq!(plain.impairment, None, "off unless set");
+
+        let impaired = format!("{relay}impairment = {{ delay_ms = 75, loss = 0.01 }}\n");
+        let err = Config::from_toml_str(&impaired).unwrap_err().to_string();
+        assert!(err.contains("cluster.relay.impairment"), "{err}");
+        assert!(err.contains("test_impairment = true"), "{err}");
+
+        let on = format!("[dev]\ntest_impairment = true\n{impaired}");
+        let config = Config::from_toml_str(&on).expect("valid with the test switch");
+        let impairment = config.cluster.unwrap().relay.unwrap().impairment.unwrap();
+        assert_eq!(
+            impairment,
+            RelayImpairment {
+                delay_ms: 75,
+                loss: 0.01,
+                seed: None
+            }
+        );
+
+        for (bad, what) in [
+            ("{ loss = 1.5 }", "loss"),
+            ("{ loss = -0.1 }", "loss"),
+            ("{ loss = nan }", "loss"),
+            ("{ delay_ms = 20000 }", "delay_ms"),
+            ("{ delay = 75 }", "delay"),
+        ] {
+            let text = format!("[dev]\ntest_impairment = true\n{relay}impairment = {bad}\n");
+            let err = Config::from_toml_str(&text).unwrap_err().to_string();
+            assert!(err.contains(what), "{bad}: {err}");
+        }
     }
 
     #[test]

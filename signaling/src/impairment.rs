@@ -8,7 +8,10 @@
 //!
 //! Body: `{"room": "r", "identity": "student1", "loss": 0.1, "rate_kbps": 500, "delay_ms": 20,
 //! "queue_ms": 200}`. Every field but `room` and `identity` is optional; those two alone clear
-//! the participant's impairment. `loss` (0 to 1) applies both ways; the rest to what the SFU
+//! the participant's impairment. Instead of them, `participant_sid` names the participant
+//! directly, and works on a node of a cluster that serves a participant's media but not its
+//! room (the room's origin placed it there): the impairment applies there to the media, as on
+//! a single node. `loss` (0 to 1) applies both ways; the rest to what the SFU
 //! sends the participant: a `rate_kbps` cap (0: nothing gets through) queueing up to `queue_ms`
 //! (0 or absent: 200) before dropping, then `delay_ms`. Answers 200 with what was applied, 400
 //! for a bad body or value, 404 for an unknown room or identity.
@@ -40,8 +43,12 @@ pub(crate) fn routes(state: &AppState) -> Router<Arc<AppState>> {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Body {
+    #[serde(default)]
     room: String,
+    #[serde(default)]
     identity: String,
+    /// Instead of `room` and `identity`: the participant's sid, not looked up in a room.
+    participant_sid: Option<String>,
     loss: Option<f64>,
     rate_kbps: Option<u64>,
     delay_ms: Option<u64>,
@@ -125,7 +132,25 @@ async fn set_impairment(
         Ok(impairment) => impairment,
         Err(message) => return json_error(StatusCode::BAD_REQUEST, "bad_request", message),
     };
-    let participant = {
+    let participant = if let Some(sid) = &body.participant_sid {
+        if sid.is_empty() || !body.room.is_empty() || !body.identity.is_empty() {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "participant_sid names the participant alone: no room or identity with it",
+            );
+        }
+        // The SFU accepts a participant it does not know yet and applies the impairment when
+        // its media connects.
+        Some(sid.clone())
+    } else {
+        if body.room.is_empty() || body.identity.is_empty() {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "name the participant: room and identity, or participant_sid",
+            );
+        }
         let registry = state.registry();
         let Some(room) = registry.room(&body.room) else {
             return json_error(

@@ -93,6 +93,23 @@ async fn with_the_switch_values_are_checked_and_participants_found() {
         })
     );
 
+    // By sid alone, as on a node that serves the participant's media but not its room.
+    for bad in [
+        json!({"participant_sid": "", "loss": 0.1}),
+        json!({"participant_sid": participant.sid, "room": "r", "loss": 0.1}),
+    ] {
+        let response = post(addr, &bad.to_string()).await;
+        assert_eq!(response.status, 400, "{bad}: {}", response.body);
+    }
+    let by_sid = post(
+        addr,
+        &json!({"participant_sid": participant.sid, "delay_ms": 20}).to_string(),
+    )
+    .await;
+    assert_eq!(by_sid.status, 200, "{}", by_sid.body);
+    assert_eq!(by_sid.json()["participant_sid"], json!(participant.sid));
+    assert_eq!(by_sid.json()["impairment"]["delay_ms"], json!(20));
+
     let cleared = post(addr, r#"{"room": "r", "identity": "student1"}"#).await;
     assert_eq!(cleared.status, 200, "{}", cleared.body);
     assert_eq!(cleared.json()["impairment"], json!(null));

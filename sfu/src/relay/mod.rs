@@ -6,12 +6,14 @@
 //! - [`tls`]: the cluster CA, node certificates, and the rustls configs that only trust them.
 //! - [`link`]: the quinn endpoint and the link it connects or accepts, with its metrics.
 //! - [`track`]: a track as carried to another node, and its flow ids.
+//! - [`impaired_socket`]: delay and loss under a link's socket, for load tests.
 //! - [`repair`]: loss repair on the link (gaps noticed by the receiver, resent by the sender).
 //!
 //! The router's side (exporting a track to a link, importing one from it) is
 //! `router::relay`; the control plane decides what goes where.
 
 pub mod framing;
+pub mod impaired_socket;
 pub mod link;
 pub mod repair;
 pub mod tls;

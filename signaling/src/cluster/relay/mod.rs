@@ -694,7 +694,42 @@ pub fn endpoint(
     let socket = std::net::UdpSocket::bind(relay.bind)
         .with_context(|| format!("cannot bind the relay link on UDP {}", relay.bind))?;
     let metrics = RelayMetrics::register(registry).context("cannot register relay metrics")?;
-    Ok(RelayEndpoint::bind(
+    let Some(impairment) = &relay.impairment else {
+        return Ok(RelayEndpoint::bind(
+            socket,
+            &cluster.node_id,
+            &cluster.region,
+            &tls,
+            &LinkConfig::default(),
+            metrics,
+        )?);
+    };
+    // Test only (the config refuses it without `[dev] test_impairment`): delay and loss under
+    // everything this node sends on its links.
+    use aula_sfu::relay::impaired_socket::{ImpairedSocket, SendImpairment};
+    let seed = impairment.seed.unwrap_or_else(|| {
+        // FNV-1a of the node id: each node its own pattern, the same at every start.
+        cluster
+            .node_id
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+                (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+            })
+    });
+    let send = SendImpairment {
+        delay: Duration::from_millis(impairment.delay_ms),
+        loss: impairment.loss,
+        seed,
+    };
+    tracing::warn!(
+        delay_ms = impairment.delay_ms,
+        loss = impairment.loss,
+        seed,
+        "relay links impaired for testing: everything this node sends on them is delayed and lost on purpose"
+    );
+    let socket = ImpairedSocket::bind(socket, send)
+        .with_context(|| format!("cannot use UDP {} for the relay link", relay.bind))?;
+    Ok(RelayEndpoint::with_socket(
         socket,
         &cluster.node_id,
         &cluster.region,
