@@ -28,7 +28,9 @@ impl Target {
 #[command(
     name = "aula-loadtest",
     about = "Load-test an SFU on this machine with many light WebRTC clients",
-    after_help = "Example: aula-loadtest --spawn-server --scenario class --subscribers 100 --duration 20"
+    after_help = "Example: aula-loadtest --spawn-server --scenario class --subscribers 100 --duration 20\n\
+                  Two nodes: aula-loadtest --scenario relay --url http://127.0.0.1:7880 \\\n\
+                  \x20 --relay-url http://127.0.0.1:17880 --relay-region asia --subscribers 20 --student-delay-ms 20"
 )]
 pub struct Args {
     /// The server's HTTP address; only loopback (see --allow-netns-target).
@@ -89,6 +91,27 @@ pub struct Args {
     #[arg(long)]
     pub local_ip: Option<std::net::IpAddr>,
 
+    /// relay: the relay node's HTTP address (its `/metrics`, and where the students' access
+    /// impairment is set); loopback only, like --url. With another scenario: only read for the
+    /// link counters.
+    #[arg(long)]
+    pub relay_url: Option<String>,
+
+    /// relay: the relay node's region, put in the students' tokens so that the origin places
+    /// their media there.
+    #[arg(long)]
+    pub relay_region: Option<String>,
+
+    /// class, relay: one-way delay the SFU serving a student adds to what it sends the student
+    /// (the student's own path), via `POST /test/impairment` on that node, which must run with
+    /// `[dev] test_impairment = true`.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    pub student_delay_ms: Option<u64>,
+
+    /// class, relay: random loss, both ways, on each student's own path (as --student-delay-ms).
+    #[arg(long, value_parser = parse_loss)]
+    pub student_loss: Option<f64>,
+
     /// Peers per UDP socket (and per driver task).
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub peers_per_socket: u32,
@@ -108,4 +131,14 @@ pub struct Args {
     /// Print the report as JSON on stdout (and no progress bar).
     #[arg(long)]
     pub json: bool,
+}
+
+/// A share between 0 and 1.
+fn parse_loss(text: &str) -> Result<f64, String> {
+    let loss: f64 = text.parse().map_err(|e| format!("{e}"))?;
+    if (0.0..=1.0).contains(&loss) {
+        Ok(loss)
+    } else {
+        Err(format!("{loss} is not between 0 and 1"))
+    }
 }

@@ -2,7 +2,7 @@
 //!
 //! HTTP/1.0 with `Connection: close` means the server neither keeps the connection nor
 //! chunks the body: read to the end, split at the blank line. No client library needed for
-//! two GETs to a server on this machine.
+//! a few requests to a server on this machine.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -31,6 +31,34 @@ pub async fn get(addr: SocketAddr, path: &str, timeout: Duration) -> anyhow::Res
     })
     .await
     .with_context(|| format!("GET {path} timed out"))?
+}
+
+/// POSTs a JSON `body` to `path` on `addr`; returns the status code and the body.
+pub async fn post_json(
+    addr: SocketAddr,
+    path: &str,
+    body: &str,
+    timeout: Duration,
+) -> anyhow::Result<(u16, String)> {
+    tokio::time::timeout(timeout, async {
+        let mut stream = TcpStream::connect(addr)
+            .await
+            .with_context(|| format!("connecting to {addr}"))?;
+        let request = format!(
+            "POST {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).await?;
+        let mut raw = Vec::new();
+        stream
+            .take(MAX_RESPONSE_BYTES)
+            .read_to_end(&mut raw)
+            .await?;
+        parse_response(&raw)
+    })
+    .await
+    .with_context(|| format!("POST {path} timed out"))?
 }
 
 fn parse_response(raw: &[u8]) -> anyhow::Result<(u16, String)> {

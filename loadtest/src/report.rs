@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::scenario::Scenario;
+use crate::server::Traffic;
 use crate::shard::ShardReport;
 use crate::stats::Summary;
 
@@ -21,12 +22,46 @@ pub struct Report {
     pub join: JoinReport,
     pub latency_ms: Summary,
     pub loss: LossReport,
+    /// Loss after recovery by kind, percent. The light clients negotiate no RED, so every
+    /// audio packet lost here is one a player would conceal.
+    pub audio_loss_percent: f64,
+    pub video_loss_percent: f64,
+    pub video: VideoReport,
     pub jitter_ms: JitterReport,
     pub bitrate_kbps: Summary,
     pub server: Option<ServerReport>,
     pub forwarded: ForwardedReport,
     pub client: ClientReport,
     pub machine: Option<MachineReport>,
+    /// Bytes the server (`--url`; the origin of a relay run) and the relay node sent and
+    /// received in the window, from their `/metrics`.
+    pub traffic: Option<TrafficReport>,
+}
+
+/// The video as the subscribers would have shown it (`stats::frames`: frames complete and
+/// decodable in order, WebRTC's freeze definition, a PLI after a hole unfilled for 1 s).
+#[derive(Debug, Serialize)]
+pub struct VideoReport {
+    /// Subscribers that rendered a frame.
+    pub subscribers_with_frames: usize,
+    /// Token request to the first complete keyframe, milliseconds.
+    pub first_frame_ms: Summary,
+    /// Share of the window each subscriber's video was frozen, percent.
+    pub frozen_percent: Summary,
+    pub freezes: u64,
+    /// Frames rendered per second, per subscriber.
+    pub fps: Summary,
+    /// PLIs the subscribers sent after giving up on a frame.
+    pub keyframe_requests_sent: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TrafficReport {
+    pub origin: Option<Traffic>,
+    /// What the origin sent in all (to its participants and to other nodes), bytes.
+    pub origin_egress_bytes: Option<f64>,
+    pub relay_url: Option<String>,
+    pub relay: Option<Traffic>,
 }
 
 #[derive(Debug, Serialize)]
@@ -122,6 +157,9 @@ pub struct RunFacts {
     pub client_cpu_seconds: f64,
     pub udp_receive_drops: u64,
     pub machine_busy_cores: Option<f64>,
+    pub origin_traffic: Option<Traffic>,
+    pub relay_traffic: Option<Traffic>,
+    pub relay_url: Option<String>,
 }
 
 impl Report {
@@ -148,6 +186,46 @@ impl Report {
                 lost as f64 * 100.0 / expected as f64
             }
         };
+        let kind_loss = |packets: fn(&&crate::shard::SubscriberResult) -> (u64, u64)| {
+            let (expected, received) = subscribers
+                .iter()
+                .map(packets)
+                .fold((0, 0), |(e, r), (e1, r1)| (e + e1, r + r1));
+            percent(expected.saturating_sub(received), expected)
+        };
+        let audio_loss_percent = kind_loss(|s| s.audio_packets);
+        let video_loss_percent = kind_loss(|s| s.video_packets);
+        let mut first_frame_ms: Vec<f64> = subscribers
+            .iter()
+            .filter_map(|s| s.first_frame)
+            .map(|d| d.as_secs_f64() * 1000.0)
+            .collect();
+        let with_video: Vec<_> = subscribers.iter().filter(|s| s.video_streams > 0).collect();
+        let mut frozen_percent: Vec<f64> = with_video
+            .iter()
+            .map(|s| s.frozen.as_secs_f64() * 100.0 / window / s.video_streams as f64)
+            .collect();
+        let mut fps: Vec<f64> = with_video
+            .iter()
+            .map(|s| s.frames_rendered as f64 / window / s.video_streams as f64)
+            .collect();
+        let video = VideoReport {
+            subscribers_with_frames: first_frame_ms.len(),
+            first_frame_ms: Summary::of(&mut first_frame_ms),
+            frozen_percent: Summary::of(&mut frozen_percent),
+            freezes: subscribers.iter().map(|s| s.freezes).sum(),
+            fps: Summary::of(&mut fps),
+            keyframe_requests_sent: subscribers.iter().map(|s| s.keyframe_requests_sent).sum(),
+        };
+        let traffic =
+            (facts.origin_traffic.is_some() || facts.relay_traffic.is_some()).then(|| {
+                TrafficReport {
+                    origin: facts.origin_traffic,
+                    origin_egress_bytes: facts.origin_traffic.map(|t| t.egress()),
+                    relay_url: facts.relay_url.clone(),
+                    relay: facts.relay_traffic,
+                }
+            });
         let expected: u64 = subscribers.iter().map(|s| s.expected).sum();
         let received: u64 = subscribers.iter().map(|s| s.received).sum();
         let lost = expected.saturating_sub(received);
@@ -210,6 +288,9 @@ impl Report {
                     .count(),
                 duplicates: subscribers.iter().map(|s| s.duplicates).sum(),
             },
+            audio_loss_percent,
+            video_loss_percent,
+            video,
             jitter_ms: JitterReport {
                 audio: Summary::of(&mut audio_jitter),
                 video: Summary::of(&mut video_jitter),
@@ -233,6 +314,7 @@ impl Report {
                 unstamped_packets: subscribers.iter().map(|s| s.unstamped).sum(),
             },
             machine,
+            traffic,
         }
     }
 
@@ -274,6 +356,36 @@ impl Report {
                 self.loss.worst_subscriber_percent,
                 self.loss.subscribers_with_loss,
                 self.loss.duplicates
+            ),
+        );
+        row(
+            &mut t,
+            "loss audio / video",
+            format!(
+                "{:.3}% / {:.3}%",
+                self.audio_loss_percent, self.video_loss_percent
+            ),
+        );
+        let v = &self.video;
+        row(
+            &mut t,
+            "first video frame ms",
+            format!(
+                "{} ({} with frames)",
+                pct(&v.first_frame_ms),
+                v.subscribers_with_frames
+            ),
+        );
+        row(
+            &mut t,
+            "video frozen",
+            format!(
+                "mean {:.2}%  max {:.2}%  ({} freezes, {} PLIs sent, fps mean {:.1})",
+                v.frozen_percent.mean,
+                v.frozen_percent.max,
+                v.freezes,
+                v.keyframe_requests_sent,
+                v.fps.mean
             ),
         );
         row(&mut t, "jitter audio ms", pct(&self.jitter_ms.audio));
@@ -332,6 +444,32 @@ impl Report {
                 self.client.udp_receive_drops
             ),
         );
+        if let Some(traffic) = &self.traffic {
+            let mb = |bytes: f64| bytes / 1e6;
+            if let Some(origin) = &traffic.origin {
+                row(
+                    &mut t,
+                    "server egress MB",
+                    format!(
+                        "{:.2} ({:.2} to participants + {:.2} on relay links)",
+                        mb(origin.egress()),
+                        mb(origin.udp_sent),
+                        mb(origin.relay_sent)
+                    ),
+                );
+            }
+            if let Some(relay) = &traffic.relay {
+                row(
+                    &mut t,
+                    "relay node MB",
+                    format!(
+                        "{:.2} received on links, {:.2} sent to participants",
+                        mb(relay.relay_received),
+                        mb(relay.udp_sent)
+                    ),
+                );
+            }
+        }
         if let Some(m) = &self.machine {
             let others = m
                 .other_processes_cores

@@ -23,10 +23,10 @@ use crate::clock::Epoch;
 use crate::net::socket::Addressing;
 use crate::progress::{self, Progress};
 use crate::report::{Report, RunFacts, ServerReport};
-use crate::scenario::{self, Cast, Sizes};
+use crate::scenario::{self, Cast, Scenario, Sizes};
 use crate::server::{self, SpawnedServer};
 use crate::shard::{Shard, ShardHandle};
-use crate::signal::{self, ParticipantEvent, ParticipantSpec};
+use crate::signal::{self, Access, ParticipantEvent, ParticipantSpec};
 use crate::{guard, procfs};
 
 /// Time participants get to leave cleanly at the end.
@@ -40,6 +40,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             "--spawn-server starts Aula; Janus runs in its namespace (see bench/compare.sh)"
         );
     }
+    let relay = relay_target(&args)?;
     let spawned = match args.spawn_server {
         true => Some(SpawnedServer::start(&server_binary(&args)?).await?),
         false => None,
@@ -55,6 +56,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         pairs: args.pairs,
         fps: args.fps,
         keyframe_interval: args.keyframe_interval,
+        student_region: args.relay_region.clone(),
+        student_access: student_access(&args, server, relay)?,
     };
     let run_id: String = rand::rng()
         .sample_iter(Alphanumeric)
@@ -77,7 +80,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         None => Addressing::Loopback,
     };
     let shards = (0..shard_count)
-        .map(|_| Shard::spawn(epoch, progress.clone(), addressing))
+        .map(|_| {
+            let frame_interval = Duration::from_secs_f64(1.0 / f64::from(args.fps));
+            Shard::spawn(epoch, progress.clone(), addressing, frame_interval)
+        })
         .collect::<std::io::Result<Vec<_>>>()
         .context("binding UDP sockets")?;
 
@@ -145,7 +151,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     bar.finish_and_clear();
 
     // Phase 3: the measurement window.
-    let facts = measure(&args, server, server_pid, &shards, &progress, &cast).await?;
+    let facts = measure(&args, server, relay, server_pid, &shards, &progress, &cast).await?;
     let reports = {
         let mut reports = Vec::new();
         for shard in &shards {
@@ -180,9 +186,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 }
 
 /// Runs the window: samples the server and ourselves before and after, counts in between.
+#[allow(clippy::too_many_arguments)]
 async fn measure(
     args: &Args,
     server: SocketAddr,
+    relay: Option<SocketAddr>,
     server_pid: Option<u32>,
     shards: &[ShardHandle],
     progress: &Progress,
@@ -199,6 +207,14 @@ async fn measure(
     let forwarded_before = match with_metrics {
         true => server::forwarded_packets(server).await,
         false => None,
+    };
+    let traffic_before = match with_metrics {
+        true => server::traffic(server).await,
+        false => None,
+    };
+    let relay_before = match relay {
+        Some(relay) => server::traffic(relay).await,
+        None => None,
     };
     for shard in shards {
         shard.send(crate::shard::ShardCommand::StartWindow)?;
@@ -223,6 +239,14 @@ async fn measure(
     let forwarded_after = match with_metrics {
         true => server::forwarded_packets(server).await,
         false => None,
+    };
+    let traffic_after = match with_metrics {
+        true => server::traffic(server).await,
+        false => None,
+    };
+    let relay_after = match relay {
+        Some(relay) => server::traffic(relay).await,
+        None => None,
     };
 
     let server_report = match (server_pid, server_before, server_after) {
@@ -252,6 +276,13 @@ async fn measure(
         server_forwarded: forwarded_before
             .zip(forwarded_after)
             .map(|(before, after)| after - before),
+        origin_traffic: traffic_before
+            .zip(traffic_after)
+            .map(|(before, after)| before.until(&after)),
+        relay_traffic: relay_before
+            .zip(relay_after)
+            .map(|(before, after)| before.until(&after)),
+        relay_url: relay.map(|r| format!("http://{r}")),
         client_cpu_seconds: self_after.cpu_seconds - self_before.cpu_seconds,
         udp_receive_drops: self_drops_after.saturating_sub(self_drops_before),
         machine_busy_cores: machine_before.zip(machine_after).and_then(
@@ -307,6 +338,54 @@ impl<'a> Assigner<'a> {
         self.placed += usize::from(spec.publish.is_some()) + usize::from(spec.subscribe);
         self.shards[index].clone()
     }
+}
+
+/// The relay node (`--relay-url`), checked like `--url`; the relay scenario needs it and its
+/// region, and nodes someone started (it needs Redis and certificates: `bench/relay.sh`).
+fn relay_target(args: &Args) -> anyhow::Result<Option<SocketAddr>> {
+    let relay = args
+        .relay_url
+        .as_deref()
+        .map(|url| guard::parse_target(url, args.allow_netns_target).context("--relay-url"))
+        .transpose()?;
+    if args.scenario == Scenario::Relay {
+        if args.target != Target::Aula {
+            anyhow::bail!("the relay scenario is Aula's (a cluster of two nodes)");
+        }
+        if args.spawn_server {
+            anyhow::bail!(
+                "the relay scenario runs against two running nodes and their Redis (bench/relay.sh starts them): give --url (the origin) and --relay-url instead of --spawn-server"
+            );
+        }
+        if relay.is_none() || args.relay_region.is_none() {
+            anyhow::bail!("the relay scenario needs --relay-url and --relay-region");
+        }
+    }
+    Ok(relay)
+}
+
+/// The students' own path (`--student-delay-ms`, `--student-loss`), impaired by the node that
+/// serves their media: the relay in the relay scenario, the server otherwise.
+fn student_access(
+    args: &Args,
+    server: SocketAddr,
+    relay: Option<SocketAddr>,
+) -> anyhow::Result<Option<Access>> {
+    if args.student_delay_ms.is_none() && args.student_loss.is_none() {
+        return Ok(None);
+    }
+    let node = match args.scenario {
+        Scenario::Relay => relay.context("--relay-url")?,
+        Scenario::Class if args.target == Target::Aula => server,
+        _ => anyhow::bail!(
+            "--student-delay-ms and --student-loss are for Aula's class and relay scenarios"
+        ),
+    };
+    Ok(Some(Access {
+        node,
+        delay_ms: args.student_delay_ms.unwrap_or(0),
+        loss: args.student_loss.unwrap_or(0.0),
+    }))
 }
 
 /// `--server-bin`, or `aula` next to this binary (both live in `target/release`).

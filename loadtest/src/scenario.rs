@@ -4,7 +4,7 @@ use clap::ValueEnum;
 use serde::Serialize;
 
 use crate::media::source::{MediaPlan, SIMULCAST_LAYERS, SINGLE_LAYER};
-use crate::signal::ParticipantSpec;
+use crate::signal::{Access, ParticipantSpec};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -15,6 +15,10 @@ pub enum Scenario {
     Meeting,
     /// P rooms of two, each side publishing audio + video and subscribing to the other.
     Support,
+    /// A class over two nodes of a cluster: the teacher on the room's origin (`--url`), the
+    /// students joining through the origin with the relay's region in their tokens
+    /// (`--relay-region`), so that their media is on the relay node (`--relay-url`).
+    Relay,
 }
 
 /// Sizes and media settings of a run.
@@ -25,6 +29,10 @@ pub struct Sizes {
     pub pairs: usize,
     pub fps: u32,
     pub keyframe_interval: u32,
+    /// The students' token region (relay).
+    pub student_region: Option<String>,
+    /// The students' own path (class, relay).
+    pub student_access: Option<Access>,
 }
 
 /// The participants of a run, in join order.
@@ -53,6 +61,17 @@ impl Cast {
     }
 }
 
+impl Scenario {
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Class => "class",
+            Scenario::Meeting => "meeting",
+            Scenario::Support => "support",
+            Scenario::Relay => "relay",
+        }
+    }
+}
+
 /// `run_id` keeps rooms of repeated runs on one server apart.
 pub fn cast(scenario: Scenario, sizes: &Sizes, run_id: &str) -> Cast {
     let plan = |layers: &[_]| MediaPlan {
@@ -67,10 +86,12 @@ pub fn cast(scenario: Scenario, sizes: &Sizes, run_id: &str) -> Cast {
             identity,
             publish,
             subscribe,
+            region: None,
+            access: None,
         };
     match scenario {
-        Scenario::Class => {
-            let room = format!("lt-{run_id}-class");
+        Scenario::Class | Scenario::Relay => {
+            let room = format!("lt-{run_id}-{}", scenario.name());
             Cast {
                 first: vec![spec(
                     room.clone(),
@@ -79,7 +100,14 @@ pub fn cast(scenario: Scenario, sizes: &Sizes, run_id: &str) -> Cast {
                     false,
                 )],
                 rest: (0..sizes.subscribers)
-                    .map(|i| spec(room.clone(), format!("student-{i}"), None, true))
+                    .map(|i| ParticipantSpec {
+                        region: match scenario {
+                            Scenario::Relay => sizes.student_region.clone(),
+                            _ => None,
+                        },
+                        access: sizes.student_access,
+                        ..spec(room.clone(), format!("student-{i}"), None, true)
+                    })
                     .collect(),
             }
         }
@@ -121,6 +149,8 @@ mod tests {
             pairs: 3,
             fps: 30,
             keyframe_interval: 90,
+            student_region: Some("asia".into()),
+            student_access: None,
         }
     }
 
@@ -131,6 +161,37 @@ mod tests {
         assert!(cast.first[0].publish.as_ref().unwrap().simulcast());
         assert!(!cast.first[0].subscribe);
         assert_eq!((cast.subscribers(), cast.peers()), (5, 6));
+    }
+
+    #[test]
+    fn relay_students_carry_the_region_and_the_teacher_does_not() {
+        let access = Access {
+            node: "127.0.0.1:17880".parse().unwrap(),
+            delay_ms: 20,
+            loss: 0.0,
+        };
+        let sizes = Sizes {
+            student_access: Some(access),
+            ..sizes()
+        };
+        let relay = cast(Scenario::Relay, &sizes, "x");
+        assert_eq!((relay.subscribers(), relay.peers()), (5, 6));
+        assert_eq!(
+            (relay.first[0].region.as_deref(), relay.first[0].access),
+            (None, None)
+        );
+        for student in &relay.rest {
+            assert_eq!(student.region.as_deref(), Some("asia"));
+            assert_eq!(student.access, Some(access));
+        }
+        // A class: same students, no region (straight to the node), same access path.
+        let class = cast(Scenario::Class, &sizes, "x");
+        assert!(
+            class
+                .rest
+                .iter()
+                .all(|s| s.region.is_none() && s.access == Some(access))
+        );
     }
 
     #[test]

@@ -93,6 +93,46 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// A node's byte counters: what its SFU's socket sent (to browsers), and what it sent and
+/// received on relay links to other nodes. Absent counters read 0 (a node without links).
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct Traffic {
+    pub udp_sent: f64,
+    pub relay_sent: f64,
+    pub relay_received: f64,
+}
+
+impl Traffic {
+    /// What the node sent in all: media to its participants plus media to other nodes.
+    pub fn egress(&self) -> f64 {
+        self.udp_sent + self.relay_sent
+    }
+
+    /// The counts between `self` (before) and `after`.
+    pub fn until(&self, after: &Traffic) -> Traffic {
+        Traffic {
+            udp_sent: after.udp_sent - self.udp_sent,
+            relay_sent: after.relay_sent - self.relay_sent,
+            relay_received: after.relay_received - self.relay_received,
+        }
+    }
+}
+
+/// The node's [`Traffic`] counters, if it serves `/metrics`.
+pub async fn traffic(server: SocketAddr) -> Option<Traffic> {
+    let (status, body) = http::get(server, "/metrics", METRICS_TIMEOUT).await.ok()?;
+    (status == 200).then(|| traffic_of(&body))
+}
+
+fn traffic_of(text: &str) -> Traffic {
+    let read = |name| metric_value(text, name).unwrap_or(0.0);
+    Traffic {
+        udp_sent: read("aula_udp_bytes_sent_total"),
+        relay_sent: read("aula_relay_bytes_sent_total"),
+        relay_received: read("aula_relay_bytes_received_total"),
+    }
+}
+
 /// The server's forwarded-packet counter, if it exports one.
 pub async fn forwarded_packets(server: SocketAddr) -> Option<f64> {
     let (status, body) = http::get(server, "/metrics", METRICS_TIMEOUT).await.ok()?;
@@ -128,5 +168,29 @@ aula_packets_forwarded_total 1234\naula_packets_forwarded_total_extra 5\n";
         assert_eq!(metric_value("x 1\n", FORWARDED_METRIC), None);
         let labelled = "aula_packets_forwarded_total{shard=\"0\"} 2\naula_packets_forwarded_total{shard=\"1\"} 3\n";
         assert_eq!(metric_value(labelled, FORWARDED_METRIC), Some(5.0));
+    }
+
+    #[test]
+    fn reads_traffic_counters_of_every_link() {
+        let text = "aula_udp_bytes_sent_total 1000\n\
+aula_relay_bytes_sent_total{peer=\"asia-1\"} 300\n\
+aula_relay_bytes_sent_total{peer=\"us-1\"} 200\n\
+aula_relay_bytes_received_total{peer=\"asia-1\"} 7\n";
+        let before = traffic_of(text);
+        assert_eq!(
+            before,
+            Traffic {
+                udp_sent: 1000.0,
+                relay_sent: 500.0,
+                relay_received: 7.0
+            }
+        );
+        assert_eq!(before.egress(), 1500.0);
+        assert_eq!(traffic_of("").egress(), 0.0, "a node without links");
+        let after = Traffic {
+            udp_sent: 1500.0,
+            ..before
+        };
+        assert_eq!(before.until(&after).udp_sent, 500.0);
     }
 }

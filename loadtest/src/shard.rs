@@ -93,6 +93,18 @@ pub struct SubscriberResult {
     pub unstamped: u64,
     pub audio_jitter_ms: Vec<f64>,
     pub video_jitter_ms: Vec<f64>,
+    /// Window loss by kind: (expected, received).
+    pub audio_packets: (u64, u64),
+    pub video_packets: (u64, u64),
+    /// Token request to the first video frame complete and decodable; `None` if none was.
+    pub first_frame: Option<Duration>,
+    /// Of the video streams received: frames rendered, time frozen, freezes, keyframe
+    /// requests sent, in the window (see `stats::frames`).
+    pub video_streams: usize,
+    pub frames_rendered: u64,
+    pub frozen: Duration,
+    pub freezes: u64,
+    pub keyframe_requests_sent: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -172,6 +184,8 @@ pub struct Shard {
     measuring: bool,
     latencies_us: Vec<u32>,
     send_errors: u64,
+    /// The publishers' frame interval, for the subscribers' freeze detection.
+    frame_interval: Duration,
 }
 
 impl Shard {
@@ -180,6 +194,7 @@ impl Shard {
         epoch: Epoch,
         progress: Arc<Progress>,
         addressing: Addressing,
+        frame_interval: Duration,
     ) -> std::io::Result<ShardHandle> {
         let socket = MuxSocket::bind(addressing)?;
         let (commands, rx) = mpsc::unbounded_channel();
@@ -197,6 +212,7 @@ impl Shard {
             measuring: false,
             latencies_us: Vec::new(),
             send_errors: 0,
+            frame_interval,
         };
         tokio::spawn(shard.run());
         Ok(ShardHandle { commands })
@@ -372,9 +388,10 @@ impl Shard {
                 reply,
             } => {
                 let local = self.socket.peer_addr(self.peers.len() as u32);
-                let result = LightPeer::subscriber(local, out, join_started, now)
-                    .map(|peer| self.add_slot(peer))
-                    .map_err(|e| e.to_string());
+                let result =
+                    LightPeer::subscriber(local, out, join_started, self.frame_interval, now)
+                        .map(|peer| self.add_slot(peer))
+                        .map_err(|e| e.to_string());
                 let _ = reply.send(result);
             }
             ShardCommand::RemoteDescription { peer, sdp } => {
@@ -398,18 +415,18 @@ impl Shard {
                 self.latencies_us.clear();
                 for slot in &mut self.peers {
                     if let Role::Subscriber(subscriber) = &mut slot.peer.role {
-                        subscriber.reset_window();
+                        subscriber.reset_window(now);
                     }
                 }
             }
             ShardCommand::Finish { reply } => {
                 self.measuring = false;
-                let _ = reply.send(self.report());
+                let _ = reply.send(self.report(now));
             }
         }
     }
 
-    fn report(&mut self) -> ShardReport {
+    fn report(&mut self, now: Instant) -> ShardReport {
         let mut report = ShardReport {
             latencies_us: std::mem::take(&mut self.latencies_us),
             dropped_foreign: self.socket.dropped_foreign(),
@@ -426,7 +443,30 @@ impl Shard {
                             .map(|st| st.jitter.millis())
                             .collect()
                     };
+                    let packets = |kind: TrackKind| {
+                        s.streams
+                            .values()
+                            .filter(|st| st.kind == kind)
+                            .fold((0, 0), |(e, r), st| {
+                                (e + st.seq.expected(), r + st.seq.received())
+                            })
+                    };
+                    let frames: Vec<_> = s
+                        .streams
+                        .values()
+                        .filter_map(|st| Some(st.frames.as_ref()?.stats(now)))
+                        .collect();
                     report.subscribers.push(SubscriberResult {
+                        audio_packets: packets(TrackKind::Audio),
+                        video_packets: packets(TrackKind::Video),
+                        first_frame: s
+                            .first_frame()
+                            .map(|at| at.saturating_duration_since(s.join_started)),
+                        video_streams: frames.len(),
+                        frames_rendered: frames.iter().map(|f| f.rendered).sum(),
+                        frozen: frames.iter().map(|f| f.frozen).sum(),
+                        freezes: frames.iter().map(|f| f.freezes).sum(),
+                        keyframe_requests_sent: frames.iter().map(|f| f.keyframe_requests).sum(),
                         join_time: s
                             .first_media
                             .map(|at| at.saturating_duration_since(s.join_started)),

@@ -52,6 +52,18 @@ async fn class_run_delivers_to_every_subscriber_without_loss() {
     assert!(report["forwarded"]["packets"].as_f64().unwrap() > 0.0);
     assert!(report["forwarded"]["per_cpu_second"].as_f64().unwrap() > 0.0);
     assert!(report["server"]["rss_mb"].as_f64().unwrap() > 0.0);
+    // The video as the students would have shown it: every one rendered frames, and on
+    // loopback the picture kept moving.
+    assert_eq!(report["video"]["subscribers_with_frames"], 5, "{report:#}");
+    assert!(report["video"]["first_frame_ms"]["p50"].as_f64().unwrap() > 0.0);
+    assert!(
+        report["video"]["fps"]["mean"].as_f64().unwrap() > 5.0,
+        "{report:#}"
+    );
+    assert_eq!(report["audio_loss_percent"], 0.0, "{report:#}");
+    // What the server sent in the window, from its /metrics (no relay links: none on them).
+    assert!(report["traffic"]["origin"]["udp_sent"].as_f64().unwrap() > 0.0);
+    assert_eq!(report["traffic"]["origin"]["relay_sent"], 0.0);
     for field in ["jitter_ms", "client", "window_seconds", "cpus"] {
         assert!(!report[field].is_null(), "missing {field}");
     }
@@ -67,4 +79,33 @@ fn refuses_targets_off_this_machine() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("only loopback"), "{stderr}");
+}
+
+#[test]
+fn the_relay_scenario_needs_two_running_nodes() {
+    for args in [
+        &["--scenario", "relay", "--spawn-server"][..],
+        &["--scenario", "relay", "--relay-url", "http://127.0.0.1:1"][..],
+    ] {
+        let output = loadtest()
+            .args(args)
+            .args(["--duration", "1"])
+            .output()
+            .expect("run aula-loadtest");
+        assert!(!output.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("--relay-"), "{args:?}: {stderr}");
+    }
+    let output = loadtest()
+        .args([
+            "--scenario",
+            "relay",
+            "--relay-url",
+            "http://192.0.2.1:7880",
+        ])
+        .args(["--relay-region", "asia", "--duration", "1"])
+        .output()
+        .expect("run aula-loadtest");
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("only loopback"));
 }

@@ -102,6 +102,8 @@ fn put_frame_header(body: &mut BytesMut, frame: Frame, size: usize) {
 /// What a subscriber reads back from a payload without decoding it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Parsed {
+    /// First packet of a frame (S bit, partition 0).
+    pub start: bool,
     /// First packet of a keyframe.
     pub keyframe: bool,
     pub sent_at: u64,
@@ -137,6 +139,7 @@ pub fn parse(payload: &[u8]) -> Option<Parsed> {
     }
     let stamp: [u8; TIMESTAMP_LEN] = payload.get(at..at + TIMESTAMP_LEN)?.try_into().ok()?;
     Some(Parsed {
+        start: starts_frame,
         keyframe,
         sent_at: u64::from_be_bytes(stamp),
     })

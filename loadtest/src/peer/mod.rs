@@ -22,6 +22,7 @@ use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::peer_connection::transport::RTCIceCandidateInit;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use rtc::sansio::Protocol;
 use rtc::shared::error::Error;
@@ -108,6 +109,7 @@ impl LightPeer {
         local: SocketAddr,
         out: mpsc::UnboundedSender<PeerOutput>,
         join_started: Instant,
+        frame_interval: std::time::Duration,
         now: Instant,
     ) -> Result<Self, Error> {
         let (ufrag, pwd) = peer::ice_credentials();
@@ -121,7 +123,7 @@ impl LightPeer {
             has_local_candidate: false,
             connected: false,
             failed: false,
-            role: Role::Subscriber(Box::new(Subscriber::new(join_started))),
+            role: Role::Subscriber(Box::new(Subscriber::new(join_started, frame_interval))),
         })
     }
 
@@ -258,7 +260,7 @@ impl LightPeer {
                             Some(RtpCodecKind::Audio) => TrackKind::Audio,
                             _ => TrackKind::Video,
                         };
-                        subscriber.track_opened(init.track_id, kind);
+                        subscriber.track_opened(init.track_id, kind, init.receiver_id);
                     }
                 }
                 _ => {}
@@ -277,6 +279,21 @@ impl LightPeer {
                     }
                 }
                 _ => {}
+            }
+        }
+        if let Role::Subscriber(subscriber) = &mut self.role {
+            // A frame the subscriber gave up on: ask for a keyframe, as a browser would.
+            for (receiver, media_ssrc) in subscriber.keyframe_requests.drain(..) {
+                let Some(mut receiver) = self.pc.rtp_receiver(receiver) else {
+                    continue;
+                };
+                let pli = PictureLossIndication {
+                    sender_ssrc: 0,
+                    media_ssrc,
+                };
+                if let Err(e) = receiver.write_rtcp(Instant::now(), vec![Box::new(pli)]) {
+                    debug!(local = %self.local, "PLI: {e}");
+                }
             }
         }
         drained

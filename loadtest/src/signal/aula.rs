@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::Message;
 use tracing::{debug, warn};
 
-use super::{ParticipantEvent, ParticipantSpec};
+use super::{Access, ParticipantEvent, ParticipantSpec};
 use crate::http;
 use crate::peer::PeerOutput;
 use crate::shard::{PeerId, PublisherOffer, ShardCommand, ShardHandle};
@@ -32,11 +32,14 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let join_started = Instant::now();
     let role = role_for(&spec);
-    let path = format!(
+    let mut path = format!(
         "/api/dev-token?room={}&identity={}&role={role}",
         http::encode(&spec.room),
         http::encode(&spec.identity)
     );
+    if let Some(region) = &spec.region {
+        path.push_str(&format!("&region={}", http::encode(region)));
+    }
     let (status, body) = http::get(server, &path, STEP_TIMEOUT).await?;
     if status != 200 {
         bail!("dev token: HTTP {status}: {body} (is the server in dev mode?)");
@@ -122,6 +125,10 @@ pub async fn run(
                     ServerMessage::Joined { participant, .. } => {
                         joined = true;
                         debug!(identity = %spec.identity, sid = %participant.sid, "joined");
+                        if let Some(access) = spec.access {
+                            // Before the media connects: the SFU applies it from the start.
+                            impair(access, &participant.sid).await?;
+                        }
                         let _ = events.send(ParticipantEvent::Joined);
                         if let Some(plan) = spec.publish.clone() {
                             let PublisherOffer { peer, sdp, tracks } = shard
@@ -158,6 +165,30 @@ pub async fn run(
             }
         }
     }
+}
+
+/// Impairs the participant's path on the node serving its media (by sid: that node may serve
+/// its media without knowing its room).
+async fn impair(access: Access, sid: &str) -> anyhow::Result<()> {
+    let body = serde_json::json!({
+        "participant_sid": sid,
+        "delay_ms": access.delay_ms,
+        "loss": access.loss,
+    });
+    let (status, reply) = http::post_json(
+        access.node,
+        "/test/impairment",
+        &body.to_string(),
+        STEP_TIMEOUT,
+    )
+    .await?;
+    if status != 200 {
+        bail!(
+            "POST /test/impairment on {}: HTTP {status}: {reply} (start the node with [dev] test_impairment = true)",
+            access.node
+        );
+    }
+    Ok(())
 }
 
 async fn send<S>(ws: &mut S, message: &ClientMessage) -> anyhow::Result<()>

@@ -108,7 +108,7 @@ impl SeqTracker {
 }
 
 /// The extended sequence number closest to `highest` whose low 16 bits are `seq`.
-fn extend(highest: u64, seq: u16) -> u64 {
+pub(crate) fn extend(highest: u64, seq: u16) -> u64 {
     let candidate = (highest & !0xffff) | u64::from(seq);
     if candidate + 0x8000 < highest {
         candidate + 0x1_0000

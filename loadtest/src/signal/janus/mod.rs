@@ -493,6 +493,8 @@ mod tests {
             pairs: 3,
             fps: 30,
             keyframe_interval: 90,
+            student_region: None,
+            student_access: None,
         };
         let class = room_plans(&scenario::cast(Scenario::Class, &sizes, "x"));
         let plan = class.values().next().copied().unwrap();
