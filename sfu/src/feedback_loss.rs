@@ -27,6 +27,8 @@
 //! [`TransportLog`] remembers which RTP packet each recent transport-wide sequence number was
 //! stamped on. Pure: no clock, no I/O.
 
+use std::time::Instant;
+
 use rtc::interceptor::StreamInfo;
 use rtc::rtcp::transport_feedbacks::transport_layer_cc::{
     PacketStatusChunk, SymbolTypeTcc, TransportLayerCc,
@@ -39,10 +41,15 @@ use rtc::rtcp::transport_feedbacks::transport_layer_nack::{
 const TRANSPORT_CC_URI: &str =
     "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01";
 
-/// Packets remembered, indexed by the low bits of the transport-wide sequence number: over a
-/// second of sending at 10 Mbit/s, far longer than feedback takes to come back, and longer than
-/// `nack_age::MAX_AGE`, after which a resend is not worth sending anyway.
-const RING: usize = 2048;
+/// Packets remembered at first, indexed by the low bits of the transport-wide sequence number.
+const MIN_RING: usize = 256;
+
+/// Most packets remembered. The ring doubles (up to this) when a number would take the slot of
+/// a packet sent less than `nack_age::MAX_AGE` ago, after which a resend is not worth sending
+/// anyway (and far longer than feedback takes to come back): it holds that long of the
+/// connection's packets whatever their rate, and a student's costs what its rate needs (issue
+/// 15: 24 KB per connection before, for 2,048 packets).
+const MAX_RING: usize = 16_384;
 
 /// What one transport-wide sequence number was stamped on.
 #[derive(Clone, Copy, Default, PartialEq, Eq)]
@@ -52,6 +59,8 @@ struct Sent {
     seq: u16,
     /// A resend (or probe copy), not the first transmission.
     resend: bool,
+    /// When it was sent: milliseconds since the log's epoch.
+    at_ms: u32,
 }
 
 /// Which RTP packet each of a connection's recent transport-wide sequence numbers went out on.
@@ -60,7 +69,10 @@ pub struct TransportLog {
     /// The header extension's id, once a stream that carries it is bound.
     extension_id: Option<u8>,
     /// Allocated with the first packet recorded: connections without TWCC pay nothing.
-    ring: Option<Box<[Option<Sent>; RING]>>,
+    /// [`MIN_RING`] to [`MAX_RING`] slots, a power of two.
+    ring: Option<Box<[Option<Sent>]>>,
+    /// The first packet's instant, which `Sent::at_ms` counts from.
+    epoch: Option<Instant>,
     /// The newest transport-wide sequence number recorded.
     newest: u16,
 }
@@ -80,8 +92,16 @@ impl TransportLog {
 
     /// Records that the outgoing RTP packet with `header` (a first transmission, or a `resend`)
     /// carries packet `seq` of stream `ssrc` (a resend on an RTX stream carries another
-    /// stream's), by the transport-wide sequence number in `header`, if it has one.
-    pub fn record(&mut self, header: &rtc::rtp::header::Header, ssrc: u32, seq: u16, resend: bool) {
+    /// stream's), by the transport-wide sequence number in `header`, if it has one; it is sent
+    /// `now`.
+    pub fn record(
+        &mut self,
+        header: &rtc::rtp::header::Header,
+        ssrc: u32,
+        seq: u16,
+        resend: bool,
+        now: Instant,
+    ) {
         let Some(id) = self.extension_id else { return };
         let Some(transport_seq) = header
             .get_extension(id)
@@ -89,12 +109,31 @@ impl TransportLog {
         else {
             return;
         };
-        let ring = self.ring.get_or_insert_with(|| Box::new([None; RING]));
-        ring[usize::from(transport_seq) % RING] = Some(Sent {
+        let epoch = *self.epoch.get_or_insert(now);
+        let at_ms = now.saturating_duration_since(epoch).as_millis() as u32;
+        let ring = self
+            .ring
+            .get_or_insert_with(|| vec![None; MIN_RING].into_boxed_slice());
+        let max_age_ms = crate::nack_age::MAX_AGE.as_millis() as u32;
+        // The slot holds another packet still worth resending: too few slots for this rate.
+        while ring.len() < MAX_RING
+            && ring[usize::from(transport_seq) & (ring.len() - 1)].is_some_and(|held| {
+                held.transport_seq != transport_seq && at_ms.wrapping_sub(held.at_ms) <= max_age_ms
+            })
+        {
+            let len = ring.len() * 2;
+            let mut grown = vec![None; len].into_boxed_slice();
+            for sent in ring.iter().flatten() {
+                grown[usize::from(sent.transport_seq) & (len - 1)] = Some(*sent);
+            }
+            *ring = grown;
+        }
+        ring[usize::from(transport_seq) & (ring.len() - 1)] = Some(Sent {
             transport_seq,
             ssrc,
             seq,
             resend,
+            at_ms,
         });
         self.newest = transport_seq;
     }
@@ -105,22 +144,23 @@ impl TransportLog {
         let Some(ring) = &self.ring else {
             return Vec::new();
         };
+        let slots = ring.len();
         let lookup = |transport_seq: u16| {
-            ring[usize::from(transport_seq) % RING]
+            ring[usize::from(transport_seq) & (slots - 1)]
                 .filter(|sent| sent.transport_seq == transport_seq)
         };
         // Sent again since: a later transport-wide number carried the same packet. Scans at
         // most the ring; only lost packets are looked up.
         let sent_again = |lost: Sent| {
             let ahead = self.newest.wrapping_sub(lost.transport_seq);
-            (1..=ahead.min(RING as u16)).any(|step| {
+            (1..=ahead.min(slots.min(usize::from(u16::MAX)) as u16)).any(|step| {
                 lookup(lost.transport_seq.wrapping_add(step))
                     .is_some_and(|later| later.ssrc == lost.ssrc && later.seq == lost.seq)
             })
         };
         // A resend, resent before: the second resend of a packet is not asked for again.
         let resent_before = |lost: Sent| {
-            (1..RING as u16).any(|step| {
+            (1..slots.min(usize::from(u16::MAX)) as u16).any(|step| {
                 lookup(lost.transport_seq.wrapping_sub(step)).is_some_and(|earlier| {
                     earlier.resend && earlier.ssrc == lost.ssrc && earlier.seq == lost.seq
                 })
@@ -212,7 +252,11 @@ mod tests {
         header
             .set_extension(EXT, Bytes::copy_from_slice(&transport_seq.to_be_bytes()))
             .expect("one-byte extension");
-        log.record(&header, ssrc, seq, resend);
+        // 10 ms apart, in the order of their numbers.
+        static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        let start = *START.get_or_init(Instant::now);
+        let now = start + std::time::Duration::from_millis(10 * u64::from(transport_seq));
+        log.record(&header, ssrc, seq, resend, now);
     }
 
     use SymbolTypeTcc::{PacketNotReceived as LOST, PacketReceivedSmallDelta as GOT};
@@ -317,16 +361,37 @@ mod tests {
             log.nacks(&feedback(0, &[LOST])).is_empty(),
             "nothing sent yet"
         );
-        for transport_seq in 0..=RING as u16 {
+        // 10 ms apart: number 0 is older than MAX_AGE when MIN_RING takes its slot.
+        for transport_seq in 0..=MIN_RING as u16 {
             send(&mut log, transport_seq, VIDEO, transport_seq);
         }
-        // Number 0's slot now holds number RING: 0 is unknown, 1 is still known.
+        // Number 0's slot now holds number MIN_RING: 0 is unknown, 1 is still known.
         let nacks = log.nacks(&feedback(0, &[LOST, LOST]));
         assert_eq!(asked(nacks), vec![(VIDEO, vec![1])]);
         assert!(
             log.nacks(&feedback(5_000, &[LOST])).is_empty(),
             "never sent"
         );
+    }
+
+    #[test]
+    fn the_ring_grows_to_hold_max_age_of_a_fast_connection() {
+        let mut log = log();
+        let start = Instant::now();
+        // 4,000 packets a second for a second.
+        for transport_seq in 0..4_000u16 {
+            let mut header = rtc::rtp::header::Header::default();
+            header
+                .set_extension(EXT, Bytes::copy_from_slice(&transport_seq.to_be_bytes()))
+                .expect("one-byte extension");
+            let now = start + std::time::Duration::from_micros(250 * u64::from(transport_seq));
+            log.record(&header, VIDEO, transport_seq, false, now);
+        }
+        let slots = log.ring.as_ref().map_or(0, |ring| ring.len());
+        assert_eq!(slots, 4_096);
+        // The first packet, sent a second ago, is still known.
+        let nacks = log.nacks(&feedback(0, &[LOST]));
+        assert_eq!(asked(nacks), vec![(VIDEO, vec![0])]);
     }
 
     #[test]

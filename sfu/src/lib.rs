@@ -23,6 +23,7 @@ pub mod record;
 pub mod red;
 pub mod relay;
 pub mod resend_budget;
+pub mod resend_history;
 pub mod router;
 pub mod rtx_repair;
 mod sdp;

@@ -1,7 +1,8 @@
 //! Which NACKed packets are still worth resending.
 //!
-//! `rtc`'s NACK responder resends anything still in its buffer (the last 1024 packets of a
-//! stream), however long ago it went out. On a congested link that is exactly the wrong thing:
+//! A NACK responder resends anything still in its buffer (`rtc`'s: the last 1024 packets of a
+//! stream; the SFU's `resend_history`: the last [`MAX_AGE`] and a margin), however long ago it
+//! went out. On a congested link that is exactly the wrong thing:
 //! a resend the receiver can no longer use only adds load, and the receiver will ask for a
 //! keyframe anyway. [`SendLog`] remembers when each packet was first sent and trims a NACK down
 //! to the sequence numbers sent at most [`MAX_AGE`] ago, before the responder sees it.
@@ -43,21 +44,28 @@ pub const MAX_AGE: Duration = Duration::from_secs(1);
 /// within it is dropped, a retry after it is answered.
 pub const RESEND_GAP: Duration = Duration::from_millis(50);
 
-/// Slots per stream, indexed by the low bits of the sequence number. Twice the responder's
-/// buffer of 1024 packets: a sequence number whose slot was reused since is also gone from
-/// the responder's buffer, so "unknown here" never hides a packet the responder could resend.
-const RING: usize = 2048;
+/// Slots a stream starts with, indexed by the low bits of the sequence number: 2.5 s of audio
+/// or of a low video layer.
+const MIN_RING: usize = 128;
+
+/// Most slots per stream: as many as the responder keeps at most (`resend_history`). A ring
+/// doubles (up to this) when a packet would take the slot of one sent less than [`MAX_AGE`]
+/// ago, so it always holds every packet still worth resending, however fast the stream: sized
+/// by the stream's rate, not for the worst case (issue 15: 24 KB per stream before, whatever
+/// its rate).
+const MAX_RING: usize = 16_384;
 
 /// One slot: `(sent_ms + 1) << 16 | seq`, where `sent_ms` counts milliseconds since the log's
 /// epoch; 0 means never written. Packed into one word so that recording a packet is a single
-/// store and a stream's log is 16 KiB (48 bits of milliseconds last 8,900 years).
+/// store (48 bits of milliseconds last 8,900 years).
 type Slot = u64;
 
 /// Send times of recent packets, per local stream.
 ///
 /// A peer connection sends a handful of streams, so the streams are a short list scanned
 /// linearly (cheaper than hashing for the few SSRCs there are), and each stream's ring is
-/// allocated once when it is bound: recording a packet allocates nothing.
+/// allocated when it is bound and grows with the stream's rate (see [`MAX_RING`]): recording a
+/// packet allocates nothing once the ring holds [`MAX_AGE`] of the stream.
 #[derive(Default)]
 pub struct SendLog {
     /// The instant send times are measured from: the first packet recorded.
@@ -69,11 +77,12 @@ struct Stream {
     ssrc: u32,
     /// The stream its resends go out on (RFC 4588 RTX), if it has one.
     rtx: Option<u32>,
-    ring: Box<[Slot; RING]>,
+    /// [`MIN_RING`] to [`MAX_RING`] slots, a power of two.
+    ring: Box<[Slot]>,
     /// For each slot of `ring`: milliseconds since the epoch + 1 of its packet's latest
     /// resend, truncated to 32 bits (only differences under a second are ever compared); 0
     /// if it has not been resent.
-    resent: Box<[u32; RING]>,
+    resent: Box<[u32]>,
     /// The codec to find keyframes in (video streams whose codec we can read).
     codec: Option<VideoCodec>,
     /// The first sequence number of the latest keyframe sent.
@@ -107,8 +116,8 @@ impl SendLog {
             self.streams.push(Stream {
                 ssrc,
                 rtx,
-                ring: Box::new([0; RING]),
-                resent: Box::new([0; RING]),
+                ring: vec![0; MIN_RING].into_boxed_slice(),
+                resent: vec![0; MIN_RING].into_boxed_slice(),
                 codec,
                 keyframe: None,
             });
@@ -138,7 +147,17 @@ impl SendLog {
             return;
         };
         let sent_ms = millis_since(epoch, now);
-        let slot = usize::from(seq) % RING;
+        let max_age_ms = MAX_AGE.as_millis() as u64;
+        // The slot holds another packet still worth resending: too few slots for this rate.
+        while stream.ring.len() < MAX_RING && {
+            let held = stream.ring[stream.index(seq)];
+            held != 0
+                && held as u16 != seq
+                && sent_ms.saturating_sub((held >> 16) - 1) <= max_age_ms
+        } {
+            stream.grow();
+        }
+        let slot = stream.index(seq);
         stream.ring[slot] = ((sent_ms + 1) << 16) | Slot::from(seq);
         stream.resent[slot] = 0;
         if stream.codec.is_some_and(|codec| codec.is_keyframe(payload)) {
@@ -167,7 +186,7 @@ impl SendLog {
         let Some(stream) = self.streams.iter_mut().find(|stream| stream.ssrc == ssrc) else {
             return;
         };
-        let slot = usize::from(seq) % RING;
+        let slot = stream.index(seq);
         if stream.ring[slot] as u16 == seq {
             stream.resent[slot] = (millis_since(epoch, now) as u32).wrapping_add(1).max(1);
         }
@@ -180,6 +199,7 @@ impl SendLog {
     /// streams not bound, are left out too: the responder has nothing to resend for them.
     pub fn trim(&self, nack: &TransportLayerNack, now: Instant) -> Trim {
         let stream = self.stream(nack.media_ssrc);
+        let index = |seq: u16| usize::from(seq) & stream.map_or(0, |s| s.ring.len() - 1);
         let ring = stream.map(|stream| &*stream.ring);
         let keyframe = stream.and_then(|stream| stream.keyframe);
         let superseded = |seq: u16| keyframe.is_some_and(|key| (key.wrapping_sub(seq) as i16) > 0);
@@ -188,14 +208,14 @@ impl SendLog {
         let resent = stream.map(|stream| &*stream.resent);
         let just_resent = |seq: u16| {
             resent.is_some_and(|resent| {
-                let at = resent[usize::from(seq) % RING];
+                let at = resent[index(seq)];
                 let since = (now_ms as u32).wrapping_add(1).wrapping_sub(at);
                 at != 0 && u128::from(since) < RESEND_GAP.as_millis()
             })
         };
         let fresh = |seq: u16| {
             ring.is_some_and(|ring| {
-                let slot = ring[usize::from(seq) % RING];
+                let slot = ring[index(seq)];
                 let sent = slot >> 16;
                 sent != 0
                     && slot as u16 == seq
@@ -205,6 +225,28 @@ impl SendLog {
             })
         };
         trim_nack(nack, fresh)
+    }
+}
+
+impl Stream {
+    fn index(&self, seq: u16) -> usize {
+        usize::from(seq) & (self.ring.len() - 1)
+    }
+
+    /// Doubles the ring, moving every packet to its slot in the new one.
+    fn grow(&mut self) {
+        let len = self.ring.len() * 2;
+        let mut ring = vec![0; len].into_boxed_slice();
+        let mut resent = vec![0; len].into_boxed_slice();
+        for (slot, resent_at) in self.ring.iter().zip(self.resent.iter()) {
+            if *slot != 0 {
+                let at = usize::from(*slot as u16) & (len - 1);
+                ring[at] = *slot;
+                resent[at] = *resent_at;
+            }
+        }
+        self.ring = ring;
+        self.resent = resent;
     }
 }
 
@@ -348,9 +390,38 @@ mod tests {
         }
         // A slot holding another packet with the same low bits is not the one asked for.
         assert_eq!(
-            log.trim(&nack(&[100 + RING as u16]), t0 + ms(10)),
+            log.trim(&nack(&[100 + MIN_RING as u16]), t0 + ms(10)),
             Trim::Drop { skipped: 1 }
         );
+    }
+
+    #[test]
+    fn the_ring_grows_with_the_rate_and_keeps_every_packet_of_max_age() {
+        let t0 = Instant::now();
+        let mut log = SendLog::new();
+        log.bind(SSRC, None, None);
+        // 25 packets a second (audio, a low layer): the smallest ring holds them.
+        for i in 0..100u16 {
+            log.record(SSRC, i, &[], t0 + ms(40 * u64::from(i)));
+        }
+        assert_eq!(log.stream(SSRC).map(|s| s.ring.len()), Some(MIN_RING));
+        // Then 1,500 a second: every packet of the last MAX_AGE can still be resent.
+        let start = t0 + ms(4_000);
+        for i in 0..3_000u16 {
+            log.record(
+                SSRC,
+                100 + i,
+                &[],
+                start + Duration::from_micros(666 * u64::from(i)),
+            );
+        }
+        let now = start + Duration::from_micros(666 * 2_999);
+        let last_second: Vec<u16> = (3_100 - 1_500..3_100).collect();
+        for chunk in last_second.chunks(100) {
+            assert_eq!(log.trim(&nack(chunk), now), Trim::Keep);
+        }
+        let len = log.stream(SSRC).map_or(0, |s| s.ring.len());
+        assert!((2_048..=4_096).contains(&len), "{len} slots");
     }
 
     #[test]
@@ -461,10 +532,10 @@ mod tests {
         // The receiver's retry 100 ms later (the resend was lost): answered.
         assert_eq!(log.trim(&nack(&[100]), t0 + ms(120)), Trim::Keep);
         // 100's slot is taken by a new packet: its resend record goes with it.
-        log.record(SSRC, 100 + RING as u16, &[], t0 + ms(130));
+        log.record(SSRC, 100 + MIN_RING as u16, &[], t0 + ms(130));
         log.record_resend(SSRC, 100, t0 + ms(130));
         assert_eq!(
-            log.trim(&nack(&[100 + RING as u16]), t0 + ms(140)),
+            log.trim(&nack(&[100 + MIN_RING as u16]), t0 + ms(140)),
             Trim::Keep
         );
     }

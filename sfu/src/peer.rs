@@ -28,6 +28,7 @@ use crate::bwe::{self, SharedEstimate};
 use crate::metrics::SfuMetrics;
 use crate::qos::FeedbackCounts;
 use crate::red;
+use crate::resend_history::ResendHistory;
 use crate::rtx_repair::{self, RtxRepairInterceptor};
 use crate::tap::{self, Tap};
 
@@ -123,6 +124,8 @@ pub(crate) fn configure(
         }
     };
     let mut registry = defaults
+        // `rtc`'s NACK responder, with a history sized by time rather than count (issue 15).
+        .with(Slot::NackResponder, ResendHistory::new())
         .with(
             Slot::Custom(tap::SLOT),
             Tap::new(metrics.clone(), estimate.cloned(), counts),

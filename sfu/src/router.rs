@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use aula_protocol::{IceCandidate, PeerTarget, TrackAnnouncement, TrackKind, TrackSource};
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use rand::Rng;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::RTCPeerConnection;
@@ -1476,6 +1476,11 @@ impl Router {
             relay::export(producer, layer, &packet, &mut self.relay_transmits);
         }
         let mut writes = Vec::new();
+        // Payloads with rewritten VP8 picture numbers, one per set of numbers: subscribers whose
+        // numbers agree (all that switched layers at the same picture) share one copy, and each
+        // stays in every one of their send histories for NACKs (issue 15: a copy per student
+        // in each history was most of a student's memory).
+        let mut renumbered: Vec<(Vp8Numbers, Bytes)> = Vec::new();
         for consumer in producer.consumers.values_mut() {
             let ConsumerStage::Live { payload_type, red } = consumer.stage else {
                 continue;
@@ -1492,9 +1497,16 @@ impl Router {
                 out.header.timestamp = rewritten.timestamp;
                 out.header.payload_type = payload_type;
                 if let Some(numbers) = rewritten.vp8.filter(|&n| Some(n) != meta.vp8) {
-                    let mut payload = BytesMut::from(&packet.payload[..]);
-                    numbers.write(&mut payload);
-                    out.payload = payload.freeze();
+                    out.payload = match renumbered.iter().find(|(n, _)| *n == numbers) {
+                        Some((_, payload)) => payload.clone(),
+                        None => {
+                            let mut payload = BytesMut::from(&packet.payload[..]);
+                            numbers.write(&mut payload);
+                            let payload = payload.freeze();
+                            renumbered.push((numbers, payload.clone()));
+                            payload
+                        }
+                    };
                 }
                 if let Some(red_payload_type) = red {
                     out.payload = consumer.red_encoder.encode(

@@ -382,7 +382,8 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for Tap {
                     Some((header.ssrc, header.sequence_number))
                 };
                 if let Some((ssrc, seq)) = original {
-                    self.transport.record(header, ssrc, seq, retransmission);
+                    self.transport
+                        .record(header, ssrc, seq, retransmission, msg.now);
                 }
                 self.metrics.rtp_packets_sent.inc();
                 let size = header.marshal_size() + rtp.payload.len();

@@ -1,0 +1,384 @@
+//! The SFU's NACK responder: `rtc`'s, with its history sized by time instead of by count.
+//!
+//! `rtc`'s `NackResponderInterceptor` keeps, for every local stream that negotiated NACK, a
+//! ring of 1,024 packet slots allocated when the stream is bound (about 115 KB per stream,
+//! whatever the stream's rate). For a receive-only student that was the largest allocation of
+//! its connection after the payloads themselves (issue 15). It also keeps packets far longer
+//! than anything resends them: the SFU's own NACK trimming (`nack_age`) drops requests for
+//! packets sent more than [`MAX_AGE`](crate::nack_age::MAX_AGE) ago, and 1,024 packets are six
+//! seconds of a 1.5 Mbit/s layer and twenty of audio.
+//!
+//! [`ResendHistory`] answers NACKs the same way (the packet again, or as RFC 4588 RTX on the
+//! stream's RTX SSRC with the original sequence number first, tagged
+//! [`Attribute::Retransmission`] for the send history downstream), from a history per stream
+//! holding what was sent in the last [`KEEP`]: its size follows the stream's rate (a few dozen
+//! packets for a low layer, a few hundred for a top layer or a screen share's burst), and its
+//! allocation shrinks back when the rate falls. Payloads are shared (`Bytes`), so a packet
+//! forwarded to many students is one payload in all their histories.
+//!
+//! It sits in `rtc`'s NACK responder slot, so retransmissions are numbered, recorded and
+//! metered exactly as before.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use rtc::interceptor::{
+    Attribute, AttributedPacket, Interceptor, Packet, StreamInfo, TaggedPacket,
+};
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
+use rtc::sansio::Protocol;
+use rtc::shared::TransportContext;
+use rtc::shared::error::Error;
+
+use crate::nack_age::MAX_AGE;
+
+/// How long a sent packet is kept for resending: the age past which `nack_age` no longer lets
+/// a NACK through, and a margin for the time the NACK spent in the chain.
+pub const KEEP: Duration = Duration::from_millis(MAX_AGE.as_millis() as u64 + 200);
+
+/// Most packets kept per stream whatever the rate: [`KEEP`] of 12,000 packets a second (over
+/// 100 Mbit/s), a bound on memory should a stream burst beyond any video's rate.
+const MAX_PACKETS: usize = 16_384;
+
+/// The NACK responder (see the module docs).
+#[derive(Default)]
+pub struct ResendHistory {
+    streams: HashMap<u32, Stream>,
+    read: VecDeque<TaggedPacket>,
+    write: VecDeque<TaggedPacket>,
+}
+
+struct Stream {
+    /// Packets sent in the last [`KEEP`], oldest first, in sequence number order.
+    sent: VecDeque<(Instant, rtc::rtp::Packet)>,
+    rtx: Option<(u32, u8)>,
+    rtx_seq: u16,
+}
+
+impl Stream {
+    /// Records a packet being sent at `now` and forgets those older than [`KEEP`].
+    fn add(&mut self, now: Instant, packet: rtc::rtp::Packet) {
+        let seq = packet.header.sequence_number;
+        match self.sent.back() {
+            Some((_, newest)) if !is_newer(seq, newest.header.sequence_number) => {
+                // Late or repeated: kept in order, if it is not there already.
+                if let Err(at) = self.position(seq) {
+                    self.sent.insert(at, (now, packet));
+                }
+            }
+            _ => self.sent.push_back((now, packet)),
+        }
+        while self.sent.len() > MAX_PACKETS
+            || self
+                .sent
+                .front()
+                .is_some_and(|(at, _)| now.saturating_duration_since(*at) > KEEP)
+        {
+            self.sent.pop_front();
+        }
+        // The rate fell (a lower layer, a pause): give back what a burst made it grow to.
+        if self.sent.capacity() > 64 && self.sent.len() < self.sent.capacity() / 4 {
+            self.sent.shrink_to(self.sent.len() * 2);
+        }
+    }
+
+    /// Where `seq` is (`Ok`), or would go (`Err`), among the packets kept.
+    fn position(&self, seq: u16) -> Result<usize, usize> {
+        let Some((_, newest)) = self.sent.back() else {
+            return Err(0);
+        };
+        let newest = newest.header.sequence_number;
+        // Distance back from the newest: decreasing along the deque.
+        let behind = |s: u16| newest.wrapping_sub(s);
+        let wanted = behind(seq);
+        // Consecutive numbers, the usual case: straight to it.
+        if let Some(at) = (self.sent.len() - 1).checked_sub(usize::from(wanted))
+            && self.sent[at].1.header.sequence_number == seq
+        {
+            return Ok(at);
+        }
+        let at = self
+            .sent
+            .partition_point(|(_, p)| behind(p.header.sequence_number) > wanted);
+        match self.sent.get(at) {
+            Some((_, p)) if p.header.sequence_number == seq => Ok(at),
+            _ => Err(at),
+        }
+    }
+}
+
+/// Whether `a` comes after `b` in sequence number order (RFC 3550 wrap-around).
+fn is_newer(a: u16, b: u16) -> bool {
+    a != b && a.wrapping_sub(b) < 0x8000
+}
+
+impl ResendHistory {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Packets kept for stream `ssrc` (tests, measurements).
+    pub fn kept(&self, ssrc: u32) -> usize {
+        self.streams.get(&ssrc).map_or(0, |s| s.sent.len())
+    }
+
+    fn handle_nack(&mut self, now: Instant, nack: &TransportLayerNack) {
+        let Some(stream) = self.streams.get_mut(&nack.media_ssrc) else {
+            return;
+        };
+        for pair in &nack.nacks {
+            for seq in *pair {
+                let Ok(at) = stream.position(seq) else {
+                    continue;
+                };
+                let original = &stream.sent[at].1;
+                let packet = match stream.rtx {
+                    Some((ssrc, payload_type)) => {
+                        let mut payload = Vec::with_capacity(2 + original.payload.len());
+                        payload.extend_from_slice(&seq.to_be_bytes());
+                        payload.extend_from_slice(&original.payload);
+                        let sequence_number = stream.rtx_seq;
+                        stream.rtx_seq = stream.rtx_seq.wrapping_add(1);
+                        rtc::rtp::Packet {
+                            header: rtc::rtp::header::Header {
+                                version: 2,
+                                ssrc,
+                                payload_type,
+                                sequence_number,
+                                timestamp: original.header.timestamp,
+                                marker: original.header.marker,
+                                ..Default::default()
+                            },
+                            payload: payload.into(),
+                        }
+                    }
+                    None => original.clone(),
+                };
+                self.write.push_back(TaggedPacket {
+                    now,
+                    transport: TransportContext::default(),
+                    message: AttributedPacket::new(Packet::Rtp(packet))
+                        .with(Attribute::Retransmission),
+                });
+            }
+        }
+    }
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for ResendHistory {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Error> {
+        if let Packet::Rtcp(packets) = &msg.message.packet {
+            for packet in packets {
+                if let Some(nack) = packet.as_any().downcast_ref::<TransportLayerNack>() {
+                    self.handle_nack(msg.now, nack);
+                }
+            }
+        }
+        self.read.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<TaggedPacket> {
+        self.read.pop_front()
+    }
+
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Error> {
+        if let Packet::Rtp(packet) = &msg.message.packet
+            && let Some(stream) = self.streams.get_mut(&packet.header.ssrc)
+        {
+            stream.add(msg.now, packet.clone());
+        }
+        self.write.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<TaggedPacket> {
+        self.write.pop_front()
+    }
+}
+
+impl Interceptor for ResendHistory {
+    fn bind_local_stream(&mut self, info: &StreamInfo) {
+        let nack = info
+            .rtcp_feedback
+            .iter()
+            .any(|fb| fb.typ == "nack" && fb.parameter.is_empty());
+        if nack {
+            self.streams.insert(
+                info.ssrc,
+                Stream {
+                    sent: VecDeque::new(),
+                    rtx: info.ssrc_rtx.zip(info.payload_type_rtx),
+                    rtx_seq: 0,
+                },
+            );
+        }
+    }
+
+    fn unbind_local_stream(&mut self, info: &StreamInfo) {
+        self.streams.remove(&info.ssrc);
+    }
+
+    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
+
+    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use rtc::interceptor::RTCPFeedback;
+    use rtc::rtcp::transport_feedbacks::transport_layer_nack::NackPair;
+
+    use super::*;
+
+    const SSRC: u32 = 0x5150;
+    const RTX: u32 = 0x5151;
+
+    fn bound(rtx: bool) -> ResendHistory {
+        let mut history = ResendHistory::new();
+        history.bind_local_stream(&StreamInfo {
+            ssrc: SSRC,
+            payload_type: 96,
+            ssrc_rtx: rtx.then_some(RTX),
+            payload_type_rtx: rtx.then_some(97),
+            rtcp_feedback: vec![RTCPFeedback {
+                typ: "nack".to_owned(),
+                parameter: String::new(),
+            }],
+            ..Default::default()
+        });
+        history
+    }
+
+    fn send(history: &mut ResendHistory, now: Instant, ssrc: u32, seq: u16) {
+        let packet = rtc::rtp::Packet {
+            header: rtc::rtp::header::Header {
+                version: 2,
+                ssrc,
+                sequence_number: seq,
+                timestamp: u32::from(seq) * 3000,
+                ..Default::default()
+            },
+            payload: Bytes::from(seq.to_be_bytes().to_vec()),
+        };
+        history
+            .handle_write(TaggedPacket {
+                now,
+                transport: TransportContext::default(),
+                message: AttributedPacket::new(Packet::Rtp(packet)),
+            })
+            .expect("written");
+        assert!(history.poll_write().is_some(), "the packet goes on");
+    }
+
+    /// The packets a NACK for `seqs` makes the history send: (ssrc, seq, payload).
+    fn nack(history: &mut ResendHistory, now: Instant, seqs: &[u16]) -> Vec<(u32, u16, Vec<u8>)> {
+        let nack = TransportLayerNack {
+            sender_ssrc: 1,
+            media_ssrc: SSRC,
+            nacks: seqs
+                .iter()
+                .map(|&packet_id| NackPair {
+                    packet_id,
+                    lost_packets: 0,
+                })
+                .collect(),
+        };
+        history
+            .handle_read(TaggedPacket {
+                now,
+                transport: TransportContext::default(),
+                message: AttributedPacket::new(Packet::Rtcp(vec![Box::new(nack)])),
+            })
+            .expect("read");
+        assert!(history.poll_read().is_some(), "the NACK goes on");
+        std::iter::from_fn(|| history.poll_write())
+            .map(|msg| {
+                assert!(msg.message.has(&Attribute::Retransmission));
+                let Packet::Rtp(p) = msg.message.packet else {
+                    panic!("RTP")
+                };
+                (p.header.ssrc, p.header.sequence_number, p.payload.to_vec())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_nacked_packet_is_resent_on_rtx_with_its_sequence_number_first() {
+        let now = Instant::now();
+        let mut history = bound(true);
+        for seq in 10..20 {
+            send(&mut history, now, SSRC, seq);
+        }
+        let resent = nack(&mut history, now, &[12, 15, 40]);
+        assert_eq!(
+            resent,
+            vec![(RTX, 0, vec![0, 12, 0, 12]), (RTX, 1, vec![0, 15, 0, 15])]
+        );
+    }
+
+    #[test]
+    fn without_rtx_the_packet_itself_is_resent_and_other_streams_are_not_kept() {
+        let now = Instant::now();
+        let mut history = bound(false);
+        send(&mut history, now, SSRC, 7);
+        send(&mut history, now, 0x9999, 7);
+        assert_eq!(nack(&mut history, now, &[7]), vec![(SSRC, 7, vec![0, 7])]);
+        assert_eq!(history.kept(0x9999), 0);
+    }
+
+    #[test]
+    fn packets_are_kept_for_a_time_not_a_count() {
+        let start = Instant::now();
+        let mut history = bound(true);
+        // 1,000 packets a second for two seconds: the last KEEP of them are kept.
+        for i in 0..2_000u16 {
+            send(
+                &mut history,
+                start + Duration::from_millis(u64::from(i)),
+                SSRC,
+                i,
+            );
+        }
+        let now = start + Duration::from_millis(1_999);
+        let kept = history.kept(SSRC);
+        assert_eq!(kept, KEEP.as_millis() as usize + 1);
+        // The oldest still there is resent, the one before it is gone.
+        let oldest = 2_000 - kept as u16;
+        let resent: Vec<u16> = nack(&mut history, now, &[oldest - 1, oldest])
+            .into_iter()
+            .map(|(_, _, payload)| u16::from_be_bytes([payload[0], payload[1]]))
+            .collect();
+        assert_eq!(resent, vec![oldest]);
+        // At 10 packets a second, its memory shrinks back.
+        let mut at = now;
+        for i in 0..40u16 {
+            at += Duration::from_millis(100);
+            send(&mut history, at, SSRC, 2_000 + i);
+        }
+        assert_eq!(history.kept(SSRC), 13);
+        assert!(history.streams[&SSRC].sent.capacity() <= 64);
+    }
+
+    #[test]
+    fn late_packets_and_wrapping_numbers_are_found() {
+        let now = Instant::now();
+        let mut history = bound(false);
+        for seq in [65_534, 65_535, 1, 2, 0, 2] {
+            send(&mut history, now, SSRC, seq);
+        }
+        assert_eq!(history.kept(SSRC), 5);
+        let resent: Vec<u16> = nack(&mut history, now, &[65_535, 0, 1, 3])
+            .into_iter()
+            .map(|(_, seq, _)| seq)
+            .collect();
+        assert_eq!(resent, vec![65_535, 0, 1]);
+    }
+}
