@@ -11,21 +11,29 @@
 //! lossy-sensitive path (browser to node) is local; the long one (node to origin) carries one
 //! copy of each track whatever the number of learners behind it.
 //!
-//! [`ClusterMedia`] is the [`MediaPlane`] of a node with `[cluster.relay]`: it serves its own
+//! [`ClusterMedia`] is the [`MediaPlane`](crate::media::MediaPlane) of a node with `[cluster.relay]`: it serves its own
 //! participants with the local SFU and forwards the others' commands. When a participant
 //! subscribes to a track published on another node, the track is first carried there: the node
 //! that has it exports it (`SfuHandle::relay_export`) on the link and the other imports it,
 //! once per link however many subscribers it has. A track between two non-origin nodes goes
 //! through the origin (a star: each region keeps one link, to the origin).
 //!
-//! - [`wire`]: the calls and events on a link's control stream;
-//! - `peer`: one link: its control stream reader, its datagram reader, calls awaiting replies.
+//! - `origin`: rooms' origin leases, and where a join is served (here, or carried to the
+//!   origin by `crate::cluster::proxy`);
+//! - `plane`: the `MediaPlane` commands, run here or on the node a participant is placed on,
+//!   and carrying tracks between nodes;
+//! - `peer`: one link: its control stream reader, its datagram reader, calls awaiting replies;
+//! - [`wire`]: the calls and events on a link's control stream.
 //!
 //! A relay or origin that dies takes its links down: the other side drops what came over them
 //! (tracks, placed participants, who then reconnect within the SDK's reconnect window).
 
+mod origin;
 mod peer;
+mod plane;
 pub mod wire;
+
+pub use origin::Route;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -33,40 +41,16 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
 use anyhow::Context;
-use aula_protocol::{IceCandidate, PeerTarget, ServerMessage, TrackAnnouncement};
-use aula_sfu::record::capture::{RecordingSpec, TrackLog};
+use aula_protocol::PeerTarget;
 use aula_sfu::relay::link::{Link, LinkConfig, LinkError, RelayEndpoint, RelayMetrics};
 use aula_sfu::relay::tls::{NodeTls, PemCert};
-use aula_sfu::relay::track::RelayedTrack;
-use aula_sfu::{RelayLink, RenderedSize, SfuError, SfuEvent, SfuHandle};
-use futures_util::future::BoxFuture;
+use aula_sfu::{RelayLink, SfuError, SfuEvent, SfuHandle};
 use tokio::sync::{mpsc, watch};
 
-use super::{Claim, ClusterCache, Directory, Lease};
+use super::{ClusterCache, Directory, Lease};
 use crate::config::{ClusterConfig, RelayConfig};
-use crate::media::MediaPlane;
 use peer::LinkPeer;
 use wire::{Call, RemoteEvent};
-
-/// How often the origin renews the leases of its rooms; well within the lease TTL.
-const RENEW_EVERY: Duration = Duration::from_secs(2);
-
-/// How often a join retries the claim of a room whose origin is unreachable (its lease
-/// lapses within the lease TTL if it is dead).
-const CLAIM_RETRY: Duration = Duration::from_millis(500);
-
-/// Resume tokens remembered for participants whose signaling this node carries (see
-/// [`ClusterMedia::remember_resume`]); the oldest go first.
-const RESUME_ROUTES: usize = 10_000;
-
-/// Where a join for a room is served.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Route {
-    /// This node is (now) the room's origin, or the directory cannot be reached.
-    Here,
-    /// Another node is: carry the participant's signaling there (`crate::cluster::proxy`).
-    Origin { node: String, ws_url: String },
-}
 
 /// The media plane of a node in a cluster with relay links (see the module docs).
 pub struct ClusterMedia {
@@ -152,101 +136,6 @@ impl ClusterMedia {
     /// This node's region.
     pub fn region(&self) -> &str {
         &self.region
-    }
-
-    /// Where `participant`'s join of `room` is served: here if this node holds (or now wins)
-    /// the room's lease, else the origin's node. A room whose origin is not in the directory
-    /// (dead, its lease not lapsed yet) is waited for, up to the lease TTL, then claimed. With
-    /// the directory unreachable the room is served here, as a single node would.
-    pub async fn route(&self, room: &str, participant: &str) -> Result<Route, String> {
-        let deadline = tokio::time::Instant::now() + self.lease_ttl + CLAIM_RETRY * 4;
-        loop {
-            if let Some((_, members)) = self.lock().leases.get_mut(room) {
-                members.insert(participant.to_owned());
-                return Ok(Route::Here);
-            }
-            let lease = match self.directory.claim_origin(room, &self.node_id).await {
-                Ok(claim) => claim.lease().clone(),
-                Err(e) => {
-                    tracing::warn!(
-                        room,
-                        "cannot reach the directory (serving the room here): {e}"
-                    );
-                    return Ok(Route::Here);
-                }
-            };
-            if lease.node == self.node_id {
-                tracing::info!(room, epoch = lease.epoch, "this node is the room's origin");
-                let members = HashSet::from([participant.to_owned()]);
-                self.lock()
-                    .leases
-                    .entry(room.to_owned())
-                    .or_insert((lease, HashSet::new()))
-                    .1
-                    .extend(members);
-                return Ok(Route::Here);
-            }
-            if let Some(ws_url) = self.ws_url_of(&lease.node) {
-                return Ok(Route::Origin {
-                    node: lease.node,
-                    ws_url,
-                });
-            }
-            if tokio::time::Instant::now() > deadline {
-                return Err(format!(
-                    "the room's origin node {} is not reachable",
-                    lease.node
-                ));
-            }
-            tokio::time::sleep(CLAIM_RETRY).await;
-        }
-    }
-
-    /// The WebSocket URL of a live node, from its first public address.
-    fn ws_url_of(&self, node: &str) -> Option<String> {
-        let view = self.cache.view();
-        let addr = view
-            .nodes
-            .iter()
-            .find(|n| n.id == node)?
-            .public_addrs
-            .first()?;
-        Some(format!("ws://{addr}/ws"))
-    }
-
-    /// Notes a message the origin sent to a participant whose signaling this node carries:
-    /// its resume token, if it is `Joined`, so that a resume arriving here goes to that origin.
-    pub fn remember_resume(&self, ws_url: &str, message: &str) {
-        if !message.contains("resume_token") {
-            return;
-        }
-        let Ok(ServerMessage::Joined { resume_token, .. }) = serde_json::from_str(message) else {
-            return;
-        };
-        let Some(token) = resume_token.filter(|t| !t.is_empty()) else {
-            return;
-        };
-        let mut routes = self
-            .resume_routes
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        routes.push_back((token, ws_url.to_owned()));
-        while routes.len() > RESUME_ROUTES {
-            routes.pop_front();
-        }
-    }
-
-    /// The origin a resume token was handed out by, if this node carried that participant.
-    pub fn resume_route(&self, token: &str) -> Option<String> {
-        let routes = self
-            .resume_routes
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        routes
-            .iter()
-            .rev()
-            .find(|(t, _)| t == token)
-            .map(|(_, url)| url.clone())
     }
 
     /// The local SFU's events: those about participants an origin placed here go back over its
@@ -347,57 +236,6 @@ impl ClusterMedia {
         Some(())
     }
 
-    /// The newest lease epoch of `room` this node knows: its own lease's, or the directory's.
-    fn known_epoch(&self, room: &str) -> u64 {
-        let own = self
-            .lock()
-            .leases
-            .get(room)
-            .map_or(0, |(lease, _)| lease.epoch);
-        let directory = self
-            .cache
-            .view()
-            .origins
-            .get(room)
-            .map_or(0, |lease| lease.epoch);
-        own.max(directory)
-    }
-
-    /// Keeps the leases of rooms with participants; releases the others.
-    async fn renew_leases(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
-        let mut tick = tokio::time::interval(RENEW_EVERY);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                () = crate::server::stopped(&mut shutdown) => break,
-            }
-            let leases: Vec<(String, Lease, bool)> = self
-                .lock()
-                .leases
-                .iter()
-                .map(|(room, (lease, members))| (room.clone(), lease.clone(), members.is_empty()))
-                .collect();
-            for (room, lease, empty) in leases {
-                if empty {
-                    self.lock().leases.remove(&room);
-                    if let Err(e) = self.directory.release(&room, &lease).await {
-                        tracing::debug!(room, "cannot release the room's lease: {e}");
-                    }
-                    continue;
-                }
-                match self.directory.renew(&room, &lease).await {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        tracing::error!(room, epoch = lease.epoch, "lost the room's origin lease");
-                        self.lock().leases.remove(&room);
-                    }
-                    // Redis down: live rooms go on; the lease is renewed when it is back.
-                    Err(e) => tracing::warn!(room, "cannot renew the room's lease: {e}"),
-                }
-            }
-        }
-    }
-
     /// The link to `node` for `room`, opened under this node's lease of the room if need be.
     async fn link_to(&self, room: &str, node: &str, addr: &str) -> Result<Arc<LinkPeer>, SfuError> {
         let key = (room.to_owned(), node.to_owned());
@@ -432,63 +270,6 @@ impl ClusterMedia {
         let peer = LinkPeer::start(id, link, &me);
         self.lock().links.insert(key, Arc::clone(&peer));
         Some(peer)
-    }
-
-    /// Where `participant` has its media: `None` here.
-    fn placement(&self, participant: &str) -> Option<Arc<LinkPeer>> {
-        self.lock().placed.get(participant).cloned()
-    }
-
-    /// The node a track is published on: `None` here.
-    fn track_home(&self, track_sid: &str) -> Option<Arc<LinkPeer>> {
-        self.lock().remote_tracks.get(track_sid).cloned()
-    }
-
-    /// Sends a local track to the node on `link`, unless it is there already.
-    async fn carry_out(&self, track_sid: &str, link: &Arc<LinkPeer>) -> Result<(), SfuError> {
-        let key = (link.id(), track_sid.to_owned());
-        if self.lock().exported.contains(&key) {
-            return Ok(());
-        }
-        let relay_link = RelayLink {
-            id: link.id(),
-            link: link.link(),
-        };
-        let track = self
-            .sfu
-            .relay_export(track_sid, relay_link, link.next_index())
-            .await?;
-        link.call(Call::Import { track }).await?;
-        self.lock().exported.insert(key);
-        self.count_tracks(link);
-        Ok(())
-    }
-
-    /// Brings a track published on the node on `link` here, unless it is here already.
-    async fn carry_in(&self, track_sid: &str, link: &Arc<LinkPeer>) -> Result<(), SfuError> {
-        if self.lock().imports.contains_key(track_sid) {
-            return Ok(());
-        }
-        let index = link.next_index();
-        let reply = link
-            .call(Call::Export {
-                track_sid: track_sid.to_owned(),
-                index,
-            })
-            .await?;
-        let track: RelayedTrack = serde_json::from_value(reply)
-            .map_err(|e| SfuError::Internal(format!("bad export reply: {e}")))?;
-        self.import(link, track).await
-    }
-
-    /// Imports `track`, whose packets come on `link`.
-    async fn import(&self, link: &Arc<LinkPeer>, track: RelayedTrack) -> Result<(), SfuError> {
-        let sid = track.sid.clone();
-        link.expect_track(track.index, &sid);
-        self.sfu.relay_import(track).await?;
-        self.lock().imports.insert(sid, Arc::clone(link));
-        self.count_tracks(link);
-        Ok(())
     }
 
     /// Runs a call of the origin on `link` against the local SFU (this node is where the origin
@@ -646,32 +427,6 @@ impl ClusterMedia {
             let _ = self.sfu.remove_participant(&participant).await;
         }
     }
-
-    /// Runs `call` on the node `participant` is placed on, or `local` here.
-    async fn per_participant<T: serde::de::DeserializeOwned>(
-        &self,
-        participant: &str,
-        call: impl FnOnce() -> Call,
-        local: impl Future<Output = Result<T, SfuError>>,
-    ) -> Result<T, SfuError> {
-        match self.placement(participant) {
-            Some(link) => decode(link.call(call()).await?),
-            None => local.await,
-        }
-    }
-
-    /// Runs `call` on the node `track_sid` is published on, or `local` here.
-    async fn per_track(
-        &self,
-        track_sid: &str,
-        call: impl FnOnce() -> Call,
-        local: impl Future<Output = Result<(), SfuError>>,
-    ) -> Result<(), SfuError> {
-        match self.track_home(track_sid) {
-            Some(link) => link.call(call()).await.map(drop),
-            None => local.await,
-        }
-    }
 }
 
 /// This node's relay link endpoint as `[cluster.relay]` configures it: bound, with the cluster
@@ -739,319 +494,10 @@ pub fn endpoint(
     )?)
 }
 
-fn decode<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, SfuError> {
-    serde_json::from_value(value).map_err(|e| SfuError::Internal(format!("bad reply: {e}")))
-}
-
 async fn resolve(addr: &str) -> Result<SocketAddr, SfuError> {
     tokio::net::lookup_host(addr)
         .await
         .ok()
         .and_then(|mut addrs| addrs.next())
         .ok_or_else(|| SfuError::Internal(format!("cannot resolve relay address {addr}")))
-}
-
-impl MediaPlane for ClusterMedia {
-    fn place<'a>(
-        &'a self,
-        participant: &'a str,
-        room: &'a str,
-        region: Option<&'a str>,
-    ) -> BoxFuture<'a, Result<(), SfuError>> {
-        Box::pin(async move {
-            self.hold_lease(room, participant).await?;
-            let Some(region) = region.filter(|r| *r != self.region) else {
-                return Ok(());
-            };
-            let view = self.cache.view();
-            let node = view
-                .nodes
-                .iter()
-                .filter(|n| n.region == region && n.id != self.node_id && n.relay_addr.is_some())
-                .min_by_key(|n| n.load.participants);
-            let Some(node) = node else {
-                tracing::info!(
-                    participant,
-                    region,
-                    "no relay node in the region; media served here"
-                );
-                return Ok(());
-            };
-            let addr = node.relay_addr.clone().unwrap_or_default();
-            let link = self.link_to(room, &node.id, &addr).await?;
-            tracing::info!(
-                participant,
-                room,
-                node = node.id,
-                "media placed on a relay node"
-            );
-            self.lock().placed.insert(participant.to_owned(), link);
-            Ok(())
-        })
-    }
-
-    fn publish_offer<'a>(
-        &'a self,
-        participant: &'a str,
-        sdp: String,
-        tracks: Vec<TrackAnnouncement>,
-    ) -> BoxFuture<'a, Result<String, SfuError>> {
-        Box::pin(async move {
-            match self.placement(participant) {
-                Some(link) => decode(
-                    link.call(Call::PublishOffer {
-                        participant: participant.to_owned(),
-                        sdp,
-                        tracks,
-                    })
-                    .await?,
-                ),
-                None => self.sfu.publish_offer(participant, sdp, tracks).await,
-            }
-        })
-    }
-
-    fn subscribe_answer<'a>(
-        &'a self,
-        participant: &'a str,
-        sdp: String,
-    ) -> BoxFuture<'a, Result<(), SfuError>> {
-        Box::pin(async move {
-            match self.placement(participant) {
-                Some(link) => link
-                    .call(Call::SubscribeAnswer {
-                        participant: participant.to_owned(),
-                        sdp,
-                    })
-                    .await
-                    .map(drop),
-                None => self.sfu.subscribe_answer(participant, sdp).await,
-            }
-        })
-    }
-
-    fn add_candidate<'a>(
-        &'a self,
-        participant: &'a str,
-        target: PeerTarget,
-        candidate: IceCandidate,
-    ) -> BoxFuture<'a, Result<(), SfuError>> {
-        Box::pin(async move {
-            match self.placement(participant) {
-                Some(link) => link
-                    .call(Call::AddCandidate {
-                        participant: participant.to_owned(),
-                        target,
-                        candidate,
-                    })
-                    .await
-                    .map(drop),
-                None => self.sfu.add_candidate(participant, target, candidate).await,
-            }
-        })
-    }
-
-    fn subscribe<'a>(
-        &'a self,
-        participant: &'a str,
-        track_sid: &'a str,
-    ) -> BoxFuture<'a, Result<(), SfuError>> {
-        Box::pin(async move {
-            let destination = self.placement(participant);
-            let home = self.track_home(track_sid);
-            {
-                let _carrying = self.carrying.lock().await;
-                let same = matches!((&home, &destination), (Some(h), Some(d)) if Arc::ptr_eq(h, d));
-                if let (Some(home), false) = (&home, same) {
-                    self.carry_in(track_sid, home).await?;
-                }
-                if let (Some(destination), false) = (&destination, same) {
-                    self.carry_out(track_sid, destination).await?;
-                }
-            }
-            self.per_participant(
-                participant,
-                || Call::Subscribe {
-                    participant: participant.to_owned(),
-                    track_sid: track_sid.to_owned(),
-                },
-                self.sfu.subscribe(participant, track_sid),
-            )
-            .await
-        })
-    }
-
-    fn remove_participant<'a>(
-        &'a self,
-        participant: &'a str,
-    ) -> BoxFuture<'a, Result<(), SfuError>> {
-        Box::pin(async move {
-            let placed = {
-                let mut state = self.lock();
-                for (_, members) in state.leases.values_mut() {
-                    members.remove(participant);
-                }
-                state.placed.remove(participant)
-            };
-            match placed {
-                Some(link) => link
-                    .call(Call::RemoveParticipant {
-                        participant: participant.to_owned(),
-                    })
-                    .await
-                    .map(drop),
-                None => self.sfu.remove_participant(participant).await,
-            }
-        })
-    }
-
-    fn unsubscribe<'a>(
-        &'a self,
-        participant: &'a str,
-        track_sid: &'a str,
-    ) -> BoxFuture<'a, Result<(), SfuError>> {
-        Box::pin(self.per_participant(
-            participant,
-            || Call::Unsubscribe {
-                participant: participant.to_owned(),
-                track_sid: track_sid.to_owned(),
-            },
-            self.sfu.unsubscribe(participant, track_sid),
-        ))
-    }
-
-    fn unpublish_track<'a>(&'a self, track_sid: &'a str) -> BoxFuture<'a, Result<(), SfuError>> {
-        Box::pin(self.per_track(
-            track_sid,
-            || Call::UnpublishTrack {
-                track_sid: track_sid.to_owned(),
-            },
-            self.sfu.unpublish_track(track_sid),
-        ))
-    }
-
-    fn set_track_paused<'a>(
-        &'a self,
-        track_sid: &'a str,
-        paused: bool,
-    ) -> BoxFuture<'a, Result<(), SfuError>> {
-        Box::pin(self.per_track(
-            track_sid,
-            move || Call::SetTrackPaused {
-                track_sid: track_sid.to_owned(),
-                paused,
-            },
-            self.sfu.set_track_paused(track_sid, paused),
-        ))
-    }
-
-    fn note_self_muted<'a>(
-        &'a self,
-        track_sid: &'a str,
-        muted: bool,
-    ) -> BoxFuture<'a, Result<(), SfuError>> {
-        Box::pin(self.per_track(
-            track_sid,
-            move || Call::NoteSelfMuted {
-                track_sid: track_sid.to_owned(),
-                muted,
-            },
-            self.sfu.note_self_muted(track_sid, muted),
-        ))
-    }
-
-    fn restart_ice<'a>(&'a self, participant: &'a str) -> BoxFuture<'a, Result<(), SfuError>> {
-        Box::pin(self.per_participant(
-            participant,
-            || Call::RestartIce {
-                participant: participant.to_owned(),
-            },
-            self.sfu.restart_ice(participant),
-        ))
-    }
-
-    fn set_rendered_size<'a>(
-        &'a self,
-        participant: &'a str,
-        track_sid: &'a str,
-        size: RenderedSize,
-    ) -> BoxFuture<'a, Result<(), SfuError>> {
-        Box::pin(
-            self.per_participant(
-                participant,
-                move || Call::SetRenderedSize {
-                    participant: participant.to_owned(),
-                    track_sid: track_sid.to_owned(),
-                    size,
-                },
-                self.sfu
-                    .set_rendered_size(participant, track_sid, Some(size)),
-            ),
-        )
-    }
-
-    fn set_staff<'a>(&'a self, participant: &'a str) -> BoxFuture<'a, Result<(), SfuError>> {
-        Box::pin(self.per_participant(
-            participant,
-            || Call::SetStaff {
-                participant: participant.to_owned(),
-            },
-            self.sfu.set_staff(participant, true),
-        ))
-    }
-
-    // Recordings capture on the origin: tracks published on other nodes are not recorded yet.
-
-    fn start_recording(
-        &self,
-        spec: RecordingSpec,
-    ) -> BoxFuture<'_, Result<std::time::Instant, SfuError>> {
-        Box::pin(self.sfu.start_recording(spec))
-    }
-
-    fn record_participant<'a>(
-        &'a self,
-        id: &'a str,
-        participant: &'a str,
-    ) -> BoxFuture<'a, Result<(), SfuError>> {
-        Box::pin(self.sfu.record_participant(id, participant))
-    }
-
-    fn stop_recording<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Vec<TrackLog>, SfuError>> {
-        Box::pin(self.sfu.stop_recording(id))
-    }
-}
-
-impl ClusterMedia {
-    /// Holds `room`'s origin lease for `participant` (claiming it on the room's first
-    /// participant here). Redis down: the room is served here without a lease, as a single
-    /// node would (it is said so in the log); held by another node: likewise, since this
-    /// participant's signaling came here.
-    async fn hold_lease(&self, room: &str, participant: &str) -> Result<(), SfuError> {
-        if let Some((_, members)) = self.lock().leases.get_mut(room) {
-            members.insert(participant.to_owned());
-            return Ok(());
-        }
-        match self.directory.claim_origin(room, &self.node_id).await {
-            Ok(Claim::Won(lease)) | Ok(Claim::Held(lease)) if lease.node == self.node_id => {
-                tracing::info!(room, epoch = lease.epoch, "this node is the room's origin");
-                let members = HashSet::from([participant.to_owned()]);
-                self.lock()
-                    .leases
-                    .entry(room.to_owned())
-                    .or_insert((lease, HashSet::new()))
-                    .1
-                    .extend(members);
-            }
-            Ok(claim) => {
-                tracing::warn!(
-                    room,
-                    origin = claim.lease().node,
-                    "the room's origin is another node; serving this participant here"
-                );
-            }
-            Err(e) => tracing::warn!(room, "cannot claim the room's lease (serving it here): {e}"),
-        }
-        Ok(())
-    }
 }
