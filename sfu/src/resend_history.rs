@@ -50,29 +50,88 @@ pub struct ResendHistory {
 
 struct Stream {
     /// Packets sent in the last [`KEEP`], oldest first, in sequence number order.
-    sent: VecDeque<(Instant, rtc::rtp::Packet)>,
+    sent: VecDeque<Kept>,
+    /// The instant [`Kept::at_ms`] counts from: the first packet's.
+    epoch: Option<Instant>,
     rtx: Option<(u32, u8)>,
     rtx_seq: u16,
+}
+
+/// One packet kept: what a resend needs of it, in 56 bytes rather than the 128 of an
+/// `rtp::Packet` and its send time (the SSRC is the stream's).
+struct Kept {
+    /// When it was sent: milliseconds since the stream's epoch.
+    at_ms: u32,
+    seq: u16,
+    marker: bool,
+    payload_type: u8,
+    timestamp: u32,
+    payload: bytes::Bytes,
+    /// The whole header, for the rare packet with more than the fields above (header
+    /// extensions, CSRCs, padding): resent without RTX, it goes out as it was.
+    header: Option<Box<rtc::rtp::header::Header>>,
+}
+
+impl Kept {
+    fn new(at_ms: u32, packet: rtc::rtp::Packet) -> Self {
+        let rtc::rtp::Packet { header, payload } = packet;
+        let plain = header.extensions.is_empty()
+            && !header.extension
+            && header.csrc.is_empty()
+            && !header.padding;
+        Self {
+            at_ms,
+            seq: header.sequence_number,
+            marker: header.marker,
+            payload_type: header.payload_type,
+            timestamp: header.timestamp,
+            payload,
+            header: (!plain).then(|| Box::new(header)),
+        }
+    }
+
+    /// The packet as it was sent, on stream `ssrc`.
+    fn packet(&self, ssrc: u32) -> rtc::rtp::Packet {
+        let header = match &self.header {
+            Some(header) => (**header).clone(),
+            None => rtc::rtp::header::Header {
+                version: 2,
+                marker: self.marker,
+                payload_type: self.payload_type,
+                sequence_number: self.seq,
+                timestamp: self.timestamp,
+                ssrc,
+                ..Default::default()
+            },
+        };
+        rtc::rtp::Packet {
+            header,
+            payload: self.payload.clone(),
+        }
+    }
 }
 
 impl Stream {
     /// Records a packet being sent at `now` and forgets those older than [`KEEP`].
     fn add(&mut self, now: Instant, packet: rtc::rtp::Packet) {
+        let epoch = *self.epoch.get_or_insert(now);
+        let at_ms = now.saturating_duration_since(epoch).as_millis() as u32;
         let seq = packet.header.sequence_number;
         match self.sent.back() {
-            Some((_, newest)) if !is_newer(seq, newest.header.sequence_number) => {
+            Some(newest) if !is_newer(seq, newest.seq) => {
                 // Late or repeated: kept in order, if it is not there already.
                 if let Err(at) = self.position(seq) {
-                    self.sent.insert(at, (now, packet));
+                    self.sent.insert(at, Kept::new(at_ms, packet));
                 }
             }
-            _ => self.sent.push_back((now, packet)),
+            _ => self.sent.push_back(Kept::new(at_ms, packet)),
         }
+        let keep_ms = KEEP.as_millis() as u32;
         while self.sent.len() > MAX_PACKETS
             || self
                 .sent
                 .front()
-                .is_some_and(|(at, _)| now.saturating_duration_since(*at) > KEEP)
+                .is_some_and(|oldest| at_ms.wrapping_sub(oldest.at_ms) > keep_ms)
         {
             self.sent.pop_front();
         }
@@ -84,24 +143,22 @@ impl Stream {
 
     /// Where `seq` is (`Ok`), or would go (`Err`), among the packets kept.
     fn position(&self, seq: u16) -> Result<usize, usize> {
-        let Some((_, newest)) = self.sent.back() else {
+        let Some(newest) = self.sent.back() else {
             return Err(0);
         };
-        let newest = newest.header.sequence_number;
+        let newest = newest.seq;
         // Distance back from the newest: decreasing along the deque.
         let behind = |s: u16| newest.wrapping_sub(s);
         let wanted = behind(seq);
         // Consecutive numbers, the usual case: straight to it.
         if let Some(at) = (self.sent.len() - 1).checked_sub(usize::from(wanted))
-            && self.sent[at].1.header.sequence_number == seq
+            && self.sent[at].seq == seq
         {
             return Ok(at);
         }
-        let at = self
-            .sent
-            .partition_point(|(_, p)| behind(p.header.sequence_number) > wanted);
+        let at = self.sent.partition_point(|kept| behind(kept.seq) > wanted);
         match self.sent.get(at) {
-            Some((_, p)) if p.header.sequence_number == seq => Ok(at),
+            Some(kept) if kept.seq == seq => Ok(at),
             _ => Err(at),
         }
     }
@@ -131,7 +188,7 @@ impl ResendHistory {
                 let Ok(at) = stream.position(seq) else {
                     continue;
                 };
-                let original = &stream.sent[at].1;
+                let original = &stream.sent[at];
                 let packet = match stream.rtx {
                     Some((ssrc, payload_type)) => {
                         let mut payload = Vec::with_capacity(2 + original.payload.len());
@@ -145,14 +202,14 @@ impl ResendHistory {
                                 ssrc,
                                 payload_type,
                                 sequence_number,
-                                timestamp: original.header.timestamp,
-                                marker: original.header.marker,
+                                timestamp: original.timestamp,
+                                marker: original.marker,
                                 ..Default::default()
                             },
                             payload: payload.into(),
                         }
                     }
-                    None => original.clone(),
+                    None => original.packet(nack.media_ssrc),
                 };
                 self.write.push_back(TaggedPacket {
                     now,
@@ -214,6 +271,7 @@ impl Interceptor for ResendHistory {
                 info.ssrc,
                 Stream {
                     sent: VecDeque::new(),
+                    epoch: None,
                     rtx: info.ssrc_rtx.zip(info.payload_type_rtx),
                     rtx_seq: 0,
                 },
@@ -365,6 +423,75 @@ mod tests {
         }
         assert_eq!(history.kept(SSRC), 13);
         assert!(history.streams[&SSRC].sent.capacity() <= 64);
+    }
+
+    #[test]
+    fn a_packet_with_more_than_the_usual_header_goes_out_again_as_it_was() {
+        assert!(std::mem::size_of::<Kept>() <= 56);
+        let now = Instant::now();
+        let mut history = bound(false);
+        let mut header = rtc::rtp::header::Header {
+            version: 2,
+            ssrc: SSRC,
+            sequence_number: 9,
+            timestamp: 1234,
+            marker: true,
+            payload_type: 96,
+            csrc: vec![77],
+            ..Default::default()
+        };
+        header
+            .set_extension(1, Bytes::from_static(b"0"))
+            .expect("extension");
+        let packet = rtc::rtp::Packet {
+            header: header.clone(),
+            payload: Bytes::from_static(b"body"),
+        };
+        history
+            .handle_write(TaggedPacket {
+                now,
+                transport: TransportContext::default(),
+                message: AttributedPacket::new(Packet::Rtp(packet.clone())),
+            })
+            .expect("written");
+        history.poll_write();
+        send(&mut history, now, SSRC, 10);
+        assert!(history.streams[&SSRC].sent[1].header.is_none());
+        nack(&mut history, now, &[]);
+        let nack = TransportLayerNack {
+            sender_ssrc: 1,
+            media_ssrc: SSRC,
+            nacks: vec![NackPair {
+                packet_id: 9,
+                lost_packets: 1,
+            }],
+        };
+        history
+            .handle_read(TaggedPacket {
+                now,
+                transport: TransportContext::default(),
+                message: AttributedPacket::new(Packet::Rtcp(vec![Box::new(nack)])),
+            })
+            .expect("read");
+        history.poll_read();
+        let resent: Vec<rtc::rtp::Packet> = std::iter::from_fn(|| history.poll_write())
+            .map(|msg| match msg.message.packet {
+                Packet::Rtp(p) => p,
+                _ => panic!("RTP"),
+            })
+            .collect();
+        assert_eq!(resent.len(), 2);
+        assert_eq!(resent[0], packet);
+        let plain = &resent[1].header;
+        assert_eq!(
+            (
+                plain.version,
+                plain.ssrc,
+                plain.sequence_number,
+                plain.timestamp
+            ),
+            (2, SSRC, 10, 30_000)
+        );
     }
 
     #[test]
