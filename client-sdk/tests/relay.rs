@@ -121,3 +121,43 @@ async fn a_class_goes_on_through_the_relay_while_redis_is_down() {
     .await
     .expect("the class goes on in time");
 }
+
+/// Learners of one region joining together, while the origin's link to their node is still
+/// connecting (a 150 ms round trip here), share that one link: each opening its own would carry
+/// one copy of every track per learner (seen in the relay benchmark).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn learners_joining_together_share_one_link() {
+    let Some(nodes) = TwoNodes::start_with_link_delay("together", Some(75)).await else {
+        return;
+    };
+    let origin = &nodes.origin;
+    tokio::time::timeout(Duration::from_secs(90), async {
+        let room = "rush";
+        let teacher = origin.join(room, "teacher", Role::Teacher).await;
+        let teacher_sid = teacher.participant().sid.clone();
+        let _audio = teacher
+            .publish_audio(AudioSource::Tone(TONE))
+            .await
+            .expect("publish");
+        let names: Vec<String> = (1..=4).map(|i| format!("learner-{i}")).collect();
+        let joins = names
+            .iter()
+            .map(|name| join_from(origin, room, name, "asia"));
+        let mut students = futures_util::future::join_all(joins).await;
+        for student in &mut students {
+            let track = teacher_track(student, &teacher_sid).await;
+            packets_of(student, &track, 100).await;
+        }
+        // One copy of the teacher's audio crossed the link (its RTP plus a few bytes of framing
+        // each), not one per learner.
+        let link_bytes = metric(origin, "aula_relay_bytes_sent_total", "peer=\"asia-1\"").await;
+        let teacher_bytes = metric(origin, "aula_rtp_bytes_received_total", "").await;
+        eprintln!("link {link_bytes} B, teacher sent {teacher_bytes} B");
+        assert!(
+            link_bytes > 0.0 && link_bytes < 1.5 * teacher_bytes,
+            "the link carried {link_bytes} B for the teacher's {teacher_bytes} B"
+        );
+    })
+    .await
+    .expect("the class works in time");
+}

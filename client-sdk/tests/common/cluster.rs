@@ -42,20 +42,30 @@ pub fn make_certs(dir: &Path, nodes: &[&str]) {
 }
 
 /// The config of node `node` of `region`: short TTLs and refreshes, a relay link on a free
-/// loopback port, the certificates in `certs`.
-pub fn node_config(redis: &str, certs: &Path, node: &str, region: &str) -> Config {
+/// loopback port, the certificates in `certs`; with `link_delay_ms`, what the node sends on its
+/// links is delayed that long (the test-only link impairment).
+pub fn node_config(
+    redis: &str,
+    certs: &Path,
+    node: &str,
+    region: &str,
+    link_delay_ms: Option<u64>,
+) -> Config {
     let port = free_udp_port();
     // Through serde, as the config file is read: fields added to `[cluster.relay]` later
     // have their defaults.
-    let relay: RelayConfig = serde_json::from_value(serde_json::json!({
+    let mut relay = serde_json::json!({
         "bind": format!("127.0.0.1:{port}"),
         "addr": format!("127.0.0.1:{port}"),
         "ca_cert": certs.join("ca.pem"),
         "node_cert": certs.join(format!("{node}.pem")),
         "node_key": certs.join(format!("{node}.key")),
-    }))
-    .expect("a relay config");
-    Config {
+    });
+    if let Some(delay_ms) = link_delay_ms {
+        relay["impairment"] = serde_json::json!({ "delay_ms": delay_ms });
+    }
+    let relay: RelayConfig = serde_json::from_value(relay).expect("a relay config");
+    let mut config = Config {
         cluster: Some(ClusterConfig {
             redis_url: redis.to_owned(),
             node_id: node.to_owned(),
@@ -67,7 +77,9 @@ pub fn node_config(redis: &str, certs: &Path, node: &str, region: &str) -> Confi
             relay: Some(relay),
         }),
         ..Config::loopback_ephemeral()
-    }
+    };
+    config.dev.test_impairment = link_delay_ms.is_some();
+    config
 }
 
 /// A student of `region` joining through the origin.
@@ -120,16 +132,21 @@ impl Drop for CertsDir {
 impl TwoNodes {
     /// `None` where `redis-server` is not installed (said so by [`RedisServer::start`]).
     pub async fn start(tag: &str) -> Option<Self> {
+        Self::start_with_link_delay(tag, None).await
+    }
+
+    /// [`TwoNodes::start`], each node delaying what it sends on its links `link_delay_ms`.
+    pub async fn start_with_link_delay(tag: &str, link_delay_ms: Option<u64>) -> Option<Self> {
         let redis = RedisServer::start().await?;
         let certs =
             std::env::temp_dir().join(format!("aula-relay-test-{tag}-{}", std::process::id()));
         std::fs::create_dir_all(&certs).unwrap();
         let certs = CertsDir(certs);
         make_certs(&certs.0, &["eu-1", "asia-1"]);
-        let origin =
-            TestServer::start_with(node_config(&redis.url(), &certs.0, "eu-1", "eu")).await;
-        let relay =
-            TestServer::start_with(node_config(&redis.url(), &certs.0, "asia-1", "asia")).await;
+        let config =
+            |node, region| node_config(&redis.url(), &certs.0, node, region, link_delay_ms);
+        let origin = TestServer::start_with(config("eu-1", "eu")).await;
+        let relay = TestServer::start_with(config("asia-1", "asia")).await;
         let directory = Directory::open(&redis.url(), Duration::from_secs(3)).unwrap();
         let mut nodes = Vec::new();
         for _ in 0..100 {

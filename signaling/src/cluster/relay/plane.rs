@@ -71,6 +71,10 @@ impl ClusterMedia {
         track: RelayedTrack,
     ) -> Result<(), SfuError> {
         let sid = track.sid.clone();
+        if self.lock().imports.contains_key(&sid) {
+            // Already arriving on a link: a second copy would reach every subscriber twice.
+            return Ok(());
+        }
         link.expect_track(track.index, &sid);
         self.sfu.relay_import(track).await?;
         self.lock().imports.insert(sid, Arc::clone(link));
