@@ -276,7 +276,9 @@ enum ConsumerStage {
 pub struct Router {
     hosts: HostAddrs,
     host_candidates: Vec<RTCIceCandidateInit>,
-    peers: HashMap<PeerKey, Peer>,
+    /// Boxed: a peer (its `rtc` connection inline) is 8.9 KB, and the map's spare capacity
+    /// (up to as many empty slots as peers) would hold that much per empty slot (issue 15).
+    peers: HashMap<PeerKey, Box<Peer>>,
     next_key: PeerKey,
     by_ufrag: HashMap<String, PeerKey>,
     by_addr: HashMap<SocketAddr, PeerKey>,
@@ -955,7 +957,7 @@ impl Router {
         self.next_key += 1;
         self.peers.insert(
             key,
-            Peer {
+            Box::new(Peer {
                 pc,
                 participant: participant.to_owned(),
                 target,
@@ -975,7 +977,7 @@ impl Router {
                 lossy: false,
                 connected_at: None,
                 feedback,
-            },
+            }),
         );
         let state = self.participants.entry(participant.to_owned()).or_default();
         match target {
