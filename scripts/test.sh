@@ -10,9 +10,9 @@ cargo build --workspace --all-targets || exit 1
 
 status=0
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace || status=1
+  cargo nextest run --workspace --no-fail-fast || status=1
 else
-  cargo test --workspace || status=1
+  cargo test --workspace --no-fail-fast || status=1
 fi
 
 # The browser tests start target/debug/aula, built above.
