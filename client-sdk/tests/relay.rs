@@ -10,15 +10,8 @@ mod common;
 
 use std::time::Duration;
 
-use aula_client::aula_protocol::Role;
-use aula_client::{AudioSource, ToneConfig};
-use common::cluster::{TwoNodes, join_from, metric, teacher_track};
+use common::cluster::{TONE, TwoNodes, join_from, metric, teacher_playing_tone, teacher_track};
 use common::*;
-
-const TONE: ToneConfig = ToneConfig {
-    frequency_hz: ToneConfig::DISTINCT_FRAMES_HZ,
-    amplitude: 0.5,
-};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn students_on_a_relay_hear_the_teacher_through_one_copy_over_the_link() {
@@ -28,12 +21,7 @@ async fn students_on_a_relay_hear_the_teacher_through_one_copy_over_the_link() {
     let (origin, relay) = (&nodes.origin, &nodes.relay);
     tokio::time::timeout(Duration::from_secs(90), async {
         let room = "overseas";
-        let teacher = origin.join(room, "teacher", Role::Teacher).await;
-        let teacher_sid = teacher.participant().sid.clone();
-        let _audio = teacher
-            .publish_audio(AudioSource::Tone(TONE))
-            .await
-            .expect("publish");
+        let (_teacher, teacher_sid, _audio) = teacher_playing_tone(origin, room).await;
 
         let mut students = Vec::new();
         for i in 1..=3 {
@@ -84,12 +72,7 @@ async fn a_class_goes_on_through_the_relay_while_redis_is_down() {
     let (origin, relay, redis) = (&nodes.origin, &nodes.relay, &mut nodes.redis);
     tokio::time::timeout(Duration::from_secs(90), async {
         let room = "outage";
-        let teacher = origin.join(room, "teacher", Role::Teacher).await;
-        let teacher_sid = teacher.participant().sid.clone();
-        let _audio = teacher
-            .publish_audio(AudioSource::Tone(TONE))
-            .await
-            .expect("publish");
+        let (_teacher, teacher_sid, _audio) = teacher_playing_tone(origin, room).await;
         let mut student = join_from(origin, room, "learner", "asia").await;
         let track = teacher_track(&mut student, &teacher_sid).await;
         packets_of(&mut student, &track, 50).await;
@@ -133,12 +116,7 @@ async fn learners_joining_together_share_one_link() {
     let origin = &nodes.origin;
     tokio::time::timeout(Duration::from_secs(90), async {
         let room = "rush";
-        let teacher = origin.join(room, "teacher", Role::Teacher).await;
-        let teacher_sid = teacher.participant().sid.clone();
-        let _audio = teacher
-            .publish_audio(AudioSource::Tone(TONE))
-            .await
-            .expect("publish");
+        let (_teacher, teacher_sid, _audio) = teacher_playing_tone(origin, room).await;
         let names: Vec<String> = (1..=4).map(|i| format!("learner-{i}")).collect();
         let joins = names
             .iter()

@@ -8,16 +8,11 @@ mod common;
 
 use std::time::Duration;
 
-use aula_client::aula_protocol::{LEFT_PEER_CONNECTION_FAILED, Role};
-use aula_client::{AudioSource, ClientEvent, ToneConfig};
-use common::cluster::{TwoNodes, join_from, metric, teacher_track};
+use aula_client::ClientEvent;
+use aula_client::aula_protocol::LEFT_PEER_CONNECTION_FAILED;
+use common::cluster::{TONE, TwoNodes, join_from, metric, teacher_playing_tone, teacher_track};
 use common::*;
 use tokio::time::Instant;
-
-const TONE: ToneConfig = ToneConfig {
-    frequency_hz: ToneConfig::DISTINCT_FRAMES_HZ,
-    amplitude: 0.5,
-};
 
 /// The server's default `reconnect_timeout_secs`: how long a participant may be gone.
 const RECONNECT_WINDOW: Duration = Duration::from_secs(15);
@@ -35,12 +30,7 @@ async fn students_of_a_dead_relay_rejoin_by_themselves_and_hear_the_teacher_from
     } = nodes;
     tokio::time::timeout(Duration::from_secs(90), async {
         let room = "failover";
-        let teacher = origin.join(room, "teacher", Role::Teacher).await;
-        let teacher_sid = teacher.participant().sid.clone();
-        let _audio = teacher
-            .publish_audio(AudioSource::Tone(TONE))
-            .await
-            .expect("publish");
+        let (_teacher, teacher_sid, _audio) = teacher_playing_tone(&origin, room).await;
         let mut students = Vec::new();
         for i in 1..=2 {
             students.push(join_from(&origin, room, &format!("learner-{i}"), "asia").await);

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use aula_client::aula_protocol::Role;
-use aula_client::{Client, ClientEvent};
+use aula_client::{AudioSource, Client, ClientEvent, PublishedAudio, ToneConfig};
 use aula_sfu::relay::tls::{generate_ca, issue_node_cert};
 use aula_signaling::Config;
 use aula_signaling::cluster::Directory;
@@ -166,6 +166,26 @@ impl TwoNodes {
             relay,
         })
     }
+}
+
+/// The tone the teachers of the relay tests play: every payload distinct.
+pub const TONE: ToneConfig = ToneConfig {
+    frequency_hz: ToneConfig::DISTINCT_FRAMES_HZ,
+    amplitude: 0.5,
+};
+
+/// A teacher on `origin` playing [`TONE`] in `room`: the client, its sid and its track.
+pub async fn teacher_playing_tone(
+    origin: &TestServer,
+    room: &str,
+) -> (Client, String, PublishedAudio) {
+    let teacher = origin.join(room, "teacher", Role::Teacher).await;
+    let sid = teacher.participant().sid.clone();
+    let audio = teacher
+        .publish_audio(AudioSource::Tone(TONE))
+        .await
+        .expect("publish");
+    (teacher, sid, audio)
 }
 
 /// The teacher's first track, from the student's room snapshot or its next `TrackPublished`.

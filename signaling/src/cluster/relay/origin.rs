@@ -56,14 +56,7 @@ impl ClusterMedia {
                 }
             };
             if lease.node == self.node_id {
-                tracing::info!(room, epoch = lease.epoch, "this node is the room's origin");
-                let members = HashSet::from([participant.to_owned()]);
-                self.lock()
-                    .leases
-                    .entry(room.to_owned())
-                    .or_insert((lease, HashSet::new()))
-                    .1
-                    .extend(members);
+                self.hold(room, lease, participant);
                 return Ok(Route::Here);
             }
             if let Some(ws_url) = self.ws_url_of(&lease.node) {
@@ -80,6 +73,17 @@ impl ClusterMedia {
             }
             tokio::time::sleep(CLAIM_RETRY).await;
         }
+    }
+
+    /// Keeps `lease` of `room`, now this node's, with `participant` among its members.
+    fn hold(&self, room: &str, lease: Lease, participant: &str) {
+        tracing::info!(room, epoch = lease.epoch, "this node is the room's origin");
+        self.lock()
+            .leases
+            .entry(room.to_owned())
+            .or_insert((lease, HashSet::new()))
+            .1
+            .insert(participant.to_owned());
     }
 
     /// The WebSocket URL of a live node, from its first public address.
@@ -191,14 +195,7 @@ impl ClusterMedia {
         }
         match self.directory.claim_origin(room, &self.node_id).await {
             Ok(Claim::Won(lease)) | Ok(Claim::Held(lease)) if lease.node == self.node_id => {
-                tracing::info!(room, epoch = lease.epoch, "this node is the room's origin");
-                let members = HashSet::from([participant.to_owned()]);
-                self.lock()
-                    .leases
-                    .entry(room.to_owned())
-                    .or_insert((lease, HashSet::new()))
-                    .1
-                    .extend(members);
+                self.hold(room, lease, participant);
             }
             Ok(claim) => {
                 tracing::warn!(
