@@ -36,6 +36,9 @@ const INITIAL_MTU: u16 = 1400;
 /// cameras' three layers and a screen (5 Mbit/s).
 const DATAGRAM_SEND_BUFFER: usize = 128 * 1024;
 
+/// How long an accepted connection may take to complete its handshake and say hello.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The error code a node closes a link with when it refuses the peer's hello.
 const REFUSED: VarInt = VarInt::from_u32(1);
 
@@ -294,11 +297,37 @@ impl RelayEndpoint {
         &self,
         current_epoch: impl Fn(&str) -> Option<u64>,
     ) -> Result<Link, LinkError> {
-        let incoming = self
-            .endpoint
+        let incoming = self.incoming().await?;
+        self.establish(incoming, current_epoch).await
+    }
+
+    /// The next connection attempt, not yet handshaken: a node accepting links hands each to
+    /// [`RelayEndpoint::establish`] in a task of its own, so that an attempt that stalls (a
+    /// scanner sending one Initial, a peer that never says hello) holds up no other.
+    pub async fn incoming(&self) -> Result<quinn::Incoming, LinkError> {
+        self.endpoint
             .accept()
             .await
-            .ok_or(LinkError::EndpointClosed)?;
+            .ok_or(LinkError::EndpointClosed)
+    }
+
+    /// The TLS handshake and hellos of an attempt [`RelayEndpoint::incoming`] returned, as
+    /// [`RelayEndpoint::accept`] describes; bounded by [`HELLO_TIMEOUT`].
+    pub async fn establish(
+        &self,
+        incoming: quinn::Incoming,
+        current_epoch: impl Fn(&str) -> Option<u64>,
+    ) -> Result<Link, LinkError> {
+        tokio::time::timeout(HELLO_TIMEOUT, self.handshake(incoming, current_epoch))
+            .await
+            .map_err(|_| LinkError::Control("no hello in time".into()))?
+    }
+
+    async fn handshake(
+        &self,
+        incoming: quinn::Incoming,
+        current_epoch: impl Fn(&str) -> Option<u64>,
+    ) -> Result<Link, LinkError> {
         let conn = incoming.await?;
         let (mut send, mut recv) = conn.accept_bi().await?;
         let Control::Hello(hello) = read_control(&mut recv).await? else {

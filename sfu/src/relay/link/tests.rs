@@ -400,3 +400,57 @@ async fn a_blackholed_link_is_reported_down_within_the_idle_timeout() {
         Err(LinkError::Connection(ConnectionError::TimedOut))
     ));
 }
+
+/// A connection that completes TLS and then says nothing (a stuck peer, or a scanner) must not
+/// hold up the links after it: each attempt is established on its own and gives up after
+/// [`HELLO_TIMEOUT`].
+#[tokio::test]
+async fn a_silent_attempt_does_not_hold_up_the_next_link() {
+    let ca = generate_ca().unwrap();
+    let origin = endpoint("origin-1", &node_tls(&ca, "origin-1"));
+    let relay = endpoint("relay-1", &node_tls(&ca, "relay-1"));
+    let addr = origin.local_addr().unwrap();
+    // A cluster member's certificate, a QUIC connection, and never a hello.
+    let silent_tls = node_tls(&ca, "relay-2");
+    let mut silent = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    silent.set_default_client_config(quinn::ClientConfig::new(Arc::new(
+        QuicClientConfig::try_from(silent_tls.client.clone()).unwrap(),
+    )));
+    let server_name = tls::node_server_name("origin-1")
+        .unwrap()
+        .to_str()
+        .into_owned();
+    let silent_conn = silent.connect(addr, &server_name).unwrap();
+
+    let started = Instant::now();
+    let (silent_attempt, real) = within(10, async {
+        let first = origin.incoming().await.unwrap();
+        let silent_attempt = origin.establish(first, epochs);
+        let real = async {
+            // Kept open (returned) until the silent attempt has given up.
+            let silent_conn = silent_conn.await;
+            let (connected, accepted) =
+                tokio::join!(relay.connect(addr, "origin-1", ROOM, EPOCH), async {
+                    let second = origin.incoming().await.unwrap();
+                    origin.establish(second, epochs).await
+                });
+            (connected, accepted, started.elapsed(), silent_conn)
+        };
+        tokio::join!(silent_attempt, real)
+    })
+    .await;
+    let (connected, accepted, took, _silent_conn) = real;
+    assert!(
+        connected.is_ok() && accepted.is_ok(),
+        "the real link was made"
+    );
+    assert!(
+        took < HELLO_TIMEOUT,
+        "the real link waited {took:?} behind the silent one"
+    );
+    assert!(
+        matches!(silent_attempt, Err(LinkError::Control(ref r)) if r.contains("no hello")),
+        "{:?}",
+        silent_attempt.err()
+    );
+}

@@ -42,7 +42,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use aula_protocol::PeerTarget;
-use aula_sfu::relay::link::{Link, LinkConfig, LinkError, RelayEndpoint, RelayMetrics};
+use aula_sfu::relay::link::{Link, LinkConfig, RelayEndpoint, RelayMetrics};
 use aula_sfu::relay::tls::{NodeTls, PemCert};
 use aula_sfu::{RelayLink, SfuError, SfuEvent, SfuHandle};
 use tokio::sync::{mpsc, watch};
@@ -221,24 +221,37 @@ impl ClusterMedia {
     /// Accepts links from other nodes. A hello for a room is refused when this node knows a
     /// newer lease of it (a former origin that lost its lease); a room it has not heard of yet
     /// is accepted (the origin may have claimed it since the last refresh of the directory).
-    async fn accept_links(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) -> Option<()> {
+    async fn accept_links(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         loop {
-            let accepted = tokio::select! {
-                accepted = self.endpoint.accept(|room| Some(self.known_epoch(room))) => accepted,
+            let incoming = tokio::select! {
+                incoming = self.endpoint.incoming() => incoming,
                 () = crate::server::stopped(&mut shutdown) => break,
             };
-            match accepted {
-                Ok(link) => {
-                    let (room, node) = (link.peer().room.clone(), link.peer().node_id.clone());
-                    tracing::info!(room, node, "relay link accepted");
-                    self.attach(link)?;
+            let Ok(incoming) = incoming else {
+                break;
+            };
+            // Each attempt in its own task: one that stalls holds up no other.
+            let media = Arc::clone(&self);
+            tokio::spawn(async move {
+                let established = media
+                    .endpoint
+                    .establish(incoming, |room| Some(media.known_epoch(room)))
+                    .await;
+                match established {
+                    Ok(link) => {
+                        let peer = link.peer();
+                        tracing::info!(
+                            room = peer.room,
+                            node = peer.node_id,
+                            "relay link accepted"
+                        );
+                        media.attach(link);
+                    }
+                    Err(e) => tracing::warn!("relay link refused: {e}"),
                 }
-                Err(LinkError::EndpointClosed) => break,
-                Err(e) => tracing::warn!("relay link refused: {e}"),
-            }
+            });
         }
         self.endpoint.close();
-        Some(())
     }
 
     /// The link to `node` for `room`, opened under this node's lease of the room if need be.
