@@ -23,31 +23,6 @@ const TONE: ToneConfig = ToneConfig {
     amplitude: 0.5,
 };
 
-/// The teacher's track, as the student learns it: from the room snapshot when the track was
-/// already published at join, else from `TrackPublished`.
-async fn teacher_track(student: &mut Client, teacher_sid: &str) -> String {
-    let known = student
-        .room()
-        .participants
-        .iter()
-        .filter(|p| p.sid == teacher_sid)
-        .flat_map(|p| p.tracks.iter())
-        .map(|t| t.sid.clone())
-        .next();
-    match known {
-        Some(sid) => sid,
-        None => {
-            wait_for(student, |event| match event {
-                ClientEvent::TrackPublished(track) if track.participant_sid == teacher_sid => {
-                    Some(track.sid)
-                }
-                _ => None,
-            })
-            .await
-        }
-    }
-}
-
 /// Checks one student's packets against the tone and returns where they started in it.
 fn check_tone(who: &str, expected: &[Bytes], packets: &[aula_client::ReceivedPacket]) -> usize {
     assert_consecutive(who, packets);

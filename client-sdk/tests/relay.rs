@@ -10,7 +10,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::cluster::{TONE, TwoNodes, join_from, metric, teacher_playing_tone, teacher_track};
+use common::cluster::{TONE, TwoNodes, join_from, metric, teacher_playing_tone};
 use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

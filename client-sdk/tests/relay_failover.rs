@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use aula_client::ClientEvent;
 use aula_client::aula_protocol::LEFT_PEER_CONNECTION_FAILED;
-use common::cluster::{TONE, TwoNodes, join_from, metric, teacher_playing_tone, teacher_track};
+use common::cluster::{TONE, TwoNodes, join_from, metric, teacher_playing_tone};
 use common::*;
 use tokio::time::Instant;
 

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use aula_client::aula_protocol::Role;
-use aula_client::{AudioSource, Client, ClientEvent, PublishedAudio, ToneConfig};
+use aula_client::{AudioSource, Client, PublishedAudio, ToneConfig};
 use aula_sfu::relay::tls::{generate_ca, issue_node_cert};
 use aula_signaling::Config;
 use aula_signaling::cluster::Directory;
@@ -20,7 +20,7 @@ use aula_signaling::token::{AccessClaims, ApiKeys, mint};
 use redis_server::RedisServer;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-use super::{STEP, TestServer, wait_for};
+use super::{STEP, TestServer};
 
 /// A free UDP port on loopback (for a node's relay link, which the directory must name).
 pub fn free_udp_port() -> u16 {
@@ -186,27 +186,4 @@ pub async fn teacher_playing_tone(
         .await
         .expect("publish");
     (teacher, sid, audio)
-}
-
-/// The teacher's first track, from the student's room snapshot or its next `TrackPublished`.
-pub async fn teacher_track(student: &mut Client, teacher_sid: &str) -> String {
-    let known = student
-        .room()
-        .participants
-        .iter()
-        .find(|p| p.sid == teacher_sid)
-        .and_then(|p| p.tracks.first())
-        .map(|t| t.sid.clone());
-    match known {
-        Some(sid) => sid,
-        None => {
-            wait_for(student, |event| match event {
-                ClientEvent::TrackPublished(track) if track.participant_sid == teacher_sid => {
-                    Some(track.sid)
-                }
-                _ => None,
-            })
-            .await
-        }
-    }
 }

@@ -81,6 +81,29 @@ pub async fn impair(http: std::net::SocketAddr, body: &str) -> u16 {
         .unwrap_or_else(|| panic!("not an HTTP response: {response}"))
 }
 
+/// The teacher's first track, from the student's room snapshot or its next `TrackPublished`.
+pub async fn teacher_track(student: &mut Client, teacher_sid: &str) -> String {
+    let known = student
+        .room()
+        .participants
+        .iter()
+        .find(|p| p.sid == teacher_sid)
+        .and_then(|p| p.tracks.first())
+        .map(|t| t.sid.clone());
+    match known {
+        Some(sid) => sid,
+        None => {
+            wait_for(student, |event| match event {
+                ClientEvent::TrackPublished(track) if track.participant_sid == teacher_sid => {
+                    Some(track.sid)
+                }
+                _ => None,
+            })
+            .await
+        }
+    }
+}
+
 /// Waits for the first event `pick` accepts, skipping the others.
 pub async fn wait_for<T>(client: &mut Client, mut pick: impl FnMut(ClientEvent) -> Option<T>) -> T {
     tokio::time::timeout(STEP, async {
