@@ -168,13 +168,18 @@ impl ClusterMedia {
                 SfuEvent::TrackUnpublished { track_sid, .. } => self.track_gone(track_sid),
                 _ => {}
             }
-            if let Some(wire) = RemoteEvent::of(&event) {
-                let owner = self.lock().owners.get(wire.participant()).cloned();
-                if let Some(owner) = owner {
-                    owner.send_event(&wire);
-                    continue;
-                }
-            }
+            let owner = RemoteEvent::participant_of(&event)
+                .and_then(|participant| self.lock().owners.get(participant).cloned());
+            let event = match owner {
+                Some(owner) => match RemoteEvent::of(event) {
+                    Ok(wire) => {
+                        owner.send_event(&wire);
+                        continue;
+                    }
+                    Err(event) => event,
+                },
+                None => event,
+            };
             if self.events.send(event).is_err() {
                 break;
             }

@@ -114,10 +114,27 @@ impl RemoteEvent {
         }
     }
 
-    /// What to send for `event`; `None` for what stays on the node (recordings and their QoS
-    /// samples are the origin's own; keyframe requests go up the link as such).
-    pub fn of(event: &SfuEvent) -> Option<Self> {
-        Some(match event.clone() {
+    /// The participant `event` is about, if it is an event that may cross a link (see
+    /// [`RemoteEvent::of`]): looked at before the event is taken, so that the events that stay
+    /// here are not converted for nothing.
+    pub fn participant_of(event: &SfuEvent) -> Option<&str> {
+        match event {
+            SfuEvent::TrackPublished { participant, .. }
+            | SfuEvent::TrackUnpublished { participant, .. }
+            | SfuEvent::SubscribeOffer { participant, .. }
+            | SfuEvent::PeerState { participant, .. }
+            | SfuEvent::ConnectionQuality { participant, .. } => Some(participant),
+            SfuEvent::RecordingFailed { .. }
+            | SfuEvent::QosSample { .. }
+            | SfuEvent::RelayKeyframeRequest { .. }
+            | SfuEvent::RelayNack { .. } => None,
+        }
+    }
+
+    /// What to send for `event`; the event back for what stays on the node (recordings and
+    /// their QoS samples are the origin's own; keyframe requests go up the link as such).
+    pub fn of(event: SfuEvent) -> Result<Self, SfuEvent> {
+        Ok(match event {
             SfuEvent::TrackPublished { participant, track } => {
                 Self::TrackPublished { participant, track }
             }
@@ -151,10 +168,10 @@ impl RemoteEvent {
                 loss,
                 rtt_ms: rtt.map(|rtt| rtt.as_millis() as u64),
             },
-            SfuEvent::RecordingFailed { .. }
+            other @ (SfuEvent::RecordingFailed { .. }
             | SfuEvent::QosSample { .. }
             | SfuEvent::RelayKeyframeRequest { .. }
-            | SfuEvent::RelayNack { .. } => return None,
+            | SfuEvent::RelayNack { .. }) => return Err(other),
         })
     }
 
@@ -210,7 +227,8 @@ mod tests {
             loss: 0.02,
             rtt: Some(std::time::Duration::from_millis(120)),
         };
-        let wire = RemoteEvent::of(&event).unwrap();
+        assert_eq!(RemoteEvent::participant_of(&event), Some("PA_1"));
+        let wire = RemoteEvent::of(event.clone()).unwrap();
         let json = serde_json::to_value(&wire).unwrap();
         let back: RemoteEvent = serde_json::from_value(json).unwrap();
         assert_eq!(back.participant(), "PA_1");
