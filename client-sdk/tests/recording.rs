@@ -536,43 +536,66 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// `aula serve` recording every class into `dir`, listening on loopback: its process and HTTP
+/// address once it listens. A port that was free a moment ago may be taken by another process
+/// before the server binds it: the server then exits at once and is started again on other
+/// ports (3 tries).
+async fn spawn_recording_server(dir: &Path) -> (std::process::Child, SocketAddr) {
+    for _ in 0..3 {
+        let (http_port, udp_port) = (free_port(), free_port());
+        let config = dir.join("aula.toml");
+        let log = dir.join("aula.log");
+        std::fs::write(
+            &config,
+            format!(
+                "log_level = \"warn\"\n\n[http]\nbind = \"127.0.0.1:{http_port}\"\n\n\
+                 [rtc]\nudp_bind = \"127.0.0.1:{udp_port}\"\nadvertised_ips = [\"127.0.0.1\"]\n\n\
+                 [recording]\ndir = \"{}\"\nauto = [\"class\"]\n",
+                dir.join("recordings").display()
+            ),
+        )
+        .expect("config");
+        let mut child = std::process::Command::new(aula_binary())
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env_remove("RUST_LOG")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("aula serve starts");
+        let addr = SocketAddr::from(([127, 0, 0, 1], http_port));
+        let deadline = tokio::time::Instant::now() + STEP;
+        loop {
+            if TcpStream::connect(addr).await.is_ok() {
+                return (child, addr);
+            }
+            if child.try_wait().expect("child status").is_some() {
+                let log = std::fs::read_to_string(&log).unwrap_or_default();
+                assert!(
+                    log.contains("Address already in use"),
+                    "aula serve exited: {log}"
+                );
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let _ = child.kill();
+                panic!("the server did not listen in time");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    panic!("the server's ports were taken by other processes three times")
+}
+
 /// Issue 13's crash test: the server is killed (SIGKILL) 10 s into a recording; what it left
 /// on disk exports (`aula recording export <id>`) to a valid file at least 9 s long.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recording_survives_kill_9_and_exports_at_least_9_of_its_10_seconds() {
     let dir = TempDir::new("kill9");
     std::fs::create_dir_all(&dir.0).expect("temp dir");
-    let (http_port, udp_port) = (free_port(), free_port());
-    let config = dir.0.join("aula.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "log_level = \"warn\"\n\n[http]\nbind = \"127.0.0.1:{http_port}\"\n\n\
-             [rtc]\nudp_bind = \"127.0.0.1:{udp_port}\"\nadvertised_ips = [\"127.0.0.1\"]\n\n\
-             [recording]\ndir = \"{}\"\nauto = [\"class\"]\n",
-            dir.0.join("recordings").display()
-        ),
-    )
-    .expect("config");
-    let mut child = std::process::Command::new(aula_binary())
-        .args(["serve", "--config"])
-        .arg(&config)
-        .env_remove("RUST_LOG")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("aula serve starts");
-    let addr = SocketAddr::from(([127, 0, 0, 1], http_port));
+    let (mut child, addr) = spawn_recording_server(&dir.0).await;
     let outcome = tokio::time::timeout(Duration::from_secs(60), async {
-        let deadline = tokio::time::Instant::now() + STEP;
-        while TcpStream::connect(addr).await.is_err() {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the server did not listen in time"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
         let claims = aula_signaling::token::AccessClaims::new(
             "physics",
             "teacher",
@@ -601,7 +624,7 @@ async fn a_recording_survives_kill_9_and_exports_at_least_9_of_its_10_seconds() 
 
     let export = std::process::Command::new(aula_binary())
         .args(["recording", "export", &id, "--config"])
-        .arg(&config)
+        .arg(dir.0.join("aula.toml"))
         .output()
         .expect("aula recording export runs");
     assert!(

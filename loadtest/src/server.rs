@@ -25,7 +25,9 @@ pub struct SpawnedServer {
 }
 
 impl SpawnedServer {
-    /// Starts `binary` (built beforehand: this builds nothing) with a temporary config.
+    /// Starts `binary` (built beforehand: this builds nothing) with a temporary config. A port
+    /// that was free a moment ago may be taken by another process before the server binds it:
+    /// the server then exits at once, and is started again on other free ports (3 tries).
     pub async fn start(binary: &Path) -> anyhow::Result<Self> {
         if !binary.exists() {
             bail!(
@@ -33,6 +35,15 @@ impl SpawnedServer {
                 binary.display()
             );
         }
+        for _ in 0..3 {
+            if let Started::Healthy(server) = Self::start_once(binary).await? {
+                return Ok(server);
+            }
+        }
+        bail!("the server found its ports taken by other processes three times")
+    }
+
+    async fn start_once(binary: &Path) -> anyhow::Result<Started> {
         let http_port = free_port()?;
         let udp_port = free_port()?;
         let dir = std::env::temp_dir();
@@ -56,7 +67,7 @@ impl SpawnedServer {
             .stderr(std::fs::File::create(&log)?)
             .spawn()
             .with_context(|| format!("starting {}", binary.display()))?;
-        let server = Self {
+        let mut server = Self {
             child,
             http: SocketAddr::from(([127, 0, 0, 1], http_port)),
             config,
@@ -65,7 +76,17 @@ impl SpawnedServer {
         let deadline = tokio::time::Instant::now() + STARTUP_TIMEOUT;
         while tokio::time::Instant::now() < deadline {
             if let Ok((200, _)) = http::get(server.http, "/healthz", METRICS_TIMEOUT).await {
-                return Ok(server);
+                return Ok(Started::Healthy(server));
+            }
+            if server.child.try_wait()?.is_some() {
+                let log = std::fs::read_to_string(&server.log).unwrap_or_default();
+                if log.contains("Address already in use") {
+                    return Ok(Started::PortTaken);
+                }
+                bail!(
+                    "the server exited at start; see {}:\n{log}",
+                    server.log.display()
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -91,6 +112,12 @@ impl Drop for SpawnedServer {
 /// A loopback port nobody holds right now (the server binds it a moment later).
 fn free_port() -> anyhow::Result<u16> {
     Ok(UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// What one start of a [`SpawnedServer`] came to.
+enum Started {
+    Healthy(SpawnedServer),
+    PortTaken,
 }
 
 /// A node's byte counters: what its SFU's socket sent (to browsers), and what it sent and

@@ -214,7 +214,8 @@ pub struct ClusterConfig {
     pub node_id: String,
     /// The region the node serves, e.g. `eu-west`: same characters as `node_id`.
     pub region: String,
-    /// Where clients and other nodes reach this node, `host:port` each.
+    /// Where clients and other nodes reach this node, `host:port` each; port 0 is the port
+    /// `http.bind` bound.
     #[serde(default)]
     pub public_addrs: Vec<String>,
     /// Seconds the node's entry lives without a refresh; more than `refresh_secs`.
@@ -239,7 +240,8 @@ pub struct RelayConfig {
     /// UDP address the link endpoint binds.
     #[serde(default = "default_relay_bind")]
     pub bind: SocketAddr,
-    /// Where other nodes reach it, `host:port` (published in the directory).
+    /// Where other nodes reach it, `host:port` (published in the directory); port 0 is the
+    /// port `bind` bound.
     pub addr: String,
     /// The cluster CA's certificate (`aula cluster ca`): only nodes it signed are trusted.
     pub ca_cert: PathBuf,

@@ -394,7 +394,7 @@ impl Server {
 }
 
 /// Starts the SFU (UDP) and the HTTP server as configured.
-pub async fn start(config: Config) -> anyhow::Result<Server> {
+pub async fn start(mut config: Config) -> anyhow::Result<Server> {
     let metrics = prometheus::Registry::new();
     let sfu_config = aula_sfu::SfuConfig {
         registry: metrics.clone(),
@@ -408,11 +408,13 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     let cluster = cluster_cache(&config);
     let relay = config
         .cluster
-        .as_ref()
-        .and_then(|c| Some((c, c.relay.as_ref()?)));
+        .as_mut()
+        .and_then(|c| c.relay.is_some().then_some(c));
     let (relay, events) = match (relay, &cluster) {
-        (Some((cluster_config, relay)), Some(cache)) => {
-            let endpoint = crate::cluster::relay::endpoint(cluster_config, relay, &metrics)?;
+        (Some(cluster_config), Some(cache)) => {
+            let endpoint = crate::cluster::relay::endpoint(cluster_config, &metrics)?;
+            let cluster_config = &*cluster_config;
+            let relay = cluster_config.relay.as_ref().expect("checked above");
             let directory = crate::cluster::Directory::open(
                 &cluster_config.redis_url,
                 Duration::from_secs(cluster_config.lease_ttl_secs),
@@ -557,6 +559,7 @@ async fn launch(
             };
             let task = crate::cluster::join(
                 cluster_config,
+                http_addr.port(),
                 cache,
                 &state.metrics_registry,
                 participants,

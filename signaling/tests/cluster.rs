@@ -308,29 +308,15 @@ async fn a_single_node_lists_itself_and_touches_no_redis() {
     server.shutdown().await;
 }
 
-/// A free port on loopback, TCP (`udp` false) or UDP: nodes must name their HTTP and relay
-/// addresses in the directory before they start.
-fn free_port(udp: bool) -> u16 {
-    let ip = std::net::Ipv4Addr::LOCALHOST;
-    if udp {
-        std::net::UdpSocket::bind((ip, 0)).and_then(|s| s.local_addr())
-    } else {
-        std::net::TcpListener::bind((ip, 0)).and_then(|s| s.local_addr())
-    }
-    .expect("a free port")
-    .port()
-}
-
-/// A node with relay links, reachable at its (fixed) HTTP port, certificates in `certs`.
+/// A node with relay links, certificates in `certs`. Its HTTP and relay ports are the OS's
+/// choice (port 0), and the node publishes the ports it bound.
 fn relay_node_config(redis: &str, certs: &std::path::Path, node_id: &str, region: &str) -> Config {
-    let (http, relay) = (free_port(false), free_port(true));
     let mut config = cluster_config(redis, node_id, region);
-    config.http.bind = ([127, 0, 0, 1], http).into();
     let cluster = config.cluster.as_mut().expect("cluster");
-    cluster.public_addrs = vec![format!("127.0.0.1:{http}")];
+    cluster.public_addrs = vec!["127.0.0.1:0".into()];
     // From TOML, as an operator writes it.
     let relay = format!(
-        "bind = \"127.0.0.1:{relay}\"\naddr = \"127.0.0.1:{relay}\"\n\
+        "bind = \"127.0.0.1:0\"\naddr = \"127.0.0.1:0\"\n\
          ca_cert = {:?}\nnode_cert = {:?}\nnode_key = {:?}\n",
         certs.join("ca.pem"),
         certs.join(format!("{node_id}.pem")),
@@ -443,20 +429,21 @@ async fn a_room_whose_origin_died_moves_to_the_next_node_with_a_new_epoch() {
     let eu = start(relay_node_config(&redis.url(), &certs, "eu-1", "eu"))
         .await
         .expect("starts");
-    let asia_config = relay_node_config(&redis.url(), &certs, "asia-1", "asia");
-    let asia_relay = asia_config
-        .cluster
-        .as_ref()
-        .unwrap()
-        .relay
-        .as_ref()
-        .unwrap()
-        .bind;
-    let asia = start(asia_config).await.expect("starts");
+    let asia = start(relay_node_config(&redis.url(), &certs, "asia-1", "asia"))
+        .await
+        .expect("starts");
     until("both nodes to see each other", || async {
         listed(&eu).await.len() == 2 && listed(&asia).await.len() == 2
     })
     .await;
+    let asia_relay: std::net::SocketAddr =
+        admin_get(&asia, "/api/admin/nodes").await.json()["nodes"]
+            .as_array()
+            .expect("nodes")
+            .iter()
+            .find(|n| n["id"] == "asia-1")
+            .and_then(|n| n["relay_addr"].as_str()?.parse().ok())
+            .expect("asia-1 publishes the relay address it bound");
     let directory = Directory::open(&redis.url(), Duration::from_secs(3)).expect("opens");
 
     let (_teacher, _) = common::Client::join(

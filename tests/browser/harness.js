@@ -30,8 +30,8 @@ const CHROMIUM_ARGS = [
   '--disable-gpu',
 ];
 
-/** A port that was free a moment ago (the tiny race with other processes is acceptable in tests). */
-export async function freeTcpPort() {
+/** A port that was free a moment ago (another process may take it first: startServer then tries again). */
+async function freeTcpPort() {
   const server = createServer();
   await new Promise((ok) => server.listen(0, '127.0.0.1', ok));
   const { port } = server.address();
@@ -39,7 +39,7 @@ export async function freeTcpPort() {
   return port;
 }
 
-export async function freeUdpPort() {
+async function freeUdpPort() {
   const socket = createSocket('udp4');
   await new Promise((ok) => socket.bind(0, '127.0.0.1', ok));
   const { port } = socket.address();
@@ -61,19 +61,30 @@ export async function freeUdpPort() {
  * `config` is a config file's TOML text (see aula.sample.toml), for a test that needs options
  * the command line does not have (a cluster node: relay.test.js); it is written into the
  * server's temporary directory and passed with `--config`, and AULA_URL is then ignored.
- * `httpPort` and `udpPort` pick the ports (default: free ones); either way they override the
- * config's.
- * @returns {Promise<{url: string, stop: () => Promise<void>, logTail: () => string}>}
+ * The ports are free ones, picked here; they override the config's.
+ * @returns {Promise<{url: string, udpPort?: number, stop: () => Promise<void>, logTail: () => string}>}
  */
-export async function startServer({ testImpairment = false, cwd, config, httpPort, udpPort } = {}) {
+export async function startServer({ testImpairment = false, cwd, config } = {}) {
   if (process.env.AULA_URL && config === undefined) {
     const url = process.env.AULA_URL.replace(/\/$/, '');
     await waitHealthy(url, null);
     return { url, stop: async () => {}, logTail: () => '(external server)' };
   }
+  // A port that was free a moment ago may be taken by another process before the server binds
+  // it: then the server exits at once, and is started again on other free ports.
+  for (let attempt = 1; ; attempt++) {
+    const ports = { http: await freeTcpPort(), udp: await freeUdpPort() };
+    try {
+      return await launchServer({ testImpairment, cwd, config }, ports);
+    } catch (err) {
+      if (attempt === 3 || !err.message.includes('Address already in use')) throw err;
+    }
+  }
+}
+
+/** Spawns `aula serve` for startServer on `ports`; resolves once it is healthy. */
+async function launchServer({ testImpairment, cwd, config }, { http: httpPort, udp: udpPort }) {
   const dir = mkdtempSync(join(tmpdir(), 'aula-test-'));
-  httpPort ??= await freeTcpPort();
-  udpPort ??= await freeUdpPort();
   const logPath = join(dir, 'server.log');
   const log = createWriteStream(logPath);
   const bin = aulaBin();
@@ -109,7 +120,9 @@ export async function startServer({ testImpairment = false, cwd, config, httpPor
     await waitHealthy(url, exited);
   } catch (err) {
     child.kill('SIGKILL');
-    throw new Error(`${err.message}\n--- server log (${bin}) ---\n${logTail()}`);
+    const tail = logTail();
+    rmSync(dir, { recursive: true, force: true });
+    throw new Error(`${err.message}\n--- server log (${bin}) ---\n${tail}`);
   }
   const stop = async () => {
     child.kill('SIGTERM');
@@ -118,7 +131,7 @@ export async function startServer({ testImpairment = false, cwd, config, httpPor
     log.end();
     if (!process.env.AULA_KEEP_LOGS) rmSync(dir, { recursive: true, force: true });
   };
-  return { url, stop, logTail };
+  return { url, udpPort, stop, logTail };
 }
 
 /** The `aula` binary the tests run: AULA_BIN, else the workspace's debug build. */

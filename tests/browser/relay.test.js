@@ -19,7 +19,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
-  adminRequest, aulaCli, freeTcpPort, freeUdpPort, joinClass, launchBrowser, sessionEnded,
+  adminRequest, aulaCli, joinClass, launchBrowser, sessionEnded,
   startRedis, startServer, waitForMedia,
 } from './harness.js';
 import { frameHeight, showVideosLarge, waitForHeight, watch } from './weaknet.js';
@@ -35,19 +35,8 @@ const MAX_CONCEALMENT = 0.05;
 const ORIGIN = { id: 'eu-1', region: 'eu' };
 const RELAY = { id: 'asia-1', region: 'asia' };
 
-/** Six ports of loopback, all different: HTTP, media and relay link of each node. */
-async function distinctPorts() {
-  for (;;) {
-    const ports = [await freeTcpPort(), await freeTcpPort(), await freeUdpPort(), await freeUdpPort(), await freeUdpPort(), await freeUdpPort()];
-    if (new Set(ports.slice(0, 2)).size === 2 && new Set(ports.slice(2)).size === 4) {
-      const [originHttp, relayHttp, originUdp, relayUdp, originLink, relayLink] = ports;
-      return { originHttp, relayHttp, originUdp, relayUdp, originLink, relayLink };
-    }
-  }
-}
-
 /** A node's config: loopback only, dev keys, the test's short directory timings (see config.rs ClusterConfig). */
-function nodeConfig({ id, region }, redisUrl, certs, linkPort) {
+function nodeConfig({ id, region }, redisUrl, certs) {
   return `log_level = "info"
 
 [http]
@@ -66,8 +55,9 @@ refresh_secs = 1
 lease_ttl_secs = 3
 
 [cluster.relay]
-bind = "127.0.0.1:${linkPort}"
-addr = "127.0.0.1:${linkPort}"
+# Port 0: the OS picks a free one, and the node publishes the port it bound.
+bind = "127.0.0.1:0"
+addr = "127.0.0.1:0"
 ca_cert = "${join(certs, 'ca', 'ca.pem')}"
 node_cert = "${join(certs, id, 'node.pem')}"
 node_key = "${join(certs, id, 'node.key')}"
@@ -101,7 +91,6 @@ describe('a class over two nodes', { timeout: 240_000 }, () => {
   let certs;
   let origin;
   let relay;
-  let ports;
   let browser;
   let teacher;
   const students = [];
@@ -115,13 +104,8 @@ describe('a class over two nodes', { timeout: 240_000 }, () => {
     for (const node of [ORIGIN, RELAY]) {
       await aulaCli(['cluster', 'cert', '--node', node.id, '--ca', join(certs, 'ca'), '--out', join(certs, node.id)]);
     }
-    ports = await distinctPorts();
-    origin = await startServer({
-      config: nodeConfig(ORIGIN, redis.url, certs, ports.originLink), httpPort: ports.originHttp, udpPort: ports.originUdp,
-    });
-    relay = await startServer({
-      config: nodeConfig(RELAY, redis.url, certs, ports.relayLink), httpPort: ports.relayHttp, udpPort: ports.relayUdp,
-    });
+    origin = await startServer({ config: nodeConfig(ORIGIN, redis.url, certs) });
+    relay = await startServer({ config: nodeConfig(RELAY, redis.url, certs) });
     browser = await launchBrowser();
   });
 
@@ -192,7 +176,7 @@ describe('a class over two nodes', { timeout: 240_000 }, () => {
     // Each student's media connection is to the relay's media port, not the origin's.
     for (const [i, page] of students.entries()) {
       const pair = await subscriberPorts(page);
-      assert.equal(pair?.remote, ports.relayUdp, `learner ${i + 1}'s subscribe connection goes to the relay's UDP port ${ports.relayUdp} (origin's: ${ports.originUdp}): ${JSON.stringify(pair)}`);
+      assert.equal(pair?.remote, relay.udpPort, `learner ${i + 1}'s subscribe connection goes to the relay's UDP port ${relay.udpPort} (origin's: ${origin.udpPort}): ${JSON.stringify(pair)}`);
     }
     for (const page of students) {
       await page.waitForFunction(() => document.querySelector('.tile.teacher video')?.currentTime > 1, null, { timeout: 10_000 });

@@ -6,7 +6,6 @@
 #[path = "../../../signaling/tests/support/redis_server.rs"]
 pub mod redis_server;
 
-use std::net::{Ipv4Addr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -22,14 +21,6 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use super::{STEP, TestServer};
 
-/// A free UDP port on loopback (for a node's relay link, which the directory must name).
-pub fn free_udp_port() -> u16 {
-    UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|s| s.local_addr())
-        .expect("a free port")
-        .port()
-}
-
 /// Writes the cluster CA and the certificates of `nodes` into `dir`.
 pub fn make_certs(dir: &Path, nodes: &[&str]) {
     let ca = generate_ca().expect("CA");
@@ -42,7 +33,7 @@ pub fn make_certs(dir: &Path, nodes: &[&str]) {
 }
 
 /// The config of node `node` of `region`: short TTLs and refreshes, a relay link on a free
-/// loopback port, the certificates in `certs`; with `link_delay_ms`, what the node sends on its
+/// loopback port (the OS's choice), the certificates in `certs`; with `link_delay_ms`, what the node sends on its
 /// links is delayed that long (the test-only link impairment).
 pub fn node_config(
     redis: &str,
@@ -51,12 +42,12 @@ pub fn node_config(
     region: &str,
     link_delay_ms: Option<u64>,
 ) -> Config {
-    let port = free_udp_port();
     // Through serde, as the config file is read: fields added to `[cluster.relay]` later
     // have their defaults.
     let mut relay = serde_json::json!({
-        "bind": format!("127.0.0.1:{port}"),
-        "addr": format!("127.0.0.1:{port}"),
+        // Port 0: the OS picks a free port, and the node publishes the one it bound.
+        "bind": "127.0.0.1:0",
+        "addr": "127.0.0.1:0",
         "ca_cert": certs.join("ca.pem"),
         "node_cert": certs.join(format!("{node}.pem")),
         "node_key": certs.join(format!("{node}.key")),

@@ -37,6 +37,7 @@ use crate::config::ClusterConfig;
 /// already registered); an unreachable Redis is reported by the cache and retried.
 pub fn join(
     config: &ClusterConfig,
+    http_port: u16,
     cache: &ClusterCache,
     metrics: &prometheus::Registry,
     participants: impl Fn() -> u64 + Send + 'static,
@@ -48,10 +49,46 @@ pub fn join(
     )?;
     let settings = Settings {
         region: config.region.clone(),
-        public_addrs: config.public_addrs.clone(),
+        public_addrs: config
+            .public_addrs
+            .iter()
+            .map(|addr| with_bound_port(addr, http_port))
+            .collect(),
         relay_addr: config.relay.as_ref().map(|r| r.addr.clone()),
         node_ttl: Duration::from_secs(config.node_ttl_secs),
         refresh: Duration::from_secs(config.refresh_secs),
     };
     Ok(cache.start_refreshing(settings, directory, metrics, participants, shutdown)?)
+}
+
+/// `addr` (`host:port`, as the config validated it) with port 0 replaced by `bound_port`: an
+/// address in the config may name "the port this node bound", so that a node bound to port 0
+/// (the OS picks a free one) publishes where it really is. That is how tests start nodes
+/// without racing other processes for a free port.
+pub(crate) fn with_bound_port(addr: &str, bound_port: u16) -> String {
+    match addr.rsplit_once(':') {
+        Some((host, "0")) => format!("{host}:{bound_port}"),
+        _ => addr.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_bound_port;
+
+    #[test]
+    fn port_0_in_an_address_is_the_port_bound() {
+        assert_eq!(with_bound_port("127.0.0.1:0", 40123), "127.0.0.1:40123");
+        assert_eq!(with_bound_port("[::1]:0", 40123), "[::1]:40123");
+        assert_eq!(
+            with_bound_port("eu-1.school.example:0", 7),
+            "eu-1.school.example:7"
+        );
+        // Any other port is what the operator means (a proxy, a NAT): kept.
+        assert_eq!(
+            with_bound_port("eu-1.school.example:443", 7),
+            "eu-1.school.example:443"
+        );
+        assert_eq!(with_bound_port("10.0.0.1:7880", 7), "10.0.0.1:7880");
+    }
 }

@@ -454,9 +454,29 @@ impl ClusterMedia {
 }
 
 /// This node's relay link endpoint as `[cluster.relay]` configures it: bound, with the cluster
-/// CA's trust and the node's certificate, its metrics in `registry`.
+/// CA's trust and the node's certificate, its metrics in `registry`. A `relay.addr` with port 0
+/// is given the port bound, so that the directory publishes where the links really are (a node
+/// bound to port 0 lets the OS choose one; that is how the tests start nodes without a race for
+/// a free port).
 pub fn endpoint(
-    cluster: &ClusterConfig,
+    cluster: &mut ClusterConfig,
+    registry: &prometheus::Registry,
+) -> anyhow::Result<RelayEndpoint> {
+    let Some(relay) = cluster.relay.as_mut() else {
+        anyhow::bail!("no [cluster.relay] in the config");
+    };
+    let endpoint = bind_endpoint(&cluster.node_id, &cluster.region, relay, registry)?;
+    let bound = endpoint
+        .local_addr()
+        .context("the relay link's bound address")?;
+    relay.addr = super::with_bound_port(&relay.addr, bound.port());
+    Ok(endpoint)
+}
+
+/// Binds `relay.bind` and makes the endpoint (impaired, if the test-only config asks).
+fn bind_endpoint(
+    node_id: &str,
+    region: &str,
     relay: &RelayConfig,
     registry: &prometheus::Registry,
 ) -> anyhow::Result<RelayEndpoint> {
@@ -476,8 +496,8 @@ pub fn endpoint(
     let Some(impairment) = &relay.impairment else {
         return Ok(RelayEndpoint::bind(
             socket,
-            &cluster.node_id,
-            &cluster.region,
+            node_id,
+            region,
             &tls,
             &LinkConfig::default(),
             metrics,
@@ -488,12 +508,9 @@ pub fn endpoint(
     use aula_sfu::relay::impaired_socket::{ImpairedSocket, SendImpairment};
     let seed = impairment.seed.unwrap_or_else(|| {
         // FNV-1a of the node id: each node its own pattern, the same at every start.
-        cluster
-            .node_id
-            .bytes()
-            .fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
-                (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
-            })
+        node_id.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+        })
     });
     let send = SendImpairment {
         delay: Duration::from_millis(impairment.delay_ms),
@@ -510,8 +527,8 @@ pub fn endpoint(
         .with_context(|| format!("cannot use UDP {} for the relay link", relay.bind))?;
     Ok(RelayEndpoint::with_socket(
         socket,
-        &cluster.node_id,
-        &cluster.region,
+        node_id,
+        region,
         &tls,
         &LinkConfig::default(),
         metrics,
