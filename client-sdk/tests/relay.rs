@@ -15,9 +15,7 @@ use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn students_on_a_relay_hear_the_teacher_through_one_copy_over_the_link() {
-    let Some(nodes) = TwoNodes::start("copy").await else {
-        return;
-    };
+    let nodes = TwoNodes::start("copy").await;
     let (origin, relay) = (&nodes.origin, &nodes.relay);
     tokio::time::timeout(Duration::from_secs(90), async {
         let room = "overseas";
@@ -66,9 +64,7 @@ async fn students_on_a_relay_hear_the_teacher_through_one_copy_over_the_link() {
 /// nodes' time to live), a class already running goes on over the link.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_class_goes_on_through_the_relay_while_redis_is_down() {
-    let Some(mut nodes) = TwoNodes::start("redis-down").await else {
-        return;
-    };
+    let mut nodes = TwoNodes::start("redis-down").await;
     let (origin, relay, redis) = (&nodes.origin, &nodes.relay, &mut nodes.redis);
     tokio::time::timeout(Duration::from_secs(90), async {
         let room = "outage";
@@ -110,9 +106,7 @@ async fn a_class_goes_on_through_the_relay_while_redis_is_down() {
 /// one copy of every track per learner (seen in the relay benchmark).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn learners_joining_together_share_one_link() {
-    let Some(nodes) = TwoNodes::start_with_link_delay("together", Some(75)).await else {
-        return;
-    };
+    let nodes = TwoNodes::start_with_link_delay("together", Some(75)).await;
     let origin = &nodes.origin;
     tokio::time::timeout(Duration::from_secs(90), async {
         let room = "rush";

@@ -19,9 +19,7 @@ const RECONNECT_WINDOW: Duration = Duration::from_secs(15);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn students_of_a_dead_relay_rejoin_by_themselves_and_hear_the_teacher_from_the_origin() {
-    let Some(nodes) = TwoNodes::start("failover").await else {
-        return;
-    };
+    let nodes = TwoNodes::start("failover").await;
     let TwoNodes {
         redis: _redis,
         certs: _certs,

@@ -48,9 +48,7 @@ async fn ids(directory: &Directory) -> Vec<String> {
 
 #[tokio::test]
 async fn nodes_see_each_other_and_a_silent_node_expires() {
-    let Some(redis) = RedisServer::start().await else {
-        return;
-    };
+    let redis = RedisServer::start().await;
     let a = Directory::open(&redis.url(), Duration::from_secs(5)).expect("opens");
     let b = Directory::open(&redis.url(), Duration::from_secs(5)).expect("opens");
     a.register(&node("eu-1", "eu"), Duration::from_secs(30))
@@ -83,9 +81,7 @@ async fn nodes_see_each_other_and_a_silent_node_expires() {
 
 #[tokio::test]
 async fn an_origin_lease_passes_on_with_a_higher_epoch_after_it_expires() {
-    let Some(redis) = RedisServer::start().await else {
-        return;
-    };
+    let redis = RedisServer::start().await;
     let ttl = Duration::from_millis(1000);
     let a = Directory::open(&redis.url(), ttl).expect("opens");
     let b = Directory::open(&redis.url(), ttl).expect("opens");
@@ -220,9 +216,7 @@ async fn metric(server: &Server, name: &str) -> Option<f64> {
 
 #[tokio::test]
 async fn servers_list_the_cluster_and_survive_a_redis_outage() {
-    let Some(redis) = RedisServer::start().await else {
-        return;
-    };
+    let redis = RedisServer::start().await;
     let eu = start(cluster_config(&redis.url(), "eu-1", "eu"))
         .await
         .expect("starts");
@@ -359,9 +353,7 @@ fn identities(joined: &aula_protocol::ServerMessage) -> Vec<String> {
 /// everyone else: that node carries its signaling to the origin (and a resume through it too).
 #[tokio::test]
 async fn a_participant_who_reaches_another_node_joins_the_room_on_its_origin() {
-    let Some(redis) = RedisServer::start().await else {
-        return;
-    };
+    let redis = RedisServer::start().await;
     let (certs, _) = cluster_certs("proxy", &["eu-1", "asia-1"]);
     let mut eu_config = relay_node_config(&redis.url(), &certs, "eu-1", "eu");
     // Participants are kept for a resume (the test default is not to).
@@ -422,9 +414,7 @@ async fn a_participant_who_reaches_another_node_joins_the_room_on_its_origin() {
 /// the old epoch.
 #[tokio::test]
 async fn a_room_whose_origin_died_moves_to_the_next_node_with_a_new_epoch() {
-    let Some(redis) = RedisServer::start().await else {
-        return;
-    };
+    let redis = RedisServer::start().await;
     let (certs, ca) = cluster_certs("failover", &["eu-1", "asia-1"]);
     let eu = start(relay_node_config(&redis.url(), &certs, "eu-1", "eu"))
         .await

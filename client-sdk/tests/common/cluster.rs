@@ -121,14 +121,14 @@ impl Drop for CertsDir {
 }
 
 impl TwoNodes {
-    /// `None` where `redis-server` is not installed (said so by [`RedisServer::start`]).
-    pub async fn start(tag: &str) -> Option<Self> {
+    /// Redis and the two nodes, once each node's directory lists both.
+    pub async fn start(tag: &str) -> Self {
         Self::start_with_link_delay(tag, None).await
     }
 
     /// [`TwoNodes::start`], each node delaying what it sends on its links `link_delay_ms`.
-    pub async fn start_with_link_delay(tag: &str, link_delay_ms: Option<u64>) -> Option<Self> {
-        let redis = RedisServer::start().await?;
+    pub async fn start_with_link_delay(tag: &str, link_delay_ms: Option<u64>) -> Self {
+        let redis = RedisServer::start().await;
         let certs =
             std::env::temp_dir().join(format!("aula-relay-test-{tag}-{}", std::process::id()));
         std::fs::create_dir_all(&certs).unwrap();
@@ -150,12 +150,12 @@ impl TwoNodes {
         assert_eq!(nodes.len(), 2, "both nodes registered: {nodes:?}");
         // One more refresh (1 s), so that the origin's copy of the directory has the relay.
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        Some(Self {
+        Self {
             redis,
             certs,
             origin,
             relay,
-        })
+        }
     }
 }
 
