@@ -32,8 +32,9 @@
 //                                                    session was lost (joining again); once per outage, until one of:
 //   reconnected         {}                           resumed: same participant, tracks and subscriptions
 //   rejoined            {participant, previousSid}   joined again as a new participant (see "Reconnecting" below)
-//   serverEvent         {type, ...}                  moderation, chat, support, recording and participant_state
-//                                                    (another participant reconnecting / back) messages, as sent
+//   serverEvent         {type, ...}                  moderation, chat, support, recording, participant_state
+//                                                    (another participant reconnecting / back) and stream_state (a
+//                                                    video paused for our weak connection / resumed) messages, as sent
 //   disconnected        {reason}                     the session is over; the Room is unusable
 //
 // Reconnecting: a dropped WebSocket is resumed (same participant) for RESUME_WINDOW_MS, the

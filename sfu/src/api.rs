@@ -110,6 +110,15 @@ pub enum SfuEvent {
         /// The longest round trip measured, if any.
         rtt: Option<Duration>,
     },
+    /// A video the participant receives was paused because its link cannot take even the
+    /// lowest layer (too little bandwidth, or too much loss for any video: see
+    /// [`crate::forward::condition`]), or resumed after such a pause. Not sent for a video
+    /// the participant hides itself or a moderator paused.
+    StreamState {
+        participant: ParticipantId,
+        track_sid: TrackSid,
+        paused: bool,
+    },
     /// Subscribers here want a keyframe of a track imported from another node (see
     /// [`crate::relay`]); the control plane asks the node that exports it.
     RelayKeyframeRequest { track_sid: TrackSid, layer: usize },

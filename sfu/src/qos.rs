@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use rtc::statistics::report::{RTCStatsReport, RTCStatsReportEntry};
 
 use crate::api::{ParticipantId, TrackSid};
+use crate::forward::condition::PathCondition;
 use crate::forward::simulcast::Layer;
 use crate::quality::ConnectionQuality;
 
@@ -132,9 +133,12 @@ pub struct LayerChange {
 pub enum LayerReason {
     /// The bandwidth estimate does not allow the best layer available.
     Bandwidth,
-    /// The link loses packets: layers with fewer packets a frame (see the router's
-    /// `LOSSY_LINK`).
+    /// The link loses packets: layers with fewer packets a frame (see
+    /// [`crate::forward::condition`]).
     LossyLink,
+    /// The link loses so much that video is paused and only audio is sent (see
+    /// [`crate::forward::condition`]).
+    AudioOnly,
     /// The best layer the publisher sends and the subscriber's rendered size needs.
     BestAvailable,
     /// No layer can be had (the publisher sends none the subscriber shows).
@@ -143,12 +147,13 @@ pub enum LayerReason {
 
 impl LayerReason {
     /// The allocator chose `to` while `cap` was the best layer it could have had (the
-    /// publisher's, within the rendered size, and within what a lossy link gets).
-    pub fn of(to: Option<Layer>, cap: Option<Layer>, lossy: bool) -> Self {
+    /// publisher's, within the rendered size, and within what the path's `condition` gets).
+    pub fn of(to: Option<Layer>, cap: Option<Layer>, condition: PathCondition) -> Self {
         match cap {
+            None if condition == PathCondition::AudioOnly => LayerReason::AudioOnly,
             None => LayerReason::Unavailable,
             Some(cap) if to.is_none_or(|to| to < cap) => LayerReason::Bandwidth,
-            Some(_) if lossy => LayerReason::LossyLink,
+            Some(_) if condition.is_lossy() => LayerReason::LossyLink,
             Some(_) => LayerReason::BestAvailable,
         }
     }
@@ -157,6 +162,7 @@ impl LayerReason {
         match self {
             LayerReason::Bandwidth => "bandwidth",
             LayerReason::LossyLink => "lossy_link",
+            LayerReason::AudioOnly => "audio_only",
             LayerReason::BestAvailable => "best_available",
             LayerReason::Unavailable => "unavailable",
         }
@@ -299,22 +305,13 @@ mod tests {
 
     #[test]
     fn a_layer_below_the_best_available_is_the_bandwidths_doing() {
-        assert_eq!(
-            LayerReason::of(Some(0), Some(2), false),
-            LayerReason::Bandwidth
-        );
-        assert_eq!(
-            LayerReason::of(None, Some(0), false),
-            LayerReason::Bandwidth
-        );
-        assert_eq!(
-            LayerReason::of(Some(1), Some(1), true),
-            LayerReason::LossyLink
-        );
-        assert_eq!(
-            LayerReason::of(Some(2), Some(2), false),
-            LayerReason::BestAvailable
-        );
-        assert_eq!(LayerReason::of(None, None, false), LayerReason::Unavailable);
+        use PathCondition::{AudioOnly, Clean, Lossy};
+        let of = LayerReason::of;
+        assert_eq!(of(Some(0), Some(2), Clean), LayerReason::Bandwidth);
+        assert_eq!(of(None, Some(0), Clean), LayerReason::Bandwidth);
+        assert_eq!(of(Some(1), Some(1), Lossy), LayerReason::LossyLink);
+        assert_eq!(of(Some(2), Some(2), Clean), LayerReason::BestAvailable);
+        assert_eq!(of(None, None, Clean), LayerReason::Unavailable);
+        assert_eq!(of(None, None, AudioOnly), LayerReason::AudioOnly);
     }
 }

@@ -44,6 +44,7 @@ use crate::codec::{VideoCodec, Vp8Numbers};
 use crate::demux;
 use crate::drop_log::DropLog;
 use crate::forward::allocate::{Demand, Priority, allocate};
+use crate::forward::condition::PathCondition;
 use crate::forward::rates::LayerRates;
 use crate::forward::selector::{self, Selector};
 use crate::forward::simulcast::{Layer, LayerActivity, layer_for_size, rid_rank};
@@ -84,24 +85,6 @@ const PACKET_OVERHEAD: usize = 40;
 /// TWCC, no REMB) is not estimating: it gets the best layers, as it would from an SFU
 /// without congestion control.
 const FEEDBACK_GRACE: Duration = Duration::from_secs(3);
-/// A subscriber losing more than this share of packets gets no video layer above
-/// [`LOSSY_MAX_LAYER`], whatever its bandwidth: a frame shows only once all its packets have
-/// arrived, and each lost one costs a retransmission round trip (a second one if the
-/// retransmission is lost too), so the fewer packets per frame, the fewer frames wait. The
-/// full layer of a camera is several packets a frame, the middle one one or two.
-///
-/// A link stays lossy until its loss falls under half of this: loss measured over a second of
-/// packets is noisy (at 10 % the window reads anything from 4 % to 16 %), and each flip to the
-/// full layer and back costs two keyframes.
-const LOSSY_LINK: f64 = 0.05;
-const LOSSY_MAX_LAYER: Layer = 1;
-
-/// Whether a link losing `loss` at random is lossy now, given whether it `was` (see
-/// [`LOSSY_LINK`]).
-fn lossy(was: bool, loss: f64) -> bool {
-    let threshold = if was { LOSSY_LINK / 2.0 } else { LOSSY_LINK };
-    loss > threshold
-}
 /// Bitrates assumed for a layer before a whole window of it has been measured.
 const ASSUMED_AUDIO_RATE: f64 = 40_000.0;
 const ASSUMED_VIDEO_RATES: [f64; 3] = [150_000.0, 500_000.0, 1_500_000.0];
@@ -135,8 +118,8 @@ struct Peer {
     offer_due: Option<Instant>,
     /// Subscribe side: the bandwidth estimate of the path to the subscriber.
     estimate: Option<SharedEstimate>,
-    /// Subscribe side: the path loses packets at random (see [`LOSSY_LINK`]).
-    lossy: bool,
+    /// Subscribe side: how much the path loses at random, and so which video it gets.
+    condition: PathCondition,
     connected_at: Option<Instant>,
     /// The NACKs and keyframe requests the connection's tap counted, for the QoS samples.
     feedback: Arc<FeedbackCounts>,
@@ -232,6 +215,8 @@ struct Consumer {
     selector: Selector,
     /// Audio sent as RED: the frames to repeat.
     red_encoder: red::Encoder,
+    /// The subscriber was told this video is paused for its link ([`SfuEvent::StreamState`]).
+    told_paused: bool,
 }
 
 impl Consumer {
@@ -733,6 +718,7 @@ impl Router {
                     rendered: None,
                     selector: Selector::default(),
                     red_encoder: red::Encoder::default(),
+                    told_paused: false,
                 },
             );
         }
@@ -974,7 +960,7 @@ impl Router {
                 awaiting_answer: false,
                 offer_due: None,
                 estimate,
-                lossy: false,
+                condition: PathCondition::Clean,
                 connected_at: None,
                 feedback,
             }),
@@ -1720,7 +1706,12 @@ impl Router {
     /// [`crate::forward::allocate`] for the order and [`crate::forward::selector`] for the
     /// timing. A subscriber without any estimate gets the best layers.
     fn allocate_bandwidth(&mut self, now: Instant) {
-        type Budget = (ParticipantId, Option<SharedEstimate>, Option<f64>, bool);
+        type Budget = (
+            ParticipantId,
+            Option<SharedEstimate>,
+            Option<f64>,
+            PathCondition,
+        );
         let mut losses = Vec::new();
         let budgets: Vec<Budget> = self
             .participants
@@ -1732,10 +1723,10 @@ impl Router {
                     .connected_at
                     .is_none_or(|at| now.saturating_duration_since(at) < FEEDBACK_GRACE);
                 let loss = peer.estimate.as_ref().map_or(0.0, SharedEstimate::loss);
-                peer.lossy = lossy(peer.lossy, loss);
+                peer.condition = peer.condition.next(loss);
                 losses.push((id.clone(), loss));
                 let budget = budget.or(young.then_some(bwe::INITIAL_BITRATE));
-                Some((id.clone(), peer.estimate.clone(), budget, peer.lossy))
+                Some((id.clone(), peer.estimate.clone(), budget, peer.condition))
             })
             .collect();
         // Audio redundancy follows each subscriber's loss, before the allocation counts it.
@@ -1753,8 +1744,8 @@ impl Router {
             .filter(|(_, p)| p.staff)
             .map(|(id, _)| id.clone())
             .collect();
-        for (participant, estimate, budget, lossy) in budgets {
-            let probe = self.allocate_for(now, &participant, &staff, budget, lossy);
+        for (participant, estimate, budget, condition) in budgets {
+            let probe = self.allocate_for(now, &participant, &staff, budget, condition);
             if let Some(estimate) = estimate {
                 estimate.set_probe(probe);
             }
@@ -1772,7 +1763,7 @@ impl Router {
         participant: &str,
         staff: &HashSet<ParticipantId>,
         budget: Option<f64>,
-        lossy: bool,
+        condition: PathCondition,
     ) -> f64 {
         let mut sids = Vec::new();
         let mut demands = Vec::new();
@@ -1791,7 +1782,7 @@ impl Router {
                 producer,
                 consumer,
                 staff.contains(&producer.participant),
-                lossy,
+                condition,
             ));
             sids.push(producer.sid.clone());
         }
@@ -1834,7 +1825,7 @@ impl Router {
                         track_sid: sid.clone(),
                         from: before,
                         to: after,
-                        reason: LayerReason::of(after, cap, lossy),
+                        reason: LayerReason::of(after, cap, condition),
                     };
                     self.qos.layer_changed(participant, change);
                 }
@@ -1842,6 +1833,17 @@ impl Router {
                     .layer_changes
                     .with_label_values(&[if after > before { "up" } else { "down" }])
                     .inc();
+            }
+            // The subscriber hears of a video its link cannot take (and of its return), as
+            // the page would otherwise show a frozen frame with no reason.
+            let paused = after.is_none() && producer.kind == TrackKind::Video;
+            if paused != consumer.told_paused {
+                consumer.told_paused = paused;
+                self.events.push_back(SfuEvent::StreamState {
+                    participant: participant.to_owned(),
+                    track_sid: sid.clone(),
+                    paused,
+                });
             }
             forwarded += demands[i].cost(after);
             if consumer.selector.upgrade_pending() {
@@ -1956,9 +1958,14 @@ impl Router {
 }
 
 /// What forwarding `producer` to one subscriber costs, layer by layer: measured rates of the
-/// layers being received, none above what the subscriber's rendered size needs (or, on a
-/// lossy link, above [`LOSSY_MAX_LAYER`]).
-fn demand(producer: &Producer, consumer: &Consumer, staff: bool, lossy: bool) -> Demand {
+/// layers being received, none above what the subscriber's rendered size needs or what its
+/// path's condition allows (no video at all on an audio-only path).
+fn demand(
+    producer: &Producer,
+    consumer: &Consumer,
+    staff: bool,
+    condition: PathCondition,
+) -> Demand {
     let priority = match (producer.kind, producer.source) {
         (TrackKind::Audio, _) => Priority::Audio,
         (_, TrackSource::ScreenShare) => Priority::Screen,
@@ -1971,18 +1978,21 @@ fn demand(producer: &Producer, consumer: &Consumer, staff: bool, lossy: bool) ->
         ConsumerStage::Live { red: Some(_), .. } => 1.0 + consumer.red_encoder.distance() as f64,
         _ => 1.0,
     };
-    let max_layer = consumer
+    let rendered = consumer
         .rendered
         .and_then(|r| layer_for_size(&producer.sizes, (r.width, r.height)))
-        .unwrap_or(Layer::MAX)
-        .min(if lossy { LOSSY_MAX_LAYER } else { Layer::MAX });
+        .unwrap_or(Layer::MAX);
+    let max_layer = match producer.kind {
+        TrackKind::Audio => Some(Layer::MAX),
+        TrackKind::Video => condition.max_video_layer().map(|max| max.min(rendered)),
+    };
     let layers = (0..count)
         .map(|layer| {
             let assumed = match producer.kind {
                 TrackKind::Audio => ASSUMED_AUDIO_RATE,
                 TrackKind::Video => ASSUMED_VIDEO_RATES[layer.min(2)],
             };
-            (layer <= max_layer && producer.activity.is_alive(layer))
+            (max_layer.is_some_and(|max| layer <= max) && producer.activity.is_alive(layer))
                 .then(|| producer.rates.rate(layer).unwrap_or(assumed) * redundancy)
         })
         .collect();
@@ -2094,17 +2104,6 @@ mod tests {
             timestamp_units_to_secs(-5.0, Some(0), RtpCodecKind::Video),
             0.0
         );
-    }
-
-    #[test]
-    fn a_lossy_link_stays_lossy_until_its_loss_halves() {
-        assert!(!lossy(false, 0.04));
-        assert!(lossy(false, 0.06));
-        assert!(
-            lossy(true, 0.04),
-            "a noisy dip under the threshold changes nothing"
-        );
-        assert!(!lossy(true, 0.02), "a link that got better");
     }
 
     #[test]

@@ -102,6 +102,9 @@ pub struct Sim {
     pub qualities: Vec<(String, ConnectionQuality, f64)>,
     /// The QoS samples of recorded participants the SFU sent, in order.
     pub qos_samples: Vec<(String, PeerSample)>,
+    /// Videos paused (`true`) or resumed for a subscriber's link, in order: (subscriber,
+    /// track sid, paused).
+    pub stream_states: Vec<(String, String, bool)>,
     to_clients: usize,
     next_port: u16,
 }
@@ -134,6 +137,7 @@ impl Sim {
             peer_states: Vec::new(),
             qualities: Vec::new(),
             qos_samples: Vec::new(),
+            stream_states: Vec::new(),
             to_clients: 0,
             next_port: 40_000,
         }
@@ -558,6 +562,11 @@ impl Sim {
                 sample,
                 ..
             } => self.qos_samples.push((participant, *sample)),
+            SfuEvent::StreamState {
+                participant,
+                track_sid,
+                paused,
+            } => self.stream_states.push((participant, track_sid, paused)),
             SfuEvent::TrackUnpublished { .. }
             | SfuEvent::RecordingFailed { .. }
             | SfuEvent::RelayKeyframeRequest { .. }

@@ -113,10 +113,10 @@ impl Class {
     /// sends the student's audio as RED, so a frame is heard if any packet carried it.
     fn received(&self) -> (usize, usize) {
         let got = &self.sim.client("student").received;
-        let video = got.iter().filter(|r| r.payload.len() > 500).count();
+        let video = got.iter().filter(|r| is_video(r)).count();
         let frames: HashSet<u32> = got
             .iter()
-            .filter(|r| r.payload.len() <= 500)
+            .filter(|r| !is_video(r))
             .flat_map(|r| {
                 let blocks = red::blocks(&r.payload).expect("audio comes as RED");
                 blocks.map(|b| r.timestamp.wrapping_sub(u32::from(b.timestamp_offset)))
@@ -125,13 +125,25 @@ impl Class {
         (video, frames.len())
     }
 
+    /// The teacher's camera's track sid.
+    fn camera_sid(&self) -> String {
+        let published = self.sim.published.iter().find(|(p, _)| p == "teacher");
+        published.expect("the teacher's camera").1.clone()
+    }
+
     /// Video packets of the student's camera the student received so far.
     fn received_from_pupil(&self) -> usize {
         let got = &self.sim.client("student").received;
         got.iter()
-            .filter(|r| r.payload.len() > 500 && r.payload[r.payload.len() - 1] >= 0x80)
+            .filter(|r| is_video(r) && r.payload[r.payload.len() - 1] >= 0x80)
             .count()
     }
+}
+
+/// Video packets carry 1000 bytes of body; audio RED packets are smaller even with
+/// [`red::MAX_DISTANCE`] frames of 100 bytes repeated.
+fn is_video(packet: &aula_sfu::sim::Received) -> bool {
+    packet.payload.len() >= 1000
 }
 
 #[test]
@@ -174,6 +186,12 @@ fn video_pauses_under_a_cap_audio_goes_on_and_video_comes_back_when_it_lifts() {
         "audio whole under the cap: {} of 500 frames",
         audio_later - audio
     );
+    let camera_sid = class.camera_sid();
+    assert_eq!(
+        class.sim.stream_states,
+        [("student".to_owned(), camera_sid.clone(), true)],
+        "the student is told its video is paused"
+    );
 
     // The cap is lifted: video resumes within fifteen seconds (the estimate climbs back from
     // the cap, a probe passes, then a keyframe; 2 s in this trace), and keeps flowing.
@@ -202,6 +220,11 @@ fn video_pauses_under_a_cap_audio_goes_on_and_video_comes_back_when_it_lifts() {
         class.received().0 - before > 200,
         "and it keeps flowing: {} packets in 3 s",
         class.received().0 - before
+    );
+    assert_eq!(
+        class.sim.stream_states.last(),
+        Some(&("student".to_owned(), camera_sid, false)),
+        "and that it resumed"
     );
     let down = class
         .sim
@@ -355,4 +378,63 @@ fn a_student_behind_heavy_loss_is_reported_poor() {
     assert_eq!(quality, ConnectionQuality::Poor);
     // The report carries the figure behind the level, for the teacher's tooltip.
     assert!((0.1..0.3).contains(&loss), "loss {loss}");
+}
+
+/// At 75 % loss no video frame would get through whole: the student's video is paused, it is
+/// told so, and what its link carries is the audio, whose redundancy (RED, as deep as the
+/// loss asks) brings most frames through. Once the loss is gone, video comes back.
+#[test]
+fn at_extreme_loss_video_pauses_for_the_audio_and_returns_when_the_loss_goes() {
+    let mut class = Class::new(false, Feedback::Twcc);
+    class.run(Duration::from_secs(3));
+    let camera_sid = class.camera_sid();
+    let extreme = Impairment {
+        loss: 0.75,
+        ..Impairment::default()
+    };
+    class.sim.downlinks.get_mut("student").unwrap().set(extreme);
+    class.run(Duration::from_secs(4));
+    assert_eq!(
+        class.sim.stream_states,
+        [("student".to_owned(), camera_sid.clone(), true)],
+        "the video is paused within 4 s, and the student told"
+    );
+    let (video, audio) = class.received();
+    class.run(Duration::from_secs(10));
+    let (video_later, audio_later) = class.received();
+    println!(
+        "at 75 % loss: {} video packets, {} of 500 audio frames",
+        video_later - video,
+        audio_later - audio
+    );
+    // Probes may still copy a few video packets.
+    assert!(
+        video_later - video < 50,
+        "video paused: {} packets in 10 s",
+        video_later - video
+    );
+    assert!(
+        audio_later - audio >= 400,
+        "most audio frames arrive: {} of 500",
+        audio_later - audio
+    );
+
+    class
+        .sim
+        .downlinks
+        .get_mut("student")
+        .unwrap()
+        .set(Impairment::default());
+    class.run(Duration::from_secs(8));
+    let (video_back, _) = class.received();
+    assert!(
+        video_back - video_later > 200,
+        "video back once the loss is gone: {} packets in 8 s",
+        video_back - video_later
+    );
+    assert_eq!(
+        class.sim.stream_states.last(),
+        Some(&("student".to_owned(), camera_sid, false)),
+        "and the student told"
+    );
 }

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use aula_protocol::{Permissions, Role, ServerMessage};
+use aula_protocol::{Permissions, Role, ServerEvent, ServerMessage, StreamState};
 use aula_sfu::{PeerState, SfuEvent, SfuHandle};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
@@ -727,6 +727,27 @@ pub(crate) async fn handle_event(state: &AppState, event: SfuEvent) {
                 }) {
                     member.send(msg.clone());
                 }
+            }
+        }
+        SfuEvent::StreamState {
+            participant,
+            track_sid,
+            paused,
+        } => {
+            let state_now = if paused {
+                StreamState::Paused
+            } else {
+                StreamState::Active
+            };
+            let registry = state.registry();
+            if let Some(member) = registry
+                .room_of(&participant)
+                .and_then(|room| room.member(&participant))
+            {
+                member.send_event(ServerEvent::StreamState {
+                    track_sid,
+                    state: state_now,
+                });
             }
         }
         SfuEvent::QosSample {

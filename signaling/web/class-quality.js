@@ -34,7 +34,44 @@ function levelOf(loss, rtt) {
   return 'excellent';
 }
 
+/**
+ * Videos the server paused because our connection cannot take them (its `stream_state`
+ * events: too little bandwidth for even the lowest layer, or so much loss that only audio gets
+ * through). Their tiles say so instead of passing a frozen frame off as live, and while any
+ * is paused a notice tells the student the class goes on as audio.
+ */
+function watchPausedVideo(room) {
+  const paused = new Set();
+  const render = () => {
+    for (const el of document.querySelectorAll('.tile.link-paused')) el.classList.remove('link-paused');
+    for (const sid of paused) {
+      document.querySelector(`[data-track-sid="${sid}"]`)?.closest('.tile')?.classList.add('link-paused');
+    }
+    if (paused.size === 0) return clearNotice('audio-only');
+    showNotice('audio-only', 'Your connection is very weak: audio only. The video comes back by itself when the connection improves.', { kind: 'warn' });
+  };
+  room.addEventListener('serverEvent', (e) => {
+    const msg = e.detail;
+    if (msg.type !== 'stream_state') return;
+    if (msg.state === 'paused') paused.add(msg.track_sid);
+    else paused.delete(msg.track_sid);
+    render();
+  });
+  // A tile shown later (the track arrives after its pause) is marked too.
+  room.addEventListener('trackSubscribed', () => setTimeout(render));
+  room.addEventListener('trackUnpublished', (e) => {
+    paused.delete(e.detail.info.sid);
+    render();
+  });
+  // A new participant's subscriptions start afresh.
+  room.addEventListener('rejoined', () => {
+    paused.clear();
+    render();
+  });
+}
+
 export function watchQuality(room) {
+  watchPausedVideo(room);
   const badge = $('my-quality');
   let serverLevel = null;
   let measuredLevel = null;

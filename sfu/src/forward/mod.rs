@@ -5,6 +5,7 @@
 //! decision free of I/O lets the layer-switching rules be tested on virtual time.
 
 pub mod allocate;
+pub mod condition;
 pub mod rates;
 pub mod rewrite;
 pub mod selector;

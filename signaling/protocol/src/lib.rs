@@ -574,6 +574,23 @@ pub enum ServerEvent {
         recording_id: String,
         started_by: String,
     },
+    /// A video you receive was paused because your connection cannot take it (too little
+    /// bandwidth for even its lowest layer, or so much loss that only audio gets through), or
+    /// was resumed after such a pause. Pages say so ("your connection is very weak: audio
+    /// only") instead of showing a frozen picture. Not sent for a video you hide yourself (a
+    /// zero rendered size) or for a publisher's own mute.
+    StreamState {
+        track_sid: String,
+        state: StreamState,
+    },
+}
+
+/// Whether a video reaches you (see [`ServerEvent::StreamState`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamState {
+    Active,
+    Paused,
 }
 
 /// Whether a room is being recorded (see [`ServerEvent::Recording`]).

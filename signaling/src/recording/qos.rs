@@ -37,7 +37,7 @@
 //!   `track_published` / `track_unpublished` and `screen_share_started` /
 //!   `screen_share_stopped` (`track`, `source`), `chat` (`text`), `moderation` (`action`,
 //!   `target`), `transfer` (`skill`), `layer_change` (`track`, `from`, `to`: layers, -1 for
-//!   paused; `reason`: `bandwidth`, `lossy_link`, `best_available`, `unavailable`),
+//!   paused; `reason`: `bandwidth`, `lossy_link`, `audio_only`, `best_available`, `unavailable`),
 //!   `recording_gap` (`dropped`: capture records of the participant's tracks a slow disk
 //!   dropped since the last such line), `qos_gap` (`dropped`: lines of this file dropped, at
 //!   the time of the first), `recording_stopped`.

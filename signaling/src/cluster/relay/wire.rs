@@ -100,6 +100,11 @@ pub enum RemoteEvent {
         loss: f64,
         rtt_ms: Option<u64>,
     },
+    StreamState {
+        participant: String,
+        track_sid: String,
+        paused: bool,
+    },
 }
 
 impl RemoteEvent {
@@ -110,7 +115,8 @@ impl RemoteEvent {
             | Self::TrackUnpublished { participant, .. }
             | Self::SubscribeOffer { participant, .. }
             | Self::PeerState { participant, .. }
-            | Self::ConnectionQuality { participant, .. } => participant,
+            | Self::ConnectionQuality { participant, .. }
+            | Self::StreamState { participant, .. } => participant,
         }
     }
 
@@ -123,7 +129,8 @@ impl RemoteEvent {
             | SfuEvent::TrackUnpublished { participant, .. }
             | SfuEvent::SubscribeOffer { participant, .. }
             | SfuEvent::PeerState { participant, .. }
-            | SfuEvent::ConnectionQuality { participant, .. } => Some(participant),
+            | SfuEvent::ConnectionQuality { participant, .. }
+            | SfuEvent::StreamState { participant, .. } => Some(participant),
             SfuEvent::RecordingFailed { .. }
             | SfuEvent::QosSample { .. }
             | SfuEvent::RelayKeyframeRequest { .. }
@@ -168,6 +175,15 @@ impl RemoteEvent {
                 loss,
                 rtt_ms: rtt.map(|rtt| rtt.as_millis() as u64),
             },
+            SfuEvent::StreamState {
+                participant,
+                track_sid,
+                paused,
+            } => Self::StreamState {
+                participant,
+                track_sid,
+                paused,
+            },
             other @ (SfuEvent::RecordingFailed { .. }
             | SfuEvent::QosSample { .. }
             | SfuEvent::RelayKeyframeRequest { .. }
@@ -211,6 +227,15 @@ impl RemoteEvent {
                 loss,
                 rtt: rtt_ms.map(std::time::Duration::from_millis),
             },
+            Self::StreamState {
+                participant,
+                track_sid,
+                paused,
+            } => SfuEvent::StreamState {
+                participant,
+                track_sid,
+                paused,
+            },
         }
     }
 }
@@ -221,17 +246,24 @@ mod tests {
 
     #[test]
     fn events_cross_the_link_unchanged() {
-        let event = SfuEvent::ConnectionQuality {
+        let quality = SfuEvent::ConnectionQuality {
             participant: "PA_1".into(),
             quality: ConnectionQuality::Good,
             loss: 0.02,
             rtt: Some(std::time::Duration::from_millis(120)),
         };
-        assert_eq!(RemoteEvent::participant_of(&event), Some("PA_1"));
-        let wire = RemoteEvent::of(event.clone()).unwrap();
-        let json = serde_json::to_value(&wire).unwrap();
-        let back: RemoteEvent = serde_json::from_value(json).unwrap();
-        assert_eq!(back.participant(), "PA_1");
-        assert_eq!(back.into_sfu_event(), event);
+        let paused = SfuEvent::StreamState {
+            participant: "PA_1".into(),
+            track_sid: "TR_1".into(),
+            paused: true,
+        };
+        for event in [quality, paused] {
+            assert_eq!(RemoteEvent::participant_of(&event), Some("PA_1"));
+            let wire = RemoteEvent::of(event.clone()).unwrap();
+            let json = serde_json::to_value(&wire).unwrap();
+            let back: RemoteEvent = serde_json::from_value(json).unwrap();
+            assert_eq!(back.participant(), "PA_1");
+            assert_eq!(back.into_sfu_event(), event);
+        }
     }
 }
