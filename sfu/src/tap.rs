@@ -342,10 +342,21 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for Tap {
                     }
                     deliver |= packet.as_any().is::<SenderReport>();
                 }
-                if let Some(estimate) = &self.estimate
-                    && let Some(bps) = remb_of(packets)
-                {
-                    estimate.set_remb(bps);
+                if let Some(estimate) = &self.estimate {
+                    if let Some(bps) = remb_of(packets) {
+                        estimate.set_remb(bps);
+                    }
+                    // Before the congestion controller (further from the wire) reads the same
+                    // feedback: it tells a reported loss from an unreported packet by this.
+                    for feedback in packets
+                        .iter()
+                        .filter_map(|p| p.as_any().downcast_ref::<TransportLayerCc>())
+                    {
+                        estimate.note_feedback(
+                            feedback.base_sequence_number,
+                            feedback.packet_status_count,
+                        );
+                    }
                 }
                 self.ask_for_reported_losses(packets);
                 self.trim_nacks(packets, now);

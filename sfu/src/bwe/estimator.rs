@@ -41,6 +41,7 @@ use std::time::{Duration, Instant};
 use rtc::interceptor::{BandwidthEstimator, EstimatorStats, PacketReport};
 
 use super::SharedEstimate;
+use super::coverage::FeedbackCoverage;
 
 /// The propagation delay is the minimum one-way delay seen over this window. Long enough to
 /// include a moment with an empty queue, short enough to follow a route change.
@@ -269,7 +270,10 @@ impl BandwidthEstimator for Estimator {
         // streams, and a receiver that left them unreported would otherwise look like a path
         // losing a fifth of its packets while a probe runs.
         let rtx = self.shared.rtx_streams();
-        let (known, batch_lost) = losses(reports.iter().filter(|r| !rtx.contains(&r.ssrc)));
+        let (known, batch_lost) = losses(
+            reports.iter().filter(|r| !rtx.contains(&r.ssrc)),
+            &self.shared.coverage(),
+        );
         self.window.push(now, known, batch_lost);
         if self.queue <= OVERUSE_QUEUE {
             self.random.push(now, known, batch_lost);
@@ -366,29 +370,35 @@ impl BandwidthEstimator for Estimator {
     }
 }
 
-/// A run of this many packets in a row without an arrival is taken for a lost feedback
-/// packet, not for lost media; see [`losses`].
-pub const UNREPORTED_RUN: usize = 5;
+/// Reported losses in a row sent over this long are an outage of the path (Wi-Fi gone for a
+/// moment), not the random loss of a bad link: the first feedback after the path comes back
+/// reports everything sent meanwhile as lost, and counted, that second would read as 100 %
+/// loss and take the student's video away just as it could resume. Random loss at 75 % puts
+/// 25 packets (half a second of audio alone) in a row once in a thousand runs.
+pub const OUTAGE: Duration = Duration::from_millis(500);
 
-/// How many of a batch's packets the receiver reported on, and how many of those it lost.
-///
-/// `rtc` reports every packet older than the newest acknowledged one as lost when no feedback
-/// covered it, so one lost TWCC feedback packet (the receiver's uplink is lossy too) shows up
-/// as a run of "losses" as long as a feedback interval, all in a row in transport-wide order.
-/// Counted as loss, that doubled the loss of a student at 10 % loss each way, and cut the
-/// estimate to the lowest layer. Random loss seldom loses five in a row (1 in 100,000 at
-/// 10 %), so such runs are counted as unknown. A full queue's tail drops come as runs too,
-/// but those are the delay signal's to answer.
-fn losses<'a>(reports: impl IntoIterator<Item = &'a PacketReport>) -> (usize, usize) {
-    let counted = |run: usize| if run < UNREPORTED_RUN { run } else { 0 };
-    let (mut arrived, mut lost, mut run) = (0, 0, 0);
+/// How many of a batch's packets the receiver reported on, and how many of those it lost: a
+/// packet that did not arrive is lost only if a feedback packet reported on it; otherwise the
+/// feedback about it was lost, and nothing is known (see [`super::coverage`]). Neither is a
+/// run of losses longer than an [`OUTAGE`].
+fn losses<'a>(
+    reports: impl IntoIterator<Item = &'a PacketReport>,
+    coverage: &FeedbackCoverage,
+) -> (usize, usize) {
+    let (mut arrived, mut lost) = (0, 0);
+    // The current run of reported losses: (first departure, last departure, length).
+    let mut run: Option<(Instant, Instant, usize)> = None;
+    let counted = |run: Option<(Instant, Instant, usize)>| match run {
+        Some((first, last, length)) if last.saturating_duration_since(first) < OUTAGE => length,
+        _ => 0,
+    };
     for report in reports {
         if report.arrived {
-            lost += counted(run);
-            run = 0;
             arrived += 1;
-        } else {
-            run += 1;
+            lost += counted(run.take());
+        } else if report.is_twcc && coverage.covers(report.twcc_sequence_number) {
+            let (first, _, length) = run.unwrap_or((report.departure, report.departure, 0));
+            run = Some((first, report.departure, length + 1));
         }
     }
     lost += counted(run);
@@ -434,6 +444,7 @@ mod tests {
         busy_until: Instant,
         id: u64,
         estimator: Estimator,
+        shared: SharedEstimate,
         pending: Vec<PacketReport>,
         loss_every: Option<u64>,
         /// Every n-th packet is a resend on RTX stream 2 that the receiver never reports.
@@ -448,12 +459,14 @@ mod tests {
     impl Path {
         fn new(initial: f64) -> Self {
             let epoch = Instant::now();
+            let shared = SharedEstimate::new();
             Self {
                 epoch,
                 now: epoch,
                 busy_until: epoch,
                 id: 0,
-                estimator: Estimator::new(initial, 50_000.0, 10_000_000.0, SharedEstimate::new()),
+                estimator: Estimator::new(initial, 50_000.0, 10_000_000.0, shared.clone()),
+                shared,
                 pending: Vec::new(),
                 loss_every: None,
                 unreported_rtx_every: None,
@@ -510,6 +523,12 @@ mod tests {
                         .into_iter()
                         .partition(|r| r.arrival.is_none_or(|at| at <= arrived_by));
                     self.pending = later;
+                    // The feedback packet reports on everything up to its newest.
+                    if let (Some(first), Some(last)) = (reports.first(), reports.last()) {
+                        let base = first.twcc_sequence_number;
+                        let count = last.twcc_sequence_number.wrapping_sub(base) + 1;
+                        self.shared.note_feedback(base, count);
+                    }
                     self.estimator.on_reports(self.now + PROPAGATION, &reports);
                     next_feedback += Duration::from_millis(50);
                 }
@@ -586,7 +605,7 @@ mod tests {
     }
 
     #[test]
-    fn a_run_of_unreported_packets_is_a_lost_feedback_not_lost_media() {
+    fn a_packet_no_feedback_reported_on_is_unknown_not_lost() {
         let batch = |pattern: &str| -> Vec<PacketReport> {
             pattern
                 .chars()
@@ -605,11 +624,47 @@ mod tests {
                 })
                 .collect()
         };
-        assert_eq!(losses(&batch("++-+++-++")), (9, 2));
-        // Six in a row: a feedback packet went missing; unknown, neither arrived nor lost.
-        assert_eq!(losses(&batch("+------++-+")), (5, 1));
-        assert_eq!(losses(&batch("++----")), (6, 4), "four in a row are losses");
-        assert_eq!(losses(&batch("++-----")), (2, 0));
+        let mut coverage = FeedbackCoverage::default();
+        coverage.note(0, 4);
+        coverage.note(10, 6);
+        // Packets 4 to 9: their feedback was lost. Any run of losses a feedback reported
+        // counts, however long (at 75 % loss runs of five are common).
+        assert_eq!(
+            losses(&batch("+-+-------------+"), &coverage),
+            (11, 8),
+            "0-3 and 10-15 reported (8 lost), 4-9 unknown, 16 arrived"
+        );
+        assert_eq!(losses(&batch("++++"), &FeedbackCoverage::default()), (4, 0));
+    }
+
+    #[test]
+    fn an_outage_reported_lost_is_not_random_loss() {
+        let start = Instant::now();
+        // 20 ms apart: 40 lost in a row span 780 ms, 10 span 180 ms.
+        let batch = |pattern: &str| -> Vec<PacketReport> {
+            pattern
+                .chars()
+                .enumerate()
+                .map(|(id, c)| PacketReport {
+                    ssrc: 1,
+                    id: id as u64,
+                    rtp_sequence_number: id as u16,
+                    is_twcc: true,
+                    twcc_sequence_number: id as u16,
+                    size: 100,
+                    arrived: c == '+',
+                    departure: start + Duration::from_millis(20 * id as u64),
+                    arrival: (c == '+').then_some(Duration::ZERO),
+                    ecn: Ecn::default(),
+                })
+                .collect()
+        };
+        let mut coverage = FeedbackCoverage::default();
+        coverage.note(0, 100);
+        let outage = format!("++{}++", "-".repeat(40));
+        assert_eq!(losses(&batch(&outage), &coverage), (4, 0));
+        let bad_link = format!("++{}++", "-".repeat(10));
+        assert_eq!(losses(&batch(&bad_link), &coverage), (14, 10));
     }
 
     #[test]

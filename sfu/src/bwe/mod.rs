@@ -12,6 +12,7 @@
 //! Both are read inside the connection's interceptor chain, which the router cannot reach
 //! into, so they are published into a [`SharedEstimate`] the router holds a clone of.
 
+pub mod coverage;
 pub mod estimator;
 pub mod probe;
 pub mod remb;
@@ -48,6 +49,8 @@ struct Inner {
     probe: AtomicU64,
     /// The connection's RTX streams, which carry resends and probe copies.
     rtx: Mutex<Vec<u32>>,
+    /// What the receiver's feedback reported on (noted by the tap, read by the estimator).
+    coverage: Mutex<coverage::FeedbackCoverage>,
 }
 
 impl SharedEstimate {
@@ -104,6 +107,19 @@ impl SharedEstimate {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// A TWCC feedback packet reported on `count` packets from transport-wide number `base`.
+    pub fn note_feedback(&self, base: u16, count: u16) {
+        self.coverage().note(base, count);
+    }
+
+    /// What the receiver's recent feedback reported on.
+    pub fn coverage(&self) -> std::sync::MutexGuard<'_, coverage::FeedbackCoverage> {
+        self.0
+            .coverage
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Bits per second of probe copies wanted now (see [`probe`]).
