@@ -3,13 +3,14 @@
 // read (its stats and state), never called.
 //
 // A teacher and two students (Ana, Ben) join through the form. Ana raises her hand, the teacher
-// sees it in the queue and invites her, she accepts and publishes, Ben decodes her camera; the
-// teacher mutes her, then takes her off the stage, and her camera and microphone stop. Chat goes
-// both ways. The teacher revokes an assistant's moderation. A locked class refuses a new student
-// with a message on the page; ending the class shows every student the class-ended view. A
-// student on a lossy link is told its connection is poor. On the
-// way, screenshots of the teacher's and a student's view at 1280x720 and 390x844 are saved to
-// AULA_SCREENSHOT_DIR (docs/screenshots to update the README's), or the temp directory.
+// sees it in the queue (and sees it go when she lowers it herself), invites her, she accepts and
+// publishes, Ben decodes her camera; the teacher mutes her, then takes her off the stage, and her
+// camera and microphone stop. Chat goes both ways. The teacher revokes an assistant's moderation
+// and gives it back. A locked class refuses a new student with a message on the page, and lets
+// them in once unlocked; ending the class shows every student the class-ended view. A student on
+// a lossy link is told its connection is poor. On the way, screenshots of the teacher's and a
+// student's view at 1280x720 and 390x844 are saved to AULA_SCREENSHOT_DIR (docs/screenshots to
+// update the README's), or the temp directory, and at both sizes nothing is cut off.
 
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
@@ -43,8 +44,11 @@ function framesOf(page, name) {
   }, name);
 }
 
-/** Saves `page` as `name`-WxH.png at each size, then restores the test's usual size. */
-async function screenshots(page, name) {
+/**
+ * Saves `page` as `name`-WxH.png at each size, running `check` (a layout assertion) at each
+ * size too, then restores the test's usual size.
+ */
+async function screenshots(page, name, check = async () => {}) {
   mkdirSync(SHOTS, { recursive: true });
   for (const [width, height] of [[1280, 720], [390, 844]]) {
     await page.setViewportSize({ width, height });
@@ -53,6 +57,7 @@ async function screenshots(page, name) {
     const path = join(SHOTS, `class-${name}-${width}x${height}.png`);
     await page.screenshot({ path });
     console.log(`# screenshot: ${path}`);
+    await check();
   }
   await page.setViewportSize({ width: 1280, height: 800 });
 }
@@ -115,6 +120,13 @@ describe('running a class from the class page', { timeout: 150_000 }, () => {
     await ana.getByRole('button', { name: 'Raise hand' }).click();
     const hand = teacher.locator('#hands li', { hasText: 'Ana' });
     await hand.waitFor({ timeout: UI_DEADLINE_MS });
+    // She lowers it herself: the teacher's queue empties. Then she raises it again.
+    await ana.getByRole('button', { name: 'Lower hand' }).click({ timeout: UI_DEADLINE_MS });
+    await hand.waitFor({ state: 'detached', timeout: UI_DEADLINE_MS });
+    await teacher.getByText('No hands raised.').waitFor({ timeout: UI_DEADLINE_MS });
+    assert.equal(await teacher.locator('#hands li').count(), 0, 'the queue is empty');
+    await ana.getByRole('button', { name: 'Raise hand' }).click({ timeout: UI_DEADLINE_MS });
+    await hand.waitFor({ timeout: UI_DEADLINE_MS });
     await ana.getByRole('button', { name: 'Lower hand' }).waitFor({ timeout: UI_DEADLINE_MS });
 
     await hand.getByRole('button', { name: 'Invite to stage' }).click();
@@ -144,9 +156,9 @@ describe('running a class from the class page', { timeout: 150_000 }, () => {
     await ben.getByLabel('Message').fill('Can you show the last slide again?');
     await ben.getByRole('button', { name: 'Send' }).click();
     await teacher.locator('#chat-log').getByText('Can you show the last slide again?').waitFor({ timeout: UI_DEADLINE_MS });
-    await assertNothingCutOff(ben, ['#stage .tile', '.tile.teacher']);
-    await screenshots(teacher, 'teacher');
-    await screenshots(ben, 'student');
+    // At desktop and at phone size, nothing is under the controls bar or off the side.
+    await screenshots(teacher, 'teacher', () => assertNothingCutOff(teacher, ['#stage .tile', '.tile.screen-preview']));
+    await screenshots(ben, 'student', () => assertNothingCutOff(ben, ['#stage .tile', '.tile.teacher']));
     await assertNothingCutOff(ben, ['#stage .tile', '.tile.teacher']);
     await teacher.getByRole('button', { name: 'Stop sharing' }).click();
     await teacher.locator('#hands li', { hasText: 'Ben' }).getByRole('button', { name: 'Dismiss' }).click();
@@ -180,26 +192,49 @@ describe('running a class from the class page', { timeout: 150_000 }, () => {
     }
   });
 
-  it('the teacher revokes an assistant\'s moderation', { timeout: 20_000 }, async () => {
+  it('the teacher revokes an assistant\'s moderation, then allows it again', { timeout: 20_000 }, async () => {
     const assistant = await joinClass(browser, server.url, { room, name: 'Assistant', role: 'assistant' });
     await assistant.getByRole('button', { name: 'Mute all students' }).waitFor({ timeout: UI_DEADLINE_MS });
     const row = teacher.locator('#people li', { hasText: 'Assistant' });
     await row.getByRole('button', { name: 'Revoke moderation' }).click({ timeout: UI_DEADLINE_MS });
     await assistant.getByRole('button', { name: 'Mute all students' }).waitFor({ state: 'hidden', timeout: UI_DEADLINE_MS });
     await row.getByText('not moderating').waitFor({ timeout: UI_DEADLINE_MS });
+
+    // Given back: the assistant's moderation controls return, and the teacher's row says so.
+    await row.getByRole('button', { name: 'Allow moderation' }).click({ timeout: UI_DEADLINE_MS });
+    for (const name of ['Mute all students', 'Lock class']) {
+      await assistant.getByRole('button', { name }).waitFor({ timeout: UI_DEADLINE_MS });
+    }
+    await assistant.locator('#people li', { hasText: 'Ana' }).getByRole('button', { name: 'Remove from class' }).waitFor({ timeout: UI_DEADLINE_MS });
+    await row.getByText('not moderating').waitFor({ state: 'detached', timeout: UI_DEADLINE_MS });
+    await row.getByRole('button', { name: 'Revoke moderation' }).waitFor({ timeout: UI_DEADLINE_MS });
+    assert.deepEqual(assistant.aulaErrors, []);
     await assistant.getByRole('button', { name: 'Leave' }).click();
     await assistant.close();
   });
 
-  it('a locked class refuses a new student, with a message on the page', { timeout: 20_000 }, async () => {
+  it('a locked class refuses a new student, with a message on the page, and lets them in once unlocked', { timeout: 30_000 }, async () => {
     await teacher.getByRole('button', { name: 'Lock class' }).click();
     await teacher.getByRole('button', { name: 'Unlock class' }).waitFor({ timeout: UI_DEADLINE_MS });
     const late = await browser.newPage();
+    late.aulaErrors = [];
+    late.on('pageerror', (err) => late.aulaErrors.push(err.message));
     await late.goto(`${server.url}/class?room=${room}`);
     await late.getByLabel('Your name').fill('Late');
     await late.getByRole('button', { name: 'Join' }).click();
     await late.locator('#status').getByText(/class is locked/).waitFor({ timeout: UI_DEADLINE_MS });
     assert.ok(await late.getByRole('button', { name: 'Join' }).isVisible(), 'the form stays, to try again later');
+
+    // Unlocked: the same student tries again and is in; the teacher's list shows them.
+    await teacher.getByRole('button', { name: 'Unlock class' }).click();
+    await teacher.getByRole('button', { name: 'Lock class' }).waitFor({ timeout: UI_DEADLINE_MS });
+    await late.getByRole('button', { name: 'Join' }).click();
+    await late.getByRole('button', { name: 'Leave' }).waitFor({ timeout: 10_000 });
+    const lateRow = teacher.locator('#people li', { hasText: 'Late' });
+    await lateRow.waitFor({ timeout: UI_DEADLINE_MS });
+    await late.getByRole('button', { name: 'Leave' }).click();
+    await lateRow.waitFor({ state: 'detached', timeout: UI_DEADLINE_MS });
+    assert.deepEqual(late.aulaErrors, []);
     await late.close();
   });
 

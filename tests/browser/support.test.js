@@ -1,12 +1,15 @@
 // End-to-end test of the support desk pages in headless Chromium against the real server, driven
 // through the visible buttons as a person would: a learner asks for help before anyone serves
 // the topic and cancels; an agent going on duty sees the queue, and adding the topic pairs them;
-// the learner hears the agent's (fake) microphone from the start and sees its camera while it
-// is on; the learner shares screen and camera, which the agent's console shows large and small,
-// with the learner's name, request and connection; chat both ways; a transfer by skill hands the
-// learner to a second agent; the learner ends the session and rates it, and the rating reaches
-// /metrics. Screenshots of the console and the learner's page go to AULA_SCREENSHOT_DIR
-// (docs/screenshots to update the README's), or the temp directory, as the other tests' do.
+// the learner hears the agent's (fake) microphone from the start, not while the agent mutes it,
+// and sees its camera while it is on; the learner shares screen and camera, which the agent's
+// console shows large and small, with the learner's name, request and connection; chat both
+// ways; a transfer by skill hands the learner to a second agent; the learner ends the session
+// and rates it, and the rating reaches /metrics. An agent off duty gets no learner, and sees the
+// language the learner chose in the queue; back on duty it is paired, ends the session itself,
+// and the learner's "Bad" reaches /metrics too. Screenshots of the console and the learner's
+// page go to AULA_SCREENSHOT_DIR (docs/screenshots to update the README's), or the temp
+// directory, as the other tests' do; the console's layout is checked at both sizes.
 
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -55,14 +58,31 @@ describe('support desk', () => {
   }
 
   /**
-   * The header's brand and page name as shown, generated content included: class.css prefixes
-   * a class's room name with "Room " through `::before`, which textContent does not show.
+   * The header's brand and page name as shown, generated content included (`::before`, which
+   * textContent does not show), so that no stylesheet can put a prefix such as "Room " back.
    */
   function headerText(page) {
     return page.evaluate(() => [...document.querySelectorAll('header .brand, header .page-name')].map((el) => {
       const before = getComputedStyle(el, '::before').content;
       return (before.startsWith('"') ? JSON.parse(before) : '') + el.textContent;
     }));
+  }
+
+  /**
+   * The console in a session: labelled tiles side by side, none over another, the learner's
+   * screen the large one, and the content area ending where the controls bar begins.
+   */
+  async function assertConsoleLayout(page) {
+    const boxes = await page.evaluate(() => Object.fromEntries(['learner-screen', 'learner-camera', 'self-view', 'controls', 'main']
+      .map((id) => [id, (document.getElementById(id) ?? document.querySelector(id)).getBoundingClientRect().toJSON()])));
+    const size = await page.evaluate(() => `${innerWidth}x${innerHeight}`);
+    const overlap = (a, b) => a.left < b.right && b.left < a.right && a.top < b.bottom && b.top < a.bottom;
+    const area = (r) => r.width * r.height;
+    assert.ok(!overlap(boxes['learner-screen'], boxes['learner-camera']), `${size}: ${JSON.stringify(boxes)}`);
+    assert.ok(!overlap(boxes['learner-screen'], boxes['self-view']), `${size}: ${JSON.stringify(boxes)}`);
+    assert.ok(!overlap(boxes['learner-camera'], boxes['self-view']), `${size}: ${JSON.stringify(boxes)}`);
+    assert.ok(area(boxes['learner-screen']) > 2 * area(boxes['learner-camera']), `${size}: the screen is the large one`);
+    assert.ok(boxes.main.bottom <= boxes.controls.top + 1, `${size}: the content area ends where the controls begin`);
   }
 
   /** Goes on duty on the console with these topics (the form starts with every topic, English). */
@@ -140,9 +160,38 @@ describe('support desk', () => {
     assert.ok(audio.totalAudioEnergy > start.totalAudioEnergy, `learner heard silence: ${JSON.stringify(audio)}`);
   }
 
-  it('the learner hears the agent, whose microphone is on from the start', { timeout: 40_000 }, async () => {
+  /** Waits until the learner's SDK has the agent's microphone (un)muted (the server's `track_muted`). */
+  const learnerSeesAgentMic = (muted) => learner.waitForFunction((muted) => {
+    const mic = [...window.aulaSession.participants.values()].flatMap((p) => p.tracks).find((t) => t.source === 'microphone');
+    return mic && Boolean(mic.muted) === muted;
+  }, muted, { timeout: 5_000 });
+
+  /** Audio energy the learner receives over `ms` (silence adds none). */
+  async function energyOver(ms) {
+    const start = await inbound(learner, 'audio');
+    await learner.waitForTimeout(ms); // a measuring window, not a wait for a state
+    return (await inbound(learner, 'audio')).totalAudioEnergy - start.totalAudioEnergy;
+  }
+
+  it('the learner hears the agent, whose microphone is on from the start, and not while it is muted', { timeout: 60_000 }, async () => {
     // The button offers to mute: the microphone is on without the agent doing anything.
     await button(agent, 'Mute microphone').waitFor({ timeout: 10_000 });
+    await learnerHearsAgent();
+    const speaking = await energyOver(1000);
+    assert.ok(speaking > 0, `energy while speaking: ${speaking}`);
+
+    // Muted: the learner's page knows, and what it receives goes silent.
+    await button(agent, 'Mute microphone').click();
+    await button(agent, 'Unmute microphone').waitFor({ timeout: 5_000 });
+    await learnerSeesAgentMic(true);
+    const deadline = Date.now() + 10_000;
+    let muted = await energyOver(1000);
+    while (muted > speaking / 100 && Date.now() < deadline) muted = await energyOver(1000);
+    assert.ok(muted <= speaking / 100, `energy over a second: ${speaking} speaking, ${muted} muted`);
+
+    await button(agent, 'Unmute microphone').click();
+    await button(agent, 'Mute microphone').waitFor({ timeout: 5_000 });
+    await learnerSeesAgentMic(false);
     await learnerHearsAgent();
   });
 
@@ -178,18 +227,11 @@ describe('support desk', () => {
     assert.equal(await text(agent, '#screen-label'), 'Ana\'s screen');
     assert.equal(await text(agent, '#camera-label'), 'Ana\'s camera');
 
-    // Labelled tiles side by side, none over another, and all above the controls bar.
-    const boxes = await agent.evaluate(() => Object.fromEntries(['learner-screen', 'learner-camera', 'self-view', 'controls']
-      .map((id) => [id, document.getElementById(id).getBoundingClientRect().toJSON()])));
-    const overlap = (a, b) => a.left < b.right && b.left < a.right && a.top < b.bottom && b.top < a.bottom;
-    assert.ok(!overlap(boxes['learner-screen'], boxes['learner-camera']), JSON.stringify(boxes));
-    assert.ok(!overlap(boxes['learner-camera'], boxes['self-view']), JSON.stringify(boxes));
-    assert.ok(boxes['learner-screen'].width > 2 * boxes['learner-camera'].width, 'the screen is the large one');
-    const mainBottom = await agent.evaluate(() => document.querySelector('main').getBoundingClientRect().bottom);
-    assert.ok(mainBottom <= boxes.controls.top + 1, 'the content area ends where the controls begin');
+    await assertConsoleLayout(agent);
 
     // The server's word for the learner's connection, and the figures its page measures.
-    await waitText(agent, '#quality', /Connection: (Excellent|Good|Poor)/, 20_000);
+    // Loopback, nothing impaired: never "Poor".
+    await waitText(agent, '#quality', /Connection: (Excellent|Good)/, 20_000);
     await waitText(agent, '#link-stats', /loss receiving \d+\.\d %.* RTT \d+ ms/, 15_000);
   });
 
@@ -203,7 +245,7 @@ describe('support desk', () => {
     await waitText(learner, '#chat-log', /You: Thanks!/);
   });
 
-  it('screenshots of the console and the learner\'s page, desktop and phone', { timeout: 30_000 }, async () => {
+  it('screenshots of the console and the learner\'s page, desktop and phone, with the console laid out at both', { timeout: 30_000 }, async () => {
     mkdirSync(SCREENSHOTS, { recursive: true });
     for (const [size, name] of [[DESKTOP, '1280x720'], [PHONE, '390x844']]) {
       for (const [page, who] of [[agent, 'agent'], [learner, 'learner']]) {
@@ -211,6 +253,7 @@ describe('support desk', () => {
         await page.waitForTimeout(700); // the videos settle at their new size
         await page.screenshot({ path: `${SCREENSHOTS}/support-${who}-${name}.png` });
       }
+      await assertConsoleLayout(agent);
     }
     for (const page of [agent, learner]) await page.setViewportSize(DESKTOP);
   });
@@ -239,14 +282,59 @@ describe('support desk', () => {
     await waitText(learner, '#rating-question', /Thank you for your feedback/);
     assert.equal(await button(learner, 'Bad').isVisible(), false, 'rated once');
 
-    const deadline = Date.now() + 10_000;
-    let metrics = '';
-    while (Date.now() < deadline && !metrics.includes('aula_support_ratings_total{rating="good"} 1')) {
-      metrics = await (await fetch(`${server.url}/metrics`, { signal: AbortSignal.timeout(5_000) })).text();
-      if (!metrics.includes('aula_support_ratings_total{rating="good"} 1')) await new Promise((ok) => setTimeout(ok, 200));
-    }
+    const metrics = await metricsOnceIncluding('aula_support_ratings_total{rating="good"} 1');
     assert.match(metrics, /aula_support_ratings_total\{rating="good"\} 1/);
     assert.match(metrics, /aula_support_ratings_total\{rating="bad"\} 0/);
     for (const page of [learner, agent, second]) assert.deepEqual(page.aulaErrors, []);
   });
+
+  it('an agent off duty gets no learner, and sees the language the learner chose in the queue', { timeout: 30_000 }, async () => {
+    await button(agent, 'Go off duty').click();
+    await button(agent, 'Go on duty').waitFor({ timeout: 5_000 });
+    await waitText(agent, '#duty-state', /^Off duty: no new learners/);
+
+    // Ana asks again about video, in Spanish: Bo serves video but is off duty, Cy only billing.
+    await button(learner, 'Ask again').click();
+    await learner.getByLabel('Language').selectOption('es');
+    await button(learner, 'Ask for help').click();
+    await waitText(learner, '#position', /You are next in line/);
+    // The desk routes a request as it queues it, then shows the queue: once the line is there,
+    // nobody was given Ana.
+    await waitText(agent, '#queue', /Ana · Video · Español · waiting 0:\d\d/);
+    await waitText(second, '#queue', /Ana · Video · Español/);
+    assert.equal(await agent.locator('#session').isVisible(), false, 'Bo, off duty, has no session');
+    assert.equal(await second.locator('#session').isVisible(), false, 'Cy does not serve video');
+    assert.equal(await learner.locator('#waiting').isVisible(), true, 'Ana still waits');
+  });
+
+  it('back on duty the agent is paired, ends the session itself, and "Bad" reaches /metrics', { timeout: 40_000 }, async () => {
+    await button(agent, 'Go on duty').click();
+    await waitText(agent, '#duty-state', /^On duty: Audio, Video; English/);
+    await waitText(agent, '#learner-name', /^Ana$/, 15_000);
+    await waitText(agent, '#learner-request', /Video · Español/);
+    await waitText(learner, '#agent-label', /^Bo \(agent\)$/, 15_000);
+    await waitText(learner, '#status', /Connected with Bo\./);
+
+    await button(agent, 'End').click();
+    await learner.getByRole('heading', { name: 'Session ended' }).waitFor({ timeout: 10_000 });
+    await waitText(agent, '#status', /Session with Ana ended/);
+    assert.equal(await agent.locator('#session').isVisible(), false, 'the console is back to its lists');
+    await button(learner, 'Bad').click();
+    await waitText(learner, '#rating-question', /Thank you for your feedback/);
+
+    const metrics = await metricsOnceIncluding('aula_support_ratings_total{rating="bad"} 1');
+    assert.match(metrics, /aula_support_ratings_total\{rating="bad"\} 1/);
+    assert.match(metrics, /aula_support_ratings_total\{rating="good"\} 1/);
+    for (const page of [learner, agent, second]) assert.deepEqual(page.aulaErrors, []);
+  });
+
+  /** GET /metrics until it includes `line`, for up to 10 s; returns the last body. */
+  async function metricsOnceIncluding(line) {
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      const metrics = await (await fetch(`${server.url}/metrics`, { signal: AbortSignal.timeout(5_000) })).text();
+      if (metrics.includes(line) || Date.now() > deadline) return metrics;
+      await new Promise((ok) => setTimeout(ok, 200));
+    }
+  }
 });
