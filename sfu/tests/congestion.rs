@@ -140,10 +140,10 @@ impl Class {
     }
 }
 
-/// Video packets carry 1000 bytes of body; audio RED packets are smaller even with
-/// [`red::MAX_DISTANCE`] frames of 100 bytes repeated.
+/// Video packets start with the VP8 descriptor `vp8_payload` writes; audio comes as RED,
+/// whose first byte is a block header (or the primary's payload type), of any size.
 fn is_video(packet: &aula_sfu::sim::Received) -> bool {
-    packet.payload.len() >= 1000
+    packet.payload.first() == Some(&0x10)
 }
 
 #[test]

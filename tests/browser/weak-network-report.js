@@ -1,11 +1,12 @@
-// Weak-network report: what a student sees and hears at 0, 5, 10, 20, 30 and 50 % random loss
-// on the link between the SFU and the student's browser, plus a 500 kbit/s cap, plus the same
-// cap arriving while the student climbs back after a loss phase (probing before each upgrade).
+// Weak-network report: what a student sees and hears at 0, 5, 10, 20, 30, 50, 70 and 80 %
+// random loss on the link between the SFU and the student's browser, at 500, 300 and 200
+// kbit/s caps, and with the 500 kbit/s cap arriving while the student climbs back after a loss
+// phase (probing before each upgrade).
 // Prints a Markdown table (the README's "Weak networks" section is this output).
 //
 //   cd tests/browser && node weak-network-report.js [seconds per row, default 20] [row labels...]
 //
-// Row labels (e.g. `10` for 10 % loss, `500k` for the cap, `climb` for the cap mid-climb) pick
+// Row labels (e.g. `10` for 10 % loss, `300k` for a cap, `climb` for the cap mid-climb) pick
 // rows; default all.
 //
 // A real `aula` server (debug build by default; AULA_BIN=../../target/release/aula for release)
@@ -18,8 +19,8 @@ import { impair, joinStudentOnTop, median, watch } from './weaknet.js';
 const seconds = Number(process.argv[2] ?? 20);
 const picked = process.argv.slice(3);
 const rows = [
-  ...[0, 0.05, 0.1, 0.2, 0.3, 0.5].map((loss) => ({ key: `${loss * 100}`, label: `${loss * 100} % loss`, loss })),
-  { key: '500k', label: '500 kbit/s cap', rateKbps: 500 },
+  ...[0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.8].map((loss) => ({ key: `${Math.round(loss * 100)}`, label: `${Math.round(loss * 100)} % loss`, loss })),
+  ...[500, 300, 200].map((rateKbps) => ({ key: `${rateKbps}k`, label: `${rateKbps} kbit/s cap`, rateKbps })),
   { key: 'climb', label: '500 kbit/s cap during a climb', rateKbps: 500, climb: true },
 ].filter((row) => picked.length === 0 || picked.includes(row.key));
 

@@ -4,7 +4,7 @@
 //
 // One teacher (camera in three simulcast layers, microphone) and one student, in order:
 // 10 % loss, then a 500 kbit/s cap, then the cap lifted, then the cap again while the
-// student climbs back, then 30 % loss.
+// student climbs back, then 30 % loss, then 70 % loss.
 
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
@@ -118,5 +118,34 @@ describe('weak networks', { timeout: 300_000 }, () => {
     console.log('30 % loss:', JSON.stringify({ ...seen, heights: undefined }));
     assert.ok(seen.audioKbps > 10, `audio keeps arriving: ${seen.audioKbps.toFixed(0)} kbit/s`);
     assert.ok(seen.concealment < 0.1, `${(seen.concealment * 100).toFixed(1)} % of audio concealed`);
+  });
+
+  it('at 70 % loss the student stays connected, hears the teacher, and is told the video is paused', { timeout: 90_000 }, async () => {
+    const states = await student.evaluate(() => {
+      window.seenStates = [];
+      window.aulaRoom.addEventListener('connectionState', (e) => window.seenStates.push(`${e.detail.target}:${e.detail.state}`));
+      window.aulaRoom.addEventListener('disconnected', () => window.seenStates.push('session:disconnected'));
+      window.aulaRoom.addEventListener('rejoined', () => window.seenStates.push('session:rejoined'));
+      return window.seenStates;
+    });
+    assert.deepEqual(states, []);
+    await impair(server.url, { room, identity, loss: 0.7 });
+    // The server measures the loss within a few seconds and keeps the link for the audio.
+    const notice = student.getByText(/very weak: audio only/);
+    await notice.waitFor({ timeout: 10_000 });
+    await student.locator('.tile.teacher.link-paused').waitFor({ timeout: 5_000 });
+    const seen = await watch(student, 20_000);
+    console.log('70 % loss:', JSON.stringify({ ...seen, heights: undefined }));
+    await impair(server.url, { room, identity });
+    assert.ok(seen.audioKbps > 10, `audio keeps arriving: ${seen.audioKbps.toFixed(0)} kbit/s`);
+    assert.ok(seen.concealment < 0.1, `under 10 % of the audio concealed: ${(seen.concealment * 100).toFixed(1)} %`);
+
+    // The loss goes: the video comes back, the notice goes, and the session was never lost.
+    await notice.waitFor({ state: 'detached', timeout: 20_000 });
+    const back = await watch(student, 3_000);
+    assert.ok(back.fps > 10, `video back: ${back.fps.toFixed(1)} fps`);
+    const after = await student.evaluate(() => window.seenStates);
+    console.log('connection states during and after the loss:', JSON.stringify(after));
+    assert.ok(!after.some((s) => s.endsWith(':failed') || s.startsWith('session:')), `the student stayed connected: ${JSON.stringify(after)}`);
   });
 });
