@@ -135,6 +135,24 @@ pub const DISTANCE: usize = 2;
 /// back, within RED's 14-bit offsets, and a packet of 13 Opus frames stays far under the MTU.
 pub const MAX_DISTANCE: usize = 12;
 
+/// Packets a second of an Opus stream: browsers send 20 ms frames.
+const OPUS_PACKETS_PER_SEC: f64 = 50.0;
+/// Bits a second each packet's headers cost on the wire (RTP with extensions, SRTP, UDP, IP),
+/// which a redundant block does not repeat.
+const HEADERS_BPS: f64 = OPUS_PACKETS_PER_SEC * 40.0 * 8.0;
+/// Bits a second each redundant block's own 4-byte header costs.
+const BLOCK_HEADER_BPS: f64 = OPUS_PACKETS_PER_SEC * 4.0 * 8.0;
+
+/// What a stream measured at `rate` bits a second (headers included) costs on the wire sent
+/// as RED repeating `distance` earlier frames: the headers once, the payload `distance + 1`
+/// times. Counting the whole rate that many times overstated the audio by a third at the
+/// default distance, and at a 300 kbit/s cap that was the difference between the lowest video
+/// layer fitting and a picture that stopped and started every few seconds.
+pub fn cost(rate: f64, distance: usize) -> f64 {
+    let payload = (rate - HEADERS_BPS).max(0.0);
+    rate + distance as f64 * (payload + BLOCK_HEADER_BPS)
+}
+
 /// Loss (a fraction) from which each distance is used.
 const DISTANCE_STEPS: [(f64, usize); 5] = [
     (0.10, 3),
@@ -353,6 +371,15 @@ mod tests {
         assert_eq!(path, [2, 2, 3, 4, 8, 12, 12, 12, 6, 3, 2, 2]);
         // 0.5 after 0.8: still more than half of the 0.65 that needs 12, so 12 stays; 0.35
         // after that too (0.7 needs 12); 0.2 is under half of 0.55 but 0.4 needs 6.
+    }
+
+    #[test]
+    fn the_cost_of_red_repeats_the_payload_not_the_headers() {
+        // 44 kbit/s of Opus on the wire: 16 of headers, 28 of payload.
+        assert_eq!(cost(44_000.0, 0), 44_000.0);
+        assert_eq!(cost(44_000.0, 2), 44_000.0 + 2.0 * (28_000.0 + 1_600.0));
+        // A stream measured below its headers (silence, DTX) costs what was measured.
+        assert_eq!(cost(10_000.0, 2), 10_000.0 + 2.0 * 1_600.0);
     }
 
     #[test]

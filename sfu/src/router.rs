@@ -1974,9 +1974,9 @@ fn demand(
     };
     let count = producer.layers.values().max().map_or(1, |top| top + 1);
     // RED repeats each frame as many more times as the link's loss asks (see `red`).
-    let redundancy = match consumer.stage {
-        ConsumerStage::Live { red: Some(_), .. } => 1.0 + consumer.red_encoder.distance() as f64,
-        _ => 1.0,
+    let red_distance = match consumer.stage {
+        ConsumerStage::Live { red: Some(_), .. } => consumer.red_encoder.distance(),
+        _ => 0,
     };
     let rendered = consumer
         .rendered
@@ -1993,7 +1993,7 @@ fn demand(
                 TrackKind::Video => ASSUMED_VIDEO_RATES[layer.min(2)],
             };
             (max_layer.is_some_and(|max| layer <= max) && producer.activity.is_alive(layer))
-                .then(|| producer.rates.rate(layer).unwrap_or(assumed) * redundancy)
+                .then(|| red::cost(producer.rates.rate(layer).unwrap_or(assumed), red_distance))
         })
         .collect();
     Demand { priority, layers }
