@@ -48,9 +48,12 @@
 // sid), `permissions`, `locked` and `participants` are the new session's, every remote track
 // went (`trackUnsubscribed`) and comes back on new connections (`trackSubscribed`, same track
 // sids), and our tracks are published again by themselves as new tracks (`localTrackPublished`),
-// muted if they were. What the server held for the old participant (a raised hand, the stage)
-// is not carried over. The page sees 'reconnecting', then 'rejoined' (rebuild what shows the
-// room from `participants`) or 'disconnected'.
+// muted if they were. The server gives the new participant back what a moderator gave the old
+// one (the stage, with its publish permissions; a raised hand, at its place in the queue) when
+// the old one was lost less than two minutes before, unless a moderator changed it meanwhile or
+// locked the room: `permissions` and `localParticipant.hand_raised` already say so at
+// 'rejoined' (a `permissions_changed` and a `hand_queue` follow). The page sees 'reconnecting',
+// then 'rejoined' (rebuild what shows the room from `participants`) or 'disconnected'.
 //
 // Participants already in the room when `connect` resolves are in `room.participants`; their
 // tracks arrive as `trackSubscribed` events, which cannot fire before the caller has had a chance
@@ -87,7 +90,9 @@ const RESUME_WINDOW_MS = 15_000;
 
 /**
  * How long a lost session is joined again before the Room gives up: a minute offline (a train
- * tunnel, a lift) is survived. Counted from when rejoining starts.
+ * tunnel, a lift) is survived. Counted from when rejoining starts. The server keeps a lost
+ * participant's stage and raised hand for two minutes (`REMEMBERED_FOR` in
+ * signaling/src/rejoin.rs), which covers this window, its last attempt and the resume window.
  */
 const REJOIN_WINDOW_MS = 60_000;
 

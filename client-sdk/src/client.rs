@@ -115,8 +115,9 @@ struct Publisher {
 /// packets of a track keep its sid). [`participant`] and [`room`] change when
 /// [`next_event`] hands over the [`ClientEvent::Rejoined`]. An audio track we were publishing
 /// is published again by itself, as a new track (its [`PublishedAudio`] handle keeps working;
-/// see there). What the server held for the old participant only (a raised hand, a
-/// moderator's grants) is not carried over.
+/// see there). The server gives the new participant back a moderator's grants (the stage) and
+/// its raised hand at its place in the queue, if the old one was lost (not left) less than two
+/// minutes before and no moderator changed them meanwhile or locked the room.
 ///
 /// Dropping the client closes the WebSocket and both peer connections at once; [`leave`]
 /// says goodbye first.

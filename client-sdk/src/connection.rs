@@ -51,7 +51,9 @@ const MAX_RETRY: Duration = Duration::from_secs(2);
 pub(crate) const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a lost session is joined again before the client gives up: a minute offline (a
 /// train tunnel, a lift) is survived. Counted from when rejoining starts, i.e. after the
-/// resume window when the WebSocket dropped.
+/// resume window when the WebSocket dropped. The server keeps a lost participant's stage and
+/// raised hand for two minutes (`REMEMBERED_FOR` in the server's `rejoin` module), which covers
+/// this window, its last attempt and the resume window before it.
 pub(crate) const REJOIN_WINDOW: Duration = Duration::from_secs(60);
 /// Delays between rejoin attempts: the first at once, then 0.5 s doubling up to 5 s.
 const FIRST_REJOIN_RETRY: Duration = Duration::from_millis(500);

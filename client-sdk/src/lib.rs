@@ -124,8 +124,8 @@ pub enum ClientEvent {
     /// The server subscribes us to the room's tracks again (their packets keep their track
     /// sids); our audio track is being published again, as a new track (its
     /// [`ClientEvent::TrackPublished`] follows). Calls made while reconnecting were dropped,
-    /// and what the server held for the old participant (a raised hand, a moderator's grants)
-    /// is not carried over; repeat what still matters. Packets the old connection received
+    /// and are not repeated; the server gives back a moderator's grants (the stage) and a
+    /// raised hand (see [`Client`]'s docs). Packets the old connection received
     /// may still follow this event (room events come before queued packets): their
     /// `received_at` is earlier than the `Reconnecting`.
     Rejoined {

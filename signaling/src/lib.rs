@@ -35,6 +35,7 @@ mod moderation;
 mod playback;
 mod ratelimit;
 mod recording;
+mod rejoin;
 mod room;
 mod server;
 mod session;

@@ -137,9 +137,9 @@ fn set_hand(room: &mut Room, sid: &str, raised: bool) -> bool {
     }
     member.info.hand_raised = raised;
     if raised {
-        room.hands.push(sid.to_owned());
+        room.queue_hand(sid);
     } else {
-        room.hands.retain(|h| h != sid);
+        room.dequeue_hand(sid);
     }
     // The queue changed for those who were in it too (their position moved).
     let event = hand_queue(room);
@@ -409,6 +409,11 @@ impl Registry {
     pub fn lock_room(&mut self, actor: &str, locked: bool) -> Result<(), Refused> {
         let room = self.room_for(actor)?;
         authorize(room, actor, None)?;
+        if locked {
+            // Who was lost before the lock is not put back on stage once the door is closed
+            // (and is refused anyway while it stays locked).
+            room.comebacks.clear();
+        }
         if room.locked != locked {
             room.locked = locked;
             room.broadcast_event(&ServerEvent::RoomLocked { locked });
@@ -426,6 +431,7 @@ impl Registry {
         {
             return Err(forbidden("only a teacher may end the class"));
         }
+        room.comebacks.clear();
         let sids: Vec<String> = room.members.iter().map(|m| m.info.sid.clone()).collect();
         for sid in &sids {
             // The room empties with the last one; no timeout applies to an ended class.
@@ -547,6 +553,7 @@ mod tests {
             Member {
                 info: participant_info(sid.into(), sid, "", role),
                 permissions: crate::token::role_permissions(role),
+                token_permissions: crate::token::role_permissions(role),
                 outbox,
                 resume_token: None,
             },

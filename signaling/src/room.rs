@@ -45,6 +45,9 @@ pub(crate) struct Member {
     pub info: ParticipantInfo,
     /// Live permissions: from the token at join, then changed by moderators.
     pub permissions: Permissions,
+    /// What its token granted at join: tells a moderator's changes apart, and a rejoin with the
+    /// same token from one with another (see [`crate::rejoin`]).
+    pub token_permissions: Permissions,
     pub outbox: Outbox,
     /// Sent once, in `Joined`; `None` when reconnects are off.
     pub resume_token: Option<String>,
@@ -77,6 +80,12 @@ pub(crate) struct Room {
     pub locked: bool,
     /// Raised hands, first raised first.
     pub hands: Vec<String>,
+    /// When each hand in `hands` was raised, as a count (not a clock): a hand given back after a
+    /// rejoin goes back to its place among those still raised (see [`crate::rejoin`]).
+    pub hand_tickets: HashMap<String, u64>,
+    next_hand_ticket: u64,
+    /// What lost participants had, until they come back or it expires.
+    pub comebacks: crate::rejoin::Memory,
     /// Tracks a moderator paused in the SFU; resumed when their publisher unmutes them.
     pub force_muted: HashSet<String>,
 }
@@ -104,6 +113,22 @@ impl Room {
         }
     }
 
+    /// Puts `sid`'s hand at the end of the queue.
+    pub fn queue_hand(&mut self, sid: &str) {
+        self.next_hand_ticket += 1;
+        self.hand_tickets
+            .insert(sid.to_owned(), self.next_hand_ticket);
+        self.hands.push(sid.to_owned());
+    }
+
+    /// Takes `sid`'s hand out of the queue; false if it was not in it.
+    pub fn dequeue_hand(&mut self, sid: &str) -> bool {
+        self.hand_tickets.remove(sid);
+        let before = self.hands.len();
+        self.hands.retain(|h| h != sid);
+        self.hands.len() != before
+    }
+
     /// The participants others may see: hidden ones (recorders) are never listed.
     pub fn visible(&self) -> impl Iterator<Item = &Member> {
         self.members.iter().filter(|m| !m.is_hidden())
@@ -114,8 +139,7 @@ impl Room {
     fn remove(&mut self, sid: &str) -> Option<Member> {
         let pos = self.members.iter().position(|m| m.info.sid == sid)?;
         let member = self.members.remove(pos);
-        if self.hands.iter().any(|h| h == sid) {
-            self.hands.retain(|h| h != sid);
+        if self.dequeue_hand(sid) {
             crate::moderation::send_hand_queue(self);
         }
         if member.is_hidden() {
@@ -285,7 +309,11 @@ impl Registry {
     /// the others. An existing session with the same identity is removed first and told
     /// `Left { reason: "duplicate identity" }`: the newest connection wins, as a reloaded browser
     /// tab must not be locked out by its own ghost.
-    pub fn join(&mut self, room_name: &str, member: Member) -> JoinOutcome {
+    ///
+    /// A newcomer whose identity was lost from the room a moment ago (or that replaces its own
+    /// older session) gets back its stage and raised hand: see [`crate::rejoin`].
+    pub fn join(&mut self, room_name: &str, mut member: Member) -> JoinOutcome {
+        let now = std::time::Instant::now();
         let mut outcome = JoinOutcome {
             room_created: !self.rooms.contains_key(room_name),
             ..JoinOutcome::default()
@@ -299,6 +327,7 @@ impl Registry {
             .find(|m| m.info.identity == member.info.identity)
             .map(|m| m.info.sid.clone())
         {
+            crate::rejoin::remember(room, &old_sid, now);
             if let Some(old) = room.remove(&old_sid) {
                 let _ = old.outbox.send(Outgoing::End {
                     left: Some(REASON_DUPLICATE.to_owned()),
@@ -307,6 +336,7 @@ impl Registry {
             self.room_of.remove(&old_sid);
             outcome.replaced = Some(old_sid);
         }
+        let restored = crate::rejoin::restore(room, &mut member, now);
 
         if member.permissions.can_subscribe {
             outcome.subscribe_to = room
@@ -344,7 +374,9 @@ impl Registry {
         }
         self.room_of
             .insert(member.info.sid.clone(), room_name.to_owned());
+        let sid = member.info.sid.clone();
         room.members.push(member);
+        crate::rejoin::announce(room, &sid, restored);
         outcome
     }
 
@@ -537,6 +569,7 @@ mod tests {
             Member {
                 info: participant_info(sid.into(), identity, "", role),
                 permissions: crate::token::role_permissions(role),
+                token_permissions: crate::token::role_permissions(role),
                 outbox,
                 resume_token: None,
             },

@@ -140,8 +140,15 @@ impl AppState {
         }
     }
 
-    pub(crate) fn leave(&self, sid: &str) {
-        let emptied = self.registry().leave(sid).and_then(|(_, emptied)| emptied);
+    /// Removes a participant whose session ended; a `lost` one's stage and hand are kept for its
+    /// rejoin (see [`crate::rejoin`]).
+    pub(crate) fn leave(&self, sid: &str, lost: bool) {
+        let left = if lost {
+            self.registry().leave_lost(sid)
+        } else {
+            self.registry().leave(sid)
+        };
+        let emptied = left.and_then(|(_, emptied)| emptied);
         self.reap_later(emptied);
         self.flush_room_events();
         self.recorder.left(sid);
@@ -236,6 +243,14 @@ impl AppState {
 
     fn kick(&self, sid: &str, reason: &str) {
         if let Some(emptied) = self.registry().kick(sid, reason) {
+            self.reap_later(emptied);
+        }
+    }
+
+    /// Ends a session that failed (not its own choice, nor a moderator's): its room keeps its
+    /// stage and hand for the rejoin the SDK then makes (see [`crate::rejoin`]).
+    fn kick_lost(&self, sid: &str, reason: &str) {
+        if let Some(emptied) = self.registry().kick_lost(sid, reason) {
             self.reap_later(emptied);
         }
     }
@@ -700,7 +715,7 @@ pub(crate) async fn handle_event(state: &AppState, event: SfuEvent) {
                     ?target,
                     "peer connection failed; ending session"
                 );
-                state.kick(&participant, room::REASON_PEER_FAILED);
+                state.kick_lost(&participant, room::REASON_PEER_FAILED);
             }
         },
         SfuEvent::ConnectionQuality {

@@ -305,7 +305,7 @@ pub(crate) async fn run(
         }
         joined => {
             session.joined = joined;
-            session.cleanup(&leave_reason).await;
+            session.cleanup(&leave_reason, lost).await;
         }
     }
 }
@@ -350,7 +350,7 @@ fn park(
                 handover: Arc::new(Notify::new()),
                 region: None,
             };
-            session.cleanup("not resumed in time").await;
+            session.cleanup("not resumed in time", true).await;
         }
     });
 }
@@ -722,6 +722,7 @@ impl Session {
             resume_token: Some(resume_token.clone()).filter(|t| !t.is_empty()),
             info: room::participant_info(sid.clone(), &claims.sub, &claims.name, claims.role),
             permissions: claims.permissions(),
+            token_permissions: claims.permissions(),
             outbox: self.outbox.clone(),
         };
         if let Some(relay) = self.state.relay() {
@@ -1207,8 +1208,9 @@ impl Session {
         self.error(code, e.to_string());
     }
 
-    /// Removes the participant; `reason` says why, for a recording's timeline.
-    async fn cleanup(self, reason: &str) {
+    /// Removes the participant; `reason` says why, for a recording's timeline. A `lost` one (its
+    /// connection dropped, not a leave or a kick) is remembered for its rejoin (`crate::rejoin`).
+    async fn cleanup(self, reason: &str, lost: bool) {
         let Some(joined) = self.joined else {
             return;
         };
@@ -1226,7 +1228,7 @@ impl Session {
                 "participant": { "sid": joined.sid, "identity": joined.claims.sub },
             }),
         );
-        self.state.leave(&joined.sid);
+        self.state.leave(&joined.sid, lost);
         let effects = self
             .state
             .desk()
