@@ -3,7 +3,8 @@
 // video keeps decoding; the teacher never sees the student leave. And a student whose media
 // path failed for good (the server ends its session with "peer connection failed") is back in
 // the class by itself, as a new participant, decoding the teacher, without any click; the page
-// said "Reconnecting…" meanwhile (issues 14 and 16).
+// said "Reconnecting…" meanwhile (issues 14 and 16). A student on stage whose media path failed
+// comes back on stage, publishing again, without a click (issue 16, item 6).
 
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -126,6 +127,57 @@ describe('reconnect', () => {
     // The teacher's room has the new participant, not the old one.
     await teacher.waitForFunction(([oldSid, s]) => window.aulaRoom.participants.has(s) && !window.aulaRoom.participants.has(oldSid),
       [sid, newSid], { timeout: 10_000 });
+    await impair(server.url, { room, identity });
+    assert.deepEqual(student.aulaErrors, []);
+  });
+
+  it('a student on stage whose media path failed is back on stage, publishing, by itself', { timeout: 120_000 }, async () => {
+    const room = 'stage-failed';
+    const teacher = await joinClass(browser, server.url, { room, name: 'Teacher', role: 'teacher' });
+    const student = await joinClass(browser, server.url, { room, name: 'Ana', role: 'student' });
+    const media = await waitForMedia(student, 20_000);
+    assert.ok(media.ok, `student receives the teacher first: ${JSON.stringify(media)}`);
+    // Invited from the hand queue, accepted: the teacher sees her on stage and decodes her camera.
+    await student.getByRole('button', { name: 'Raise hand' }).click();
+    const hand = teacher.locator('#hands li', { hasText: 'Ana' });
+    await hand.getByRole('button', { name: 'Invite to stage' }).click({ timeout: 10_000 });
+    await student.getByRole('button', { name: 'Accept' }).click({ timeout: 10_000 });
+    const anaRow = teacher.locator('#people li', { hasText: 'Ana' });
+    await anaRow.getByText('on stage').waitFor({ timeout: 10_000 });
+    await teacher.waitForFunction(() => [...document.querySelectorAll('#grid .tile.student video')].some((v) => v.videoWidth > 0),
+      null, { timeout: 20_000 });
+    const { sid, identity } = await student.evaluate(() => window.aulaRoom.localParticipant);
+    await student.evaluate(() => {
+      window.aulaEvents = [];
+      window.aulaRefused = [];
+      for (const type of ['reconnecting', 'rejoined', 'disconnected']) {
+        window.aulaRoom.addEventListener(type, (e) => window.aulaEvents.push({ type, sid: e.detail.participant?.sid }));
+      }
+      window.aulaRoom.addEventListener('localTrackUnpublished', (e) => window.aulaRefused.push(e.detail));
+    });
+
+    // Her media path fails for good: the server ends her session, the SDK joins again.
+    await impair(server.url, { room, identity, loss: 1 });
+    await student.waitForFunction(() => window.aulaEvents.some((e) => e.type === 'rejoined' || e.type === 'disconnected'),
+      null, { timeout: 60_000, polling: 200 });
+    const events = await student.evaluate(() => window.aulaEvents);
+    assert.deepEqual(events.map((e) => e.type), ['reconnecting', 'rejoined'], JSON.stringify(events));
+    const newSid = events[1].sid;
+    assert.ok(newSid && newSid !== sid, `a new participant: ${newSid}`);
+
+    // Back on stage without a click: her permissions say so, her camera and microphone were
+    // published again (not refused), and the teacher sees her on stage and decodes her camera.
+    assert.equal(await student.evaluate(() => window.aulaRoom.permissions.can_publish), true);
+    await student.waitForFunction(() => ['camera', 'microphone'].every((s) => window.aulaRoom.localTracks.get(s)?.sid),
+      null, { timeout: 20_000, polling: 100 });
+    assert.deepEqual(await student.evaluate(() => window.aulaRefused), []);
+    await teacher.waitForFunction((s) => window.aulaRoom.participants.has(s), newSid, { timeout: 10_000 });
+    await anaRow.getByText('on stage').waitFor({ timeout: 10_000 });
+    await teacher.waitForFunction((s) => document.querySelector(`[data-participant-sid="${s}"] video`)?.videoWidth > 0,
+      newSid, { timeout: 20_000, polling: 100 });
+    // Her "Raise hand" stays hidden (she is on stage), and the teacher's queue is empty.
+    assert.equal(await student.getByRole('button', { name: 'Raise hand' }).isVisible(), false);
+    assert.equal(await teacher.locator('#hands li').count(), 0);
     await impair(server.url, { room, identity });
     assert.deepEqual(student.aulaErrors, []);
   });
