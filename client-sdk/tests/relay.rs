@@ -133,3 +133,56 @@ async fn learners_joining_together_share_one_link() {
     .await
     .expect("the class works in time");
 }
+
+/// A learner on the relay who is invited on stage speaks to the class: its microphone is
+/// published on the relay's SFU, carried to the origin over the link, and the teacher there
+/// hears every frame of it, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_learner_on_the_relay_invited_on_stage_is_heard_by_the_teacher_on_the_origin() {
+    use aula_client::aula_protocol::ServerEvent;
+    use aula_client::{AudioSource, ClientEvent};
+
+    let nodes = TwoNodes::start("stage").await;
+    let (origin, relay) = (&nodes.origin, &nodes.relay);
+    tokio::time::timeout(Duration::from_secs(90), async {
+        let room = "question";
+        let (mut teacher, teacher_sid, _audio) = teacher_playing_tone(origin, room).await;
+        let mut learner = join_from(origin, room, "learner", "asia").await;
+        let learner_sid = learner.participant().sid.clone();
+        // The learner hears the class through the relay first.
+        let track = teacher_track(&mut learner, &teacher_sid).await;
+        packets_of(&mut learner, &track, 20).await;
+
+        learner.raise_hand().expect("queued");
+        teacher.invite_to_stage(&learner_sid).expect("queued");
+        wait_for(&mut learner, |event| match event {
+            ClientEvent::Room(ServerEvent::PermissionsChanged {
+                participant_sid,
+                permissions,
+            }) if participant_sid == learner_sid && permissions.can_publish => Some(()),
+            _ => None,
+        })
+        .await;
+        let _microphone = learner
+            .publish_audio(AudioSource::Tone(TONE))
+            .await
+            .expect("a learner on stage publishes through the relay");
+
+        let learner_track = teacher_track(&mut teacher, &learner_sid).await;
+        let packets = packets_of(&mut teacher, &learner_track, 100).await;
+        assert_consecutive("the teacher hearing the learner", &packets);
+        align(
+            "the teacher hearing the learner",
+            &expected_tone(TONE, 50 * 60),
+            &packets,
+        );
+        // The learner's media entered at the relay, and crossed the link to the origin.
+        let from_relay = metric(relay, "aula_relay_bytes_sent_total", "peer=\"eu-1\"").await;
+        assert!(
+            from_relay > 100.0 * 60.0,
+            "the relay sent {from_relay} B to the origin"
+        );
+    })
+    .await
+    .expect("the learner is heard in time");
+}
