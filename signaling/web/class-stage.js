@@ -1,7 +1,9 @@
 // A student's side of moderation: raising a hand, the invitation to the stage (accept publishes
 // camera and microphone, decline tells the staff), and being taken off the stage (which stops
 // them). The server decides who may publish: an invitation is `permissions_changed` with
-// `can_publish`, a removal the same without it.
+// `can_publish`, a removal the same without it. A student who joins already on stage (the
+// server gave it back its place: a reloaded tab, or a tab reopened soon after) is offered to
+// turn its camera and microphone on, as an invitation is: the browser may need a click for them.
 
 import { $, clearNotice, setStatus, showNotice } from '/web/class-ui.js';
 
@@ -51,6 +53,15 @@ export function initStage(room, media) {
     setStatus('You declined the invitation to the stage.');
   };
 
+  // On stage, but publishing nothing (a page that joins anew, or a rejoin before accepting).
+  const offerStage = () => {
+    if (!onStage || room.localTracks.has('camera') || room.localTracks.has('microphone')) return;
+    showNotice('invited', 'You are on stage: turn on your camera and microphone so that the class sees and hears you.', {
+      buttons: [['Turn on camera and microphone', accept], ['Not now', decline]],
+    });
+  };
+  offerStage();
+
   room.addEventListener('serverEvent', (e) => {
     const msg = e.detail;
     if (msg.type === 'hand_queue') {
@@ -80,6 +91,7 @@ export function initStage(room, media) {
     onStage = Boolean(room.permissions?.can_publish);
     clearNotice('invited');
     showHand(null);
+    offerStage();
   });
 }
 

@@ -8,7 +8,10 @@
 // own backend). `/class?room=R&region=G` asks for a dev token naming the participant's region, so
 // that in a cluster the room's origin places its media on a node of that region (its signaling
 // stays with the origin). Teachers publish camera and microphone on joining; students receive,
-// and publish only once invited on stage. What a participant receives is the server's decision.
+// and publish only once invited on stage (or, joining already on stage, once they say so: see
+// class-stage.js). What a participant receives is the server's decision. In dev mode a tab
+// keeps its identity for the room across reloads (tabJoin), so that a reloaded student comes
+// back where it was.
 //
 // A lost connection is the SDK's business: it resumes a dropped WebSocket, and joins the class
 // again by itself when the session was lost (its media path failed, or the server no longer kept
@@ -56,7 +59,10 @@ async function main() {
   if (token) return joinWith(token);
   const form = $('join-form');
   form.room.value = params.get('room') || 'demo';
-  form.name.value = localStorage.getItem('aula.name') || '';
+  // A reloaded tab offers to join again as who it was (see tabJoin).
+  const last = tabJoin();
+  form.name.value = (last?.room === form.room.value ? last.name : null) ?? localStorage.getItem('aula.name') ?? '';
+  if (last?.room === form.room.value) form.role.value = last.role;
   show('join-form');
   setStatus('Enter your name to join.');
   form.addEventListener('submit', async (e) => {
@@ -83,12 +89,30 @@ async function main() {
 }
 
 /**
+ * What this tab last joined with in dev mode ({room, name, role, identity}), kept in
+ * sessionStorage: a reload of the tab joins again as the same identity, so the server gives it
+ * back its place (the stage, a raised hand) as it does to a lost session; another tab is another
+ * person.
+ */
+function tabJoin() {
+  try {
+    return JSON.parse(sessionStorage.getItem('aula.join'));
+  } catch {
+    return null;
+  }
+}
+
+/**
  * Asks the server for a development token, with the participant's `region` unless null;
  * production servers refuse, and say so.
  */
 async function fetchDevToken(room, name, role, region) {
-  // The identity only has to be unique in the room; two tabs with the same name are two people.
-  const identity = devIdentity(name, 'guest');
+  // The identity only has to be unique in the room; two tabs with the same name are two people,
+  // but a tab that joins again with the same room, name and role is the same one.
+  const last = tabJoin();
+  const same = last?.room === room && last.name === name && last.role === role;
+  const identity = same ? last.identity : devIdentity(name, 'guest');
+  sessionStorage.setItem('aula.join', JSON.stringify({ room, name, role, identity }));
   const query = new URLSearchParams({ room, identity, role, name });
   if (region !== null) query.set('region', region);
   const res = await fetch(`/api/dev-token?${query}`);

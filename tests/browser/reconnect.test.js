@@ -4,7 +4,8 @@
 // path failed for good (the server ends its session with "peer connection failed") is back in
 // the class by itself, as a new participant, decoding the teacher, without any click; the page
 // said "Reconnecting…" meanwhile (issues 14 and 16). A student on stage whose media path failed
-// comes back on stage, publishing again, without a click (issue 16, item 6).
+// comes back on stage, publishing again, without a click; one who reloads the page joins again
+// on stage and is offered to turn camera and microphone back on (issue 16, item 6).
 
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -179,6 +180,57 @@ describe('reconnect', () => {
     assert.equal(await student.getByRole('button', { name: 'Raise hand' }).isVisible(), false);
     assert.equal(await teacher.locator('#hands li').count(), 0);
     await impair(server.url, { room, identity });
+    assert.deepEqual(student.aulaErrors, []);
+  });
+
+  it('a student on stage who reloads the page is back on stage and turns her camera on again', { timeout: 120_000 }, async () => {
+    const room = 'stage-reload';
+    const teacher = await joinClass(browser, server.url, { room, name: 'Teacher', role: 'teacher' });
+    const student = await joinClass(browser, server.url, { room, name: 'Ana', role: 'student' });
+    const media = await waitForMedia(student, 20_000);
+    assert.ok(media.ok, `student receives the teacher first: ${JSON.stringify(media)}`);
+    await student.getByRole('button', { name: 'Raise hand' }).click();
+    const hand = teacher.locator('#hands li', { hasText: 'Ana' });
+    await hand.getByRole('button', { name: 'Invite to stage' }).click({ timeout: 10_000 });
+    await student.getByRole('button', { name: 'Accept' }).click({ timeout: 10_000 });
+    const anaRow = teacher.locator('#people li', { hasText: 'Ana' });
+    await anaRow.getByText('on stage').waitFor({ timeout: 10_000 });
+    await teacher.waitForFunction(() => [...document.querySelectorAll('#grid .tile.student video')].some((v) => v.videoWidth > 0),
+      null, { timeout: 20_000 });
+    const { sid, identity } = await student.evaluate(() => window.aulaRoom.localParticipant);
+
+    // She reloads the tab: the join form knows who she was, and she joins again.
+    await student.reload();
+    assert.equal(await student.inputValue('input[name="name"]'), 'Ana');
+    assert.equal(await student.isChecked('input[name="role"][value="student"]'), true);
+    await student.getByRole('button', { name: 'Join', exact: true }).click();
+    await student.waitForFunction(() => window.aulaRoom?.localParticipant, null, { timeout: 10_000 });
+    const again = await student.evaluate(() => window.aulaRoom.localParticipant);
+    assert.equal(again.identity, identity);
+    assert.notEqual(again.sid, sid);
+
+    // Back on stage by the server's word, publishing nothing yet: the page offers to turn her
+    // camera and microphone on (no "Raise hand": she is on stage); she clicks it.
+    assert.equal(await student.evaluate(() => window.aulaRoom.permissions.can_publish), true);
+    const turnOn = student.getByRole('button', { name: 'Turn on camera and microphone' });
+    await turnOn.waitFor({ timeout: 10_000 });
+    assert.match(await student.textContent('.notice[data-key="invited"]'), /You are on stage/);
+    assert.equal(await student.getByRole('button', { name: 'Raise hand' }).isVisible(), false);
+    await turnOn.click();
+    await student.waitForFunction(() => ['camera', 'microphone'].every((s) => window.aulaRoom.localTracks.get(s)?.sid),
+      null, { timeout: 20_000, polling: 100 });
+    assert.equal(await student.locator('.notice[data-key="invited"]').count(), 0);
+    // The controls of a student on stage.
+    assert.equal(await student.getByRole('button', { name: 'Mute mic' }).isVisible(), true);
+    assert.equal(await student.getByRole('button', { name: 'Stop camera' }).isVisible(), true);
+
+    // The teacher has the new participant, not the old one, on stage, and decodes her camera.
+    await teacher.waitForFunction(([oldSid, s]) => window.aulaRoom.participants.has(s) && !window.aulaRoom.participants.has(oldSid),
+      [sid, again.sid], { timeout: 10_000 });
+    await anaRow.getByText('on stage').waitFor({ timeout: 10_000 });
+    await teacher.waitForFunction((s) => document.querySelector(`[data-participant-sid="${s}"] video`)?.videoWidth > 0,
+      again.sid, { timeout: 20_000, polling: 100 });
+    assert.equal(await teacher.locator('#hands li').count(), 0);
     assert.deepEqual(student.aulaErrors, []);
   });
 });
