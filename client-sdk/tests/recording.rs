@@ -514,21 +514,6 @@ async fn the_recordings_api_lists_shows_exports_deletes_and_uploads() {
     server.server.shutdown().await;
 }
 
-/// The built `aula` binary: `AULA_BIN`, else the workspace's `target/debug/aula`
-/// (`cargo build --bin aula` first; `scripts/test.sh` does).
-fn aula_binary() -> PathBuf {
-    let binary = std::env::var_os("AULA_BIN").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/aula"),
-        PathBuf::from,
-    );
-    assert!(
-        binary.exists(),
-        "{} not found: build it first with `cargo build --bin aula` (or set AULA_BIN)",
-        binary.display()
-    );
-    binary
-}
-
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())

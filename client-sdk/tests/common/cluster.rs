@@ -6,6 +6,7 @@
 #[path = "../../../signaling/tests/support/redis_server.rs"]
 pub mod redis_server;
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use aula_client::aula_protocol::Role;
 use aula_client::{AudioSource, Client, PublishedAudio, ToneConfig};
 use aula_sfu::relay::tls::{generate_ca, issue_node_cert};
 use aula_signaling::Config;
-use aula_signaling::cluster::Directory;
+use aula_signaling::cluster::{Directory, NodeInfo};
 use aula_signaling::config::{ClusterConfig, RelayConfig};
 use aula_signaling::token::{AccessClaims, ApiKeys, mint};
 use redis_server::RedisServer;
@@ -61,7 +62,8 @@ pub fn node_config(
             redis_url: redis.to_owned(),
             node_id: node.to_owned(),
             region: region.to_owned(),
-            public_addrs: Vec::new(),
+            // Port 0: the port the node bound for HTTP, as it publishes it.
+            public_addrs: vec!["127.0.0.1:0".to_owned()],
             node_ttl_secs: 3,
             refresh_secs: 1,
             lease_ttl_secs: 3,
@@ -86,9 +88,12 @@ pub async fn join_from(origin: &TestServer, room: &str, identity: &str, region: 
 
 /// The sum of a counter's samples in a server's `/metrics` whose labels contain `labels`.
 pub async fn metric(server: &TestServer, name: &str, labels: &str) -> f64 {
-    let mut stream = tokio::net::TcpStream::connect(server.server.http_addr())
-        .await
-        .expect("connect");
+    metric_at(server.server.http_addr(), name, labels).await
+}
+
+/// [`metric`] of the server at `http`.
+pub async fn metric_at(http: SocketAddr, name: &str, labels: &str) -> f64 {
+    let mut stream = tokio::net::TcpStream::connect(http).await.expect("connect");
     stream
         .write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
         .await
@@ -138,18 +143,101 @@ impl TwoNodes {
             |node, region| node_config(&redis.url(), &certs.0, node, region, link_delay_ms);
         let origin = TestServer::start_with(config("eu-1", "eu")).await;
         let relay = TestServer::start_with(config("asia-1", "asia")).await;
-        let directory = Directory::open(&redis.url(), Duration::from_secs(3)).unwrap();
-        let mut nodes = Vec::new();
-        for _ in 0..100 {
-            nodes = directory.nodes().await.unwrap_or_default();
-            if nodes.len() == 2 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        both_listed(&redis).await;
+        Self {
+            redis,
+            certs,
+            origin,
+            relay,
         }
-        assert_eq!(nodes.len(), 2, "both nodes registered: {nodes:?}");
-        // One more refresh (1 s), so that the origin's copy of the directory has the relay.
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+}
+
+/// Waits until the directory lists both nodes, and one refresh more (1 s), so that the
+/// origin's copy of the directory has the relay. The relay's entry, as published.
+async fn both_listed(redis: &RedisServer) -> NodeInfo {
+    let directory = Directory::open(&redis.url(), Duration::from_secs(3)).unwrap();
+    let mut nodes = Vec::new();
+    for _ in 0..100 {
+        nodes = directory.nodes().await.unwrap_or_default();
+        if nodes.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(nodes.len(), 2, "both nodes registered: {nodes:?}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    nodes
+        .into_iter()
+        .find(|n| n.id == "asia-1")
+        .expect("the relay's entry")
+}
+
+/// Like [`TwoNodes`], but the relay runs as its own `aula serve` process, so that a test can
+/// kill it abruptly (SIGKILL: no goodbye to the directory or to its links).
+pub struct OriginAndRelayProcess {
+    pub redis: RedisServer,
+    pub certs: CertsDir,
+    pub origin: TestServer,
+    pub relay: NodeProcess,
+}
+
+/// An `aula serve` process, killed when dropped; `http` is where it listens (the port it
+/// bound, as the directory has it).
+pub struct NodeProcess {
+    child: std::process::Child,
+    pub http: SocketAddr,
+}
+
+impl NodeProcess {
+    /// SIGKILL (what `Child::kill` sends on Unix), and the process reaped.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+impl OriginAndRelayProcess {
+    pub async fn start(tag: &str) -> Self {
+        let redis = RedisServer::start().await;
+        let certs =
+            std::env::temp_dir().join(format!("aula-relay-test-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&certs).unwrap();
+        let certs = CertsDir(certs);
+        make_certs(&certs.0, &["eu-1", "asia-1"]);
+        let origin =
+            TestServer::start_with(node_config(&redis.url(), &certs.0, "eu-1", "eu", None)).await;
+        let relay_config = node_config(&redis.url(), &certs.0, "asia-1", "asia", None);
+        let config_file = certs.0.join("asia-1.toml");
+        std::fs::write(
+            &config_file,
+            toml::to_string(&relay_config).expect("the config as TOML"),
+        )
+        .unwrap();
+        let child = std::process::Command::new(super::aula_binary())
+            .args(["serve", "--config"])
+            .arg(&config_file)
+            .current_dir(&certs.0)
+            .env_remove("RUST_LOG")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(certs.0.join("asia-1.log")).unwrap())
+            .spawn()
+            .expect("aula serve starts");
+        let mut relay = NodeProcess {
+            child,
+            http: SocketAddr::from(([127, 0, 0, 1], 0)),
+        };
+        let entry = both_listed(&redis).await;
+        relay.http = entry.public_addrs[0]
+            .parse()
+            .expect("the relay publishes its HTTP address");
         Self {
             redis,
             certs,

@@ -224,3 +224,18 @@ pub fn power_at(pcm: &[i16], frequency: f64) -> f64 {
 pub fn mean_square(pcm: &[i16]) -> f64 {
     pcm.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / pcm.len() as f64
 }
+
+/// The workspace's `aula` binary (`AULA_BIN` to choose another), for tests that run the
+/// server as its own process, to kill it. `scripts/test.sh` builds it before the tests.
+pub fn aula_binary() -> std::path::PathBuf {
+    let binary = std::env::var_os("AULA_BIN").map_or_else(
+        || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/aula"),
+        std::path::PathBuf::from,
+    );
+    assert!(
+        binary.exists(),
+        "{} not found: build it first with `cargo build --bin aula` (or set AULA_BIN)",
+        binary.display()
+    );
+    binary
+}

@@ -28,7 +28,8 @@ pub struct Load {
 pub struct NodeInfo {
     pub id: String,
     pub region: String,
-    /// Where clients and other nodes reach it (`host:port`), as configured.
+    /// Where clients and other nodes reach it (`host:port`), as configured (a port 0 there is
+    /// the port the node bound).
     pub public_addrs: Vec<String>,
     /// Where other nodes open relay links to it (`host:port`, UDP), if it takes them.
     #[serde(default, skip_serializing_if = "Option::is_none")]

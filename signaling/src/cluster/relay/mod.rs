@@ -38,7 +38,7 @@ pub use origin::Route;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use aula_protocol::PeerTarget;
@@ -75,6 +75,12 @@ pub struct ClusterMedia {
     /// How long an origin's lease lives unrenewed: the longest a join waits for a dead
     /// origin's room.
     lease_ttl: Duration,
+    /// How long a node whose link died (or could not be opened) gets no participants: until
+    /// every node's copy of the directory has dropped a dead node's entry (its time to live
+    /// and one refresh). A node killed outright stays listed until then, and each learner
+    /// placed on it would wait for a link that cannot open (seen: 3 s each, one after another,
+    /// for students joining again after their relay died).
+    unreachable_for: Duration,
     /// Resume token -> the origin's WebSocket URL, for participants whose signaling this node
     /// carries.
     resume_routes: Mutex<VecDeque<(String, String)>>,
@@ -87,6 +93,8 @@ struct State {
     links: HashMap<(String, String), Arc<LinkPeer>>,
     /// Origin side: participants whose media is on another node, and the link to it.
     placed: HashMap<String, Arc<LinkPeer>>,
+    /// Origin side: nodes not to place participants on, until when (see `unreachable_for`).
+    unreachable: HashMap<String, Instant>,
     /// Media node side: participants an origin placed here, and the link to it.
     owners: HashMap<String, Arc<LinkPeer>>,
     /// Origin side: tracks published on another node, and the link to it.
@@ -119,6 +127,7 @@ impl ClusterMedia {
             node_id: cache.node_id().to_owned(),
             region: config.region.clone(),
             lease_ttl: Duration::from_secs(config.lease_ttl_secs),
+            unreachable_for: Duration::from_secs(config.node_ttl_secs + config.refresh_secs),
             resume_routes: Mutex::new(VecDeque::new()),
             cache,
             directory,
@@ -282,6 +291,24 @@ impl ClusterMedia {
         self.attach(link).ok_or(SfuError::Stopped)
     }
 
+    /// Places no participant on `node` for [`Self::unreachable_for`].
+    fn mark_unreachable(&self, node: &str) {
+        let now = Instant::now();
+        let mut state = self.lock();
+        state.unreachable.retain(|_, until| *until > now);
+        state
+            .unreachable
+            .insert(node.to_owned(), now + self.unreachable_for);
+    }
+
+    /// Whether `node` is not to get participants now (see [`Self::mark_unreachable`]).
+    fn is_unreachable(&self, node: &str) -> bool {
+        self.lock()
+            .unreachable
+            .get(node)
+            .is_some_and(|until| *until > Instant::now())
+    }
+
     /// Starts serving a new link; `None` if this media plane is being dropped.
     fn attach(&self, link: Link) -> Option<Arc<LinkPeer>> {
         let me = self.me.upgrade()?;
@@ -428,6 +455,11 @@ impl ClusterMedia {
             )
         };
         link.link().set_tracks(0, 0);
+        // A link that dies with participants on it is a node gone (a room that ended has
+        // none left): place nobody there until the directory has caught up.
+        if !placed.is_empty() {
+            self.mark_unreachable(&link.link().peer().node_id);
+        }
         tracing::warn!(
             link = link.id(),
             tracks = imports.len(),

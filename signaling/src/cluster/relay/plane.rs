@@ -130,6 +130,7 @@ impl MediaPlane for ClusterMedia {
                 .nodes
                 .iter()
                 .filter(|n| n.region == region && n.id != self.node_id && n.relay_addr.is_some())
+                .filter(|n| !self.is_unreachable(&n.id))
                 .min_by_key(|n| n.load.participants);
             let Some(node) = node else {
                 tracing::info!(
@@ -140,7 +141,13 @@ impl MediaPlane for ClusterMedia {
                 return Ok(());
             };
             let addr = node.relay_addr.clone().unwrap_or_default();
-            let link = self.link_to(room, &node.id, &addr).await?;
+            let link = match self.link_to(room, &node.id, &addr).await {
+                Ok(link) => link,
+                Err(error) => {
+                    self.mark_unreachable(&node.id);
+                    return Err(error);
+                }
+            };
             tracing::info!(
                 participant,
                 room,
