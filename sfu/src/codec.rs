@@ -81,11 +81,37 @@ impl Vp8Numbers {
     }
 }
 
+/// A VP8 frame's temporal layer (RFC 7741 §4.2, the T/K byte), read so that a forwarder can
+/// lower a subscriber's frame rate by dropping the frames of the upper layers. Chromium sends
+/// it on every packet of a simulcast layer encoded with temporal layers (L1T2, L1T3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Vp8Temporal {
+    /// TID: 0 is the base layer, which no frame of a higher layer is needed to decode.
+    pub id: u8,
+    /// The Y bit: this frame references only base-layer (TID 0) frames, so a receiver that
+    /// had none of this layer's earlier frames can start on it: where to switch up.
+    pub sync: bool,
+}
+
+impl Vp8Temporal {
+    /// `None` when the descriptor carries no TID (the T bit is clear, as from encoders without
+    /// temporal layers), or is malformed.
+    pub fn read(payload: &[u8]) -> Option<Self> {
+        let at = Vp8Descriptor::parse(payload)?.tid?;
+        Some(Self {
+            id: payload[at] >> 6,
+            sync: payload[at] & 0x20 != 0,
+        })
+    }
+}
+
 /// Where the fields of a VP8 payload descriptor are (RFC 7741 §4.2); every index is in bounds.
 struct Vp8Descriptor {
     /// First of the two bytes of a 15-bit picture ID.
     picture_id: Option<usize>,
     tl0_pic_idx: Option<usize>,
+    /// The TID/Y/KEYIDX byte, when the T bit says it holds a TID.
+    tid: Option<usize>,
     /// Length of the descriptor: where the VP8 payload starts.
     len: usize,
 }
@@ -96,6 +122,7 @@ impl Vp8Descriptor {
         let mut descriptor = Self {
             picture_id: None,
             tl0_pic_idx: None,
+            tid: None,
             len: 1,
         };
         if first & 0x80 == 0 {
@@ -119,7 +146,12 @@ impl Vp8Descriptor {
             at += 1;
         }
         if ext & 0x30 != 0 {
-            at += 1; // TID/Y/KEYIDX
+            // TID/Y/KEYIDX, present when either T or K is set; TID is valid only with T.
+            payload.get(at)?;
+            if ext & 0x20 != 0 {
+                descriptor.tid = Some(at);
+            }
+            at += 1;
         }
         descriptor.len = at;
         Some(descriptor)
@@ -236,6 +268,35 @@ mod tests {
             numbers.write(&mut truncated);
             assert_eq!(truncated, payload[..len]);
         }
+    }
+
+    #[test]
+    fn vp8_temporal_layer_is_read_from_the_t_byte() {
+        // As Chromium sends an L1T3 layer: X; I (15-bit id), L, T; TID 2 with Y; 0x9d...
+        let tid2_sync = [0x90, 0xe0, 0x81, 0x23, 0x07, 0xa0, 0x9d];
+        assert_eq!(
+            Vp8Temporal::read(&tid2_sync),
+            Some(Vp8Temporal { id: 2, sync: true })
+        );
+        // TID 1 without Y, KEYIDX bits set (ignored), not the start of a partition.
+        let tid1 = [0x80, 0xe0, 0x81, 0x24, 0x07, 0x45, 0x00];
+        assert_eq!(
+            Vp8Temporal::read(&tid1),
+            Some(Vp8Temporal { id: 1, sync: false })
+        );
+        // The base layer of a keyframe: TID 0, Y set.
+        let key = [0x90, 0xe0, 0x81, 0x25, 0x08, 0x20, 0x00];
+        assert_eq!(
+            Vp8Temporal::read(&key),
+            Some(Vp8Temporal { id: 0, sync: true })
+        );
+        // K without T: the byte is there (the payload header follows it) but holds no TID.
+        let keyidx_only = [0x90, 0x90, 0x81, 0x23, 0x05, 0x00];
+        assert_eq!(Vp8Temporal::read(&keyidx_only), None);
+        assert!(VideoCodec::Vp8.is_keyframe(&keyidx_only));
+        // No extension at all (a publisher without temporal layers), and a truncated T byte.
+        assert_eq!(Vp8Temporal::read(&[0x10, 0x00]), None);
+        assert_eq!(Vp8Temporal::read(&tid2_sync[..5]), None);
     }
 
     #[test]

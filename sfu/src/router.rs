@@ -40,7 +40,7 @@ use crate::api::{
     ParticipantId, PeerState, PublishedTrack, RenderedSize, SfuError, SfuEvent, SfuStats, TrackSid,
 };
 use crate::bwe::{self, SharedEstimate};
-use crate::codec::{VideoCodec, Vp8Numbers};
+use crate::codec::{VideoCodec, Vp8Numbers, Vp8Temporal};
 use crate::demux;
 use crate::drop_log::DropLog;
 use crate::forward::allocate::{Demand, Priority, allocate};
@@ -1453,6 +1453,9 @@ impl Router {
             keyframe,
             vp8: (producer.video == Some(VideoCodec::Vp8))
                 .then(|| Vp8Numbers::read(&packet.payload))
+                .flatten(),
+            temporal: (producer.video == Some(VideoCodec::Vp8))
+                .then(|| Vp8Temporal::read(&packet.payload))
                 .flatten(),
         };
         // Header extensions are per connection (ids negotiated per peer); the sender adds its own.

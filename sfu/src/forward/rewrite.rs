@@ -5,6 +5,7 @@
 //! Everything is kept as 64-bit "extended" values (`ext_*`, as LiveKit names them) so wrap-around
 //! of the 16-bit sequence and 32-bit timestamp never needs special cases in the arithmetic.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use crate::codec::Vp8Numbers;
@@ -41,13 +42,53 @@ impl<const BITS: u32> Unwrapper<BITS> {
     }
 }
 
+/// `out = in - offset`, where the offset grows by one from each input dropped (a frame of a
+/// temporal layer the subscriber does not get): the output stays free of gaps a receiver would
+/// take for losses. Each growth applies from the input after the one dropped on, so an input
+/// that arrives late keeps the offset of its place, and its frame keeps its numbers.
+#[derive(Debug, Clone, Default)]
+struct Offsets {
+    /// `(from, offset)`, oldest first; the first applies to everything before the others.
+    changes: VecDeque<(u64, u64)>,
+}
+
+/// Offset changes remembered for late inputs: a second of 30 fps frames dropped.
+const KEPT_OFFSETS: usize = 32;
+
+impl Offsets {
+    fn start(offset: u64) -> Self {
+        Self {
+            changes: VecDeque::from([(0, offset)]),
+        }
+    }
+
+    fn at(&self, input: u64) -> u64 {
+        self.changes
+            .iter()
+            .rev()
+            .find(|(from, _)| *from <= input)
+            .or(self.changes.front())
+            .map_or(0, |(_, offset)| *offset)
+    }
+
+    /// `input` is not sent: the ones after it move down by one.
+    fn drop_one(&mut self, input: u64) {
+        let offset = self.changes.back().map_or(0, |(_, o)| *o);
+        self.changes.push_back((input + 1, offset.wrapping_add(1)));
+        if self.changes.len() > KEPT_OFFSETS {
+            self.changes.pop_front();
+        }
+    }
+}
+
 /// A counter carried in the payload (VP8's picture ID and TL0PICIDX) made continuous the same
-/// way: each input segment is shifted to follow the highest value sent before it.
-#[derive(Debug, Clone, Copy, Default)]
+/// way: each input segment is shifted to follow the highest value sent before it, and the
+/// values of frames dropped within it are taken out.
+#[derive(Debug, Clone, Default)]
 struct Renumber<const BITS: u32> {
     input: Unwrapper<BITS>,
-    /// `out = in - offset`; `None` until the segment's first value.
-    offset: Option<u64>,
+    /// `None` until the segment's first value.
+    offsets: Option<Offsets>,
     highest_out: Option<u64>,
 }
 
@@ -55,18 +96,30 @@ impl<const BITS: u32> Renumber<BITS> {
     /// Forgets the input's numbering: its next value follows the highest one sent.
     fn start_segment(&mut self) {
         self.input = Unwrapper::default();
-        self.offset = None;
+        self.offsets = None;
     }
 
     fn map(&mut self, value: u16) -> u16 {
         let ext = self.input.unwrap(u64::from(value));
-        let offset = *self.offset.get_or_insert_with(|| {
+        let offsets = self.offsets.get_or_insert_with(|| {
             let out = self.highest_out.map_or(ext, |highest| highest + 1);
-            ext.wrapping_sub(out)
+            Offsets::start(ext.wrapping_sub(out))
         });
-        let out = ext.wrapping_sub(offset);
+        let out = ext.wrapping_sub(offsets.at(ext));
         self.highest_out = Some(self.highest_out.map_or(out, |h| h.max(out)));
         (out & (Unwrapper::<BITS>::MODULUS - 1)) as u16
+    }
+
+    /// A value of a dropped frame (any of its packets): counted once, and only when newer
+    /// than every value seen, so a gap the publisher left stays a gap.
+    fn skip(&mut self, value: u16) {
+        let before = self.input.highest;
+        let ext = self.input.unwrap(u64::from(value));
+        if let Some(offsets) = &mut self.offsets
+            && before.is_some_and(|highest| ext > highest)
+        {
+            offsets.drop_one(ext);
+        }
     }
 }
 
@@ -79,8 +132,10 @@ pub struct Rewriter {
     /// First input sequence number of the current input segment: anything older belongs to a
     /// stream we no longer forward and must not be sent (it would go backwards).
     segment_start: u64,
+    /// Highest input sequence number of the segment, forwarded or dropped.
+    highest_in: u64,
     /// `out = in - offset` for the current segment (wrapping arithmetic in u64 space).
-    seq_offset: u64,
+    seq_offsets: Offsets,
     ts_offset: u64,
     last_out: Option<LastOut>,
     picture_id: Renumber<15>,
@@ -110,7 +165,8 @@ impl Rewriter {
             input_seq: SeqUnwrapper::default(),
             input_ts: TimestampUnwrapper::default(),
             segment_start: 0,
-            seq_offset: 0,
+            highest_in: 0,
+            seq_offsets: Offsets::default(),
             ts_offset: 0,
             last_out: None,
             picture_id: Renumber::default(),
@@ -130,6 +186,7 @@ impl Rewriter {
         let ext_seq = self.input_seq.unwrap(u64::from(seq));
         let ext_ts = self.input_ts.unwrap(u64::from(timestamp));
         self.segment_start = ext_seq;
+        self.highest_in = ext_seq;
         let (out_seq, out_ts) = match self.last_out {
             None => (ext_seq, ext_ts),
             Some(last) => {
@@ -138,7 +195,7 @@ impl Rewriter {
                 (last.ext_seq + 1, last.ext_ts + ticks)
             }
         };
-        self.seq_offset = ext_seq.wrapping_sub(out_seq);
+        self.seq_offsets = Offsets::start(ext_seq.wrapping_sub(out_seq));
         self.ts_offset = ext_ts.wrapping_sub(out_ts);
         self.record(out_seq, out_ts, now)
     }
@@ -150,9 +207,25 @@ impl Rewriter {
         if ext_seq < self.segment_start {
             return None;
         }
-        let out_seq = ext_seq.wrapping_sub(self.seq_offset);
+        self.highest_in = self.highest_in.max(ext_seq);
+        let out_seq = ext_seq.wrapping_sub(self.seq_offsets.at(ext_seq));
         let out_ts = ext_ts.wrapping_sub(self.ts_offset);
         Some(self.record(out_seq, out_ts, now))
+    }
+
+    /// A packet of the current segment that is not forwarded (its frame's temporal layer is
+    /// not wanted): the packets after it close up, so the receiver sees no loss. A dropped
+    /// packet that arrives after later ones leaves a gap between two frames, which costs a
+    /// NACK that cannot be served but no picture.
+    pub fn skip(&mut self, seq: u16, picture_id: Option<u16>) {
+        let ext_seq = self.input_seq.unwrap(u64::from(seq));
+        if ext_seq > self.highest_in {
+            self.highest_in = ext_seq;
+            self.seq_offsets.drop_one(ext_seq);
+        }
+        if let Some(id) = picture_id {
+            self.picture_id.skip(id);
+        }
     }
 
     fn record(&mut self, out_seq: u64, out_ts: u64, now: Instant) -> Rewritten {
