@@ -48,6 +48,8 @@ use crate::forward::condition::PathCondition;
 use crate::forward::rates::LayerRates;
 use crate::forward::selector::{self, Selector};
 use crate::forward::simulcast::{Layer, LayerActivity, layer_for_size, rid_rank};
+use crate::forward::quality::{Ladder, Step};
+use crate::forward::temporal::ALL_TEMPORAL_LAYERS;
 use crate::forward::{Decision, Forwarder, PacketMeta};
 use crate::host::HostAddrs;
 use crate::metrics::SfuMetrics;
@@ -211,7 +213,8 @@ struct Consumer {
     forwarder: Forwarder,
     /// How large the subscriber shows this track, if it said.
     rendered: Option<RenderedSize>,
-    /// The highest layer the subscriber's bandwidth allows (`None`: paused).
+    /// The highest step (layer and frame rate) the subscriber's bandwidth allows (`None`:
+    /// paused).
     selector: Selector,
     /// Audio sent as RED: the frames to repeat.
     red_encoder: red::Encoder,
@@ -220,9 +223,9 @@ struct Consumer {
 }
 
 impl Consumer {
-    /// The highest layer to forward now; `None` pauses: the subscriber does not show the video
-    /// (a zero rendered size), or its bandwidth does not allow even the lowest layer.
-    fn wanted(&self) -> Option<Layer> {
+    /// The highest step to forward now; `None` pauses: the subscriber does not show the video
+    /// (a zero rendered size), or its bandwidth does not allow even the lowest step.
+    fn wanted(&self) -> Option<Step> {
         if self.hidden() {
             return None;
         }
@@ -230,10 +233,18 @@ impl Consumer {
     }
 
     /// Points the forwarder at the layer to forward now: the best layer the publisher is
-    /// sending at or below [`Self::wanted`].
+    /// sending at or below [`Self::wanted`]'s, at its frame rate; a lower layer (the wanted
+    /// one stopped) costs less, and gets every frame.
     fn retarget(&mut self, activity: &LayerActivity) {
-        let target = self.wanted().and_then(|max| activity.best(max));
+        let wanted = self.wanted().map(|step| self.selector.ladder().quality(step));
+        let target = wanted.and_then(|quality| activity.best(quality.spatial));
+        let temporal = match (wanted, target) {
+            (Some(quality), Some(layer)) if layer < quality.spatial => ALL_TEMPORAL_LAYERS,
+            (Some(quality), _) => quality.temporal,
+            (None, _) => ALL_TEMPORAL_LAYERS,
+        };
         self.forwarder.set_target(target);
+        self.forwarder.set_temporal_target(temporal);
     }
 
     /// The subscriber said it does not show this video (a zero rendered size).
@@ -716,7 +727,10 @@ impl Router {
                     stage: ConsumerStage::Added,
                     forwarder: Forwarder::new(codec.clock_rate),
                     rendered: None,
-                    selector: Selector::default(),
+                    selector: Selector::new(match kind {
+                        TrackKind::Audio => Ladder::SINGLE,
+                        TrackKind::Video => Ladder::VIDEO,
+                    }),
                     red_encoder: red::Encoder::default(),
                     told_paused: false,
                 },
@@ -1428,9 +1442,13 @@ impl Router {
             return;
         };
         producer.activity.record(layer, now);
+        let temporal = (producer.video == Some(VideoCodec::Vp8))
+            .then(|| Vp8Temporal::read(&packet.payload))
+            .flatten();
+        let tid = temporal.map(|t| t.id);
         producer
             .rates
-            .record(layer, packet.payload.len() + PACKET_OVERHEAD, now);
+            .record(layer, tid, packet.payload.len() + PACKET_OVERHEAD, now);
         let keyframe = producer
             .video
             .is_none_or(|codec| codec.is_keyframe(&packet.payload));
@@ -1454,9 +1472,7 @@ impl Router {
             vp8: (producer.video == Some(VideoCodec::Vp8))
                 .then(|| Vp8Numbers::read(&packet.payload))
                 .flatten(),
-            temporal: (producer.video == Some(VideoCodec::Vp8))
-                .then(|| Vp8Temporal::read(&packet.payload))
-                .flatten(),
+            temporal,
         };
         // Header extensions are per connection (ids negotiated per peer); the sender adds its own.
         packet.header.extension = false;
@@ -1821,14 +1837,18 @@ impl Router {
                 // layer goes out in this same housekeeping round (`request_keyframes`).
                 consumer.retarget(&producer.activity);
                 debug!(%participant, track = %sid, ?before, ?after, ?budget, "allocation changed");
-                if self.captures.records(participant) {
-                    let cap = demands[i].layers.iter().rposition(Option::is_some);
+                // Recordings keep to simulcast layers: a frame rate alone changing is not one.
+                let ladder = consumer.selector.ladder();
+                let layer = |step: Option<Step>| step.map(|step| ladder.quality(step).spatial);
+                let (from, to) = (layer(before), layer(after));
+                if from != to && self.captures.records(participant) {
+                    let cap = layer(demands[i].steps.iter().rposition(Option::is_some));
                     let change = LayerChange {
                         at: now,
                         track_sid: sid.clone(),
-                        from: before,
-                        to: after,
-                        reason: LayerReason::of(after, cap, condition),
+                        from,
+                        to,
+                        reason: LayerReason::of(to, cap, condition),
                     };
                     self.qos.layer_changed(participant, change);
                 }
@@ -1849,8 +1869,8 @@ impl Router {
                 });
             }
             forwarded += demands[i].cost(after);
-            if consumer.selector.upgrade_pending() {
-                pending += demands[i].upgrade_cost(after);
+            if let Some(up_to) = consumer.selector.pending_upgrade() {
+                pending += (demands[i].cost(Some(up_to)) - demands[i].cost(after)).max(0.0);
             }
         }
         if pending > 0.0 {
@@ -1960,9 +1980,12 @@ impl Router {
     }
 }
 
-/// What forwarding `producer` to one subscriber costs, layer by layer: measured rates of the
-/// layers being received, none above what the subscriber's rendered size needs or what its
-/// path's condition allows (no video at all on an audio-only path).
+/// What forwarding `producer` to one subscriber costs, step by step (each layer at each frame
+/// rate, see [`Ladder`]): measured rates of the layers being received, none above what the
+/// subscriber's rendered size needs or what its path's condition allows (no video at all on
+/// an audio-only path). Before a layer has been measured its lower frame rates are assumed
+/// to cost the whole layer: a subscriber then starts at full frame rate or not at all, as
+/// before frame rates were chosen, rather than on a guess of what they save.
 fn demand(
     producer: &Producer,
     consumer: &Consumer,
@@ -1989,17 +2012,21 @@ fn demand(
         TrackKind::Audio => Some(Layer::MAX),
         TrackKind::Video => condition.max_video_layer().map(|max| max.min(rendered)),
     };
-    let layers = (0..count)
-        .map(|layer| {
+    let ladder = consumer.selector.ladder();
+    let steps = (0..count * ladder.per_layer())
+        .map(|step| {
+            let quality = ladder.quality(step);
+            let layer = quality.spatial;
             let assumed = match producer.kind {
                 TrackKind::Audio => ASSUMED_AUDIO_RATE,
                 TrackKind::Video => ASSUMED_VIDEO_RATES[layer.min(2)],
             };
+            let rate = producer.rates.rate_up_to(layer, quality.temporal);
             (max_layer.is_some_and(|max| layer <= max) && producer.activity.is_alive(layer))
-                .then(|| red::cost(producer.rates.rate(layer).unwrap_or(assumed), red_distance))
+                .then(|| red::cost(rate.unwrap_or(assumed), red_distance))
         })
         .collect();
-    Demand { priority, layers }
+    Demand { priority, steps }
 }
 
 /// The payload type a connection negotiated for a codec (mime types compare case-insensitively:

@@ -6,10 +6,15 @@
 //! gets its lowest layer, so as many stay visible as fit, and only then are layers raised, in
 //! the same order. A video whose lowest layer does not fit is paused for this subscriber.
 //!
-//! [`allocate`] is a pure function of the estimate and each track's per-layer bitrates (as
+//! A video's layers are the steps of its [`Ladder`](super::quality::Ladder): each simulcast
+//! layer at each frame rate, so "lowest" is the lowest layer at its lowest frame rate (7.5 fps
+//! of 180p from Chromium), and raising a video first raises its frame rate, then its
+//! resolution. A video is paused only when even that does not fit.
+//!
+//! [`allocate`] is a pure function of the estimate and each track's per-step bitrates (as
 //! measured from the publisher); [`super::selector`] adds the timing (down at once, up slowly).
 
-use super::simulcast::Layer;
+use super::quality::Step;
 
 /// Who gets bandwidth first; the derived order is the allocation order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -24,57 +29,44 @@ pub enum Priority {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Demand {
     pub priority: Priority,
-    /// Bits per second of each layer, lowest first; `None` for a layer that is not being
-    /// received (or not wanted: above the size the subscriber shows the video at). Audio and
-    /// non-simulcast video have one layer.
-    pub layers: Vec<Option<f64>>,
+    /// Bits per second of each step, lowest first; `None` for a step that cannot be had (its
+    /// layer is not being received, or not wanted: above the size the subscriber shows the
+    /// video at). Audio has one.
+    pub steps: Vec<Option<f64>>,
 }
 
 impl Demand {
-    /// What going up one layer from `from` (`None`: paused) would add: the next layer that
-    /// can be had, less the current one. 0 when there is none above.
-    pub fn upgrade_cost(&self, from: Option<Layer>) -> f64 {
-        let current = self.cost(from);
-        let next = from.map_or(0, |layer| layer + 1);
-        self.layers
-            .iter()
-            .skip(next)
-            .find_map(|rate| *rate)
-            .map_or(0.0, |rate| (rate - current).max(0.0))
-    }
-
-    /// What forwarding `layer` costs (`None`: paused, nothing).
-    pub fn cost(&self, layer: Option<Layer>) -> f64 {
-        layer
-            .and_then(|layer| self.layers.get(layer).copied().flatten())
+    /// What forwarding `step` costs (`None`: paused, nothing).
+    pub fn cost(&self, step: Option<Step>) -> f64 {
+        step.and_then(|step| self.steps.get(step).copied().flatten())
             .unwrap_or(0.0)
     }
 
-    fn lowest(&self) -> Option<(Layer, f64)> {
-        self.layers
+    fn lowest(&self) -> Option<(Step, f64)> {
+        self.steps
             .iter()
             .enumerate()
-            .find_map(|(layer, rate)| rate.map(|r| (layer, r)))
+            .find_map(|(step, rate)| rate.map(|r| (step, r)))
     }
 }
 
-/// The layer to forward for each demand, in the same order; `None` means paused. Audio is
+/// The step to forward for each demand, in the same order; `None` means paused. Audio is
 /// never paused: it is granted even when it alone exceeds the estimate, because the
 /// alternative is silence, and an estimate that low is already below what the estimator
 /// allows as its floor.
-pub fn allocate(budget: f64, demands: &[Demand]) -> Vec<Option<Layer>> {
-    let mut chosen: Vec<Option<Layer>> = vec![None; demands.len()];
+pub fn allocate(budget: f64, demands: &[Demand]) -> Vec<Option<Step>> {
+    let mut chosen: Vec<Option<Step>> = vec![None; demands.len()];
     let mut order: Vec<usize> = (0..demands.len()).collect();
     order.sort_by_key(|&i| demands[i].priority);
     let mut left = budget;
 
-    // Pass 1: audio whatever it costs, then each video's lowest layer while it fits.
+    // Pass 1: audio whatever it costs, then each video's lowest step while it fits.
     for &i in &order {
-        let Some((layer, rate)) = demands[i].lowest() else {
+        let Some((step, rate)) = demands[i].lowest() else {
             continue;
         };
         if demands[i].priority == Priority::Audio || rate <= left {
-            chosen[i] = Some(layer);
+            chosen[i] = Some(step);
             left -= rate;
         }
     }
@@ -83,14 +75,14 @@ pub fn allocate(budget: f64, demands: &[Demand]) -> Vec<Option<Layer>> {
         let Some(current) = chosen[i] else {
             continue;
         };
-        let rates = &demands[i].layers;
+        let rates = &demands[i].steps;
         let paid = rates[current].unwrap_or(0.0);
         let best = (current + 1..rates.len())
             .rev()
-            .find(|&layer| rates[layer].is_some_and(|rate| rate - paid <= left));
-        if let Some(layer) = best {
-            left -= rates[layer].unwrap_or(0.0) - paid;
-            chosen[i] = Some(layer);
+            .find(|&step| rates[step].is_some_and(|rate| rate - paid <= left));
+        if let Some(step) = best {
+            left -= rates[step].unwrap_or(0.0) - paid;
+            chosen[i] = Some(step);
         }
     }
     chosen
@@ -105,31 +97,62 @@ mod tests {
     fn audio() -> Demand {
         Demand {
             priority: Priority::Audio,
-            layers: vec![Some(40.0 * K)],
+            steps: vec![Some(40.0 * K)],
         }
     }
 
-    /// A simulcast camera at 150k / 500k / 1.5M.
+    /// A simulcast camera at 150k / 500k / 1.5M, without temporal layers (one step each).
     fn video(priority: Priority) -> Demand {
         Demand {
             priority,
-            layers: vec![Some(150.0 * K), Some(500.0 * K), Some(1_500.0 * K)],
+            steps: vec![Some(150.0 * K), Some(500.0 * K), Some(1_500.0 * K)],
         }
     }
 
+    /// The same with three temporal layers, the lower frame rates at 35 % and 60 % of the
+    /// bytes: 7.5 fps of the lowest layer costs 52.5k.
+    fn temporal_video(priority: Priority) -> Demand {
+        let steps = [150.0, 500.0, 1_500.0]
+            .into_iter()
+            .flat_map(|layer| [0.35, 0.6, 1.0].map(|share| Some(layer * share * K)))
+            .collect();
+        Demand { priority, steps }
+    }
+
     #[test]
-    fn an_upgrade_costs_the_next_layer_that_can_be_had_less_the_current() {
+    fn cost_of_a_step() {
         let camera = video(Priority::Camera);
-        assert_eq!(camera.upgrade_cost(None), 150.0 * K, "resuming");
-        assert_eq!(camera.upgrade_cost(Some(0)), 350.0 * K);
-        assert_eq!(camera.upgrade_cost(Some(2)), 0.0, "nothing above");
         assert_eq!(camera.cost(Some(1)), 500.0 * K);
         assert_eq!(camera.cost(None), 0.0);
-        let gap = Demand {
-            layers: vec![Some(150.0 * K), None, Some(1_500.0 * K)],
-            ..camera
-        };
-        assert_eq!(gap.upgrade_cost(Some(0)), 1_350.0 * K);
+        assert_eq!(camera.cost(Some(7)), 0.0, "no such step");
+    }
+
+    #[test]
+    fn a_tight_link_loses_frame_rate_before_the_video() {
+        let demands = [audio(), temporal_video(Priority::Teacher)];
+        // 170 kbit/s: 150k at 30 fps does not fit beside the audio; 15 fps (90k) does.
+        assert_eq!(allocate(170.0 * K, &demands), [Some(0), Some(1)]);
+        assert_eq!(allocate(100.0 * K, &demands), [Some(0), Some(0)], "7.5 fps");
+        assert_eq!(allocate(90.0 * K, &demands), [Some(0), None]);
+        // Going down, frame rate goes first: 360p at 7.5 fps (175k) before 180p at 30 fps.
+        assert_eq!(allocate(200.0 * K, &demands[1..]), [Some(3)]);
+        assert_eq!(allocate(170.0 * K, &demands[1..]), [Some(2)]);
+        assert_eq!(
+            allocate(310.0 * K, &demands[1..]),
+            [Some(4)],
+            "360p at 15 fps"
+        );
+    }
+
+    #[test]
+    fn every_video_gets_its_lowest_frame_rate_before_any_is_raised() {
+        let demands = [
+            audio(),
+            temporal_video(Priority::Teacher),
+            temporal_video(Priority::Camera),
+        ];
+        // 40k + 2 x 52.5k fit in 190k; the teacher's camera gets the 45k left: 15 fps.
+        assert_eq!(allocate(190.0 * K, &demands), [Some(0), Some(1), Some(0)]);
     }
 
     #[test]
@@ -184,12 +207,12 @@ mod tests {
     #[test]
     fn missing_layers_are_skipped() {
         let mut teacher = video(Priority::Teacher);
-        teacher.layers[1] = None; // the publisher stopped sending the middle layer
+        teacher.steps[1] = None; // the publisher stopped sending the middle layer
         assert_eq!(
             allocate(800.0 * K, &[audio(), teacher.clone()]),
             [Some(0), Some(0)]
         );
-        teacher.layers[0] = None;
+        teacher.steps[0] = None;
         assert_eq!(
             allocate(800.0 * K, &[audio(), teacher.clone()]),
             [Some(0), None],
@@ -205,7 +228,7 @@ mod tests {
     fn a_track_with_no_layer_at_all_is_paused() {
         let hidden = Demand {
             priority: Priority::Teacher,
-            layers: vec![None, None, None],
+            steps: vec![None, None, None],
         };
         assert_eq!(allocate(10_000.0 * K, &[hidden]), [None]);
     }

@@ -6,6 +6,7 @@
 
 pub mod allocate;
 pub mod condition;
+pub mod quality;
 pub mod rates;
 pub mod rewrite;
 pub mod selector;

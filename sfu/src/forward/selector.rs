@@ -22,10 +22,15 @@
 //! failed; an estimate well above that ([`PATH_CHANGE`]) means the path has changed, and the
 //! wait is back to [`UP_HOLD`] (a lifted cap is climbed back from within seconds). An upgrade
 //! that held that long succeeded and the wait is back to [`UP_HOLD`] too.
+//!
+//! The layers are the steps of the track's [`Ladder`]: going down is by as many steps as the
+//! allocation says (a lower frame rate at once), and an upgrade goes as far as the allocation
+//! with margin allows, but not beyond the top of the next spatial layer: one keyframe, and
+//! one layer's worth of probing, per hold, as before there were frame rates to choose.
 
 use std::time::{Duration, Instant};
 
-use super::simulcast::Layer;
+use super::quality::{Ladder, Step};
 
 /// The estimate must exceed an upgrade's cost by this factor.
 pub const UP_MARGIN: f64 = 1.15;
@@ -44,13 +49,16 @@ pub const MAX_UPGRADE_HOLD: Duration = Duration::from_secs(16);
 /// An estimate this many times the one an upgrade failed at means the path has changed.
 pub const PATH_CHANGE: f64 = 1.3;
 
-/// The allowed layer of one consumer (`None`: paused), with its upgrade timing.
+/// The allowed step of one consumer (`None`: paused), with its upgrade timing.
 #[derive(Debug, Clone)]
 pub struct Selector {
-    allowed: Option<Layer>,
+    ladder: Ladder,
+    allowed: Option<Step>,
     started: bool,
     /// Since when an upgrade has been affordable, and the estimate then.
     up_since: Option<(Instant, f64)>,
+    /// Where the affordable upgrade would go.
+    up_to: Option<Step>,
     /// The last upgrade and the estimate it was made on, until it has failed or succeeded.
     last_up: Option<(Instant, f64)>,
     /// The estimate the last failed upgrade or probe started on, while its backoff lasts.
@@ -58,35 +66,46 @@ pub struct Selector {
     hold: Duration,
 }
 
+/// One step per layer, as for audio.
 impl Default for Selector {
     fn default() -> Self {
+        Self::new(Ladder::SINGLE)
+    }
+}
+
+impl Selector {
+    pub fn new(ladder: Ladder) -> Self {
         Self {
+            ladder,
             allowed: None,
             started: false,
             up_since: None,
+            up_to: None,
             last_up: None,
             failed_at: None,
             hold: UP_HOLD,
         }
     }
-}
 
-impl Selector {
-    pub fn allowed(&self) -> Option<Layer> {
+    pub fn ladder(&self) -> Ladder {
+        self.ladder
+    }
+
+    pub fn allowed(&self) -> Option<Step> {
         self.allowed
     }
 
-    /// Whether an upgrade is affordable and being held (the time to probe for it).
-    pub fn upgrade_pending(&self) -> bool {
-        self.up_since.is_some()
+    /// The step an upgrade that is affordable and being held would go to (what to probe for).
+    pub fn pending_upgrade(&self) -> Option<Step> {
+        self.up_to
     }
 
     /// Without an estimate there is nothing to be careful about: take `best` as is. When an
     /// estimate appears later, its first allocation is taken as is too.
-    pub fn unlimited(&mut self, best: Option<Layer>) -> Option<Layer> {
+    pub fn unlimited(&mut self, best: Option<Step>) -> Option<Step> {
         *self = Self {
             allowed: best,
-            ..Self::default()
+            ..Self::new(self.ladder)
         };
         self.allowed
     }
@@ -94,14 +113,14 @@ impl Selector {
     /// `fits` is the allocation on the estimate (`estimate`, bits per second),
     /// `fits_with_margin` the one on the estimate divided by [`UP_MARGIN`]. The first call
     /// takes `fits` as is: a new subscriber starts at what the (initial) estimate allows.
-    /// Returns the layer to forward now.
+    /// Returns the step to forward now.
     pub fn update(
         &mut self,
         now: Instant,
-        fits: Option<Layer>,
-        fits_with_margin: Option<Layer>,
+        fits: Option<Step>,
+        fits_with_margin: Option<Step>,
         estimate: f64,
-    ) -> Option<Layer> {
+    ) -> Option<Step> {
         if !self.started {
             self.started = true;
             self.allowed = fits;
@@ -120,6 +139,7 @@ impl Selector {
             };
             self.allowed = fits;
             self.up_since = None;
+            self.up_to = None;
             self.last_up = None;
             return self.allowed;
         }
@@ -136,12 +156,16 @@ impl Selector {
         }
         if fits_with_margin > self.allowed {
             let (since, _) = *self.up_since.get_or_insert((now, estimate));
+            let up_to = fits_with_margin.min(Some(self.ladder.next_layer_top(self.allowed)));
+            self.up_to = up_to;
             if now.saturating_duration_since(since) >= self.hold {
-                self.allowed = Some(self.allowed.map_or(0, |layer| layer + 1));
+                self.allowed = up_to;
                 self.up_since = None;
+                self.up_to = None;
                 self.last_up = Some((now, estimate));
             }
         } else if let Some((_, started_on)) = self.up_since.take() {
+            self.up_to = None;
             // It was affordable, and no longer is before the hold ended: the probe failed.
             // (After failed upgrades the hold may already be longer than this ceiling.)
             self.hold = (self.hold * 2).min(MAX_HOLD).max(self.hold);
@@ -288,10 +312,10 @@ mod tests {
         let mut s = Selector::default();
         s.update(t, Some(0), Some(0), E);
         s.update(ms(t, 100), Some(1), Some(1), E);
-        assert!(s.upgrade_pending(), "probing for layer 1");
+        assert_eq!(s.pending_upgrade(), Some(1), "probing for layer 1");
         // The probe fills the path: the estimate drops and layer 1 is no longer affordable.
         assert_eq!(s.update(ms(t, 600), Some(0), Some(0), E), Some(0));
-        assert!(!s.upgrade_pending());
+        assert_eq!(s.pending_upgrade(), None);
         // The next attempt holds twice as long.
         let (wait, _) = upgrade(&mut s, t, 10_000);
         assert_eq!(wait, 4_100);
@@ -336,6 +360,30 @@ mod tests {
         assert_eq!(s.update(ms(t, now), Some(0), Some(0), E), Some(0));
         let (wait, _) = upgrade(&mut s, t, now);
         assert_eq!(wait, 2_100);
+    }
+
+    #[test]
+    fn frame_rate_goes_down_at_once_and_up_with_its_layer() {
+        let t = Instant::now();
+        let mut s = Selector::new(Ladder::VIDEO);
+        // 180p at 30 fps (step 2), then the path tightens: 15 fps, 7.5 fps, at once.
+        s.update(t, Some(2), Some(2), E);
+        assert_eq!(s.update(ms(t, 100), Some(1), Some(0), E), Some(1));
+        assert_eq!(s.update(ms(t, 200), Some(0), Some(0), E), Some(0));
+        // A little room: 15 fps after the hold.
+        s.update(ms(t, 10_000), Some(1), Some(1), E);
+        assert_eq!(s.pending_upgrade(), Some(1));
+        assert_eq!(s.update(ms(t, 12_000), Some(1), Some(1), E), Some(1));
+        // The cap lifts: one spatial layer per hold, each at the best frame rate that fits.
+        s.update(ms(t, 20_000), Some(8), Some(8), E);
+        assert_eq!(s.pending_upgrade(), Some(5), "360p at 30 fps");
+        assert_eq!(s.update(ms(t, 22_000), Some(8), Some(8), E), Some(5));
+        s.update(ms(t, 25_100), Some(8), Some(8), E);
+        assert_eq!(s.update(ms(t, 27_100), Some(8), Some(8), E), Some(8));
+        // From paused, a recovering path gets the lowest layer at the best rate that fits.
+        s.update(ms(t, 35_000), None, None, E);
+        s.update(ms(t, 40_000), Some(4), Some(4), E);
+        assert_eq!(s.update(ms(t, 42_000), Some(4), Some(4), E), Some(2));
     }
 
     #[test]

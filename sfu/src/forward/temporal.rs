@@ -17,8 +17,10 @@ use std::collections::VecDeque;
 
 use crate::codec::Vp8Temporal;
 
-/// Temporal layers a track is assumed to have at most (Chromium sends up to three).
+/// Temporal layers a subscriber's frame rate is chosen among (Chromium sends up to three).
 pub const MAX_TEMPORAL_LAYERS: u8 = 3;
+/// A target that forwards every frame: the highest TID a VP8 descriptor can carry.
+pub const ALL_TEMPORAL_LAYERS: u8 = 3;
 
 /// Frames whose decision is remembered, for their late packets: half a second at 30 fps.
 const REMEMBERED_FRAMES: usize = 16;
@@ -36,8 +38,8 @@ pub struct TemporalFilter {
 impl Default for TemporalFilter {
     fn default() -> Self {
         Self {
-            target: MAX_TEMPORAL_LAYERS - 1,
-            current: MAX_TEMPORAL_LAYERS - 1,
+            target: ALL_TEMPORAL_LAYERS,
+            current: ALL_TEMPORAL_LAYERS,
             frames: VecDeque::new(),
         }
     }
