@@ -122,6 +122,13 @@ pub enum SfuEvent {
     /// Subscribers here want a keyframe of a track imported from another node (see
     /// [`crate::relay`]); the control plane asks the node that exports it.
     RelayKeyframeRequest { track_sid: TrackSid, layer: usize },
+    /// Subscribers here need only these layers of a video imported from another node (see
+    /// [`crate::router::relay::demanded_layers`]); the control plane tells the node that
+    /// exports it.
+    RelayLayerDemand {
+        track_sid: TrackSid,
+        layers: Vec<usize>,
+    },
     /// Packets of a track imported from another node were lost on the link; the control plane
     /// asks that node to resend them (see [`crate::relay::repair`]).
     RelayNack {
@@ -293,6 +300,11 @@ pub(crate) enum Command {
         link: u64,
         layer: usize,
         seqs: Vec<u16>,
+    },
+    RelayLayerDemand {
+        track_sid: TrackSid,
+        link: u64,
+        layers: Vec<usize>,
     },
 }
 
@@ -590,6 +602,15 @@ impl SfuHandle {
             link,
             layer,
             seqs,
+        });
+    }
+
+    /// The node on `link` needs only `layers` of `track_sid`. Not waited for.
+    pub fn relay_layer_demand(&self, track_sid: &str, link: u64, layers: Vec<usize>) {
+        self.tell(Command::RelayLayerDemand {
+            track_sid: track_sid.to_owned(),
+            link,
+            layers,
         });
     }
 

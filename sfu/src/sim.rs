@@ -570,6 +570,7 @@ impl Sim {
             SfuEvent::TrackUnpublished { .. }
             | SfuEvent::RecordingFailed { .. }
             | SfuEvent::RelayKeyframeRequest { .. }
+            | SfuEvent::RelayLayerDemand { .. }
             | SfuEvent::RelayNack { .. } => {}
         }
     }

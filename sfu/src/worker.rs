@@ -400,6 +400,11 @@ fn handle_command(
             layer,
             seqs,
         } => router.relay_resend(&track_sid, link, layer, &seqs),
+        Command::RelayLayerDemand {
+            track_sid,
+            link,
+            layers,
+        } => router.relay_layer_demand(Instant::now(), &track_sid, link, layers),
     }
 }
 

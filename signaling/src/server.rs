@@ -781,6 +781,8 @@ pub(crate) async fn handle_event(state: &AppState, event: SfuEvent) {
         }
         // Handled by the cluster's media plane before events get here (no track is imported
         // from another node without one).
-        SfuEvent::RelayKeyframeRequest { .. } | SfuEvent::RelayNack { .. } => {}
+        SfuEvent::RelayKeyframeRequest { .. }
+        | SfuEvent::RelayLayerDemand { .. }
+        | SfuEvent::RelayNack { .. } => {}
     }
 }

@@ -245,4 +245,39 @@ describe('a class over two nodes', { timeout: 240_000 }, () => {
     const perTeacher = steady.sent / steady.teacherSent;
     assert.ok(perTeacher > 0.75 && perTeacher < 1.25, `the link carried ${steady.sent} B while the teacher sent ${steady.teacherSent} B: not one copy of every layer`);
   });
+
+  it('when every student watches the teacher small, the link carries only the small layers', { timeout: 90_000 }, async () => {
+    // Each student shows the teacher as a thumbnail: the relay's students take the 180p layer,
+    // the relay asks the origin for the layers up to one above (180p and 360p), and the 720p
+    // layer, most of the teacher's bytes, stays off the long link.
+    for (const page of students) {
+      await page.addStyleTag({ content: 'video { width: 160px !important; height: 90px !important; }' });
+    }
+    for (const [i, page] of students.entries()) {
+      const waited = await waitForHeight(page, (h) => h > 0 && h <= 200, 30_000);
+      assert.ok(waited !== null, `learner ${i + 1} goes down to the 180p layer within 30 s (at ${await frameHeight(page)}p)\n${logs()}`);
+    }
+    // The demand travels up the link within a housekeeping round; give it a second.
+    await sleep(2_000);
+    const linkAndTeacher = () => Promise.all([
+      metric(origin.url, 'aula_relay_bytes_sent_total', `peer="${RELAY.id}"`),
+      teacher.evaluate(async () => {
+        let bytes = 0;
+        (await window.aulaRoom.publisher.getStats()).forEach((r) => {
+          if (r.type === 'outbound-rtp') bytes += (r.bytesSent ?? 0) + (r.headerBytesSent ?? 0);
+        });
+        return bytes;
+      }),
+    ]);
+    const [linkBefore, teacherBefore] = await linkAndTeacher();
+    const seen = await Promise.all(students.map((page) => watch(page, WATCH_MS)));
+    const [linkAfter, teacherAfter] = await linkAndTeacher();
+    for (const [i, s] of seen.entries()) {
+      assert.ok(s.fps > MIN_FPS, `learner ${i + 1} keeps playing the small picture: ${s.fps.toFixed(1)} fps`);
+    }
+    const link = linkAfter - linkBefore;
+    const sent = teacherAfter - teacherBefore;
+    console.log(`# over ${WATCH_MS} ms on the small layer: link ${link} B, the teacher sent ${sent} B (link/teacher ${(link / sent).toFixed(2)})`);
+    assert.ok(link < 0.6 * sent, `the link carried ${link} B of the teacher's ${sent} B: the 720p layer too`);
+  });
 });

@@ -32,6 +32,29 @@ pub struct Export {
     pub link: u64,
     /// The track's index on that link (see [`crate::relay::track`]).
     pub index: u64,
+    /// The layers the other node asked for (see [`demanded_layers`]); every layer until it
+    /// says.
+    pub layers: Option<Vec<Layer>>,
+}
+
+impl Export {
+    fn carries(&self, layer: Layer) -> bool {
+        self.layers
+            .as_ref()
+            .is_none_or(|layers| layers.contains(&layer))
+    }
+}
+
+/// The layers of an imported video to ask of the node that exports it, when the best layer any
+/// subscriber here may get now is `best` (`None`: every one is paused or hidden) and the
+/// highest the track has is `top`: every layer up to one above `best`. The layer above keeps
+/// flowing so that its rate is known and a subscriber can climb to it at once (the one above
+/// that follows when one does); the lowest always flows, so a paused video can resume. A
+/// class whose learners behind a relay all watch the small picture then costs the long link
+/// the two small layers, not the full one too.
+pub fn demanded_layers(best: Option<Layer>, top: Layer) -> Vec<Layer> {
+    let highest = best.map_or(0, |best| best.saturating_add(1)).min(top);
+    (0..=highest).collect()
 }
 
 /// A packet for another node: send `data` on `link` as a datagram of `flow`.
@@ -57,7 +80,7 @@ pub(super) fn export(
             return;
         }
     };
-    for export in &producer.exports {
+    for export in producer.exports.iter().filter(|e| e.carries(layer)) {
         out.push_back(RelayTransmit {
             link: export.link,
             flow: flow_id(export.index, layer),
@@ -92,7 +115,11 @@ impl Router {
         let index = match producer.exports.iter().find(|e| e.link == link) {
             Some(export) => export.index,
             None => {
-                producer.exports.push(Export { link, index });
+                producer.exports.push(Export {
+                    link,
+                    index,
+                    layers: None,
+                });
                 info!(track = %track_sid, link, index, "track exported to a relay link");
                 index
             }
@@ -115,6 +142,64 @@ impl Router {
             self.request_keyframe(now, track_sid, layer);
         }
         Ok(track)
+    }
+
+    /// The node on `link` wants only `layers` of `track_sid` (see [`demanded_layers`]). A
+    /// layer it adds is asked of the publisher as a keyframe, so that the subscriber climbing
+    /// to it there can switch at once.
+    pub fn relay_layer_demand(
+        &mut self,
+        now: Instant,
+        track_sid: &str,
+        link: u64,
+        layers: Vec<Layer>,
+    ) {
+        let Some(export) = self
+            .producers
+            .get_mut(track_sid)
+            .and_then(|p| p.exports.iter_mut().find(|e| e.link == link))
+        else {
+            return;
+        };
+        let added: Vec<Layer> = match &export.layers {
+            Some(before) => layers
+                .iter()
+                .copied()
+                .filter(|layer| !before.contains(layer))
+                .collect(),
+            None => Vec::new(),
+        };
+        export.layers = Some(layers);
+        for layer in added {
+            self.request_keyframe(now, track_sid, layer);
+        }
+    }
+
+    /// Tells the nodes that export this node's imported videos which layers its subscribers
+    /// need now ([`SfuEvent::RelayLayerDemand`], when that changes).
+    pub(super) fn update_relay_demands(&mut self) {
+        for producer in self
+            .producers
+            .values_mut()
+            .filter(|p| p.upstream == Upstream::Relay && p.kind == TrackKind::Video)
+        {
+            let Some(top) = producer.layers.values().max().copied() else {
+                continue;
+            };
+            let best = producer
+                .consumers
+                .values()
+                .filter_map(|c| Some(c.selector.ladder().quality(c.wanted()?).spatial))
+                .max();
+            let layers = demanded_layers(best, top);
+            if producer.relay_demand.as_ref() != Some(&layers) {
+                producer.relay_demand = Some(layers.clone());
+                self.events.push_back(SfuEvent::RelayLayerDemand {
+                    track_sid: producer.sid.clone(),
+                    layers,
+                });
+            }
+        }
     }
 
     /// Stops sending `track_sid` on `link`. Unknown tracks or links are a no-op.
@@ -175,6 +260,7 @@ impl Router {
             exports: Vec::new(),
             relay_history: Default::default(),
             relay_gaps: Default::default(),
+            relay_demand: None,
         };
         self.producers.insert(track.sid, producer);
         Ok(())
@@ -241,6 +327,8 @@ impl Router {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::metrics::SfuMetrics;
     use aula_protocol::TrackSource;
@@ -276,6 +364,12 @@ mod tests {
         packet.marshal().unwrap().freeze()
     }
 
+    /// A router with no peers, as a node between two links has.
+    fn router(now: Instant) -> Router {
+        let metrics = SfuMetrics::register(&prometheus::Registry::new()).unwrap();
+        Router::new(&[], metrics, now)
+    }
+
     fn transmits(router: &mut Router) -> Vec<RelayTransmit> {
         std::iter::from_fn(|| router.poll_relay_transmit()).collect()
     }
@@ -286,8 +380,7 @@ mod tests {
     #[test]
     fn imported_packets_are_passed_on_gaps_asked_for_and_losses_resent() {
         let now = Instant::now();
-        let metrics = SfuMetrics::register(&prometheus::Registry::new()).unwrap();
-        let mut router = Router::new(&[], metrics, now);
+        let mut router = router(now);
         router.relay_import(opus_track(3)).unwrap();
         let sid = "TR_teacher_mic";
         let exported = router.relay_export(now, sid, 7, 5).unwrap();
@@ -317,11 +410,122 @@ mod tests {
         assert!(transmits(&mut router).is_empty(), "not exported on link 8");
     }
 
+    fn vp8_track(index: u64) -> RelayedTrack {
+        RelayedTrack {
+            sid: "TR_teacher_cam".into(),
+            kind: TrackKind::Video,
+            source: TrackSource::Camera,
+            mime_type: "video/VP8".into(),
+            clock_rate: 90_000,
+            channels: 0,
+            fmtp: String::new(),
+            payload_type: 96,
+            simulcast: true,
+            ..opus_track(index)
+        }
+    }
+
+    /// A VP8 delta frame's packet of the simulcast layer sent on `ssrc`.
+    fn vp8(ssrc: u32, seq: u16) -> Bytes {
+        let packet = rtc::rtp::Packet {
+            header: rtc::rtp::header::Header {
+                version: 2,
+                payload_type: 96,
+                sequence_number: seq,
+                timestamp: u32::from(seq) * 3000,
+                ssrc,
+                ..Default::default()
+            },
+            payload: Bytes::from_static(&[0x10, 0x01, 0xaa, 0xbb]),
+        };
+        packet.marshal().unwrap().freeze()
+    }
+
+    /// One packet of each of the three layers, through `router`'s imported camera.
+    fn one_of_each_layer(router: &mut Router, now: Instant, seq: u16) -> Vec<u64> {
+        for layer in 0..3 {
+            router.relay_packet(now, "TR_teacher_cam", layer, &vp8(100 + layer as u32, seq));
+        }
+        transmits(router).iter().map(|t| t.flow).collect()
+    }
+
+    #[test]
+    fn demand_is_one_layer_above_the_best_any_subscriber_gets() {
+        assert_eq!(
+            demanded_layers(None, 2),
+            [0],
+            "all paused: the lowest still flows"
+        );
+        assert_eq!(demanded_layers(Some(0), 2), [0, 1]);
+        assert_eq!(demanded_layers(Some(1), 2), [0, 1, 2]);
+        assert_eq!(demanded_layers(Some(Layer::MAX), 2), [0, 1, 2]);
+        assert_eq!(demanded_layers(Some(0), 0), [0], "one layer");
+    }
+
+    #[test]
+    fn only_the_layers_another_node_asked_for_cross_the_link() {
+        let now = Instant::now();
+        let mut router = router(now);
+        router.relay_import(vp8_track(1)).unwrap();
+        let sid = "TR_teacher_cam";
+        router.relay_export(now, sid, 7, 2).unwrap();
+        let flows =
+            |layers: &[Layer]| -> Vec<u64> { layers.iter().map(|&l| flow_id(2, l)).collect() };
+        assert_eq!(
+            one_of_each_layer(&mut router, now, 1),
+            flows(&[0, 1, 2]),
+            "all, until asked"
+        );
+
+        router.relay_layer_demand(now, sid, 7, vec![0, 1]);
+        assert_eq!(one_of_each_layer(&mut router, now, 2), flows(&[0, 1]));
+        router.relay_layer_demand(now, sid, 8, vec![0]);
+        assert_eq!(
+            one_of_each_layer(&mut router, now, 3),
+            flows(&[0, 1]),
+            "a demand on a link the track is not exported on changes nothing"
+        );
+
+        // The top layer asked for again: its keyframe is asked for up the chain at once.
+        while router.poll_event().is_some() {}
+        router.relay_layer_demand(now + Duration::from_secs(1), sid, 7, vec![0, 1, 2]);
+        let events: Vec<_> = std::iter::from_fn(|| router.poll_event()).collect();
+        assert_eq!(
+            events,
+            [SfuEvent::RelayKeyframeRequest {
+                track_sid: sid.into(),
+                layer: 2
+            }]
+        );
+        assert_eq!(one_of_each_layer(&mut router, now, 4), flows(&[0, 1, 2]));
+    }
+
+    #[test]
+    fn an_imported_video_tells_its_exporter_what_its_subscribers_need_once() {
+        let now = Instant::now();
+        let mut router = router(now);
+        router.relay_import(vp8_track(1)).unwrap();
+        router.relay_import(opus_track(2)).unwrap();
+        one_of_each_layer(&mut router, now, 1);
+        while router.poll_event().is_some() {}
+        router.update_relay_demands();
+        let events: Vec<_> = std::iter::from_fn(|| router.poll_event()).collect();
+        assert_eq!(
+            events,
+            [SfuEvent::RelayLayerDemand {
+                track_sid: "TR_teacher_cam".into(),
+                layers: vec![0],
+            }],
+            "nobody here watches it: the lowest layer only; nothing for audio"
+        );
+        router.update_relay_demands();
+        assert_eq!(router.poll_event(), None, "told once, until it changes");
+    }
+
     #[test]
     fn a_relayed_track_must_be_the_kind_its_codec_is() {
         let now = Instant::now();
-        let metrics = SfuMetrics::register(&prometheus::Registry::new()).unwrap();
-        let mut router = Router::new(&[], metrics, now);
+        let mut router = router(now);
         let mut track = opus_track(1);
         track.kind = TrackKind::Video;
         track.source = TrackSource::Camera;

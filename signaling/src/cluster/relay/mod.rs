@@ -174,6 +174,12 @@ impl ClusterMedia {
                     }
                     continue;
                 }
+                SfuEvent::RelayLayerDemand { track_sid, layers } => {
+                    if let Some(link) = self.import_link(track_sid) {
+                        link.layer_demand(track_sid, layers);
+                    }
+                    continue;
+                }
                 SfuEvent::TrackUnpublished { track_sid, .. } => self.track_gone(track_sid),
                 _ => {}
             }

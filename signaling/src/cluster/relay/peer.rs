@@ -118,6 +118,13 @@ impl LinkPeer {
         });
     }
 
+    pub(super) fn layer_demand(&self, track_sid: &str, layers: &[usize]) {
+        let _ = self.out.send(Control::LayerDemand {
+            track: track_sid.to_owned(),
+            layers: layers.iter().map(|&layer| layer as u8).collect(),
+        });
+    }
+
     pub(super) fn nack(&self, track_sid: &str, layer: usize, seqs: Vec<u16>) {
         let _ = self.out.send(Control::Nack {
             track: track_sid.to_owned(),
@@ -157,6 +164,10 @@ impl LinkPeer {
                 },
                 Control::KeyframeRequest { track, layer } => {
                     media.sfu.request_keyframe(&track, usize::from(layer));
+                }
+                Control::LayerDemand { track, layers } => {
+                    let layers = layers.into_iter().map(usize::from).collect();
+                    media.sfu.relay_layer_demand(&track, self.id, layers);
                 }
                 Control::Nack { track, layer, seqs } => {
                     media

@@ -134,6 +134,7 @@ impl RemoteEvent {
             SfuEvent::RecordingFailed { .. }
             | SfuEvent::QosSample { .. }
             | SfuEvent::RelayKeyframeRequest { .. }
+            | SfuEvent::RelayLayerDemand { .. }
             | SfuEvent::RelayNack { .. } => None,
         }
     }
@@ -187,6 +188,7 @@ impl RemoteEvent {
             other @ (SfuEvent::RecordingFailed { .. }
             | SfuEvent::QosSample { .. }
             | SfuEvent::RelayKeyframeRequest { .. }
+            | SfuEvent::RelayLayerDemand { .. }
             | SfuEvent::RelayNack { .. }) => return Err(other),
         })
     }
