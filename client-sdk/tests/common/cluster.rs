@@ -119,6 +119,17 @@ pub struct TwoNodes {
 /// The directory of the cluster's certificates, removed when dropped.
 pub struct CertsDir(pub PathBuf);
 
+impl CertsDir {
+    /// A new directory with the cluster CA and the certificates of `eu-1` and `asia-1`.
+    fn for_both_nodes(tag: &str) -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("aula-relay-test-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        make_certs(&dir, &["eu-1", "asia-1"]);
+        Self(dir)
+    }
+}
+
 impl Drop for CertsDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
@@ -134,11 +145,7 @@ impl TwoNodes {
     /// [`TwoNodes::start`], each node delaying what it sends on its links `link_delay_ms`.
     pub async fn start_with_link_delay(tag: &str, link_delay_ms: Option<u64>) -> Self {
         let redis = RedisServer::start().await;
-        let certs =
-            std::env::temp_dir().join(format!("aula-relay-test-{tag}-{}", std::process::id()));
-        std::fs::create_dir_all(&certs).unwrap();
-        let certs = CertsDir(certs);
-        make_certs(&certs.0, &["eu-1", "asia-1"]);
+        let certs = CertsDir::for_both_nodes(tag);
         let config =
             |node, region| node_config(&redis.url(), &certs.0, node, region, link_delay_ms);
         let origin = TestServer::start_with(config("eu-1", "eu")).await;
@@ -206,11 +213,7 @@ impl Drop for NodeProcess {
 impl OriginAndRelayProcess {
     pub async fn start(tag: &str) -> Self {
         let redis = RedisServer::start().await;
-        let certs =
-            std::env::temp_dir().join(format!("aula-relay-test-{tag}-{}", std::process::id()));
-        std::fs::create_dir_all(&certs).unwrap();
-        let certs = CertsDir(certs);
-        make_certs(&certs.0, &["eu-1", "asia-1"]);
+        let certs = CertsDir::for_both_nodes(tag);
         let origin =
             TestServer::start_with(node_config(&redis.url(), &certs.0, "eu-1", "eu", None)).await;
         let relay_config = node_config(&redis.url(), &certs.0, "asia-1", "asia", None);

@@ -604,26 +604,30 @@ mod tests {
         assert_eq!(path.target(), 1_000_000.0, "neither cut nor grown");
     }
 
+    /// Reports of packets 0, 1, ... sent `gap` apart, `+` for arrived, `-` for not.
+    fn batch(pattern: &str, gap: Duration) -> Vec<PacketReport> {
+        let start = Instant::now();
+        pattern
+            .chars()
+            .enumerate()
+            .map(|(id, c)| PacketReport {
+                ssrc: 1,
+                id: id as u64,
+                rtp_sequence_number: id as u16,
+                is_twcc: true,
+                twcc_sequence_number: id as u16,
+                size: 1000,
+                arrived: c == '+',
+                departure: start + gap * id as u32,
+                arrival: (c == '+').then_some(Duration::ZERO),
+                ecn: Ecn::default(),
+            })
+            .collect()
+    }
+
     #[test]
     fn a_packet_no_feedback_reported_on_is_unknown_not_lost() {
-        let batch = |pattern: &str| -> Vec<PacketReport> {
-            pattern
-                .chars()
-                .enumerate()
-                .map(|(id, c)| PacketReport {
-                    ssrc: 1,
-                    id: id as u64,
-                    rtp_sequence_number: id as u16,
-                    is_twcc: true,
-                    twcc_sequence_number: id as u16,
-                    size: 1000,
-                    arrived: c == '+',
-                    departure: Instant::now(),
-                    arrival: (c == '+').then_some(Duration::ZERO),
-                    ecn: Ecn::default(),
-                })
-                .collect()
-        };
+        let batch = |pattern: &str| batch(pattern, Duration::from_millis(1));
         let mut coverage = FeedbackCoverage::default();
         coverage.note(0, 4);
         coverage.note(10, 6);
@@ -639,26 +643,8 @@ mod tests {
 
     #[test]
     fn an_outage_reported_lost_is_not_random_loss() {
-        let start = Instant::now();
         // 20 ms apart: 40 lost in a row span 780 ms, 10 span 180 ms.
-        let batch = |pattern: &str| -> Vec<PacketReport> {
-            pattern
-                .chars()
-                .enumerate()
-                .map(|(id, c)| PacketReport {
-                    ssrc: 1,
-                    id: id as u64,
-                    rtp_sequence_number: id as u16,
-                    is_twcc: true,
-                    twcc_sequence_number: id as u16,
-                    size: 100,
-                    arrived: c == '+',
-                    departure: start + Duration::from_millis(20 * id as u64),
-                    arrival: (c == '+').then_some(Duration::ZERO),
-                    ecn: Ecn::default(),
-                })
-                .collect()
-        };
+        let batch = |pattern: &str| batch(pattern, Duration::from_millis(20));
         let mut coverage = FeedbackCoverage::default();
         coverage.note(0, 100);
         let outage = format!("++{}++", "-".repeat(40));
