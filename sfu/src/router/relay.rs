@@ -349,19 +349,25 @@ mod tests {
         }
     }
 
-    fn rtp(seq: u16) -> Bytes {
+    /// A marshalled RTP packet, numbered `seq`, timestamps `tick` apart.
+    fn packet(payload_type: u8, ssrc: u32, seq: u16, tick: u32, payload: &'static [u8]) -> Bytes {
         let packet = rtc::rtp::Packet {
             header: rtc::rtp::header::Header {
                 version: 2,
-                payload_type: 111,
+                payload_type,
                 sequence_number: seq,
-                timestamp: u32::from(seq) * 960,
-                ssrc: 0x1234,
+                timestamp: u32::from(seq) * tick,
+                ssrc,
                 ..Default::default()
             },
-            payload: Bytes::from_static(&[0xfc, 0xff, 0xfe]),
+            payload: Bytes::from_static(payload),
         };
         packet.marshal().unwrap().freeze()
+    }
+
+    /// An Opus packet of 20 ms.
+    fn rtp(seq: u16) -> Bytes {
+        packet(111, 0x1234, seq, 960, &[0xfc, 0xff, 0xfe])
     }
 
     /// A router with no peers, as a node between two links has.
@@ -427,18 +433,7 @@ mod tests {
 
     /// A VP8 delta frame's packet of the simulcast layer sent on `ssrc`.
     fn vp8(ssrc: u32, seq: u16) -> Bytes {
-        let packet = rtc::rtp::Packet {
-            header: rtc::rtp::header::Header {
-                version: 2,
-                payload_type: 96,
-                sequence_number: seq,
-                timestamp: u32::from(seq) * 3000,
-                ssrc,
-                ..Default::default()
-            },
-            payload: Bytes::from_static(&[0x10, 0x01, 0xaa, 0xbb]),
-        };
-        packet.marshal().unwrap().freeze()
+        packet(96, ssrc, seq, 3000, &[0x10, 0x01, 0xaa, 0xbb])
     }
 
     /// One packet of each of the three layers, through `router`'s imported camera.
