@@ -125,6 +125,24 @@ impl Class {
         (video, frames.len())
     }
 
+    /// Runs for `duration`: the video packets and audio frames the student got meanwhile.
+    fn received_during(&mut self, duration: Duration) -> (usize, usize) {
+        let (video, audio) = self.received();
+        self.run(duration);
+        let (video_later, audio_later) = self.received();
+        (video_later - video, audio_later - audio)
+    }
+
+    /// Puts `impairment` on the path from the SFU to the student.
+    fn impair(&mut self, impairment: Impairment) {
+        let link = self
+            .sim
+            .downlinks
+            .get_mut("student")
+            .expect("the student's path");
+        link.set(impairment);
+    }
+
     /// The teacher's camera's track sid.
     fn camera_sid(&self) -> String {
         let published = self.sim.published.iter().find(|(p, _)| p == "teacher");
@@ -166,26 +184,21 @@ fn video_pauses_under_a_cap_audio_goes_on_and_video_comes_back_when_it_lifts() {
         rate_bps: Some(300_000),
         ..Impairment::default()
     };
-    class.sim.downlinks.get_mut("student").unwrap().set(cap);
+    class.impair(cap);
     class.run(Duration::from_secs(2));
-    let (video, audio) = class.received();
-    class.run(Duration::from_secs(10));
-    let (video_later, audio_later) = class.received();
+    let (video, audio) = class.received_during(Duration::from_secs(10));
     println!(
-        "under the cap: {} video packets (860 on a clean path), {} of 500 audio frames",
-        video_later - video,
-        audio_later - audio
+        "under the cap: {video} video packets (860 on a clean path), {audio} of 500 audio frames"
     );
     assert!(
-        video_later - video < 150,
-        "video mostly paused under the cap: {} packets in 10 s",
-        video_later - video
+        video < 150,
+        "video mostly paused under the cap: {video} packets in 10 s"
     );
     assert!(
-        audio_later - audio >= 490,
-        "audio whole under the cap: {} of 500 frames",
-        audio_later - audio
+        audio >= 490,
+        "audio whole under the cap: {audio} of 500 frames"
     );
+    let (video_later, _) = class.received();
     let camera_sid = class.camera_sid();
     assert_eq!(
         class.sim.stream_states,
@@ -195,12 +208,7 @@ fn video_pauses_under_a_cap_audio_goes_on_and_video_comes_back_when_it_lifts() {
 
     // The cap is lifted: video resumes within fifteen seconds (the estimate climbs back from
     // the cap, a probe passes, then a keyframe; 2 s in this trace), and keeps flowing.
-    class
-        .sim
-        .downlinks
-        .get_mut("student")
-        .unwrap()
-        .set(Impairment::default());
+    class.impair(Impairment::default());
     let mut resumed_after = None;
     for second in 1..=15 {
         class.run(Duration::from_secs(1));
@@ -372,7 +380,7 @@ fn a_student_behind_heavy_loss_is_reported_poor() {
         loss: 0.2,
         ..Impairment::default()
     };
-    class.sim.downlinks.get_mut("student").unwrap().set(lossy);
+    class.impair(lossy);
     class.run(Duration::from_secs(6));
     let (quality, loss) = student_quality(&class).expect("a report");
     assert_eq!(quality, ConnectionQuality::Poor);
@@ -392,39 +400,21 @@ fn at_extreme_loss_video_pauses_for_the_audio_and_returns_when_the_loss_goes() {
         loss: 0.75,
         ..Impairment::default()
     };
-    class.sim.downlinks.get_mut("student").unwrap().set(extreme);
+    class.impair(extreme);
     class.run(Duration::from_secs(4));
     assert_eq!(
         class.sim.stream_states,
         [("student".to_owned(), camera_sid.clone(), true)],
         "the video is paused within 4 s, and the student told"
     );
-    let (video, audio) = class.received();
-    class.run(Duration::from_secs(10));
-    let (video_later, audio_later) = class.received();
-    println!(
-        "at 75 % loss: {} video packets, {} of 500 audio frames",
-        video_later - video,
-        audio_later - audio
-    );
+    let (video, audio) = class.received_during(Duration::from_secs(10));
+    println!("at 75 % loss: {video} video packets, {audio} of 500 audio frames");
     // Probes may still copy a few video packets.
-    assert!(
-        video_later - video < 50,
-        "video paused: {} packets in 10 s",
-        video_later - video
-    );
-    assert!(
-        audio_later - audio >= 400,
-        "most audio frames arrive: {} of 500",
-        audio_later - audio
-    );
+    assert!(video < 50, "video paused: {video} packets in 10 s");
+    assert!(audio >= 400, "most audio frames arrive: {audio} of 500");
+    let (video_later, _) = class.received();
 
-    class
-        .sim
-        .downlinks
-        .get_mut("student")
-        .unwrap()
-        .set(Impairment::default());
+    class.impair(Impairment::default());
     class.run(Duration::from_secs(8));
     let (video_back, _) = class.received();
     assert!(
