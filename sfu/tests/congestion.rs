@@ -283,7 +283,7 @@ fn when_one_camera_fits_it_is_the_teachers() {
         rate_bps: Some(1_400_000),
         ..Impairment::default()
     };
-    class.sim.downlinks.get_mut("student").unwrap().set(cap);
+    class.impair(cap);
     class.run(Duration::from_secs(3));
     let (video, audio) = class.received();
     let pupil = class.received_from_pupil();
