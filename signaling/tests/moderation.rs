@@ -2,23 +2,22 @@
 //! action from a student, refused with a clear code and without any change.
 //!
 //! Most tests run the real server (`aula_signaling::start`). The ones that need published tracks
-//! use [`Harness`], a fake media plane that records what it is asked to do, with the SFU's
+//! use [`Harness`], a fake media plane (`common::media`) that records what it is asked to do, with the SFU's
 //! events injected: no media has to flow to check that a revoked track is unpublished.
 
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use aula_protocol::{
-    ClientMessage, ErrorCode, IceCandidate, PeerTarget, Permissions, PublishSource, Role,
-    ServerEvent, ServerFrame, ServerMessage, TrackAnnouncement, TrackKind, TrackSource,
+    ClientMessage, ErrorCode, Permissions, PublishSource, Role, ServerEvent, ServerFrame,
+    ServerMessage, TrackAnnouncement, TrackKind, TrackSource,
 };
-use aula_sfu::{PublishedTrack, SfuError, SfuEvent};
-use aula_signaling::media::MediaPlane;
-use aula_signaling::{Config, Server, start, start_with_media};
+use aula_sfu::{PublishedTrack, SfuEvent};
+use aula_signaling::{Config, Server, start};
+use common::media::{Call, FakeMedia, start_with_fake_media};
 use common::{Client, eventually, token_with};
-use futures_util::future::BoxFuture;
 use tokio::sync::mpsc;
 
 fn sid_of(joined: &ServerMessage) -> String {
@@ -504,100 +503,6 @@ async fn chat_and_data_are_relayed_and_rate_limited() {
 
 // --- With a fake media plane: tracks, stage and mutes. ---
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Call {
-    Subscribe(String, String),
-    Unsubscribe(String, String),
-    Unpublish(String),
-    Pause(String, bool),
-}
-
-#[derive(Default)]
-struct FakeMedia {
-    calls: Mutex<Vec<Call>>,
-}
-
-impl FakeMedia {
-    fn record(&self, call: Call) {
-        self.calls.lock().expect("not poisoned").push(call);
-    }
-
-    fn has(&self, call: &Call) -> bool {
-        self.calls.lock().expect("not poisoned").contains(call)
-    }
-}
-
-fn ok<'a>() -> BoxFuture<'a, Result<(), SfuError>> {
-    Box::pin(async { Ok(()) })
-}
-
-impl MediaPlane for FakeMedia {
-    fn publish_offer<'a>(
-        &'a self,
-        _participant: &'a str,
-        _sdp: String,
-        _tracks: Vec<TrackAnnouncement>,
-    ) -> BoxFuture<'a, Result<String, SfuError>> {
-        Box::pin(async { Ok("answer".to_owned()) })
-    }
-
-    fn subscribe_answer<'a>(
-        &'a self,
-        _participant: &'a str,
-        _sdp: String,
-    ) -> BoxFuture<'a, Result<(), SfuError>> {
-        ok()
-    }
-
-    fn add_candidate<'a>(
-        &'a self,
-        _participant: &'a str,
-        _target: PeerTarget,
-        _candidate: IceCandidate,
-    ) -> BoxFuture<'a, Result<(), SfuError>> {
-        ok()
-    }
-
-    fn subscribe<'a>(
-        &'a self,
-        participant: &'a str,
-        track_sid: &'a str,
-    ) -> BoxFuture<'a, Result<(), SfuError>> {
-        self.record(Call::Subscribe(participant.into(), track_sid.into()));
-        ok()
-    }
-
-    fn remove_participant<'a>(
-        &'a self,
-        _participant: &'a str,
-    ) -> BoxFuture<'a, Result<(), SfuError>> {
-        ok()
-    }
-
-    fn unsubscribe<'a>(
-        &'a self,
-        participant: &'a str,
-        track_sid: &'a str,
-    ) -> BoxFuture<'a, Result<(), SfuError>> {
-        self.record(Call::Unsubscribe(participant.into(), track_sid.into()));
-        ok()
-    }
-
-    fn unpublish_track<'a>(&'a self, track_sid: &'a str) -> BoxFuture<'a, Result<(), SfuError>> {
-        self.record(Call::Unpublish(track_sid.into()));
-        ok()
-    }
-
-    fn set_track_paused<'a>(
-        &'a self,
-        track_sid: &'a str,
-        paused: bool,
-    ) -> BoxFuture<'a, Result<(), SfuError>> {
-        self.record(Call::Pause(track_sid.into(), paused));
-        ok()
-    }
-}
-
 struct Harness {
     server: Server,
     media: Arc<FakeMedia>,
@@ -606,17 +511,7 @@ struct Harness {
 
 impl Harness {
     async fn start() -> Self {
-        let media = Arc::new(FakeMedia::default());
-        let (events, rx) = mpsc::unbounded_channel();
-        let server = start_with_media(
-            Config::loopback_ephemeral(),
-            media.clone(),
-            rx,
-            SocketAddr::from(([127, 0, 0, 1], 9)),
-            prometheus::Registry::new(),
-        )
-        .await
-        .expect("server starts");
+        let (server, media, events) = start_with_fake_media(Config::loopback_ephemeral()).await;
         Self {
             server,
             media,

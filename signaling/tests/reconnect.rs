@@ -6,84 +6,23 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use aula_protocol::{
-    ClientMessage, ErrorCode, IceCandidate, PROTOCOL_VERSION, ParticipantConnection, PeerTarget,
-    Role, ServerEvent, ServerFrame, ServerMessage, TrackAnnouncement,
+    ClientMessage, ErrorCode, PROTOCOL_VERSION, ParticipantConnection, Role, ServerEvent,
+    ServerFrame, ServerMessage,
 };
-use aula_sfu::{SfuError, SfuEvent};
-use aula_signaling::media::MediaPlane;
-use aula_signaling::{Config, Server, start_with_media};
+use aula_sfu::SfuEvent;
+use aula_signaling::{Config, Server};
+use common::media::{Call, FakeMedia, start_with_fake_media};
 use common::{Client, eventually};
-use futures_util::future::BoxFuture;
 use tokio::sync::mpsc;
-
-/// Records ICE restarts; everything else succeeds.
-#[derive(Default)]
-struct FakeMedia {
-    restarts: Mutex<Vec<String>>,
-}
-
-fn ok<'a>() -> BoxFuture<'a, Result<(), SfuError>> {
-    Box::pin(async { Ok(()) })
-}
-
-impl MediaPlane for FakeMedia {
-    fn publish_offer<'a>(
-        &'a self,
-        _: &'a str,
-        _: String,
-        _: Vec<TrackAnnouncement>,
-    ) -> BoxFuture<'a, Result<String, SfuError>> {
-        Box::pin(async { Ok("answer".to_owned()) })
-    }
-    fn subscribe_answer<'a>(
-        &'a self,
-        _: &'a str,
-        _: String,
-    ) -> BoxFuture<'a, Result<(), SfuError>> {
-        ok()
-    }
-    fn add_candidate<'a>(
-        &'a self,
-        _: &'a str,
-        _: PeerTarget,
-        _: IceCandidate,
-    ) -> BoxFuture<'a, Result<(), SfuError>> {
-        ok()
-    }
-    fn subscribe<'a>(&'a self, _: &'a str, _: &'a str) -> BoxFuture<'a, Result<(), SfuError>> {
-        ok()
-    }
-    fn remove_participant<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<(), SfuError>> {
-        ok()
-    }
-    fn restart_ice<'a>(&'a self, participant: &'a str) -> BoxFuture<'a, Result<(), SfuError>> {
-        self.restarts
-            .lock()
-            .expect("not poisoned")
-            .push(participant.to_owned());
-        ok()
-    }
-}
 
 async fn server(reconnect_secs: u64) -> (Server, Arc<FakeMedia>, mpsc::UnboundedSender<SfuEvent>) {
     let mut config = Config::loopback_ephemeral();
     config.room.reconnect_timeout_secs = reconnect_secs;
-    let media = Arc::new(FakeMedia::default());
-    let (events, rx) = mpsc::unbounded_channel();
-    let server = start_with_media(
-        config,
-        media.clone(),
-        rx,
-        SocketAddr::from(([127, 0, 0, 1], 9)),
-        prometheus::Registry::new(),
-    )
-    .await
-    .expect("server starts");
-    (server, media, events)
+    start_with_fake_media(config).await
 }
 
 fn sid_and_token(joined: &ServerMessage) -> (String, String) {
@@ -151,11 +90,7 @@ async fn a_dropped_participant_resumes_with_its_queue_and_an_ice_restart() {
         .event_until(|e| matches!(e, ServerEvent::Chat { text, .. } if text == "still there?"))
         .await;
     eventually("ICE restarted", || {
-        media
-            .restarts
-            .lock()
-            .expect("not poisoned")
-            .contains(&s_sid)
+        media.has(&Call::RestartIce(s_sid.clone()))
     })
     .await;
     // The same participant continues: it can act, and the room still counts two.

@@ -7,73 +7,23 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use aula_protocol::{
-    ClientMessage, ErrorCode, IceCandidate, ParticipantConnection, PeerTarget, Permissions, Role,
-    ServerEvent, ServerMessage, TrackAnnouncement, TrackSource,
+    ClientMessage, ErrorCode, ParticipantConnection, PeerTarget, Permissions, Role, ServerEvent,
+    ServerMessage, TrackAnnouncement, TrackSource,
 };
-use aula_sfu::{PeerState, SfuError, SfuEvent};
-use aula_signaling::media::MediaPlane;
-use aula_signaling::{Config, Server, start_with_media};
+use aula_sfu::{PeerState, SfuEvent};
+use aula_signaling::{Config, Server};
 use common::Client;
-use futures_util::future::BoxFuture;
+use common::media::start_with_fake_media;
 use tokio::sync::mpsc;
-
-/// A media plane that accepts everything: these tests are about the room's state.
-struct FakeMedia;
-
-fn ok<'a>() -> BoxFuture<'a, Result<(), SfuError>> {
-    Box::pin(async { Ok(()) })
-}
-
-impl MediaPlane for FakeMedia {
-    fn publish_offer<'a>(
-        &'a self,
-        _: &'a str,
-        _: String,
-        _: Vec<TrackAnnouncement>,
-    ) -> BoxFuture<'a, Result<String, SfuError>> {
-        Box::pin(async { Ok("answer".to_owned()) })
-    }
-    fn subscribe_answer<'a>(
-        &'a self,
-        _: &'a str,
-        _: String,
-    ) -> BoxFuture<'a, Result<(), SfuError>> {
-        ok()
-    }
-    fn add_candidate<'a>(
-        &'a self,
-        _: &'a str,
-        _: PeerTarget,
-        _: IceCandidate,
-    ) -> BoxFuture<'a, Result<(), SfuError>> {
-        ok()
-    }
-    fn subscribe<'a>(&'a self, _: &'a str, _: &'a str) -> BoxFuture<'a, Result<(), SfuError>> {
-        ok()
-    }
-    fn remove_participant<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<(), SfuError>> {
-        ok()
-    }
-}
 
 /// A server whose dropped participants are kept `reconnect_secs` for a resume, and a way to
 /// inject the SFU's events.
 async fn server(reconnect_secs: u64) -> (Server, mpsc::UnboundedSender<SfuEvent>) {
     let mut config = Config::loopback_ephemeral();
     config.room.reconnect_timeout_secs = reconnect_secs;
-    let (events, rx) = mpsc::unbounded_channel();
-    let server = start_with_media(
-        config,
-        Arc::new(FakeMedia),
-        rx,
-        SocketAddr::from(([127, 0, 0, 1], 9)),
-        prometheus::Registry::new(),
-    )
-    .await
-    .expect("server starts");
+    let (server, _media, events) = start_with_fake_media(config).await;
     (server, events)
 }
 

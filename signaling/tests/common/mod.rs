@@ -1,8 +1,11 @@
 //! Test helpers: a real server on loopback (in the test's process, or the built `aula serve`),
 //! a WebSocket client speaking the protocol, a tiny HTTP GET, and tokens signed with the dev
-//! keys. Every wait is bounded.
+//! keys; [`media`]: a fake media plane for servers started in the test's process. Every wait is
+//! bounded.
 
 #![allow(dead_code)] // each test binary uses a different subset
+
+pub mod media;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
