@@ -14,7 +14,8 @@ use aula_protocol::{
 };
 use aula_sfu::{PeerState, PublishedTrack, RenderedSize, SfuError, SfuEvent};
 use aula_signaling::media::MediaPlane;
-use aula_signaling::{Config, Server, start_with_media};
+use aula_signaling::{Config, Server};
+use common::media::start_with_plane;
 use common::{Client, eventually, http, token_with};
 use futures_util::future::BoxFuture;
 use tokio::sync::mpsc;
@@ -143,16 +144,7 @@ struct Harness {
 impl Harness {
     async fn start() -> Self {
         let media = Arc::new(FakeMedia::default());
-        let (events, rx) = mpsc::unbounded_channel();
-        let server = start_with_media(
-            Config::loopback_ephemeral(),
-            media.clone(),
-            rx,
-            SocketAddr::from(([127, 0, 0, 1], 9)),
-            prometheus::Registry::new(),
-        )
-        .await
-        .expect("server starts");
+        let (server, events) = start_with_plane(Config::loopback_ephemeral(), media.clone()).await;
         Self {
             server,
             media,

@@ -109,21 +109,30 @@ impl MediaPlane for FakeMedia {
     }
 }
 
-/// A server in this process with `config` and a [`FakeMedia`], and a way to inject the SFU's
-/// events.
-pub async fn start_with_fake_media(
+/// A server in this process with `config` and `media` as its media plane, and a way to inject
+/// the SFU's events.
+pub async fn start_with_plane(
     config: Config,
-) -> (Server, Arc<FakeMedia>, mpsc::UnboundedSender<SfuEvent>) {
-    let media = Arc::new(FakeMedia::default());
+    media: Arc<dyn MediaPlane>,
+) -> (Server, mpsc::UnboundedSender<SfuEvent>) {
     let (events, rx) = mpsc::unbounded_channel();
     let server = start_with_media(
         config,
-        media.clone(),
+        media,
         rx,
         SocketAddr::from(([127, 0, 0, 1], 9)),
         prometheus::Registry::new(),
     )
     .await
     .expect("server starts");
+    (server, events)
+}
+
+/// [`start_with_plane`] with a [`FakeMedia`].
+pub async fn start_with_fake_media(
+    config: Config,
+) -> (Server, Arc<FakeMedia>, mpsc::UnboundedSender<SfuEvent>) {
+    let media = Arc::new(FakeMedia::default());
+    let (server, events) = start_with_plane(config, media.clone()).await;
     (server, media, events)
 }
