@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { joinClass, launchBrowser, sessionEnded, startServer, waitForMedia } from './harness.js';
+import { joinClass, poll, sessionEnded, startServerAndBrowser, stopServerAndBrowser, waitForMedia } from './harness.js';
 import { impair } from './weaknet.js';
 
 /** First media may take a while on a loaded 2-core CI machine: ICE, DTLS, keyframe, decode. */
@@ -37,16 +37,6 @@ function recordingBrowser(browser, log) {
       return page;
     },
   };
-}
-
-/** Polls `check` (async, truthy when done) every 100 ms for up to `ms`; returns its last value. */
-async function poll(check, ms) {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const value = await check();
-    if (value || Date.now() > deadline) return value;
-    await new Promise((ok) => setTimeout(ok, 100));
-  }
 }
 
 /**
@@ -87,14 +77,10 @@ describe('a screen share', { timeout: 150_000 }, () => {
   const room = `screen-${process.pid}`;
 
   before(async () => {
-    server = await startServer();
-    browser = await launchBrowser();
+    ({ server, browser } = await startServerAndBrowser());
   });
 
-  after(async () => {
-    await browser?.close();
-    await server?.stop();
-  });
+  after(() => stopServerAndBrowser({ server, browser }));
 
   it('leaves the teacher\'s camera playing for a student while the screen is shared', { timeout: 60_000 }, async () => {
     teacher = await joinClass(browser, server.url, { room, name: 'Mr Okafor', role: 'teacher' });
@@ -153,14 +139,10 @@ describe('live class', { timeout: 180_000 }, () => {
   const room = `class-${process.pid}`;
 
   before(async () => {
-    server = await startServer();
-    browser = await launchBrowser();
+    ({ server, browser } = await startServerAndBrowser());
   });
 
-  after(async () => {
-    await browser?.close();
-    await server?.stop();
-  });
+  after(() => stopServerAndBrowser({ server, browser }));
 
   it('students receive the teacher\'s camera and microphone', { timeout: 60_000 }, async () => {
     teacher = await joinClass(browser, server.url, { room, name: 'Ms Rivera', role: 'teacher' });
@@ -383,14 +365,10 @@ describe('a teacher whose tab closes or whose media stops', { timeout: 90_000 },
   let browser;
 
   before(async () => {
-    server = await startServer({ testImpairment: true });
-    browser = await launchBrowser();
+    ({ server, browser } = await startServerAndBrowser({ testImpairment: true }));
   });
 
-  after(async () => {
-    await browser?.close();
-    await server?.stop();
-  });
+  after(() => stopServerAndBrowser({ server, browser }));
 
   it('is shown reconnecting while none of its media arrives, and live again once it does', { timeout: 40_000 }, async () => {
     const room = `media-stops-${process.pid}`;

@@ -17,7 +17,7 @@ import { mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { joinClass, launchBrowser, sessionEnded, startServer, waitForMedia } from './harness.js';
+import { joinClass, sessionEnded, startServerAndBrowser, stopServerAndBrowser, waitForMedia } from './harness.js';
 import { impair } from './weaknet.js';
 
 /** First media may take a while on a loaded 2-core machine: ICE, DTLS, keyframe, decode. */
@@ -88,14 +88,10 @@ describe('running a class from the class page', { timeout: 150_000 }, () => {
   const room = `classroom-${process.pid}`;
 
   before(async () => {
-    server = await startServer();
-    browser = await launchBrowser();
+    ({ server, browser } = await startServerAndBrowser());
   });
 
-  after(async () => {
-    await browser?.close();
-    await server?.stop();
-  });
+  after(() => stopServerAndBrowser({ server, browser }));
 
   it('students join through the form and hear the teacher without a second click', { timeout: 40_000 }, async () => {
     teacher = await joinClass(browser, server.url, { room, name: 'Teacher', role: 'teacher' });
@@ -289,14 +285,10 @@ describe('connection quality on the class page', { timeout: 60_000 }, () => {
   let browser;
 
   before(async () => {
-    server = await startServer({ testImpairment: true });
-    browser = await launchBrowser();
+    ({ server, browser } = await startServerAndBrowser({ testImpairment: true }));
   });
 
-  after(async () => {
-    await browser?.close();
-    await server?.stop();
-  });
+  after(() => stopServerAndBrowser({ server, browser }));
 
   it('a student on a lossy link is told so', { timeout: 50_000 }, async () => {
     const room = `quality-${process.pid}`;

@@ -12,7 +12,7 @@
 
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { aulaCli, joinClass, launchBrowser, startServer } from './harness.js';
+import { aulaCli, joinClass, poll, startServerAndBrowser, stopServerAndBrowser } from './harness.js';
 
 /** First media may take a while on a loaded 2-core CI machine: ICE, DTLS, keyframe, decode. */
 const MEDIA_DEADLINE_MS = 20_000;
@@ -20,16 +20,6 @@ const MEDIA_DEADLINE_MS = 20_000;
 const WATCH_MS = 5_000;
 /** Every source a track can be announced as (TrackSource in signaling/protocol/src/lib.rs). */
 const LABELS = ['camera', 'microphone', 'screen_share', 'screen_share_audio'];
-
-/** Polls `check` (async, truthy when done) every 100 ms for up to `ms`; returns its last value. */
-async function poll(check, ms) {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const value = await check();
-    if (value || Date.now() > deadline) return value;
-    await new Promise((ok) => setTimeout(ok, 100));
-  }
-}
 
 /**
  * A token for `room` signed with the dev keys by `aula token`, the documented way to override a
@@ -202,14 +192,10 @@ describe('a grant and a track\'s label', { timeout: 150_000 }, () => {
   let browser;
 
   before(async () => {
-    server = await startServer();
-    browser = await launchBrowser();
+    ({ server, browser } = await startServerAndBrowser());
   });
 
-  after(async () => {
-    await browser?.close();
-    await server?.stop();
-  });
+  after(() => stopServerAndBrowser({ server, browser }));
 
   /** A student watching `room` through the class page, and the raw client joined with `token`. */
   async function watcherAndRaw(room, token) {

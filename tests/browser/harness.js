@@ -4,6 +4,7 @@
 // yourself, AULA_BIN to pick the binary (default: the workspace's target/debug/aula), and
 // CHROMIUM to pick the browser (default: Debian's /usr/bin/chromium).
 
+import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
 import { createSocket } from 'node:dgram';
 import { createWriteStream, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -250,6 +251,26 @@ export async function launchBrowser({ netns } = {}) {
 }
 
 /**
+ * A server (`options` as for `startServer`) and a browser, for a suite's `before`; if the
+ * browser does not start, the server is stopped again.
+ */
+export async function startServerAndBrowser(options) {
+  const server = await startServer(options);
+  try {
+    return { server, browser: await launchBrowser() };
+  } catch (err) {
+    await server.stop();
+    throw err;
+  }
+}
+
+/** Closes what `startServerAndBrowser` started, for a suite's `after` (either may be missing). */
+export async function stopServerAndBrowser({ server, browser }) {
+  await browser?.close();
+  await server?.stop();
+}
+
+/**
  * Opens `/class?room=R` (with `&region=G` when `region` is given: the dev token then names the
  * participant's region), fills the join form like a person, and waits until the SDK's room
  * exists. Uncaught page errors are collected in `page.aulaErrors` for the test to assert on.
@@ -319,4 +340,70 @@ export function waitForMedia(page, timeoutMs) {
     }
     return { ok: false, framesDecoded, totalSamplesReceived, subscribedAfterMs, decodedAfterMs };
   }, timeoutMs);
+}
+
+/**
+ * A teacher and a student (`studentName`, its page opened from `studentUrl`) joined to `room`,
+ * once the student decodes the teacher's video and receives its audio.
+ */
+export async function teacherAndStudent(browser, baseUrl, { room, studentName = 'Student', studentUrl = baseUrl }) {
+  const teacher = await joinClass(browser, baseUrl, { room, name: 'Teacher', role: 'teacher' });
+  const student = await joinClass(browser, studentUrl, { room, name: studentName, role: 'student' });
+  const media = await waitForMedia(student, 20_000);
+  assert.ok(media.ok, `student receives the teacher first: ${JSON.stringify(media)}`);
+  return { teacher, student };
+}
+
+/** Video frames the page's subscriber has decoded so far. */
+export function framesDecoded(page) {
+  return page.evaluate(async () => {
+    let frames = 0;
+    (await window.aulaRoom.subscriber.getStats()).forEach((r) => {
+      if (r.type === 'inbound-rtp' && r.kind === 'video') frames += r.framesDecoded ?? 0;
+    });
+    return frames;
+  });
+}
+
+/**
+ * Polls `framesDecoded` every `polling` ms until it is over `min`, for at most `timeout` ms;
+ * returns the count.
+ */
+export async function waitForFramesDecoded(page, min, { timeout, polling = 100 }) {
+  let frames;
+  const more = await poll(async () => (frames = await framesDecoded(page)) > min, timeout, polling);
+  assert.ok(more, `over ${min} video frames decoded within ${timeout} ms, not ${frames}`);
+  return frames;
+}
+
+/** Polls `check` (async, truthy when done) every `every` ms for up to `ms`; returns its last value. */
+export async function poll(check, ms, every = 100) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const value = await check();
+    if (value || Date.now() > deadline) return value;
+    await sleep(every);
+  }
+}
+
+/**
+ * Records from now on what the page's status line says (`window.aulaStatuses`) and the SDK's
+ * reconnect events (`window.aulaEvents`: type, reason, previousSid and the participant's sid).
+ */
+export function recordReconnecting(page) {
+  return page.evaluate(() => {
+    window.aulaStatuses = [];
+    window.aulaEvents = [];
+    const status = document.getElementById('status');
+    new MutationObserver(() => window.aulaStatuses.push(status.textContent))
+      .observe(status, { childList: true, characterData: true, subtree: true });
+    for (const type of ['reconnecting', 'reconnected', 'rejoined', 'disconnected']) {
+      window.aulaRoom.addEventListener(type, (e) => window.aulaEvents.push({
+        type,
+        reason: e.detail.reason,
+        previousSid: e.detail.previousSid,
+        sid: e.detail.participant?.sid,
+      }));
+    }
+  });
 }

@@ -8,7 +8,10 @@ import assert from 'node:assert/strict';
 import { createServer, connect } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { joinClass, launchBrowser, sessionEnded, startServer, waitForMedia } from './harness.js';
+import {
+  framesDecoded, recordReconnecting, sessionEnded, startServerAndBrowser, stopServerAndBrowser, teacherAndStudent,
+  waitForFramesDecoded,
+} from './harness.js';
 import { impair } from './weaknet.js';
 
 /**
@@ -49,54 +52,24 @@ async function startProxy(target) {
   };
 }
 
-/** Video frames the page's subscriber has decoded so far. */
-function framesDecoded(page) {
-  return page.evaluate(async () => {
-    let frames = 0;
-    (await window.aulaRoom.subscriber.getStats()).forEach((r) => {
-      if (r.type === 'inbound-rtp' && r.kind === 'video') frames += r.framesDecoded ?? 0;
-    });
-    return frames;
-  });
-}
-
-/** Records what the page's status line says and the SDK's reconnect events from now on. */
-function recordReconnecting(page) {
-  return page.evaluate(() => {
-    window.aulaStatuses = [];
-    window.aulaEvents = [];
-    const status = document.getElementById('status');
-    new MutationObserver(() => window.aulaStatuses.push(status.textContent))
-      .observe(status, { childList: true, characterData: true, subtree: true });
-    for (const type of ['reconnecting', 'reconnected', 'rejoined', 'disconnected']) {
-      window.aulaRoom.addEventListener(type, () => window.aulaEvents.push(type));
-    }
-  });
-}
-
 describe('outages', { timeout: 360_000 }, () => {
   let server;
   let proxy;
   let browser;
 
   before(async () => {
-    server = await startServer({ testImpairment: true });
+    ({ server, browser } = await startServerAndBrowser({ testImpairment: true }));
     proxy = await startProxy(new URL(server.url));
-    browser = await launchBrowser();
   });
 
   after(async () => {
-    await browser?.close();
+    await stopServerAndBrowser({ server, browser });
     await proxy?.close();
-    await server?.stop();
   });
 
   it('a student whose media is cut for 5 s gets the video back within 1 s of the path returning', { timeout: 90_000 }, async () => {
     const room = 'media-cut';
-    await joinClass(browser, server.url, { room, name: 'Teacher', role: 'teacher' });
-    const student = await joinClass(browser, server.url, { room, name: 'Student', role: 'student' });
-    const media = await waitForMedia(student, 20_000);
-    assert.ok(media.ok, `student receives the teacher first: ${JSON.stringify(media)}`);
+    const { student } = await teacherAndStudent(browser, server.url, { room });
     const identity = await student.evaluate(() => window.aulaRoom.localParticipant.identity);
 
     await impair(server.url, { room, identity, loss: 1 });
@@ -105,13 +78,7 @@ describe('outages', { timeout: 360_000 }, () => {
     await impair(server.url, { room, identity });
     const returned = Date.now();
     // A few new frames, not one: the picture is moving again.
-    await student.waitForFunction(async (n) => {
-      let frames = 0;
-      (await window.aulaRoom.subscriber.getStats()).forEach((r) => {
-        if (r.type === 'inbound-rtp' && r.kind === 'video') frames += r.framesDecoded ?? 0;
-      });
-      return frames >= n + 3;
-    }, frozenAt, { timeout: 10_000, polling: 50 });
+    await waitForFramesDecoded(student, frozenAt + 2, { timeout: 10_000, polling: 50 });
     const backAfterMs = Date.now() - returned;
     console.log(`video back ${backAfterMs} ms after a 5 s media outage`);
     assert.ok(backAfterMs < 1_000, `video back within 1 s of the path returning, not ${backAfterMs} ms`);
@@ -122,10 +89,7 @@ describe('outages', { timeout: 360_000 }, () => {
   for (const seconds of [30, 60]) {
     it(`a student with no network for ${seconds} s is back in the class by itself, decoding the teacher`, { timeout: 180_000 }, async () => {
       const room = `outage-${seconds}`;
-      const teacher = await joinClass(browser, server.url, { room, name: 'Teacher', role: 'teacher' });
-      const student = await joinClass(browser, proxy.url, { room, name: 'Student', role: 'student' });
-      const media = await waitForMedia(student, 20_000);
-      assert.ok(media.ok, `student receives the teacher first: ${JSON.stringify(media)}`);
+      const { teacher, student } = await teacherAndStudent(browser, server.url, { room, studentUrl: proxy.url });
       const identity = await student.evaluate(() => window.aulaRoom.localParticipant.identity);
       await recordReconnecting(student);
 
@@ -140,19 +104,13 @@ describe('outages', { timeout: 360_000 }, () => {
       proxy.restore();
 
       // Back in the class (resumed, or joined again), without any click...
-      await student.waitForFunction(() => window.aulaEvents.some((e) => e === 'rejoined' || e === 'reconnected'),
+      await student.waitForFunction(() => window.aulaEvents.some((e) => e.type === 'rejoined' || e.type === 'reconnected'),
         null, { timeout: 30_000, polling: 200 });
       // ... and decoding the teacher's video again, in the teacher's tile.
-      const back = await framesDecoded(student);
-      await student.waitForFunction(async (n) => {
-        let frames = 0;
-        (await window.aulaRoom.subscriber.getStats()).forEach((r) => {
-          if (r.type === 'inbound-rtp' && r.kind === 'video') frames += r.framesDecoded ?? 0;
-        });
-        const tile = document.querySelector('.tile.teacher video');
-        return frames > n + 10 && tile?.srcObject instanceof MediaStream;
-      }, back, { timeout: 20_000, polling: 200 });
-      const events = await student.evaluate(() => window.aulaEvents);
+      await waitForFramesDecoded(student, (await framesDecoded(student)) + 10, { timeout: 20_000, polling: 200 });
+      await student.waitForFunction(() => document.querySelector('.tile.teacher video')?.srcObject instanceof MediaStream,
+        null, { timeout: 10_000 });
+      const events = await student.evaluate(() => window.aulaEvents.map((e) => e.type));
       console.log(`after ${seconds} s without network:`, JSON.stringify(events));
       assert.equal(events[0], 'reconnecting', JSON.stringify(events));
       assert.ok(!events.includes('disconnected'), `the session never ended: ${JSON.stringify(events)}`);

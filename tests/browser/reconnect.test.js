@@ -9,18 +9,29 @@
 
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { joinClass, launchBrowser, sessionEnded, startServer, waitForMedia } from './harness.js';
+import {
+  framesDecoded, recordReconnecting, sessionEnded, startServerAndBrowser, stopServerAndBrowser, teacherAndStudent,
+  waitForFramesDecoded,
+} from './harness.js';
 import { impair } from './weaknet.js';
 
-/** Video frames the page's subscriber has decoded so far. */
-function framesDecoded(page) {
-  return page.evaluate(async () => {
-    let frames = 0;
-    (await window.aulaRoom.subscriber.getStats()).forEach((r) => {
-      if (r.type === 'inbound-rtp' && r.kind === 'video') frames += r.framesDecoded ?? 0;
-    });
-    return frames;
-  });
+/**
+ * A teacher and a student, Ana, in `room`: she raised her hand, the teacher invited her on
+ * stage, she accepted, and the teacher decodes her camera. Returns both pages, her row in the
+ * teacher's list of people, and her sid and identity.
+ */
+async function studentOnStage(browser, baseUrl, room) {
+  const { teacher, student } = await teacherAndStudent(browser, baseUrl, { room, studentName: 'Ana' });
+  await student.getByRole('button', { name: 'Raise hand' }).click();
+  const hand = teacher.locator('#hands li', { hasText: 'Ana' });
+  await hand.getByRole('button', { name: 'Invite to stage' }).click({ timeout: 10_000 });
+  await student.getByRole('button', { name: 'Accept' }).click({ timeout: 10_000 });
+  const anaRow = teacher.locator('#people li', { hasText: 'Ana' });
+  await anaRow.getByText('on stage').waitFor({ timeout: 10_000 });
+  await teacher.waitForFunction(() => [...document.querySelectorAll('#grid .tile.student video')].some((v) => v.videoWidth > 0),
+    null, { timeout: 20_000 });
+  const { sid, identity } = await student.evaluate(() => window.aulaRoom.localParticipant);
+  return { teacher, student, anaRow, sid, identity };
 }
 
 describe('reconnect', () => {
@@ -28,20 +39,13 @@ describe('reconnect', () => {
   let browser;
 
   before(async () => {
-    server = await startServer({ testImpairment: true });
-    browser = await launchBrowser();
+    ({ server, browser } = await startServerAndBrowser({ testImpairment: true }));
   });
 
-  after(async () => {
-    await browser?.close();
-    await server?.stop();
-  });
+  after(() => stopServerAndBrowser({ server, browser }));
 
   it('a dropped student resumes as the same participant and keeps receiving', { timeout: 60_000 }, async () => {
-    const teacher = await joinClass(browser, server.url, { room: 'resume', name: 'Teacher', role: 'teacher' });
-    const student = await joinClass(browser, server.url, { room: 'resume', name: 'Student', role: 'student' });
-    const media = await waitForMedia(student, 20_000);
-    assert.ok(media.ok, `student receives the teacher first: ${JSON.stringify(media)}`);
+    const { teacher, student } = await teacherAndStudent(browser, server.url, { room: 'resume' });
     const sid = await student.evaluate(() => window.aulaRoom.localParticipant.sid);
     await teacher.evaluate(() => {
       window.aulaLeft = [];
@@ -56,14 +60,7 @@ describe('reconnect', () => {
     assert.equal(await student.evaluate(() => window.aulaRoom.localParticipant.sid), sid);
 
     // Media keeps flowing after the ICE restart.
-    const before = await framesDecoded(student);
-    await student.waitForFunction(async (n) => {
-      let frames = 0;
-      (await window.aulaRoom.subscriber.getStats()).forEach((r) => {
-        if (r.type === 'inbound-rtp' && r.kind === 'video') frames += r.framesDecoded ?? 0;
-      });
-      return frames > n + 10;
-    }, before, { timeout: 15_000, polling: 100 });
+    await waitForFramesDecoded(student, (await framesDecoded(student)) + 10, { timeout: 15_000 });
     // The student is still in the teacher's room, and the session still works.
     assert.deepEqual(await teacher.evaluate(() => window.aulaLeft), []);
     assert.ok(await teacher.evaluate((s) => window.aulaRoom.participants.has(s), sid));
@@ -73,27 +70,10 @@ describe('reconnect', () => {
 
   it('a student whose media path failed joins again by itself and decodes the teacher', { timeout: 120_000 }, async () => {
     const room = 'media-failed';
-    const teacher = await joinClass(browser, server.url, { room, name: 'Teacher', role: 'teacher' });
-    const student = await joinClass(browser, server.url, { room, name: 'Student', role: 'student' });
-    const media = await waitForMedia(student, 20_000);
-    assert.ok(media.ok, `student receives the teacher first: ${JSON.stringify(media)}`);
+    const { teacher, student } = await teacherAndStudent(browser, server.url, { room });
     const { sid, identity } = await student.evaluate(() => window.aulaRoom.localParticipant);
     // Everything the page's status line says from now on, and the SDK's events.
-    await student.evaluate(() => {
-      window.aulaStatuses = [];
-      window.aulaEvents = [];
-      const status = document.getElementById('status');
-      new MutationObserver(() => window.aulaStatuses.push(status.textContent))
-        .observe(status, { childList: true, characterData: true, subtree: true });
-      for (const type of ['reconnecting', 'reconnected', 'rejoined', 'disconnected']) {
-        window.aulaRoom.addEventListener(type, (e) => window.aulaEvents.push({
-          type,
-          reason: e.detail.reason,
-          previousSid: e.detail.previousSid,
-          sid: e.detail.participant?.sid,
-        }));
-      }
-    });
+    await recordReconnecting(student);
 
     // All of the student's media is lost, both ways, and stays lost: the server gives up on its
     // connection (ICE disconnected, then failed: about half a minute) and ends its session.
@@ -109,14 +89,9 @@ describe('reconnect', () => {
     assert.equal(await student.evaluate(() => window.aulaRoom.localParticipant.sid), newSid);
 
     // Back decoding the teacher's video on the new connection, in the teacher's tile.
-    await student.waitForFunction(async () => {
-      let frames = 0;
-      (await window.aulaRoom.subscriber.getStats()).forEach((r) => {
-        if (r.type === 'inbound-rtp' && r.kind === 'video') frames += r.framesDecoded ?? 0;
-      });
-      const tile = document.querySelector('.tile.teacher video');
-      return frames > 10 && tile?.srcObject instanceof MediaStream;
-    }, null, { timeout: 20_000, polling: 100 });
+    await waitForFramesDecoded(student, 10, { timeout: 20_000 });
+    await student.waitForFunction(() => document.querySelector('.tile.teacher video')?.srcObject instanceof MediaStream,
+      null, { timeout: 10_000 });
     // No click was needed: the class is shown, not the ended view, and the page said so.
     assert.equal(await sessionEnded(student), null);
     assert.equal(await student.isVisible('#classroom'), true);
@@ -134,26 +109,11 @@ describe('reconnect', () => {
 
   it('a student on stage whose media path failed is back on stage, publishing, by itself', { timeout: 120_000 }, async () => {
     const room = 'stage-failed';
-    const teacher = await joinClass(browser, server.url, { room, name: 'Teacher', role: 'teacher' });
-    const student = await joinClass(browser, server.url, { room, name: 'Ana', role: 'student' });
-    const media = await waitForMedia(student, 20_000);
-    assert.ok(media.ok, `student receives the teacher first: ${JSON.stringify(media)}`);
     // Invited from the hand queue, accepted: the teacher sees her on stage and decodes her camera.
-    await student.getByRole('button', { name: 'Raise hand' }).click();
-    const hand = teacher.locator('#hands li', { hasText: 'Ana' });
-    await hand.getByRole('button', { name: 'Invite to stage' }).click({ timeout: 10_000 });
-    await student.getByRole('button', { name: 'Accept' }).click({ timeout: 10_000 });
-    const anaRow = teacher.locator('#people li', { hasText: 'Ana' });
-    await anaRow.getByText('on stage').waitFor({ timeout: 10_000 });
-    await teacher.waitForFunction(() => [...document.querySelectorAll('#grid .tile.student video')].some((v) => v.videoWidth > 0),
-      null, { timeout: 20_000 });
-    const { sid, identity } = await student.evaluate(() => window.aulaRoom.localParticipant);
+    const { teacher, student, anaRow, sid, identity } = await studentOnStage(browser, server.url, room);
+    await recordReconnecting(student);
     await student.evaluate(() => {
-      window.aulaEvents = [];
       window.aulaRefused = [];
-      for (const type of ['reconnecting', 'rejoined', 'disconnected']) {
-        window.aulaRoom.addEventListener(type, (e) => window.aulaEvents.push({ type, sid: e.detail.participant?.sid }));
-      }
       window.aulaRoom.addEventListener('localTrackUnpublished', (e) => window.aulaRefused.push(e.detail));
     });
 
@@ -185,19 +145,7 @@ describe('reconnect', () => {
 
   it('a student on stage who reloads the page is back on stage and turns her camera on again', { timeout: 120_000 }, async () => {
     const room = 'stage-reload';
-    const teacher = await joinClass(browser, server.url, { room, name: 'Teacher', role: 'teacher' });
-    const student = await joinClass(browser, server.url, { room, name: 'Ana', role: 'student' });
-    const media = await waitForMedia(student, 20_000);
-    assert.ok(media.ok, `student receives the teacher first: ${JSON.stringify(media)}`);
-    await student.getByRole('button', { name: 'Raise hand' }).click();
-    const hand = teacher.locator('#hands li', { hasText: 'Ana' });
-    await hand.getByRole('button', { name: 'Invite to stage' }).click({ timeout: 10_000 });
-    await student.getByRole('button', { name: 'Accept' }).click({ timeout: 10_000 });
-    const anaRow = teacher.locator('#people li', { hasText: 'Ana' });
-    await anaRow.getByText('on stage').waitFor({ timeout: 10_000 });
-    await teacher.waitForFunction(() => [...document.querySelectorAll('#grid .tile.student video')].some((v) => v.videoWidth > 0),
-      null, { timeout: 20_000 });
-    const { sid, identity } = await student.evaluate(() => window.aulaRoom.localParticipant);
+    const { teacher, student, anaRow, sid, identity } = await studentOnStage(browser, server.url, room);
 
     // She reloads the tab: the join form knows who she was, and she joins again.
     await student.reload();

@@ -16,7 +16,7 @@ import assert from 'node:assert/strict';
 import { tmpdir } from 'node:os';
 import { mkdirSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { launchBrowser, startServer } from './harness.js';
+import { startServerAndBrowser, stopServerAndBrowser } from './harness.js';
 
 const SCREENSHOTS = resolve(process.env.AULA_SCREENSHOT_DIR ?? tmpdir());
 const DESKTOP = { width: 1280, height: 720 };
@@ -30,14 +30,10 @@ describe('support desk', () => {
   let second;
 
   before(async () => {
-    server = await startServer();
-    browser = await launchBrowser();
+    ({ server, browser } = await startServerAndBrowser());
   });
 
-  after(async () => {
-    await browser?.close();
-    await server?.stop();
-  });
+  after(() => stopServerAndBrowser({ server, browser }));
 
   async function open(path) {
     const page = await browser.newPage();
