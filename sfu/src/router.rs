@@ -181,9 +181,6 @@ struct Producer {
     relay_history: crate::relay::repair::History,
     /// Imported: the gaps in what the link delivered, to ask for again.
     relay_gaps: crate::relay::repair::Gaps,
-    /// Imported: the layers last asked of the exporting node (see
-    /// [`relay::demanded_layers`]).
-    relay_demand: Option<Vec<Layer>>,
 }
 
 impl Producer {
@@ -475,7 +472,6 @@ impl Router {
         if now >= self.next_housekeeping {
             self.next_housekeeping = now + HOUSEKEEPING_INTERVAL;
             self.allocate_bandwidth(now);
-            self.update_relay_demands();
             self.keyframes_after_outages(now);
             self.request_keyframes(now);
             self.update_gauges();
@@ -1310,7 +1306,6 @@ impl Router {
             exports: Vec::new(),
             relay_history: Default::default(),
             relay_gaps: Default::default(),
-            relay_demand: None,
         };
         producer.layers.insert(ssrc, layer);
         producer.activity.record(layer, now);
@@ -1985,8 +1980,8 @@ impl Router {
     }
 }
 
-/// What forwarding `producer` to one subscriber costs, step by step (each layer at each frame
-/// rate, see [`Ladder`]): measured rates of the layers being received, none above what the
+/// What forwarding `producer` to one subscriber costs, step by step (layers at frame rates,
+/// see [`Ladder`]): measured rates of the layers being received, none above what the
 /// subscriber's rendered size needs or what its path's condition allows (no video at all on
 /// an audio-only path). Before a layer has been measured its lower frame rates are assumed
 /// to cost the whole layer: a subscriber then starts at full frame rate or not at all, as
@@ -2018,7 +2013,7 @@ fn demand(
         TrackKind::Video => condition.max_video_layer().map(|max| max.min(rendered)),
     };
     let ladder = consumer.selector.ladder();
-    let steps = (0..count * ladder.per_layer())
+    let steps = (0..ladder.steps(count))
         .map(|step| {
             let quality = ladder.quality(step);
             let layer = quality.spatial;

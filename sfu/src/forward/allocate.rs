@@ -6,10 +6,10 @@
 //! gets its lowest layer, so as many stay visible as fit, and only then are layers raised, in
 //! the same order. A video whose lowest layer does not fit is paused for this subscriber.
 //!
-//! A video's layers are the steps of its [`Ladder`](super::quality::Ladder): each simulcast
-//! layer at each frame rate, so "lowest" is the lowest layer at its lowest frame rate (7.5 fps
-//! of 180p from Chromium), and raising a video first raises its frame rate, then its
-//! resolution. A video is paused only when even that does not fit.
+//! A video's layers are the steps of its [`Ladder`](super::quality::Ladder): simulcast layers
+//! at lower frame rates, so "lowest" is the lowest layer at its lowest frame rate (7.5 fps of
+//! 180p from Chromium), and raising a video raises its frame rate, then its resolution. A
+//! video is paused only when even that does not fit.
 //!
 //! [`allocate`] is a pure function of the estimate and each track's per-step bitrates (as
 //! measured from the publisher); [`super::selector`] adds the timing (down at once, up slowly).

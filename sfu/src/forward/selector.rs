@@ -375,11 +375,11 @@ mod tests {
         assert_eq!(s.pending_upgrade(), Some(1));
         assert_eq!(s.update(ms(t, 12_000), Some(1), Some(1), E), Some(1));
         // The cap lifts: one spatial layer per hold, each at the best frame rate that fits.
-        s.update(ms(t, 20_000), Some(8), Some(8), E);
-        assert_eq!(s.pending_upgrade(), Some(5), "360p at 30 fps");
-        assert_eq!(s.update(ms(t, 22_000), Some(8), Some(8), E), Some(5));
-        s.update(ms(t, 25_100), Some(8), Some(8), E);
-        assert_eq!(s.update(ms(t, 27_100), Some(8), Some(8), E), Some(8));
+        s.update(ms(t, 20_000), Some(6), Some(6), E);
+        assert_eq!(s.pending_upgrade(), Some(4), "360p at 30 fps");
+        assert_eq!(s.update(ms(t, 22_000), Some(6), Some(6), E), Some(4));
+        s.update(ms(t, 25_100), Some(6), Some(6), E);
+        assert_eq!(s.update(ms(t, 27_100), Some(6), Some(6), E), Some(6));
         // From paused, a recovering path gets the lowest layer at the best rate that fits.
         s.update(ms(t, 35_000), None, None, E);
         s.update(ms(t, 40_000), Some(4), Some(4), E);
