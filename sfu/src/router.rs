@@ -181,6 +181,9 @@ struct Producer {
     relay_history: crate::relay::repair::History,
     /// Imported: the gaps in what the link delivered, to ask for again.
     relay_gaps: crate::relay::repair::Gaps,
+    /// Imported: the layers last asked of the exporting node (see
+    /// [`relay::demanded_layers`]).
+    relay_demand: Option<Vec<Layer>>,
 }
 
 impl Producer {
@@ -472,6 +475,7 @@ impl Router {
         if now >= self.next_housekeeping {
             self.next_housekeeping = now + HOUSEKEEPING_INTERVAL;
             self.allocate_bandwidth(now);
+            self.update_relay_demands();
             self.keyframes_after_outages(now);
             self.request_keyframes(now);
             self.update_gauges();
@@ -1306,6 +1310,7 @@ impl Router {
             exports: Vec::new(),
             relay_history: Default::default(),
             relay_gaps: Default::default(),
+            relay_demand: None,
         };
         producer.layers.insert(ssrc, layer);
         producer.activity.record(layer, now);
