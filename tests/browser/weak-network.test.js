@@ -120,7 +120,9 @@ describe('weak networks', { timeout: 300_000 }, () => {
     console.log('cap during the climb:', JSON.stringify({ ...seen, heights: [...new Set(seen.heights)] }));
     assert.ok(capped.aula_probe_bytes_total > lifted.aula_probe_bytes_total, 'the student was probing its way back up when the cap came');
     assert.ok(seen.longestStallMs < 1_000, `no freeze over 1 s: ${seen.longestStallMs} ms`);
-    assert.ok(seen.fps > 10, `video keeps playing: ${seen.fps.toFixed(1)} fps`);
+    // Under the cap the allocator may give the middle layer at half the frame rate (frame rate
+    // goes before resolution: 10 fps of the fake camera's 20) rather than the small one at full.
+    assert.ok(seen.fps > 8, `video keeps playing: ${seen.fps.toFixed(1)} fps`);
     assert.ok(seen.concealment < 0.02, `audio intact: ${(seen.concealment * 100).toFixed(2)} % concealed`);
   });
 
