@@ -362,6 +362,20 @@ impl Sim {
     }
 
     /// Subscribes a (new or existing) subscriber client to a track.
+    /// Subscribes `participant` to every track published so far, over a path from the SFU
+    /// that a test can impair later (in [`Sim::downlinks`]; clean for now, its losses drawn
+    /// from `seed`).
+    pub fn subscribe_to_all_over_a_link(&mut self, participant: &str, seed: u64) {
+        let sids: Vec<TrackSid> = self.published.iter().map(|(_, sid)| sid.clone()).collect();
+        for sid in &sids {
+            self.subscribe(participant, sid);
+        }
+        self.downlinks.insert(
+            participant.to_owned(),
+            Link::new(crate::impair::Impairment::default(), seed),
+        );
+    }
+
     pub fn subscribe(&mut self, participant: &str, track_sid: &str) {
         if !self.clients.iter().any(|c| c.participant == participant) {
             self.new_client(participant);

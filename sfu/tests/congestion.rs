@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use aula_protocol::TrackKind;
-use aula_sfu::impair::{Impairment, Link};
+use aula_sfu::impair::Impairment;
 use aula_sfu::peer::Feedback;
 use aula_sfu::red;
 use aula_sfu::sim::{Sim, vp8_payload};
@@ -53,19 +53,7 @@ impl Class {
         class.run(Duration::from_secs(1));
         let tracks = 2 + usize::from(with_student_camera);
         assert_eq!(class.sim.published.len(), tracks, "every track published");
-        let sids: Vec<String> = class
-            .sim
-            .published
-            .iter()
-            .map(|(_, sid)| sid.clone())
-            .collect();
-        for sid in &sids {
-            class.sim.subscribe("student", sid);
-        }
-        class
-            .sim
-            .downlinks
-            .insert("student".to_owned(), Link::new(Impairment::default(), 7));
+        class.sim.subscribe_to_all_over_a_link("student", 7);
         class
     }
 

@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use aula_protocol::TrackKind;
-use aula_sfu::impair::{Impairment, Link};
+use aula_sfu::impair::Impairment;
 use aula_sfu::sim::Sim;
 
 const TICK: Duration = Duration::from_millis(5);
@@ -63,14 +63,7 @@ impl Class {
             elapsed: Duration::ZERO,
         };
         class.run(Duration::from_secs(1));
-        let sids: Vec<String> = class.sim.published.iter().map(|(_, s)| s.clone()).collect();
-        for sid in &sids {
-            class.sim.subscribe("student", sid);
-        }
-        class
-            .sim
-            .downlinks
-            .insert("student".to_owned(), Link::new(Impairment::default(), 7));
+        class.sim.subscribe_to_all_over_a_link("student", 7);
         class
     }
 
