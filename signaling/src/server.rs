@@ -428,13 +428,10 @@ pub async fn start(mut config: Config) -> anyhow::Result<Server> {
     let (relay, events) = match (relay, &cluster) {
         (Some(cluster_config), Some(cache)) => {
             let endpoint = crate::cluster::relay::endpoint(cluster_config, &metrics)?;
-            let cluster_config = &*cluster_config;
-            let relay = cluster_config.relay.as_ref().expect("checked above");
             let directory = crate::cluster::Directory::open(
                 &cluster_config.redis_url,
                 Duration::from_secs(cluster_config.lease_ttl_secs),
             )?;
-            tracing::info!(bind = %relay.bind, addr = relay.addr, "relay links on");
             let (relay, events) = crate::cluster::relay::ClusterMedia::start(
                 sfu.clone(),
                 events,

@@ -508,6 +508,7 @@ pub fn endpoint(
         .local_addr()
         .context("the relay link's bound address")?;
     relay.addr = super::with_bound_port(&relay.addr, bound.port());
+    tracing::info!(bind = %relay.bind, addr = relay.addr, "relay links on");
     Ok(endpoint)
 }
 
