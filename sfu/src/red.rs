@@ -137,9 +137,9 @@ pub const MAX_DISTANCE: usize = 12;
 
 /// Packets a second of an Opus stream: browsers send 20 ms frames.
 const OPUS_PACKETS_PER_SEC: f64 = 50.0;
-/// Bits a second each packet's headers cost on the wire (RTP with extensions, SRTP, UDP, IP),
-/// which a redundant block does not repeat.
-const HEADERS_BPS: f64 = OPUS_PACKETS_PER_SEC * 40.0 * 8.0;
+/// Bits a second of the stream's measured rate that are each packet's headers (the overhead
+/// the router's layer rates add), which a redundant block does not repeat.
+const HEADERS_BPS: f64 = OPUS_PACKETS_PER_SEC * crate::router::PACKET_OVERHEAD as f64 * 8.0;
 /// Bits a second each redundant block's own 4-byte header costs.
 const BLOCK_HEADER_BPS: f64 = OPUS_PACKETS_PER_SEC * 4.0 * 8.0;
 

@@ -81,8 +81,9 @@ const PEER_STATS_INTERVAL: Duration = Duration::from_secs(5);
 const PLI_MIN_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Bytes a forwarded packet costs beyond its payload: the RTP header with our extensions and
-/// the SRTP tag. Layer rates include it, so they compare with the estimate.
-const PACKET_OVERHEAD: usize = 40;
+/// the SRTP tag. Layer rates include it, so they compare with the estimate (and `red::cost`
+/// takes it out again, to repeat the payload only).
+pub(crate) const PACKET_OVERHEAD: usize = 40;
 /// A subscriber whose connection has been up this long without any congestion feedback (no
 /// TWCC, no REMB) is not estimating: it gets the best layers, as it would from an SFU
 /// without congestion control.
