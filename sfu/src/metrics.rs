@@ -16,6 +16,10 @@ pub struct SfuMetrics {
     pub udp_datagrams_sent: IntCounter,
     pub udp_bytes_sent: IntCounter,
     pub udp_send_errors: IntCounter,
+    /// System calls that sent datagrams (one `sendmmsg` may carry many), and batched calls the
+    /// kernel took only part of (a full send buffer, or a datagram that failed).
+    pub udp_send_calls: IntCounter,
+    pub udp_partial_sends: IntCounter,
     pub udp_unroutable: IntCounter,
     pub stun_rejected: IntCounter,
     /// RTP packets and bytes from publishers, after SRTP (retransmissions included).
@@ -45,6 +49,8 @@ pub struct SfuMetrics {
     /// Bytes of copies sent to probe subscribers' paths before upgrades (`bwe::probe`).
     pub probe_bytes: IntCounter,
     pub retransmissions: IntCounter,
+    /// ULPFEC packets sent to subscribers on lossy links (`fec`).
+    pub fec_packets_sent: IntCounter,
     /// Publishers' retransmissions of simulcast layers turned back into the packets they repair,
     /// and those of no use (padding, a packet that had arrived, too old; `rtx_repair`).
     pub rtx_repaired: IntCounter,
@@ -146,6 +152,14 @@ impl SfuMetrics {
                 "aula_udp_send_errors_total",
                 "Datagrams the media socket refused to send",
             )?,
+            udp_send_calls: counter(
+                "aula_udp_send_calls_total",
+                "System calls that sent datagrams on the media socket (a sendmmsg carries many)",
+            )?,
+            udp_partial_sends: counter(
+                "aula_udp_partial_sends_total",
+                "Batched sends (sendmmsg) the kernel took only part of; the rest were sent again",
+            )?,
             udp_unroutable: counter(
                 "aula_udp_unroutable_datagrams_total",
                 "Datagrams that belonged to no peer (dropped)",
@@ -209,6 +223,10 @@ impl SfuMetrics {
             retransmissions: counter(
                 "aula_retransmissions_total",
                 "Packets resent to subscribers in answer to NACKs",
+            )?,
+            fec_packets_sent: counter(
+                "aula_fec_packets_sent_total",
+                "ULPFEC packets sent to subscribers on lossy links",
             )?,
             rtx_repaired: counter(
                 "aula_rtx_repaired_total",

@@ -2,8 +2,9 @@
 //!
 //! The loop waits for whichever comes first — a datagram, a command from the control plane, or
 //! the router's next timer — hands it to the router with the current time, then sends what the
-//! router queued. Reads are drained in bounded batches so a flood on the socket cannot starve
-//! commands or timers.
+//! router queued, all of it together (`sendmmsg` batches where the kernel has it, see
+//! [`MediaSocket::send_all`]). Reads are drained in bounded batches so a flood on the socket
+//! cannot starve commands or timers.
 //!
 //! Tests can impair one participant's path here ([`crate::impair`]): datagrams to it may be
 //! dropped or held until a release instant (one more timer in the loop), datagrams from it
@@ -22,7 +23,7 @@ use crate::impair::Impairments;
 use crate::metrics::SfuMetrics;
 use crate::relay::link::Link;
 use crate::router::{Router, Transmit};
-use crate::udp::{Datagram, MediaSocket};
+use crate::udp::{Datagram, MediaSocket, Outgoing, ToSend};
 
 /// Batches (of up to `quinn_udp::BATCH_SIZE` datagrams each) read per wake-up before the loop
 /// looks at commands and timers again, so a flood on the socket cannot starve them.
@@ -129,11 +130,15 @@ async fn run(
     let mut impairments = Impairments::default();
     // Links to other nodes that tracks are exported on, by the control plane's numbers.
     let mut links = RelayLinks::new();
+    let mut out = Outbox {
+        queue: Vec::new(),
+        metrics: metrics.clone(),
+    };
     loop {
         flush(
-            &socket,
+            &mut socket,
             &mut router,
-            &metrics,
+            &mut out,
             &events,
             &mut impairments,
             &links,
@@ -172,7 +177,7 @@ async fn run(
                     if metrics.packets_forwarded.get() != forwarded_before {
                         // Send this batch's copies now, to time the whole hop: from the read
                         // to the last copy of each forwarded datagram.
-                        flush(&socket, &mut router, &metrics, &events, &mut impairments, &links);
+                        flush(&mut socket, &mut router, &mut out, &events, &mut impairments, &links);
                         let latency = arrived.elapsed().as_secs_f64();
                         for _ in 0..forwarding {
                             metrics.forwarding_latency.observe(latency);
@@ -208,31 +213,30 @@ fn receive(
 }
 
 fn flush(
-    socket: &MediaSocket,
+    socket: &mut MediaSocket,
     router: &mut Router,
-    metrics: &SfuMetrics,
+    out: &mut Outbox,
     events: &mpsc::UnboundedSender<SfuEvent>,
     impairments: &mut Impairments,
     links: &RelayLinks,
 ) {
     if impairments.is_empty() {
-        while let Some(transmit) = router.poll_transmit() {
-            send(socket, metrics, &transmit);
-        }
+        out.queue
+            .extend(std::iter::from_fn(|| router.poll_transmit()));
     } else {
         let now = Instant::now();
         // Held datagrams first: anything due now was queued before what the router has.
-        while let Some(transmit) = impairments.pop_due(now) {
-            send(socket, metrics, &transmit);
-        }
+        out.queue
+            .extend(std::iter::from_fn(|| impairments.pop_due(now)));
         while let Some(transmit) = router.poll_transmit() {
             if let Some(transmit) =
                 impairments.downlink(now, transmit, |p| router.participant_addrs(p))
             {
-                send(socket, metrics, &transmit);
+                out.queue.push(transmit);
             }
         }
     }
+    out.send(socket);
     while let Some(transmit) = router.poll_relay_transmit() {
         if let Some(link) = links.get(&transmit.link)
             && let Err(e) = link.send_packet(transmit.flow, &transmit.data)
@@ -246,15 +250,40 @@ fn flush(
     }
 }
 
-fn send(socket: &MediaSocket, metrics: &SfuMetrics, transmit: &Transmit) {
-    match socket.send(transmit.from, transmit.to, &transmit.data) {
-        Ok(()) => {
-            metrics.udp_datagrams_sent.inc();
-            metrics.udp_bytes_sent.inc_by(transmit.data.len() as u64);
+/// A router turn's datagrams, sent together (batched: see [`MediaSocket::send_all`]).
+struct Outbox {
+    queue: Vec<Transmit>,
+    metrics: SfuMetrics,
+}
+
+impl Outbox {
+    fn send(&mut self, socket: &mut MediaSocket) {
+        if self.queue.is_empty() {
+            return;
         }
-        Err(e) => {
-            metrics.udp_send_errors.inc();
-            debug!(to = %transmit.to, error = %e, "send failed");
+        let metrics = &self.metrics;
+        let calls = socket.send_all(&self.queue, |transmit, result| match result {
+            Ok(()) => {
+                metrics.udp_datagrams_sent.inc();
+                metrics.udp_bytes_sent.inc_by(transmit.data.len() as u64);
+            }
+            Err(e) => {
+                metrics.udp_send_errors.inc();
+                debug!(to = %transmit.to, error = %e, "send failed");
+            }
+        });
+        metrics.udp_send_calls.inc_by(calls.calls);
+        metrics.udp_partial_sends.inc_by(calls.partial);
+        self.queue.clear();
+    }
+}
+
+impl ToSend for Transmit {
+    fn outgoing(&self) -> Outgoing<'_> {
+        Outgoing {
+            from: self.from,
+            to: self.to,
+            data: &self.data,
         }
     }
 }
