@@ -20,12 +20,21 @@
 //! removed by a moderator and the end of the class remember nothing; locking the room forgets
 //! everyone (they are refused while it is locked anyway); an emptied room that is removed takes
 //! its memory with it.
+//!
+//! The same memory carries a class over to a new origin node when its origin dies (a cluster,
+//! see `crate::cluster::RoomState`): the origin saves, by identity, the standing of everyone in
+//! the room and of everyone it remembers ([`saved_state`]); the node that takes the room over
+//! puts those standings in the room's memory ([`restore_state`]), as if all of them had just
+//! been lost, and marks those that were in the room as *admitted*: let back in while the room
+//! is locked (the lock keeps newcomers out, not the class). Everything else applies unchanged:
+//! the same token to get the standing back, [`REMEMBERED_FOR`] from the takeover to come back.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use aula_protocol::Permissions;
 
+use crate::cluster::{MAX_SAVED, RoomState, SavedParticipant};
 use crate::room::{EmptiedRoom, Member, Registry, Room};
 
 /// How long a lost participant's standing is kept. Chosen with the SDKs' timers: a dropped
@@ -68,6 +77,8 @@ struct Entry {
     identity: String,
     lost_at: Instant,
     standing: Standing,
+    /// Was in the room when its former origin saved it: let back in while it is locked.
+    admitted: bool,
 }
 
 /// A room's lost participants, by identity, oldest first; time is passed in.
@@ -91,7 +102,38 @@ impl Memory {
             identity: identity.to_owned(),
             lost_at: now,
             standing,
+            admitted: false,
         });
+    }
+
+    /// Keeps a standing carried over from the room's former origin (see the module docs), even
+    /// one with nothing to give back when `admitted` (it still lets its owner in). Bounded by
+    /// the size of a saved state rather than [`MAX_REMEMBERED`]: the whole class is carried.
+    fn carry(&mut self, identity: &str, standing: Standing, admitted: bool, now: Instant) {
+        self.expire(now);
+        self.entries.retain(|e| e.identity != identity);
+        if !standing.matters() && !admitted {
+            return;
+        }
+        if self.entries.len() >= MAX_SAVED {
+            self.entries.pop_front();
+        }
+        self.entries.push_back(Entry {
+            identity: identity.to_owned(),
+            lost_at: now,
+            standing,
+            admitted,
+        });
+    }
+
+    /// Whether `identity` was in the room when its former origin saved it, less than
+    /// [`REMEMBERED_FOR`] ago: let back in while the room is locked.
+    pub fn admits(&self, identity: &str, now: Instant) -> bool {
+        self.entries.iter().any(|e| {
+            e.admitted
+                && e.identity == identity
+                && now.saturating_duration_since(e.lost_at) < REMEMBERED_FOR
+        })
     }
 
     /// Takes `identity`'s standing, if it was lost less than [`REMEMBERED_FOR`] ago and its
@@ -194,6 +236,61 @@ pub(crate) fn restore(room: &mut Room, member: &mut Member, now: Instant) -> Res
         restored.hand = true;
     }
     restored
+}
+
+/// What the room's next origin needs to give its participants back their standing (see the
+/// module docs): everyone in the room (hidden ones aside), then everyone remembered.
+pub(crate) fn saved_state(room: &Room, now: Instant) -> RoomState {
+    let saved = |identity: &str, standing: &Standing, in_room: bool| SavedParticipant {
+        identity: identity.to_owned(),
+        in_room,
+        token_permissions: standing.token_permissions.clone(),
+        permissions: (standing.permissions != standing.token_permissions)
+            .then(|| standing.permissions.clone()),
+        hand: standing.hand,
+    };
+    let mut participants: Vec<SavedParticipant> = room
+        .members
+        .iter()
+        .filter(|m| !m.permissions.hidden)
+        .map(|m| {
+            let standing = Standing {
+                token_permissions: m.token_permissions.clone(),
+                permissions: m.permissions.clone(),
+                hand: room.hand_tickets.get(&m.info.sid).copied(),
+            };
+            saved(&m.info.identity, &standing, true)
+        })
+        .collect();
+    let remembered = room.comebacks.entries.iter().filter(|e| {
+        now.saturating_duration_since(e.lost_at) < REMEMBERED_FOR
+            && !participants.iter().any(|p| p.identity == e.identity)
+    });
+    let remembered: Vec<SavedParticipant> = remembered
+        .map(|e| saved(&e.identity, &e.standing, e.admitted))
+        .collect();
+    participants.extend(remembered);
+    participants.truncate(MAX_SAVED);
+    RoomState {
+        locked: room.locked,
+        hands_raised: room.hands_raised,
+        participants,
+    }
+}
+
+/// Gives a room taken over from a dead origin the state that origin saved: its lock, and the
+/// standing of each of its participants, remembered from `now` as if they had just been lost.
+pub(crate) fn restore_state(room: &mut Room, state: RoomState, now: Instant) {
+    room.locked = state.locked;
+    room.hands_raised = room.hands_raised.max(state.hands_raised);
+    for p in state.participants {
+        let standing = Standing {
+            permissions: p.permissions.unwrap_or_else(|| p.token_permissions.clone()),
+            token_permissions: p.token_permissions,
+            hand: p.hand,
+        };
+        room.comebacks.carry(&p.identity, standing, p.in_room, now);
+    }
 }
 
 /// Tells what [`restore`] gave back, once the newcomer is in the room: its permissions to itself

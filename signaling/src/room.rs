@@ -11,6 +11,8 @@
 //! reading is bounded by the session's idle timeout, which closes it.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::{Mutex, PoisonError};
+use std::time::Instant;
 
 use aula_protocol::{
     ErrorCode, ParticipantConnection, ParticipantInfo, Permissions, Role, RoomInfo, ServerEvent,
@@ -18,6 +20,8 @@ use aula_protocol::{
 };
 use aula_sfu::PublishedTrack;
 use tokio::sync::mpsc;
+
+use crate::cluster::{RoomState, RoomStates};
 
 /// What a session's writer is asked to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,7 +87,8 @@ pub(crate) struct Room {
     /// When each hand in `hands` was raised, as a count (not a clock): a hand given back after a
     /// rejoin goes back to its place among those still raised (see [`crate::rejoin`]).
     pub hand_tickets: HashMap<String, u64>,
-    next_hand_ticket: u64,
+    /// Hands raised so far: the last ticket given.
+    pub hands_raised: u64,
     /// What lost participants had, until they come back or it expires.
     pub comebacks: crate::rejoin::Memory,
     /// Tracks a moderator paused in the SFU; resumed when their publisher unmutes them.
@@ -115,9 +120,8 @@ impl Room {
 
     /// Puts `sid`'s hand at the end of the queue.
     pub fn queue_hand(&mut self, sid: &str) {
-        self.next_hand_ticket += 1;
-        self.hand_tickets
-            .insert(sid.to_owned(), self.next_hand_ticket);
+        self.hands_raised += 1;
+        self.hand_tickets.insert(sid.to_owned(), self.hands_raised);
         self.hands.push(sid.to_owned());
     }
 
@@ -194,6 +198,10 @@ pub(crate) struct Registry {
     keep_empty_rooms: bool,
     /// Rooms removed since the last [`Registry::take_ended_rooms`] (for `room_ended` webhooks).
     ended_rooms: Vec<String>,
+    /// Rooms this node took over from a dead origin (a cluster), with the state it saved, until
+    /// their first join here creates them (see [`Registry::restore_room_state`]); forgotten
+    /// after [`crate::rejoin::REMEMBERED_FOR`], when nobody came back.
+    carried: HashMap<String, (Room, Instant)>,
 }
 
 impl Registry {
@@ -203,6 +211,7 @@ impl Registry {
             room_of: HashMap::new(),
             keep_empty_rooms,
             ended_rooms: Vec::new(),
+            carried: HashMap::new(),
         }
     }
 
@@ -287,14 +296,21 @@ impl Registry {
     /// Refuses a join into a locked room, except for staff, hidden participants (a recorder
     /// started late must still record) and an identity already in the room (a reloaded tab must
     /// get back in).
+    ///
+    /// In a room taken over from a dead origin, those who were in it count as already in it.
     pub fn may_join(&self, room_name: &str, member: &Member) -> Result<(), Refused> {
-        let Some(room) = self.rooms.get(room_name) else {
+        let Some(room) = self
+            .rooms
+            .get(room_name)
+            .or_else(|| self.carried(room_name))
+        else {
             return Ok(());
         };
         let returning = room
             .members
             .iter()
-            .any(|m| m.info.identity == member.info.identity);
+            .any(|m| m.info.identity == member.info.identity)
+            || room.comebacks.admits(&member.info.identity, Instant::now());
         let exempt = member.permissions.can_moderate || member.permissions.hidden;
         if room.locked && !exempt && !returning {
             return Err((
@@ -313,11 +329,19 @@ impl Registry {
     /// A newcomer whose identity was lost from the room a moment ago (or that replaces its own
     /// older session) gets back its stage and raised hand: see [`crate::rejoin`].
     pub fn join(&mut self, room_name: &str, mut member: Member) -> JoinOutcome {
-        let now = std::time::Instant::now();
+        let now = Instant::now();
         let mut outcome = JoinOutcome {
             room_created: !self.rooms.contains_key(room_name),
             ..JoinOutcome::default()
         };
+        if outcome.room_created
+            && let Some((carried, at)) = self.carried.remove(room_name)
+            && now.saturating_duration_since(at) < crate::rejoin::REMEMBERED_FOR
+        {
+            // Created here now (a `room_started`, an automatic recording) with what its former
+            // origin saved.
+            self.rooms.insert(room_name.to_owned(), carried);
+        }
         let room = self.rooms.entry(room_name.to_owned()).or_default();
         room.generation += 1;
 
@@ -378,6 +402,44 @@ impl Registry {
         room.members.push(member);
         crate::rejoin::announce(room, &sid, restored);
         outcome
+    }
+
+    /// What a cluster saves of `room` for its next origin (see [`crate::rejoin::saved_state`]):
+    /// a room of this node, or one taken over and not joined yet.
+    pub fn saved_state(&self, room: &str) -> Option<RoomState> {
+        let room = self.rooms.get(room).or_else(|| self.carried(room))?;
+        Some(crate::rejoin::saved_state(room, Instant::now()))
+    }
+
+    /// A room taken over and not joined yet, unless that was too long ago.
+    fn carried(&self, room: &str) -> Option<&Room> {
+        let (room, at) = self.carried.get(room)?;
+        (at.elapsed() < crate::rejoin::REMEMBERED_FOR).then_some(room)
+    }
+
+    /// Gives `room_name`, taken over from its dead origin, the state that origin saved (see
+    /// [`crate::rejoin::restore_state`]). A room not here yet is created by its first join
+    /// (so that its `room_started` and automatic recording happen here as for any new room);
+    /// until then its lock and memory already apply to joins. False, and nothing changed, when
+    /// the room is live here with participants: its own state is the newer one.
+    pub fn restore_room_state(&mut self, room_name: &str, state: RoomState) -> bool {
+        let now = Instant::now();
+        self.carried.retain(|_, (_, at)| {
+            now.saturating_duration_since(*at) < crate::rejoin::REMEMBERED_FOR
+        });
+        match self.rooms.get_mut(room_name) {
+            Some(room) if !room.members.is_empty() => false,
+            Some(room) => {
+                crate::rejoin::restore_state(room, state, now);
+                true
+            }
+            None => {
+                let mut room = Room::default();
+                crate::rejoin::restore_state(&mut room, state, now);
+                self.carried.insert(room_name.to_owned(), (room, now));
+                true
+            }
+        }
     }
 
     /// Removes a participant (its own leave, a closed socket, or a kick) and tells the others.
@@ -524,6 +586,19 @@ impl Registry {
         for member in room.members.iter().filter(|m| m.info.sid != sid) {
             member.send_event(event.clone());
         }
+    }
+}
+
+/// The registry as a cluster's origin side saves and restores it.
+impl RoomStates for Mutex<Registry> {
+    fn save(&self, room: &str) -> Option<RoomState> {
+        let registry = self.lock().unwrap_or_else(PoisonError::into_inner);
+        registry.saved_state(room)
+    }
+
+    fn restore(&self, room: &str, state: RoomState) -> bool {
+        let mut registry = self.lock().unwrap_or_else(PoisonError::into_inner);
+        registry.restore_room_state(room, state)
     }
 }
 
@@ -753,6 +828,97 @@ mod tests {
         let (_, emptied) = reg.leave("PA_b").expect("present");
         assert!(reg.remove_room_if_empty(&emptied.expect("emptied")));
         assert_eq!(reg.room_count(), 0);
+    }
+
+    /// The sids in the hand queue, by identity.
+    fn hand_identities(reg: &Registry, room: &str) -> Vec<String> {
+        let room = reg.room(room).expect("room");
+        room.hands
+            .iter()
+            .map(|sid| room.member(sid).expect("member").info.identity.clone())
+            .collect()
+    }
+
+    #[test]
+    fn a_room_taken_over_gives_its_class_back_and_keeps_newcomers_out() {
+        // On the origin: a locked class, two hands up (bo first), ana on stage, a recorder.
+        let mut origin = Registry::new(false);
+        let mut receivers = Vec::new();
+        for (sid, identity, role) in [
+            ("PA_t", "teacher", Role::Teacher),
+            ("PA_a", "ana", Role::Student),
+            ("PA_b", "bo", Role::Student),
+            ("PA_c", "cy", Role::Student),
+        ] {
+            let (m, rx) = member(sid, identity, role);
+            origin.join("r", m);
+            receivers.push(rx);
+        }
+        let (mut recorder, _rec_rx) = member("PA_rec", "recorder", Role::Student);
+        recorder.permissions.hidden = true;
+        origin.join("r", recorder);
+        origin.raise_hand("PA_b").expect("raise");
+        origin.raise_hand("PA_c").expect("raise");
+        origin.invite_to_stage("PA_t", "PA_a").expect("invite");
+        origin.lock_room("PA_t", true).expect("lock");
+        let state = origin.saved_state("r").expect("a state");
+        assert!(state.locked);
+        let saved: Vec<&str> = state
+            .participants
+            .iter()
+            .map(|p| p.identity.as_str())
+            .collect();
+        assert_eq!(
+            saved,
+            ["teacher", "ana", "bo", "cy"],
+            "hidden ones are not saved"
+        );
+        assert!(state.participants.iter().all(|p| p.in_room));
+        assert_eq!(origin.saved_state("nowhere"), None);
+
+        // The next origin: the room is not created until someone comes back, but it is locked.
+        let mut next = Registry::new(false);
+        assert!(next.restore_room_state("r", state.clone()));
+        assert_eq!(next.room_count(), 0);
+        let (stranger, _x) = member("PA_x", "stranger", Role::Student);
+        assert_eq!(
+            next.may_join("r", &stranger).unwrap_err().0,
+            ErrorCode::RoomLocked
+        );
+        assert_eq!(next.saved_state("r"), Some(state.clone()));
+
+        // cy first (its hand went up after bo's), then bo, ana, the teacher: all let in.
+        for (sid, identity, role) in [
+            ("PA_c2", "cy", Role::Student),
+            ("PA_b2", "bo", Role::Student),
+            ("PA_a2", "ana", Role::Student),
+            ("PA_t2", "teacher", Role::Teacher),
+        ] {
+            let (m, _rx) = member(sid, identity, role);
+            next.may_join("r", &m).expect("was in the class");
+            let outcome = next.join("r", m);
+            assert_eq!(outcome.room_created, sid == "PA_c2", "{sid}");
+        }
+        assert_eq!(hand_identities(&next, "r"), ["bo", "cy"]);
+        let ana = next.permissions("PA_a2").expect("ana");
+        assert!(ana.can_publish, "back on stage");
+        assert!(!next.permissions("PA_b2").expect("bo").can_publish);
+        let room = next.room("r").expect("room");
+        assert!(room.locked);
+        assert_eq!(
+            next.may_join("r", &stranger).unwrap_err().0,
+            ErrorCode::RoomLocked,
+            "still locked to newcomers"
+        );
+        // A hand raised now goes after those given back.
+        let (d, _d_rx) = member("PA_d", "dee", Role::Student);
+        next.join("r", d);
+        next.raise_hand("PA_d").expect("raise");
+        assert_eq!(hand_identities(&next, "r"), ["bo", "cy", "dee"]);
+
+        // A room live with participants keeps its own state.
+        assert!(!next.restore_room_state("r", RoomState::default()));
+        assert!(next.room("r").expect("room").locked);
     }
 
     #[test]

@@ -529,6 +529,12 @@ async fn launch(
     let (alive_tx, alive_rx) = mpsc::channel(1);
     let empty_timeout = Duration::from_secs(config.room.empty_timeout_secs);
     let registry = Arc::new(Mutex::new(Registry::new(!empty_timeout.is_zero())));
+    if let Some(relay) = &relay {
+        // Saved in Redis for the rooms' next origin, restored here when this node takes one over.
+        relay
+            .keep_room_states(Arc::clone(&registry) as _, &metrics)
+            .context("cannot register the room state metrics")?;
+    }
     let webhooks = Webhooks::start(&config.webhooks, config.api_keys().secret);
     let recorder = Recorder::new(
         config.recording.clone(),

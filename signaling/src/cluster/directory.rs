@@ -8,7 +8,9 @@
 //! Layout (prefix `aula:cluster:`):
 //! - `node:ID`: the node's [`NodeInfo`] as JSON, expiring after the node TTL unless refreshed;
 //! - `origin:ROOM`: the room's [`Lease`] as JSON, expiring after the lease TTL unless renewed;
-//! - `epoch:ROOM`: the room's last epoch (INCR'd by each claim), kept a week past its last use.
+//! - `epoch:ROOM`: the room's last epoch (INCR'd by each claim), kept a week past its last use;
+//! - `state:ROOM`: what the room's origin saved of its state ([`Saved`]), for the next origin
+//!   if this one dies; kept [`STATE_KEEP_PAST_LEASE`] past the lease, renewed with it.
 //!
 //! Listing uses SCAN over the key pattern: fine for the tens of nodes and thousands of rooms of
 //! a school, and it needs no second structure to keep in step with the expiring keys.
@@ -21,6 +23,7 @@ use redis::{AsyncCommands as _, Script};
 
 use super::lease::{self, Claim, Lease};
 use super::node::{self, NodeInfo};
+use super::room_state::{self, RoomState, Saved};
 
 /// How long a command may take before it fails: a Redis that does not answer must not hold up a
 /// refresh for longer than one would take.
@@ -42,8 +45,14 @@ redis.call('SET', KEYS[1], lease, 'PX', ARGV[2])
 return {1, lease}
 "#;
 
-/// Extends a lease if it is still the caller's (same node, same epoch). KEYS: origin, epoch.
-/// ARGV: node id, epoch, lease TTL ms, epoch keep ms. Returns 1 if renewed, else 0.
+/// How long a room's saved state outlives its lease (renewed with it): past a dead origin's
+/// lease, the time its participants take to come back (their SDKs rejoin for up to a minute,
+/// and a node remembers a lost participant as long: `crate::rejoin::REMEMBERED_FOR`).
+pub const STATE_KEEP_PAST_LEASE: Duration = crate::rejoin::REMEMBERED_FOR;
+
+/// Extends a lease, and the room's saved state, if the lease is still the caller's (same node,
+/// same epoch). KEYS: origin, epoch, state. ARGV: node id, epoch, lease TTL ms, epoch keep ms,
+/// state keep ms. Returns 1 if renewed, else 0.
 const RENEW: &str = r#"
 local held = redis.call('GET', KEYS[1])
 if not held then return 0 end
@@ -51,10 +60,12 @@ local lease = cjson.decode(held)
 if lease.node ~= ARGV[1] or tonumber(lease.epoch) ~= tonumber(ARGV[2]) then return 0 end
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
+redis.call('PEXPIRE', KEYS[3], ARGV[5])
 return 1
 "#;
 
-/// Ends a lease if it is still the caller's. KEYS: origin. ARGV: node id, epoch.
+/// Ends a lease if it is still the caller's, and with `ARGV[3]` = 1 the room's saved state
+/// too. KEYS: origin, state. ARGV: node id, epoch, forget state (0 or 1).
 /// Returns 1 if released, else 0.
 const RELEASE: &str = r#"
 local held = redis.call('GET', KEYS[1])
@@ -62,6 +73,17 @@ if not held then return 0 end
 local lease = cjson.decode(held)
 if lease.node ~= ARGV[1] or tonumber(lease.epoch) ~= tonumber(ARGV[2]) then return 0 end
 redis.call('DEL', KEYS[1])
+if ARGV[3] == '1' then redis.call('DEL', KEYS[2]) end
+return 1
+"#;
+
+/// Saves a room's state under an epoch, only if it is the room's newest: a former origin's
+/// epoch is older, so a zombie origin's save is refused even before the new origin saved
+/// anything. KEYS: state, epoch. ARGV: epoch, value, state TTL ms. Returns 1 if saved, else 0.
+const SAVE_STATE: &str = r#"
+local newest = tonumber(redis.call('GET', KEYS[2]) or '0')
+if tonumber(ARGV[1]) ~= newest then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 return 1
 "#;
 
@@ -87,6 +109,7 @@ pub struct Directory {
     claim: Script,
     renew: Script,
     release: Script,
+    save_state: Script,
 }
 
 impl Directory {
@@ -105,6 +128,7 @@ impl Directory {
             claim: Script::new(CLAIM),
             renew: Script::new(RENEW),
             release: Script::new(RELEASE),
+            save_state: Script::new(SAVE_STATE),
         })
     }
 
@@ -164,27 +188,77 @@ impl Directory {
             .renew
             .key(lease::origin_key(room))
             .key(lease::epoch_key(room))
+            .key(room_state::state_key(room))
             .arg(&lease.node)
             .arg(lease.epoch)
             .arg(millis(self.lease_ttl))
             .arg(millis(EPOCH_KEEP))
+            .arg(millis(self.state_keep()))
             .invoke_async(&mut conn)
             .await?;
         Ok(renewed == 1)
     }
 
     /// Gives `lease` up so another node can claim the room at once. False when it was no
-    /// longer in force (nothing is removed then).
+    /// longer in force (nothing is removed then). The room's saved state is kept (it expires
+    /// [`STATE_KEEP_PAST_LEASE`] after the last renew).
     pub async fn release(&self, room: &str, lease: &Lease) -> Result<bool> {
+        self.release_with(room, lease, false).await
+    }
+
+    /// Like [`Directory::release`], and forgets the room's saved state: its class is over.
+    pub async fn release_ended(&self, room: &str, lease: &Lease) -> Result<bool> {
+        self.release_with(room, lease, true).await
+    }
+
+    async fn release_with(&self, room: &str, lease: &Lease, forget_state: bool) -> Result<bool> {
         let mut conn = self.conn.clone();
         let released: i64 = self
             .release
             .key(lease::origin_key(room))
+            .key(room_state::state_key(room))
             .arg(&lease.node)
             .arg(lease.epoch)
+            .arg(u8::from(forget_state))
             .invoke_async(&mut conn)
             .await?;
         Ok(released == 1)
+    }
+
+    /// Saves `room`'s state under `epoch`, for the room's next origin. False (nothing written)
+    /// when `epoch` is not the room's newest: another node claimed the room since.
+    pub async fn save_room_state(&self, room: &str, epoch: u64, state: &RoomState) -> Result<bool> {
+        let value = Saved {
+            epoch,
+            state: state.clone(),
+        }
+        .encode();
+        let mut conn = self.conn.clone();
+        let saved: i64 = self
+            .save_state
+            .key(room_state::state_key(room))
+            .key(lease::epoch_key(room))
+            .arg(epoch)
+            .arg(value)
+            .arg(millis(self.state_keep()))
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(saved == 1)
+    }
+
+    /// The state `room`'s origin last saved, if it has not expired.
+    pub async fn room_state(&self, room: &str) -> Result<Option<Saved>> {
+        let mut conn = self.conn.clone();
+        let key = room_state::state_key(room);
+        let value: Option<String> = conn.get(&key).await?;
+        value
+            .map(|v| Saved::decode(&v).map_err(|source| DirectoryError::Malformed { key, source }))
+            .transpose()
+    }
+
+    /// How long a saved state lives unrenewed.
+    fn state_keep(&self) -> Duration {
+        self.lease_ttl + STATE_KEEP_PAST_LEASE
     }
 
     /// The lease in force for `room`, if any node holds it.

@@ -8,7 +8,9 @@
 //! - `node`, `lease`: what the directory holds, its keys and JSON (pure, unit tested);
 //! - [`Directory`]: the Redis side (all of the I/O);
 //! - [`ClusterCache`]: the node's background-refreshed copy, which survives Redis outages;
-//! - `load`: measuring this node's load for its entry.
+//! - `load`: measuring this node's load for its entry;
+//! - `room_state`: what a room's origin saves in Redis so that the class (its lock, hands,
+//!   stage) survives the origin's death: the next origin restores it.
 
 mod cache;
 pub mod certs;
@@ -18,12 +20,14 @@ mod load;
 mod node;
 pub mod proxy;
 pub mod relay;
+mod room_state;
 
 pub use cache::{ClusterCache, RedisStatus, Settings, View};
 pub use directory::{Directory, DirectoryError};
 pub use lease::{Claim, Lease};
 pub use load::LoadProbe;
 pub use node::{Load, NodeInfo, unix_millis};
+pub use room_state::{MAX_SAVED, RoomState, RoomStates, Saved, SavedParticipant};
 
 use std::time::Duration;
 

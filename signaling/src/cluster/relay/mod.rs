@@ -20,6 +20,8 @@
 //!
 //! - `origin`: rooms' origin leases, and where a join is served (here, or carried to the
 //!   origin by `crate::cluster::proxy`);
+//! - `saved`: the state of the rooms held, saved in Redis for their next origin, and restored
+//!   into a room taken over from a dead origin;
 //! - `plane`: the `MediaPlane` commands, run here or on the node a participant is placed on,
 //!   and carrying tracks between nodes;
 //! - `peer`: one link: its control stream reader, its datagram reader, calls awaiting replies;
@@ -31,13 +33,14 @@
 mod origin;
 mod peer;
 mod plane;
+mod saved;
 pub mod wire;
 
 pub use origin::Route;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -47,7 +50,7 @@ use aula_sfu::relay::tls::{NodeTls, PemCert};
 use aula_sfu::{RelayLink, SfuError, SfuEvent, SfuHandle};
 use tokio::sync::{mpsc, watch};
 
-use super::{ClusterCache, Directory, Lease};
+use super::{ClusterCache, Directory, Lease, RoomStates};
 use crate::config::{ClusterConfig, RelayConfig};
 use peer::LinkPeer;
 use wire::{Call, RemoteEvent};
@@ -84,6 +87,12 @@ pub struct ClusterMedia {
     /// Resume token -> the origin's WebSocket URL, for participants whose signaling this node
     /// carries.
     resume_routes: Mutex<VecDeque<(String, String)>>,
+    /// The control plane's rooms, whose state is saved for the next origin and restored when
+    /// this node takes a room over (see `saved`); set once the registry exists.
+    rooms: OnceLock<saved::Rooms>,
+    /// One claim of a room's lease at a time, per room: a join waits for another's claim (and
+    /// the restoring of the room's saved state) before it is served.
+    claims: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 #[derive(Default)]
@@ -108,9 +117,9 @@ struct State {
 }
 
 impl ClusterMedia {
-    /// Starts serving relay links on `endpoint` and renewing this node's leases, until
-    /// `shutdown`. `sfu_events` are the local SFU's; the control plane reads the returned
-    /// receiver instead.
+    /// Starts serving relay links on `endpoint`, renewing this node's leases and saving its
+    /// rooms' state, until `shutdown`. `sfu_events` are the local SFU's; the control plane
+    /// reads the returned receiver instead.
     pub fn start(
         sfu: SfuHandle,
         sfu_events: mpsc::UnboundedReceiver<SfuEvent>,
@@ -129,6 +138,8 @@ impl ClusterMedia {
             lease_ttl: Duration::from_secs(config.lease_ttl_secs),
             unreachable_for: Duration::from_secs(config.node_ttl_secs + config.refresh_secs),
             resume_routes: Mutex::new(VecDeque::new()),
+            rooms: OnceLock::new(),
+            claims: Mutex::new(HashMap::new()),
             cache,
             directory,
             endpoint,
@@ -139,8 +150,28 @@ impl ClusterMedia {
         });
         tokio::spawn(Arc::clone(&media).route_local_events(sfu_events));
         tokio::spawn(Arc::clone(&media).accept_links(shutdown.clone()));
-        tokio::spawn(Arc::clone(&media).renew_leases(shutdown));
+        tokio::spawn(Arc::clone(&media).renew_leases(shutdown.clone()));
+        tokio::spawn(Arc::clone(&media).save_room_states(shutdown));
         (media, events_rx)
+    }
+
+    /// Gives this node's rooms to the origin side: from now on their state is saved for their
+    /// next origin, and restored into rooms this node takes over. Its metrics go to `metrics`.
+    /// Set once; later calls change nothing.
+    pub fn keep_room_states(
+        &self,
+        rooms: Arc<dyn RoomStates>,
+        metrics: &prometheus::Registry,
+    ) -> prometheus::Result<()> {
+        if self.rooms.get().is_some() {
+            return Ok(());
+        }
+        let metrics = saved::RoomStateMetrics::register(metrics)?;
+        let _ = self.rooms.set(saved::Rooms {
+            states: rooms,
+            metrics,
+        });
+        Ok(())
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

@@ -1,6 +1,10 @@
 //! Rooms' origins, as this node sees them: the leases it holds (claimed at a room's first
 //! join here, renewed while the room has participants, released when it empties), where a join
 //! is served, and where a resume of a participant whose signaling this node carries goes.
+//!
+//! A room this node takes (a new epoch after its origin died, or its own lease from before a
+//! restart) gets the state its former origin saved before its first join here is served (see
+//! `saved`); one claim per room at a time, so a second join waits for that.
 
 use std::collections::HashSet;
 use std::sync::{Arc, PoisonError};
@@ -11,7 +15,7 @@ use aula_sfu::SfuError;
 use tokio::sync::watch;
 
 use super::ClusterMedia;
-use crate::cluster::{Claim, Lease};
+use crate::cluster::{DirectoryError, Lease};
 
 /// How often the origin renews the leases of its rooms; well within the lease TTL.
 const RENEW_EVERY: Duration = Duration::from_secs(2);
@@ -41,12 +45,9 @@ impl ClusterMedia {
     pub async fn route(&self, room: &str, participant: &str) -> Result<Route, String> {
         let deadline = tokio::time::Instant::now() + self.lease_ttl + CLAIM_RETRY * 4;
         loop {
-            if let Some((_, members)) = self.lock().leases.get_mut(room) {
-                members.insert(participant.to_owned());
-                return Ok(Route::Here);
-            }
-            let lease = match self.directory.claim_origin(room, &self.node_id).await {
-                Ok(claim) => claim.lease().clone(),
+            let lease = match self.claim(room, participant).await {
+                Ok(None) => return Ok(Route::Here),
+                Ok(Some(lease)) => lease,
                 Err(e) => {
                     tracing::warn!(
                         room,
@@ -55,10 +56,6 @@ impl ClusterMedia {
                     return Ok(Route::Here);
                 }
             };
-            if lease.node == self.node_id {
-                self.hold(room, lease, participant);
-                return Ok(Route::Here);
-            }
             if let Some(ws_url) = self.ws_url_of(&lease.node) {
                 return Ok(Route::Origin {
                     node: lease.node,
@@ -73,6 +70,54 @@ impl ClusterMedia {
             }
             tokio::time::sleep(CLAIM_RETRY).await;
         }
+    }
+
+    /// Holds `room` for `participant`: `None` when this node holds its lease (held already, or
+    /// claimed now, its saved state restored), else the lease of the node that holds it.
+    async fn claim(&self, room: &str, participant: &str) -> Result<Option<Lease>, DirectoryError> {
+        let held = |media: &Self| {
+            let mut state = media.lock();
+            let (_, members) = state.leases.get_mut(room)?;
+            members.insert(participant.to_owned());
+            Some(())
+        };
+        if held(self).is_some() {
+            return Ok(None);
+        }
+        let lock = Arc::clone(self.claims_lock().entry(room.to_owned()).or_default());
+        let result = async {
+            let _claiming = lock.lock().await;
+            // Another join may have claimed the room while this one waited.
+            if held(self).is_some() {
+                return Ok(None);
+            }
+            let lease = self
+                .directory
+                .claim_origin(room, &self.node_id)
+                .await?
+                .lease()
+                .clone();
+            if lease.node != self.node_id {
+                return Ok(Some(lease));
+            }
+            self.take_over(room, &lease).await;
+            self.hold(room, lease, participant);
+            Ok(None)
+        }
+        .await;
+        drop(lock);
+        let mut claims = self.claims_lock();
+        if claims.get(room).is_some_and(|l| Arc::strong_count(l) == 1) {
+            claims.remove(room);
+        }
+        result
+    }
+
+    fn claims_lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>
+    {
+        self.claims.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Keeps `lease` of `room`, now this node's, with `participant` among its members.
@@ -166,7 +211,19 @@ impl ClusterMedia {
             for (room, lease, empty) in leases {
                 if empty {
                     self.lock().leases.remove(&room);
-                    if let Err(e) = self.directory.release(&room, &lease).await {
+                    // A room gone from the registry ended: its saved state goes with the lease.
+                    // One still here (kept empty, or taken over and nobody back yet) keeps it
+                    // until it expires, for whichever node serves the room next.
+                    let ended = self
+                        .rooms
+                        .get()
+                        .is_none_or(|rooms| rooms.states.save(&room).is_none());
+                    let released = if ended {
+                        self.directory.release_ended(&room, &lease).await
+                    } else {
+                        self.directory.release(&room, &lease).await
+                    };
+                    if let Err(e) = released {
                         tracing::debug!(room, "cannot release the room's lease: {e}");
                     }
                     continue;
@@ -189,18 +246,12 @@ impl ClusterMedia {
     /// node would (it is said so in the log); held by another node: likewise, since this
     /// participant's signaling came here.
     pub(super) async fn hold_lease(&self, room: &str, participant: &str) -> Result<(), SfuError> {
-        if let Some((_, members)) = self.lock().leases.get_mut(room) {
-            members.insert(participant.to_owned());
-            return Ok(());
-        }
-        match self.directory.claim_origin(room, &self.node_id).await {
-            Ok(Claim::Won(lease)) | Ok(Claim::Held(lease)) if lease.node == self.node_id => {
-                self.hold(room, lease, participant);
-            }
-            Ok(claim) => {
+        match self.claim(room, participant).await {
+            Ok(None) => {}
+            Ok(Some(lease)) => {
                 tracing::warn!(
                     room,
-                    origin = claim.lease().node,
+                    origin = lease.node,
                     "the room's origin is another node; serving this participant here"
                 );
             }
