@@ -38,7 +38,7 @@ use rtc::rtcp::transport_feedbacks::transport_layer_nack::{
 };
 
 /// The transport-wide sequence number header extension.
-const TRANSPORT_CC_URI: &str =
+pub const TRANSPORT_CC_URI: &str =
     "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01";
 
 /// Packets remembered at first, indexed by the low bits of the transport-wide sequence number.

@@ -10,6 +10,7 @@ pub mod bwe;
 pub mod codec;
 pub mod demux;
 mod drop_log;
+pub mod fec;
 pub mod feedback_loss;
 pub mod forward;
 mod host;

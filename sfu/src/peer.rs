@@ -25,6 +25,7 @@ use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtp_transceiver::rtp_sender::RTCRtpCodec;
 
 use crate::bwe::{self, SharedEstimate};
+use crate::fec::{self, stage::FecStage};
 use crate::metrics::SfuMetrics;
 use crate::qos::FeedbackCounts;
 use crate::red;
@@ -62,7 +63,8 @@ pub fn ice_credentials() -> (String, String) {
 /// resends of simulcast layers turned back into the packets they repair).
 ///
 /// A connection the SFU *sends* media on (a subscriber's) also gets send-side congestion
-/// control, publishing its estimate into `estimate` (see [`crate::bwe`]).
+/// control, publishing its estimate into `estimate` (see [`crate::bwe`]), and video RED and
+/// ULPFEC with the stage that fills in FEC packets (see [`crate::fec`]).
 ///
 /// The SFU is a full ICE agent, not ICE-lite, although lite would let the browser nominate at
 /// once (late joiners decoded in ~0.6 s instead of ~1 s). Measured with `rtc` 0.21: a lite
@@ -136,6 +138,12 @@ pub(crate) fn configure(
         );
     if let Some(estimate) = estimate {
         registry = bwe::with_congestion_control(registry, estimate);
+        // Video FEC on the connections the SFU sends media on; see `fec`.
+        fec::register(&mut media_engine)?;
+        registry = registry.with(
+            Slot::Custom(fec::stage::SLOT),
+            FecStage::new(metrics.clone()),
+        );
     }
     Ok((media_engine, registry))
 }

@@ -30,6 +30,7 @@ use rtc::sansio::Protocol;
 use rtc::shared::TransportContext;
 use rtc::shared::error::Error;
 
+use crate::fec;
 use crate::nack_age::MAX_AGE;
 
 /// How long a sent packet is kept for resending: the age past which `nack_age` no longer lets
@@ -222,6 +223,24 @@ impl ResendHistory {
     }
 }
 
+/// What a NACK for `packet` resends: the packet itself, but a video packet RED-wrapped for
+/// FEC (see [`crate::fec`]) is kept unwrapped, so that its resend on RTX carries the payload
+/// type RTX is associated with (the codec's), and an FEC packet is not kept: its loss is
+/// repaired by the media's own resends.
+fn to_keep(packet: &rtc::rtp::Packet) -> Option<rtc::rtp::Packet> {
+    if packet.header.payload_type != fec::RED_PAYLOAD_TYPE {
+        return Some(packet.clone());
+    }
+    let (payload_type, data) = fec::unwrap(&packet.payload)?;
+    if payload_type == fec::ULPFEC_PAYLOAD_TYPE {
+        return None;
+    }
+    let mut kept = packet.clone();
+    kept.header.payload_type = payload_type;
+    kept.payload = packet.payload.slice_ref(data);
+    Some(kept)
+}
+
 impl Protocol<TaggedPacket, TaggedPacket, ()> for ResendHistory {
     type Rout = TaggedPacket;
     type Wout = TaggedPacket;
@@ -248,8 +267,9 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for ResendHistory {
     fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Error> {
         if let Packet::Rtp(packet) = &msg.message.packet
             && let Some(stream) = self.streams.get_mut(&packet.header.ssrc)
+            && let Some(kept) = to_keep(packet)
         {
-            stream.add(msg.now, packet.clone());
+            stream.add(msg.now, kept);
         }
         self.write.push_back(msg);
         Ok(())
@@ -366,6 +386,40 @@ mod tests {
                 (p.header.ssrc, p.header.sequence_number, p.payload.to_vec())
             })
             .collect()
+    }
+
+    #[test]
+    fn red_wrapped_video_is_resent_unwrapped_and_fec_is_not_resent() {
+        let now = Instant::now();
+        let mut history = bound(false);
+        for (seq, payload) in [
+            (10, fec::wrap(96, b"vp8")),
+            (11, fec::placeholder(0, fec::Protection::OFF)),
+        ] {
+            let packet = rtc::rtp::Packet {
+                header: rtc::rtp::header::Header {
+                    version: 2,
+                    ssrc: SSRC,
+                    sequence_number: seq,
+                    payload_type: fec::RED_PAYLOAD_TYPE,
+                    ..Default::default()
+                },
+                payload,
+            };
+            history
+                .handle_write(TaggedPacket {
+                    now,
+                    transport: TransportContext::default(),
+                    message: AttributedPacket::new(Packet::Rtp(packet)),
+                })
+                .expect("written");
+            history.poll_write().expect("the packet goes on");
+        }
+        assert_eq!(
+            nack(&mut history, now, &[10, 11]),
+            [(SSRC, 10, b"vp8".to_vec())]
+        );
+        assert_eq!(history.streams[&SSRC].sent[0].payload_type, 96);
     }
 
     #[test]

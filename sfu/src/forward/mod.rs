@@ -96,6 +96,13 @@ impl Forwarder {
         }
     }
 
+    /// The next output sequence number, for a packet the SFU adds after those forwarded (see
+    /// [`Rewriter::reserve`]); `None` while nothing is forwarded.
+    pub fn reserve_seq(&mut self) -> Option<u16> {
+        self.current?;
+        self.rewriter.reserve()
+    }
+
     /// Forgets the current layer so that forwarding restarts on the next keyframe, e.g. when
     /// the subscriber asked for one (its decoder is broken until then anyway).
     pub fn restart(&mut self) {

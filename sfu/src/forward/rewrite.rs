@@ -73,8 +73,17 @@ impl Offsets {
 
     /// `input` is not sent: the ones after it move down by one.
     fn drop_one(&mut self, input: u64) {
+        self.shift_after(input, 1);
+    }
+
+    /// A packet of the SFU's own goes out after `input`: the ones after it move up by one.
+    fn insert_after(&mut self, input: u64) {
+        self.shift_after(input, 1u64.wrapping_neg());
+    }
+
+    fn shift_after(&mut self, input: u64, by: u64) {
         let offset = self.changes.back().map_or(0, |(_, o)| *o);
-        self.changes.push_back((input + 1, offset.wrapping_add(1)));
+        self.changes.push_back((input + 1, offset.wrapping_add(by)));
         if self.changes.len() > KEPT_OFFSETS {
             self.changes.pop_front();
         }
@@ -228,6 +237,16 @@ impl Rewriter {
         }
     }
 
+    /// The next output sequence number, for a packet the SFU adds to the stream after the
+    /// packets sent so far (an FEC packet after a frame): the segment's later packets move up
+    /// by one, and a late packet of before keeps its number. `None` before the first packet.
+    pub fn reserve(&mut self) -> Option<u16> {
+        let last = self.last_out.as_mut()?;
+        last.ext_seq += 1;
+        self.seq_offsets.insert_after(self.highest_in);
+        Some(last.ext_seq as u16)
+    }
+
     fn record(&mut self, out_seq: u64, out_ts: u64, now: Instant) -> Rewritten {
         let newer = self.last_out.is_none_or(|last| out_seq > last.ext_seq);
         if newer {
@@ -344,6 +363,33 @@ mod tests {
         assert_eq!(r.renumber_vp8(numbers(20003, 201)), numbers(7, 4));
         // Packets without numbers stay without.
         assert_eq!(r.renumber_vp8(Vp8Numbers::default()), Vp8Numbers::default());
+    }
+
+    #[test]
+    fn reserved_numbers_sit_between_frames_and_late_packets_keep_theirs() {
+        let t0 = Instant::now();
+        let mut r = Rewriter::new(90_000);
+        assert_eq!(r.reserve(), None, "nothing sent yet");
+        let a = r.start_segment(100, 0, t0).seq;
+        let c = r.rewrite(102, 0, t0).unwrap().seq;
+        assert_eq!(c, a.wrapping_add(2));
+        assert_eq!(r.reserve(), Some(a.wrapping_add(3)));
+        assert_eq!(r.reserve(), Some(a.wrapping_add(4)));
+        assert_eq!(
+            r.rewrite(101, 0, t0).unwrap().seq,
+            a.wrapping_add(1),
+            "late"
+        );
+        assert_eq!(r.rewrite(103, 3000, t0).unwrap().seq, a.wrapping_add(5));
+        // A frame dropped after a reserved number closes up as before.
+        r.skip(104, None);
+        assert_eq!(r.rewrite(105, 6000, t0).unwrap().seq, a.wrapping_add(6));
+        assert_eq!(r.reserve(), Some(a.wrapping_add(7)));
+        assert_eq!(
+            r.start_segment(9, 0, t0).seq,
+            a.wrapping_add(8),
+            "next segment follows"
+        );
     }
 
     #[test]
