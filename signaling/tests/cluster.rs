@@ -515,3 +515,299 @@ async fn a_room_whose_origin_died_moves_to_the_next_node_with_a_new_epoch() {
     asia.shutdown().await;
     let _ = std::fs::remove_dir_all(&certs);
 }
+
+/// The saved state of a room is fenced by the lease epoch in Redis: only a save under the
+/// room's newest epoch is taken, so a former origin (a zombie still running after its lease
+/// lapsed) cannot overwrite what the new origin restored, or will save.
+#[tokio::test]
+async fn a_room_state_saved_under_a_stale_epoch_is_refused() {
+    use aula_signaling::cluster::{RoomState, Saved};
+    let redis = RedisServer::start().await;
+    let ttl = Duration::from_millis(1000);
+    let a = Directory::open(&redis.url(), ttl).expect("opens");
+    let b = Directory::open(&redis.url(), ttl).expect("opens");
+    let locked = RoomState {
+        locked: true,
+        hands_raised: 3,
+        participants: Vec::new(),
+    };
+    let first = a
+        .claim_origin("math", "eu-1")
+        .await
+        .expect("claims")
+        .lease()
+        .clone();
+    assert!(
+        a.save_room_state("math", first.epoch, &locked)
+            .await
+            .expect("answers")
+    );
+    assert!(
+        !a.save_room_state("math", first.epoch + 1, &RoomState::default())
+            .await
+            .expect("answers"),
+        "an epoch nobody claimed"
+    );
+    assert_eq!(
+        b.room_state("math").await.expect("reads"),
+        Some(Saved {
+            epoch: first.epoch,
+            state: locked.clone()
+        })
+    );
+    // The saved state outlives the lease by far.
+    let mut conn = redis::Client::open(redis.url())
+        .expect("a client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connects");
+    let pttl: i64 = redis::cmd("PTTL")
+        .arg("aula:cluster:state:math")
+        .query_async(&mut conn)
+        .await
+        .expect("PTTL");
+    assert!(pttl > 60_000, "kept {pttl} ms");
+
+    // The lease lapses and another node claims the room: the former origin's save is refused
+    // at once, before the new origin saved anything, and the new origin reads the old state.
+    let second = tokio::time::timeout(WAIT, async {
+        loop {
+            match b.claim_origin("math", "ap-1").await.expect("answers") {
+                Claim::Won(lease) => break lease,
+                Claim::Held(_) => sleep(Duration::from_millis(50)).await,
+            }
+        }
+    })
+    .await
+    .expect("the lapsed lease is claimed in time");
+    assert_eq!(second.epoch, first.epoch + 1);
+    assert!(
+        !a.save_room_state("math", first.epoch, &RoomState::default())
+            .await
+            .expect("answers"),
+        "the zombie origin's save"
+    );
+    assert_eq!(
+        b.room_state("math").await.expect("reads"),
+        Some(Saved {
+            epoch: first.epoch,
+            state: locked.clone()
+        })
+    );
+    let unlocked = RoomState::default();
+    assert!(
+        b.save_room_state("math", second.epoch, &unlocked)
+            .await
+            .expect("answers")
+    );
+    assert!(
+        !a.save_room_state("math", first.epoch, &locked)
+            .await
+            .expect("answers")
+    );
+    assert_eq!(
+        a.room_state("math").await.expect("reads"),
+        Some(Saved {
+            epoch: second.epoch,
+            state: unlocked.clone()
+        })
+    );
+
+    // A release keeps the state (the room may be served elsewhere next); the release of a room
+    // that ended forgets it.
+    assert!(b.release("math", &second).await.expect("releases"));
+    assert!(b.room_state("math").await.expect("reads").is_some());
+    let third = a
+        .claim_origin("math", "eu-1")
+        .await
+        .expect("claims")
+        .lease()
+        .clone();
+    assert!(a.release_ended("math", &third).await.expect("releases"));
+    assert_eq!(a.room_state("math").await.expect("reads"), None);
+}
+
+/// Who sits where after a join: its identity, whether its hand is up, whether it may publish,
+/// and whether the room is locked.
+fn standing(joined: &aula_protocol::ServerMessage) -> (String, bool, bool, bool) {
+    let aula_protocol::ServerMessage::Joined {
+        participant,
+        room,
+        permissions,
+        ..
+    } = joined
+    else {
+        panic!("expected Joined, got {joined:?}");
+    };
+    let can_publish = permissions.as_ref().expect("permissions").can_publish;
+    (
+        participant.identity.clone(),
+        participant.hand_raised,
+        can_publish,
+        room.locked,
+    )
+}
+
+/// Joins `identity` through `addr` until it is in (a node answers `unavailable` while the dead
+/// origin's lease has not lapsed yet), as the SDKs do by themselves.
+async fn join_again(
+    addr: std::net::SocketAddr,
+    room: &str,
+    identity: &str,
+    role: aula_protocol::Role,
+) -> (common::Client, aula_protocol::ServerMessage) {
+    let deadline = Instant::now() + WAIT + Duration::from_secs(5);
+    loop {
+        let mut client = common::Client::connect(addr).await;
+        client
+            .send(&aula_protocol::ClientMessage::Join {
+                version: aula_protocol::PROTOCOL_VERSION,
+                token: common::dev_token(room, identity, role),
+            })
+            .await;
+        match client.try_recv().await {
+            Ok(joined @ aula_protocol::ServerMessage::Joined { .. }) => return (client, joined),
+            other => {
+                assert!(
+                    Instant::now() < deadline,
+                    "{identity} never joined again: {other:?}"
+                );
+                sleep(Duration::from_millis(300)).await;
+            }
+        }
+    }
+}
+
+/// The origin of a class dies: the node that takes the room over restores what the origin
+/// saved, so the class rejoining there finds the room still locked, its hands in the same
+/// order and its student still on stage; a newcomer is still kept out.
+#[tokio::test]
+async fn a_class_keeps_its_lock_hands_and_stage_when_its_origin_dies() {
+    use aula_protocol::{ClientMessage, ErrorCode, Role, ServerEvent, ServerMessage};
+    let redis = RedisServer::start().await;
+    let (certs, _) = cluster_certs("carry", &["eu-1", "asia-1"]);
+    let eu = start(relay_node_config(&redis.url(), &certs, "eu-1", "eu"))
+        .await
+        .expect("starts");
+    let asia = start(relay_node_config(&redis.url(), &certs, "asia-1", "asia"))
+        .await
+        .expect("starts");
+    until("both nodes to see each other", || async {
+        listed(&eu).await.len() == 2 && listed(&asia).await.len() == 2
+    })
+    .await;
+    let directory = Directory::open(&redis.url(), Duration::from_secs(3)).expect("opens");
+    let room = "carried";
+
+    // The class on eu-1: ana on stage, bo's hand up then cy's, the room locked. bo reaches
+    // the class through asia-1, which carries its signaling to the origin.
+    let (mut teacher, _) =
+        common::Client::join(eu.http_addr(), room, "teacher", Role::Teacher).await;
+    let (_ana, ana) = common::Client::join(eu.http_addr(), room, "ana", Role::Student).await;
+    let (mut bo, _) = common::Client::join(asia.http_addr(), room, "bo", Role::Student).await;
+    let (mut cy, _) = common::Client::join(eu.http_addr(), room, "cy", Role::Student).await;
+    let ServerMessage::Joined { participant, .. } = &ana else {
+        unreachable!()
+    };
+    teacher
+        .send(&ClientMessage::InviteToStage {
+            participant_sid: participant.sid.clone(),
+        })
+        .await;
+    bo.raise_hand_and_sync().await;
+    cy.raise_hand_and_sync().await;
+    teacher
+        .send(&ClientMessage::LockRoom { locked: true })
+        .await;
+    teacher
+        .event_until(|e| matches!(e, ServerEvent::RoomLocked { locked: true }))
+        .await;
+    assert_eq!((eu.participant_count(), asia.participant_count()), (4, 0));
+    let first = directory.origin_of(room).await.unwrap().expect("a lease");
+    assert_eq!(first.node, "eu-1");
+
+    // Saved in Redis within a moment, under the origin's epoch.
+    until("the class saved in Redis", || async {
+        let Some(saved) = directory.room_state(room).await.expect("reads") else {
+            return false;
+        };
+        let hands: Vec<&str> = {
+            let mut raised: Vec<_> = saved
+                .state
+                .participants
+                .iter()
+                .filter_map(|p| Some((p.hand?, p.identity.as_str())))
+                .collect();
+            raised.sort();
+            raised.into_iter().map(|(_, id)| id).collect()
+        };
+        saved.epoch == first.epoch && saved.state.locked && hands == ["bo", "cy"]
+    })
+    .await;
+
+    // eu-1 goes away; after its lease lapses, the class joins again through asia-1 (cy first,
+    // whose hand went up after bo's).
+    eu.shutdown().await;
+    bo.expect_closed_frames().await;
+    let (_cy, cy_back) = join_again(asia.http_addr(), room, "cy", Role::Student).await;
+    assert_eq!(standing(&cy_back), ("cy".into(), true, false, true));
+    let second = directory.origin_of(room).await.unwrap().expect("a lease");
+    assert_eq!(second.node, "asia-1");
+    assert!(second.epoch > first.epoch, "{second:?} after {first:?}");
+
+    let (_bo, bo_back) = join_again(asia.http_addr(), room, "bo", Role::Student).await;
+    assert_eq!(standing(&bo_back), ("bo".into(), true, false, true));
+    let (_ana, ana_back) = join_again(asia.http_addr(), room, "ana", Role::Student).await;
+    assert_eq!(
+        standing(&ana_back),
+        ("ana".into(), false, true, true),
+        "back on stage"
+    );
+    let (mut teacher, teacher_back) =
+        join_again(asia.http_addr(), room, "teacher", Role::Teacher).await;
+    assert_eq!(
+        identities(&teacher_back),
+        ["ana", "bo", "cy"],
+        "the class is together on the new origin"
+    );
+    let sid_of = |joined: &ServerMessage| match joined {
+        ServerMessage::Joined { participant, .. } => participant.sid.clone(),
+        _ => unreachable!(),
+    };
+    let queue = teacher
+        .event_until(|e| matches!(e, ServerEvent::HandQueue { .. }))
+        .await;
+    assert_eq!(
+        queue,
+        ServerEvent::HandQueue {
+            participant_sids: vec![sid_of(&bo_back), sid_of(&cy_back)]
+        },
+        "bo's hand still before cy's"
+    );
+
+    // Still locked to newcomers.
+    let mut stranger = common::Client::connect(asia.http_addr()).await;
+    stranger
+        .send(&ClientMessage::Join {
+            version: aula_protocol::PROTOCOL_VERSION,
+            token: common::dev_token(room, "stranger", Role::Student),
+        })
+        .await;
+    assert_eq!(stranger.expect_error().await, ErrorCode::RoomLocked);
+
+    // The new origin saves the room under its own epoch from now on.
+    until("the state saved under the new epoch", || async {
+        directory
+            .room_state(room)
+            .await
+            .expect("reads")
+            .is_some_and(|saved| saved.epoch == second.epoch && saved.state.locked)
+    })
+    .await;
+    assert_eq!(
+        metric(&asia, "aula_cluster_room_state_restores_total").await,
+        Some(1.0)
+    );
+    asia.shutdown().await;
+    let _ = std::fs::remove_dir_all(&certs);
+}
