@@ -47,10 +47,12 @@ pub struct Sendmmsg {
     headers: Vec<libc::mmsghdr>,
 }
 
-// SAFETY: `iovecs` and `headers` hold raw pointers (which make them `!Send`) only during
-// `send`: they are cleared before it returns, so moving the value to another thread moves no
-// live pointer.
+// SAFETY: `iovecs` and `headers` hold raw pointers (which make them `!Send` and `!Sync`) only
+// during `send`, which takes `&mut self`: they are cleared before it returns, so neither moving
+// the value to another thread nor sharing `&Sendmmsg` (through which nothing can be read or
+// sent) exposes a live pointer.
 unsafe impl Send for Sendmmsg {}
+unsafe impl Sync for Sendmmsg {}
 
 impl Sendmmsg {
     /// Sends the first [`MAX_BATCH`] of `datagrams`, in order, in one `sendmmsg` call on the
