@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::scenario::Scenario;
-use crate::server::Traffic;
+use crate::server::{Buckets, Traffic};
 use crate::shard::ShardReport;
 use crate::stats::Summary;
 
@@ -127,6 +127,11 @@ pub struct ForwardedReport {
     pub per_second: f64,
     /// Forwarded packets per CPU-second of the server; needs its pid.
     pub per_cpu_second: Option<f64>,
+    /// The server's forwarding latency in the window (`aula_forwarding_latency_seconds`: a
+    /// datagram's arrival to the last of its copies sent), milliseconds, interpolated within
+    /// the histogram's buckets; capped at its largest finite bound (50 ms).
+    pub latency_p50_ms: Option<f64>,
+    pub latency_p99_ms: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -154,6 +159,8 @@ pub struct RunFacts {
     pub server: Option<ServerReport>,
     /// Forwarded packets in the window from the server's metrics, if it has them.
     pub server_forwarded: Option<f64>,
+    /// The server's forwarding-latency histogram in the window, if it has one.
+    pub forwarding_latency: Option<Buckets>,
     pub client_cpu_seconds: f64,
     pub udp_receive_drops: u64,
     pub machine_busy_cores: Option<f64>,
@@ -302,6 +309,16 @@ impl Report {
                 source,
                 per_second: forwarded / window,
                 per_cpu_second,
+                latency_p50_ms: facts
+                    .forwarding_latency
+                    .as_ref()
+                    .and_then(|b| b.quantile(0.5))
+                    .map(|s| s * 1e3),
+                latency_p99_ms: facts
+                    .forwarding_latency
+                    .as_ref()
+                    .and_then(|b| b.quantile(0.99))
+                    .map(|s| s * 1e3),
             },
             client: ClientReport {
                 cpu_percent: client_cores * 100.0,
@@ -431,6 +448,15 @@ impl Report {
         }
         if let Some(per) = self.forwarded.per_cpu_second {
             row(&mut t, "forwarded per CPU-second", format!("{per:.0}"));
+        }
+        if let (Some(p50), Some(p99)) =
+            (self.forwarded.latency_p50_ms, self.forwarded.latency_p99_ms)
+        {
+            row(
+                &mut t,
+                "forwarding latency ms",
+                format!("p50 {p50:.3}  p99 {p99:.3} (server: arrival to last copy sent)"),
+            );
         }
         row(
             &mut t,

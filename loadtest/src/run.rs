@@ -208,6 +208,10 @@ async fn measure(
         true => server::forwarded_packets(server).await,
         false => None,
     };
+    let latency_before = match with_metrics {
+        true => server::forwarding_latency(server).await,
+        false => None,
+    };
     let traffic_before = match with_metrics {
         true => server::traffic(server).await,
         false => None,
@@ -238,6 +242,10 @@ async fn measure(
     let machine_after = procfs::machine_ticks();
     let forwarded_after = match with_metrics {
         true => server::forwarded_packets(server).await,
+        false => None,
+    };
+    let latency_after = match with_metrics {
+        true => server::forwarding_latency(server).await,
         false => None,
     };
     let traffic_after = match with_metrics {
@@ -276,6 +284,9 @@ async fn measure(
         server_forwarded: forwarded_before
             .zip(forwarded_after)
             .map(|(before, after)| after - before),
+        forwarding_latency: latency_before
+            .zip(latency_after)
+            .and_then(|(before, after)| before.until(&after)),
         origin_traffic: traffic_before
             .zip(traffic_after)
             .map(|(before, after)| before.until(&after)),

@@ -160,6 +160,80 @@ fn traffic_of(text: &str) -> Traffic {
     }
 }
 
+/// The SFU's forwarding-latency histogram: from a datagram's arrival to the last of its copies
+/// sent.
+const FORWARDING_LATENCY_METRIC: &str = "aula_forwarding_latency_seconds";
+
+/// A Prometheus histogram's cumulative buckets: (upper bound in seconds, count), ascending,
+/// `+Inf` last.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Buckets(Vec<(f64, f64)>);
+
+impl Buckets {
+    /// The counts between `self` (before) and `after`; `None` if the buckets differ.
+    pub fn until(&self, after: &Buckets) -> Option<Buckets> {
+        (self.0.len() == after.0.len() && self.0.iter().zip(&after.0).all(|(a, b)| a.0 == b.0))
+            .then(|| {
+                Buckets(
+                    self.0
+                        .iter()
+                        .zip(&after.0)
+                        .map(|(a, b)| (a.0, b.1 - a.1))
+                        .collect(),
+                )
+            })
+    }
+
+    /// The `q` quantile, interpolated within its bucket as Prometheus's `histogram_quantile`
+    /// does: `None` without observations; the largest finite bound when it falls in `+Inf`.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        let total = self.0.last()?.1;
+        if total <= 0.0 {
+            return None;
+        }
+        let rank = q * total;
+        let (mut lower, mut below) = (0.0, 0.0);
+        for &(bound, count) in &self.0 {
+            if count >= rank {
+                if bound.is_infinite() {
+                    return Some(lower);
+                }
+                let share = if count > below {
+                    (rank - below) / (count - below)
+                } else {
+                    1.0
+                };
+                return Some(lower + (bound - lower) * share);
+            }
+            (lower, below) = (bound, count);
+        }
+        Some(lower)
+    }
+}
+
+/// The server's forwarding-latency histogram, if it exports one.
+pub async fn forwarding_latency(server: SocketAddr) -> Option<Buckets> {
+    let (status, body) = http::get(server, "/metrics", METRICS_TIMEOUT).await.ok()?;
+    (status == 200).then(|| buckets_of(&body, FORWARDING_LATENCY_METRIC))?
+}
+
+/// The buckets of histogram `name` (one series) in Prometheus text format.
+fn buckets_of(text: &str, name: &str) -> Option<Buckets> {
+    let prefix = format!("{name}_bucket{{");
+    let mut buckets = Vec::new();
+    for line in text.lines().filter(|l| l.starts_with(&prefix)) {
+        let bound = line.split("le=\"").nth(1)?.split('"').next()?;
+        let bound = match bound {
+            "+Inf" => f64::INFINITY,
+            b => b.parse().ok()?,
+        };
+        let count = line.rsplit(' ').next()?.parse().ok()?;
+        buckets.push((bound, count));
+    }
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    (!buckets.is_empty()).then_some(Buckets(buckets))
+}
+
 /// The server's forwarded-packet counter, if it exports one.
 pub async fn forwarded_packets(server: SocketAddr) -> Option<f64> {
     let (status, body) = http::get(server, "/metrics", METRICS_TIMEOUT).await.ok()?;
@@ -195,6 +269,42 @@ aula_packets_forwarded_total 1234\naula_packets_forwarded_total_extra 5\n";
         assert_eq!(metric_value("x 1\n", FORWARDED_METRIC), None);
         let labelled = "aula_packets_forwarded_total{shard=\"0\"} 2\naula_packets_forwarded_total{shard=\"1\"} 3\n";
         assert_eq!(metric_value(labelled, FORWARDED_METRIC), Some(5.0));
+    }
+
+    #[test]
+    fn reads_histogram_quantiles_between_two_scrapes() {
+        let scrape = |counts: [u32; 4]| {
+            format!(
+                "# TYPE aula_forwarding_latency_seconds histogram\n\
+aula_forwarding_latency_seconds_bucket{{le=\"0.001\"}} {}\n\
+aula_forwarding_latency_seconds_bucket{{le=\"0.002\"}} {}\n\
+aula_forwarding_latency_seconds_bucket{{le=\"0.004\"}} {}\n\
+aula_forwarding_latency_seconds_bucket{{le=\"+Inf\"}} {}\n\
+aula_forwarding_latency_seconds_sum 1\naula_forwarding_latency_seconds_count {}\n",
+                counts[0], counts[1], counts[2], counts[3], counts[3]
+            )
+        };
+        let before = buckets_of(&scrape([10, 10, 10, 10]), FORWARDING_LATENCY_METRIC).unwrap();
+        // In the window: 50 under 1 ms, 40 in (1, 2], 10 in (2, 4].
+        let after = buckets_of(&scrape([60, 100, 110, 110]), FORWARDING_LATENCY_METRIC).unwrap();
+        let window = before.until(&after).unwrap();
+        let near = |got: Option<f64>, want: f64| {
+            assert!(
+                got.is_some_and(|g| (g - want).abs() < 1e-12),
+                "{got:?}, want {want}"
+            )
+        };
+        near(window.quantile(0.5), 0.001);
+        near(window.quantile(0.7), 0.0015);
+        near(window.quantile(0.99), 0.0038);
+        let overflow = buckets_of(&scrape([0, 0, 0, 5]), FORWARDING_LATENCY_METRIC).unwrap();
+        assert_eq!(
+            overflow.quantile(0.99),
+            Some(0.004),
+            "capped at the largest bound"
+        );
+        assert_eq!(before.until(&before).unwrap().quantile(0.99), None);
+        assert_eq!(buckets_of("x 1\n", FORWARDING_LATENCY_METRIC), None);
     }
 
     #[test]
