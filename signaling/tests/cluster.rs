@@ -749,7 +749,7 @@ async fn a_class_keeps_its_lock_hands_and_stage_when_its_origin_dies() {
     // whose hand went up after bo's).
     eu.shutdown().await;
     bo.expect_closed_frames().await;
-    let (_cy, cy_back) = join_again(asia.http_addr(), room, "cy", Role::Student).await;
+    let (mut cy, cy_back) = join_again(asia.http_addr(), room, "cy", Role::Student).await;
     assert_eq!(standing(&cy_back), ("cy".into(), true, false, true));
     let second = directory.origin_of(room).await.unwrap().expect("a lease");
     assert_eq!(second.node, "asia-1");
@@ -808,6 +808,28 @@ async fn a_class_keeps_its_lock_hands_and_stage_when_its_origin_dies() {
         metric(&asia, "aula_cluster_room_state_restores_total").await,
         Some(1.0)
     );
+
+    // Redis goes away: the class goes on (cy lowers its hand, the teacher sees it), and the
+    // saves that fail are counted.
+    redis.stop();
+    cy.send(&ClientMessage::LowerHand {
+        participant_sid: None,
+    })
+    .await;
+    let queue = teacher
+        .event_until(|e| matches!(e, ServerEvent::HandQueue { participant_sids } if participant_sids.len() == 1))
+        .await;
+    assert_eq!(
+        queue,
+        ServerEvent::HandQueue {
+            participant_sids: vec![sid_of(&bo_back)]
+        }
+    );
+    until("the failed save counted", || async {
+        metric(&asia, "aula_cluster_room_state_errors_total").await >= Some(1.0)
+    })
+    .await;
+    teacher.assert_alive().await;
     asia.shutdown().await;
     let _ = std::fs::remove_dir_all(&certs);
 }
