@@ -90,8 +90,8 @@ pub struct ClusterMedia {
     /// The control plane's rooms, whose state is saved for the next origin and restored when
     /// this node takes a room over (see `saved`); set once the registry exists.
     rooms: OnceLock<saved::Rooms>,
-    /// One claim of a room's lease at a time, per room: a join waits for another's claim (and
-    /// the restoring of the room's saved state) before it is served.
+    /// One takeover of a room at a time: a join that finds the room's lease ours waits for
+    /// another join's takeover (the restoring of the room's saved state) before it is served.
     claims: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 

@@ -4,7 +4,7 @@
 //!
 //! A room this node takes (a new epoch after its origin died, or its own lease from before a
 //! restart) gets the state its former origin saved before its first join here is served (see
-//! `saved`); one claim per room at a time, so a second join waits for that.
+//! `saved`); other joins of the room meanwhile wait for that before they are served.
 
 use std::collections::HashSet;
 use std::sync::{Arc, PoisonError};
@@ -84,33 +84,31 @@ impl ClusterMedia {
         if held(self).is_some() {
             return Ok(None);
         }
-        let lock = Arc::clone(self.claims_lock().entry(room.to_owned()).or_default());
-        let result = async {
-            let _claiming = lock.lock().await;
-            // Another join may have claimed the room while this one waited.
-            if held(self).is_some() {
-                return Ok(None);
-            }
-            let lease = self
-                .directory
-                .claim_origin(room, &self.node_id)
-                .await?
-                .lease()
-                .clone();
-            if lease.node != self.node_id {
-                return Ok(Some(lease));
-            }
-            self.take_over(room, &lease).await;
-            self.hold(room, lease, participant);
-            Ok(None)
+        let lease = self
+            .directory
+            .claim_origin(room, &self.node_id)
+            .await?
+            .lease()
+            .clone();
+        if lease.node != self.node_id {
+            return Ok(Some(lease));
         }
-        .await;
+        // Ours: the first join to get here takes the room over; the others (told the lease is
+        // held, by us) wait for that, so that none is served before the state is restored.
+        let lock = Arc::clone(self.claims_lock().entry(room.to_owned()).or_default());
+        {
+            let _taking_over = lock.lock().await;
+            if held(self).is_none() {
+                self.take_over(room, &lease).await;
+                self.hold(room, lease, participant);
+            }
+        }
         drop(lock);
         let mut claims = self.claims_lock();
         if claims.get(room).is_some_and(|l| Arc::strong_count(l) == 1) {
             claims.remove(room);
         }
-        result
+        Ok(None)
     }
 
     fn claims_lock(
