@@ -409,9 +409,11 @@ impl Registry {
     pub fn lock_room(&mut self, actor: &str, locked: bool) -> Result<(), Refused> {
         let room = self.room_for(actor)?;
         authorize(room, actor, None)?;
-        if locked {
+        if locked && !room.locked {
             // Who was lost before the lock is not put back on stage once the door is closed
-            // (and is refused anyway while it stays locked).
+            // (and is refused anyway while it stays locked). Locking a locked room changes
+            // nothing: a class taken over from a dead origin, locked, is let back in by its
+            // memory (see `crate::rejoin`), which a teacher's second lock must not undo.
             room.comebacks.clear();
         }
         if room.locked != locked {

@@ -919,6 +919,15 @@ mod tests {
         // A room live with participants keeps its own state.
         assert!(!next.restore_room_state("r", RoomState::default()));
         assert!(next.room("r").expect("room").locked);
+
+        // The teacher back first and locking the (locked) room again keeps the class's way in.
+        let mut again = Registry::new(false);
+        assert!(again.restore_room_state("r", state));
+        let (t, _t_rx) = member("PA_t3", "teacher", Role::Teacher);
+        again.join("r", t);
+        again.lock_room("PA_t3", true).expect("lock");
+        let (bo, _bo_rx) = member("PA_b3", "bo", Role::Student);
+        again.may_join("r", &bo).expect("bo was in the class");
     }
 
     #[test]
