@@ -48,7 +48,7 @@ return {1, lease}
 /// How long a room's saved state outlives its lease (renewed with it): past a dead origin's
 /// lease, the time its participants take to come back (their SDKs rejoin for up to a minute,
 /// and a node remembers a lost participant as long: `crate::rejoin::REMEMBERED_FOR`).
-pub const STATE_KEEP_PAST_LEASE: Duration = crate::rejoin::REMEMBERED_FOR;
+const STATE_KEEP_PAST_LEASE: Duration = crate::rejoin::REMEMBERED_FOR;
 
 /// Extends a lease, and the room's saved state, if the lease is still the caller's (same node,
 /// same epoch). KEYS: origin, epoch, state. ARGV: node id, epoch, lease TTL ms, epoch keep ms,
@@ -201,7 +201,7 @@ impl Directory {
 
     /// Gives `lease` up so another node can claim the room at once. False when it was no
     /// longer in force (nothing is removed then). The room's saved state is kept (it expires
-    /// [`STATE_KEEP_PAST_LEASE`] after the last renew).
+    /// `STATE_KEEP_PAST_LEASE` after the last renew).
     pub async fn release(&self, room: &str, lease: &Lease) -> Result<bool> {
         self.release_with(room, lease, false).await
     }
