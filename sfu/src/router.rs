@@ -17,7 +17,7 @@ use bytes::{Bytes, BytesMut};
 use rand::Rng;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::RTCPeerConnection;
-use rtc::peer_connection::configuration::media_engine::MIME_TYPE_OPUS;
+use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_ULP_FEC};
 use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
 use rtc::peer_connection::message::RTCMessage;
 use rtc::peer_connection::sdp::RTCSessionDescription;
@@ -43,6 +43,7 @@ use crate::bwe::{self, SharedEstimate};
 use crate::codec::{VideoCodec, Vp8Numbers, Vp8Temporal};
 use crate::demux;
 use crate::drop_log::DropLog;
+use crate::fec::{self, Protection};
 use crate::forward::allocate::{Demand, Priority, allocate};
 use crate::forward::condition::{PathCondition, PathJudge};
 use crate::forward::quality::{Ladder, Step};
@@ -222,6 +223,10 @@ struct Consumer {
     selector: Selector,
     /// Audio sent as RED: the frames to repeat.
     red_encoder: red::Encoder,
+    /// Video FEC: how much, by the subscriber's loss, and how many packets of the current
+    /// frame went out wrapped for it (see `fec`).
+    fec: Protection,
+    fec_frame: usize,
     /// The subscriber was told this video is paused for its link ([`SfuEvent::StreamState`]).
     told_paused: bool,
 }
@@ -270,8 +275,13 @@ enum ConsumerStage {
     /// Answered; waiting for the connection.
     Negotiated,
     /// Forwarding with the payload type the subscriber negotiated, as RED with the RED
-    /// payload type if it negotiated RED for this (Opus) track.
-    Live { payload_type: u8, red: Option<u8> },
+    /// payload type if it negotiated RED for this (Opus) track; `fec`: it negotiated video
+    /// RED and ULPFEC with Aula's payload types, so its video can be protected (see `fec`).
+    Live {
+        payload_type: u8,
+        red: Option<u8>,
+        fec: bool,
+    },
 }
 
 /// See the module docs.
@@ -739,6 +749,8 @@ impl Router {
                         TrackKind::Video => Ladder::VIDEO,
                     }),
                     red_encoder: red::Encoder::default(),
+                    fec: Protection::OFF,
+                    fec_frame: 0,
                     told_paused: false,
                 },
             );
@@ -1371,8 +1383,17 @@ impl Router {
                 .eq_ignore_ascii_case(MIME_TYPE_OPUS)
                 .then(|| payload_type_of(codecs, red::MIME_TYPE_RED))
                 .flatten();
+            let fec = producer.kind == TrackKind::Video
+                && payload_type_of(codecs, fec::MIME_TYPE_VIDEO_RED) == Some(fec::RED_PAYLOAD_TYPE)
+                && payload_type_of(codecs, MIME_TYPE_ULP_FEC) == Some(fec::ULPFEC_PAYLOAD_TYPE);
             match payload_type {
-                Some(payload_type) => consumer.stage = ConsumerStage::Live { payload_type, red },
+                Some(payload_type) => {
+                    consumer.stage = ConsumerStage::Live {
+                        payload_type,
+                        red,
+                        fec,
+                    }
+                }
                 None => {
                     warn!(%participant, track = %producer.sid, %mime, "subscriber did not accept the codec")
                 }
@@ -1497,7 +1518,12 @@ impl Router {
         // in each history was most of a student's memory).
         let mut renumbered: Vec<(Vp8Numbers, Bytes)> = Vec::new();
         for consumer in producer.consumers.values_mut() {
-            let ConsumerStage::Live { payload_type, red } = consumer.stage else {
+            let ConsumerStage::Live {
+                payload_type,
+                red,
+                fec,
+            } = consumer.stage
+            else {
                 continue;
             };
             consumer.retarget(&producer.activity);
@@ -1531,7 +1557,37 @@ impl Router {
                     );
                     out.header.payload_type = red_payload_type;
                 }
+                let protect = fec && consumer.fec.is_on();
+                if protect {
+                    out.payload = fec::wrap(payload_type, &out.payload);
+                    out.header.payload_type = fec::RED_PAYLOAD_TYPE;
+                    consumer.fec_frame += 1;
+                }
+                let frame_end = out.header.marker;
                 writes.push((consumer.peer, consumer.sender_id, out));
+                if protect && frame_end {
+                    // The frame's FEC packets follow its last packet (see `fec`).
+                    let groups = fec::plan(std::mem::take(&mut consumer.fec_frame), consumer.fec);
+                    for group in 0..groups.len() {
+                        let Some(seq) = consumer.forwarder.reserve_seq() else {
+                            break;
+                        };
+                        let header = rtc::rtp::header::Header {
+                            version: 2,
+                            payload_type: fec::RED_PAYLOAD_TYPE,
+                            sequence_number: seq,
+                            timestamp: rewritten.timestamp,
+                            ssrc: consumer.ssrc,
+                            ..Default::default()
+                        };
+                        let payload = fec::placeholder(group, consumer.fec);
+                        writes.push((
+                            consumer.peer,
+                            consumer.sender_id,
+                            rtc::rtp::Packet { header, payload },
+                        ));
+                    }
+                }
             }
         }
         for (key, sender_id, out) in writes {
@@ -1765,6 +1821,7 @@ impl Router {
                 if let Some(consumer) = producer.consumers.get_mut(&participant) {
                     let distance = red::distance_for(consumer.red_encoder.distance(), loss);
                     consumer.red_encoder.set_distance(distance);
+                    consumer.fec = Protection::for_loss(consumer.fec, loss);
                 }
             }
         }
@@ -2010,10 +2067,15 @@ fn demand(
         _ => Priority::Camera,
     };
     let count = producer.layers.values().max().map_or(1, |top| top + 1);
-    // RED repeats each frame as many more times as the link's loss asks (see `red`).
+    // RED repeats each frame as many more times as the link's loss asks (see `red`), and FEC
+    // adds its parity to video (see `fec`).
     let red_distance = match consumer.stage {
         ConsumerStage::Live { red: Some(_), .. } => consumer.red_encoder.distance(),
         _ => 0,
+    };
+    let fec_overhead = match consumer.stage {
+        ConsumerStage::Live { fec: true, .. } => consumer.fec.overhead(),
+        _ => 0.0,
     };
     let rendered = consumer
         .rendered
@@ -2034,7 +2096,7 @@ fn demand(
             };
             let rate = producer.rates.rate_up_to(layer, quality.temporal);
             (max_layer.is_some_and(|max| layer <= max) && producer.activity.is_alive(layer))
-                .then(|| red::cost(rate.unwrap_or(assumed), red_distance))
+                .then(|| red::cost(rate.unwrap_or(assumed), red_distance) * (1.0 + fec_overhead))
         })
         .collect();
     Demand { priority, steps }

@@ -53,7 +53,8 @@ export async function showVideosLarge(page) {
  *   detection: `totalFreezesDuration`), `longestStallMs`: the longest time without a newly
  *   decoded frame (sampling resolution 100 ms) and when it began (`longestStallSince`, wall
  *   clock, to find it in the server's log), `fps`, `heights`: the decoded frame height
- *   at each sample, `kbps`: video bitrate received;
+ *   at each sample, `kbps`: video bitrate received; `nacks`, `packetsLost` (after repair),
+ *   `fecReceived` and `fecDiscarded` (FEC packets, and those that repaired nothing);
  * - `concealment`: share of audio samples the decoder had to invent (`concealedSamples` /
  *   `totalSamplesReceived`), `audioKbps`.
  */
@@ -99,6 +100,9 @@ export function watch(page, ms) {
       heights,
       kbps: (delta('video', 'bytesReceived') * 8) / seconds / 1000,
       nacks: delta('video', 'nackCount'),
+      packetsLost: delta('video', 'packetsLost'),
+      fecReceived: delta('video', 'fecPacketsReceived'),
+      fecDiscarded: delta('video', 'fecPacketsDiscarded'),
       concealment: samples > 0 ? delta('audio', 'concealedSamples') / samples : 1,
       audioKbps: (delta('audio', 'bytesReceived') * 8) / seconds / 1000,
       audioCodec: last.audio.codecId ?? null,
