@@ -276,8 +276,10 @@ export async function stopServerAndBrowser({ server, browser }) {
  * exists. Uncaught page errors are collected in `page.aulaErrors` for the test to assert on.
  * @param {{room: string, name: string, role: 'teacher'|'student', region?: string}} who
  */
-export async function joinClass(browser, baseUrl, { room, name, role, region }) {
+export async function joinClass(browser, baseUrl, { room, name, role, region, initScript }) {
   const page = await browser.newPage();
+  // Run in the page before its own scripts (a test changing what the browser negotiates).
+  if (initScript) await page.addInitScript(initScript);
   page.aulaErrors = [];
   page.on('pageerror', (err) => page.aulaErrors.push(err.message));
   const query = new URLSearchParams({ room });

@@ -9,15 +9,38 @@ import { joinClass, waitForMedia } from './harness.js';
  * A student joins `room` through the class page, shows every video large (see
  * `showVideosLarge`), and on the clean link climbs to the teacher's top layer (up to 30 s; the
  * teacher's encoder ramps up too). `media` is what `waitForMedia` saw, for the caller to judge.
+ * `refuse` lists what the student's browser leaves out of its answers (see `refuseInAnswers`).
  * @returns {Promise<{page: any, identity: string, media: any}>}
  */
-export async function joinStudentOnTop(browser, baseUrl, { room, name }) {
-  const page = await joinClass(browser, baseUrl, { room, name, role: 'student' });
+export async function joinStudentOnTop(browser, baseUrl, { room, name, refuse = [] }) {
+  const initScript = refuse.length > 0 ? `(${refuseInAnswers})(${JSON.stringify(refuse)})` : undefined;
+  const page = await joinClass(browser, baseUrl, { room, name, role: 'student', initScript });
   await showVideosLarge(page);
   const identity = await page.evaluate(() => window.aulaRoom.localParticipant.identity);
   const media = await waitForMedia(page, 20_000);
   if (media.ok) await waitForHeight(page, (h) => h >= 700, 30_000);
   return { page, identity, media };
+}
+
+/**
+ * Runs in a page (see `joinStudentOnTop`'s `refuse`): the browser's answers to the SFU leave
+ * out video FEC (`'ulpfec'`) or NACK feedback (`'nack'`), as a browser without them would
+ * answer, so that a test can compare a student with and without either.
+ */
+function refuseInAnswers(refuse) {
+  const set = RTCPeerConnection.prototype.setLocalDescription;
+  RTCPeerConnection.prototype.setLocalDescription = function (description) {
+    if (description?.type !== 'answer') return set.call(this, description);
+    let lines = description.sdp.split('\r\n');
+    if (refuse.includes('nack')) lines = lines.filter((l) => !/^a=rtcp-fb:\d+ nack$/.test(l));
+    const fec = refuse.includes('ulpfec') && description.sdp.match(/a=rtpmap:(\d+) ulpfec\/90000/)?.[1];
+    if (fec) {
+      lines = lines
+        .filter((l) => !l.startsWith(`a=rtpmap:${fec} `) && !l.startsWith(`a=fmtp:${fec} `) && !l.startsWith(`a=rtcp-fb:${fec} `))
+        .map((l) => (l.startsWith('m=video') ? l.split(' ').filter((t, i) => i < 3 || t !== fec).join(' ') : l));
+    }
+    return set.call(this, { type: 'answer', sdp: lines.join('\r\n') });
+  };
 }
 
 /**
