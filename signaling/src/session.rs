@@ -24,6 +24,7 @@ use serde::Serialize;
 use tokio::sync::{Notify, OwnedSemaphorePermit, mpsc};
 use tokio::time::Instant;
 
+use crate::cluster::alternates::{self, Feed};
 use crate::cluster::relay::Route;
 use crate::moderation::MediaEffect;
 use crate::ratelimit::TokenBucket;
@@ -76,6 +77,9 @@ enum Flow {
         origin: Box<OriginSocket>,
         ws_url: String,
         first: String,
+        /// The client's alternates, sent by this node (not by the origin, which does not know
+        /// which node the client reached).
+        alternates: Option<Feed>,
     },
 }
 
@@ -113,6 +117,9 @@ struct Session {
     handover: Arc<Notify>,
     /// The client's region from `/ws?region=`, when its token names none.
     region: Option<String>,
+    /// In a cluster with relay links: the other nodes the client may reconnect to, sent after
+    /// `joined` / `resumed` and whenever they change (see `crate::cluster::alternates`).
+    alternates: Option<Feed>,
 }
 
 /// Runs one WebSocket to the end, then removes the participant from its room and the SFU.
@@ -138,6 +145,7 @@ pub(crate) async fn run(
         joined: None,
         handover: Arc::clone(&handover),
         region,
+        alternates: None,
     };
     let mut proxy = None;
     let connected_at = Instant::now();
@@ -194,6 +202,7 @@ pub(crate) async fn run(
                     }
                 }
             }
+            () = alternates::changed(&mut session.alternates) => session.send_alternates(),
             _ = handover.notified() => {
                 tracing::info!(sid = session.sid(), "resumed on another connection");
                 lost = true;
@@ -242,8 +251,8 @@ pub(crate) async fn run(
                 match flow {
                     Flow::Continue => {}
                     Flow::Ending => ending = true,
-                    Flow::Proxy { origin, ws_url, first } => {
-                        proxy = Some((origin, ws_url, first));
+                    Flow::Proxy { origin, ws_url, first, alternates } => {
+                        proxy = Some((origin, ws_url, first, alternates));
                         break;
                     }
                     Flow::Resumed { inbox: parked, sid } => {
@@ -278,18 +287,24 @@ pub(crate) async fn run(
             }
         }
     }
-    if let Some((origin, ws_url, first)) = proxy {
+    if let Some((origin, ws_url, first, alternates)) = proxy {
         // Not joined here: nothing to clean up; the origin keeps the participant.
         drop(unjoined);
         let Ok(socket) = writer.sink.reunite(stream) else {
             return;
         };
         let state = session.state;
-        crate::cluster::proxy::run(socket, *origin, first, |text| {
-            if let Some(relay) = state.relay() {
-                relay.remember_resume(&ws_url, text);
-            }
-        })
+        crate::cluster::proxy::run(
+            socket,
+            *origin,
+            first,
+            |text| {
+                if let Some(relay) = state.relay() {
+                    relay.remember_resume(&ws_url, text);
+                }
+            },
+            alternates,
+        )
         .await;
         return;
     }
@@ -349,6 +364,7 @@ fn park(
                 joined: Some(parked.joined),
                 handover: Arc::new(Notify::new()),
                 region: None,
+                alternates: None,
             };
             session.cleanup("not resumed in time", true).await;
         }
@@ -543,6 +559,25 @@ impl Session {
         });
     }
 
+    /// The alternates of a client of `region` (this node's when `None`) known by `key`, on a
+    /// node with relay links; `None` elsewhere (a single node, a directory-only cluster).
+    fn alternates_feed(&self, region: Option<&str>, key: &str) -> Option<Feed> {
+        let relay = self.state.relay()?;
+        let cache = self.state.cluster()?;
+        Some(Feed::new(
+            cache,
+            region.unwrap_or_else(|| relay.region()),
+            key,
+        ))
+    }
+
+    /// Sends the client its alternates if they changed since it was last sent them.
+    fn send_alternates(&mut self) {
+        if let Some(event) = self.alternates.as_mut().and_then(Feed::update) {
+            let _ = self.outbox.send(Outgoing::Event(event));
+        }
+    }
+
     async fn handle_text(&mut self, text: &str) -> Flow {
         let msg = match ClientMessage::parse(text) {
             Ok(msg) => msg,
@@ -618,7 +653,8 @@ impl Session {
                     version,
                     resume_token: resume_token.to_owned(),
                 };
-                return self.proxy(ws_url, &first).await;
+                let feed = self.alternates_feed(self.region.as_deref(), resume_token);
+                return self.proxy(ws_url, &first, feed).await;
             }
             self.error(
                 ErrorCode::Unauthorized,
@@ -637,7 +673,12 @@ impl Session {
         self.state
             .register_live(&parked.joined.resume_token, &self.handover);
         self.outbox = parked.outbox;
+        let claims = &parked.joined.claims;
+        let region = claims.region.as_deref().or(self.region.as_deref());
+        self.alternates = self.alternates_feed(region, &claims.sub);
         self.joined = Some(parked.joined);
+        // Queued behind `resumed`, which the loop writes first.
+        self.send_alternates();
         // The client's addresses may have changed: new ICE credentials for the subscribe
         // connection (its offer follows as an event); the client restarts its publish side.
         if let Err(e) = self.state.media().restart_ice(&sid).await {
@@ -669,7 +710,12 @@ impl Session {
 
     /// Opens the WebSocket to the room's origin at `ws_url` for this client, which then only
     /// passes messages through (see `crate::cluster::proxy`).
-    async fn proxy(&mut self, ws_url: String, first: &ClientMessage) -> Flow {
+    async fn proxy(
+        &mut self,
+        ws_url: String,
+        first: &ClientMessage,
+        alternates: Option<Feed>,
+    ) -> Flow {
         let first = match serde_json::to_string(first) {
             Ok(first) => first,
             Err(e) => {
@@ -683,6 +729,7 @@ impl Session {
                 origin: Box::new(origin),
                 ws_url,
                 first,
+                alternates,
             },
             Err(e) => {
                 tracing::warn!(%ws_url, "cannot carry signaling to the room's origin: {e}");
@@ -740,7 +787,9 @@ impl Session {
                         version,
                         token: token.to_owned(),
                     };
-                    return self.proxy(ws_url, &first).await;
+                    let region = claims.region.as_deref().or(self.region.as_deref());
+                    let feed = self.alternates_feed(region, &claims.sub);
+                    return self.proxy(ws_url, &first, feed).await;
                 }
                 Err(message) => {
                     self.error(ErrorCode::Unavailable, message);
@@ -770,6 +819,10 @@ impl Session {
             }
         };
         tracing::info!(sid, room = claims.room, identity = claims.sub, role = ?claims.role, hidden = claims.hidden, "joined");
+        // Right behind `joined`, which the room queued.
+        let region = claims.region.as_deref().or(self.region.as_deref());
+        self.alternates = self.alternates_feed(region, &claims.sub);
+        self.send_alternates();
         if claims.role.is_staff()
             && let Err(e) = self.state.media().set_staff(&sid).await
         {

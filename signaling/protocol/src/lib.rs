@@ -583,7 +583,22 @@ pub enum ServerEvent {
         track_sid: String,
         state: StreamState,
     },
+    /// In a cluster: other nodes this client may reconnect to if the node it is connected to
+    /// becomes unreachable, as WebSocket URLs (`ws://host:port/ws`, from the cluster
+    /// directory's public addresses), best first: live nodes of the client's region, then the
+    /// others; at most [`MAX_ALTERNATES`]. Sent right after `joined` and `resumed`, and again
+    /// whenever the list changes (a node joins or leaves the cluster); each list replaces the
+    /// last, and an empty one means there is none. A single server never sends it.
+    ///
+    /// The SDKs try these, in order, when their node refuses or does not answer the WebSocket
+    /// during a reconnect, joining again with the same token (any node of the cluster checks
+    /// it and finds the room). A client that reached its node over `wss` keeps `wss` for these
+    /// (the nodes sit behind a TLS front end that the server does not know of).
+    Alternates { urls: Vec<String> },
 }
+
+/// The most URLs in [`ServerEvent::Alternates`].
+pub const MAX_ALTERNATES: usize = 4;
 
 /// Whether a video reaches you (see [`ServerEvent::StreamState`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -868,6 +883,15 @@ mod tests {
             })
         );
         assert!(serde_json::from_str::<ServerFrame>(r#"{"type":"nope"}"#).is_err());
+        let alternates: ServerFrame =
+            serde_json::from_str(r#"{"type":"alternates","urls":["ws://b:7880/ws"]}"#)
+                .expect("alternates");
+        assert_eq!(
+            alternates,
+            ServerFrame::Event(ServerEvent::Alternates {
+                urls: vec!["ws://b:7880/ws".into()]
+            })
+        );
         let text =
             r#"{"type":"participant_state","participant_sid":"PA_1","state":"reconnecting"}"#;
         let ev = ServerEvent::ParticipantState {

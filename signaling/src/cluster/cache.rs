@@ -92,6 +92,9 @@ impl ClusterMetrics {
 pub struct ClusterCache {
     node_id: String,
     view: Arc<Mutex<View>>,
+    /// Counts changes of the live nodes (one joined, one left, one moved), not of their load:
+    /// what clients are told about other nodes follows it (`super::alternates`).
+    members: Arc<watch::Sender<u64>>,
 }
 
 impl ClusterCache {
@@ -101,7 +104,14 @@ impl ClusterCache {
         Self {
             node_id: node_id.into(),
             view: Arc::new(Mutex::new(View::default())),
+            members: Arc::new(watch::Sender::new(0)),
         }
+    }
+
+    /// Changes whenever the live nodes do (not their load): a node joined or left the
+    /// directory, or changed its region or addresses.
+    pub fn members_changed(&self) -> watch::Receiver<u64> {
+        self.members.subscribe()
     }
 
     /// Starts keeping this node registered and the copy fresh, every `settings.refresh`, until
@@ -204,12 +214,17 @@ impl Refresher {
                 }
                 self.metrics.nodes.set(nodes.len() as i64);
                 self.metrics.redis_up.set(1);
+                let changed = !same_members(&view.nodes, &nodes);
                 view.nodes = nodes;
                 view.origins = origins;
                 view.redis = RedisStatus {
                     up: true,
                     down_since: None,
                 };
+                drop(view);
+                if changed {
+                    self.cache.members.send_modify(|n| *n += 1);
+                }
             }
             Err(e) => {
                 self.metrics.redis_errors.inc();
@@ -229,6 +244,18 @@ impl Refresher {
             }
         }
     }
+}
+
+/// Whether two listings have the same nodes, where they are reached and in which region
+/// (their load and freshness aside).
+fn same_members(a: &[NodeInfo], b: &[NodeInfo]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(a, b)| {
+            a.id == b.id
+                && a.region == b.region
+                && a.public_addrs == b.public_addrs
+                && a.relay_addr == b.relay_addr
+        })
 }
 
 /// `down_since` as milliseconds since the Unix epoch (null when up), as the API shows it.

@@ -8,10 +8,12 @@
 //! - `node`, `lease`: what the directory holds, its keys and JSON (pure, unit tested);
 //! - [`Directory`]: the Redis side (all of the I/O);
 //! - [`ClusterCache`]: the node's background-refreshed copy, which survives Redis outages;
+//! - [`alternates`]: the other nodes a client may reconnect to when its node dies;
 //! - `load`: measuring this node's load for its entry;
 //! - `room_state`: what a room's origin saves in Redis so that the class (its lock, hands,
 //!   stage) survives the origin's death: the next origin restores it.
 
+pub mod alternates;
 mod cache;
 pub mod certs;
 mod directory;

@@ -10,12 +10,18 @@
 //!
 //! When the origin goes away, the participant's WebSocket is closed as a dropped one: its SDK
 //! resumes or joins again through this node, which finds the room's new origin (or becomes it).
+//!
+//! The participant's alternates (`super::alternates`: where to go if *this* node dies) are this
+//! node's to say, not the origin's: the origin's are dropped here, and this node sends its own
+//! after the origin's `joined` or `resumed`, and whenever they change.
 
 use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket};
 use futures_util::{SinkExt as _, StreamExt as _};
 use tokio_tungstenite::tungstenite::Message as Upstream;
+
+use super::alternates::{self, Feed};
 
 /// How long the origin may take to accept the WebSocket.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -44,7 +50,8 @@ pub async fn connect(
 
 /// Carries `client`'s signaling to the origin over `origin` until either side closes: `first`
 /// (the client's join or resume, already read here) goes first. Ping and pong stay on each
-/// hop (each side answers its own); a close on one side closes the other.
+/// hop (each side answers its own); a close on one side closes the other. With `alternates`,
+/// the client's alternates are sent from here (see the module docs).
 pub async fn run(
     client: WebSocket,
     origin: tokio_tungstenite::WebSocketStream<
@@ -52,6 +59,7 @@ pub async fn run(
     >,
     first: String,
     on_origin_text: impl Fn(&str),
+    mut alternates: Option<Feed>,
 ) {
     let (mut client_tx, mut client_rx) = client.split();
     let (mut origin_tx, mut origin_rx) = origin.split();
@@ -76,8 +84,17 @@ pub async fn run(
             },
             from_origin = origin_rx.next() => match from_origin {
                 Some(Ok(Upstream::Text(text))) => {
-                    on_origin_text(text.as_str());
-                    if client_tx.send(Message::Text(text.as_str().into())).await.is_err() {
+                    let text = text.as_str();
+                    if alternates.is_some() && is_type(text, "alternates") {
+                        continue;
+                    }
+                    on_origin_text(text);
+                    if client_tx.send(Message::Text(text.into())).await.is_err() {
+                        break;
+                    }
+                    if (is_type(text, "joined") || is_type(text, "resumed"))
+                        && send_alternates(&mut alternates, &mut client_tx).await.is_err()
+                    {
                         break;
                     }
                 }
@@ -99,9 +116,67 @@ pub async fn run(
                 // The origin is gone: the client sees a dropped connection and resumes.
                 Some(Err(_)) | None => break,
             },
+            () = alternates::changed(&mut alternates) => {
+                if send_alternates(&mut alternates, &mut client_tx).await.is_err() {
+                    break;
+                }
+            }
         }
     }
     // The client's socket is dropped without a close frame: to its SDK, a dropped connection,
     // which it resumes.
     let _ = origin_tx.close().await;
+}
+
+/// Whether the server message `text` is of `kind` (its `type`). The server's messages are
+/// serialized with their tag first, so this needs no parse.
+fn is_type(text: &str, kind: &str) -> bool {
+    text.strip_prefix(r#"{"type":""#)
+        .and_then(|rest| rest.strip_prefix(kind))
+        .is_some_and(|rest| rest.starts_with('"'))
+}
+
+/// Sends the client its alternates if they changed since it was last sent them.
+async fn send_alternates(
+    feed: &mut Option<Feed>,
+    client: &mut futures_util::stream::SplitSink<WebSocket, Message>,
+) -> Result<(), axum::Error> {
+    let Some(event) = feed.as_mut().and_then(Feed::update) else {
+        return Ok(());
+    };
+    match serde_json::to_string(&event) {
+        Ok(text) => client.send(Message::Text(text.into())).await,
+        Err(e) => {
+            tracing::error!("cannot serialize {event:?}: {e}");
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_type;
+
+    #[test]
+    fn message_types_are_read_from_the_tag() {
+        let alternates = serde_json::to_string(&aula_protocol::ServerEvent::Alternates {
+            urls: vec!["ws://b:1/ws".into()],
+        })
+        .unwrap();
+        assert!(is_type(&alternates, "alternates"));
+        assert!(!is_type(&alternates, "alternate"));
+        let resumed = serde_json::to_string(&aula_protocol::ServerEvent::Resumed {
+            participant_sid: "PA_1".into(),
+        })
+        .unwrap();
+        assert!(is_type(&resumed, "resumed"));
+        // A chat line quoting one is a chat line.
+        let chat = serde_json::to_string(&aula_protocol::ServerEvent::Chat {
+            from: "PA_1".into(),
+            name: "a".into(),
+            text: alternates.clone(),
+        })
+        .unwrap();
+        assert!(!is_type(&chat, "alternates"));
+    }
 }
