@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aula_protocol::{
-    ClientMessage, LEFT_PEER_CONNECTION_FAILED, ParticipantInfo, PeerTarget, RoomInfo, ServerFrame,
-    ServerMessage, TrackAnnouncement, TrackSource,
+    ClientMessage, LEFT_PEER_CONNECTION_FAILED, ParticipantInfo, PeerTarget, RoomInfo, ServerEvent,
+    ServerFrame, ServerMessage, TrackAnnouncement, TrackSource,
 };
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -22,8 +22,8 @@ use tokio_tungstenite::tungstenite::http::Uri;
 use tracing::{debug, warn};
 
 use crate::connection::{
-    self, ATTEMPT_TIMEOUT, Joined, REJOIN_WINDOW, RESUME_WINDOW, WsSink, WsStream, receive,
-    refused_for_good, rejoin_delay, retry_delay, try_resume, write_loop,
+    self, ATTEMPT_TIMEOUT, Failed, Joined, REJOIN_WINDOW, RESUME_WINDOW, Targets, WsSink, WsStream,
+    receive, refused_for_good, rejoin_delay, retry_delay, try_resume, write_loop,
 };
 use crate::error::ClientError;
 use crate::peer::{Link, Peer, PeerCommand, PeerContext, PeerHandle};
@@ -62,6 +62,9 @@ struct Session {
     audio: Option<watch::Sender<Route>>,
     /// Counts rejoins, so that a publication begun before one does not install itself after.
     generation: u64,
+    /// The local address for media once the client joined again on another node (see
+    /// [`media_ip_for`]); the first node's until then.
+    media_ip: Option<IpAddr>,
 }
 
 impl Session {
@@ -118,6 +121,14 @@ struct Publisher {
 /// see there). The server gives the new participant back a moderator's grants (the stage) and
 /// its raised hand at its place in the queue, if the old one was lost (not left) less than two
 /// minutes before and no moderator changed them meanwhile or locked the room.
+///
+/// In a cluster the server names the other nodes the client may use
+/// ([`aula_protocol::ServerEvent::Alternates`], also handed over as a [`ClientEvent::Room`]).
+/// When the node the client is connected to cannot be reached at all while resuming or joining
+/// again (the WebSocket is refused or times out: the node died), the next attempt goes to the
+/// next of them, then to the URL given to [`connect`](Client::connect); a node that answers is
+/// kept. Same delays, same windows, same events: a learner whose node was killed is joined
+/// again on another node by itself, with its token (see the `connection` module).
 ///
 /// Dropping the client closes the WebSocket and both peer connections at once; [`leave`]
 /// says goodbye first.
@@ -189,7 +200,7 @@ impl Client {
             media_ip,
             session: session.clone(),
             subscribe: None,
-            ws_url: ws_url.to_owned(),
+            targets: Targets::new(ws_url),
             token: token.to_owned(),
             participant_sid: participant.sid.clone(),
             resume_token,
@@ -300,9 +311,15 @@ impl Client {
             AudioSource::Tone(config) => Some(ToneEncoder::new(config)?),
             AudioSource::Manual => None,
         };
-        let generation = lock(&self.session).generation;
+        let (generation, media_ip) = {
+            let session = lock(&self.session);
+            (
+                session.generation,
+                session.media_ip.unwrap_or(self.media_ip),
+            )
+        };
         let publisher = Publisher {
-            media_ip: self.media_ip,
+            media_ip,
             ctx: self.peer_context()?,
             session: self.session.clone(),
         };
@@ -466,7 +483,8 @@ struct Reader {
     media_ip: IpAddr,
     session: Arc<Mutex<Session>>,
     subscribe: Option<PeerHandle>,
-    ws_url: String,
+    /// Where to resume or join again: our node, then the others it named.
+    targets: Targets,
     /// The access token, to join again with.
     token: String,
     /// Who we are in the current session.
@@ -544,7 +562,12 @@ impl Reader {
                     return Ended::Left(reason);
                 }
                 Ok(ServerFrame::Message(message)) => self.handle(message).await,
-                Ok(ServerFrame::Event(event)) => self.emit(ClientEvent::Room(event)),
+                Ok(ServerFrame::Event(event)) => {
+                    if let ServerEvent::Alternates { urls } = &event {
+                        self.targets.set_alternates(urls);
+                    }
+                    self.emit(ClientEvent::Room(event));
+                }
                 Err(ClientError::Closed) => return Ended::Dropped("connection closed".to_owned()),
                 // A message we cannot parse is the server's bug or a newer protocol; skip it.
                 Err(ClientError::Protocol(e)) => warn!("{e}"),
@@ -574,22 +597,46 @@ impl Reader {
             if tokio::time::Instant::now() >= deadline {
                 break;
             }
-            match try_resume(&self.ws_url, &token).await {
+            let url = self.targets.url();
+            match try_resume(&url, &token).await {
                 Ok((sink, stream)) => {
+                    self.targets.reached(&url);
                     let _ = self.sockets.send(Some(sink));
                     self.reconnecting = false;
                     self.emit(ClientEvent::Reconnected);
                     return Some(stream);
                 }
-                Err(ClientError::Server { code, message }) => {
-                    // Refused (the seat is gone, the token expired): no point trying again.
+                Err(Failed {
+                    error: ClientError::Server { code, message },
+                    ..
+                }) => {
+                    // Refused (the seat is gone, the token expired; or another node that never
+                    // had us, ours being down): no point trying again. The join goes there
+                    // first (`targets` still points at it).
                     self.emit(ClientEvent::Error { code, message });
                     return None;
                 }
-                Err(e) => debug!(attempt, "resume attempt failed: {e}"),
+                Err(failed) => self.attempt_failed(attempt, "resume", &url, failed),
             }
         }
         None
+    }
+
+    /// Logs a failed attempt at `url`; one that could not reach the node at all moves the next
+    /// attempt on to the next node (see [`Targets`]).
+    fn attempt_failed(&mut self, attempt: u32, what: &str, url: &str, failed: Failed) {
+        if failed.unreachable {
+            self.targets.unreachable();
+            debug!(
+                attempt,
+                url,
+                next = self.targets.url(),
+                "{what} attempt: unreachable: {}",
+                failed.error
+            );
+        } else {
+            debug!(attempt, url, "{what} attempt failed: {}", failed.error);
+        }
     }
 
     /// Joins the room again with our token for [`REJOIN_WINDOW`] (see [`Client`]'s docs); the
@@ -604,16 +651,39 @@ impl Reader {
             if attempt > 0 && tokio::time::Instant::now() >= deadline {
                 break;
             }
-            match connection::join(&self.ws_url, &self.token, ATTEMPT_TIMEOUT).await {
-                Ok(joined) => return Some(self.rejoined(joined)),
-                Err(ClientError::Server { code, message }) if refused_for_good(code) => {
+            let url = self.targets.url();
+            match connection::join_at(&url, &self.token, ATTEMPT_TIMEOUT).await {
+                Ok(joined) => {
+                    self.media_ip_for(&url).await;
+                    self.targets.reached(&url);
+                    return Some(self.rejoined(joined));
+                }
+                Err(Failed {
+                    error: ClientError::Server { code, message },
+                    ..
+                }) if refused_for_good(code) => {
                     self.emit(ClientEvent::Error { code, message });
                     return None;
                 }
-                Err(e) => debug!(attempt, "rejoin attempt failed: {e}"),
+                Err(failed) => self.attempt_failed(attempt, "rejoin", &url, failed),
             }
         }
         None
+    }
+
+    /// We joined again at `url`, perhaps another node than before (see [`Targets`]): media goes
+    /// from the local address that reaches it.
+    async fn media_ip_for(&mut self, url: &str) {
+        if url != self.targets.current() {
+            tracing::info!(url, "joining again through another node");
+        }
+        match media_ip_for(url).await {
+            Ok(ip) => {
+                self.media_ip = ip;
+                lock(&self.session).media_ip = Some(ip);
+            }
+            Err(e) => warn!(url, "keeping the local media address: {e}"),
+        }
     }
 
     /// The lost session's connections go; a published track waits for the next session.

@@ -14,6 +14,16 @@
 //! ([`rejoin_delay`]). An attempt the server refuses for good (the token expired or is not
 //! allowed, the room is locked, another protocol version) ends the session.
 //!
+//! In a cluster the server names other nodes the client may use if its own dies
+//! ([`ServerEvent::Alternates`]). Both resuming and joining again try the current node first;
+//! an attempt that cannot open a WebSocket there at all (refused, timed out: the node is down,
+//! not just busy) moves on to the next of [`Targets`]: the alternates in the server's order,
+//! then the URL the application gave. A node that answers is kept for the next attempts, with
+//! the same delays and windows as above. A resume sent to another node is refused unless that
+//! node carried the session (the participant lived on the dead node), and the client then joins
+//! again there with its token: any node of the cluster checks it and finds the room (taking it
+//! over when its origin died), and the server gives back the stage and the raised hand.
+//!
 //! All outgoing messages go through one queue to whichever socket is current
 //! ([`write_loop`]); messages queued while no socket is up are dropped, as the browser SDK
 //! does: what they would have changed is either re-sent by the application after
@@ -68,6 +78,114 @@ pub(crate) struct Joined {
     pub(crate) resume_token: Option<String>,
 }
 
+/// Where the client connects, in the order it tries them when its node is unreachable: the
+/// node it is on (or last reached), the alternates that node named, then the URL the
+/// application gave (a region-aware DNS name, say); each once.
+#[derive(Debug, Clone)]
+pub(crate) struct Targets {
+    current: String,
+    alternates: Vec<String>,
+    original: String,
+    /// Which of [`Targets::order`] the next attempt goes to.
+    at: usize,
+}
+
+impl Targets {
+    pub(crate) fn new(url: &str) -> Self {
+        Self {
+            current: url.to_owned(),
+            alternates: Vec::new(),
+            original: url.to_owned(),
+            at: 0,
+        }
+    }
+
+    /// The server's latest alternates (each list replaces the last), reached the way the
+    /// application's URL is (see [`adapt`]).
+    pub(crate) fn set_alternates(&mut self, urls: &[String]) {
+        self.alternates = urls.iter().map(|u| adapt(u, &self.original)).collect();
+        self.at = 0;
+    }
+
+    fn order(&self) -> Vec<&str> {
+        let mut order: Vec<&str> = Vec::with_capacity(self.alternates.len() + 2);
+        let all = std::iter::once(&self.current)
+            .chain(&self.alternates)
+            .chain(std::iter::once(&self.original));
+        for url in all {
+            if !order.contains(&url.as_str()) {
+                order.push(url);
+            }
+        }
+        order
+    }
+
+    /// Where the next attempt goes.
+    pub(crate) fn url(&self) -> String {
+        let order = self.order();
+        order[self.at % order.len()].to_owned()
+    }
+
+    /// The last attempt could not open a WebSocket: the next goes to the next URL.
+    pub(crate) fn unreachable(&mut self) {
+        self.at = (self.at + 1) % self.order().len();
+    }
+
+    /// The last attempt's node answered: it is where the client is now.
+    pub(crate) fn reached(&mut self, url: &str) {
+        self.current = url.to_owned();
+        self.at = 0;
+    }
+
+    /// The node the client is on, or last reached.
+    pub(crate) fn current(&self) -> &str {
+        &self.current
+    }
+}
+
+/// An alternate `url` (as the server names it, `ws://host:port/ws`) reached like `like`, the
+/// application's URL: over `wss` if that is (the nodes' TLS front end is not the server's to
+/// know), with its query (`?region=`) if the alternate has none.
+fn adapt(url: &str, like: &str) -> String {
+    let mut url = match (like.starts_with("wss://"), url.strip_prefix("ws://")) {
+        (true, Some(rest)) => format!("wss://{rest}"),
+        _ => url.to_owned(),
+    };
+    if !url.contains('?')
+        && let Some((_, query)) = like.split_once('?')
+    {
+        url.push('?');
+        url.push_str(query);
+    }
+    url
+}
+
+/// A reconnect attempt that failed; `unreachable` when no WebSocket could be opened at all
+/// (refused, timed out, not resolved), as when the node is down.
+#[derive(Debug)]
+pub(crate) struct Failed {
+    pub(crate) error: ClientError,
+    pub(crate) unreachable: bool,
+}
+
+impl Failed {
+    fn unreachable(error: ClientError) -> Self {
+        Self {
+            error,
+            unreachable: true,
+        }
+    }
+}
+
+impl From<ClientError> for Failed {
+    fn from(error: ClientError) -> Self {
+        Self {
+            error,
+            unreachable: false,
+        }
+    }
+}
+
 /// Opens a WebSocket to `ws_url` and joins with `token`, within `timeout` in all. A refusal
 /// is [`ClientError::Server`].
 pub(crate) async fn join(
@@ -75,8 +193,18 @@ pub(crate) async fn join(
     token: &str,
     timeout: Duration,
 ) -> Result<Joined, ClientError> {
-    tokio::time::timeout(timeout, async {
-        let (mut sink, mut stream) = open(ws_url, timeout).await?;
+    join_at(ws_url, token, timeout).await.map_err(|f| f.error)
+}
+
+/// [`join`], telling an unreachable node from other failures.
+pub(crate) async fn join_at(
+    ws_url: &str,
+    token: &str,
+    timeout: Duration,
+) -> Result<Joined, Failed> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let (mut sink, mut stream) = open(ws_url, timeout).await.map_err(Failed::unreachable)?;
+    let joined = tokio::time::timeout_at(deadline, async {
         send(
             &mut sink,
             &ClientMessage::Join {
@@ -107,9 +235,8 @@ pub(crate) async fn join(
                 other => debug!("before Joined, ignoring {other:?}"),
             }
         }
-    })
-    .await
-    .map_err(|_| ClientError::Timeout("Joined"))?
+    });
+    Ok(joined.await.map_err(|_| ClientError::Timeout("Joined"))??)
 }
 
 /// Whether a refused join is final: trying the same token again cannot help (it is invalid,
@@ -137,13 +264,16 @@ pub(crate) async fn open(
 }
 
 /// One attempt to resume: a new socket, `Resume`, and the server's `Resumed`. A refusal is
-/// [`ClientError::Server`] (the session is over); anything else may be tried again.
+/// [`ClientError::Server`] (the session is over there); anything else may be tried again.
 pub(crate) async fn try_resume(
     ws_url: &str,
     resume_token: &str,
-) -> Result<(WsSink, WsStream), ClientError> {
-    tokio::time::timeout(ATTEMPT_TIMEOUT, async {
-        let (mut sink, mut stream) = open(ws_url, ATTEMPT_TIMEOUT).await?;
+) -> Result<(WsSink, WsStream), Failed> {
+    let deadline = tokio::time::Instant::now() + ATTEMPT_TIMEOUT;
+    let (mut sink, mut stream) = open(ws_url, ATTEMPT_TIMEOUT)
+        .await
+        .map_err(Failed::unreachable)?;
+    let resumed = tokio::time::timeout_at(deadline, async {
         send(
             &mut sink,
             &ClientMessage::Resume {
@@ -161,9 +291,10 @@ pub(crate) async fn try_resume(
                 other => debug!("before Resumed, ignoring {other:?}"),
             }
         }
-    })
-    .await
-    .map_err(|_| ClientError::Timeout("Resumed"))?
+    });
+    Ok(resumed
+        .await
+        .map_err(|_| ClientError::Timeout("Resumed"))??)
 }
 
 /// The delay before resume attempt `n` (0-based).
@@ -249,6 +380,54 @@ pub(crate) async fn receive(stream: &mut WsStream) -> Result<ServerFrame, Client
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unreachable_node_moves_on_to_the_alternates_then_the_given_url() {
+        let mut targets = Targets::new("ws://school.example/ws?region=eu");
+        assert_eq!(targets.url(), "ws://school.example/ws?region=eu");
+        // Without alternates there is only the one URL.
+        targets.unreachable();
+        assert_eq!(targets.url(), "ws://school.example/ws?region=eu");
+        targets.reached("ws://eu-1:7880/ws");
+        targets.set_alternates(&["ws://eu-2:7880/ws".into(), "ws://asia-1:7880/ws".into()]);
+        let mut tried = Vec::new();
+        for _ in 0..5 {
+            tried.push(targets.url());
+            targets.unreachable();
+        }
+        assert_eq!(
+            tried,
+            [
+                "ws://eu-1:7880/ws",
+                "ws://eu-2:7880/ws?region=eu",
+                "ws://asia-1:7880/ws?region=eu",
+                "ws://school.example/ws?region=eu",
+                "ws://eu-1:7880/ws",
+            ]
+        );
+        // A node that answers is where the next attempts go.
+        let eu2 = targets.url();
+        assert_eq!(eu2, "ws://eu-2:7880/ws?region=eu");
+        targets.reached(&eu2);
+        assert_eq!(targets.url(), eu2);
+        assert_eq!(targets.current(), eu2);
+        // Its own list names eu-1 again, not itself: never the same URL twice.
+        targets.set_alternates(&["ws://eu-2:7880/ws".into(), "ws://eu-1:7880/ws".into()]);
+        targets.unreachable();
+        assert_eq!(targets.url(), "ws://eu-1:7880/ws?region=eu");
+    }
+
+    #[test]
+    fn alternates_keep_the_applications_tls() {
+        assert_eq!(
+            adapt("ws://eu-2.example:443/ws", "wss://school.example/ws"),
+            "wss://eu-2.example:443/ws"
+        );
+        assert_eq!(
+            adapt("ws://eu-2.example:7880/ws", "ws://eu-1.example:7880/ws"),
+            "ws://eu-2.example:7880/ws"
+        );
+    }
 
     #[test]
     fn retries_start_at_once_then_back_off_to_the_cap() {
