@@ -163,6 +163,16 @@ impl TwoNodes {
 /// Waits until the directory lists both nodes, and one refresh more (1 s), so that the
 /// origin's copy of the directory has the relay. The relay's entry, as published.
 async fn both_listed(redis: &RedisServer) -> NodeInfo {
+    listed(redis)
+        .await
+        .into_iter()
+        .find(|n| n.id == "asia-1")
+        .expect("the relay's entry")
+}
+
+/// Waits until the directory lists both nodes, and one refresh more (1 s), so that each
+/// node's copy of the directory has the other. Both entries, as published.
+async fn listed(redis: &RedisServer) -> Vec<NodeInfo> {
     let directory = Directory::open(&redis.url(), Duration::from_secs(3)).unwrap();
     let mut nodes = Vec::new();
     for _ in 0..100 {
@@ -175,9 +185,6 @@ async fn both_listed(redis: &RedisServer) -> NodeInfo {
     assert_eq!(nodes.len(), 2, "both nodes registered: {nodes:?}");
     tokio::time::sleep(Duration::from_millis(1500)).await;
     nodes
-        .into_iter()
-        .find(|n| n.id == "asia-1")
-        .expect("the relay's entry")
 }
 
 /// Like [`TwoNodes`], but the relay runs as its own `aula serve` process, so that a test can
@@ -197,6 +204,38 @@ pub struct NodeProcess {
 }
 
 impl NodeProcess {
+    /// Starts `aula serve` as node `node` of `region` (see [`node_config`]), its config file
+    /// and log (`NODE.log`) in `certs`. `http` is unknown (port 0) until the directory lists
+    /// it.
+    pub fn spawn(redis: &RedisServer, certs: &CertsDir, node: &str, region: &str) -> Self {
+        let config = node_config(&redis.url(), &certs.0, node, region, None);
+        let config_file = certs.0.join(format!("{node}.toml"));
+        std::fs::write(
+            &config_file,
+            toml::to_string(&config).expect("the config as TOML"),
+        )
+        .unwrap();
+        let child = std::process::Command::new(super::aula_binary())
+            .args(["serve", "--config"])
+            .arg(&config_file)
+            .current_dir(&certs.0)
+            .env_remove("RUST_LOG")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(certs.0.join(format!("{node}.log"))).unwrap())
+            .spawn()
+            .expect("aula serve starts");
+        Self {
+            child,
+            http: SocketAddr::from(([127, 0, 0, 1], 0)),
+        }
+    }
+
+    /// The WebSocket URL of the node.
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.http)
+    }
+
     /// SIGKILL (what `Child::kill` sends on Unix), and the process reaped.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -216,27 +255,7 @@ impl OriginAndRelayProcess {
         let certs = CertsDir::for_both_nodes(tag);
         let origin =
             TestServer::start_with(node_config(&redis.url(), &certs.0, "eu-1", "eu", None)).await;
-        let relay_config = node_config(&redis.url(), &certs.0, "asia-1", "asia", None);
-        let config_file = certs.0.join("asia-1.toml");
-        std::fs::write(
-            &config_file,
-            toml::to_string(&relay_config).expect("the config as TOML"),
-        )
-        .unwrap();
-        let child = std::process::Command::new(super::aula_binary())
-            .args(["serve", "--config"])
-            .arg(&config_file)
-            .current_dir(&certs.0)
-            .env_remove("RUST_LOG")
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(certs.0.join("asia-1.log")).unwrap())
-            .spawn()
-            .expect("aula serve starts");
-        let mut relay = NodeProcess {
-            child,
-            http: SocketAddr::from(([127, 0, 0, 1], 0)),
-        };
+        let mut relay = NodeProcess::spawn(&redis, &certs, "asia-1", "asia");
         let entry = both_listed(&redis).await;
         relay.http = entry.public_addrs[0]
             .parse()
@@ -246,6 +265,41 @@ impl OriginAndRelayProcess {
             certs,
             origin,
             relay,
+        }
+    }
+}
+
+/// Like [`OriginAndRelayProcess`] the other way round: node `eu-1` (region eu) runs as its
+/// own `aula serve` process, to be killed, and `asia-1` (region asia) in this one. Whichever
+/// a room's first join reaches is its origin.
+pub struct ProcessAndNode {
+    pub redis: RedisServer,
+    pub certs: CertsDir,
+    pub process: NodeProcess,
+    pub node: TestServer,
+}
+
+impl ProcessAndNode {
+    pub async fn start(tag: &str) -> Self {
+        let redis = RedisServer::start().await;
+        let certs = CertsDir::for_both_nodes(tag);
+        let mut process = NodeProcess::spawn(&redis, &certs, "eu-1", "eu");
+        let node =
+            TestServer::start_with(node_config(&redis.url(), &certs.0, "asia-1", "asia", None))
+                .await;
+        let entries = listed(&redis).await;
+        let entry = entries
+            .iter()
+            .find(|n| n.id == "eu-1")
+            .expect("eu-1's entry");
+        process.http = entry.public_addrs[0]
+            .parse()
+            .expect("eu-1 publishes its HTTP address");
+        Self {
+            redis,
+            certs,
+            process,
+            node,
         }
     }
 }
