@@ -55,6 +55,14 @@
 // 'rejoined' (a `permissions_changed` and a `hand_queue` follow). The page sees 'reconnecting',
 // then 'rejoined' (rebuild what shows the room from `participants`) or 'disconnected'.
 //
+// In a cluster the server names other nodes this client may use if its own dies (an
+// `alternates` message, kept in `room.alternates`, also passed on as a 'serverEvent'). When the
+// node cannot be reached at all while resuming or joining again (its WebSocket is refused, or
+// does not open within CONNECT_TIMEOUT_MS), the next attempt goes to the next of them, then to
+// the URL given to `connect`; a node that answers is kept. Same delays, windows and events as
+// above: a learner whose node was killed is joined again on another node by itself, with its
+// token. A page on `https` keeps `wss` for them.
+//
 // Participants already in the room when `connect` resolves are in `room.participants`; their
 // tracks arrive as `trackSubscribed` events, which cannot fire before the caller has had a chance
 // to add listeners right after `await connect(...)`.
@@ -102,6 +110,12 @@ const MAX_REJOIN_DELAY_MS = 5_000;
 
 /** How long one rejoin attempt may take (the WebSocket handshake and `joined`). */
 const REJOIN_ATTEMPT_TIMEOUT_MS = 10_000;
+
+/**
+ * How long a WebSocket of a resume or rejoin attempt may take to open; past that its node
+ * counts as unreachable, and the next attempt goes to another (see `ReconnectTargets`).
+ */
+const CONNECT_TIMEOUT_MS = 5_000;
 
 /**
  * The server's `left` reason when it ended the session because its media path failed (the
@@ -192,6 +206,71 @@ function websocketUrl(url) {
   return u.href;
 }
 
+/**
+ * Where a Room reconnects, in the order it tries them when its node cannot be reached: the node
+ * it is on (or last reached), the alternates that node named (see "Reconnecting" in the
+ * header), then the URL given to `connect`; each once.
+ * @internal exported for tests
+ */
+export class ReconnectTargets {
+  #current;
+  #alternates = [];
+  #original;
+  #at = 0;
+
+  constructor(url) {
+    this.#current = url;
+    this.#original = url;
+  }
+
+  /** The server's latest alternates (each list replaces the last), reached like the URL given to `connect`. */
+  setAlternates(urls) {
+    this.#alternates = [];
+    for (const url of urls) {
+      try {
+        this.#alternates.push(adaptUrl(url, this.#original));
+      } catch {
+        // Not a URL: skipped.
+      }
+    }
+    this.#at = 0;
+  }
+
+  #order() {
+    return [...new Set([this.#current, ...this.#alternates, this.#original])];
+  }
+
+  /** Where the next attempt goes. */
+  url() {
+    const order = this.#order();
+    return order[this.#at % order.length];
+  }
+
+  /** The last attempt could not open a WebSocket: the next goes to the next URL. */
+  unreachable() {
+    this.#at = (this.#at + 1) % this.#order().length;
+  }
+
+  /** The node at `url` answered: it is where the Room is now. */
+  reached(url) {
+    this.#current = url;
+    this.#at = 0;
+  }
+}
+
+/**
+ * An alternate `url` (`ws://host:port/ws`, as the server names it) reached like `like`, the URL
+ * given to `connect`: over `wss` if that is (a page on https may not open `ws`, and the nodes'
+ * TLS front end is not the server's to know), with its query if the alternate has none.
+ */
+function adaptUrl(url, like) {
+  const u = new URL(url);
+  const l = new URL(like);
+  if (l.protocol === 'wss:' && u.protocol === 'ws:') u.protocol = 'wss:';
+  if (!u.search && l.search) u.search = l.search;
+  return u.href;
+}
+
 /** Runs async tasks one after another, so negotiations on one connection never overlap. */
 class Serial {
   #tail = Promise.resolve();
@@ -279,6 +358,8 @@ export class Room extends EventTarget {
   recording = null;
   /** Whether a lost session is joined again by itself (see "Reconnecting" in the header). */
   autoRejoin = true;
+  /** @type {string[]} the other nodes our node last named (see "Reconnecting" in the header) */
+  alternates = [];
 
   #ws;
   #rtcConfig;
@@ -292,7 +373,12 @@ export class Room extends EventTarget {
   #closed = false;
   /** `leave()` was called: the session ending now is not joined again. */
   #leaving = false;
+  /** Where to connect, resume and join again (see ReconnectTargets). */
+  #targets;
+  /** The URL of the newest WebSocket. */
   #wsUrl;
+  /** WebSockets that opened: one closed before opening could not reach its node. */
+  #opened = new WeakSet();
   /** The access token, to join again with. */
   #token = null;
   /** Joining again is under way. */
@@ -311,7 +397,7 @@ export class Room extends EventTarget {
 
   constructor(wsUrl, { iceServers = [], rejoin = true } = {}) {
     super();
-    this.#wsUrl = wsUrl;
+    this.#targets = new ReconnectTargets(wsUrl);
     this.autoRejoin = rejoin;
     this.#renderedSizes = new RenderedSizes((msg) => this._send(msg), (stream) => this.#remoteVideoSid(stream));
     this.#clientStats = new ClientStats(() => this.subscriber, (msg) => this._send(msg));
@@ -350,18 +436,34 @@ export class Room extends EventTarget {
    * error (an AulaError) or when the socket closes first, or after `timeoutMs` if given.
    */
   #openJoin(token, timeoutMs = 0) {
-    const ws = new WebSocket(this.#wsUrl);
+    const ws = this.#open({ type: 'join', version: PROTOCOL_VERSION, token }, timeoutMs > 0);
     const joined = new Promise((resolve, reject) => {
       this.#awaitingJoin = { resolve, reject };
     });
-    this.#ws = ws;
-    this.#attach(ws, { type: 'join', version: PROTOCOL_VERSION, token });
     if (timeoutMs > 0) {
       // Closing makes #onClose reject the join.
       const timer = setTimeout(() => ws.close(), timeoutMs);
       joined.then(() => clearTimeout(timer), () => clearTimeout(timer));
     }
     return joined;
+  }
+
+  /**
+   * Opens the Room's new WebSocket to where the next attempt goes (#targets), sending `first`
+   * once open; when `reconnecting`, one that does not open within CONNECT_TIMEOUT_MS is closed
+   * (its node counts as unreachable).
+   */
+  #open(first, reconnecting) {
+    this.#wsUrl = this.#targets.url();
+    const ws = new WebSocket(this.#wsUrl);
+    this.#ws = ws;
+    this.#attach(ws, first);
+    if (reconnecting) {
+      setTimeout(() => {
+        if (ws.readyState === WebSocket.CONNECTING) ws.close();
+      }, CONNECT_TIMEOUT_MS);
+    }
+    return ws;
   }
 
   /**
@@ -441,12 +543,15 @@ export class Room extends EventTarget {
 
   /** Wires a WebSocket that sends `first` once open; events of a replaced socket are ignored. */
   #attach(ws, first) {
-    ws.addEventListener('open', () => ws.send(JSON.stringify(first)));
+    ws.addEventListener('open', () => {
+      this.#opened.add(ws);
+      ws.send(JSON.stringify(first));
+    });
     ws.addEventListener('message', (e) => {
       if (ws === this.#ws) this.#onMessage(e.data);
     });
     ws.addEventListener('close', (e) => {
-      if (ws === this.#ws) this.#onClose(e);
+      if (ws === this.#ws) this.#onClose(e, ws);
     });
   }
 
@@ -455,15 +560,21 @@ export class Room extends EventTarget {
    * sockets send `resume` (at once, then every second) until the server answers `resumed`,
    * refuses, or RESUME_WINDOW_MS pass. Then, or without a resume token, the session is joined
    * again (or ended: `autoRejoin` off). A join whose socket closes before `joined` fails.
+   * A socket that closes before it opened could not reach its node: the next attempt goes to
+   * another (see ReconnectTargets).
    */
-  #onClose(e) {
+  #onClose(e, ws) {
     if (this.#closed) return;
+    const unreachable = !this.#opened.has(ws);
     if (this.#awaitingJoin) {
       const waiting = this.#awaitingJoin;
       this.#awaitingJoin = null;
-      waiting.reject(new Error(e.reason || `cannot reach ${this.#wsUrl}`));
+      const err = new Error(e.reason || `cannot reach ${this.#wsUrl}`);
+      err.unreachable = unreachable;
+      waiting.reject(err);
       return;
     }
+    if (unreachable) this.#targets.unreachable();
     // The socket of the lost session, or of a refused attempt: #rejoin carries on.
     if (this.#rejoining) return;
     if (this.localParticipant && this.#resumeToken && !this.#leaving) {
@@ -517,6 +628,7 @@ export class Room extends EventTarget {
         await this.#openJoin(this.#token, REJOIN_ATTEMPT_TIMEOUT_MS);
       } catch (err) {
         if (this.#closed) return;
+        if (err.unreachable) this.#targets.unreachable();
         if (this.#ws.readyState <= WebSocket.OPEN) this.#ws.close();
         if (FINAL_JOIN_ERRORS.includes(err.code)) {
           this.#rejoining = false;
@@ -581,8 +693,7 @@ export class Room extends EventTarget {
 
   #reopen() {
     if (this.#closed) return;
-    this.#ws = new WebSocket(this.#wsUrl);
-    this.#attach(this.#ws, { type: 'resume', version: PROTOCOL_VERSION, resume_token: this.#resumeToken });
+    this.#open({ type: 'resume', version: PROTOCOL_VERSION, resume_token: this.#resumeToken }, true);
   }
 
   /** @internal For tests: drops the WebSocket as a network change would (media stays up). */
@@ -672,6 +783,7 @@ export class Room extends EventTarget {
         this.localParticipant = msg.participant;
         this.permissions = msg.permissions ?? null;
         this.#resumeToken = msg.resume_token ?? null;
+        this.#targets.reached(this.#wsUrl);
         this.name = msg.room.name;
         this.locked = msg.room.locked ?? false;
         // Joined again: the room as it is now (see #rejoin).
@@ -746,6 +858,7 @@ export class Room extends EventTarget {
         this.#onError(msg.code, msg.message);
         break;
       case 'resumed':
+        this.#targets.reached(this.#wsUrl);
         this.#resumeDeadline = null;
         this.#resumeAttempts = 0;
         this.#reconnecting = false;
@@ -757,6 +870,11 @@ export class Room extends EventTarget {
         if (this.#publisher) {
           this.#negotiatePublisher(true).catch((err) => this._emit('error', { code: 'ice_restart_failed', message: String(err) }));
         }
+        break;
+      case 'alternates':
+        this.alternates = msg.urls ?? [];
+        this.#targets.setAlternates(this.alternates);
+        this._emit('serverEvent', msg);
         break;
       case 'room_locked':
         this.locked = msg.locked;
