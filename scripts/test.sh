@@ -17,6 +17,6 @@ fi
 
 # The browser tests start target/debug/aula, built above.
 # One file at a time: each starts a server and several Chromium pages on a 2-core machine.
-(cd tests/browser && node --test --test-concurrency=1 class.test.js grants.test.js classroom.test.js lan.test.js support.test.js reconnect.test.js weak-network.test.js fec.test.js playback.test.js recording.test.js relay.test.js outage.test.js) || status=1
+(cd tests/browser && node --test --test-concurrency=1 class.test.js grants.test.js classroom.test.js lan.test.js support.test.js reconnect.test.js weak-network.test.js fec.test.js playback.test.js recording.test.js relay.test.js failover.test.js outage.test.js) || status=1
 
 exit $status

@@ -906,8 +906,10 @@ export class Room extends EventTarget {
    */
   #onError(code, message) {
     const error = new AulaError(code, message);
-    // The server refused our resume (expired): the close that follows ends the session.
-    if (this.#resumeDeadline !== null && code === 'unauthorized') this.#resumeToken = null;
+    // The server refused our resume (expired; or a node that cannot reach the one that had
+    // our session, which died): the close that follows ends the session, which is joined again
+    // (as the Rust SDK does on any refusal of a resume).
+    if (this.#resumeDeadline !== null) this.#resumeToken = null;
     if (this.#awaitingJoin) {
       const waiting = this.#awaitingJoin;
       this.#awaitingJoin = null;

@@ -63,7 +63,7 @@ async function freeUdpPort() {
  * the command line does not have (a cluster node: relay.test.js); it is written into the
  * server's temporary directory and passed with `--config`, and AULA_URL is then ignored.
  * The ports are free ones, picked here; they override the config's.
- * @returns {Promise<{url: string, udpPort?: number, stop: () => Promise<void>, logTail: () => string}>}
+ * @returns {Promise<{url: string, udpPort?: number, stop: () => Promise<void>, kill?: () => Promise<void>, logTail: () => string}>}
  */
 export async function startServer({ testImpairment = false, cwd, config } = {}) {
   if (process.env.AULA_URL && config === undefined) {
@@ -132,7 +132,12 @@ async function launchServer({ testImpairment, cwd, config }, { http: httpPort, u
     log.end();
     if (!process.env.AULA_KEEP_LOGS) rmSync(dir, { recursive: true, force: true });
   };
-  return { url, udpPort, stop, logTail };
+  /** Kills the server outright (SIGKILL: no goodbye to anyone), as a crashed machine would. */
+  const kill = async () => {
+    child.kill('SIGKILL');
+    await Promise.race([exited, sleep(5000)]);
+  };
+  return { url, udpPort, stop, kill, logTail };
 }
 
 /** The `aula` binary the tests run: AULA_BIN, else the workspace's debug build. */
