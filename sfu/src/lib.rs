@@ -29,6 +29,7 @@ pub mod router;
 pub mod rtx_repair;
 mod sdp;
 pub mod sim;
+pub mod spaced_copies;
 mod tap;
 pub mod udp;
 mod worker;

@@ -31,6 +31,7 @@ use crate::qos::FeedbackCounts;
 use crate::red;
 use crate::resend_history::ResendHistory;
 use crate::rtx_repair::{self, RtxRepairInterceptor};
+use crate::spaced_copies::{self, SpacedCopies};
 use crate::tap::{self, Tap};
 
 /// ICE timers. A browser that vanishes (tab closed, network gone) is declared failed after
@@ -138,6 +139,10 @@ pub(crate) fn configure(
         );
     if let Some(estimate) = estimate {
         registry = bwe::with_congestion_control(registry, estimate);
+        registry = registry.with(
+            Slot::Custom(spaced_copies::SLOT),
+            SpacedCopies::new(estimate.clone()),
+        );
         // Video FEC on the connections the SFU sends media on; see `fec`.
         fec::register(&mut media_engine)?;
         registry = registry.with(

@@ -1591,18 +1591,29 @@ impl Router {
             }
         }
         for (key, sender_id, out) in writes {
-            let Some(peer) = self.peers.get_mut(&key) else {
-                continue;
-            };
-            let Some(mut sender) = peer.pc.rtp_sender(sender_id) else {
-                continue;
-            };
-            match sender.write_rtp(now, out) {
-                Ok(()) => self.metrics.packets_forwarded.inc(),
-                Err(e) => debug!(track = %sid, error = %e, "forward failed"),
-            }
-            self.mark(key);
+            self.write_rtp(now, key, sender_id, out);
         }
+    }
+
+    /// Sends `packet` on a subscriber's sender, if both are still there.
+    fn write_rtp(
+        &mut self,
+        now: Instant,
+        key: PeerKey,
+        sender_id: RTCRtpSenderId,
+        packet: rtc::rtp::Packet,
+    ) {
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
+        let Some(mut sender) = peer.pc.rtp_sender(sender_id) else {
+            return;
+        };
+        match sender.write_rtp(now, packet) {
+            Ok(()) => self.metrics.packets_forwarded.inc(),
+            Err(e) => debug!(participant = %peer.participant, error = %e, "forward failed"),
+        }
+        self.mark(key);
     }
 
     fn update_gauges(&self) {
@@ -1810,19 +1821,26 @@ impl Router {
                 // RED's depth follows the sustained loss: one noisy second at 50 % loss read
                 // over 65 % and took it to 12 frames, whose ~400 kbit/s then left no room for
                 // any video (paused for 9 s in the weak-network report).
-                losses.push((id.clone(), peer.path.sustained()));
+                losses.push((id.clone(), peer.path.sustained(), peer.estimate.clone()));
                 let budget = budget.or(young.then_some(bwe::INITIAL_BITRATE));
                 Some((id.clone(), peer.estimate.clone(), budget, condition))
             })
             .collect();
         // Audio redundancy follows each subscriber's loss, before the allocation counts it.
-        for (participant, loss) in losses {
+        for (participant, loss, estimate) in losses {
+            let mut copies = 1;
             for producer in self.producers.values_mut() {
                 if let Some(consumer) = producer.consumers.get_mut(&participant) {
-                    let distance = red::distance_for(consumer.red_encoder.distance(), loss);
-                    consumer.red_encoder.set_distance(distance);
+                    let redundancy =
+                        red::Redundancy::for_loss(consumer.red_encoder.redundancy(), loss);
+                    consumer.red_encoder.set_redundancy(redundancy);
+                    copies = copies.max(redundancy.copies());
                     consumer.fec = Protection::for_loss(consumer.fec, loss);
                 }
+            }
+            // The connection's wire end sends the copies (see `spaced_copies`).
+            if let Some(estimate) = estimate {
+                estimate.set_spaced_copies(copies > 1);
             }
         }
         let staff: HashSet<ParticipantId> = self
@@ -2069,9 +2087,9 @@ fn demand(
     let count = producer.layers.values().max().map_or(1, |top| top + 1);
     // RED repeats each frame as many more times as the link's loss asks (see `red`), and FEC
     // adds its parity to video (see `fec`).
-    let red_distance = match consumer.stage {
-        ConsumerStage::Live { red: Some(_), .. } => consumer.red_encoder.distance(),
-        _ => 0,
+    let redundancy = match consumer.stage {
+        ConsumerStage::Live { red: Some(_), .. } => Some(consumer.red_encoder.redundancy()),
+        _ => None,
     };
     let fec_overhead = match consumer.stage {
         ConsumerStage::Live { fec: true, .. } => consumer.fec.overhead(),
@@ -2096,7 +2114,7 @@ fn demand(
             };
             let rate = producer.rates.rate_up_to(layer, quality.temporal);
             (max_layer.is_some_and(|max| layer <= max) && producer.activity.is_alive(layer))
-                .then(|| red::cost(rate.unwrap_or(assumed), red_distance) * (1.0 + fec_overhead))
+                .then(|| red::cost(rate.unwrap_or(assumed), redundancy) * (1.0 + fec_overhead))
         })
         .collect();
     Demand { priority, steps }

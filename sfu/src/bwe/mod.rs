@@ -47,6 +47,8 @@ struct Inner {
     congested: AtomicBool,
     /// Bits per second the router wants added as probe copies ([`probe`]); `f64` bits.
     probe: AtomicU64,
+    /// Whether the router wants each RED audio packet sent twice ([`crate::spaced_copies`]).
+    spaced_copies: AtomicBool,
     /// The connection's RTX streams, which carry resends and probe copies.
     rtx: Mutex<Vec<u32>>,
     /// What the receiver's feedback reported on (noted by the tap, read by the estimator).
@@ -120,6 +122,15 @@ impl SharedEstimate {
             .coverage
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Sends each RED audio packet a second time, a moment after the first, or stops.
+    pub fn set_spaced_copies(&self, on: bool) {
+        self.0.spaced_copies.store(on, Ordering::Relaxed);
+    }
+
+    pub fn spaced_copies(&self) -> bool {
+        self.0.spaced_copies.load(Ordering::Relaxed)
     }
 
     /// Bits per second of probe copies wanted now (see [`probe`]).
