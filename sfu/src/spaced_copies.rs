@@ -7,9 +7,10 @@
 //! be reported lost every time it is not needed (a link losing nothing measured 50 % loss and
 //! stayed audio-only), and with one number the feedback reports the packet arrived if either
 //! copy did. The router asks for copies through the connection's [`SharedEstimate`], as it
-//! asks for probes.
+//! asks for probes, and this stage notes there which numbers went out twice, so that the
+//! estimator counts their losses as the losses of two copies (see `bwe::estimator::losses`).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use rtc::interceptor::{
@@ -32,6 +33,8 @@ pub const COPY_DELAY: Duration = Duration::from_millis(10);
 
 pub struct SpacedCopies {
     estimate: SharedEstimate,
+    /// The transport-wide sequence number's extension id, per stream.
+    twcc_ids: HashMap<u32, u8>,
     /// Copies not yet due, oldest first: (due, packet, where it goes).
     pending: VecDeque<(Instant, rtc::rtp::Packet, TransportContext)>,
     read: VecDeque<TaggedPacket>,
@@ -42,6 +45,7 @@ impl SpacedCopies {
     pub fn new(estimate: SharedEstimate) -> Self {
         Self {
             estimate,
+            twcc_ids: HashMap::new(),
             pending: VecDeque::new(),
             read: VecDeque::new(),
             write: VecDeque::new(),
@@ -71,6 +75,14 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for SpacedCopies {
             && !msg.message.has(&Attribute::Retransmission)
             && self.estimate.spaced_copies()
         {
+            let number = self
+                .twcc_ids
+                .get(&rtp.header.ssrc)
+                .and_then(|&id| rtp.header.get_extension(id))
+                .and_then(|value| Some(u16::from_be_bytes(value.get(..2)?.try_into().ok()?)));
+            if let Some(number) = number {
+                self.estimate.note_doubled(number);
+            }
             self.pending
                 .push_back((msg.now + COPY_DELAY, rtp.clone(), msg.transport));
         }
@@ -102,9 +114,20 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for SpacedCopies {
 }
 
 impl Interceptor for SpacedCopies {
-    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_local_stream(&mut self, info: &StreamInfo) {
+        let id = info
+            .rtp_header_extensions
+            .iter()
+            .find(|e| e.uri == crate::feedback_loss::TRANSPORT_CC_URI)
+            .and_then(|e| u8::try_from(e.id).ok());
+        if let Some(id) = id {
+            self.twcc_ids.insert(info.ssrc, id);
+        }
+    }
 
-    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, info: &StreamInfo) {
+        self.twcc_ids.remove(&info.ssrc);
+    }
 
     fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
 

@@ -47,6 +47,30 @@ impl FeedbackCoverage {
     }
 }
 
+/// Transport-wide sequence numbers of packets sent twice (see `spaced_copies`): the receiver
+/// reports such a number arrived if either copy did, so its loss is the loss of both.
+#[derive(Debug, Default)]
+pub struct Doubled {
+    /// The most recent numbers, oldest first.
+    numbers: VecDeque<u16>,
+}
+
+/// Numbers of doubled packets remembered: a few seconds of audio.
+const DOUBLED: usize = 512;
+
+impl Doubled {
+    pub fn note(&mut self, seq: u16) {
+        if self.numbers.len() == DOUBLED {
+            self.numbers.pop_front();
+        }
+        self.numbers.push_back(seq);
+    }
+
+    pub fn contains(&self, seq: u16) -> bool {
+        self.numbers.contains(&seq)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -66,6 +90,17 @@ mod tests {
         // An empty feedback covers nothing.
         coverage.note(200, 0);
         assert!(!coverage.covers(200));
+    }
+
+    #[test]
+    fn doubled_numbers_are_remembered_for_a_while() {
+        let mut doubled = Doubled::default();
+        doubled.note(7);
+        assert!(doubled.contains(7) && !doubled.contains(8));
+        for seq in 100..100 + DOUBLED as u16 {
+            doubled.note(seq);
+        }
+        assert!(!doubled.contains(7), "forgotten");
     }
 
     #[test]

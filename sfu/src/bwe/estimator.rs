@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 use rtc::interceptor::{BandwidthEstimator, EstimatorStats, PacketReport};
 
 use super::SharedEstimate;
-use super::coverage::FeedbackCoverage;
+use super::loss::{LossWindow, losses};
 
 /// The propagation delay is the minimum one-way delay seen over this window. Long enough to
 /// include a moment with an empty queue, short enough to follow a route change.
@@ -270,13 +270,14 @@ impl BandwidthEstimator for Estimator {
         // streams, and a receiver that left them unreported would otherwise look like a path
         // losing a fifth of its packets while a probe runs.
         let rtx = self.shared.rtx_streams();
-        let (known, batch_lost) = losses(
+        let batch = losses(
             reports.iter().filter(|r| !rtx.contains(&r.ssrc)),
             &self.shared.coverage(),
+            &self.shared.doubled(),
         );
-        self.window.push(now, known, batch_lost);
+        self.window.push(now, batch);
         if self.queue <= OVERUSE_QUEUE {
-            self.random.push(now, known, batch_lost);
+            self.random.push(now, batch);
         }
         let holding = self
             .last_decrease
@@ -289,7 +290,7 @@ impl BandwidthEstimator for Estimator {
         let growing = self.queue > previous_queue + QUEUE_NOISE
             || self.queue > earlier_queue + 2 * QUEUE_NOISE;
         let draining = self.queue + QUEUE_NOISE < previous_queue;
-        let batch_loss = batch_lost as f64 / known.max(1) as f64;
+        let batch_loss = batch.fraction();
         // A full queue overflowing: losses while the queue is high and not draining. The
         // bar is twice the overuse queue because random loss (bad Wi-Fi) with a little delay
         // jitter (a busy receiver timestamps late) looks alike at lower queues, and cutting
@@ -367,65 +368,6 @@ impl BandwidthEstimator for Estimator {
         let mut stats = EstimatorStats::default();
         stats.packet_loss = self.loss();
         stats
-    }
-}
-
-/// Reported losses in a row sent over this long are an outage of the path (Wi-Fi gone for a
-/// moment), not the random loss of a bad link: the first feedback after the path comes back
-/// reports everything sent meanwhile as lost, and counted, that second would read as 100 %
-/// loss and take the student's video away just as it could resume. Random loss at 75 % puts
-/// 25 packets (half a second of audio alone) in a row once in a thousand runs.
-pub const OUTAGE: Duration = Duration::from_millis(500);
-
-/// How many of a batch's packets the receiver reported on, and how many of those it lost: a
-/// packet that did not arrive is lost only if a feedback packet reported on it; otherwise the
-/// feedback about it was lost, and nothing is known (see [`super::coverage`]). Neither is a
-/// run of losses longer than an [`OUTAGE`].
-fn losses<'a>(
-    reports: impl IntoIterator<Item = &'a PacketReport>,
-    coverage: &FeedbackCoverage,
-) -> (usize, usize) {
-    let (mut arrived, mut lost) = (0, 0);
-    // The current run of reported losses: (first departure, last departure, length).
-    let mut run: Option<(Instant, Instant, usize)> = None;
-    let counted = |run: Option<(Instant, Instant, usize)>| match run {
-        Some((first, last, length)) if last.saturating_duration_since(first) < OUTAGE => length,
-        _ => 0,
-    };
-    for report in reports {
-        if report.arrived {
-            arrived += 1;
-            lost += counted(run.take());
-        } else if report.is_twcc && coverage.covers(report.twcc_sequence_number) {
-            let (first, _, length) = run.unwrap_or((report.departure, report.departure, 0));
-            run = Some((first, report.departure, length + 1));
-        }
-    }
-    lost += counted(run);
-    (arrived + lost, lost)
-}
-
-/// (feedback instant, packets reported, packets lost) of the batches over [`RATE_WINDOW`].
-#[derive(Debug, Default)]
-struct LossWindow(VecDeque<(Instant, usize, usize)>);
-
-impl LossWindow {
-    fn push(&mut self, now: Instant, reported: usize, lost: usize) {
-        self.0.push_back((now, reported, lost));
-        while self
-            .0
-            .front()
-            .is_some_and(|w| now.saturating_duration_since(w.0) > RATE_WINDOW)
-        {
-            self.0.pop_front();
-        }
-    }
-
-    /// Lost share of the packets reported (`None` with too few reports).
-    fn share(&self) -> Option<f64> {
-        let total: usize = self.0.iter().map(|w| w.1).sum();
-        let lost: usize = self.0.iter().map(|w| w.2).sum();
-        (total >= 10).then(|| lost as f64 / total as f64)
     }
 }
 
@@ -602,55 +544,6 @@ mod tests {
         path.jitter_ms = 80;
         path.run(Duration::from_secs(20), 5_000_000.0, greedy);
         assert_eq!(path.target(), 1_000_000.0, "neither cut nor grown");
-    }
-
-    /// Reports of packets 0, 1, ... sent `gap` apart, `+` for arrived, `-` for not.
-    fn batch(pattern: &str, gap: Duration) -> Vec<PacketReport> {
-        let start = Instant::now();
-        pattern
-            .chars()
-            .enumerate()
-            .map(|(id, c)| PacketReport {
-                ssrc: 1,
-                id: id as u64,
-                rtp_sequence_number: id as u16,
-                is_twcc: true,
-                twcc_sequence_number: id as u16,
-                size: 1000,
-                arrived: c == '+',
-                departure: start + gap * id as u32,
-                arrival: (c == '+').then_some(Duration::ZERO),
-                ecn: Ecn::default(),
-            })
-            .collect()
-    }
-
-    #[test]
-    fn a_packet_no_feedback_reported_on_is_unknown_not_lost() {
-        let batch = |pattern: &str| batch(pattern, Duration::from_millis(1));
-        let mut coverage = FeedbackCoverage::default();
-        coverage.note(0, 4);
-        coverage.note(10, 6);
-        // Packets 4 to 9: their feedback was lost. Any run of losses a feedback reported
-        // counts, however long (at 75 % loss runs of five are common).
-        assert_eq!(
-            losses(&batch("+-+-------------+"), &coverage),
-            (11, 8),
-            "0-3 and 10-15 reported (8 lost), 4-9 unknown, 16 arrived"
-        );
-        assert_eq!(losses(&batch("++++"), &FeedbackCoverage::default()), (4, 0));
-    }
-
-    #[test]
-    fn an_outage_reported_lost_is_not_random_loss() {
-        // 20 ms apart: 40 lost in a row span 780 ms, 10 span 180 ms.
-        let batch = |pattern: &str| batch(pattern, Duration::from_millis(20));
-        let mut coverage = FeedbackCoverage::default();
-        coverage.note(0, 100);
-        let outage = format!("++{}++", "-".repeat(40));
-        assert_eq!(losses(&batch(&outage), &coverage), (4, 0));
-        let bad_link = format!("++{}++", "-".repeat(10));
-        assert_eq!(losses(&batch(&bad_link), &coverage), (14, 10));
     }
 
     #[test]

@@ -14,6 +14,7 @@
 
 pub mod coverage;
 pub mod estimator;
+pub mod loss;
 pub mod probe;
 pub mod remb;
 pub mod rtx;
@@ -53,6 +54,8 @@ struct Inner {
     rtx: Mutex<Vec<u32>>,
     /// What the receiver's feedback reported on (noted by the tap, read by the estimator).
     coverage: Mutex<coverage::FeedbackCoverage>,
+    /// Which packets went out twice (noted by `spaced_copies`, read by the estimator).
+    doubled: Mutex<coverage::Doubled>,
 }
 
 impl SharedEstimate {
@@ -131,6 +134,19 @@ impl SharedEstimate {
 
     pub fn spaced_copies(&self) -> bool {
         self.0.spaced_copies.load(Ordering::Relaxed)
+    }
+
+    /// The packet numbered `seq` for transport-wide feedback went out twice.
+    pub fn note_doubled(&self, seq: u16) {
+        self.doubled().note(seq);
+    }
+
+    /// Which packets went out twice, recently.
+    pub fn doubled(&self) -> std::sync::MutexGuard<'_, coverage::Doubled> {
+        self.0
+            .doubled
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Bits per second of probe copies wanted now (see [`probe`]).
