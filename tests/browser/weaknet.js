@@ -76,8 +76,8 @@ export async function showVideosLarge(page) {
  *   detection: `totalFreezesDuration`), `longestStallMs`: the longest time without a newly
  *   decoded frame (sampling resolution 100 ms) and when it began (`longestStallSince`, wall
  *   clock, to find it in the server's log), `fps`, `heights`: the decoded frame height
- *   at each sample, `kbps`: video bitrate received; `nacks`, `packetsLost` (after repair),
- *   `fecReceived` and `fecDiscarded` (FEC packets, and those that repaired nothing);
+ *   at each sample, `kbps`: video bitrate received; `nacks`, `packetsLost` (Chromium gives no
+ *   FEC counts for video: the server's `aula_fec_packets_sent_total` says what was sent);
  * - `concealment`: share of audio samples the decoder had to invent (`concealedSamples` /
  *   `totalSamplesReceived`), `audioKbps`.
  */
@@ -124,8 +124,6 @@ export function watch(page, ms) {
       kbps: (delta('video', 'bytesReceived') * 8) / seconds / 1000,
       nacks: delta('video', 'nackCount'),
       packetsLost: delta('video', 'packetsLost'),
-      fecReceived: delta('video', 'fecPacketsReceived'),
-      fecDiscarded: delta('video', 'fecPacketsDiscarded'),
       concealment: samples > 0 ? delta('audio', 'concealedSamples') / samples : 1,
       audioKbps: (delta('audio', 'bytesReceived') * 8) / seconds / 1000,
       audioCodec: last.audio.codecId ?? null,
