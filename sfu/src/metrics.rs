@@ -20,6 +20,9 @@ pub struct SfuMetrics {
     /// kernel took only part of (a full send buffer, or a datagram that failed).
     pub udp_send_calls: IntCounter,
     pub udp_partial_sends: IntCounter,
+    /// Datagrams sent as a later segment of a UDP GSO message (several to one destination in
+    /// one pass through the kernel's UDP and IP layers).
+    pub udp_gso_coalesced: IntCounter,
     pub udp_unroutable: IntCounter,
     pub stun_rejected: IntCounter,
     /// RTP packets and bytes from publishers, after SRTP (retransmissions included).
@@ -159,6 +162,10 @@ impl SfuMetrics {
             udp_partial_sends: counter(
                 "aula_udp_partial_sends_total",
                 "Batched sends (sendmmsg) the kernel took only part of; the rest were sent again",
+            )?,
+            udp_gso_coalesced: counter(
+                "aula_udp_gso_coalesced_total",
+                "Datagrams sent as a later segment of a UDP GSO message to the same destination",
             )?,
             udp_unroutable: counter(
                 "aula_udp_unroutable_datagrams_total",

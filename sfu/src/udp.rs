@@ -11,12 +11,17 @@
 //!
 //! Sends go out in batches: [`MediaSocket::send_all`] hands a router turn's datagrams to the
 //! kernel with `sendmmsg` on Linux (`sendmmsg.rs`, each datagram with its own source address as
-//! `quinn-udp` would set it), one system call for up to [`sendmmsg::MAX_BATCH`] of them, and
-//! falls back to `quinn-udp`'s one send per datagram elsewhere, or for good if the kernel says
-//! it has no `sendmmsg`.
+//! `quinn-udp` would set it), one system call for up to 256 messages. A message is one
+//! datagram, or with UDP GSO a run of datagrams of one size to one destination (a class turn
+//! holds each student's copies of every packet that arrived in the batch read: a frame's
+//! packets are mostly of one size), which the kernel takes through its UDP and IP layers once
+//! and cuts up after. It falls back to `quinn-udp`'s one send per datagram elsewhere, or for
+//! good if the kernel says it has no `sendmmsg`; and to no GSO if a send with it fails.
 
 use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, SocketAddr};
+#[cfg(target_os = "linux")]
+use std::ops::Range;
 #[cfg(target_os = "linux")]
 use std::os::fd::AsFd;
 
@@ -47,8 +52,15 @@ pub struct MediaSocket {
     metas: Vec<RecvMeta>,
     /// `None` where the kernel has no `sendmmsg` (then one send per datagram).
     #[cfg(target_os = "linux")]
-    batch: Option<sendmmsg::Sendmmsg>,
+    batch: Option<Batching>,
 }
+
+/// Datagrams in one GSO message at most (the kernel's `UDP_MAX_SEGMENTS`, 64 before 6.9 and
+/// 128 since), and bytes: one IP packet's 64 KiB with headers, rounded down.
+#[cfg(target_os = "linux")]
+const GSO_MAX_SEGMENTS: usize = 64;
+#[cfg(target_os = "linux")]
+const GSO_MAX_BYTES: usize = 60_000;
 
 /// One datagram to send: from which of our addresses (ignored when the socket is bound to
 /// one), to whom.
@@ -63,12 +75,13 @@ pub trait ToSend {
     fn outgoing(&self) -> Outgoing<'_>;
 }
 
-/// What a [`MediaSocket::send_all`] took: system calls, and those (batched) the kernel took
-/// only part of.
+/// What a [`MediaSocket::send_all`] took: system calls, those (batched) the kernel took only
+/// part of, and datagrams that went out as a later segment of a GSO message.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct SendCalls {
     pub calls: u64,
     pub partial: u64,
+    pub coalesced: u64,
 }
 
 impl MediaSocket {
@@ -76,6 +89,8 @@ impl MediaSocket {
     pub fn new(socket: std::net::UdpSocket) -> io::Result<Self> {
         let state = UdpSocketState::new((&socket).into())?;
         let local_addr = socket.local_addr()?;
+        #[cfg(target_os = "linux")]
+        let batch = Some(Batching::new(&state));
         Ok(Self {
             socket: UdpSocket::from_std(socket)?,
             buffers: vec![0; quinn_udp::BATCH_SIZE * SLOT_BYTES],
@@ -83,7 +98,7 @@ impl MediaSocket {
             state,
             local_addr,
             #[cfg(target_os = "linux")]
-            batch: Some(sendmmsg::Sendmmsg::default()),
+            batch,
         })
     }
 
@@ -95,6 +110,26 @@ impl MediaSocket {
             self.batch = None;
         }
         self
+    }
+
+    /// `sendmmsg` without GSO: one datagram per message (tests).
+    #[cfg(test)]
+    fn without_gso(mut self) -> Self {
+        #[cfg(target_os = "linux")]
+        if let Some(batching) = &mut self.batch {
+            batching.max_segments = 1;
+        }
+        self
+    }
+
+    /// Whether runs of datagrams to one destination go out as one GSO message (tests).
+    #[cfg(test)]
+    fn gso(&self) -> bool {
+        #[cfg(target_os = "linux")]
+        if let Some(batching) = &self.batch {
+            return batching.max_segments > 1;
+        }
+        false
     }
 
     /// Asks the kernel for `bytes` of buffer each way (capped at `net.core.[rw]mem_max`);
@@ -186,81 +221,194 @@ impl MediaSocket {
         self.local_addr.ip().is_unspecified().then_some(from)
     }
 
-    /// Sends every datagram of `queue` in order without waiting, in as few system calls as the
-    /// kernel allows, and tells `sent` how each went: as [`MediaSocket::send`] would have, a
-    /// datagram that meets a full send buffer is dropped with `WouldBlock`, and each is tried
-    /// once, whatever became of the one before.
+    /// Sends every datagram of `queue` without waiting, in as few system calls as the kernel
+    /// allows, and tells `sent` how each went. As with [`MediaSocket::send`], a datagram that
+    /// meets a full send buffer is dropped with `WouldBlock`, and each is tried once, whatever
+    /// became of the one before. Datagrams to one destination leave in their order in `queue`;
+    /// with GSO, those to different destinations may leave in another.
     pub fn send_all<T: ToSend>(
         &mut self,
         queue: &[T],
         mut sent: impl FnMut(&T, io::Result<()>),
     ) -> SendCalls {
         let mut calls = SendCalls::default();
-        #[allow(unused_mut)] // only batched on Linux
-        let mut rest = queue;
         #[cfg(target_os = "linux")]
-        while !rest.is_empty() {
-            let Some(batch) = self.batch.as_mut() else {
-                break;
-            };
-            let (socket, unspecified) = (&self.socket, self.local_addr.ip().is_unspecified());
-            let result = socket.try_io(Interest::WRITABLE, || {
-                batch.send(
-                    socket.as_fd(),
-                    rest.iter().map(|item| {
-                        let datagram = item.outgoing();
-                        sendmmsg::Message {
-                            src: unspecified.then_some(datagram.from),
-                            dst: datagram.to,
-                            data: datagram.data,
-                        }
-                    }),
-                )
-            });
-            calls.calls += 1;
-            match result {
-                Ok(taken) if taken > 0 => {
-                    let tried = rest.len().min(sendmmsg::MAX_BATCH);
-                    calls.partial += u64::from(taken < tried);
-                    for item in &rest[..taken] {
-                        sent(item, Ok(()));
-                    }
-                    rest = &rest[taken..];
-                }
-                // Taken none without an error: cannot happen, but the loop must go on.
-                Ok(_) => {
-                    sent(&rest[0], Err(io::ErrorKind::WouldBlock.into()));
-                    rest = &rest[1..];
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    sent(&rest[0], Err(e));
-                    rest = &rest[1..];
-                }
-                Err(e) if unsupported(&e) => {
-                    warn!(error = %e, "no sendmmsg: one system call per datagram from now on");
-                    self.batch = None;
-                }
-                // The first datagram failed. Alone through `quinn-udp`, which has fallbacks of
-                // its own: if it goes that way, what failed was the batch, not the datagram.
-                Err(e) => {
-                    let datagram = rest[0].outgoing();
-                    calls.calls += 1;
-                    let alone = self.send(datagram.from, datagram.to, datagram.data);
-                    if alone.is_ok() {
-                        warn!(error = %e, "sendmmsg failed where a single send did not: one system call per datagram from now on");
-                        self.batch = None;
-                    }
-                    sent(&rest[0], alone);
-                    rest = &rest[1..];
-                }
-            }
+        if let Some(batching) = self.batch.take() {
+            self.batch = self.send_batched(batching, queue, &mut sent, &mut calls);
+            return calls;
         }
-        for item in rest {
+        for item in queue {
             let datagram = item.outgoing();
             calls.calls += 1;
             sent(item, self.send(datagram.from, datagram.to, datagram.data));
         }
         calls
+    }
+
+    /// [`MediaSocket::send_all`] with `sendmmsg`; returns `batching` unless the kernel refused
+    /// it for good.
+    #[cfg(target_os = "linux")]
+    fn send_batched<T: ToSend>(
+        &mut self,
+        mut batching: Batching,
+        queue: &[T],
+        sent: &mut impl FnMut(&T, io::Result<()>),
+        calls: &mut SendCalls,
+    ) -> Option<Batching> {
+        batching.plan(queue);
+        let Batching {
+            sendmmsg,
+            max_segments,
+            order,
+            messages,
+        } = &mut batching;
+        let datagrams: Vec<&[u8]> = order.iter().map(|&i| queue[i].outgoing().data).collect();
+        let unspecified = self.local_addr.ip().is_unspecified();
+        let mut keep = true;
+        let mut next = 0;
+        while next < messages.len() {
+            let socket = &self.socket;
+            let result = socket.try_io(Interest::WRITABLE, || {
+                sendmmsg.send(
+                    socket.as_fd(),
+                    messages[next..].iter().map(|range| {
+                        let first = queue[order[range.start]].outgoing();
+                        sendmmsg::Message {
+                            src: unspecified.then_some(first.from),
+                            dst: first.to,
+                            datagrams: &datagrams[range.clone()],
+                        }
+                    }),
+                )
+            });
+            calls.calls += 1;
+            let items = |range: &Range<usize>| order[range.clone()].iter().map(|&i| &queue[i]);
+            let message = messages[next].clone();
+            match result {
+                Ok(taken) if taken > 0 => {
+                    let tried = (messages.len() - next).min(sendmmsg::MAX_BATCH);
+                    calls.partial += u64::from(taken < tried);
+                    for range in &messages[next..next + taken] {
+                        calls.coalesced += range.len() as u64 - 1;
+                        items(range).for_each(|item| sent(item, Ok(())));
+                    }
+                    next += taken;
+                }
+                // Taken none without an error (cannot happen), or a full send buffer: this
+                // message is dropped, as one send of each of its datagrams would have been.
+                Ok(_) => {
+                    items(&message)
+                        .for_each(|item| sent(item, Err(io::ErrorKind::WouldBlock.into())));
+                    next += 1;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    items(&message)
+                        .for_each(|item| sent(item, Err(io::ErrorKind::WouldBlock.into())));
+                    next += 1;
+                }
+                Err(e) if unsupported(&e) => {
+                    warn!(error = %e, "no sendmmsg: one system call per datagram from now on");
+                    keep = false;
+                    break;
+                }
+                // Some devices and kernels cannot segment (EIO, EINVAL): as `quinn-udp` does, no
+                // GSO from now on; this turn's rest goes one datagram at a time.
+                Err(e) if message.len() > 1 => {
+                    warn!(error = %e, "UDP GSO failed: no GSO from now on");
+                    *max_segments = 1;
+                    break;
+                }
+                // One datagram failed. Alone through `quinn-udp`, which has fallbacks of its
+                // own: if it goes that way, what failed was the batch, not the datagram.
+                Err(e) => {
+                    let item = &queue[order[message.start]];
+                    let datagram = item.outgoing();
+                    calls.calls += 1;
+                    let alone = self.send(datagram.from, datagram.to, datagram.data);
+                    next += 1;
+                    if alone.is_ok() {
+                        warn!(error = %e, "sendmmsg failed where a single send did not: one system call per datagram from now on");
+                        keep = false;
+                    }
+                    sent(item, alone);
+                    if !keep {
+                        break;
+                    }
+                }
+            }
+        }
+        for &i in messages[next..]
+            .iter()
+            .flat_map(|range| &order[range.clone()])
+        {
+            let datagram = queue[i].outgoing();
+            calls.calls += 1;
+            sent(
+                &queue[i],
+                self.send(datagram.from, datagram.to, datagram.data),
+            );
+        }
+        keep.then_some(batching)
+    }
+}
+
+/// How [`MediaSocket::send_all`] sends with `sendmmsg`, and its plan for one queue.
+#[cfg(target_os = "linux")]
+struct Batching {
+    sendmmsg: sendmmsg::Sendmmsg,
+    /// Datagrams per GSO message at most; 1 without GSO.
+    max_segments: usize,
+    /// The queue's indices in sending order: by destination with GSO (stable: each
+    /// destination's datagrams in queue order), else the queue's order.
+    order: Vec<usize>,
+    /// Each message's run of `order`: one datagram, or several for GSO.
+    messages: Vec<Range<usize>>,
+}
+
+#[cfg(target_os = "linux")]
+impl Batching {
+    fn new(state: &UdpSocketState) -> Self {
+        Self {
+            sendmmsg: sendmmsg::Sendmmsg::default(),
+            max_segments: state.max_gso_segments().clamp(1, GSO_MAX_SEGMENTS),
+            order: Vec::new(),
+            messages: Vec::new(),
+        }
+    }
+
+    /// Plans `queue` into messages: with GSO, each destination's datagrams from one source
+    /// together, a run of one size (the last may be shorter) in one message.
+    fn plan<T: ToSend>(&mut self, queue: &[T]) {
+        self.order.clear();
+        self.order.extend(0..queue.len());
+        self.messages.clear();
+        if self.max_segments > 1 {
+            self.order.sort_by_key(|&i| queue[i].outgoing().to);
+        }
+        let mut start = 0;
+        while start < self.order.len() {
+            let first = queue[self.order[start]].outgoing();
+            let size = first.data.len();
+            let (mut end, mut bytes) = (start + 1, size);
+            while end < self.order.len() && end - start < self.max_segments {
+                let next = queue[self.order[end]].outgoing();
+                let len = next.data.len();
+                if next.to != first.to
+                    || next.from != first.from
+                    || len > size
+                    || len == 0
+                    || bytes + len > GSO_MAX_BYTES
+                {
+                    break;
+                }
+                (end, bytes) = (end + 1, bytes + len);
+                if len < size {
+                    break; // a shorter datagram ends a GSO message
+                }
+            }
+            self.messages.push(start..end);
+            start = end;
+        }
     }
 }
 
@@ -338,57 +486,45 @@ mod tests {
         }
     }
 
-    /// Sends 600 datagrams of different sizes (1 to 1,400 bytes) in one `send_all`, to four
-    /// receivers on two loopback addresses, from three of the socket's addresses in turn, and
-    /// checks that each receiver got exactly its datagrams, intact, in order, each from the
-    /// address it was sent from.
-    async fn batch_arrives_intact_once_from_its_sources(mut media: MediaSocket) -> SendCalls {
-        let port = media.local_addr.port();
-        let receivers: Vec<std::net::UdpSocket> =
-            ["127.0.0.1", "127.0.0.2", "127.0.0.1", "127.0.0.2"]
-                .iter()
-                .map(|ip| {
-                    let socket =
-                        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)
-                            .unwrap();
-                    // Room for everything at once: nothing reads until the batch is sent.
-                    socket.set_recv_buffer_size(4 << 20).unwrap();
-                    socket
-                        .bind(&SocketAddr::new(ip.parse().unwrap(), 0).into())
+    /// Sockets bound to `ips` (port chosen by the kernel), with room for all a test sends.
+    fn receivers(ips: &[&str]) -> Vec<std::net::UdpSocket> {
+        ips.iter()
+            .map(|ip| {
+                let socket =
+                    socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)
                         .unwrap();
-                    let socket: std::net::UdpSocket = socket.into();
-                    socket
-                        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
-                        .unwrap();
-                    socket
-                })
-                .collect();
-        let sources: Vec<IpAddr> = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
-            .iter()
-            .map(|ip| ip.parse().unwrap())
-            .collect();
-        let queue: Vec<Sent> = (0..600usize)
-            .map(|i| {
-                let len = 1 + (i * 7919) % 1400;
-                let mut data: Vec<u8> = (0..len).map(|b| (b * 31 + i) as u8).collect();
-                data[0] = (i % 251) as u8;
-                Sent {
-                    from: sources[i % sources.len()],
-                    to: receivers[(i / 5) % receivers.len()].local_addr().unwrap(),
-                    data,
-                }
+                // Room for everything at once: nothing reads until the batch is sent.
+                socket.set_recv_buffer_size(4 << 20).unwrap();
+                socket
+                    .bind(&SocketAddr::new(ip.parse().unwrap(), 0).into())
+                    .unwrap();
+                let socket: std::net::UdpSocket = socket.into();
+                socket
+                    .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+                    .unwrap();
+                socket
             })
-            .collect();
+            .collect()
+    }
+
+    /// Sends `queue` in one `send_all` and checks that each receiver got exactly its
+    /// datagrams, intact, in the queue's order, each from the address it was sent from.
+    async fn arrives_intact_once_from_its_sources(
+        mut media: MediaSocket,
+        receivers: &[std::net::UdpSocket],
+        queue: &[Sent],
+    ) -> SendCalls {
+        let port = media.local_addr.port();
         // Until the runtime has seen the socket writable, `try_io` says `WouldBlock`.
         media.writable().await.unwrap();
         let mut reported = vec![0; queue.len()];
-        let calls = media.send_all(&queue, |sent, result| {
+        let calls = media.send_all(queue, |sent, result| {
             result.unwrap();
             let index = queue.iter().position(|q| std::ptr::eq(q, sent)).unwrap();
             reported[index] += 1;
         });
         assert!(reported.iter().all(|&n| n == 1), "each reported once");
-        for receiver in &receivers {
+        for receiver in receivers {
             let to = receiver.local_addr().unwrap();
             let mut buf = [0u8; 2048];
             for want in queue.iter().filter(|q| q.to == to) {
@@ -408,30 +544,100 @@ mod tests {
         calls
     }
 
+    /// 600 datagrams of different sizes (1 to 1,400 bytes, each distinct), five at a time to
+    /// each of four receivers on two loopback addresses, from three of the socket's addresses
+    /// in turn.
+    async fn mixed_batch(media: MediaSocket) -> SendCalls {
+        let receivers = receivers(&["127.0.0.1", "127.0.0.2", "127.0.0.1", "127.0.0.2"]);
+        let sources: Vec<IpAddr> = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
+            .iter()
+            .map(|ip| ip.parse().unwrap())
+            .collect();
+        let queue: Vec<Sent> = (0..600usize)
+            .map(|i| {
+                let len = 1 + (i * 7919) % 1400;
+                let mut data: Vec<u8> = (0..len).map(|b| (b * 31 + i) as u8).collect();
+                data[0] = (i % 251) as u8;
+                Sent {
+                    from: sources[i % sources.len()],
+                    to: receivers[(i / 5) % receivers.len()].local_addr().unwrap(),
+                    data,
+                }
+            })
+            .collect();
+        arrives_intact_once_from_its_sources(media, &receivers, &queue).await
+    }
+
+    /// A router turn in a class: four packets of a teacher's frame (1,100, 1,100, 1,100 and
+    /// 700 bytes) and one of audio (120 bytes), each copied to six students, three on
+    /// 127.0.0.1 and three on 127.0.0.2, each replied to from the address it uses; each copy
+    /// distinct. Returns the queue with its receivers.
+    fn class_turn() -> (Vec<std::net::UdpSocket>, Vec<Sent>) {
+        let ips = ["127.0.0.1", "127.0.0.2"];
+        let students = receivers(&[ips[0], ips[1], ips[0], ips[1], ips[0], ips[1]]);
+        let mut queue = Vec::new();
+        for (packet, len) in [1100usize, 1100, 1100, 700, 120].into_iter().enumerate() {
+            for (s, student) in students.iter().enumerate() {
+                let to = student.local_addr().unwrap();
+                let data = (0..len).map(|b| (b + packet * 7 + s * 13) as u8).collect();
+                queue.push(Sent {
+                    from: to.ip(),
+                    to,
+                    data,
+                });
+            }
+        }
+        (students, queue)
+    }
+
     fn wildcard_media_socket() -> MediaSocket {
         MediaSocket::new(std::net::UdpSocket::bind("0.0.0.0:0").unwrap()).unwrap()
     }
 
     #[tokio::test]
     async fn batched_sends_arrive_intact_once_from_their_sources() {
-        let calls = batch_arrives_intact_once_from_its_sources(wildcard_media_socket()).await;
-        if cfg!(target_os = "linux") {
-            // 600 datagrams in batches of `MAX_BATCH`; more calls only if the kernel split one.
-            assert!(calls.calls >= 3 && calls.calls < 600, "{calls:?}");
+        for media in [
+            wildcard_media_socket(),
+            wildcard_media_socket().without_gso(),
+        ] {
+            let calls = mixed_batch(media).await;
+            if cfg!(target_os = "linux") {
+                // 600 datagrams in batches of `MAX_BATCH`; more only if the kernel split one.
+                assert!(calls.calls >= 3 && calls.calls < 600, "{calls:?}");
+            }
         }
     }
 
     #[tokio::test]
     async fn unbatched_sends_arrive_the_same() {
-        let calls =
-            batch_arrives_intact_once_from_its_sources(wildcard_media_socket().unbatched()).await;
+        let calls = mixed_batch(wildcard_media_socket().unbatched()).await;
         assert_eq!(
             calls,
             SendCalls {
                 calls: 600,
-                partial: 0
+                ..SendCalls::default()
             }
         );
+    }
+
+    /// With GSO, each student's copies of the frame go as one message (three of 1,100 bytes
+    /// and the shorter 700 after them), the audio as another; each copy arrives as its own
+    /// datagram, intact, in order, from the right address. Without GSO, one per datagram.
+    #[tokio::test]
+    async fn gso_sends_a_class_turn_as_one_message_per_student_and_run() {
+        let (students, queue) = class_turn();
+        let media = wildcard_media_socket();
+        let gso = media.gso();
+        let calls = arrives_intact_once_from_its_sources(media, &students, &queue).await;
+        if gso {
+            assert_eq!(calls.coalesced, 6 * 3, "{calls:?}");
+        } else {
+            assert_eq!(calls.coalesced, 0, "no GSO on this kernel: {calls:?}");
+        }
+        let (students, queue) = class_turn();
+        let media = wildcard_media_socket().without_gso();
+        let calls = arrives_intact_once_from_its_sources(media, &students, &queue).await;
+        assert_eq!(calls.coalesced, 0);
     }
 
     /// Datagrams leave with don't-fragment set (`quinn-udp`: `IP_MTU_DISCOVER` =

@@ -274,6 +274,7 @@ impl Outbox {
         });
         metrics.udp_send_calls.inc_by(calls.calls);
         metrics.udp_partial_sends.inc_by(calls.partial);
+        metrics.udp_gso_coalesced.inc_by(calls.coalesced);
         self.queue.clear();
     }
 }
