@@ -1,0 +1,115 @@
+//! What the tap does to the feedback a receiver sends before `rtc`'s NACK responder (further
+//! from the wire) acts on it: NACKs trimmed to the packets still worth resending, cut to the
+//! path's resend budget, and added for what transport-wide feedback reports lost. Apart from
+//! `tap.rs` so that the chain's entry points there stay short.
+
+use std::time::Instant;
+
+use rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::{
+    TransportLayerNack, nack_pairs_from_sequence_numbers,
+};
+
+use super::{Tap, nacked};
+use crate::bwe::SharedEstimate;
+use crate::nack_age::Trim;
+
+impl Tap {
+    /// Trims every NACK in a compound packet to what is still worth resending, removing the
+    /// NACKs left empty; counts the sequence numbers left out.
+    pub(super) fn trim_nacks(
+        &mut self,
+        packets: &mut Vec<Box<dyn rtc::rtcp::Packet>>,
+        now: Instant,
+    ) {
+        let mut stale = 0;
+        packets.retain_mut(|packet| {
+            let Some(nack) = packet.as_any().downcast_ref::<TransportLayerNack>() else {
+                return true;
+            };
+            match self.sent.trim(nack, now) {
+                Trim::Keep => true,
+                Trim::Rewrite { nack, skipped } => {
+                    stale += skipped;
+                    *packet = Box::new(nack);
+                    true
+                }
+                Trim::Drop { skipped } => {
+                    stale += skipped;
+                    false
+                }
+            }
+        });
+        self.metrics.nack_stale.inc_by(stale);
+    }
+
+    /// Cuts each NACK down to the resends the path's budget allows (see `resend_budget`),
+    /// keeping the newest sequence numbers; counts the rest as not resent.
+    pub(super) fn limit_resends(
+        &mut self,
+        packets: &mut Vec<Box<dyn rtc::rtcp::Packet>>,
+        now: Instant,
+    ) {
+        let Some(estimate) = &self.estimate else {
+            return;
+        };
+        let (bps, congested) = (estimate.current(), estimate.congested());
+        let mut left_out = 0;
+        packets.retain_mut(|packet| {
+            let Some(nack) = packet.as_any().downcast_ref::<TransportLayerNack>() else {
+                return true;
+            };
+            let mut seqs: Vec<u16> = nack
+                .nacks
+                .iter()
+                .flat_map(|pair| pair.packet_list())
+                .collect();
+            let allowed = self.budget.take(now, seqs.len(), bps, congested);
+            if allowed == seqs.len() {
+                return true;
+            }
+            left_out += (seqs.len() - allowed) as u64;
+            if allowed == 0 {
+                return false;
+            }
+            let newest = seqs.split_off(seqs.len() - allowed);
+            let limited = TransportLayerNack {
+                sender_ssrc: nack.sender_ssrc,
+                media_ssrc: nack.media_ssrc,
+                nacks: nack_pairs_from_sequence_numbers(&newest),
+            };
+            *packet = Box::new(limited);
+            true
+        });
+        self.metrics.nack_stale.inc_by(left_out);
+    }
+
+    /// Adds to a compound packet NACKs for what its TWCC feedback reports lost (see
+    /// `feedback_loss`); `trim_nacks` then treats them like the receiver's own.
+    ///
+    /// Not while the path shows a queue: its losses are then an overflow's tail drops, and
+    /// asking again for every resend the overflow drops too would only keep the queue full
+    /// until the allocator's cut takes effect. The receiver's own NACKs still get answers.
+    pub(super) fn ask_for_reported_losses(
+        &mut self,
+        packets: &mut Vec<Box<dyn rtc::rtcp::Packet>>,
+    ) {
+        if self
+            .estimate
+            .as_ref()
+            .is_some_and(SharedEstimate::congested)
+        {
+            return;
+        }
+        let nacks: Vec<Box<dyn rtc::rtcp::Packet>> = packets
+            .iter()
+            .filter_map(|packet| packet.as_any().downcast_ref::<TransportLayerCc>())
+            .flat_map(|feedback| self.transport.nacks(feedback))
+            .map(|nack| Box::new(nack) as Box<dyn rtc::rtcp::Packet>)
+            .collect();
+        for nack in &nacks {
+            self.metrics.feedback_nacks.inc_by(nacked(nack.as_ref()));
+        }
+        packets.extend(nacks);
+    }
+}
