@@ -26,6 +26,7 @@ pub mod relay;
 pub mod resend_budget;
 pub mod resend_history;
 pub mod router;
+pub mod sender_clock;
 pub mod rtx_repair;
 mod sdp;
 pub mod sim;

@@ -31,6 +31,7 @@ use crate::qos::FeedbackCounts;
 use crate::red;
 use crate::resend_history::ResendHistory;
 use crate::rtx_repair::{self, RtxRepairInterceptor};
+use crate::sender_clock::{self, SenderClockStage};
 use crate::spaced_copies::{self, SpacedCopies};
 use crate::tap::{self, Tap};
 
@@ -139,10 +140,15 @@ pub(crate) fn configure(
         );
     if let Some(estimate) = estimate {
         registry = bwe::with_congestion_control(registry, estimate);
-        registry = registry.with(
-            Slot::Custom(spaced_copies::SLOT),
-            SpacedCopies::new(estimate.clone()),
-        );
+        registry = registry
+            .with(
+                Slot::Custom(spaced_copies::SLOT),
+                SpacedCopies::new(estimate.clone()),
+            )
+            .with(
+                Slot::Custom(sender_clock::SLOT),
+                SenderClockStage::new(estimate.clone()),
+            );
         // Video FEC on the connections the SFU sends media on; see `fec`.
         fec::register(&mut media_engine)?;
         registry = registry.with(

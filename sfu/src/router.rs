@@ -47,6 +47,7 @@ use crate::qos::{self, FeedbackCounts};
 use crate::quality::{self, ConnectionQuality};
 use crate::record::capture::{Captures, TrackMeta};
 use crate::red;
+use crate::sender_clock::SenderClock;
 
 mod allocation;
 mod forwarding;
@@ -54,6 +55,7 @@ mod negotiation;
 mod peers;
 mod recording;
 mod relay;
+mod sender_reports;
 mod stats;
 mod tracks;
 
@@ -166,6 +168,9 @@ struct Producer {
     /// Imported: the layers last asked of the exporting node (see
     /// [`relay::demanded_layers`]).
     relay_demand: Option<Vec<Layer>>,
+    /// Per layer, the publisher's clock from its latest sender report, in its own timestamps
+    /// (see `sender_clock`).
+    clocks: Vec<Option<SenderClock>>,
 }
 
 impl Producer {

@@ -18,6 +18,7 @@ use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::message::RTCMessage;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
+use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtp_transceiver::RTCRtpSenderId;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodingParameters, RTCRtpEncodingParameters, RTCRtpRtxParameters, RtpCodecKind,
@@ -54,6 +55,8 @@ pub struct Client {
     pub pc: RTCPeerConnection,
     pub addr: SocketAddr,
     pub received: Vec<Received>,
+    /// Sender reports received, with when.
+    pub sender_reports: Vec<(Instant, SenderReport)>,
     sender: Option<Sender>,
 }
 
@@ -166,6 +169,7 @@ impl Sim {
             pc,
             addr,
             received: Vec::new(),
+            sender_reports: Vec::new(),
             sender: None,
         });
         self.clients.len() - 1
@@ -350,6 +354,34 @@ impl Sim {
         sender.write_rtp(now, packet).expect("publisher sends");
     }
 
+    /// The RTP timestamp of the last packet a publisher sent on its first stream.
+    pub fn last_timestamp(&self, index: usize) -> u32 {
+        let sender = self.clients[index]
+            .sender
+            .as_ref()
+            .expect("client publishes");
+        u32::from(sender.streams[0].1).wrapping_mul(sender.ticks)
+    }
+
+    /// Sends a sender report from a publisher (on its first stream) saying that RTP timestamp
+    /// `rtp_time` is now, as a publisher whose media takes a while to reach it would.
+    pub fn send_sender_report(&mut self, index: usize, rtp_time: u32) {
+        let now = self.now;
+        let client = &mut self.clients[index];
+        let sender = client.sender.as_ref().expect("client publishes");
+        let (ssrc, id) = (sender.streams[0].0, sender.id);
+        let report = SenderReport {
+            ssrc,
+            ntp_time: 1 << 32,
+            rtp_time,
+            ..Default::default()
+        };
+        let mut sender = client.pc.rtp_sender(id).expect("its sender");
+        sender
+            .write_rtcp(now, vec![Box::new(report)])
+            .expect("report written");
+    }
+
     /// Takes the datagrams a client has queued (e.g. encrypted media after [`Sim::send`])
     /// instead of delivering them, so a benchmark can feed them to the router itself.
     pub fn take_datagrams(&mut self, index: usize) -> Vec<(SocketAddr, BytesMut)> {
@@ -472,13 +504,23 @@ impl Sim {
                 }
                 while client.pc.poll_event().is_some() {}
                 while let Some(msg) = client.pc.poll_read() {
-                    if let RTCMessage::RtpPacket(_, packet) = msg.message {
-                        client.received.push(Received {
+                    match msg.message {
+                        RTCMessage::RtpPacket(_, packet) => client.received.push(Received {
                             ssrc: packet.header.ssrc,
                             seq: packet.header.sequence_number,
                             timestamp: packet.header.timestamp,
                             payload: packet.payload,
-                        });
+                        }),
+                        RTCMessage::RtcpPacket(_, packets) => {
+                            let reports = packets
+                                .iter()
+                                .filter_map(|p| p.as_any().downcast_ref::<SenderReport>());
+                            let now = self.now;
+                            client
+                                .sender_reports
+                                .extend(reports.map(|r| (now, r.clone())));
+                        }
+                        _ => {}
                     }
                 }
                 let from = client.addr;

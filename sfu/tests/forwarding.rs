@@ -370,3 +370,49 @@ fn a_keyframe_is_asked_for_as_soon_as_a_students_path_comes_back() {
         "no keyframe asked for within 330 ms of the path coming back"
     );
 }
+
+/// A student's sender reports carry the teacher's clock: a teacher whose microphone takes
+/// 100 ms to reach its packets says so in its report (the RTP timestamp of the moment it sends
+/// the report is 4,800 ticks behind its last packet), and the SFU's reports to the student say
+/// the same in the student's timestamps. `rtc` alone maps the last packet sent to the moment
+/// it was sent, which put the difference in every student's lip sync.
+#[test]
+fn a_students_sender_reports_carry_the_teachers_clock() {
+    let mut sim = Sim::new();
+    let teacher = sim.add_publisher("teacher", TrackKind::Audio);
+    let track = publish(&mut sim, teacher);
+    sim.subscribe("s1", &track);
+    assert!(sim.run_until(2_000, STEP, |s| s.router.stats().consumers == 1));
+    for _ in 0..100 {
+        sim.send(teacher, b"warm-up");
+        sim.step(Duration::from_millis(20));
+    }
+    let last_in = sim.last_timestamp(teacher);
+    let last_out = sim
+        .client("s1")
+        .received
+        .last()
+        .expect("audio flowed")
+        .timestamp;
+    let reported_at = sim.now;
+    sim.send_sender_report(teacher, last_in.wrapping_sub(4_800));
+    let seen = sim.client("s1").sender_reports.len();
+    for _ in 0..100 {
+        sim.send(teacher, b"audio");
+        sim.step(Duration::from_millis(20));
+    }
+    let reports = &sim.client("s1").sender_reports[seen..];
+    let ticks = |at: std::time::Instant| (at - reported_at).as_secs_f64() * 48_000.0;
+    let offsets: Vec<i64> = reports
+        .iter()
+        .map(|(at, report)| {
+            let expected = last_out.wrapping_add(ticks(*at) as u32);
+            i64::from(report.rtp_time.wrapping_sub(expected) as i32)
+        })
+        .collect();
+    println!("student's reports, ticks from the teacher's clock 100 ms late: {offsets:?}");
+    assert!(
+        offsets.iter().any(|o| (o + 4_800).abs() <= 48),
+        "a report within 1 ms of the teacher's clock: {offsets:?}"
+    );
+}

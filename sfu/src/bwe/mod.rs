@@ -19,10 +19,13 @@ pub mod probe;
 pub mod remb;
 pub mod rtx;
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use rtc::interceptor::{CongestionControlBuilder, Registry, Slot, TwccSenderBuilder};
+
+use crate::sender_clock::SenderClock;
 
 /// Where a new subscriber's estimate starts: enough for audio and a middle layer, so the first
 /// picture comes quickly and the climb to the top layer is a step, not a gamble.
@@ -34,7 +37,9 @@ pub const MIN_BITRATE: f64 = 50_000.0;
 pub const MAX_BITRATE: f64 = 20_000_000.0;
 
 /// The latest TWCC and REMB estimates of one connection, in bits per second (`0` is "none
-/// yet"), and the share of packets the path lost at random recently (from TWCC feedback).
+/// yet"), and the share of packets the path lost at random recently (from TWCC feedback); and
+/// what the router asks of the connection's wire end (probe copies, spaced audio copies, the
+/// publishers' clocks for its sender reports).
 #[derive(Debug, Clone, Default)]
 pub struct SharedEstimate(Arc<Inner>);
 
@@ -56,6 +61,8 @@ struct Inner {
     coverage: Mutex<coverage::FeedbackCoverage>,
     /// Which packets went out twice (noted by `spaced_copies`, read by the estimator).
     doubled: Mutex<coverage::Doubled>,
+    /// Per local stream, the publisher's clock its sender reports carry ([`crate::sender_clock`]).
+    clocks: Mutex<HashMap<u32, SenderClock>>,
 }
 
 impl SharedEstimate {
@@ -147,6 +154,20 @@ impl SharedEstimate {
             .doubled
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The publisher's clock for the sender reports of local stream `ssrc`; `None`: `rtc`'s own.
+    pub fn set_sender_clock(&self, ssrc: u32, clock: Option<SenderClock>) {
+        let mut clocks = self.0.clocks.lock().unwrap_or_else(PoisonError::into_inner);
+        match clock {
+            Some(clock) => clocks.insert(ssrc, clock),
+            None => clocks.remove(&ssrc),
+        };
+    }
+
+    pub fn sender_clock(&self, ssrc: u32) -> Option<SenderClock> {
+        let clocks = self.0.clocks.lock().unwrap_or_else(PoisonError::into_inner);
+        clocks.get(&ssrc).copied()
     }
 
     /// Bits per second of probe copies wanted now (see [`probe`]).

@@ -96,6 +96,13 @@ impl Forwarder {
         }
     }
 
+    /// The output timestamp of an input timestamp of the layer being forwarded (see
+    /// [`Rewriter::output_timestamp`]); `None` while nothing is forwarded.
+    pub fn output_timestamp(&self, timestamp: u32) -> Option<u32> {
+        self.current?;
+        Some(self.rewriter.output_timestamp(timestamp))
+    }
+
     /// The next output sequence number, for a packet the SFU adds after those forwarded (see
     /// [`Rewriter::reserve`]); `None` while nothing is forwarded.
     pub fn reserve_seq(&mut self) -> Option<u16> {

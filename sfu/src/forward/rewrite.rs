@@ -237,6 +237,12 @@ impl Rewriter {
         }
     }
 
+    /// The output timestamp of input timestamp `timestamp` in the current segment (for a
+    /// publisher's sender report, which names a timestamp no packet may carry).
+    pub fn output_timestamp(&self, timestamp: u32) -> u32 {
+        timestamp.wrapping_sub(self.ts_offset as u32)
+    }
+
     /// The next output sequence number, for a packet the SFU adds to the stream after the
     /// packets sent so far (an FEC packet after a frame): the segment's later packets move up
     /// by one, and a late packet of before keeps its number. `None` before the first packet.
@@ -389,6 +395,21 @@ mod tests {
             r.start_segment(9, 0, t0).seq,
             a.wrapping_add(8),
             "next segment follows"
+        );
+    }
+
+    #[test]
+    fn a_timestamp_maps_as_the_segment_s_packets_do() {
+        let t0 = Instant::now();
+        let mut r = Rewriter::new(90_000);
+        r.start_segment(1, 100, t0);
+        let switched = r.start_segment(500, u32::MAX - 10, t0 + Duration::from_millis(40));
+        let later = r.rewrite(501, 2_990, t0).unwrap();
+        assert_eq!(r.output_timestamp(u32::MAX - 10), switched.timestamp);
+        assert_eq!(
+            r.output_timestamp(2_990),
+            later.timestamp,
+            "across the wrap"
         );
     }
 

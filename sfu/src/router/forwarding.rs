@@ -10,10 +10,11 @@ use aula_protocol::PeerTarget;
 use bytes::{Bytes, BytesMut};
 use rtc::peer_connection::message::RTCMessage;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtp_transceiver::RTCRtpSenderId;
 use tracing::debug;
 
-use super::{ConsumerStage, PACKET_OVERHEAD, PeerKey, Router, Upstream, relay};
+use super::{ConsumerStage, PACKET_OVERHEAD, PeerKey, Router, Upstream, relay, sender_reports};
 use crate::api::{ParticipantId, SfuEvent, TrackSid};
 use crate::codec::{VideoCodec, Vp8Numbers, Vp8Temporal};
 use crate::fec;
@@ -41,15 +42,24 @@ impl Router {
                 self.forward(now, &sid, packet);
             }
             RTCMessage::RtcpPacket(track_id, packets) => {
-                // From a publisher: its sender reports, which recordings keep.
-                if !self.captures.is_empty()
-                    && let Some(sid) = self
-                        .peers
-                        .get(&key)
-                        .filter(|p| p.target == PeerTarget::Publish)
-                        .and_then(|p| p.producers.get(&track_id))
+                // From a publisher: its sender reports, which subscribers' reports follow (see
+                // `sender_clock`) and recordings keep.
+                if let Some(sid) = self
+                    .peers
+                    .get(&key)
+                    .filter(|p| p.target == PeerTarget::Publish)
+                    .and_then(|p| p.producers.get(&track_id))
+                    .cloned()
                 {
-                    self.captures.rtcp(now, sid, &packets);
+                    let reports: Vec<SenderReport> = packets
+                        .iter()
+                        .filter_map(|p| p.as_any().downcast_ref::<SenderReport>())
+                        .cloned()
+                        .collect();
+                    self.note_sender_reports(now, &sid, &reports);
+                    if !self.captures.is_empty() {
+                        self.captures.rtcp(now, &sid, &packets);
+                    }
                     return;
                 }
                 // On a subscribe peer the local track id is the producer's sid.
@@ -155,6 +165,7 @@ impl Router {
             if let Decision::Forward(rewritten) = consumer.forwarder.decide(meta, now) {
                 if was != consumer.forwarder.current() {
                     debug!(track = %sid, layer, seq = rewritten.seq, "consumer switched layer");
+                    sender_reports::pass_clock(&self.peers, &producer.clocks, consumer);
                 }
                 let mut out = packet.clone();
                 out.header.ssrc = consumer.ssrc;

@@ -261,6 +261,7 @@ impl Router {
             relay_history: Default::default(),
             relay_gaps: Default::default(),
             relay_demand: None,
+            clocks: Vec::new(),
         };
         self.producers.insert(track.sid, producer);
         Ok(())

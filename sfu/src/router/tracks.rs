@@ -318,6 +318,7 @@ impl Router {
             relay_history: Default::default(),
             relay_gaps: Default::default(),
             relay_demand: None,
+            clocks: Vec::new(),
         };
         producer.layers.insert(ssrc, layer);
         producer.activity.record(layer, now);
