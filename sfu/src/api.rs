@@ -129,6 +129,17 @@ pub enum SfuEvent {
         track_sid: TrackSid,
         layers: Vec<usize>,
     },
+    /// A publisher's sender report for a track exported on `link`; the control plane passes it
+    /// on, so that subscribers behind that node keep lip sync (see [`crate::sender_clock`]).
+    RelaySenderReport {
+        link: u64,
+        track_sid: TrackSid,
+        ssrc: u32,
+        ntp_time: u64,
+        rtp_time: u32,
+        packets: u32,
+        octets: u32,
+    },
     /// Packets of a track imported from another node were lost on the link; the control plane
     /// asks that node to resend them (see [`crate::relay::repair`]).
     RelayNack {
@@ -305,6 +316,11 @@ pub(crate) enum Command {
         track_sid: TrackSid,
         link: u64,
         layers: Vec<usize>,
+    },
+    RelaySenderReport {
+        track_sid: TrackSid,
+        ssrc: u32,
+        rtp_time: u32,
     },
 }
 
@@ -611,6 +627,16 @@ impl SfuHandle {
             track_sid: track_sid.to_owned(),
             link,
             layers,
+        });
+    }
+
+    /// The publisher of imported track `track_sid` reported that `rtp_time` of its stream
+    /// `ssrc` is now (its sender report, passed on by the node that exports it). Not waited for.
+    pub fn relay_sender_report(&self, track_sid: &str, ssrc: u32, rtp_time: u32) {
+        self.tell(Command::RelaySenderReport {
+            track_sid: track_sid.to_owned(),
+            ssrc,
+            rtp_time,
         });
     }
 

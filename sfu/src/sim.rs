@@ -627,7 +627,8 @@ impl Sim {
             | SfuEvent::RecordingFailed { .. }
             | SfuEvent::RelayKeyframeRequest { .. }
             | SfuEvent::RelayLayerDemand { .. }
-            | SfuEvent::RelayNack { .. } => {}
+            | SfuEvent::RelayNack { .. }
+            | SfuEvent::RelaySenderReport { .. } => {}
         }
     }
 }

@@ -435,6 +435,11 @@ fn handle_command(
             link,
             layers,
         } => router.relay_layer_demand(Instant::now(), &track_sid, link, layers),
+        Command::RelaySenderReport {
+            track_sid,
+            ssrc,
+            rtp_time,
+        } => router.relay_sender_report(Instant::now(), &track_sid, ssrc, rtp_time),
     }
 }
 

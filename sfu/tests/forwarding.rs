@@ -416,3 +416,87 @@ fn a_students_sender_reports_carry_the_teachers_clock() {
         "a report within 1 ms of the teacher's clock: {offsets:?}"
     );
 }
+
+/// The same through a relay node: a track imported from the node its teacher is on gets the
+/// teacher's sender reports from that node's control stream (`Router::relay_sender_report`),
+/// and the students here get the teacher's clock in theirs.
+#[test]
+fn a_relayed_teachers_clock_reaches_the_students_behind_the_relay() {
+    let mut sim = Sim::new();
+    let track = aula_sfu::relay::track::RelayedTrack {
+        sid: "TR_teacher_mic".into(),
+        participant: "PA_teacher".into(),
+        kind: TrackKind::Audio,
+        source: aula_protocol::TrackSource::Microphone,
+        mime_type: "audio/opus".into(),
+        clock_rate: 48_000,
+        channels: 2,
+        fmtp: "minptime=10;useinbandfec=1".into(),
+        payload_type: 111,
+        simulcast: false,
+        index: 0,
+    };
+    let sid = track.sid.clone();
+    sim.router.relay_import(track).expect("imported");
+    const SSRC: u32 = 0xABC;
+    let mut seq: u16 = 0;
+    let mut relay_audio = |sim: &mut Sim| {
+        seq += 1;
+        let packet = rtc::rtp::Packet {
+            header: rtc::rtp::header::Header {
+                version: 2,
+                payload_type: 111,
+                sequence_number: seq,
+                timestamp: u32::from(seq) * 960,
+                ssrc: SSRC,
+                ..Default::default()
+            },
+            payload: bytes::Bytes::from_static(b"opus"),
+        };
+        let data = rtc::shared::marshal::Marshal::marshal(&packet)
+            .unwrap()
+            .freeze();
+        let now = sim.now;
+        sim.router.relay_packet(now, &sid, 0, &data);
+        sim.step(Duration::from_millis(20));
+        u32::from(seq) * 960
+    };
+    sim.subscribe("s1", &sid);
+    for _ in 0..200 {
+        relay_audio(&mut sim);
+        if sim.router.stats().consumers == 1 && !sim.client("s1").received.is_empty() {
+            break;
+        }
+    }
+    let mut last_in = 0;
+    for _ in 0..50 {
+        last_in = relay_audio(&mut sim);
+    }
+    let last_out = sim
+        .client("s1")
+        .received
+        .last()
+        .expect("audio flowed")
+        .timestamp;
+    let reported_at = sim.now;
+    sim.router
+        .relay_sender_report(reported_at, &sid, SSRC, last_in.wrapping_sub(4_800));
+    let seen = sim.client("s1").sender_reports.len();
+    for _ in 0..100 {
+        relay_audio(&mut sim);
+    }
+    let offsets: Vec<i64> = sim.client("s1").sender_reports[seen..]
+        .iter()
+        .map(|(at, report)| {
+            let ticks = (*at - reported_at).as_secs_f64() * 48_000.0;
+            let expected = last_out.wrapping_add(ticks as u32);
+            i64::from(report.rtp_time.wrapping_sub(expected) as i32)
+        })
+        .collect();
+    println!("student's reports behind the relay: {offsets:?}");
+    assert!(!offsets.is_empty(), "the student got sender reports");
+    assert!(
+        offsets.iter().all(|o| (o + 4_800).abs() <= 48),
+        "every report since carries the teacher's clock: {offsets:?}"
+    );
+}

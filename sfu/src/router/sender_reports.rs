@@ -5,7 +5,8 @@ use std::time::Instant;
 
 use rtc::rtcp::sender_report::SenderReport;
 
-use super::{Consumer, Peer, PeerKey, Router};
+use super::{Consumer, Peer, PeerKey, Router, Upstream};
+use crate::api::SfuEvent;
 use crate::sender_clock::SenderClock;
 
 impl Router {
@@ -20,6 +21,20 @@ impl Router {
         let Some(producer) = self.producers.get_mut(sid) else {
             return;
         };
+        // Nodes this track is exported to get the reports too, for their own subscribers.
+        for export in &producer.exports {
+            for report in reports {
+                self.events.push_back(SfuEvent::RelaySenderReport {
+                    link: export.link,
+                    track_sid: sid.to_owned(),
+                    ssrc: report.ssrc,
+                    ntp_time: report.ntp_time,
+                    rtp_time: report.rtp_time,
+                    packets: report.packet_count,
+                    octets: report.octet_count,
+                });
+            }
+        }
         for report in reports {
             let Some(&layer) = producer.layers.get(&report.ssrc) else {
                 continue;
@@ -36,6 +51,26 @@ impl Router {
         for consumer in producer.consumers.values() {
             pass_clock(&self.peers, &producer.clocks, consumer);
         }
+    }
+}
+
+impl Router {
+    /// A sender report of imported track `sid`'s publisher, passed on by the node that exports
+    /// it (arrival here is the instant it names, as for a local publisher's).
+    pub fn relay_sender_report(&mut self, now: Instant, sid: &str, ssrc: u32, rtp_time: u32) {
+        if self
+            .producers
+            .get(sid)
+            .is_none_or(|p| p.upstream != Upstream::Relay)
+        {
+            return;
+        }
+        let report = SenderReport {
+            ssrc,
+            rtp_time,
+            ..Default::default()
+        };
+        self.note_sender_reports(now, sid, &[report]);
     }
 }
 

@@ -211,6 +211,18 @@ impl ClusterMedia {
                     }
                     continue;
                 }
+                SfuEvent::RelaySenderReport { link, .. } => {
+                    let peer = self
+                        .lock()
+                        .links
+                        .values()
+                        .find(|l| l.id() == *link)
+                        .cloned();
+                    if let Some(peer) = peer {
+                        peer.sender_report(&event);
+                    }
+                    continue;
+                }
                 SfuEvent::TrackUnpublished { track_sid, .. } => self.track_gone(track_sid),
                 _ => {}
             }

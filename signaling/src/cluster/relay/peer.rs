@@ -7,10 +7,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use aula_sfu::SfuError;
 use aula_sfu::relay::framing::{Control, PacketKind};
 use aula_sfu::relay::link::Link;
 use aula_sfu::relay::track::flow_parts;
+use aula_sfu::{SfuError, SfuEvent};
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
@@ -125,6 +125,30 @@ impl LinkPeer {
         });
     }
 
+    /// Passes on a publisher's sender report ([`SfuEvent::RelaySenderReport`]) for a track this
+    /// link carries.
+    pub(super) fn sender_report(&self, event: &SfuEvent) {
+        if let SfuEvent::RelaySenderReport {
+            track_sid,
+            ssrc,
+            ntp_time,
+            rtp_time,
+            packets,
+            octets,
+            ..
+        } = event
+        {
+            let _ = self.out.send(Control::SenderReport {
+                track: track_sid.clone(),
+                ssrc: *ssrc,
+                ntp_time: *ntp_time,
+                rtp_time: *rtp_time,
+                packets: *packets,
+                octets: *octets,
+            });
+        }
+    }
+
     pub(super) fn nack(&self, track_sid: &str, layer: usize, seqs: Vec<u16>) {
         let _ = self.out.send(Control::Nack {
             track: track_sid.to_owned(),
@@ -168,6 +192,14 @@ impl LinkPeer {
                 Control::LayerDemand { track, layers } => {
                     let layers = layers.into_iter().map(usize::from).collect();
                     media.sfu.relay_layer_demand(&track, self.id, layers);
+                }
+                Control::SenderReport {
+                    track,
+                    ssrc,
+                    rtp_time,
+                    ..
+                } => {
+                    media.sfu.relay_sender_report(&track, ssrc, rtp_time);
                 }
                 Control::Nack { track, layer, seqs } => {
                     media

@@ -135,7 +135,8 @@ impl RemoteEvent {
             | SfuEvent::QosSample { .. }
             | SfuEvent::RelayKeyframeRequest { .. }
             | SfuEvent::RelayLayerDemand { .. }
-            | SfuEvent::RelayNack { .. } => None,
+            | SfuEvent::RelayNack { .. }
+            | SfuEvent::RelaySenderReport { .. } => None,
         }
     }
 
@@ -189,7 +190,8 @@ impl RemoteEvent {
             | SfuEvent::QosSample { .. }
             | SfuEvent::RelayKeyframeRequest { .. }
             | SfuEvent::RelayLayerDemand { .. }
-            | SfuEvent::RelayNack { .. }) => return Err(other),
+            | SfuEvent::RelayNack { .. }
+            | SfuEvent::RelaySenderReport { .. }) => return Err(other),
         })
     }
 
