@@ -429,7 +429,10 @@ fn at_the_worst_loss_each_audio_packet_is_sent_twice() {
         got.iter().filter(|r| !is_video(r)).map(|r| r.seq).collect()
     };
     let clean = audio_packets(&class).len();
-    assert!(clean >= 120, "a clean link carries the audio: {clean} of 150 packets");
+    assert!(
+        clean >= 120,
+        "a clean link carries the audio: {clean} of 150 packets"
+    );
     class.impair(Impairment {
         loss: 0.85,
         ..Impairment::default()
