@@ -18,8 +18,8 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
-  adminRequest, aulaCli, framesDecoded, joinClass, launchBrowser, recordReconnecting, sessionEnded,
-  startRedis, startServer, waitForFramesDecoded, waitForMedia,
+  adminRequest, framesDecoded, joinClass, launchBrowser, recordReconnecting, sessionEnded,
+  startClusterNodes, startRedis, waitForFramesDecoded, waitForMedia,
 } from './harness.js';
 
 /** First media may take a while on a loaded 2-core machine: placement, ICE, DTLS, keyframe, decode. */
@@ -31,39 +31,6 @@ const MEDIA_DEADLINE_MS = 30_000;
 const BACK_DEADLINE_MS = 30_000;
 const ORIGIN = { id: 'eu-1', region: 'eu' };
 const OTHER = { id: 'asia-1', region: 'asia' };
-
-/**
- * A node's config: loopback only, dev keys, the test's short directory timings (as relay.test.js),
- * and its public address, where the other node carries signaling and where clients are sent.
- */
-function nodeConfig({ id, region }, redisUrl, certs) {
-  return `log_level = "info"
-
-[http]
-bind = "127.0.0.1:0"
-
-[rtc]
-udp_bind = "127.0.0.1:0"
-advertised_ips = ["127.0.0.1"]
-
-[cluster]
-redis_url = "${redisUrl}"
-node_id = "${id}"
-region = "${region}"
-node_ttl_secs = 3
-refresh_secs = 1
-lease_ttl_secs = 3
-# Port 0: the port the node bound for HTTP, which the harness picks.
-public_addrs = ["127.0.0.1:0"]
-
-[cluster.relay]
-bind = "127.0.0.1:0"
-addr = "127.0.0.1:0"
-ca_cert = "${join(certs, 'ca', 'ca.pem')}"
-node_cert = "${join(certs, id, 'node.pem')}"
-node_key = "${join(certs, id, 'node.key')}"
-`;
-}
 
 /** The WebSocket URL of the node serving HTTP at `url`, as the server names it. */
 const wsUrl = (url) => `${url.replace(/^http/, 'ws')}/ws`;
@@ -80,12 +47,7 @@ describe('a learner whose node is killed', { timeout: 240_000 }, () => {
   before(async () => {
     redis = await startRedis();
     certs = mkdtempSync(join(tmpdir(), 'aula-failover-certs-'));
-    await aulaCli(['cluster', 'ca', '--out', join(certs, 'ca')]);
-    for (const node of [ORIGIN, OTHER]) {
-      await aulaCli(['cluster', 'cert', '--node', node.id, '--ca', join(certs, 'ca'), '--out', join(certs, node.id)]);
-    }
-    origin = await startServer({ config: nodeConfig(ORIGIN, redis.url, certs) });
-    other = await startServer({ config: nodeConfig(OTHER, redis.url, certs) });
+    [origin, other] = await startClusterNodes([ORIGIN, OTHER], redis.url, certs, { publicAddrs: true });
     browser = await launchBrowser();
     // Each node names the other from its own copy of the directory: wait for both there.
     for (const node of [origin, other]) {

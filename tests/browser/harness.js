@@ -83,6 +83,57 @@ export async function startServer({ testImpairment = false, cwd, config } = {}) 
   }
 }
 
+/**
+ * A cluster's nodes on loopback, sharing the Redis at `redisUrl`, each an `aula serve` with a
+ * config of its own: dev keys, the tests' short directory timings (a node is dropped 3 s after
+ * it stops refreshing, a lease lapses after 3 s), a relay endpoint on a free port that the node
+ * publishes, and a certificate from a cluster CA made for the test in `certs`. With
+ * `publicAddrs` a node also publishes the HTTP address it bound, where the other nodes carry
+ * signaling and where clients are sent when theirs dies (the alternates).
+ * @returns {Promise<any[]>} the servers, in the order of `nodes`
+ */
+export async function startClusterNodes(nodes, redisUrl, certs, { publicAddrs = false } = {}) {
+  await aulaCli(['cluster', 'ca', '--out', join(certs, 'ca')]);
+  for (const node of nodes) {
+    await aulaCli(['cluster', 'cert', '--node', node.id, '--ca', join(certs, 'ca'), '--out', join(certs, node.id)]);
+  }
+  const servers = [];
+  for (const node of nodes) {
+    servers.push(await startServer({ config: clusterNodeConfig(node, redisUrl, certs, publicAddrs) }));
+  }
+  return servers;
+}
+
+function clusterNodeConfig({ id, region }, redisUrl, certs, publicAddrs) {
+  // Port 0 in a public address: the port the node bound, which the harness picks.
+  const published = publicAddrs ? 'public_addrs = ["127.0.0.1:0"]\n' : '';
+  return `log_level = "info"
+
+[http]
+bind = "127.0.0.1:0"
+
+[rtc]
+udp_bind = "127.0.0.1:0"
+advertised_ips = ["127.0.0.1"]
+
+[cluster]
+redis_url = "${redisUrl}"
+node_id = "${id}"
+region = "${region}"
+node_ttl_secs = 3
+refresh_secs = 1
+lease_ttl_secs = 3
+${published}
+[cluster.relay]
+# Port 0: the OS picks a free one, and the node publishes the port it bound.
+bind = "127.0.0.1:0"
+addr = "127.0.0.1:0"
+ca_cert = "${join(certs, 'ca', 'ca.pem')}"
+node_cert = "${join(certs, id, 'node.pem')}"
+node_key = "${join(certs, id, 'node.key')}"
+`;
+}
+
 /** Spawns `aula serve` for startServer on `ports`; resolves once it is healthy. */
 async function launchServer({ testImpairment, cwd, config }, { http: httpPort, udp: udpPort }) {
   const dir = mkdtempSync(join(tmpdir(), 'aula-test-'));

@@ -19,8 +19,8 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
-  adminRequest, aulaCli, joinClass, launchBrowser, sessionEnded,
-  startRedis, startServer, waitForMedia,
+  adminRequest, joinClass, launchBrowser, sessionEnded,
+  startClusterNodes, startRedis, waitForMedia,
 } from './harness.js';
 import { frameHeight, showVideosLarge, waitForHeight, watch } from './weaknet.js';
 
@@ -34,35 +34,6 @@ const MIN_FPS = 10;
 const MAX_CONCEALMENT = 0.05;
 const ORIGIN = { id: 'eu-1', region: 'eu' };
 const RELAY = { id: 'asia-1', region: 'asia' };
-
-/** A node's config: loopback only, dev keys, the test's short directory timings (see config.rs ClusterConfig). */
-function nodeConfig({ id, region }, redisUrl, certs) {
-  return `log_level = "info"
-
-[http]
-bind = "127.0.0.1:0"
-
-[rtc]
-udp_bind = "127.0.0.1:0"
-advertised_ips = ["127.0.0.1"]
-
-[cluster]
-redis_url = "${redisUrl}"
-node_id = "${id}"
-region = "${region}"
-node_ttl_secs = 3
-refresh_secs = 1
-lease_ttl_secs = 3
-
-[cluster.relay]
-# Port 0: the OS picks a free one, and the node publishes the port it bound.
-bind = "127.0.0.1:0"
-addr = "127.0.0.1:0"
-ca_cert = "${join(certs, 'ca', 'ca.pem')}"
-node_cert = "${join(certs, id, 'node.pem')}"
-node_key = "${join(certs, id, 'node.key')}"
-`;
-}
 
 /** The sum of a metric's samples in the server's /metrics whose labels contain `labels`. */
 async function metric(url, name, labels = '') {
@@ -100,12 +71,7 @@ describe('a class over two nodes', { timeout: 240_000 }, () => {
   before(async () => {
     redis = await startRedis();
     certs = mkdtempSync(join(tmpdir(), 'aula-relay-certs-'));
-    await aulaCli(['cluster', 'ca', '--out', join(certs, 'ca')]);
-    for (const node of [ORIGIN, RELAY]) {
-      await aulaCli(['cluster', 'cert', '--node', node.id, '--ca', join(certs, 'ca'), '--out', join(certs, node.id)]);
-    }
-    origin = await startServer({ config: nodeConfig(ORIGIN, redis.url, certs) });
-    relay = await startServer({ config: nodeConfig(RELAY, redis.url, certs) });
+    [origin, relay] = await startClusterNodes([ORIGIN, RELAY], redis.url, certs);
     browser = await launchBrowser();
   });
 
