@@ -8,6 +8,7 @@ use aula_protocol::TrackKind;
 use aula_sfu::PeerState;
 use aula_sfu::red;
 use aula_sfu::sim::{Sim, vp8_payload};
+use rtc::rtcp::sender_report::SenderReport;
 
 const STEP: Duration = Duration::from_millis(5);
 
@@ -371,6 +372,23 @@ fn a_keyframe_is_asked_for_as_soon_as_a_students_path_comes_back() {
     );
 }
 
+/// How far each of a student's sender reports (of 48 kHz audio) is, in ticks, from a clock on
+/// which the student's timestamp `at_report` belongs to instant `reported_at`.
+fn offsets_from(
+    reports: &[(std::time::Instant, SenderReport)],
+    reported_at: std::time::Instant,
+    at_report: u32,
+) -> Vec<i64> {
+    reports
+        .iter()
+        .map(|(at, report)| {
+            let ticks = (*at - reported_at).as_secs_f64() * 48_000.0;
+            let expected = at_report.wrapping_add(ticks as u32);
+            i64::from(report.rtp_time.wrapping_sub(expected) as i32)
+        })
+        .collect()
+}
+
 /// A student's sender reports carry the teacher's clock: a teacher whose microphone takes
 /// 100 ms to reach its packets says so in its report (the RTP timestamp of the moment it sends
 /// the report is 4,800 ticks behind its last packet), and the SFU's reports to the student say
@@ -401,15 +419,11 @@ fn a_students_sender_reports_carry_the_teachers_clock() {
         sim.send(teacher, b"audio");
         sim.step(Duration::from_millis(20));
     }
-    let reports = &sim.client("s1").sender_reports[seen..];
-    let ticks = |at: std::time::Instant| (at - reported_at).as_secs_f64() * 48_000.0;
-    let offsets: Vec<i64> = reports
-        .iter()
-        .map(|(at, report)| {
-            let expected = last_out.wrapping_add(ticks(*at) as u32);
-            i64::from(report.rtp_time.wrapping_sub(expected) as i32)
-        })
-        .collect();
+    let offsets = offsets_from(
+        &sim.client("s1").sender_reports[seen..],
+        reported_at,
+        last_out,
+    );
     println!("student's reports, ticks from the teacher's clock 100 ms late: {offsets:?}");
     assert!(
         offsets.iter().any(|o| (o + 4_800).abs() <= 48),
@@ -485,14 +499,11 @@ fn a_relayed_teachers_clock_reaches_the_students_behind_the_relay() {
     for _ in 0..100 {
         relay_audio(&mut sim);
     }
-    let offsets: Vec<i64> = sim.client("s1").sender_reports[seen..]
-        .iter()
-        .map(|(at, report)| {
-            let ticks = (*at - reported_at).as_secs_f64() * 48_000.0;
-            let expected = last_out.wrapping_add(ticks as u32);
-            i64::from(report.rtp_time.wrapping_sub(expected) as i32)
-        })
-        .collect();
+    let offsets = offsets_from(
+        &sim.client("s1").sender_reports[seen..],
+        reported_at,
+        last_out,
+    );
     println!("student's reports behind the relay: {offsets:?}");
     assert!(!offsets.is_empty(), "the student got sender reports");
     assert!(
