@@ -77,16 +77,26 @@ pub struct TransportLog {
     newest: u16,
 }
 
+/// The id a stream negotiated for the transport-wide sequence number's header extension.
+pub fn transport_cc_id(info: &StreamInfo) -> Option<u8> {
+    info.rtp_header_extensions
+        .iter()
+        .find(|ext| ext.uri == TRANSPORT_CC_URI)
+        .map(|ext| ext.id as u8)
+}
+
+/// The transport-wide sequence number in `header`, under extension id `id`.
+pub fn transport_seq(header: &rtc::rtp::header::Header, id: u8) -> Option<u16> {
+    let value = header.get_extension(id)?;
+    Some(u16::from_be_bytes(value.get(..2)?.try_into().ok()?))
+}
+
 impl TransportLog {
     /// Learns the extension's id from a local stream that negotiated it (every stream of a
     /// bundled connection shares it).
     pub fn bind(&mut self, info: &StreamInfo) {
-        if let Some(ext) = info
-            .rtp_header_extensions
-            .iter()
-            .find(|ext| ext.uri == TRANSPORT_CC_URI)
-        {
-            self.extension_id = Some(ext.id as u8);
+        if let Some(id) = transport_cc_id(info) {
+            self.extension_id = Some(id);
         }
     }
 
@@ -103,10 +113,7 @@ impl TransportLog {
         now: Instant,
     ) {
         let Some(id) = self.extension_id else { return };
-        let Some(transport_seq) = header
-            .get_extension(id)
-            .and_then(|value| Some(u16::from_be_bytes(value.get(..2)?.try_into().ok()?)))
-        else {
+        let Some(transport_seq) = transport_seq(header, id) else {
             return;
         };
         let epoch = *self.epoch.get_or_insert(now);

@@ -21,6 +21,7 @@ use rtc::shared::TransportContext;
 use rtc::shared::error::Error;
 
 use crate::bwe::SharedEstimate;
+use crate::feedback_loss::{transport_cc_id, transport_seq};
 use crate::red;
 
 /// Position in the chain: below `Slot::CongestionControl` (1_000), so a copy is not recorded
@@ -78,8 +79,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for SpacedCopies {
             let number = self
                 .twcc_ids
                 .get(&rtp.header.ssrc)
-                .and_then(|&id| rtp.header.get_extension(id))
-                .and_then(|value| Some(u16::from_be_bytes(value.get(..2)?.try_into().ok()?)));
+                .and_then(|&id| transport_seq(&rtp.header, id));
             if let Some(number) = number {
                 self.estimate.note_doubled(number);
             }
@@ -115,12 +115,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for SpacedCopies {
 
 impl Interceptor for SpacedCopies {
     fn bind_local_stream(&mut self, info: &StreamInfo) {
-        let id = info
-            .rtp_header_extensions
-            .iter()
-            .find(|e| e.uri == crate::feedback_loss::TRANSPORT_CC_URI)
-            .and_then(|e| u8::try_from(e.id).ok());
-        if let Some(id) = id {
+        if let Some(id) = transport_cc_id(info) {
             self.twcc_ids.insert(info.ssrc, id);
         }
     }
