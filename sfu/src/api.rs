@@ -15,6 +15,9 @@ use crate::impair::Impairment;
 use crate::record::capture::{RecordingSpec, TrackLog};
 use crate::relay::track::RelayedTrack;
 
+mod handle;
+pub use handle::SfuHandle;
+
 /// Participant session id, assigned by the control plane (`ParticipantInfo::sid`).
 pub type ParticipantId = String;
 /// Published track id, assigned by the SFU (`TrackInfo::sid`).
@@ -31,6 +34,8 @@ pub struct SfuConfig {
     /// Where the SFU registers its metrics (see [`crate::SfuMetrics`]); the control plane serves
     /// this registry at `/metrics`.
     pub registry: prometheus::Registry,
+    /// Router shards, each on its own thread (see [`crate::shard`]); at least one.
+    pub workers: usize,
 }
 
 impl Default for SfuConfig {
@@ -39,8 +44,14 @@ impl Default for SfuConfig {
             udp_bind: SocketAddr::from(([0, 0, 0, 0], 7882)),
             advertised_ips: Vec::new(),
             registry: prometheus::Registry::new(),
+            workers: default_workers(),
         }
     }
+}
+
+/// One router shard per core the process may use.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
 }
 
 /// The size, in CSS pixels times the device pixel ratio, at which a subscriber shows a video.
@@ -197,6 +208,20 @@ pub struct SfuStats {
     pub send_errors: u64,
 }
 
+impl SfuStats {
+    /// Adds another shard's peers, producers and consumers to these. The packet counters are
+    /// the process's (every shard counts in the same metrics), so they are kept, not added.
+    pub fn add(&mut self, other: &SfuStats) {
+        self.peers += other.peers;
+        self.producers += other.producers;
+        self.consumers += other.consumers;
+        self.rtp_packets_in = self.rtp_packets_in.max(other.rtp_packets_in);
+        self.rtp_packets_out = self.rtp_packets_out.max(other.rtp_packets_out);
+        self.unroutable_datagrams = self.unroutable_datagrams.max(other.unroutable_datagrams);
+        self.send_errors = self.send_errors.max(other.send_errors);
+    }
+}
+
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, SfuError>>;
 
 pub(crate) enum Command {
@@ -322,6 +347,14 @@ pub(crate) enum Command {
         ssrc: u32,
         rtp_time: u32,
     },
+    /// Export a track on the pipe into shard `to` (see [`crate::shard`]).
+    PipeExport {
+        track_sid: TrackSid,
+        to: usize,
+        index: u64,
+        reply: Reply<RelayedTrack>,
+    },
+    Pipe(crate::shard::pipes::PipeCommand),
 }
 
 /// A link to another node that tracks are exported on, numbered by the control plane.
@@ -331,325 +364,7 @@ pub struct RelayLink {
     pub link: std::sync::Arc<crate::relay::link::Link>,
 }
 
-/// Cheap to clone; every method is a round trip to the SFU thread.
-#[derive(Clone)]
-pub struct SfuHandle {
-    pub(crate) commands: mpsc::Sender<Command>,
-    pub(crate) local_addr: SocketAddr,
-}
-
-impl SfuHandle {
-    /// The UDP address the SFU is bound to (useful when configured with port 0).
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
-    }
-
-    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, SfuError> {
-        let (reply, rx) = oneshot::channel();
-        self.commands
-            .send(make(reply))
-            .await
-            .map_err(|_| SfuError::Stopped)?;
-        rx.await.map_err(|_| SfuError::Stopped)?
-    }
-
-    /// Queues a command that has no reply, from code that must not wait (a link's reader). The
-    /// queue is only full when the SFU thread is far behind; the command is then dropped, and
-    /// said so.
-    fn tell(&self, command: Command) {
-        if self.commands.try_send(command).is_err() {
-            tracing::warn!("SFU command queue full or stopped; a relay command was dropped");
-        }
-    }
-
-    /// Applies a publisher's offer (creating its publish connection on first use) and returns
-    /// the answer. `tracks` says what each sending track is; unannounced tracks are camera or
-    /// microphone by kind.
-    pub async fn publish_offer(
-        &self,
-        participant: &str,
-        sdp: String,
-        tracks: Vec<TrackAnnouncement>,
-    ) -> Result<String, SfuError> {
-        let participant = participant.to_owned();
-        self.call(|reply| Command::PublishOffer {
-            participant,
-            sdp,
-            tracks,
-            reply,
-        })
-        .await
-    }
-
-    /// Applies the client's answer to the last [`SfuEvent::SubscribeOffer`].
-    pub async fn subscribe_answer(&self, participant: &str, sdp: String) -> Result<(), SfuError> {
-        let participant = participant.to_owned();
-        self.call(|reply| Command::SubscribeAnswer {
-            participant,
-            sdp,
-            reply,
-        })
-        .await
-    }
-
-    /// Adds a trickled remote candidate to one of the participant's connections.
-    pub async fn add_candidate(
-        &self,
-        participant: &str,
-        target: PeerTarget,
-        candidate: IceCandidate,
-    ) -> Result<(), SfuError> {
-        let participant = participant.to_owned();
-        self.call(|reply| Command::AddCandidate {
-            participant,
-            target,
-            candidate,
-            reply,
-        })
-        .await
-    }
-
-    /// Forwards `track_sid` to the participant, renegotiating its subscribe connection (an
-    /// [`SfuEvent::SubscribeOffer`] follows). Subscribing twice is a no-op.
-    pub async fn subscribe(&self, participant: &str, track_sid: &str) -> Result<(), SfuError> {
-        let (participant, track_sid) = (participant.to_owned(), track_sid.to_owned());
-        self.call(|reply| Command::Subscribe {
-            participant,
-            track_sid,
-            reply,
-        })
-        .await
-    }
-
-    /// Stops forwarding `track_sid` to the participant. Unknown subscriptions are a no-op.
-    pub async fn unsubscribe(&self, participant: &str, track_sid: &str) -> Result<(), SfuError> {
-        let (participant, track_sid) = (participant.to_owned(), track_sid.to_owned());
-        self.call(|reply| Command::Unsubscribe {
-            participant,
-            track_sid,
-            reply,
-        })
-        .await
-    }
-
-    /// Closes both of the participant's connections and unpublishes its tracks
-    /// ([`SfuEvent::TrackUnpublished`] follows for each). Unknown participants are a no-op.
-    pub async fn remove_participant(&self, participant: &str) -> Result<(), SfuError> {
-        let participant = participant.to_owned();
-        self.call(|reply| Command::RemoveParticipant { participant, reply })
-            .await
-    }
-
-    /// Stops a published track at once (its consumers go, [`SfuEvent::TrackUnpublished`]
-    /// follows), e.g. when a moderator revokes the publisher's permission.
-    pub async fn unpublish_track(&self, track_sid: &str) -> Result<(), SfuError> {
-        let track_sid = track_sid.to_owned();
-        self.call(|reply| Command::UnpublishTrack { track_sid, reply })
-            .await
-    }
-
-    /// Pauses (a moderator's mute) or resumes forwarding of a track to every subscriber.
-    pub async fn set_track_paused(&self, track_sid: &str, paused: bool) -> Result<(), SfuError> {
-        let track_sid = track_sid.to_owned();
-        self.call(|reply| Command::SetTrackPaused {
-            track_sid,
-            paused,
-            reply,
-        })
-        .await
-    }
-
-    /// The publisher muted or unmuted its own track: forwarding goes on (it sends silence or
-    /// black, or nothing), but a recording notes it in the track's log. Not waited for.
-    pub async fn note_self_muted(&self, track_sid: &str, muted: bool) -> Result<(), SfuError> {
-        let track_sid = track_sid.to_owned();
-        let command = Command::NoteSelfMuted { track_sid, muted };
-        self.commands
-            .send(command)
-            .await
-            .map_err(|_| SfuError::Stopped)
-    }
-
-    /// Restarts ICE on the participant's subscribe connection (it reconnected from another
-    /// network); an [`SfuEvent::SubscribeOffer`] with new credentials follows. The publish
-    /// connection restarts from the client's side, with an ICE-restart offer.
-    pub async fn restart_ice(&self, participant: &str) -> Result<(), SfuError> {
-        let participant = participant.to_owned();
-        self.call(|reply| Command::RestartIce { participant, reply })
-            .await
-    }
-
-    /// Marks a participant as staff (a teacher or an assistant): when a subscriber's
-    /// bandwidth is short, staff cameras keep their layers before other cameras do.
-    pub async fn set_staff(&self, participant: &str, staff: bool) -> Result<(), SfuError> {
-        let participant = participant.to_owned();
-        self.call(|reply| Command::SetStaff {
-            participant,
-            staff,
-            reply,
-        })
-        .await
-    }
-
-    /// Tells the SFU how large the participant shows a subscribed video track, so it forwards
-    /// no larger a simulcast layer than that needs. `None` means "unknown" (no limit);
-    /// a zero size means the video is not shown at all, and it is paused for this subscriber.
-    pub async fn set_rendered_size(
-        &self,
-        participant: &str,
-        track_sid: &str,
-        size: Option<RenderedSize>,
-    ) -> Result<(), SfuError> {
-        let (participant, track_sid) = (participant.to_owned(), track_sid.to_owned());
-        self.call(|reply| Command::SetRenderedSize {
-            participant,
-            track_sid,
-            size,
-            reply,
-        })
-        .await
-    }
-
-    /// Tests only: impairs the participant's network path inside the SFU (see
-    /// [`crate::impair`]), or with `None` stops. What the SFU sends to the participant's
-    /// addresses suffers loss, the rate cap and delay; what it receives from them, the loss.
-    /// Participants the SFU does not know yet are accepted: the impairment applies once their
-    /// media connects, and ends when they are removed.
-    pub async fn set_impairment(
-        &self,
-        participant: &str,
-        impairment: Option<Impairment>,
-    ) -> Result<(), SfuError> {
-        let participant = participant.to_owned();
-        self.call(|reply| Command::SetImpairment {
-            participant,
-            impairment,
-            reply,
-        })
-        .await
-    }
-
-    /// Starts recording every track `spec.participants` publish, now or later, into capture
-    /// logs in `spec.dir` (see [`crate::record::capture`]). The id must be new. Returns the
-    /// recording's time 0, the origin of its logs' record times, so that what the control plane
-    /// writes beside them (the QoS timeline) lines up with them.
-    pub async fn start_recording(&self, spec: RecordingSpec) -> Result<Instant, SfuError> {
-        self.call(|reply| Command::StartRecording { spec, reply })
-            .await
-    }
-
-    /// Adds a participant (one who joined the recorded room later) to a recording.
-    pub async fn record_participant(&self, id: &str, participant: &str) -> Result<(), SfuError> {
-        let (id, participant) = (id.to_owned(), participant.to_owned());
-        self.call(|reply| Command::RecordParticipant {
-            id,
-            participant,
-            reply,
-        })
-        .await
-    }
-
-    /// Stops a recording and hands back its logs, closing: [`TrackLog::log`]'s `finish` waits
-    /// (blocking) until each is on disk.
-    pub async fn stop_recording(&self, id: &str) -> Result<Vec<TrackLog>, SfuError> {
-        let id = id.to_owned();
-        self.call(|reply| Command::StopRecording { id, reply })
-            .await
-    }
-
-    pub async fn stats(&self) -> Result<SfuStats, SfuError> {
-        self.call(|reply| Command::Stats { reply }).await
-    }
-
-    /// Starts sending a track to another node over `link`, as track `index` there (see
-    /// [`crate::relay::track`]); returns what that node needs to import it.
-    pub async fn relay_export(
-        &self,
-        track_sid: &str,
-        link: RelayLink,
-        index: u64,
-    ) -> Result<RelayedTrack, SfuError> {
-        let track_sid = track_sid.to_owned();
-        self.call(|reply| Command::RelayExport {
-            track_sid,
-            link,
-            index,
-            reply,
-        })
-        .await
-    }
-
-    /// Stops sending a track on a link. Not waited for.
-    pub fn relay_unexport(&self, track_sid: &str, link: u64) {
-        self.tell(Command::RelayUnexport {
-            track_sid: track_sid.to_owned(),
-            link,
-        });
-    }
-
-    /// Forgets a link that went down. Not waited for.
-    pub fn relay_link_closed(&self, link: u64) {
-        self.tell(Command::RelayLinkClosed { link });
-    }
-
-    /// Makes another node's track available here for [`SfuHandle::subscribe`].
-    pub async fn relay_import(&self, track: RelayedTrack) -> Result<(), SfuError> {
-        self.call(|reply| Command::RelayImport { track, reply })
-            .await
-    }
-
-    /// Hands the SFU a packet of an imported track, from its link. Dropped (false) when the
-    /// SFU's queue is full: media is never waited for.
-    pub fn relay_packet(&self, track_sid: &str, layer: usize, data: bytes::Bytes) -> bool {
-        self.commands
-            .try_send(Command::RelayPacket {
-                track_sid: track_sid.to_owned(),
-                layer,
-                data,
-            })
-            .is_ok()
-    }
-
-    /// Another node lost packets of a track sent to it on `link`: resend those still kept.
-    /// Not waited for.
-    pub fn relay_resend(&self, track_sid: &str, link: u64, layer: usize, seqs: Vec<u16>) {
-        self.tell(Command::RelayResend {
-            track_sid: track_sid.to_owned(),
-            link,
-            layer,
-            seqs,
-        });
-    }
-
-    /// The node on `link` needs only `layers` of `track_sid`. Not waited for.
-    pub fn relay_layer_demand(&self, track_sid: &str, link: u64, layers: Vec<usize>) {
-        self.tell(Command::RelayLayerDemand {
-            track_sid: track_sid.to_owned(),
-            link,
-            layers,
-        });
-    }
-
-    /// The publisher of imported track `track_sid` reported that `rtp_time` of its stream
-    /// `ssrc` is now (its sender report, passed on by the node that exports it). Not waited for.
-    pub fn relay_sender_report(&self, track_sid: &str, ssrc: u32, rtp_time: u32) {
-        self.tell(Command::RelaySenderReport {
-            track_sid: track_sid.to_owned(),
-            ssrc,
-            rtp_time,
-        });
-    }
-
-    /// Another node's subscribers want a keyframe of a track published here. Not waited for.
-    pub fn request_keyframe(&self, track_sid: &str, layer: usize) {
-        self.tell(Command::RequestKeyframe {
-            track_sid: track_sid.to_owned(),
-            layer,
-        });
-    }
-}
-
-/// Starts the SFU thread bound to `config.udp_bind`.
+/// Starts the SFU's threads (`config.workers` router shards) bound to `config.udp_bind`.
 pub fn start(config: SfuConfig) -> std::io::Result<(SfuHandle, mpsc::UnboundedReceiver<SfuEvent>)> {
-    crate::worker::spawn(config)
+    crate::shard::start(config)
 }

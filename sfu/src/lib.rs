@@ -1,7 +1,8 @@
 //! Aula's media plane: a selective forwarding unit on webrtc-rs `rtc` (sans-I/O).
 //!
 //! - [`api`]: the handle and events the control plane uses.
-//! - `worker`: the I/O shell — one UDP socket for every peer, one thread.
+//! - `worker`: the I/O shell of one router shard — its thread and loop.
+//! - [`shard`]: one router shard per core behind one UDP port.
 //! - `forward`: pure per-packet decisions (layer choice, sequence/timestamp rewriting).
 
 pub mod api;
@@ -29,6 +30,7 @@ pub mod router;
 pub mod rtx_repair;
 mod sdp;
 pub mod sender_clock;
+pub mod shard;
 pub mod sim;
 pub mod spaced_copies;
 mod tap;

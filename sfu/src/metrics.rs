@@ -2,7 +2,8 @@
 //! `/metrics`. Counters are atomics, so updating them on the packet path is cheap.
 
 use prometheus::{
-    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    CounterVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
 
 /// Every metric the media plane exports. Cloning shares the same underlying metrics.
@@ -74,6 +75,12 @@ pub struct SfuMetrics {
     pub layer_changes: IntCounterVec,
     pub subscriber_estimate: Histogram,
     pub paused_video: IntGauge,
+    /// Per router shard (`shard` = its number; see [`crate::shard`]): participants placed
+    /// on it, seconds its thread spent working (not waiting), and datagrams the receive
+    /// thread dropped because the shard's queue was full.
+    pub shard_participants: IntGaugeVec,
+    pub shard_busy: CounterVec,
+    pub shard_dropped: IntCounterVec,
 }
 
 impl SfuMetrics {
@@ -112,7 +119,34 @@ impl SfuMetrics {
             &["direction"],
         )?;
         registry.register(Box::new(layer_changes.clone()))?;
+        let shard_participants = IntGaugeVec::new(
+            Opts::new(
+                "aula_shard_participants",
+                "Participants placed on each router shard",
+            ),
+            &["shard"],
+        )?;
+        registry.register(Box::new(shard_participants.clone()))?;
+        let shard_busy = CounterVec::new(
+            Opts::new(
+                "aula_shard_busy_seconds_total",
+                "Time each router shard's thread spent working rather than waiting",
+            ),
+            &["shard"],
+        )?;
+        registry.register(Box::new(shard_busy.clone()))?;
+        let shard_dropped = IntCounterVec::new(
+            Opts::new(
+                "aula_shard_dropped_datagrams_total",
+                "Datagrams dropped on arrival because their shard's queue was full",
+            ),
+            &["shard"],
+        )?;
+        registry.register(Box::new(shard_dropped.clone()))?;
         Ok(Self {
+            shard_participants,
+            shard_busy,
+            shard_dropped,
             connection_quality,
             layer_changes,
             subscriber_estimate: histogram(

@@ -48,6 +48,7 @@ use crate::quality::{self, ConnectionQuality};
 use crate::record::capture::{Captures, TrackMeta};
 use crate::red;
 use crate::sender_clock::SenderClock;
+use crate::shard::directory::Directory;
 
 mod allocation;
 mod forwarding;
@@ -296,6 +297,15 @@ pub struct Router {
     /// QoS samples of recorded participants (see [`crate::qos`]).
     qos: qos::Sampler,
     next_qos_sample: Instant,
+    /// The shard this router is, when the SFU runs several (see [`crate::shard`]).
+    seat: Option<Seat>,
+}
+
+/// A router's place in a set of shards: its number, and the directory it keeps its routes
+/// in for the receive thread.
+pub struct Seat {
+    pub index: usize,
+    pub directory: Arc<Directory>,
 }
 
 /// A datagram for the worker to send: from which of our addresses, to whom.
@@ -349,6 +359,39 @@ impl Router {
             captures: Captures::default(),
             qos: qos::Sampler::default(),
             next_qos_sample: now,
+            seat: None,
+        }
+    }
+
+    /// This router as shard `seat.index` of several: its STUN routes are mirrored in the
+    /// seat's directory.
+    pub fn seated(mut self, seat: Seat) -> Self {
+        self.seat = Some(seat);
+        self
+    }
+
+    fn unroute_addr(&mut self, addr: SocketAddr, key: PeerKey) {
+        if self.by_addr.get(&addr) == Some(&key) {
+            self.by_addr.remove(&addr);
+            if let Some(seat) = &self.seat {
+                seat.directory.unbind_addr(addr, seat.index);
+            }
+        }
+    }
+
+    /// Routes binding requests naming `ufrag` to peer `key`.
+    fn route_ufrag(&mut self, ufrag: &str, key: PeerKey) {
+        self.by_ufrag.insert(ufrag.to_owned(), key);
+        if let Some(seat) = &self.seat {
+            seat.directory.bind_ufrag(ufrag, seat.index);
+        }
+    }
+
+    fn unroute_ufrag(&mut self, ufrag: &str) {
+        if self.by_ufrag.remove(ufrag).is_some()
+            && let Some(seat) = &self.seat
+        {
+            seat.directory.unbind_ufrag(ufrag, seat.index);
         }
     }
 
@@ -419,8 +462,12 @@ impl Router {
                 self.unroutable(now, from, "binding request failed its integrity check");
                 return;
             }
-            self.by_addr.insert(from, key);
             peer.addrs.push(from);
+            // Mirrored for the receive thread, as `unroute_addr` undoes.
+            self.by_addr.insert(from, key);
+            if let Some(seat) = &self.seat {
+                seat.directory.bind_addr(from, seat.index);
+            }
         }
         let msg = TaggedBytesMut {
             now,

@@ -108,6 +108,9 @@ pub struct Sim {
     /// Videos paused (`true`) or resumed for a subscriber's link, in order: (subscriber,
     /// track sid, paused).
     pub stream_states: Vec<(String, String, bool)>,
+    /// Events about tracks between nodes or shards, and tracks' ends, for a test to pass on
+    /// (see [`crate::shard::pipes`]).
+    pub relay_events: Vec<SfuEvent>,
     to_clients: usize,
     next_port: u16,
 }
@@ -141,6 +144,7 @@ impl Sim {
             qualities: Vec::new(),
             qos_samples: Vec::new(),
             stream_states: Vec::new(),
+            relay_events: Vec::new(),
             to_clients: 0,
             next_port: 40_000,
         }
@@ -624,11 +628,11 @@ impl Sim {
                 paused,
             } => self.stream_states.push((participant, track_sid, paused)),
             SfuEvent::TrackUnpublished { .. }
-            | SfuEvent::RecordingFailed { .. }
             | SfuEvent::RelayKeyframeRequest { .. }
             | SfuEvent::RelayLayerDemand { .. }
             | SfuEvent::RelayNack { .. }
-            | SfuEvent::RelaySenderReport { .. } => {}
+            | SfuEvent::RelaySenderReport { .. } => self.relay_events.push(event),
+            SfuEvent::RecordingFailed { .. } => {}
         }
     }
 }

@@ -18,58 +18,79 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use crate::api::{Command, SfuConfig, SfuEvent, SfuHandle};
+use crate::api::{Command, SfuEvent};
 use crate::impair::Impairments;
 use crate::metrics::SfuMetrics;
 use crate::relay::link::Link;
-use crate::router::{Router, Transmit};
+use crate::router::{RelayTransmit, Router, Seat, Transmit};
+use crate::shard::Neighbours;
+use crate::shard::pipes::PipeTable;
+use crate::shard::placement::{pipe_link, pipe_target};
+use crate::shard::receiver::Arrivals;
 use crate::udp::{Datagram, MediaSocket, Outgoing, ToSend};
 
 /// Batches (of up to `quinn_udp::BATCH_SIZE` datagrams each) read per wake-up before the loop
 /// looks at commands and timers again, so a flood on the socket cannot starve them.
 const READ_BATCHES: usize = 4;
-/// Commands queued from the control plane before senders wait.
-const COMMAND_QUEUE: usize = 1024;
 /// Socket buffer we ask the kernel for, each way. The default (~208 KiB) holds about 150
 /// full-size packets: one scheduling hiccup of the SFU thread while a class's teacher sends a
 /// keyframe was enough to overflow it (measured with `aula-loadtest`: every subscriber lost
 /// the same packets, dropped on arrival). Linux caps this at `net.core.rmem_max`/`wmem_max`;
 /// operators raise those for large rooms (see `deploy/`).
-const SOCKET_BUFFER: usize = 4 << 20;
+pub(crate) const SOCKET_BUFFER: usize = 4 << 20;
 
-pub(crate) fn spawn(
-    config: SfuConfig,
-) -> std::io::Result<(SfuHandle, mpsc::UnboundedReceiver<SfuEvent>)> {
-    let metrics = SfuMetrics::register(&config.registry).map_err(std::io::Error::other)?;
-    let std_socket = std::net::UdpSocket::bind(config.udp_bind)?;
-    let local_addr = std_socket.local_addr()?;
-    let advertised = advertised_addrs(&config.advertised_ips, local_addr, interface_ips());
+/// Where a shard's datagrams come from.
+pub(crate) enum Input {
+    /// It reads the socket itself (the only shard).
+    Socket,
+    /// The receive thread hands it its datagrams (see [`crate::shard::receiver`]).
+    Arrivals(mpsc::Receiver<Arrivals>),
+}
+
+/// Everything one shard's thread runs with.
+pub(crate) struct Shard {
+    /// Its handle of the shared socket: it sends on it, and reads it only with
+    /// [`Input::Socket`].
+    pub socket: std::net::UdpSocket,
+    pub advertised: Vec<SocketAddr>,
+    pub metrics: SfuMetrics,
+    pub commands: mpsc::Receiver<Command>,
+    pub neighbours: Neighbours,
+    pub input: Input,
+    pub seat: Option<Seat>,
+}
+
+/// Starts a shard's thread.
+pub(crate) fn spawn(shard: Shard) -> std::io::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let socket = {
         let _guard = runtime.enter();
-        MediaSocket::new(std_socket)?
+        MediaSocket::new(shard.socket.try_clone()?)?
     };
-    socket.enlarge_buffers(SOCKET_BUFFER);
-    let (recv_buffer, send_buffer) = socket.buffer_sizes();
-    info!(recv_buffer, send_buffer, "media socket buffers");
-    let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
-    let (event_tx, events) = mpsc::unbounded_channel();
-    info!(%local_addr, ?advertised, "SFU listening");
+    if matches!(shard.input, Input::Socket) {
+        socket.enlarge_buffers(SOCKET_BUFFER);
+        let (recv_buffer, send_buffer) = socket.buffer_sizes();
+        info!(recv_buffer, send_buffer, "media socket buffers");
+    }
+    let index = shard.neighbours.index;
     std::thread::Builder::new()
-        .name("aula-sfu".into())
+        .name(format!("aula-sfu-{index}"))
         .spawn(move || {
-            let router = Router::new(&advertised, metrics.clone(), Instant::now());
-            runtime.block_on(run(socket, router, metrics, command_rx, event_tx));
+            let mut router = Router::new(&shard.advertised, shard.metrics.clone(), Instant::now());
+            if let Some(seat) = shard.seat {
+                router = router.seated(seat);
+            }
+            let io = Io {
+                socket,
+                input: shard.input,
+                metrics: shard.metrics,
+                neighbours: shard.neighbours,
+            };
+            runtime.block_on(run(io, router, shard.commands));
         })?;
-    Ok((
-        SfuHandle {
-            commands,
-            local_addr,
-        },
-        events,
-    ))
+    Ok(())
 }
 
 /// Host candidate addresses: the configured ones; else the bound address; else (bound to the
@@ -77,7 +98,7 @@ pub(crate) fn spawn(
 /// socket's family, so that the same default works on this machine and from a second
 /// computer on the LAN. IPv6 link-local addresses are left out: a candidate cannot carry
 /// their scope.
-fn advertised_addrs(
+pub(crate) fn advertised_addrs(
     configured: &[IpAddr],
     local_addr: SocketAddr,
     interfaces: Vec<IpAddr>,
@@ -109,7 +130,7 @@ fn advertised_addrs(
 }
 
 /// The machine's interface addresses; none (with a warning) if they cannot be listed.
-fn interface_ips() -> Vec<IpAddr> {
+pub(crate) fn interface_ips() -> Vec<IpAddr> {
     match if_addrs::get_if_addrs() {
         Ok(interfaces) => interfaces.iter().map(if_addrs::Interface::ip).collect(),
         Err(e) => {
@@ -119,78 +140,207 @@ fn interface_ips() -> Vec<IpAddr> {
     }
 }
 
-async fn run(
-    mut socket: MediaSocket,
-    mut router: Router,
+/// A shard's I/O: its socket handle, where its datagrams come from, its neighbours.
+struct Io {
+    socket: MediaSocket,
+    input: Input,
     metrics: SfuMetrics,
-    mut commands: mpsc::Receiver<Command>,
-    events: mpsc::UnboundedSender<SfuEvent>,
-) {
+    neighbours: Neighbours,
+}
+
+async fn run(mut io: Io, mut router: Router, mut commands: mpsc::Receiver<Command>) {
     // Tests only; empty (one branch per datagram) unless a test impairs someone.
     let mut impairments = Impairments::default();
-    // Links to other nodes that tracks are exported on, by the control plane's numbers.
-    let mut links = RelayLinks::new();
-    let mut out = Outbox {
-        queue: Vec::new(),
-        metrics: metrics.clone(),
-    };
+    // Links to other nodes, and pipes to other shards, that tracks are exported on.
+    let mut links = Links::default();
+    let mut out = Vec::new();
+    let busy = io
+        .metrics
+        .shard_busy
+        .with_label_values(&[&io.neighbours.index.to_string()]);
+    let mut woke: Option<Instant> = None;
     loop {
-        flush(
-            &mut socket,
-            &mut router,
-            &mut out,
-            &events,
-            &mut impairments,
-            &links,
-        );
+        io.flush(&mut router, &mut out, &mut impairments, &mut links);
+        if let Some(woke) = woke.take() {
+            busy.inc_by(woke.elapsed().as_secs_f64());
+        }
         let deadline = tokio::time::Instant::from_std(router.poll_timeout());
         let release = impairments.next_release();
         let release_at = release.map_or(deadline, tokio::time::Instant::from_std);
+        let reads_socket = matches!(io.input, Input::Socket);
         tokio::select! {
             command = commands.recv() => match command {
                 Some(command) => handle_command(&mut router, &mut impairments, &mut links, command),
                 None => break,
             },
-            readable = socket.readable() => {
+            readable = io.socket.readable(), if reads_socket => {
                 if let Err(e) = readable {
                     warn!(error = %e, "socket not readable");
                     continue;
                 }
+                woke = Some(Instant::now());
                 for _ in 0..READ_BATCHES {
-                    let arrived = Instant::now();
-                    let forwarded_before = metrics.packets_forwarded.get();
-                    let mut forwarding = 0u64;
-                    let received = socket.recv_batch(|datagram| {
-                        let forwarded = metrics.packets_forwarded.get();
-                        receive(&mut router, &metrics, &mut impairments, arrived, datagram);
-                        forwarding += u64::from(metrics.packets_forwarded.get() != forwarded);
-                    });
-                    match received {
-                        Ok(0) => break,
-                        Ok(_) => {}
-                        // ICMP errors from an earlier send surface here on some systems.
-                        Err(e) => {
-                            debug!(error = %e, "recv failed");
-                            break;
-                        }
-                    }
-                    if metrics.packets_forwarded.get() != forwarded_before {
-                        // Send this batch's copies now, to time the whole hop: from the read
-                        // to the last copy of each forwarded datagram.
-                        flush(&mut socket, &mut router, &mut out, &events, &mut impairments, &links);
-                        let latency = arrived.elapsed().as_secs_f64();
-                        for _ in 0..forwarding {
-                            metrics.forwarding_latency.observe(latency);
-                        }
+                    if !io.read_batch(&mut router, &mut out, &mut impairments, &mut links) {
+                        break;
                     }
                 }
+            }
+            arrivals = next_arrivals(&mut io.input), if !reads_socket => {
+                let Some(arrivals) = arrivals else { break };
+                woke = Some(Instant::now());
+                io.handle_arrivals(&mut router, &mut out, &mut impairments, &mut links, &arrivals);
             }
             () = tokio::time::sleep_until(deadline) => router.handle_timeout(Instant::now()),
             // Held datagrams are sent by the flush at the top of the loop.
             () = tokio::time::sleep_until(release_at), if release.is_some() => {}
         }
+        woke.get_or_insert_with(Instant::now);
     }
-    info!("SFU stopped: the control plane is gone");
+    info!(
+        shard = io.neighbours.index,
+        "SFU shard stopped: the control plane is gone"
+    );
+}
+
+/// The next batch from the receive thread (never, when the shard reads the socket).
+async fn next_arrivals(input: &mut Input) -> Option<Arrivals> {
+    match input {
+        Input::Arrivals(rx) => rx.recv().await,
+        Input::Socket => std::future::pending().await,
+    }
+}
+
+impl Io {
+    /// Reads one batch from the socket and handles it; false when there was none.
+    fn read_batch(
+        &mut self,
+        router: &mut Router,
+        out: &mut Vec<Transmit>,
+        impairments: &mut Impairments,
+        links: &mut Links,
+    ) -> bool {
+        let arrived = Instant::now();
+        let forwarded_before = self.metrics.packets_forwarded.get();
+        let mut forwarding = 0u64;
+        let metrics = &self.metrics;
+        let received = self.socket.recv_batch(|datagram| {
+            let forwarded = metrics.packets_forwarded.get();
+            receive(router, metrics, impairments, arrived, datagram);
+            forwarding += u64::from(metrics.packets_forwarded.get() != forwarded);
+        });
+        match received {
+            Ok(0) => return false,
+            Ok(_) => {}
+            // ICMP errors from an earlier send surface here on some systems.
+            Err(e) => {
+                debug!(error = %e, "recv failed");
+                return false;
+            }
+        }
+        self.sent_forwarded(
+            router,
+            out,
+            impairments,
+            links,
+            arrived,
+            forwarded_before,
+            forwarding,
+        );
+        true
+    }
+
+    /// Handles a batch the receive thread read for this shard.
+    fn handle_arrivals(
+        &mut self,
+        router: &mut Router,
+        out: &mut Vec<Transmit>,
+        impairments: &mut Impairments,
+        links: &mut Links,
+        arrivals: &Arrivals,
+    ) {
+        let forwarded_before = self.metrics.packets_forwarded.get();
+        let mut forwarding = 0u64;
+        for datagram in arrivals.iter() {
+            let forwarded = self.metrics.packets_forwarded.get();
+            receive(
+                router,
+                &self.metrics,
+                impairments,
+                arrivals.arrived,
+                datagram,
+            );
+            forwarding += u64::from(self.metrics.packets_forwarded.get() != forwarded);
+        }
+        let arrived = arrivals.arrived;
+        self.sent_forwarded(
+            router,
+            out,
+            impairments,
+            links,
+            arrived,
+            forwarded_before,
+            forwarding,
+        );
+    }
+
+    /// If the batch that arrived at `arrived` was forwarded, sends its copies now, to time the
+    /// whole hop: from the read to the last copy of each forwarded datagram. (With several
+    /// shards the counter is shared, so another shard's forwarding may be timed here too:
+    /// its own batch, read at about the same time.)
+    #[allow(clippy::too_many_arguments)]
+    fn sent_forwarded(
+        &mut self,
+        router: &mut Router,
+        out: &mut Vec<Transmit>,
+        impairments: &mut Impairments,
+        links: &mut Links,
+        arrived: Instant,
+        forwarded_before: u64,
+        forwarding: u64,
+    ) {
+        if self.metrics.packets_forwarded.get() == forwarded_before {
+            return;
+        }
+        self.flush(router, out, impairments, links);
+        let latency = arrived.elapsed().as_secs_f64();
+        for _ in 0..forwarding {
+            self.metrics.forwarding_latency.observe(latency);
+        }
+    }
+
+    /// Sends what the router queued (datagrams, relay and pipe packets) and routes its events.
+    fn flush(
+        &mut self,
+        router: &mut Router,
+        out: &mut Vec<Transmit>,
+        impairments: &mut Impairments,
+        links: &mut Links,
+    ) {
+        if impairments.is_empty() {
+            out.extend(std::iter::from_fn(|| router.poll_transmit()));
+        } else {
+            let now = Instant::now();
+            // Held datagrams first: anything due now was queued before what the router has.
+            out.extend(std::iter::from_fn(|| impairments.pop_due(now)));
+            while let Some(transmit) = router.poll_transmit() {
+                if let Some(transmit) =
+                    impairments.downlink(now, transmit, |p| router.participant_addrs(p))
+                {
+                    out.push(transmit);
+                }
+            }
+        }
+        send_all(&mut self.socket, &self.metrics, out);
+        while let Some(transmit) = router.poll_relay_transmit() {
+            links.send(&self.neighbours, transmit);
+        }
+        while let Some(event) = router.poll_event() {
+            if let SfuEvent::TrackUnpublished { track_sid, .. } = &event {
+                links.pipes.track_gone(track_sid);
+            }
+            self.neighbours.route(router, Instant::now(), event);
+        }
+    }
 }
 
 fn receive(
@@ -212,71 +362,25 @@ fn receive(
     router.handle_datagram(arrived, datagram.from, datagram.to, datagram.data);
 }
 
-fn flush(
-    socket: &mut MediaSocket,
-    router: &mut Router,
-    out: &mut Outbox,
-    events: &mpsc::UnboundedSender<SfuEvent>,
-    impairments: &mut Impairments,
-    links: &RelayLinks,
-) {
-    if impairments.is_empty() {
-        out.queue
-            .extend(std::iter::from_fn(|| router.poll_transmit()));
-    } else {
-        let now = Instant::now();
-        // Held datagrams first: anything due now was queued before what the router has.
-        out.queue
-            .extend(std::iter::from_fn(|| impairments.pop_due(now)));
-        while let Some(transmit) = router.poll_transmit() {
-            if let Some(transmit) =
-                impairments.downlink(now, transmit, |p| router.participant_addrs(p))
-            {
-                out.queue.push(transmit);
-            }
+/// Sends a router turn's datagrams together (batched: see [`MediaSocket::send_all`]).
+fn send_all(socket: &mut MediaSocket, metrics: &SfuMetrics, queue: &mut Vec<Transmit>) {
+    if queue.is_empty() {
+        return;
+    }
+    let calls = socket.send_all(queue, |transmit, result| match result {
+        Ok(()) => {
+            metrics.udp_datagrams_sent.inc();
+            metrics.udp_bytes_sent.inc_by(transmit.data.len() as u64);
         }
-    }
-    out.send(socket);
-    while let Some(transmit) = router.poll_relay_transmit() {
-        if let Some(link) = links.get(&transmit.link)
-            && let Err(e) = link.send_packet(transmit.flow, &transmit.data)
-        {
-            debug!(link = transmit.link, error = %e, "relay send failed");
+        Err(e) => {
+            metrics.udp_send_errors.inc();
+            debug!(to = %transmit.to, error = %e, "send failed");
         }
-    }
-    while let Some(event) = router.poll_event() {
-        // A closed receiver means the control plane is shutting down; nothing to tell.
-        let _ = events.send(event);
-    }
-}
-
-/// A router turn's datagrams, sent together (batched: see [`MediaSocket::send_all`]).
-struct Outbox {
-    queue: Vec<Transmit>,
-    metrics: SfuMetrics,
-}
-
-impl Outbox {
-    fn send(&mut self, socket: &mut MediaSocket) {
-        if self.queue.is_empty() {
-            return;
-        }
-        let metrics = &self.metrics;
-        let calls = socket.send_all(&self.queue, |transmit, result| match result {
-            Ok(()) => {
-                metrics.udp_datagrams_sent.inc();
-                metrics.udp_bytes_sent.inc_by(transmit.data.len() as u64);
-            }
-            Err(e) => {
-                metrics.udp_send_errors.inc();
-                debug!(to = %transmit.to, error = %e, "send failed");
-            }
-        });
-        metrics.udp_send_calls.inc_by(calls.calls);
-        metrics.udp_partial_sends.inc_by(calls.partial);
-        metrics.udp_gso_coalesced.inc_by(calls.coalesced);
-        self.queue.clear();
-    }
+    });
+    metrics.udp_send_calls.inc_by(calls.calls);
+    metrics.udp_partial_sends.inc_by(calls.partial);
+    metrics.udp_gso_coalesced.inc_by(calls.coalesced);
+    queue.clear();
 }
 
 impl ToSend for Transmit {
@@ -289,13 +393,40 @@ impl ToSend for Transmit {
     }
 }
 
-/// Links to other nodes, by the control plane's numbers (see [`crate::relay`]).
-type RelayLinks = HashMap<u64, Arc<Link>>;
+/// Where exported tracks go: links to other nodes, by the control plane's numbers (see
+/// [`crate::relay`]), and pipes to other shards (see [`crate::shard`]), which hand each
+/// packet to the other shard's queue under its track's id.
+#[derive(Default)]
+struct Links {
+    nodes: HashMap<u64, Arc<Link>>,
+    pipes: PipeTable,
+}
+
+impl Links {
+    fn send(&self, neighbours: &Neighbours, transmit: RelayTransmit) {
+        if pipe_target(transmit.link).is_some() {
+            let Some((shard, track_sid, layer)) = self.pipes.destination(&transmit) else {
+                return;
+            };
+            let command = Command::RelayPacket {
+                track_sid: track_sid.clone(),
+                layer,
+                data: transmit.data,
+            };
+            // A full queue loses the packet, which the other shard then asks for again.
+            neighbours.send(shard, command);
+        } else if let Some(link) = self.nodes.get(&transmit.link)
+            && let Err(e) = link.send_packet(transmit.flow, &transmit.data)
+        {
+            debug!(link = transmit.link, error = %e, "relay send failed");
+        }
+    }
+}
 
 fn handle_command(
     router: &mut Router,
     impairments: &mut Impairments,
-    links: &mut RelayLinks,
+    links: &mut Links,
     command: Command,
 ) {
     let now = Instant::now();
@@ -405,12 +536,26 @@ fn handle_command(
             index,
             reply,
         } => {
-            links.entry(link.id).or_insert(link.link);
+            links.nodes.entry(link.id).or_insert(link.link);
             let _ = reply.send(router.relay_export(now, &track_sid, link.id, index));
         }
         Command::RelayUnexport { track_sid, link } => router.relay_unexport(&track_sid, link),
+        Command::PipeExport {
+            track_sid,
+            to,
+            index,
+            reply,
+        } => {
+            let link = pipe_link(to);
+            let exported = router.relay_export(now, &track_sid, link, index);
+            if let Ok(track) = &exported {
+                links.pipes.insert(link, track.index, track_sid);
+            }
+            let _ = reply.send(exported);
+        }
+        Command::Pipe(command) => command.apply(router, now),
         Command::RelayLinkClosed { link } => {
-            links.remove(&link);
+            links.nodes.remove(&link);
             router.relay_link_closed(link);
         }
         Command::RelayImport { track, reply } => {

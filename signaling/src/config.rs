@@ -139,6 +139,7 @@ impl Config {
             rtc: RtcConfig {
                 udp_bind: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
                 advertised_ips: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
+                ..RtcConfig::default()
             },
             keys: KeysConfig::default(),
             // Tests see a closed socket leave at once, as before reconnects existed.
@@ -253,6 +254,9 @@ impl Config {
         if self.http.max_unjoined_websockets == 0 {
             return Err(("http.max_unjoined_websockets", "must be at least 1".into()));
         }
+        if !(1..=256).contains(&self.rtc.workers) {
+            return Err(("rtc.workers", "must be 1 to 256".into()));
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
             return Err((
                 "log_level",
@@ -305,6 +309,7 @@ impl Config {
         aula_sfu::SfuConfig {
             udp_bind: self.rtc.udp_bind,
             advertised_ips: self.rtc.advertised_ips.clone(),
+            workers: self.rtc.workers,
             ..Default::default()
         }
     }

@@ -192,11 +192,9 @@ impl Router {
         while let Some(out) = peer.pc.poll_write() {
             self.transmits.push_back(Transmit::of(&self.hosts, out));
         }
-        self.by_ufrag.remove(&peer.ufrag);
+        self.unroute_ufrag(&peer.ufrag);
         for addr in &peer.addrs {
-            if self.by_addr.get(addr) == Some(&key) {
-                self.by_addr.remove(addr);
-            }
+            self.unroute_addr(*addr, key);
         }
         if let Some(state) = self.participants.get_mut(&peer.participant) {
             match peer.target {
@@ -222,11 +220,9 @@ impl Router {
         };
         peer.pwd = pwd;
         if ufrag != peer.ufrag {
-            if !peer.ufrag.is_empty() {
-                self.by_ufrag.remove(&peer.ufrag);
-            }
-            self.by_ufrag.insert(ufrag.clone(), key);
-            peer.ufrag = ufrag;
+            let old = std::mem::replace(&mut peer.ufrag, ufrag.clone());
+            self.unroute_ufrag(&old);
+            self.route_ufrag(&ufrag, key);
         }
     }
 

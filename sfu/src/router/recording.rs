@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use super::{Producer, Router};
+use super::{Producer, Router, Upstream};
 use crate::api::{ParticipantId, SfuError};
 use crate::record::capture::{RecordingSpec, TrackLog, TrackMeta};
 use crate::record::format::Marker;
@@ -45,7 +45,9 @@ impl Router {
     fn capture_metas(&self, participants: &[ParticipantId]) -> Vec<TrackMeta> {
         self.producers
             .values()
-            .filter(|p| participants.contains(&p.participant))
+            // A track piped in from another shard, or relayed from another node, is recorded
+            // where it is published.
+            .filter(|p| p.upstream != Upstream::Relay && participants.contains(&p.participant))
             .map(Producer::capture_meta)
             .collect()
     }

@@ -175,8 +175,8 @@ impl Router {
         }
     }
 
-    /// Tells the nodes that export this node's imported videos which layers its subscribers
-    /// need now ([`SfuEvent::RelayLayerDemand`], when that changes).
+    /// Tells the nodes that export this node's imported videos which layers its subscribers,
+    /// and the shards and nodes it passes them on to, need now ([`SfuEvent::RelayLayerDemand`], when that changes).
     pub(super) fn update_relay_demands(&mut self) {
         for producer in self
             .producers
@@ -191,7 +191,20 @@ impl Router {
                 .values()
                 .filter_map(|c| Some(c.selector.ladder().quality(c.wanted()?).spatial))
                 .max();
-            let layers = demanded_layers(best, top);
+            // Shards or nodes this track is passed on to need their layers too.
+            let passed_on = producer
+                .exports
+                .iter()
+                .map(|e| {
+                    e.layers
+                        .as_ref()
+                        .map_or(top, |l| l.iter().max().copied().unwrap_or(0))
+                })
+                .max();
+            let mut layers = demanded_layers(best, top);
+            if let Some(highest) = passed_on.filter(|h| Some(h) > layers.last()) {
+                layers = (0..=highest).collect();
+            }
             if producer.relay_demand.as_ref() != Some(&layers) {
                 producer.relay_demand = Some(layers.clone());
                 self.events.push_back(SfuEvent::RelayLayerDemand {

@@ -134,11 +134,14 @@ impl Router {
     pub(super) fn sample_qos(&mut self, now: Instant) {
         let captures = &self.captures;
         self.qos.retain(|p| captures.records(p));
+        // Only those connected here: another shard's staff are known here too (`set_staff`).
         let recorded: Vec<ParticipantId> = self
             .participants
-            .keys()
-            .filter(|p| self.captures.records(p))
-            .cloned()
+            .iter()
+            .filter(|(p, state)| {
+                (state.publish.is_some() || state.subscribe.is_some()) && self.captures.records(p)
+            })
+            .map(|(p, _)| p.clone())
             .collect();
         for participant in recorded {
             let Some(state) = self.participants.get(&participant) else {

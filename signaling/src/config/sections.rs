@@ -60,6 +60,9 @@ pub struct RtcConfig {
     pub udp_bind: SocketAddr,
     /// Addresses written into ICE candidates. Empty lets the SFU pick (see `aula_sfu::SfuConfig`).
     pub advertised_ips: Vec<IpAddr>,
+    /// Router shards, each a thread (see `aula_sfu::shard`): by default one per core. 1 to
+    /// 256.
+    pub workers: usize,
 }
 
 /// The key pair that signs access tokens. Both or neither: neither means dev mode.
@@ -194,6 +197,7 @@ impl Default for RtcConfig {
         Self {
             udp_bind: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 7882)),
             advertised_ips: Vec::new(),
+            workers: aula_sfu::api::default_workers(),
         }
     }
 }

@@ -96,6 +96,20 @@ fn idle_timeout_must_be_positive() {
 }
 
 #[test]
+fn workers_default_to_the_cores_and_are_bounded() {
+    assert_eq!(
+        Config::default().rtc.workers,
+        aula_sfu::api::default_workers()
+    );
+    let two = Config::from_toml_str("[rtc]\nworkers = 2\n").expect("valid");
+    assert_eq!(two.sfu_config().workers, 2);
+    for bad in ["0", "257"] {
+        let err = Config::from_toml_str(&format!("[rtc]\nworkers = {bad}\n")).unwrap_err();
+        assert!(err.to_string().contains("rtc.workers"), "{err}");
+    }
+}
+
+#[test]
 fn connection_limits_have_defaults_and_must_be_positive() {
     let http = Config::default().http;
     assert_eq!(http.header_read_timeout_secs, 10);
