@@ -79,6 +79,11 @@ pub struct Args {
     #[arg(long)]
     pub server_bin: Option<PathBuf>,
 
+    /// `[rtc] workers` (router shards) for --spawn-server [default: the server's, one per
+    /// core]. Old builds that do not know the setting refuse to start with it.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub server_workers: Option<u16>,
+
     /// Also allow private and link-local targets, for a server in a network namespace the
     /// benchmark script created (Janus cannot run on loopback).
     #[arg(long)]

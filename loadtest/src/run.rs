@@ -42,7 +42,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     let relay = relay_target(&args)?;
     let spawned = match args.spawn_server {
-        true => Some(SpawnedServer::start(&server_binary(&args)?).await?),
+        true => Some(SpawnedServer::start(&server_binary(&args)?, args.server_workers).await?),
         false => None,
     };
     let server = match &spawned {

@@ -28,7 +28,8 @@ impl SpawnedServer {
     /// Starts `binary` (built beforehand: this builds nothing) with a temporary config. A port
     /// that was free a moment ago may be taken by another process before the server binds it:
     /// the server then exits at once, and is started again on other free ports (3 tries).
-    pub async fn start(binary: &Path) -> anyhow::Result<Self> {
+    /// `workers` sets `[rtc] workers`; `None` leaves the server's default.
+    pub async fn start(binary: &Path, workers: Option<u16>) -> anyhow::Result<Self> {
         if !binary.exists() {
             bail!(
                 "{} not found: build it first with `cargo build --release --bin aula`",
@@ -36,25 +37,27 @@ impl SpawnedServer {
             );
         }
         for _ in 0..3 {
-            if let Started::Healthy(server) = Self::start_once(binary).await? {
+            if let Started::Healthy(server) = Self::start_once(binary, workers).await? {
                 return Ok(server);
             }
         }
         bail!("the server found its ports taken by other processes three times")
     }
 
-    async fn start_once(binary: &Path) -> anyhow::Result<Started> {
+    async fn start_once(binary: &Path, workers: Option<u16>) -> anyhow::Result<Started> {
         let http_port = free_port()?;
         let udp_port = free_port()?;
         let dir = std::env::temp_dir();
         let stem = format!("aula-loadtest-{}", std::process::id());
         let config = dir.join(format!("{stem}.toml"));
         let log = dir.join(format!("{stem}.log"));
+        let workers = workers.map_or_else(String::new, |n| format!("workers = {n}\n"));
         std::fs::write(
             &config,
             format!(
                 "log_level = \"warn\"\n\n[http]\nbind = \"127.0.0.1:{http_port}\"\n\n\
-                 [rtc]\nudp_bind = \"127.0.0.1:{udp_port}\"\nadvertised_ips = [\"127.0.0.1\"]\n"
+                 [rtc]\nudp_bind = \"127.0.0.1:{udp_port}\"\nadvertised_ips = [\"127.0.0.1\"]\n\
+                 {workers}"
             ),
         )?;
         let child = Command::new(binary)

@@ -5,7 +5,7 @@
 //! least-loaded shard; a subscriber to the shard of the first track it subscribes to, so
 //! that a room stays whole on one shard (no pipe, no second copy) while that shard is not
 //! more than [`SPREAD_SLACK`] participants above the least-loaded one; past that it goes to
-//! the least-loaded shard and the track is piped there. A class of hundreds so spreads over
+//! the least-loaded shard and the track is piped there. A class so spreads about evenly over
 //! every shard, and two small rooms land on different shards.
 //!
 //! Load is counted in participants: a crude measure (a teacher costs more than a student, a
@@ -17,9 +17,11 @@ use std::collections::{BTreeMap, HashMap};
 use crate::api::{ParticipantId, TrackSid};
 
 /// How many more participants than the least-loaded shard a room's shard may hold before the
-/// room's next subscriber goes elsewhere. Small enough that a class of a few hundred uses
-/// every shard; large enough that a class of a few dozen stays on one.
-pub const SPREAD_SLACK: usize = 32;
+/// room's next subscriber goes elsewhere. Small, so that a large class splits about evenly
+/// (its home shard also takes the publisher's uplink and the pipes); a room of a few stays
+/// whole. A pipe costs one hand-off per packet per shard, far less than the copies a shard
+/// takes over, so spreading early is cheap.
+pub const SPREAD_SLACK: usize = 8;
 
 /// Links numbered from here are pipes between shards, not links to other nodes: pipe
 /// `PIPE_LINKS + k` carries tracks into shard `k`. The control plane numbers its links from 1
@@ -242,7 +244,7 @@ mod tests {
         let mut placement = Placement::new(2);
         let teacher = placement.place("teacher-a");
         placement.track_at("TR_a", teacher);
-        for i in 0..20 {
+        for i in 0..SPREAD_SLACK {
             assert_eq!(
                 placement.place_subscriber(&format!("a{i}"), "TR_a"),
                 (teacher, None)

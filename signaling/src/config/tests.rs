@@ -29,7 +29,13 @@ fn sample_config_parses() {
     let uncommented: String = text
         .lines()
         .map(|line| match line.strip_prefix("# ") {
-            Some(rest) if rest.starts_with("api_") || rest.starts_with("advertised_ips") => rest,
+            Some(rest)
+                if rest.starts_with("api_")
+                    || rest.starts_with("advertised_ips")
+                    || rest.starts_with("workers") =>
+            {
+                rest
+            }
             _ => line,
         })
         .collect::<Vec<_>>()
@@ -38,6 +44,7 @@ fn sample_config_parses() {
     let config = Config::from_toml_str(&uncommented).expect("uncommented sample must parse");
     assert!(!config.is_dev_mode());
     assert_eq!(config.rtc.advertised_ips.len(), 1);
+    assert_eq!(config.rtc.workers, 4);
 }
 
 #[test]
