@@ -81,6 +81,8 @@ pub struct SfuMetrics {
     pub shard_participants: IntGaugeVec,
     pub shard_busy: CounterVec,
     pub shard_dropped: IntCounterVec,
+    /// Packets handed from a track's home shard to another through a pipe.
+    pub pipe_packets: IntCounter,
 }
 
 impl SfuMetrics {
@@ -144,6 +146,10 @@ impl SfuMetrics {
         )?;
         registry.register(Box::new(shard_dropped.clone()))?;
         Ok(Self {
+            pipe_packets: counter(
+                "aula_pipe_packets_total",
+                "Packets handed from a track's home shard to another shard's subscribers",
+            )?,
             shard_participants,
             shard_busy,
             shard_dropped,

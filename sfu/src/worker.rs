@@ -332,7 +332,7 @@ impl Io {
         }
         send_all(&mut self.socket, &self.metrics, out);
         while let Some(transmit) = router.poll_relay_transmit() {
-            links.send(&self.neighbours, transmit);
+            links.send(&self.neighbours, &self.metrics, transmit);
         }
         while let Some(event) = router.poll_event() {
             if let SfuEvent::TrackUnpublished { track_sid, .. } = &event {
@@ -403,7 +403,7 @@ struct Links {
 }
 
 impl Links {
-    fn send(&self, neighbours: &Neighbours, transmit: RelayTransmit) {
+    fn send(&self, neighbours: &Neighbours, metrics: &SfuMetrics, transmit: RelayTransmit) {
         if pipe_target(transmit.link).is_some() {
             let Some((shard, track_sid, layer)) = self.pipes.destination(&transmit) else {
                 return;
@@ -414,7 +414,9 @@ impl Links {
                 data: transmit.data,
             };
             // A full queue loses the packet, which the other shard then asks for again.
-            neighbours.send(shard, command);
+            if neighbours.send(shard, command) {
+                metrics.pipe_packets.inc();
+            }
         } else if let Some(link) = self.nodes.get(&transmit.link)
             && let Err(e) = link.send_packet(transmit.flow, &transmit.data)
         {

@@ -74,11 +74,26 @@ impl Gaps {
             .map(|i| missing_from.wrapping_add(i))
             .collect()
     }
+
+    /// Forgets where `layer` was: its next packet starts it again, whatever its number
+    /// (the layer was not sent for a while, on purpose).
+    pub fn forget(&mut self, layer: Layer) {
+        self.highest.remove(&layer);
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_forgotten_layer_resumes_without_asking_for_what_was_not_sent() {
+        let mut gaps = Gaps::default();
+        assert!(gaps.arrived(2, 100).is_empty());
+        gaps.forget(2);
+        assert!(gaps.arrived(2, 140).is_empty());
+        assert_eq!(gaps.arrived(2, 142), vec![141]);
+    }
 
     #[test]
     fn a_gap_asks_for_exactly_the_missing_numbers_across_the_wrap() {

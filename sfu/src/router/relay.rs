@@ -206,6 +206,17 @@ impl Router {
                 layers = (0..=highest).collect();
             }
             if producer.relay_demand.as_ref() != Some(&layers) {
+                // A layer asked for again resumes after a gap that is no loss: the exporter
+                // sent nothing of it meanwhile.
+                for layer in &layers {
+                    if producer
+                        .relay_demand
+                        .as_ref()
+                        .is_some_and(|before| !before.contains(layer))
+                    {
+                        producer.relay_gaps.forget(*layer);
+                    }
+                }
                 producer.relay_demand = Some(layers.clone());
                 self.events.push_back(SfuEvent::RelayLayerDemand {
                     track_sid: producer.sid.clone(),
