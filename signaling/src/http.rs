@@ -45,10 +45,33 @@ struct Asset {
     content_type: &'static str,
 }
 
-const SDK_JS: Asset = Asset {
-    body: include_str!("../../client-sdk/js/aula.js"),
-    content_type: "text/javascript; charset=utf-8",
-};
+/// One module of the browser SDK, `client-sdk/js/<name>`, as `(name, asset)`.
+macro_rules! sdk_module {
+    ($name:literal) => {
+        (
+            $name,
+            Asset {
+                body: include_str!(concat!("../../client-sdk/js/", $name)),
+                content_type: "text/javascript; charset=utf-8",
+            },
+        )
+    };
+}
+
+/// The browser SDK's ES modules, each served at `/sdk/<name>`: `aula.js` is the entry point and
+/// the public API, and imports the others by relative URL (`./room.js`), which resolve there too.
+static SDK_MODULES: [(&str, Asset); 9] = [
+    sdk_module!("aula.js"),
+    sdk_module!("protocol.js"),
+    sdk_module!("socket.js"),
+    sdk_module!("room.js"),
+    sdk_module!("peer.js"),
+    sdk_module!("publisher.js"),
+    sdk_module!("subscriber.js"),
+    sdk_module!("rendered-sizes.js"),
+    sdk_module!("client-stats.js"),
+];
+
 const INDEX_HTML: Asset = Asset {
     body: include_str!("../web/index.html"),
     content_type: "text/html; charset=utf-8",
@@ -172,7 +195,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .merge(crate::impairment::routes(&state))
         .route("/", get(|| async { &INDEX_HTML }))
         .route("/class", get(|| async { &CLASS_HTML }))
-        .route("/sdk/aula.js", get(|| async { &SDK_JS }))
+        .merge(sdk_routes())
         .route("/web/class.js", get(|| async { &CLASS_JS }))
         .route("/web/class.css", get(|| async { &CLASS_CSS }))
         .route("/web/class-page.css", get(|| async { &CLASS_PAGE_CSS }))
@@ -200,6 +223,16 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
+}
+
+/// `/sdk/<name>` for every module of the browser SDK; any other `/sdk/` path falls through to the
+/// JSON 404.
+fn sdk_routes() -> Router<Arc<AppState>> {
+    SDK_MODULES
+        .iter()
+        .fold(Router::new(), |router, (name, asset)| {
+            router.route(&format!("/sdk/{name}"), get(move || async move { asset }))
+        })
 }
 
 /// `/ws?region=`: where the client is, for placing its media in a cluster when its token names

@@ -441,15 +441,38 @@ async fn http_routes_healthz_dev_token_pages_and_json_errors() {
     assert!((400..500).contains(&r.status), "{}", r.status);
     assert_eq!(r.json()["error"]["code"], "not_websocket");
 
-    let r = http(addr, "GET", "/sdk/aula.js").await;
-    assert_eq!(r.status, 200);
-    assert!(
-        r.header("content-type")
-            .is_some_and(|t| t.starts_with("text/javascript")),
-        "{:?}",
-        r.header("content-type")
-    );
-    assert!(r.body.contains("export"), "the SDK is an ES module");
+    // Every module of the browser SDK is served at /sdk/<name>, as it is in the repository (the
+    // entry point aula.js imports the others by relative URL); nothing else under /sdk/ is.
+    let sdk_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../client-sdk/js");
+    let mut modules = Vec::new();
+    for entry in std::fs::read_dir(&sdk_dir).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        if name.ends_with(".js") {
+            modules.push(name);
+        }
+    }
+    assert!(modules.contains(&"aula.js".to_string()), "{modules:?}");
+    assert!(modules.len() > 1, "{modules:?}");
+    for name in &modules {
+        let path = format!("/sdk/{name}");
+        let r = http(addr, "GET", &path).await;
+        assert_eq!(r.status, 200, "{path}");
+        assert!(
+            r.header("content-type")
+                .is_some_and(|t| t.starts_with("text/javascript")),
+            "{path}: {:?}",
+            r.header("content-type")
+        );
+        assert_eq!(r.header("cache-control"), Some("no-cache"), "{path}");
+        assert!(r.body.contains("export"), "{path}: the SDK is ES modules");
+        let file = std::fs::read_to_string(sdk_dir.join(name)).unwrap();
+        assert_eq!(r.body, file, "{path} is the file in client-sdk/js");
+    }
+    for path in ["/sdk/nope.js", "/sdk/", "/sdk", "/sdk/aula"] {
+        let r = http(addr, "GET", path).await;
+        assert_eq!(r.status, 404, "{path}");
+        assert_eq!(r.json()["error"]["code"], "not_found", "{path}");
+    }
     for (path, ty) in [
         ("/", "text/html"),
         ("/class", "text/html"),
