@@ -5,7 +5,8 @@
 #
 # Usage: loadtest/bench/find-max.sh [LOW] [HIGH] [DURATION]   (defaults 25 400 15)
 #   MAX_P99_MS=... changes the latency limit; REPORTS=dir keeps the probes' JSON reports there
-#   (default: a new directory under /tmp, printed at the end).
+#   (default: a new directory under /tmp, printed at the end); WORKERS=n runs the server with
+#   `[rtc] workers = n` router shards (default: its own, one per core).
 # Needs `cargo build --release --bin aula --bin aula-loadtest` first; each probe starts a
 # fresh server on free loopback ports (--spawn-server), so probes do not disturb each other.
 # At most 8 probes: the bisection is bounded in count, each probe by its duration + joins.
@@ -25,7 +26,8 @@ bin=target/release/aula-loadtest
 # One probe: a class of $1 students on a fresh server, its report in $2.
 probe() {
     timeout $((duration + 120)) "$bin" --spawn-server --scenario class --subscribers "$1" \
-        --duration "$duration" --json >"$2" 2>"${2%.json}.log" || true
+        --duration "$duration" ${WORKERS:+--server-workers "$WORKERS"} --json \
+        >"$2" 2>"${2%.json}.log" || true
 }
 
 # shellcheck source=loadtest/bench/bisect.sh

@@ -52,10 +52,13 @@ impl SpawnedServer {
         let config = dir.join(format!("{stem}.toml"));
         let log = dir.join(format!("{stem}.log"));
         let workers = workers.map_or_else(String::new, |n| format!("workers = {n}\n"));
+        // Every simulated student connects from 127.0.0.1: the per-address connection limit
+        // (256 by default) would cap the class, not the server.
         std::fs::write(
             &config,
             format!(
-                "log_level = \"warn\"\n\n[http]\nbind = \"127.0.0.1:{http_port}\"\n\n\
+                "log_level = \"warn\"\n\n[http]\nbind = \"127.0.0.1:{http_port}\"\n\
+                 max_connections_per_ip = 0\n\n\
                  [rtc]\nudp_bind = \"127.0.0.1:{udp_port}\"\nadvertised_ips = [\"127.0.0.1\"]\n\
                  {workers}"
             ),

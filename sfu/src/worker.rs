@@ -32,6 +32,8 @@ use crate::udp::{Datagram, MediaSocket, Outgoing, ToSend};
 /// Batches (of up to `quinn_udp::BATCH_SIZE` datagrams each) read per wake-up before the loop
 /// looks at commands and timers again, so a flood on the socket cannot starve them.
 const READ_BATCHES: usize = 4;
+/// Commands handled after one that woke the loop, before it sends what they caused.
+const COMMAND_BATCH: usize = 64;
 /// Socket buffer we ask the kernel for, each way. The default (~208 KiB) holds about 150
 /// full-size packets: one scheduling hiccup of the SFU thread while a class's teacher sends a
 /// keyframe was enough to overflow it (measured with `aula-loadtest`: every subscriber lost
@@ -169,10 +171,17 @@ async fn run(mut io: Io, mut router: Router, mut commands: mpsc::Receiver<Comman
         let release_at = release.map_or(deadline, tokio::time::Instant::from_std);
         let reads_socket = matches!(io.input, Input::Socket);
         tokio::select! {
-            command = commands.recv() => match command {
-                Some(command) => handle_command(&mut router, &mut impairments, &mut links, command),
-                None => break,
-            },
+            command = commands.recv() => {
+                let Some(command) = command else { break };
+                woke = Some(Instant::now());
+                handle_command(&mut router, &mut impairments, &mut links, command);
+                // Commands queued meanwhile (a pipe's packets come in bursts) are handled
+                // before the flush, so that their copies go out together.
+                for _ in 0..COMMAND_BATCH {
+                    let Ok(command) = commands.try_recv() else { break };
+                    handle_command(&mut router, &mut impairments, &mut links, command);
+                }
+            }
             readable = io.socket.readable(), if reads_socket => {
                 if let Err(e) = readable {
                     warn!(error = %e, "socket not readable");
@@ -189,12 +198,19 @@ async fn run(mut io: Io, mut router: Router, mut commands: mpsc::Receiver<Comman
                 let Some(arrivals) = arrivals else { break };
                 woke = Some(Instant::now());
                 io.handle_arrivals(&mut router, &mut out, &mut impairments, &mut links, &arrivals);
+                for _ in 1..READ_BATCHES {
+                    let Input::Arrivals(rx) = &mut io.input else { break };
+                    let Ok(more) = rx.try_recv() else { break };
+                    io.handle_arrivals(&mut router, &mut out, &mut impairments, &mut links, &more);
+                }
             }
-            () = tokio::time::sleep_until(deadline) => router.handle_timeout(Instant::now()),
+            () = tokio::time::sleep_until(deadline) => {
+                woke = Some(Instant::now());
+                router.handle_timeout(Instant::now());
+            }
             // Held datagrams are sent by the flush at the top of the loop.
             () = tokio::time::sleep_until(release_at), if release.is_some() => {}
         }
-        woke.get_or_insert_with(Instant::now);
     }
     info!(
         shard = io.neighbours.index,
@@ -330,10 +346,12 @@ impl Io {
                 }
             }
         }
-        send_all(&mut self.socket, &self.metrics, out);
+        // Pipe and relay packets first: another shard's thread (or the link) starts on them
+        // while this one sends its own copies.
         while let Some(transmit) = router.poll_relay_transmit() {
             links.send(&self.neighbours, &self.metrics, transmit);
         }
+        send_all(&mut self.socket, &self.metrics, out);
         while let Some(event) = router.poll_event() {
             if let SfuEvent::TrackUnpublished { track_sid, .. } = &event {
                 links.pipes.track_gone(track_sid);
