@@ -5,7 +5,8 @@
 # Usage (as root: it creates a network namespace):
 #   loadtest/bench/compare.sh [SUBSCRIBERS] [DURATION] [--find-max LOW HIGH]
 #   defaults: 50 subscribers, 20 s, class scenario (SCENARIO=meeting|support also works:
-#   SUBSCRIBERS is then --participants / --pairs).
+#   SUBSCRIBERS is then --participants / --pairs). WORKERS=n runs Aula with `[rtc] workers = n`
+#   (default: its own, one router shard per core).
 #
 # Why a namespace: Janus offers no loopback ICE candidates, so it runs in its own network
 # namespace on a veth pair — vsfu (10.98.0.1, inside, what its config binds and enforces for
@@ -124,7 +125,7 @@ run() {
     local common=(--scenario "$scenario" "$size_flag" "$size" --duration "$seconds" --json)
     local limit=$((seconds + 120))
     if [[ $target == aula ]]; then
-        timeout "$limit" "$bin" --spawn-server "${common[@]}"
+        timeout "$limit" "$bin" --spawn-server ${WORKERS:+--server-workers "$WORKERS"} "${common[@]}"
     else
         timeout "$limit" "$bin" --target janus --url "http://$JANUS_IP:$JANUS_WS_PORT" \
             --allow-netns-target --local-ip "$HOST_IP" --server-pid "$janus_pid" "${common[@]}"

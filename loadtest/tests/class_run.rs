@@ -70,7 +70,7 @@ async fn class_run_delivers_to_every_subscriber_without_loss() {
     server.shutdown().await;
 }
 
-/// A class of 24 on a server with two router shards: the room outgrows its home shard, so
+/// A class of 60 on a server with two router shards: the room outgrows its home shard, so
 /// the students beyond it are placed on the other shard and get the teacher through a pipe
 /// (see `aula_sfu::shard`). Every one of them gets everything, as on one shard.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -82,7 +82,7 @@ async fn a_class_spread_over_two_shards_delivers_to_every_subscriber_without_los
     let url = format!("http://{http}");
     let output = tokio::task::spawn_blocking(move || {
         loadtest()
-            .args(["--url", &url, "--scenario", "class", "--subscribers", "24"])
+            .args(["--url", &url, "--scenario", "class", "--subscribers", "60"])
             .args(["--duration", "4", "--join-timeout", "15", "--json"])
             .args(["--server-pid", &std::process::id().to_string()])
             .output()
@@ -92,9 +92,9 @@ async fn a_class_spread_over_two_shards_delivers_to_every_subscriber_without_los
     .expect("join");
     assert!(output.status.success(), "{output:?}");
     let report: Value = serde_json::from_slice(&output.stdout).expect("JSON report");
-    assert_eq!(report["join"]["with_media"], 24, "{report:#}");
+    assert_eq!(report["join"]["with_media"], 60, "{report:#}");
     assert_eq!(report["loss"]["lost"], 0, "{report:#}");
-    assert_eq!(report["video"]["subscribers_with_frames"], 24, "{report:#}");
+    assert_eq!(report["video"]["subscribers_with_frames"], 60, "{report:#}");
     assert_eq!(report["audio_loss_percent"], 0.0, "{report:#}");
 
     let metrics = tokio::task::spawn_blocking(move || get_metrics(http))
