@@ -24,9 +24,9 @@ use crate::metrics::SfuMetrics;
 use crate::relay::link::Link;
 use crate::router::{RelayTransmit, Router, Seat, Transmit};
 use crate::shard::Neighbours;
+use crate::shard::handoff::{Arrivals, Handoff};
 use crate::shard::pipes::PipeTable;
 use crate::shard::placement::{pipe_link, pipe_target};
-use crate::shard::receiver::Arrivals;
 use crate::udp::{Datagram, MediaSocket, Outgoing, ToSend};
 
 /// Batches (of up to `quinn_udp::BATCH_SIZE` datagrams each) read per wake-up before the loop
@@ -43,9 +43,10 @@ pub(crate) const SOCKET_BUFFER: usize = 4 << 20;
 
 /// Where a shard's datagrams come from.
 pub(crate) enum Input {
-    /// It reads the socket itself (the only shard).
-    Socket,
-    /// The receive thread hands it its datagrams (see [`crate::shard::receiver`]).
+    /// It reads the socket itself, handing other shards their datagrams if there are any
+    /// (see [`crate::shard::handoff`]).
+    Socket(Option<Handoff>),
+    /// The reading shard hands it its datagrams.
     Arrivals(mpsc::Receiver<Arrivals>),
 }
 
@@ -71,7 +72,7 @@ pub(crate) fn spawn(shard: Shard) -> std::io::Result<()> {
         let _guard = runtime.enter();
         MediaSocket::new(shard.socket.try_clone()?)?
     };
-    if matches!(shard.input, Input::Socket) {
+    if matches!(shard.input, Input::Socket(_)) {
         socket.enlarge_buffers(SOCKET_BUFFER);
         let (recv_buffer, send_buffer) = socket.buffer_sizes();
         info!(recv_buffer, send_buffer, "media socket buffers");
@@ -169,7 +170,7 @@ async fn run(mut io: Io, mut router: Router, mut commands: mpsc::Receiver<Comman
         let deadline = tokio::time::Instant::from_std(router.poll_timeout());
         let release = impairments.next_release();
         let release_at = release.map_or(deadline, tokio::time::Instant::from_std);
-        let reads_socket = matches!(io.input, Input::Socket);
+        let reads_socket = matches!(io.input, Input::Socket(_));
         tokio::select! {
             command = commands.recv() => {
                 let Some(command) = command else { break };
@@ -222,7 +223,7 @@ async fn run(mut io: Io, mut router: Router, mut commands: mpsc::Receiver<Comman
 async fn next_arrivals(input: &mut Input) -> Option<Arrivals> {
     match input {
         Input::Arrivals(rx) => rx.recv().await,
-        Input::Socket => std::future::pending().await,
+        Input::Socket(_) => std::future::pending().await,
     }
 }
 
@@ -239,11 +240,23 @@ impl Io {
         let forwarded_before = self.metrics.packets_forwarded.get();
         let mut forwarding = 0u64;
         let metrics = &self.metrics;
+        let mut handoff = match &mut self.input {
+            Input::Socket(handoff) => handoff.as_mut(),
+            Input::Arrivals(_) => None,
+        };
         let received = self.socket.recv_batch(|datagram| {
+            if let Some(handoff) = handoff.as_mut()
+                && handoff.take(arrived, &datagram)
+            {
+                return;
+            }
             let forwarded = metrics.packets_forwarded.get();
             receive(router, metrics, impairments, arrived, datagram);
             forwarding += u64::from(metrics.packets_forwarded.get() != forwarded);
         });
+        if let Some(handoff) = handoff {
+            handoff.hand_over(metrics);
+        }
         match received {
             Ok(0) => return false,
             Ok(_) => {}

@@ -11,21 +11,22 @@
 //!   control and encryption, as a relay node does. One abstraction for shards and nodes
 //!   means one code path to trust, and that a relay node's imported class spreads over its
 //!   shards like a local one.
-//! - **One port** ([`receiver`], [`directory`]): with more than one shard, one receive
-//!   thread reads the socket in batches and hands each datagram to its shard by the routes
-//!   the shards' routers keep in a shared directory; each shard sends on its own handle of
-//!   the same socket. `SO_REUSEPORT` would spread datagrams by a hash of their addresses,
-//!   which knows nothing of which shard has the peer (that needs a BPF program per
-//!   placement change), so the demux thread is the simple way; it costs one hand-off per
-//!   read batch per shard. With one shard it reads the socket itself, as before.
+//! - **One port** ([`handoff`], [`directory`]): with more than one shard, shard 0 reads the
+//!   socket in batches, handles its own datagrams at once and hands each other shard its
+//!   datagrams by the routes the shards' routers keep in a shared directory; each shard sends
+//!   on its own handle of the same socket. `SO_REUSEPORT` would spread datagrams by a hash
+//!   of their addresses, which knows nothing of which shard has the peer (that needs a BPF
+//!   program per placement change), and a receive thread of its own cost every datagram a
+//!   hand-off (measured: see [`handoff`]). With one shard it reads the socket alone, as
+//!   before.
 //!
 //! The control plane sees none of this: [`crate::SfuHandle`] routes each command to the
 //! shard of the participant or track it names.
 
 pub mod directory;
+pub(crate) mod handoff;
 pub mod pipes;
 pub mod placement;
-pub(crate) mod receiver;
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
@@ -37,6 +38,7 @@ use crate::api::{Command, SfuConfig, SfuError, SfuEvent, SfuHandle};
 use crate::metrics::SfuMetrics;
 use crate::router::{Router, Seat};
 use directory::Directory;
+use handoff::Handoff;
 use placement::Placement;
 
 /// Commands queued for each shard before senders wait (or, for media, drop).
@@ -160,7 +162,17 @@ pub(crate) fn start(
         (0..workers).map(|_| mpsc::channel(COMMAND_QUEUE)).unzip();
     let placement = Arc::new(Mutex::new(Placement::new(workers)));
     let directory = Arc::new(Directory::default());
-    let mut arrivals = Vec::new();
+    // Shard 0 reads the socket; every other shard gets its datagrams from it.
+    let (arrival_txs, mut arrival_rxs): (Vec<_>, Vec<_>) = (0..workers)
+        .map(|index| match index {
+            0 => (None, None),
+            _ => {
+                let (tx, rx) = mpsc::channel(handoff::ARRIVAL_QUEUE);
+                (Some(tx), Some(rx))
+            }
+        })
+        .unzip();
+    let mut handoff = (workers > 1).then(|| Handoff::new(directory.clone(), arrival_txs));
     for (index, command_rx) in command_rxs.into_iter().enumerate() {
         let neighbours = Neighbours {
             index,
@@ -168,12 +180,9 @@ pub(crate) fn start(
             queues: commands.iter().map(mpsc::Sender::downgrade).collect(),
             events: event_tx.clone(),
         };
-        let input = if workers == 1 {
-            crate::worker::Input::Socket
-        } else {
-            let (tx, rx) = mpsc::channel(receiver::ARRIVAL_QUEUE);
-            arrivals.push(tx);
-            crate::worker::Input::Arrivals(rx)
+        let input = match arrival_rxs[index].take() {
+            Some(rx) => crate::worker::Input::Arrivals(rx),
+            None => crate::worker::Input::Socket(handoff.take()),
         };
         let seat = (workers > 1).then(|| Seat {
             index,
@@ -188,9 +197,6 @@ pub(crate) fn start(
             input,
             seat,
         })?;
-    }
-    if workers > 1 {
-        receiver::spawn(socket, directory, arrivals, metrics.clone())?;
     }
     info!(%local_addr, ?advertised, workers, "SFU listening");
     let shards = Shards {
