@@ -22,10 +22,10 @@ use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, SocketAddr};
 #[cfg(target_os = "linux")]
 use std::ops::Range;
-#[cfg(target_os = "linux")]
-use std::os::fd::AsFd;
 
 use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
+use std::os::fd::{AsFd, BorrowedFd};
+
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tracing::warn;
@@ -45,7 +45,7 @@ pub struct Datagram<'a> {
 }
 
 pub struct MediaSocket {
-    socket: UdpSocket,
+    socket: Handle,
     state: UdpSocketState,
     local_addr: SocketAddr,
     buffers: Vec<u8>,
@@ -84,17 +84,72 @@ pub struct SendCalls {
     pub coalesced: u64,
 }
 
+/// The socket as a [`MediaSocket`] holds it: registered with the runtime, to wait for
+/// datagrams; or, for a handle that only sends (never waiting: a full buffer drops), plain,
+/// so that the runtime is not woken by every datagram another thread reads.
+enum Handle {
+    Polled(UdpSocket),
+    Plain(std::net::UdpSocket),
+}
+
+impl AsFd for Handle {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Handle::Polled(socket) => socket.as_fd(),
+            Handle::Plain(socket) => socket.as_fd(),
+        }
+    }
+}
+
+impl Handle {
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        match self {
+            Handle::Polled(socket) => socket.local_addr(),
+            Handle::Plain(socket) => socket.local_addr(),
+        }
+    }
+
+    /// Runs one non-blocking operation on the socket; a registered one's readiness for
+    /// `interest` is cleared if it says `WouldBlock`.
+    fn try_io<R>(
+        &self,
+        interest: Interest,
+        f: impl FnOnce(&Handle) -> io::Result<R>,
+    ) -> io::Result<R> {
+        match self {
+            Handle::Polled(socket) => socket.try_io(interest, || f(self)),
+            Handle::Plain(_) => f(self),
+        }
+    }
+}
+
 impl MediaSocket {
-    /// Wraps a bound socket; must run inside a tokio runtime.
+    /// Wraps a bound socket, to read and send; must run inside a tokio runtime.
     pub fn new(socket: std::net::UdpSocket) -> io::Result<Self> {
+        socket.set_nonblocking(true)?;
+        Self::wrap(
+            Handle::Polled(UdpSocket::from_std(socket)?),
+            quinn_udp::BATCH_SIZE,
+        )
+    }
+
+    /// Wraps a handle of a socket another thread reads, to send only (a router shard's, see
+    /// [`crate::shard`]): its runtime is not woken when datagrams arrive, and it keeps no
+    /// receive buffers.
+    pub fn sending_only(socket: std::net::UdpSocket) -> io::Result<Self> {
+        socket.set_nonblocking(true)?;
+        Self::wrap(Handle::Plain(socket), 0)
+    }
+
+    fn wrap(socket: Handle, slots: usize) -> io::Result<Self> {
         let state = UdpSocketState::new((&socket).into())?;
         let local_addr = socket.local_addr()?;
         #[cfg(target_os = "linux")]
         let batch = Some(Batching::new(&state));
         Ok(Self {
-            socket: UdpSocket::from_std(socket)?,
-            buffers: vec![0; quinn_udp::BATCH_SIZE * SLOT_BYTES],
-            metas: vec![RecvMeta::default(); quinn_udp::BATCH_SIZE],
+            socket,
+            buffers: vec![0; slots * SLOT_BYTES],
+            metas: vec![RecvMeta::default(); slots],
             state,
             local_addr,
             #[cfg(target_os = "linux")]
@@ -154,13 +209,21 @@ impl MediaSocket {
         (recv, self.state.send_buffer_size(sock).unwrap_or_default())
     }
 
+    /// Waits until a read may find datagrams ([`MediaSocket::recv_batch`] clears that when it
+    /// finds none).
     pub async fn readable(&self) -> io::Result<()> {
-        self.socket.readable().await
+        match &self.socket {
+            Handle::Polled(socket) => socket.readable().await,
+            Handle::Plain(_) => std::future::pending().await,
+        }
     }
 
     /// Waits until a send would not block (after [`MediaSocket::send`] said `WouldBlock`).
     pub async fn writable(&self) -> io::Result<()> {
-        self.socket.writable().await
+        match &self.socket {
+            Handle::Polled(socket) => socket.writable().await,
+            Handle::Plain(_) => Ok(()),
+        }
     }
 
     /// Reads one batch without waiting and hands each datagram to `handle`. Returns how many
@@ -173,7 +236,7 @@ impl MediaSocket {
                 .map(IoSliceMut::new)
                 .collect();
             let (socket, state, metas) = (&self.socket, &self.state, &mut self.metas);
-            match socket.try_io(Interest::READABLE, || {
+            match socket.try_io(Interest::READABLE, |socket| {
                 state.recv(socket.into(), &mut slices, metas)
             }) {
                 Ok(n) => n,
@@ -211,8 +274,8 @@ impl MediaSocket {
             segment_size: None,
             src_ip: self.source(from),
         };
-        self.socket.try_io(Interest::WRITABLE, || {
-            self.state.try_send((&self.socket).into(), &transmit)
+        self.socket.try_io(Interest::WRITABLE, |socket| {
+            self.state.try_send(socket.into(), &transmit)
         })
     }
 
@@ -268,7 +331,7 @@ impl MediaSocket {
         let mut next = 0;
         while next < messages.len() {
             let socket = &self.socket;
-            let result = socket.try_io(Interest::WRITABLE, || {
+            let result = socket.try_io(Interest::WRITABLE, |socket| {
                 sendmmsg.send(
                     socket.as_fd(),
                     messages[next..].iter().map(|range| {

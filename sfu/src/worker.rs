@@ -65,33 +65,44 @@ pub(crate) struct Shard {
 
 /// Starts a shard's thread.
 pub(crate) fn spawn(shard: Shard) -> std::io::Result<()> {
+    let Shard {
+        socket,
+        advertised,
+        metrics,
+        commands,
+        neighbours,
+        input,
+        seat,
+    } = shard;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let socket = {
         let _guard = runtime.enter();
-        MediaSocket::new(shard.socket.try_clone()?)?
+        match input {
+            Input::Socket(_) => MediaSocket::new(socket)?,
+            Input::Arrivals(_) => MediaSocket::sending_only(socket)?,
+        }
     };
-    if matches!(shard.input, Input::Socket(_)) {
+    if matches!(input, Input::Socket(_)) {
         socket.enlarge_buffers(SOCKET_BUFFER);
         let (recv_buffer, send_buffer) = socket.buffer_sizes();
         info!(recv_buffer, send_buffer, "media socket buffers");
     }
-    let index = shard.neighbours.index;
     std::thread::Builder::new()
-        .name(format!("aula-sfu-{index}"))
+        .name(format!("aula-sfu-{}", neighbours.index))
         .spawn(move || {
-            let mut router = Router::new(&shard.advertised, shard.metrics.clone(), Instant::now());
-            if let Some(seat) = shard.seat {
+            let mut router = Router::new(&advertised, metrics.clone(), Instant::now());
+            if let Some(seat) = seat {
                 router = router.seated(seat);
             }
             let io = Io {
                 socket,
-                input: shard.input,
-                metrics: shard.metrics,
-                neighbours: shard.neighbours,
+                input,
+                metrics,
+                neighbours,
             };
-            runtime.block_on(run(io, router, shard.commands));
+            runtime.block_on(run(io, router, commands));
         })?;
     Ok(())
 }
