@@ -511,3 +511,60 @@ fn a_relayed_teachers_clock_reaches_the_students_behind_the_relay() {
         "every report since carries the teacher's clock: {offsets:?}"
     );
 }
+
+/// A packet of an imported track (from another node, or another shard's pipe) goes out to the
+/// subscribers at once, not with the next datagram or timer: on a node or shard with few
+/// subscribers that wait was tens of milliseconds.
+#[test]
+fn an_imported_packet_is_sent_on_at_once() {
+    let mut sim = Sim::new();
+    let track = aula_sfu::relay::track::RelayedTrack {
+        sid: "TR_teacher_mic".into(),
+        participant: "PA_teacher".into(),
+        kind: TrackKind::Audio,
+        source: aula_protocol::TrackSource::Microphone,
+        mime_type: "audio/opus".into(),
+        clock_rate: 48_000,
+        channels: 2,
+        fmtp: "minptime=10;useinbandfec=1".into(),
+        payload_type: 111,
+        simulcast: false,
+        index: 0,
+    };
+    let sid = track.sid.clone();
+    sim.router.relay_import(track).expect("imported");
+    sim.subscribe("s1", &sid);
+    let packet = |seq: u16| {
+        let packet = rtc::rtp::Packet {
+            header: rtc::rtp::header::Header {
+                version: 2,
+                payload_type: 111,
+                sequence_number: seq,
+                timestamp: u32::from(seq) * 960,
+                ssrc: 0xABC,
+                ..Default::default()
+            },
+            payload: bytes::Bytes::from_static(b"opus"),
+        };
+        rtc::shared::marshal::Marshal::marshal(&packet)
+            .unwrap()
+            .freeze()
+    };
+    for seq in 1..200 {
+        let now = sim.now;
+        sim.router.relay_packet(now, &sid, 0, &packet(seq));
+        sim.step(Duration::from_millis(20));
+        if !sim.client("s1").received.is_empty() {
+            break;
+        }
+    }
+    assert!(!sim.client("s1").received.is_empty(), "audio flowed");
+    sim.step(Duration::from_millis(20));
+    while sim.router.poll_transmit().is_some() {}
+    let now = sim.now;
+    sim.router.relay_packet(now, &sid, 0, &packet(500));
+    assert!(
+        sim.router.poll_transmit().is_some(),
+        "the copy is ready as soon as the packet is in"
+    );
+}

@@ -320,6 +320,9 @@ impl Router {
             });
         }
         self.forward(now, track_sid, packet);
+        // Out now: waiting for the next datagram or timer to collect the copies held them
+        // up to tens of milliseconds on a shard or node with few subscribers.
+        self.drive(now);
     }
 
     /// Resends what the node on `link` says it lost of `track_sid`'s `layer`, as far as it is
@@ -347,6 +350,7 @@ impl Router {
     /// (already coalesced there): asks the publisher now unless it was asked very recently.
     pub fn request_keyframe(&mut self, now: Instant, track_sid: &str, layer: Layer) {
         self.send_pli(now, track_sid, layer);
+        self.drive(now);
     }
 }
 
