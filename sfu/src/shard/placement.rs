@@ -17,11 +17,11 @@ use std::collections::{BTreeMap, HashMap};
 use crate::api::{ParticipantId, TrackSid};
 
 /// How many more participants than the least-loaded shard a room's shard may hold before the
-/// room's next subscriber goes elsewhere. A copy forwarded through a pipe cost about a fifth
-/// more CPU than one forwarded on the publisher's shard (measured: the thread hand-offs, see
-/// the README's performance section), so a room stays whole until splitting pays: a class of
-/// 50 stays on one shard, a class of 200 splits about 124/76, a lecture of 1,000 about
-/// 524/476 on two.
+/// room's next subscriber goes elsewhere. A class spread over two shards costs up to a fifth
+/// more CPU per forwarded packet than on one (measured at 200 students: the pipe's hand-off
+/// and the other shard's datagrams handed over; see the README's performance section), so a
+/// room stays whole until splitting pays: a class of 48 stays on one shard, a class of 200
+/// splits about 124/76, a lecture of 1,000 about 524/476 on two.
 pub const SPREAD_SLACK: usize = 48;
 
 /// Links numbered from here are pipes between shards, not links to other nodes: pipe
