@@ -9,25 +9,30 @@ fn loadtest() -> Command {
     Command::new(env!("CARGO_BIN_EXE_aula-loadtest"))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn class_run_delivers_to_every_subscriber_without_loss() {
-    let server = aula_signaling::start(Config::loopback_ephemeral())
-        .await
-        .expect("start server");
-    let url = format!("http://{}", server.http_addr());
+/// A class of `students` against the server at `http` (in this test process) for `seconds`:
+/// the load generator's JSON report.
+async fn class_report(http: std::net::SocketAddr, students: usize, seconds: u64) -> Value {
     let output = tokio::task::spawn_blocking(move || {
         loadtest()
-            .args(["--url", &url, "--scenario", "class", "--subscribers", "5"])
-            .args(["--duration", "3", "--join-timeout", "10", "--json"])
-            // The server runs in this test process.
-            .args(["--server-pid", &std::process::id().to_string()])
+            .args(["--url", &format!("http://{http}"), "--scenario", "class"])
+            .args(["--subscribers", &students.to_string()])
+            .args(["--duration", &seconds.to_string(), "--join-timeout", "15"])
+            .args(["--json", "--server-pid", &std::process::id().to_string()])
             .output()
             .expect("run aula-loadtest")
     })
     .await
     .expect("join");
     assert!(output.status.success(), "{output:?}");
-    let report: Value = serde_json::from_slice(&output.stdout).expect("JSON report");
+    serde_json::from_slice(&output.stdout).expect("JSON report")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn class_run_delivers_to_every_subscriber_without_loss() {
+    let server = aula_signaling::start(Config::loopback_ephemeral())
+        .await
+        .expect("start server");
+    let report = class_report(server.http_addr(), 5, 3).await;
 
     assert_eq!(report["scenario"], "class");
     assert_eq!(report["join"]["subscribers"], 5);
@@ -79,19 +84,7 @@ async fn a_class_spread_over_two_shards_delivers_to_every_subscriber_without_los
     config.rtc.workers = 2;
     let server = aula_signaling::start(config).await.expect("start server");
     let http = server.http_addr();
-    let url = format!("http://{http}");
-    let output = tokio::task::spawn_blocking(move || {
-        loadtest()
-            .args(["--url", &url, "--scenario", "class", "--subscribers", "60"])
-            .args(["--duration", "4", "--join-timeout", "15", "--json"])
-            .args(["--server-pid", &std::process::id().to_string()])
-            .output()
-            .expect("run aula-loadtest")
-    })
-    .await
-    .expect("join");
-    assert!(output.status.success(), "{output:?}");
-    let report: Value = serde_json::from_slice(&output.stdout).expect("JSON report");
+    let report = class_report(http, 60, 4).await;
     assert_eq!(report["join"]["with_media"], 60, "{report:#}");
     assert_eq!(report["loss"]["lost"], 0, "{report:#}");
     assert_eq!(report["video"]["subscribers_with_frames"], 60, "{report:#}");

@@ -101,6 +101,9 @@ pub(crate) fn spawn(shard: Shard) -> std::io::Result<()> {
                 input,
                 metrics,
                 neighbours,
+                impairments: Impairments::default(),
+                links: Links::default(),
+                out: Vec::new(),
             };
             runtime.block_on(run(io, router, commands));
         })?;
@@ -154,44 +157,46 @@ pub(crate) fn interface_ips() -> Vec<IpAddr> {
     }
 }
 
-/// A shard's I/O: its socket handle, where its datagrams come from, its neighbours.
+/// A shard's I/O: its socket handle, where its datagrams come from, its neighbours, and what
+/// it sends through.
 struct Io {
     socket: MediaSocket,
     input: Input,
     metrics: SfuMetrics,
     neighbours: Neighbours,
+    /// Tests only; empty (one branch per datagram) unless a test impairs someone.
+    impairments: Impairments,
+    /// Links to other nodes, and pipes to other shards, that tracks are exported on.
+    links: Links,
+    /// A router turn's datagrams, sent together.
+    out: Vec<Transmit>,
 }
 
 async fn run(mut io: Io, mut router: Router, mut commands: mpsc::Receiver<Command>) {
-    // Tests only; empty (one branch per datagram) unless a test impairs someone.
-    let mut impairments = Impairments::default();
-    // Links to other nodes, and pipes to other shards, that tracks are exported on.
-    let mut links = Links::default();
-    let mut out = Vec::new();
     let busy = io
         .metrics
         .shard_busy
         .with_label_values(&[&io.neighbours.index.to_string()]);
     let mut woke: Option<Instant> = None;
     loop {
-        io.flush(&mut router, &mut out, &mut impairments, &mut links);
+        io.flush(&mut router);
         if let Some(woke) = woke.take() {
             busy.inc_by(woke.elapsed().as_secs_f64());
         }
         let deadline = tokio::time::Instant::from_std(router.poll_timeout());
-        let release = impairments.next_release();
+        let release = io.impairments.next_release();
         let release_at = release.map_or(deadline, tokio::time::Instant::from_std);
         let reads_socket = matches!(io.input, Input::Socket(_));
         tokio::select! {
             command = commands.recv() => {
                 let Some(command) = command else { break };
                 woke = Some(Instant::now());
-                handle_command(&mut router, &mut impairments, &mut links, command);
+                io.handle_command(&mut router, command);
                 // Commands queued meanwhile (a pipe's packets come in bursts) are handled
                 // before the flush, so that their copies go out together.
                 for _ in 0..COMMAND_BATCH {
                     let Ok(command) = commands.try_recv() else { break };
-                    handle_command(&mut router, &mut impairments, &mut links, command);
+                    io.handle_command(&mut router, command);
                 }
             }
             readable = io.socket.readable(), if reads_socket => {
@@ -201,7 +206,7 @@ async fn run(mut io: Io, mut router: Router, mut commands: mpsc::Receiver<Comman
                 }
                 woke = Some(Instant::now());
                 for _ in 0..READ_BATCHES {
-                    if !io.read_batch(&mut router, &mut out, &mut impairments, &mut links) {
+                    if !io.read_batch(&mut router) {
                         break;
                     }
                 }
@@ -209,11 +214,11 @@ async fn run(mut io: Io, mut router: Router, mut commands: mpsc::Receiver<Comman
             arrivals = next_arrivals(&mut io.input), if !reads_socket => {
                 let Some(arrivals) = arrivals else { break };
                 woke = Some(Instant::now());
-                io.handle_arrivals(&mut router, &mut out, &mut impairments, &mut links, &arrivals);
+                io.handle_arrivals(&mut router, &arrivals);
                 for _ in 1..READ_BATCHES {
                     let Input::Arrivals(rx) = &mut io.input else { break };
                     let Ok(more) = rx.try_recv() else { break };
-                    io.handle_arrivals(&mut router, &mut out, &mut impairments, &mut links, &more);
+                    io.handle_arrivals(&mut router, &more);
                 }
             }
             () = tokio::time::sleep_until(deadline) => {
@@ -230,7 +235,7 @@ async fn run(mut io: Io, mut router: Router, mut commands: mpsc::Receiver<Comman
     );
 }
 
-/// The next batch from the receive thread (never, when the shard reads the socket).
+/// The next batch from the reading shard (never, when this shard reads the socket).
 async fn next_arrivals(input: &mut Input) -> Option<Arrivals> {
     match input {
         Input::Arrivals(rx) => rx.recv().await,
@@ -240,30 +245,28 @@ async fn next_arrivals(input: &mut Input) -> Option<Arrivals> {
 
 impl Io {
     /// Reads one batch from the socket and handles it; false when there was none.
-    fn read_batch(
-        &mut self,
-        router: &mut Router,
-        out: &mut Vec<Transmit>,
-        impairments: &mut Impairments,
-        links: &mut Links,
-    ) -> bool {
+    fn read_batch(&mut self, router: &mut Router) -> bool {
         let arrived = Instant::now();
         let forwarded_before = self.metrics.packets_forwarded.get();
         let mut forwarding = 0u64;
-        let metrics = &self.metrics;
-        let mut handoff = match &mut self.input {
+        let Io {
+            socket,
+            input,
+            metrics,
+            impairments,
+            ..
+        } = self;
+        let mut handoff = match input {
             Input::Socket(handoff) => handoff.as_mut(),
             Input::Arrivals(_) => None,
         };
-        let received = self.socket.recv_batch(|datagram| {
+        let received = socket.recv_batch(|datagram| {
             if let Some(handoff) = handoff.as_mut()
                 && handoff.take(arrived, &datagram)
             {
                 return;
             }
-            let forwarded = metrics.packets_forwarded.get();
-            receive(router, metrics, impairments, arrived, datagram);
-            forwarding += u64::from(metrics.packets_forwarded.get() != forwarded);
+            forwarding += u64::from(receive(router, metrics, impairments, arrived, datagram));
         });
         if let Some(handoff) = handoff {
             handoff.hand_over(metrics);
@@ -277,63 +280,34 @@ impl Io {
                 return false;
             }
         }
-        self.sent_forwarded(
-            router,
-            out,
-            impairments,
-            links,
-            arrived,
-            forwarded_before,
-            forwarding,
-        );
+        self.sent_forwarded(router, arrived, forwarded_before, forwarding);
         true
     }
 
-    /// Handles a batch the receive thread read for this shard.
-    fn handle_arrivals(
-        &mut self,
-        router: &mut Router,
-        out: &mut Vec<Transmit>,
-        impairments: &mut Impairments,
-        links: &mut Links,
-        arrivals: &Arrivals,
-    ) {
+    /// Handles a batch the reading shard handed to this one.
+    fn handle_arrivals(&mut self, router: &mut Router, arrivals: &Arrivals) {
         let forwarded_before = self.metrics.packets_forwarded.get();
         let mut forwarding = 0u64;
         for datagram in arrivals.iter() {
-            let forwarded = self.metrics.packets_forwarded.get();
-            receive(
+            let (metrics, impairments) = (&self.metrics, &mut self.impairments);
+            forwarding += u64::from(receive(
                 router,
-                &self.metrics,
+                metrics,
                 impairments,
                 arrivals.arrived,
                 datagram,
-            );
-            forwarding += u64::from(self.metrics.packets_forwarded.get() != forwarded);
+            ));
         }
-        let arrived = arrivals.arrived;
-        self.sent_forwarded(
-            router,
-            out,
-            impairments,
-            links,
-            arrived,
-            forwarded_before,
-            forwarding,
-        );
+        self.sent_forwarded(router, arrivals.arrived, forwarded_before, forwarding);
     }
 
-    /// If the batch that arrived at `arrived` was forwarded, sends its copies now, to time the
-    /// whole hop: from the read to the last copy of each forwarded datagram. (With several
-    /// shards the counter is shared, so another shard's forwarding may be timed here too:
-    /// its own batch, read at about the same time.)
-    #[allow(clippy::too_many_arguments)]
+    /// If the batch that arrived at `arrived` was forwarded (`forwarding` of its datagrams),
+    /// sends its copies now, to time the whole hop: from the read to the last copy of each
+    /// forwarded datagram. (With several shards the counter is shared, so another shard's
+    /// forwarding may be seen here too: its own batch, read at about the same time.)
     fn sent_forwarded(
         &mut self,
         router: &mut Router,
-        out: &mut Vec<Transmit>,
-        impairments: &mut Impairments,
-        links: &mut Links,
         arrived: Instant,
         forwarded_before: u64,
         forwarding: u64,
@@ -341,7 +315,7 @@ impl Io {
         if self.metrics.packets_forwarded.get() == forwarded_before {
             return;
         }
-        self.flush(router, out, impairments, links);
+        self.flush(router);
         let latency = arrived.elapsed().as_secs_f64();
         for _ in 0..forwarding {
             self.metrics.forwarding_latency.observe(latency);
@@ -349,59 +323,64 @@ impl Io {
     }
 
     /// Sends what the router queued (datagrams, relay and pipe packets) and routes its events.
-    fn flush(
-        &mut self,
-        router: &mut Router,
-        out: &mut Vec<Transmit>,
-        impairments: &mut Impairments,
-        links: &mut Links,
-    ) {
-        if impairments.is_empty() {
-            out.extend(std::iter::from_fn(|| router.poll_transmit()));
+    fn flush(&mut self, router: &mut Router) {
+        if self.impairments.is_empty() {
+            self.out
+                .extend(std::iter::from_fn(|| router.poll_transmit()));
         } else {
             let now = Instant::now();
             // Held datagrams first: anything due now was queued before what the router has.
-            out.extend(std::iter::from_fn(|| impairments.pop_due(now)));
+            let impairments = &mut self.impairments;
+            self.out
+                .extend(std::iter::from_fn(|| impairments.pop_due(now)));
             while let Some(transmit) = router.poll_transmit() {
                 if let Some(transmit) =
                     impairments.downlink(now, transmit, |p| router.participant_addrs(p))
                 {
-                    out.push(transmit);
+                    self.out.push(transmit);
                 }
             }
         }
         // Pipe and relay packets first: another shard's thread (or the link) starts on them
         // while this one sends its own copies.
         while let Some(transmit) = router.poll_relay_transmit() {
-            links.send(&self.neighbours, &self.metrics, transmit);
+            self.links.send(&self.neighbours, &self.metrics, transmit);
         }
-        send_all(&mut self.socket, &self.metrics, out);
+        send_all(&mut self.socket, &self.metrics, &mut self.out);
         while let Some(event) = router.poll_event() {
             if let SfuEvent::TrackUnpublished { track_sid, .. } = &event {
-                links.pipes.track_gone(track_sid);
+                self.links.pipes.track_gone(track_sid);
             }
             self.neighbours.route(router, Instant::now(), event);
         }
     }
+
+    fn handle_command(&mut self, router: &mut Router, command: Command) {
+        handle_command(router, &mut self.impairments, &mut self.links, command);
+    }
 }
 
+/// Hands a datagram to the router (unless a test's impairment drops it); whether the router
+/// forwarded anything because of it.
 fn receive(
     router: &mut Router,
     metrics: &SfuMetrics,
     impairments: &mut Impairments,
     arrived: Instant,
     datagram: Datagram<'_>,
-) {
+) -> bool {
     if !impairments.is_empty()
         && impairments.uplink_lost(arrived, datagram.from, |p| router.participant_addrs(p))
     {
-        return;
+        return false;
     }
     metrics.udp_datagrams_received.inc();
     metrics
         .udp_bytes_received
         .inc_by(datagram.data.len() as u64);
+    let forwarded = metrics.packets_forwarded.get();
     router.handle_datagram(arrived, datagram.from, datagram.to, datagram.data);
+    metrics.packets_forwarded.get() != forwarded
 }
 
 /// Sends a router turn's datagrams together (batched: see [`MediaSocket::send_all`]).

@@ -434,10 +434,9 @@ fn a_students_sender_reports_carry_the_teachers_clock() {
 /// The same through a relay node: a track imported from the node its teacher is on gets the
 /// teacher's sender reports from that node's control stream (`Router::relay_sender_report`),
 /// and the students here get the teacher's clock in theirs.
-#[test]
-fn a_relayed_teachers_clock_reaches_the_students_behind_the_relay() {
-    let mut sim = Sim::new();
-    let track = aula_sfu::relay::track::RelayedTrack {
+/// A teacher's microphone as another node exports it (see `aula_sfu::relay`).
+fn relayed_mic() -> aula_sfu::relay::track::RelayedTrack {
+    aula_sfu::relay::track::RelayedTrack {
         sid: "TR_teacher_mic".into(),
         participant: "PA_teacher".into(),
         kind: TrackKind::Audio,
@@ -449,27 +448,38 @@ fn a_relayed_teachers_clock_reaches_the_students_behind_the_relay() {
         payload_type: 111,
         simulcast: false,
         index: 0,
+    }
+}
+
+/// Packet `seq` of that microphone's stream `ssrc` on the link: 20 ms of Opus each.
+fn relayed_opus(ssrc: u32, seq: u16) -> bytes::Bytes {
+    let packet = rtc::rtp::Packet {
+        header: rtc::rtp::header::Header {
+            version: 2,
+            payload_type: 111,
+            sequence_number: seq,
+            timestamp: u32::from(seq) * 960,
+            ssrc,
+            ..Default::default()
+        },
+        payload: bytes::Bytes::from_static(b"opus"),
     };
+    rtc::shared::marshal::Marshal::marshal(&packet)
+        .unwrap()
+        .freeze()
+}
+
+#[test]
+fn a_relayed_teachers_clock_reaches_the_students_behind_the_relay() {
+    let mut sim = Sim::new();
+    let track = relayed_mic();
     let sid = track.sid.clone();
     sim.router.relay_import(track).expect("imported");
     const SSRC: u32 = 0xABC;
     let mut seq: u16 = 0;
     let mut relay_audio = |sim: &mut Sim| {
         seq += 1;
-        let packet = rtc::rtp::Packet {
-            header: rtc::rtp::header::Header {
-                version: 2,
-                payload_type: 111,
-                sequence_number: seq,
-                timestamp: u32::from(seq) * 960,
-                ssrc: SSRC,
-                ..Default::default()
-            },
-            payload: bytes::Bytes::from_static(b"opus"),
-        };
-        let data = rtc::shared::marshal::Marshal::marshal(&packet)
-            .unwrap()
-            .freeze();
+        let data = relayed_opus(SSRC, seq);
         let now = sim.now;
         sim.router.relay_packet(now, &sid, 0, &data);
         sim.step(Duration::from_millis(20));
@@ -518,38 +528,11 @@ fn a_relayed_teachers_clock_reaches_the_students_behind_the_relay() {
 #[test]
 fn an_imported_packet_is_sent_on_at_once() {
     let mut sim = Sim::new();
-    let track = aula_sfu::relay::track::RelayedTrack {
-        sid: "TR_teacher_mic".into(),
-        participant: "PA_teacher".into(),
-        kind: TrackKind::Audio,
-        source: aula_protocol::TrackSource::Microphone,
-        mime_type: "audio/opus".into(),
-        clock_rate: 48_000,
-        channels: 2,
-        fmtp: "minptime=10;useinbandfec=1".into(),
-        payload_type: 111,
-        simulcast: false,
-        index: 0,
-    };
+    let track = relayed_mic();
     let sid = track.sid.clone();
     sim.router.relay_import(track).expect("imported");
     sim.subscribe("s1", &sid);
-    let packet = |seq: u16| {
-        let packet = rtc::rtp::Packet {
-            header: rtc::rtp::header::Header {
-                version: 2,
-                payload_type: 111,
-                sequence_number: seq,
-                timestamp: u32::from(seq) * 960,
-                ssrc: 0xABC,
-                ..Default::default()
-            },
-            payload: bytes::Bytes::from_static(b"opus"),
-        };
-        rtc::shared::marshal::Marshal::marshal(&packet)
-            .unwrap()
-            .freeze()
-    };
+    let packet = |seq| relayed_opus(0xABC, seq);
     for seq in 1..200 {
         let now = sim.now;
         sim.router.relay_packet(now, &sid, 0, &packet(seq));
