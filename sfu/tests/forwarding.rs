@@ -551,3 +551,28 @@ fn an_imported_packet_is_sent_on_at_once() {
         "the copy is ready as soon as the packet is in"
     );
 }
+
+/// Keyframe requests from another shard or node have been limited on their side already (and
+/// let through at once where a student's path came back): the publisher's side merges only
+/// those of one moment, and does not hold one back for half a second behind an earlier one.
+#[test]
+fn a_relayed_keyframe_request_is_held_back_only_for_a_moment() {
+    let mut sim = Sim::new();
+    let teacher = sim.add_publisher("teacher", TrackKind::Video);
+    let track = publish_video(&mut sim, teacher);
+    let plis = |sim: &Sim| sim.router.metrics().plis_sent.get();
+    let ask = |sim: &mut Sim| {
+        let now = sim.now;
+        sim.router.request_keyframe(now, &track, 0);
+    };
+    sim.step(Duration::from_secs(1));
+    let before = plis(&sim);
+    ask(&mut sim);
+    assert_eq!(plis(&sim), before + 1, "asked at once");
+    sim.step(Duration::from_millis(50));
+    ask(&mut sim);
+    assert_eq!(plis(&sim), before + 1, "merged with the one a moment ago");
+    sim.step(Duration::from_millis(150));
+    ask(&mut sim);
+    assert_eq!(plis(&sim), before + 2, "200 ms later: asked again");
+}

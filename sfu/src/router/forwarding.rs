@@ -26,6 +26,12 @@ use crate::tap::is_keyframe_request;
 /// At most one PLI per layer per this interval, so a crowd of joining subscribers (or a
 /// subscriber whose decoder keeps complaining) cannot make the publisher send only keyframes.
 const PLI_MIN_INTERVAL: Duration = Duration::from_millis(500);
+/// The same for requests from another shard or node, which that side has already limited (and
+/// let through at once when it had to, e.g. for a student whose path came back): only the
+/// requests of several importers at one moment are merged here. With the local limit, an
+/// importer's urgent request could wait half a second behind an earlier one (a student's video
+/// back 1.1 s after its path returned, against 0.2 s on one shard).
+pub(super) const RELAYED_PLI_MIN_INTERVAL: Duration = Duration::from_millis(100);
 
 impl Router {
     pub(super) fn handle_peer_message(&mut self, now: Instant, key: PeerKey, message: RTCMessage) {
@@ -306,6 +312,17 @@ impl Router {
 
     /// Sends a PLI for one layer of a producer, at most once per [`PLI_MIN_INTERVAL`].
     pub(super) fn send_pli(&mut self, now: Instant, sid: &str, layer: Layer) {
+        self.send_pli_within(now, sid, layer, PLI_MIN_INTERVAL);
+    }
+
+    /// Sends a PLI for one layer of a producer unless one went less than `min_interval` ago.
+    pub(super) fn send_pli_within(
+        &mut self,
+        now: Instant,
+        sid: &str,
+        layer: Layer,
+        min_interval: Duration,
+    ) {
         let Some(producer) = self.producers.get_mut(sid) else {
             return;
         };
@@ -313,7 +330,7 @@ impl Router {
             || producer
                 .last_pli
                 .get(&layer)
-                .is_some_and(|at| now.saturating_duration_since(*at) < PLI_MIN_INTERVAL)
+                .is_some_and(|at| now.saturating_duration_since(*at) < min_interval)
         {
             return;
         }

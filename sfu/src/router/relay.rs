@@ -16,6 +16,7 @@ use bytes::Bytes;
 use rtc::shared::marshal::{Marshal, Unmarshal};
 use tracing::{debug, info};
 
+use super::forwarding::RELAYED_PLI_MIN_INTERVAL;
 use super::{LayerActivity, LayerRates, Producer, Router, Upstream};
 use crate::api::{SfuError, SfuEvent};
 use crate::codec::VideoCodec;
@@ -346,10 +347,11 @@ impl Router {
         }
     }
 
-    /// A keyframe request for one layer of a local track, from another node's subscribers
-    /// (already coalesced there): asks the publisher now unless it was asked very recently.
+    /// A keyframe request for one layer of a local track, from another node's or shard's
+    /// subscribers (already limited there): asks the publisher now unless it was asked in the
+    /// last [`RELAYED_PLI_MIN_INTERVAL`].
     pub fn request_keyframe(&mut self, now: Instant, track_sid: &str, layer: Layer) {
-        self.send_pli(now, track_sid, layer);
+        self.send_pli_within(now, track_sid, layer, RELAYED_PLI_MIN_INTERVAL);
         self.drive(now);
     }
 }
