@@ -292,6 +292,9 @@ pub struct Router {
     next_peer_stats: Instant,
     unroutable_log: DropLog,
     metrics: SfuMetrics,
+    /// Copies handed to subscriber connections by this router: the worker's signal that a
+    /// datagram was forwarded (the metric counts every shard's).
+    forwarded: u64,
     /// Recordings in progress (see [`crate::record::capture`]).
     captures: Captures,
     /// QoS samples of recorded participants (see [`crate::qos`]).
@@ -356,6 +359,7 @@ impl Router {
             next_peer_stats: now + PEER_STATS_INTERVAL,
             unroutable_log: DropLog::default(),
             metrics,
+            forwarded: 0,
             captures: Captures::default(),
             qos: qos::Sampler::default(),
             next_qos_sample: now,
@@ -410,6 +414,11 @@ impl Router {
             .flat_map(|p| [p.deadline, p.offer_due.filter(|_| !p.awaiting_answer)])
             .flatten()
             .fold(self.next_housekeeping, Instant::min)
+    }
+
+    /// Copies this router has handed to subscriber connections so far.
+    pub fn forwarded(&self) -> u64 {
+        self.forwarded
     }
 
     pub fn metrics(&self) -> &SfuMetrics {

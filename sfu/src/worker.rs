@@ -247,7 +247,6 @@ impl Io {
     /// Reads one batch from the socket and handles it; false when there was none.
     fn read_batch(&mut self, router: &mut Router) -> bool {
         let arrived = Instant::now();
-        let forwarded_before = self.metrics.packets_forwarded.get();
         let mut forwarding = 0u64;
         let Io {
             socket,
@@ -280,13 +279,12 @@ impl Io {
                 return false;
             }
         }
-        self.sent_forwarded(router, arrived, forwarded_before, forwarding);
+        self.sent_forwarded(router, arrived, forwarding);
         true
     }
 
     /// Handles a batch the reading shard handed to this one.
     fn handle_arrivals(&mut self, router: &mut Router, arrivals: &Arrivals) {
-        let forwarded_before = self.metrics.packets_forwarded.get();
         let mut forwarding = 0u64;
         for datagram in arrivals.iter() {
             let (metrics, impairments) = (&self.metrics, &mut self.impairments);
@@ -298,21 +296,13 @@ impl Io {
                 datagram,
             ));
         }
-        self.sent_forwarded(router, arrivals.arrived, forwarded_before, forwarding);
+        self.sent_forwarded(router, arrivals.arrived, forwarding);
     }
 
-    /// If the batch that arrived at `arrived` was forwarded (`forwarding` of its datagrams),
-    /// sends its copies now, to time the whole hop: from the read to the last copy of each
-    /// forwarded datagram. (With several shards the counter is shared, so another shard's
-    /// forwarding may be seen here too: its own batch, read at about the same time.)
-    fn sent_forwarded(
-        &mut self,
-        router: &mut Router,
-        arrived: Instant,
-        forwarded_before: u64,
-        forwarding: u64,
-    ) {
-        if self.metrics.packets_forwarded.get() == forwarded_before {
+    /// If `forwarding` datagrams of the batch that arrived at `arrived` were forwarded, sends
+    /// their copies now, to time the whole hop: from the read to the last copy of each.
+    fn sent_forwarded(&mut self, router: &mut Router, arrived: Instant, forwarding: u64) {
+        if forwarding == 0 {
             return;
         }
         self.flush(router);
@@ -360,8 +350,8 @@ impl Io {
     }
 }
 
-/// Hands a datagram to the router (unless a test's impairment drops it); whether the router
-/// forwarded anything because of it.
+/// Hands a datagram to the router (unless a test's impairment drops it); whether this router
+/// forwarded anything because of it (its own count: the metric is every shard's).
 fn receive(
     router: &mut Router,
     metrics: &SfuMetrics,
@@ -378,9 +368,9 @@ fn receive(
     metrics
         .udp_bytes_received
         .inc_by(datagram.data.len() as u64);
-    let forwarded = metrics.packets_forwarded.get();
+    let forwarded = router.forwarded();
     router.handle_datagram(arrived, datagram.from, datagram.to, datagram.data);
-    metrics.packets_forwarded.get() != forwarded
+    router.forwarded() != forwarded
 }
 
 /// Sends a router turn's datagrams together (batched: see [`MediaSocket::send_all`]).

@@ -229,7 +229,7 @@ impl SfuHandle {
                     reply,
                 })
                 .await;
-            // The home shard's answer (first) is the one that counts.
+            // Every shard is told; the first failure is the answer.
             result = result.and(done);
         }
         result

@@ -251,7 +251,10 @@ impl Router {
             return;
         };
         match sender.write_rtp(now, packet) {
-            Ok(()) => self.metrics.packets_forwarded.inc(),
+            Ok(()) => {
+                self.forwarded += 1;
+                self.metrics.packets_forwarded.inc();
+            }
             Err(e) => debug!(participant = %peer.participant, error = %e, "forward failed"),
         }
         self.mark(key);

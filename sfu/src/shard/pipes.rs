@@ -135,18 +135,18 @@ pub fn route(placement: &mut Placement, from: usize, event: SfuEvent) -> Routed 
         }
         SfuEvent::TrackUnpublished { ref track_sid, .. } => {
             if placement.home(track_sid) == Some(from) {
-                let importers = placement.track_gone(track_sid);
-                let mut routed = Routed::up(event.clone());
-                if let SfuEvent::TrackUnpublished { track_sid, .. } = event {
-                    routed.commands = importers
-                        .into_iter()
-                        .map(|k| {
-                            let track = track_sid.clone();
-                            (k, PipeCommand::Unpublish { track })
-                        })
-                        .collect();
+                let commands = placement
+                    .track_gone(track_sid)
+                    .into_iter()
+                    .map(|k| {
+                        let track = track_sid.clone();
+                        (k, PipeCommand::Unpublish { track })
+                    })
+                    .collect();
+                Routed {
+                    up: Some(event),
+                    commands,
                 }
-                routed
             } else if placement.copy_dropped(track_sid, from) {
                 // A copy piped in: the control plane hears of the track's end from its home.
                 Routed::default()
