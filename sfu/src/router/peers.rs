@@ -5,6 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use aula_protocol::{IceCandidate, PeerTarget};
@@ -242,6 +243,13 @@ impl Router {
                 match state {
                     RTCPeerConnectionState::Connected => {
                         peer.connected = true;
+                        // Connected again after an outage long enough for ICE to call the path
+                        // disconnected: the path is back, whether or not RTCP has said so yet
+                        // (a browser's reports can lag its ICE checks by a second, which was a
+                        // second of frozen picture).
+                        if peer.connected_at.is_some() {
+                            peer.feedback.path_returned.store(true, Ordering::Relaxed);
+                        }
                         peer.connected_at.get_or_insert(now);
                         if target == PeerTarget::Subscribe {
                             self.start_consumers(now, &participant);
