@@ -12,6 +12,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use rtc::statistics::report::{RTCStatsReport, RTCStatsReportEntry};
@@ -93,9 +94,40 @@ pub struct FeedbackCounts {
     pub nacks_sent: AtomicU64,
     pub keyframe_requests_sent: AtomicU64,
     /// Set when feedback comes in again after [`crate::tap::PATH_SILENCE`] without any: the
-    /// path from the participant came back from an outage. The router takes it (and asks for
+    /// path from the participant came back from an outage. Also set when the connection is
+    /// connected again after ICE called it disconnected. The router takes it (and asks for
     /// keyframes for what the participant watches).
     pub path_returned: std::sync::atomic::AtomicBool,
+    /// On a publish connection: per audio stream (SSRC), the least loss the SFU's receiver
+    /// reports give for it, as RTCP's fraction lost (x/256): what its listeners without RED
+    /// lose, so that the publisher's Opus encoder adds in-band FEC for them (see
+    /// `Router::report_listeners_loss`). Written by the router, applied by the tap.
+    pub reported_loss_floor: Mutex<HashMap<u32, u8>>,
+    /// Per stream the SFU sends on the connection, what the peer's latest reception report
+    /// said of it (read by the tap: see `tap::reports`).
+    pub receptions: Mutex<HashMap<u32, Reception>>,
+}
+
+/// What a peer's reception report said of one stream the SFU sends it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Reception {
+    /// The fraction lost since its previous report: after the peer's repairs (Chromium counts
+    /// a packet that a resend brought as received).
+    pub loss: f64,
+    pub jitter: Duration,
+    /// `None` until the peer has echoed one of the SFU's sender reports.
+    pub rtt: Option<Duration>,
+}
+
+impl FeedbackCounts {
+    /// The latest reception reports on the connection's streams.
+    pub fn receptions(&self) -> Vec<Reception> {
+        let receptions = self
+            .receptions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        receptions.values().copied().collect()
+    }
 }
 
 /// What the router knows of a participant's links right now, beside the totals.

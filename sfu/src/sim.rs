@@ -30,8 +30,9 @@ use crate::api::{PeerState, SfuEvent, TrackSid};
 use crate::impair::Link;
 use crate::metrics::SfuMetrics;
 use crate::peer;
-use crate::qos::PeerSample;
+use crate::qos::{FeedbackCounts, PeerSample};
 use crate::quality::ConnectionQuality;
+use crate::red;
 use crate::router::{Router, Transmit};
 
 /// Where the simulated SFU "listens".
@@ -57,6 +58,8 @@ pub struct Client {
     pub received: Vec<Received>,
     /// Sender reports received, with when.
     pub sender_reports: Vec<(Instant, SenderReport)>,
+    /// What the client's tap noted, such as the SFU's reception reports on what it sends.
+    pub feedback: Arc<FeedbackCounts>,
     sender: Option<Sender>,
 }
 
@@ -98,6 +101,9 @@ pub struct Sim {
     /// Participants whose peers negotiate no TWCC (see [`Sim::send_remb`]); set before they
     /// join.
     pub remb_only: Vec<String>,
+    /// Participants whose answers to the SFU leave out audio RED, as a browser without it
+    /// would answer; set before they subscribe.
+    pub no_red: Vec<String>,
     in_flight: Vec<(Instant, SocketAddr, BytesMut)>,
     /// Peer connection state changes the SFU reported.
     pub peer_states: Vec<(String, PeerTarget, PeerState)>,
@@ -139,6 +145,7 @@ impl Sim {
             cut_off: Vec::new(),
             downlinks: HashMap::new(),
             remb_only: Vec::new(),
+            no_red: Vec::new(),
             in_flight: Vec::new(),
             peer_states: Vec::new(),
             qualities: Vec::new(),
@@ -161,8 +168,9 @@ impl Sim {
         } else {
             peer::Feedback::Twcc
         };
+        let counts = Arc::new(FeedbackCounts::default());
         let (media_engine, registry) =
-            peer::configure(&metrics, None, Arc::default(), feedback).expect("default chain");
+            peer::configure(&metrics, None, counts.clone(), feedback).expect("default chain");
         let registry = registry.with(Slot::Custom(CHROME_RTX_SLOT), ChromeRtx::default());
         let mut pc = peer::connect(ufrag, pwd, media_engine, registry, self.now)
             .expect("default peer builds");
@@ -174,6 +182,7 @@ impl Sim {
             addr,
             received: Vec::new(),
             sender_reports: Vec::new(),
+            feedback: counts,
             sender: None,
         });
         self.clients.len() - 1
@@ -597,7 +606,11 @@ impl Sim {
                     .set_remote_description(now, offer)
                     .expect("SFU offer applies");
                 let answer = client.pc.create_answer(None).expect("answer");
-                let sdp = answer.sdp.clone();
+                let sdp = if self.no_red.contains(&participant) {
+                    without_red(&answer.sdp)
+                } else {
+                    answer.sdp.clone()
+                };
                 client
                     .pc
                     .set_local_description(now, answer)
@@ -635,6 +648,24 @@ impl Sim {
             SfuEvent::RecordingFailed { .. } => {}
         }
     }
+}
+
+/// An answer without audio RED (payload type [`red::PAYLOAD_TYPE`]), as a browser that has no
+/// RED would write it.
+fn without_red(sdp: &str) -> String {
+    let pt = red::PAYLOAD_TYPE.to_string();
+    let own = [format!("a=rtpmap:{pt} "), format!("a=fmtp:{pt} ")];
+    sdp.split("\r\n")
+        .filter(|line| !own.iter().any(|prefix| line.starts_with(prefix.as_str())))
+        .map(|line| match line.strip_prefix("m=audio ") {
+            Some(rest) => {
+                let kept: Vec<&str> = rest.split(' ').filter(|t| *t != pt).collect();
+                format!("m=audio {}", kept.join(" "))
+            }
+            None => line.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("\r\n")
 }
 
 /// Where a client's [`ChromeRtx`] sits: below `rtc`'s NACK responder (4_000), which makes the

@@ -24,8 +24,8 @@
 //! (the SFU's own NACKs, resend copies, probe copies).
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 use rtc::interceptor::{
@@ -50,9 +50,11 @@ use crate::metrics::SfuMetrics;
 use crate::nack_age::SendLog;
 use crate::qos::FeedbackCounts;
 use crate::resend_budget::ResendBudget;
+use reports::ReportLog;
 
 mod inbound;
 mod outbound;
+mod reports;
 
 use outbound::resend_copies;
 
@@ -74,6 +76,8 @@ pub struct Tap {
     sent: SendLog,
     /// When the last RTCP came in (see [`PATH_SILENCE`]).
     last_rtcp: Option<Instant>,
+    /// The sender reports sent, to read the peer's reception reports by (see `reports`).
+    reports: ReportLog,
     /// When the publisher's packets arrived, to ask only for recent losses.
     arrivals: ArrivalLog,
     transport: TransportLog,
@@ -101,6 +105,7 @@ impl Tap {
             estimate,
             sent: SendLog::new(),
             last_rtcp: None,
+            reports: ReportLog::default(),
             arrivals: ArrivalLog::default(),
             transport: TransportLog::default(),
             budget: ResendBudget::default(),
@@ -170,6 +175,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for Tap {
                     self.feedback.path_returned.store(true, Ordering::Relaxed);
                 }
                 self.last_rtcp = Some(now);
+                self.note_receptions(packets, now);
                 for packet in packets.iter() {
                     let nacks = nacked(packet.as_ref());
                     self.metrics.nacks_received.inc_by(nacks);
@@ -278,6 +284,14 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for Tap {
                 if packets.is_empty() {
                     return Ok(());
                 }
+                self.raise_reported_loss(packets);
+                for report in packets
+                    .iter()
+                    .filter_map(|p| p.as_any().downcast_ref::<SenderReport>())
+                {
+                    self.reports
+                        .sent_report(report.ssrc, report.ntp_time, msg.now);
+                }
                 for packet in packets.iter() {
                     let nacks = nacked(packet.as_ref());
                     self.metrics.nacks_sent.inc_by(nacks);
@@ -304,6 +318,7 @@ impl Interceptor for Tap {
     /// as the responder would ignore it.
     fn bind_local_stream(&mut self, info: &StreamInfo) {
         self.transport.bind(info);
+        self.reports.bind(info.ssrc, info.clock_rate);
         let rtx = bwe::rtx::rtx_ssrc(info);
         if let (Some(estimate), Some(rtx)) = (&self.estimate, rtx) {
             estimate.set_rtx_stream(rtx, true);
@@ -315,6 +330,12 @@ impl Interceptor for Tap {
     }
     fn unbind_local_stream(&mut self, info: &StreamInfo) {
         self.sent.unbind(info.ssrc);
+        self.reports.unbind(info.ssrc);
+        self.feedback
+            .receptions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&info.ssrc);
         if self
             .probe_source
             .is_some_and(|(ssrc, _, _)| ssrc == info.ssrc)

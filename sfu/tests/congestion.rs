@@ -37,6 +37,11 @@ impl Class {
         if student_feedback == Feedback::RembOnly {
             sim.remb_only.push("student".to_owned());
         }
+        Self::on(sim, with_student_camera)
+    }
+
+    /// The class on `sim`, set up as its tests need before anyone joins.
+    fn on(mut sim: Sim, with_student_camera: bool) -> Self {
         let camera = sim.add_publisher("teacher", TrackKind::Video);
         let microphone = sim.add_publisher("teacher-mic", TrackKind::Audio);
         let student_camera =
@@ -129,6 +134,15 @@ impl Class {
             .get_mut("student")
             .expect("the student's path");
         link.set(impairment);
+    }
+
+    /// The fraction lost of the SFU's latest receiver report on the teacher's microphone.
+    fn reported_loss_of_microphone(&self) -> f64 {
+        let receptions = self.sim.clients[self.microphone].feedback.receptions();
+        receptions
+            .first()
+            .expect("the SFU reports on the microphone")
+            .loss
     }
 
     /// The teacher's camera's track sid.
@@ -447,4 +461,60 @@ fn at_the_worst_loss_each_audio_packet_is_sent_twice() {
         (110..200).contains(&arrived),
         "about 28 % of 500 packets arrive when each goes twice (15 % when once): {arrived}"
     );
+}
+
+/// A student whose browser has no RED (Firefox, another WebRTC stack) gets no repeated frames
+/// from the SFU; its repair is the teacher's own Opus in-band FEC, which the teacher's browser
+/// adds when its receiver reports show loss. The SFU's reports on the teacher's microphone
+/// carry that student's loss; a lossy student with RED is repaired by the SFU and is not
+/// passed on. The cumulative count stays the SFU's own, for the teacher's congestion control.
+#[test]
+fn a_listener_without_red_has_its_loss_reported_to_the_teachers_microphone() {
+    for with_red in [false, true] {
+        let mut sim = Sim::new();
+        if !with_red {
+            sim.no_red.push("student".to_owned());
+        }
+        let mut class = Class::on(sim, false);
+        class.run(Duration::from_secs(3));
+        let clean = class.reported_loss_of_microphone();
+        assert!(clean < 0.01, "a clean link: {clean}");
+        class.impair(Impairment {
+            loss: 0.2,
+            ..Impairment::default()
+        });
+        class.run(Duration::from_secs(8));
+        let reported = class.reported_loss_of_microphone();
+        println!("a student with RED: {with_red}; reported to the teacher: {reported:.3}");
+        if with_red {
+            assert!(reported < 0.01, "RED repairs it; nothing told: {reported}");
+        } else {
+            assert!(
+                (0.1..0.3).contains(&reported),
+                "the student's 20 % told: {reported}"
+            );
+        }
+        class.impair(Impairment::default());
+        class.run(Duration::from_secs(15));
+        let reported = class.reported_loss_of_microphone();
+        assert!(reported < 0.01, "the loss gone, nothing told: {reported}");
+    }
+}
+
+/// The round trip to a student comes from its receiver reports, which echo the SFU's sender
+/// reports (`rtc` 0.21 leaves its own figures at zero; the tap reads the reports): a path
+/// that delays what the SFU sends by 60 ms measures a round trip of about 60 ms.
+#[test]
+fn a_students_round_trip_is_measured_from_its_reports() {
+    let mut class = Class::new(false, Feedback::Twcc);
+    class.impair(Impairment {
+        delay: Duration::from_millis(60),
+        ..Impairment::default()
+    });
+    class.run(Duration::from_secs(10));
+    let rtt = &class.sim.router.metrics().peer_rtt;
+    let (count, sum) = (rtt.get_sample_count(), rtt.get_sample_sum());
+    assert!(count > 0, "round trips measured");
+    let mean = sum / count as f64;
+    assert!((0.055..0.08).contains(&mean), "round trip {mean:.3} s");
 }

@@ -24,8 +24,8 @@ export async function joinStudentOnTop(browser, baseUrl, { room, name, refuse = 
 
 /**
  * Runs in a page (see `joinStudentOnTop`'s `refuse`): the browser's answers to the SFU leave
- * out video FEC (`'ulpfec'`) or NACK feedback (`'nack'`), as a browser without them would
- * answer, so that a test can compare a student with and without either.
+ * out video FEC (`'ulpfec'`), audio RED (`'red'`) or NACK feedback (`'nack'`), as a browser
+ * without them would answer, so that a test can compare a student with and without either.
  */
 function refuseInAnswers(refuse) {
   const set = RTCPeerConnection.prototype.setLocalDescription;
@@ -33,11 +33,13 @@ function refuseInAnswers(refuse) {
     if (description?.type !== 'answer') return set.call(this, description);
     let lines = description.sdp.split('\r\n');
     if (refuse.includes('nack')) lines = lines.filter((l) => !/^a=rtcp-fb:\d+ nack$/.test(l));
-    const fec = refuse.includes('ulpfec') && description.sdp.match(/a=rtpmap:(\d+) ulpfec\/90000/)?.[1];
-    if (fec) {
+    const codecs = [['ulpfec', /a=rtpmap:(\d+) ulpfec\/90000/, 'm=video'], ['red', /a=rtpmap:(\d+) red\/48000\/2/, 'm=audio']];
+    for (const [name, rtpmap, mline] of codecs) {
+      const pt = refuse.includes(name) && description.sdp.match(rtpmap)?.[1];
+      if (!pt) continue;
       lines = lines
-        .filter((l) => !l.startsWith(`a=rtpmap:${fec} `) && !l.startsWith(`a=fmtp:${fec} `) && !l.startsWith(`a=rtcp-fb:${fec} `))
-        .map((l) => (l.startsWith('m=video') ? l.split(' ').filter((t, i) => i < 3 || t !== fec).join(' ') : l));
+        .filter((l) => !l.startsWith(`a=rtpmap:${pt} `) && !l.startsWith(`a=fmtp:${pt} `) && !l.startsWith(`a=rtcp-fb:${pt} `))
+        .map((l) => (l.startsWith(mline) ? l.split(' ').filter((t, i) => i < 3 || t !== pt).join(' ') : l));
     }
     return set.call(this, { type: 'answer', sdp: lines.join('\r\n') });
   };
@@ -79,7 +81,8 @@ export async function showVideosLarge(page) {
  *   at each sample, `kbps`: video bitrate received; `nacks`, `packetsLost` (Chromium gives no
  *   FEC counts for video: the server's `aula_fec_packets_sent_total` says what was sent);
  * - `concealment`: share of audio samples the decoder had to invent (`concealedSamples` /
- *   `totalSamplesReceived`), `audioKbps`.
+ *   `totalSamplesReceived`), `audioKbps`, `audioFecPackets`: audio FEC received (Chromium's
+ *   `fecPacketsReceived`, which counts Opus frames that carried in-band FEC).
  */
 export function watch(page, ms) {
   return page.evaluate(async (ms) => {
@@ -126,6 +129,7 @@ export function watch(page, ms) {
       packetsLost: delta('video', 'packetsLost'),
       concealment: samples > 0 ? delta('audio', 'concealedSamples') / samples : 1,
       audioKbps: (delta('audio', 'bytesReceived') * 8) / seconds / 1000,
+      audioFecPackets: delta('audio', 'fecPacketsReceived'),
       audioCodec: last.audio.codecId ?? null,
     };
   }, ms);

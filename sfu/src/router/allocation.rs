@@ -3,12 +3,13 @@
 //! rate asked of its connection, and [`SfuEvent::StreamState`] when a video pauses for it.
 
 use std::collections::HashSet;
+use std::sync::PoisonError;
 use std::time::{Duration, Instant};
 
 use aula_protocol::{TrackKind, TrackSource};
 use tracing::debug;
 
-use super::{Consumer, ConsumerStage, Producer, Router};
+use super::{Consumer, ConsumerStage, Producer, Router, Upstream};
 use crate::api::{ParticipantId, SfuEvent};
 use crate::bwe::{self, SharedEstimate};
 use crate::fec::Protection;
@@ -59,6 +60,7 @@ impl Router {
                 Some((id.clone(), peer.estimate.clone(), budget, condition))
             })
             .collect();
+        self.report_listeners_loss(&losses);
         // Audio redundancy follows each subscriber's loss, before the allocation counts it.
         for (participant, loss, estimate) in losses {
             let mut copies = 1;
@@ -86,6 +88,50 @@ impl Router {
             let probe = self.allocate_for(now, &participant, &staff, budget, condition);
             if let Some(estimate) = estimate {
                 estimate.set_probe(probe);
+            }
+        }
+    }
+
+    /// Tells each local publisher of audio, in the SFU's receiver reports, the worst sustained
+    /// loss among its listeners that RED does not protect (they did not negotiate it: Firefox,
+    /// other WebRTC stacks). Its Opus encoder then adds in-band FEC, each packet carrying a
+    /// coarser copy of the frame before, which is the repair such a listener can have.
+    /// Listeners with RED are left out: the SFU repeats frames for each of them as deep as
+    /// their own loss asks (see `red`), and in-band FEC would only take bits from every
+    /// listener's audio for a repair RED already makes. The worst listener, not a share of
+    /// them: one learner who cannot hear is the one this is for, and FEC costs the others
+    /// a little quality, not audibility. Listeners on another shard or node are not counted.
+    fn report_listeners_loss(&self, losses: &[(ParticipantId, f64, Option<SharedEstimate>)]) {
+        for producer in self.producers.values() {
+            let Upstream::Peer { key, .. } = producer.upstream else {
+                continue;
+            };
+            if producer.kind != TrackKind::Audio {
+                continue;
+            }
+            let worst = losses
+                .iter()
+                .filter(|(listener, ..)| {
+                    producer
+                        .consumers
+                        .get(listener)
+                        .is_some_and(|c| matches!(c.stage, ConsumerStage::Live { red: None, .. }))
+                })
+                .map(|(_, loss, _)| *loss)
+                .fold(0.0, f64::max);
+            let Some(peer) = self.peers.get(&key) else {
+                continue;
+            };
+            let mut floors = peer
+                .feedback
+                .reported_loss_floor
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            for &ssrc in producer.layers.keys() {
+                match fraction_lost(worst) {
+                    0 => floors.remove(&ssrc),
+                    fraction => floors.insert(ssrc, fraction),
+                };
             }
         }
     }
@@ -253,4 +299,9 @@ fn demand(
         })
         .collect();
     Demand { priority, steps }
+}
+
+/// A share of packets lost as RTCP's fraction lost: in 256ths, rounded down (RFC 3550 §6.4.1).
+fn fraction_lost(loss: f64) -> u8 {
+    (loss.clamp(0.0, 1.0) * 256.0).min(255.0) as u8
 }

@@ -47,45 +47,39 @@ impl Router {
             }
             let report = peer.pc.get_stats(now, StatsSelector::None);
             let samples = links.entry(peer.participant.clone()).or_default();
+            for reception in peer.feedback.receptions() {
+                self.metrics.peer_fraction_lost.observe(reception.loss);
+                self.metrics
+                    .peer_jitter
+                    .observe(reception.jitter.as_secs_f64());
+                if let Some(rtt) = reception.rtt {
+                    self.metrics.peer_rtt.observe(rtt.as_secs_f64());
+                }
+                samples.push(LinkSample {
+                    loss: reception.loss,
+                    jitter: reception.jitter,
+                    rtt: reception.rtt,
+                });
+            }
             for entry in report.iter() {
-                match entry {
-                    RTCStatsReportEntry::RemoteInboundRtp(stats) => {
-                        let received = &stats.received_rtp_stream_stats;
+                if let RTCStatsReportEntry::InboundRtp(stats) = entry {
+                    let received = &stats.received_rtp_stream_stats;
+                    let ssrc = received.rtp_stream_stats.ssrc;
+                    let (was_received, was_lost) = peer
+                        .inbound_totals
+                        .insert(ssrc, (received.packets_received, received.packets_lost))
+                        .unwrap_or((0, 0));
+                    let got = received.packets_received.saturating_sub(was_received);
+                    let lost = (received.packets_lost - was_lost).max(0) as u64;
+                    if got + lost > 0 {
                         let jitter =
                             jitter_secs(&report, &received.rtp_stream_stats, received.jitter);
-                        let rtt = (stats.round_trip_time_measurements > 0)
-                            .then_some(stats.round_trip_time);
-                        self.metrics.peer_fraction_lost.observe(stats.fraction_lost);
-                        self.metrics.peer_jitter.observe(jitter);
-                        if let Some(rtt) = rtt {
-                            self.metrics.peer_rtt.observe(rtt);
-                        }
                         samples.push(LinkSample {
-                            loss: stats.fraction_lost,
-                            jitter: Duration::from_secs_f64(jitter.max(0.0)),
-                            rtt: rtt.map(|r| Duration::from_secs_f64(r.max(0.0))),
+                            loss: lost as f64 / (got + lost) as f64,
+                            jitter: Duration::from_secs_f64(jitter),
+                            rtt: None,
                         });
                     }
-                    RTCStatsReportEntry::InboundRtp(stats) => {
-                        let received = &stats.received_rtp_stream_stats;
-                        let ssrc = received.rtp_stream_stats.ssrc;
-                        let (was_received, was_lost) = peer
-                            .inbound_totals
-                            .insert(ssrc, (received.packets_received, received.packets_lost))
-                            .unwrap_or((0, 0));
-                        let got = received.packets_received.saturating_sub(was_received);
-                        let lost = (received.packets_lost - was_lost).max(0) as u64;
-                        if got + lost > 0 {
-                            let jitter =
-                                jitter_secs(&report, &received.rtp_stream_stats, received.jitter);
-                            samples.push(LinkSample {
-                                loss: lost as f64 / (got + lost) as f64,
-                                jitter: Duration::from_secs_f64(jitter),
-                                rtt: None,
-                            });
-                        }
-                    }
-                    _ => {}
                 }
             }
             // What the subscriber's transport-wide feedback says the path lost. Its receiver
@@ -164,24 +158,11 @@ impl Router {
                 totals.add_feedback(&peer.feedback);
                 link.estimate_bps = peer.estimate.as_ref().and_then(SharedEstimate::current);
                 link.loss_before_recovery = peer.estimate.as_ref().map(SharedEstimate::loss);
-                for entry in report.iter() {
-                    if let RTCStatsReportEntry::RemoteInboundRtp(stats) = entry {
-                        let received = &stats.received_rtp_stream_stats;
-                        let jitter =
-                            jitter_secs(&report, &received.rtp_stream_stats, received.jitter);
-                        let worst = |was: Option<Duration>, secs: f64| {
-                            was.max(Some(Duration::from_secs_f64(secs.max(0.0))))
-                        };
-                        link.jitter = worst(link.jitter, jitter);
-                        if stats.round_trip_time_measurements > 0 {
-                            link.rtt = worst(link.rtt, stats.round_trip_time);
-                        }
-                        link.loss_after_recovery = Some(
-                            link.loss_after_recovery
-                                .unwrap_or(0.0)
-                                .max(stats.fraction_lost),
-                        );
-                    }
+                for reception in peer.feedback.receptions() {
+                    link.jitter = link.jitter.max(Some(reception.jitter));
+                    link.rtt = link.rtt.max(reception.rtt);
+                    link.loss_after_recovery =
+                        Some(link.loss_after_recovery.unwrap_or(0.0).max(reception.loss));
                 }
             }
             link.layers = self

@@ -1,9 +1,15 @@
 //! What the tap does to the feedback a receiver sends before `rtc`'s NACK responder (further
 //! from the wire) acts on it: NACKs trimmed to the packets still worth resending, cut to the
-//! path's resend budget, and added for what transport-wide feedback reports lost. Apart from
-//! `tap.rs` so that the chain's entry points there stay short.
+//! path's resend budget, and added for what transport-wide feedback reports lost; and what its
+//! reception reports say, noted for the router. Apart from `tap.rs` so that the chain's entry
+//! points there stay short.
 
+use std::sync::PoisonError;
 use std::time::Instant;
+
+use rtc::rtcp::receiver_report::ReceiverReport;
+use rtc::rtcp::reception_report::ReceptionReport;
+use rtc::rtcp::sender_report::SenderReport;
 
 use rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::{
@@ -15,6 +21,36 @@ use crate::bwe::SharedEstimate;
 use crate::nack_age::Trim;
 
 impl Tap {
+    /// Notes what the peer's reception reports say of the streams the SFU sends it (see
+    /// `reports`), for the router's connection quality and QoS samples.
+    pub(super) fn note_receptions(&self, packets: &[Box<dyn rtc::rtcp::Packet>], now: Instant) {
+        let blocks = packets.iter().flat_map(|packet| {
+            let any = packet.as_any();
+            let blocks: &[ReceptionReport] = if let Some(rr) = any.downcast_ref::<ReceiverReport>()
+            {
+                &rr.reports
+            } else if let Some(sr) = any.downcast_ref::<SenderReport>() {
+                &sr.reports
+            } else {
+                &[]
+            };
+            blocks.iter()
+        });
+        let mut receptions = None;
+        for block in blocks {
+            if let Some(reception) = self.reports.read(block, now) {
+                receptions
+                    .get_or_insert_with(|| {
+                        self.feedback
+                            .receptions
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                    })
+                    .insert(block.ssrc, reception);
+            }
+        }
+    }
+
     /// Trims every NACK in a compound packet to what is still worth resending, removing the
     /// NACKs left empty; counts the sequence numbers left out.
     pub(super) fn trim_nacks(

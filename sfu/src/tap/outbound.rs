@@ -5,7 +5,12 @@
 
 use std::time::Instant;
 
+use std::sync::PoisonError;
+
 use rtc::interceptor::{AttributedPacket, Packet, TaggedPacket};
+use rtc::rtcp::receiver_report::ReceiverReport;
+use rtc::rtcp::reception_report::ReceptionReport;
+use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::{
     TransportLayerNack, nack_pairs_from_sequence_numbers,
 };
@@ -42,6 +47,49 @@ impl Tap {
             }
         });
         self.metrics.nacks_withheld.inc_by(withheld);
+    }
+
+    /// Raises the fraction lost of the SFU's reception reports to the floors the router set
+    /// (`FeedbackCounts::reported_loss_floor`). Only the fraction: the cumulative count, from
+    /// which a browser's congestion controller takes the loss of its path, stays what the SFU
+    /// counted, so the publisher's send rate is not cut for its listeners' links. Chromium
+    /// gives the fraction of its audio stream's block to the Opus encoder, which adds in-band
+    /// FEC from about 5 % (`AudioEncoderOpusImpl::OnReceivedUplinkPacketLossFraction`).
+    pub(super) fn raise_reported_loss(&self, packets: &mut [Box<dyn rtc::rtcp::Packet>]) {
+        let floors = self
+            .feedback
+            .reported_loss_floor
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if floors.is_empty() {
+            return;
+        }
+        let raise = |reports: &mut Vec<ReceptionReport>| {
+            let mut raised = false;
+            for report in reports.iter_mut() {
+                if let Some(&floor) = floors.get(&report.ssrc)
+                    && floor > report.fraction_lost
+                {
+                    report.fraction_lost = floor;
+                    raised = true;
+                }
+            }
+            raised
+        };
+        for packet in packets.iter_mut() {
+            let any = packet.as_any();
+            if let Some(report) = any.downcast_ref::<ReceiverReport>() {
+                let mut report = report.clone();
+                if raise(&mut report.reports) {
+                    *packet = Box::new(report);
+                }
+            } else if let Some(report) = any.downcast_ref::<SenderReport>() {
+                let mut report = report.clone();
+                if raise(&mut report.reports) {
+                    *packet = Box::new(report);
+                }
+            }
+        }
     }
 
     /// With a packet of stream `ssrc` numbered `seq` (`len` bytes) being sent now: asks the NACK
