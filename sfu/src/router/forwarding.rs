@@ -205,6 +205,10 @@ impl Router {
                     consumer.fec_frame += 1;
                 }
                 let frame_end = out.header.marker;
+                if frame_end && !protect {
+                    // Protection went off mid-frame: what was counted was never protected.
+                    consumer.fec_frame = 0;
+                }
                 writes.push((consumer.peer, consumer.sender_id, out));
                 if protect && frame_end {
                     // The frame's FEC packets follow its last packet (see `fec`).
