@@ -78,6 +78,11 @@ pub fn unwrap(payload: &[u8]) -> Option<(u8, &[u8])> {
     (first & 0x80 == 0).then_some((first, data))
 }
 
+/// The most FEC packets after one frame: a placeholder names its group in one byte, so a
+/// frame of more packets than this at one FEC packet per packet (a 4K keyframe) has its first
+/// groups protected and the rest not, rather than parity for the wrong groups.
+pub const MAX_GROUPS: usize = 256;
+
 /// The payload the router writes where an FEC packet goes: RED around an ULPFEC block that
 /// names the group (of [`plan`]) and the protection it was planned with; the stage replaces it.
 pub fn placeholder(group: usize, protection: Protection) -> Bytes {

@@ -213,7 +213,7 @@ impl Router {
                 if protect && frame_end {
                     // The frame's FEC packets follow its last packet (see `fec`).
                     let groups = fec::plan(std::mem::take(&mut consumer.fec_frame), consumer.fec);
-                    for group in 0..groups.len() {
+                    for group in 0..groups.len().min(fec::MAX_GROUPS) {
                         let Some(seq) = consumer.forwarder.reserve_seq() else {
                             break;
                         };
