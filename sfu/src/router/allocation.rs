@@ -2,7 +2,7 @@
 //! [`crate::forward::allocate`], audio redundancy and video FEC set by its loss, the probe
 //! rate asked of its connection, and [`SfuEvent::StreamState`] when a video pauses for it.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::PoisonError;
 use std::time::{Duration, Instant};
 
@@ -102,6 +102,10 @@ impl Router {
     /// them: one learner who cannot hear is the one this is for, and FEC costs the others
     /// a little quality, not audibility. Listeners on another shard or node are not counted.
     fn report_listeners_loss(&self, losses: &[(ParticipantId, f64, Option<SharedEstimate>)]) {
+        let loss_of: HashMap<&str, f64> = losses
+            .iter()
+            .map(|(listener, loss, _)| (listener.as_str(), *loss))
+            .collect();
         for producer in self.producers.values() {
             let Upstream::Peer { key, .. } = producer.upstream else {
                 continue;
@@ -109,16 +113,12 @@ impl Router {
             if producer.kind != TrackKind::Audio {
                 continue;
             }
-            let worst = losses
+            let worst = producer
+                .consumers
                 .iter()
-                .filter(|(listener, ..)| {
-                    producer
-                        .consumers
-                        .get(listener)
-                        .is_some_and(|c| matches!(c.stage, ConsumerStage::Live { red: None, .. }))
-                })
-                .map(|(_, loss, _)| *loss)
-                .fold(0.0, f64::max);
+                .filter(|(_, c)| matches!(c.stage, ConsumerStage::Live { red: None, .. }))
+                .filter_map(|(listener, _)| loss_of.get(listener.as_str()))
+                .fold(0.0, |worst: f64, &loss| worst.max(loss));
             let Some(peer) = self.peers.get(&key) else {
                 continue;
             };
