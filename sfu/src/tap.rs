@@ -285,14 +285,11 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for Tap {
                     return Ok(());
                 }
                 self.raise_reported_loss(packets);
-                for report in packets
-                    .iter()
-                    .filter_map(|p| p.as_any().downcast_ref::<SenderReport>())
-                {
-                    self.reports
-                        .sent_report(report.ssrc, report.ntp_time, msg.now);
-                }
                 for packet in packets.iter() {
+                    if let Some(report) = packet.as_any().downcast_ref::<SenderReport>() {
+                        self.reports
+                            .sent_report(report.ssrc, report.ntp_time, msg.now);
+                    }
                     let nacks = nacked(packet.as_ref());
                     self.metrics.nacks_sent.inc_by(nacks);
                     count(&self.feedback.nacks_sent, nacks);

@@ -7,16 +7,12 @@
 use std::sync::PoisonError;
 use std::time::Instant;
 
-use rtc::rtcp::receiver_report::ReceiverReport;
-use rtc::rtcp::reception_report::ReceptionReport;
-use rtc::rtcp::sender_report::SenderReport;
-
 use rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::{
     TransportLayerNack, nack_pairs_from_sequence_numbers,
 };
 
-use super::{Tap, nacked};
+use super::{Tap, nacked, reports};
 use crate::bwe::SharedEstimate;
 use crate::nack_age::Trim;
 
@@ -24,30 +20,17 @@ impl Tap {
     /// Notes what the peer's reception reports say of the streams the SFU sends it (see
     /// `reports`), for the router's connection quality and QoS samples.
     pub(super) fn note_receptions(&self, packets: &[Box<dyn rtc::rtcp::Packet>], now: Instant) {
-        let blocks = packets.iter().flat_map(|packet| {
-            let any = packet.as_any();
-            let blocks: &[ReceptionReport] = if let Some(rr) = any.downcast_ref::<ReceiverReport>()
-            {
-                &rr.reports
-            } else if let Some(sr) = any.downcast_ref::<SenderReport>() {
-                &sr.reports
-            } else {
-                &[]
-            };
-            blocks.iter()
-        });
-        let mut receptions = None;
-        for block in blocks {
-            if let Some(reception) = self.reports.read(block, now) {
-                receptions
-                    .get_or_insert_with(|| {
-                        self.feedback
-                            .receptions
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                    })
-                    .insert(block.ssrc, reception);
-            }
+        let read: Vec<_> = packets
+            .iter()
+            .flat_map(|packet| reports::blocks(packet.as_ref()))
+            .filter_map(|block| Some((block.ssrc, self.reports.read(block, now)?)))
+            .collect();
+        if !read.is_empty() {
+            self.feedback
+                .receptions
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .extend(read);
         }
     }
 

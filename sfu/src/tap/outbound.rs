@@ -3,20 +3,16 @@
 //! NACK responder to probe the path. Apart from `tap.rs` so that the chain's entry points
 //! there stay short.
 
+use std::sync::PoisonError;
 use std::time::Instant;
 
-use std::sync::PoisonError;
-
 use rtc::interceptor::{AttributedPacket, Packet, TaggedPacket};
-use rtc::rtcp::receiver_report::ReceiverReport;
-use rtc::rtcp::reception_report::ReceptionReport;
-use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::{
     TransportLayerNack, nack_pairs_from_sequence_numbers,
 };
 use rtc::shared::TransportContext;
 
-use super::Tap;
+use super::{Tap, reports};
 use crate::bwe::SharedEstimate;
 use crate::nack_age::Trim;
 
@@ -64,30 +60,21 @@ impl Tap {
         if floors.is_empty() {
             return;
         }
-        let raise = |reports: &mut Vec<ReceptionReport>| {
-            let mut raised = false;
-            for report in reports.iter_mut() {
-                if let Some(&floor) = floors.get(&report.ssrc)
-                    && floor > report.fraction_lost
-                {
-                    report.fraction_lost = floor;
-                    raised = true;
-                }
-            }
-            raised
-        };
+        let floor = |ssrc: u32| floors.get(&ssrc).copied().unwrap_or(0);
         for packet in packets.iter_mut() {
-            let any = packet.as_any();
-            if let Some(report) = any.downcast_ref::<ReceiverReport>() {
-                let mut report = report.clone();
-                if raise(&mut report.reports) {
-                    *packet = Box::new(report);
+            let below = reports::blocks(packet.as_ref())
+                .iter()
+                .any(|block| block.fraction_lost < floor(block.ssrc));
+            if !below {
+                continue;
+            }
+            let raised = reports::edited(packet.as_ref(), |blocks| {
+                for block in blocks {
+                    block.fraction_lost = block.fraction_lost.max(floor(block.ssrc));
                 }
-            } else if let Some(report) = any.downcast_ref::<SenderReport>() {
-                let mut report = report.clone();
-                if raise(&mut report.reports) {
-                    *packet = Box::new(report);
-                }
+            });
+            if let Some(raised) = raised {
+                *packet = raised;
             }
         }
     }

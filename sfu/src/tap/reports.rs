@@ -11,13 +11,48 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use rtc::rtcp::Packet;
+use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtcp::reception_report::ReceptionReport;
+use rtc::rtcp::sender_report::SenderReport;
 
 use crate::qos::Reception;
 
 /// Sender reports remembered per stream: a receiver echoes the latest it got, and reports go
 /// out every second or so, so a few cover a report lost or late.
 const SENT_KEPT: usize = 8;
+
+/// The reception report blocks of a receiver or sender report; none for other RTCP.
+pub(crate) fn blocks(packet: &dyn Packet) -> &[ReceptionReport] {
+    let any = packet.as_any();
+    if let Some(report) = any.downcast_ref::<ReceiverReport>() {
+        &report.reports
+    } else if let Some(report) = any.downcast_ref::<SenderReport>() {
+        &report.reports
+    } else {
+        &[]
+    }
+}
+
+/// A copy of a receiver or sender report with `edit` applied to its blocks; `None` for other
+/// RTCP. (`rtc`'s packets can only be read through `dyn Any`, so an edit is a copy.)
+pub(crate) fn edited(
+    packet: &dyn Packet,
+    edit: impl FnOnce(&mut [ReceptionReport]),
+) -> Option<Box<dyn Packet>> {
+    let any = packet.as_any();
+    if let Some(report) = any.downcast_ref::<ReceiverReport>() {
+        let mut report = report.clone();
+        edit(&mut report.reports);
+        Some(Box::new(report))
+    } else if let Some(report) = any.downcast_ref::<SenderReport>() {
+        let mut report = report.clone();
+        edit(&mut report.reports);
+        Some(Box::new(report))
+    } else {
+        None
+    }
+}
 
 /// The local streams' clocks and the sender reports sent on them; see the module docs.
 #[derive(Debug, Default)]
