@@ -8,11 +8,13 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 use rand::distr::Alphanumeric;
-use rtc::interceptor::{Registry, Slot};
+use rtc::interceptor::{
+    NackGeneratorBuilder, ReceiverReportBuilder, Registry, SenderReportBuilder, Slot,
+    TwccReceiverBuilder,
+};
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::interceptor_registry::{
-    configure_nack, configure_rtcp_reports, configure_simulcast_extension_headers,
-    register_default_interceptors,
+    configure_nack, configure_simulcast_extension_headers, register_default_interceptors,
 };
 use rtc::peer_connection::configuration::media_engine::{
     MIME_TYPE_OPUS, MIME_TYPE_VP8, MediaEngine,
@@ -57,16 +59,51 @@ pub fn ice_credentials() -> (String, String) {
     (random(16), random(32))
 }
 
+/// Which way media flows on a connection, which decides the interceptors it is built with.
+///
+/// Every stage of `rtc`'s interceptor chain costs every packet that passes it a push and a pop
+/// of the stage's queue, whether it has anything to do with the packet or not, so a connection
+/// carries only the stages its direction uses (issue 15): the fan-out of one teacher packet to
+/// every student passes nine stages instead of twelve.
+#[derive(Clone, Copy)]
+pub enum Role<'a> {
+    /// A publisher's connection: the SFU only receives media on it, so it generates NACKs,
+    /// transport-wide feedback and receiver reports, and turns a publisher's RTX resends back
+    /// into the packets they repair ([`RtxRepairInterceptor`]).
+    Publisher,
+    /// A subscriber's connection: the SFU only sends media on it, so it answers NACKs
+    /// ([`ResendHistory`]), sends sender reports, and runs send-side congestion control
+    /// publishing its estimate into the [`SharedEstimate`] (see [`crate::bwe`]), video RED and
+    /// ULPFEC with the stage that fills in FEC packets (see [`crate::fec`]), spaced audio copies
+    /// and the sender clock.
+    Subscriber(&'a SharedEstimate),
+    /// Both ways without congestion control: the simulator's clients, which publish and
+    /// receive on one connection as a browser can.
+    Client,
+}
+
+impl<'a> Role<'a> {
+    fn estimate(self) -> Option<&'a SharedEstimate> {
+        match self {
+            Role::Subscriber(estimate) => Some(estimate),
+            Role::Publisher | Role::Client => None,
+        }
+    }
+
+    fn receives(self) -> bool {
+        !matches!(self, Role::Subscriber(_))
+    }
+
+    fn sends(self) -> bool {
+        !matches!(self, Role::Publisher)
+    }
+}
+
 /// A peer connection with Aula's media configuration, with ICE credentials `ufrag` and `pwd`
 /// (empty: `rtc` draws random ones, and new ones at every ICE restart): the default codecs (Opus, VP8, VP9, H.264,
-/// AV1 with RTX), NACK generation and response, RTCP reports, TWCC feedback, simulcast header
-/// extensions, and the SFU's [`Tap`] (metrics and the connection's feedback `counts`;
-/// keyframe requests delivered to the SFU) and its [`RtxRepairInterceptor`] (a publisher's
-/// resends of simulcast layers turned back into the packets they repair).
-///
-/// A connection the SFU *sends* media on (a subscriber's) also gets send-side congestion
-/// control, publishing its estimate into `estimate` (see [`crate::bwe`]), and video RED and
-/// ULPFEC with the stage that fills in FEC packets (see [`crate::fec`]).
+/// AV1 with RTX), NACK, RTCP reports, TWCC feedback and simulcast header extensions negotiated,
+/// the SFU's [`Tap`] (metrics and the connection's feedback `counts`; keyframe requests
+/// delivered to the SFU), and the interceptors of its [`Role`].
 ///
 /// The SFU is a full ICE agent, not ICE-lite, although lite would let the browser nominate at
 /// once (late joiners decoded in ~0.6 s instead of ~1 s). Measured with `rtc` 0.21: a lite
@@ -77,11 +114,12 @@ pub fn build(
     ufrag: String,
     pwd: String,
     metrics: &SfuMetrics,
-    estimate: Option<&SharedEstimate>,
+    role: Role<'_>,
     counts: Arc<FeedbackCounts>,
     now: Instant,
 ) -> Result<RTCPeerConnection, rtc::shared::error::Error> {
-    build_with(ufrag, pwd, metrics, estimate, counts, now, Feedback::Twcc)
+    let (media_engine, registry) = configure(metrics, role, counts, Feedback::Twcc)?;
+    connect(ufrag, pwd, media_engine, registry, now)
 }
 
 /// Which congestion-control feedback a peer negotiates.
@@ -94,53 +132,56 @@ pub enum Feedback {
     RembOnly,
 }
 
-/// [`build`], negotiating `feedback`.
-pub fn build_with(
-    ufrag: String,
-    pwd: String,
-    metrics: &SfuMetrics,
-    estimate: Option<&SharedEstimate>,
-    counts: Arc<FeedbackCounts>,
-    now: Instant,
-    feedback: Feedback,
-) -> Result<RTCPeerConnection, rtc::shared::error::Error> {
-    let (media_engine, registry) = configure(metrics, estimate, counts, feedback)?;
-    connect(ufrag, pwd, media_engine, registry, now)
-}
-
-/// The codecs and the interceptor chain of [`build_with`], for a caller that adds interceptors
-/// of its own before [`connect`] (the simulator's clients add what browsers do).
+/// The codecs and the interceptor chain of [`build`], negotiating `feedback`, for a caller that
+/// adds interceptors of its own before [`connect`] (the simulator's clients add what browsers
+/// do).
 pub(crate) fn configure(
     metrics: &SfuMetrics,
-    estimate: Option<&SharedEstimate>,
+    role: Role<'_>,
     counts: Arc<FeedbackCounts>,
     feedback: Feedback,
 ) -> Result<(MediaEngine, Registry), rtc::shared::error::Error> {
     let mut media_engine = MediaEngine::default();
     media_engine.register_default_codecs()?;
     red::register_red(&mut media_engine)?;
-    let defaults = match feedback {
-        Feedback::Twcc => register_default_interceptors(Registry::new(), &mut media_engine)?,
-        // `rtc`'s defaults without the TWCC header extension and feedback.
+    // `rtc`'s helpers both negotiate the feedback (the media engine) and add the interceptors
+    // for it, every one of them; only the negotiation is kept here, and the chain is built
+    // below for the connection's role.
+    match feedback {
+        Feedback::Twcc => drop(register_default_interceptors(
+            Registry::new(),
+            &mut media_engine,
+        )?),
         Feedback::RembOnly => {
             configure_simulcast_extension_headers(&mut media_engine)?;
-            configure_rtcp_reports(configure_nack(Registry::new(), &mut media_engine))
+            drop(configure_nack(Registry::new(), &mut media_engine));
         }
-    };
-    let mut registry = defaults
-        // `rtc`'s NACK responder, with a history sized by time rather than count (issue 15).
-        .with(Slot::NackResponder, ResendHistory::new())
-        .with(
-            Slot::Custom(tap::SLOT),
-            Tap::new(metrics.clone(), estimate.cloned(), counts),
-        )
-        .with(
-            Slot::Custom(rtx_repair::SLOT),
-            RtxRepairInterceptor::new(metrics.clone()),
-        );
-    if let Some(estimate) = estimate {
-        registry = bwe::with_congestion_control(registry, estimate);
+    }
+    let mut registry = Registry::new().with(
+        Slot::Custom(tap::SLOT),
+        Tap::new(metrics.clone(), role.estimate().cloned(), counts),
+    );
+    if role.receives() {
         registry = registry
+            .with(Slot::NackGenerator, NackGeneratorBuilder::new().build())
+            .with(Slot::ReceiverReport, ReceiverReportBuilder::new().build())
+            .with(
+                Slot::Custom(rtx_repair::SLOT),
+                RtxRepairInterceptor::new(metrics.clone()),
+            );
+        if feedback == Feedback::Twcc {
+            registry = registry.with(Slot::TwccReceiver, TwccReceiverBuilder::new().build());
+        }
+    }
+    if role.sends() {
+        registry = registry
+            // `rtc`'s NACK responder's slot, with a history sized by time rather than count
+            // (issue 15).
+            .with(Slot::NackResponder, ResendHistory::new())
+            .with(Slot::SenderReport, SenderReportBuilder::new().build());
+    }
+    if let Role::Subscriber(estimate) = role {
+        registry = bwe::with_congestion_control(registry, estimate)
             .with(
                 Slot::Custom(spaced_copies::SLOT),
                 SpacedCopies::new(estimate.clone()),
@@ -217,5 +258,51 @@ pub fn vp8() -> RTCRtpCodec {
         channels: 0,
         sdp_fmtp_line: String::new(),
         rtcp_feedback: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stages(role: Role<'_>) -> Vec<String> {
+        let metrics = SfuMetrics::register(&prometheus::Registry::new()).expect("fresh registry");
+        let (_, registry) =
+            configure(&metrics, role, Default::default(), Feedback::Twcc).expect("chain");
+        registry.slots().into_iter().map(|(_, name)| name).collect()
+    }
+
+    /// Each connection carries the stages of its direction and no other, wire-most first; none
+    /// is displaced by another claiming its slot (which `rtc` would only log).
+    #[test]
+    fn each_role_gets_the_stages_of_its_direction() {
+        assert_eq!(
+            stages(Role::Publisher),
+            [
+                "Tap",
+                "RtxRepairInterceptor",
+                "NackGeneratorInterceptor",
+                "TwccReceiverInterceptor",
+                "ReceiverReportInterceptor",
+            ]
+        );
+        let estimate = SharedEstimate::new();
+        let subscriber = stages(Role::Subscriber(&estimate));
+        assert_eq!(subscriber[..3], ["Tap", "SenderClockStage", "SpacedCopies"]);
+        assert_eq!(subscriber[4], "FecStage");
+        assert_eq!(
+            subscriber[6..],
+            ["ResendHistory", "SenderReportInterceptor"]
+        );
+        assert_eq!(subscriber.len(), 8, "{subscriber:?}");
+        assert!(
+            subscriber[3].starts_with("WithRtx<CongestionControl"),
+            "{subscriber:?}"
+        );
+        assert!(
+            subscriber[5].starts_with("WithRtx<TwccSender"),
+            "{subscriber:?}"
+        );
+        assert_eq!(stages(Role::Client).len(), 7);
     }
 }

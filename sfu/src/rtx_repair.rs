@@ -707,7 +707,7 @@ mod tests {
             String::new(),
             String::new(),
             &metrics,
-            None,
+            crate::peer::Role::Publisher,
             Default::default(),
             Instant::now(),
         )

@@ -170,7 +170,8 @@ impl Sim {
         };
         let counts = Arc::new(FeedbackCounts::default());
         let (media_engine, registry) =
-            peer::configure(&metrics, None, counts.clone(), feedback).expect("default chain");
+            peer::configure(&metrics, peer::Role::Client, counts.clone(), feedback)
+                .expect("default chain");
         let registry = registry.with(Slot::Custom(CHROME_RTX_SLOT), ChromeRtx::default());
         let mut pc = peer::connect(ufrag, pwd, media_engine, registry, self.now)
             .expect("default peer builds");

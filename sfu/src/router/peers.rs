@@ -135,11 +135,15 @@ impl Router {
         let (ufrag, pwd) = (String::new(), String::new());
         let estimate = (target == PeerTarget::Subscribe).then(SharedEstimate::new);
         let feedback = Arc::new(FeedbackCounts::default());
+        let role = match &estimate {
+            Some(estimate) => peer::Role::Subscriber(estimate),
+            None => peer::Role::Publisher,
+        };
         let mut pc = peer::build(
             ufrag.clone(),
             pwd.clone(),
             &self.metrics,
-            estimate.as_ref(),
+            role,
             feedback.clone(),
             now,
         )
