@@ -1,17 +1,25 @@
 //! The SFU's hot path, per publisher packet: SRTP decrypt -> forwarding decision -> rewrite ->
-//! SRTP encrypt for every subscriber -> `send_to` on a real loopback socket.
+//! SRTP encrypt for every subscriber -> the kernel, on real loopback sockets.
 //!
 //! The publisher's packets are encrypted before the clock starts (their cost is the client's,
 //! not the SFU's); everything the router does with them, and the syscalls, is measured.
 //! `cargo bench -p aula-sfu --bench forward` prints time per publisher packet; divide by the
 //! subscriber count for the cost per forwarded packet.
+//!
+//! Two groups: `forward_opus_packet` sends each copy with its own `send_to` to one socket (how
+//! the SFU sent before issue 15, and what this benchmark measured then, so the two compare),
+//! and `forward_opus_packet_batched` sends them as the server's worker does, a router turn's
+//! datagrams in one [`MediaSocket::send_all`], each subscriber's to a socket of its own.
 
+use std::collections::HashMap;
 use std::hint::black_box;
-use std::net::UdpSocket;
+use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use aula_protocol::TrackKind;
+use aula_sfu::router::Transmit;
 use aula_sfu::sim::{SFU_ADDR, Sim};
+use aula_sfu::udp::MediaSocket;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
 /// A call with one Opus publisher and `subscribers` subscribers, connected and flowing.
@@ -79,5 +87,55 @@ fn forward(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, forward);
+/// As [`forward`], with the copies of each publisher packet sent together the way the worker
+/// sends a router turn's, each subscriber's to its own loopback socket.
+fn forward_batched(c: &mut Criterion) {
+    let mut socket =
+        MediaSocket::sending_only(UdpSocket::bind("127.0.0.1:0").expect("bind sender"))
+            .expect("media socket");
+    let mut group = c.benchmark_group("forward_opus_packet_batched");
+    for subscribers in [1usize, 10, 50] {
+        let (mut sim, teacher) = connected_call(subscribers);
+        // Each simulated subscriber's address stands for a real socket nobody reads.
+        let mut sinks = Vec::new();
+        let mut sink_of: HashMap<SocketAddr, SocketAddr> = HashMap::new();
+        group.throughput(Throughput::Elements(subscribers as u64));
+        group.bench_with_input(
+            BenchmarkId::from_parameter(subscribers),
+            &subscribers,
+            |b, _| {
+                b.iter_custom(|iters| {
+                    let mut datagrams = Vec::with_capacity(iters as usize);
+                    for _ in 0..iters {
+                        sim.send(teacher, &[0x5a; 80]);
+                        datagrams.extend(sim.take_datagrams(teacher));
+                    }
+                    let now = sim.now;
+                    let mut turn: Vec<Transmit> = Vec::with_capacity(subscribers);
+                    let start = Instant::now();
+                    for (from, data) in &datagrams {
+                        sim.router.handle_datagram(now, *from, SFU_ADDR, data);
+                        while let Some(mut out) = sim.router.poll_transmit() {
+                            out.to = *sink_of.entry(out.to).or_insert_with(|| {
+                                let sink = UdpSocket::bind("127.0.0.1:0").expect("bind sink");
+                                let addr = sink.local_addr().expect("sink address");
+                                sinks.push(sink);
+                                addr
+                            });
+                            turn.push(out);
+                        }
+                        black_box(socket.send_all(&turn, |_, result| {
+                            let _ = black_box(result);
+                        }));
+                        turn.clear();
+                    }
+                    start.elapsed()
+                });
+            },
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(benches, forward, forward_batched);
 criterion_main!(benches);
