@@ -140,6 +140,11 @@ pub enum SfuEvent {
         track_sid: TrackSid,
         layers: Vec<usize>,
     },
+    /// The worst loss among listeners of an audio track imported from another node that have
+    /// no RED, here and on the nodes this one passes it on to, in 256ths, when that changes;
+    /// the control plane tells the node that exports it, so that the publisher's Opus encoder
+    /// is asked for in-band FEC (see `Router::report_listeners_loss`).
+    RelayListenerLoss { track_sid: TrackSid, fraction: u8 },
     /// A publisher's sender report for a track exported on `link`; the control plane passes it
     /// on, so that subscribers behind that node keep lip sync (see [`crate::sender_clock`]).
     RelaySenderReport {
@@ -341,6 +346,11 @@ pub(crate) enum Command {
         track_sid: TrackSid,
         link: u64,
         layers: Vec<usize>,
+    },
+    RelayListenerLoss {
+        track_sid: TrackSid,
+        link: u64,
+        fraction: u8,
     },
     RelaySenderReport {
         track_sid: TrackSid,

@@ -169,6 +169,9 @@ struct Producer {
     /// Imported: the layers last asked of the exporting node (see
     /// [`relay::demanded_layers`]).
     relay_demand: Option<Vec<Layer>>,
+    /// Imported audio: the worst loss among listeners without RED here and beyond, as last
+    /// told to the exporting node (in 256ths; see `Router::report_listeners_loss`).
+    relay_listener_loss: u8,
     /// Per layer, the publisher's clock from its latest sender report, in its own timestamps
     /// (see `sender_clock`).
     clocks: Vec<Option<SenderClock>>,

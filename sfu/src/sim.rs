@@ -644,6 +644,7 @@ impl Sim {
             SfuEvent::TrackUnpublished { .. }
             | SfuEvent::RelayKeyframeRequest { .. }
             | SfuEvent::RelayLayerDemand { .. }
+            | SfuEvent::RelayListenerLoss { .. }
             | SfuEvent::RelayNack { .. }
             | SfuEvent::RelaySenderReport { .. } => self.relay_events.push(event),
             SfuEvent::RecordingFailed { .. } => {}

@@ -593,6 +593,11 @@ fn handle_command(
             link,
             layers,
         } => router.relay_layer_demand(Instant::now(), &track_sid, link, layers),
+        Command::RelayListenerLoss {
+            track_sid,
+            link,
+            fraction,
+        } => router.relay_listener_loss(&track_sid, link, fraction),
         Command::RelaySenderReport {
             track_sid,
             ssrc,

@@ -325,3 +325,65 @@ fn each_shard_runs_its_own_subscribers_congestion_control() {
         shards.sims[1].stream_states
     );
 }
+
+/// A student without RED (Firefox) on the other shard than the teacher's microphone counts in
+/// what the teacher is told of its listeners' loss (for Opus in-band FEC, see
+/// `Router::report_listeners_loss`): the importing shard reports it up the pipe.
+#[test]
+fn a_listener_without_red_on_another_shard_has_its_loss_reported_to_the_microphone() {
+    let mut shards = Shards::new();
+    let microphone = shards.sims[0].add_publisher("teacher", TrackKind::Audio);
+    let track = publish(&mut shards, microphone, b"warm-up");
+    assert_eq!(shards.placement.place("far"), 1);
+    shards.sims[1].no_red.push("far".to_owned());
+    assert_eq!(shards.subscribe("far", &track), 1);
+    let link = Link::new(Impairment::default(), 11);
+    shards.sims[1].downlinks.insert("far".to_owned(), link);
+    let run = |shards: &mut Shards, duration: Duration| {
+        for _ in 0..duration.as_millis() / 20 {
+            shards.sims[0].send(microphone, &[0xA5; 100]);
+            for _ in 0..4 {
+                shards.step(STEP);
+            }
+        }
+    };
+    let reported = |shards: &Shards| {
+        let receptions = shards.sims[0].clients[microphone].feedback.receptions();
+        receptions.first().expect("reports on the microphone").loss
+    };
+    run(&mut shards, Duration::from_secs(3));
+    assert!(
+        shards.sims[1].client("far").received.len() > 100,
+        "the audio reaches the other shard"
+    );
+    assert!(
+        reported(&shards) < 0.01,
+        "a clean link: {}",
+        reported(&shards)
+    );
+
+    shards.sims[1]
+        .downlinks
+        .get_mut("far")
+        .expect("its path")
+        .set(Impairment {
+            loss: 0.2,
+            ..Impairment::default()
+        });
+    run(&mut shards, Duration::from_secs(8));
+    let lossy = reported(&shards);
+    println!("the far student's 20 % loss, reported to the teacher: {lossy:.3}");
+    assert!((0.1..0.3).contains(&lossy), "told across the pipe: {lossy}");
+
+    shards.sims[1]
+        .downlinks
+        .get_mut("far")
+        .expect("its path")
+        .set(Impairment::default());
+    run(&mut shards, Duration::from_secs(15));
+    assert!(
+        reported(&shards) < 0.01,
+        "the loss gone, nothing told: {}",
+        reported(&shards)
+    );
+}

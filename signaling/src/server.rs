@@ -786,6 +786,7 @@ pub(crate) async fn handle_event(state: &AppState, event: SfuEvent) {
         // from another node without one).
         SfuEvent::RelayKeyframeRequest { .. }
         | SfuEvent::RelayLayerDemand { .. }
+        | SfuEvent::RelayListenerLoss { .. }
         | SfuEvent::RelayNack { .. }
         | SfuEvent::RelaySenderReport { .. } => {}
     }

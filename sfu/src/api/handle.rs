@@ -468,6 +468,19 @@ impl SfuHandle {
         self.tell(shard, command);
     }
 
+    /// The node on `link` has listeners of audio track `track_sid` without RED, the worst of
+    /// them losing `fraction` (256ths). Not waited for.
+    pub fn relay_listener_loss(&self, track_sid: &str, link: u64, fraction: u8) {
+        let shard = self.home_of(track_sid);
+        let track_sid = track_sid.to_owned();
+        let command = Command::RelayListenerLoss {
+            track_sid,
+            link,
+            fraction,
+        };
+        self.tell(shard, command);
+    }
+
     /// The publisher of imported track `track_sid` reported that `rtp_time` of its stream
     /// `ssrc` is now (its sender report, passed on by the node that exports it). Every shard
     /// with the track is told. Not waited for.

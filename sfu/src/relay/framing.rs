@@ -173,6 +173,12 @@ pub enum Control {
         track: String,
         layers: Vec<u8>,
     },
+    /// The worst loss (in 256ths) among the subscriber's listeners of an audio track that have
+    /// no RED, so that the publisher is asked for Opus in-band FEC (replaces the previous one).
+    ListenerLoss {
+        track: String,
+        fraction: u8,
+    },
     /// One request per track and layer, however many participants behind the node asked.
     KeyframeRequest {
         track: String,
@@ -380,6 +386,10 @@ mod tests {
             Control::LayerDemand {
                 track: "TR_1".into(),
                 layers: vec![0],
+            },
+            Control::ListenerLoss {
+                track: "TR_1".into(),
+                fraction: 51,
             },
             Control::KeyframeRequest {
                 track: "TR_1".into(),

@@ -100,38 +100,55 @@ impl Router {
     /// their own loss asks (see `red`), and in-band FEC would only take bits from every
     /// listener's audio for a repair RED already makes. The worst listener, not a share of
     /// them: one learner who cannot hear is the one this is for, and FEC costs the others
-    /// a little quality, not audibility. Listeners on another shard or node are not counted.
-    fn report_listeners_loss(&self, losses: &[(ParticipantId, f64, Option<SharedEstimate>)]) {
+    /// a little quality, not audibility.
+    ///
+    /// Listeners on other shards and nodes count too: each importing router reports the worst
+    /// of its own listeners and of those it passes the track on to, up the pipe or relay link
+    /// the track came by ([`SfuEvent::RelayListenerLoss`], when that changes), as it does the
+    /// layers its subscribers need.
+    fn report_listeners_loss(&mut self, losses: &[(ParticipantId, f64, Option<SharedEstimate>)]) {
         let loss_of: HashMap<&str, f64> = losses
             .iter()
             .map(|(listener, loss, _)| (listener.as_str(), *loss))
             .collect();
-        for producer in self.producers.values() {
-            let Upstream::Peer { key, .. } = producer.upstream else {
-                continue;
-            };
-            if producer.kind != TrackKind::Audio {
-                continue;
-            }
-            let worst = producer
+        for producer in self
+            .producers
+            .values_mut()
+            .filter(|p| p.kind == TrackKind::Audio)
+        {
+            let here = producer
                 .consumers
                 .iter()
                 .filter(|(_, c)| matches!(c.stage, ConsumerStage::Live { red: None, .. }))
                 .filter_map(|(listener, _)| loss_of.get(listener.as_str()))
                 .fold(0.0, |worst: f64, &loss| worst.max(loss));
-            let Some(peer) = self.peers.get(&key) else {
-                continue;
-            };
-            let mut floors = peer
-                .feedback
-                .reported_loss_floor
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            for &ssrc in producer.layers.keys() {
-                match fraction_lost(worst) {
-                    0 => floors.remove(&ssrc),
-                    fraction => floors.insert(ssrc, fraction),
-                };
+            let beyond = producer.exports.iter().map(|e| e.listener_loss).max();
+            let worst = fraction_lost(here).max(beyond.unwrap_or(0));
+            match producer.upstream {
+                Upstream::Peer { key, .. } => {
+                    let Some(peer) = self.peers.get(&key) else {
+                        continue;
+                    };
+                    let mut floors = peer
+                        .feedback
+                        .reported_loss_floor
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner);
+                    for &ssrc in producer.layers.keys() {
+                        match worst {
+                            0 => floors.remove(&ssrc),
+                            _ => floors.insert(ssrc, worst),
+                        };
+                    }
+                }
+                Upstream::Relay if worst != producer.relay_listener_loss => {
+                    producer.relay_listener_loss = worst;
+                    self.events.push_back(SfuEvent::RelayListenerLoss {
+                        track_sid: producer.sid.clone(),
+                        fraction: worst,
+                    });
+                }
+                Upstream::Relay => {}
             }
         }
     }

@@ -36,6 +36,9 @@ pub struct Export {
     /// The layers the other node asked for (see [`demanded_layers`]); every layer until it
     /// says.
     pub layers: Option<Vec<Layer>>,
+    /// Audio: the worst loss among the other node's (or shard's) listeners without RED, as it
+    /// reported, in 256ths (see `Router::report_listeners_loss`).
+    pub listener_loss: u8,
 }
 
 impl Export {
@@ -120,6 +123,7 @@ impl Router {
                     link,
                     index,
                     layers: None,
+                    listener_loss: 0,
                 });
                 info!(track = %track_sid, link, index, "track exported to a relay link");
                 index
@@ -173,6 +177,20 @@ impl Router {
         export.layers = Some(layers);
         for layer in added {
             self.request_keyframe(now, track_sid, layer);
+        }
+    }
+
+    /// The node (or shard) on `link` says the worst loss among its listeners of audio track
+    /// `track_sid` that have no RED is `fraction` (256ths); it counts with the listeners here
+    /// in what the publisher is told (see `Router::report_listeners_loss`). Unknown tracks or
+    /// links are a no-op.
+    pub fn relay_listener_loss(&mut self, track_sid: &str, link: u64, fraction: u8) {
+        if let Some(export) = self
+            .producers
+            .get_mut(track_sid)
+            .and_then(|p| p.exports.iter_mut().find(|e| e.link == link))
+        {
+            export.listener_loss = fraction;
         }
     }
 
@@ -286,6 +304,7 @@ impl Router {
             relay_history: Default::default(),
             relay_gaps: Default::default(),
             relay_demand: None,
+            relay_listener_loss: 0,
             clocks: Vec::new(),
         };
         self.producers.insert(track.sid, producer);

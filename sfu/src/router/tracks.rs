@@ -318,6 +318,7 @@ impl Router {
             relay_history: Default::default(),
             relay_gaps: Default::default(),
             relay_demand: None,
+            relay_listener_loss: 0,
             clocks: Vec::new(),
         };
         producer.layers.insert(ssrc, layer);

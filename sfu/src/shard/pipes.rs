@@ -62,6 +62,12 @@ pub enum PipeCommand {
         link: u64,
         layers: Vec<usize>,
     },
+    /// The importing shard's listeners without RED lose this much at worst (256ths).
+    ListenerLoss {
+        track: TrackSid,
+        link: u64,
+        fraction: u8,
+    },
     /// The publisher's sender report, for the importer's subscribers' lip sync.
     SenderReport {
         track: TrackSid,
@@ -87,6 +93,11 @@ impl PipeCommand {
                 link,
                 layers,
             } => router.relay_layer_demand(now, &track, link, layers),
+            PipeCommand::ListenerLoss {
+                track,
+                link,
+                fraction,
+            } => router.relay_listener_loss(&track, link, fraction),
             PipeCommand::SenderReport {
                 track,
                 ssrc,
@@ -199,6 +210,23 @@ pub fn route(placement: &mut Placement, from: usize, event: SfuEvent) -> Routed 
                 None => Routed::up(SfuEvent::RelayLayerDemand { track_sid, layers }),
             }
         }
+        SfuEvent::RelayListenerLoss {
+            track_sid,
+            fraction,
+        } => match placement.piped_from(&track_sid, from) {
+            Some(home) => Routed::to(
+                home,
+                PipeCommand::ListenerLoss {
+                    track: track_sid,
+                    link: pipe_link(from),
+                    fraction,
+                },
+            ),
+            None => Routed::up(SfuEvent::RelayListenerLoss {
+                track_sid,
+                fraction,
+            }),
+        },
         SfuEvent::RelaySenderReport {
             link,
             track_sid,
@@ -283,6 +311,22 @@ mod tests {
                 }
             )]
         );
+        let loss = SfuEvent::RelayListenerLoss {
+            track_sid: "TR_cam".into(),
+            fraction: 51,
+        };
+        assert_eq!(
+            route(&mut placement, 1, loss.clone()).commands,
+            vec![(
+                0,
+                PipeCommand::ListenerLoss {
+                    track: "TR_cam".into(),
+                    link: pipe_link(1),
+                    fraction: 51
+                }
+            )]
+        );
+        assert_eq!(route(&mut placement, 0, loss.clone()), Routed::up(loss));
         let nack = SfuEvent::RelayNack {
             track_sid: "TR_cam".into(),
             layer: 0,

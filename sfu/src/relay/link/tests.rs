@@ -110,6 +110,10 @@ async fn nodes_of_one_cluster_exchange_control_messages_and_packets() {
             track: "TR_cam".into(),
             layer: 0,
         },
+        Control::ListenerLoss {
+            track: "TR_mic".into(),
+            fraction: 51,
+        },
     ];
     for message in &requests {
         within(5, at_relay.send_control(message)).await.unwrap();

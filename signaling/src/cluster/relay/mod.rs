@@ -211,6 +211,15 @@ impl ClusterMedia {
                     }
                     continue;
                 }
+                SfuEvent::RelayListenerLoss {
+                    track_sid,
+                    fraction,
+                } => {
+                    if let Some(link) = self.import_link(track_sid) {
+                        link.listener_loss(track_sid, *fraction);
+                    }
+                    continue;
+                }
                 SfuEvent::RelaySenderReport { link, .. } => {
                     let peer = self
                         .lock()

@@ -125,6 +125,13 @@ impl LinkPeer {
         });
     }
 
+    pub(super) fn listener_loss(&self, track_sid: &str, fraction: u8) {
+        let _ = self.out.send(Control::ListenerLoss {
+            track: track_sid.to_owned(),
+            fraction,
+        });
+    }
+
     /// Passes on a publisher's sender report ([`SfuEvent::RelaySenderReport`]) for a track this
     /// link carries.
     pub(super) fn sender_report(&self, event: &SfuEvent) {
@@ -192,6 +199,9 @@ impl LinkPeer {
                 Control::LayerDemand { track, layers } => {
                     let layers = layers.into_iter().map(usize::from).collect();
                     media.sfu.relay_layer_demand(&track, self.id, layers);
+                }
+                Control::ListenerLoss { track, fraction } => {
+                    media.sfu.relay_listener_loss(&track, self.id, fraction);
                 }
                 Control::SenderReport {
                     track,

@@ -135,6 +135,7 @@ impl RemoteEvent {
             | SfuEvent::QosSample { .. }
             | SfuEvent::RelayKeyframeRequest { .. }
             | SfuEvent::RelayLayerDemand { .. }
+            | SfuEvent::RelayListenerLoss { .. }
             | SfuEvent::RelayNack { .. }
             | SfuEvent::RelaySenderReport { .. } => None,
         }
@@ -190,6 +191,7 @@ impl RemoteEvent {
             | SfuEvent::QosSample { .. }
             | SfuEvent::RelayKeyframeRequest { .. }
             | SfuEvent::RelayLayerDemand { .. }
+            | SfuEvent::RelayListenerLoss { .. }
             | SfuEvent::RelayNack { .. }
             | SfuEvent::RelaySenderReport { .. }) => return Err(other),
         })
