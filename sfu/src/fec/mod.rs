@@ -103,8 +103,10 @@ pub fn read_placeholder(payload: &[u8]) -> Option<(usize, Protection)> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub struct Protection(u8);
 
-/// Media packets per FEC packet at each protection level; 0 is off.
-const PER_FEC: [usize; 5] = [0, 4, 3, 2, 1];
+/// Media packets per FEC packet at each protection level; 0 is off. The top level
+/// ([`Protection::CROSSED`]) adds, to one FEC packet per packet, one more per run over all of
+/// the run's packets (see [`plan`]).
+const PER_FEC: [usize; 6] = [0, 4, 3, 2, 1, 1];
 
 /// Loss (a fraction, sustained: see `forward::condition`) from which each level is used.
 /// Below 3 % NACK repairs everything in time. A group of n media packets and its FEC packet
@@ -113,10 +115,19 @@ const PER_FEC: [usize; 5] = [0, 4, 3, 2, 1];
 /// half as much. One FEC packet per media packet (a copy, in effect) from 25 %: at 30 % loss
 /// with pairs the picture froze 0–6.8 % of the time (eight 20 s runs, at 10–19 fps), with
 /// copies 0 % in four runs, at 10 fps (the copies take the bandwidth of the frame rate).
-const LEVEL_FROM: [f64; 4] = [0.03, 0.10, 0.20, 0.25];
+///
+/// From 40 %, a parity of the whole run on top of the copies. At 50 % loss a packet and its
+/// copy are both lost one time in four, and a two-packet frame (the lowest step's, at about
+/// 6 fps) then needed a resend 7 times in 16, whose request and answer are each lost half the
+/// time: frozen 10.5 % of the time, in ~700 ms stalls while NACKs retried. The run's parity
+/// rebuilds either packet when the other arrived, and the frame needs a resend 1 time in 4,
+/// for half a packet more per packet.
+const LEVEL_FROM: [f64; 5] = [0.03, 0.10, 0.20, 0.25, 0.40];
 
 impl Protection {
     pub const OFF: Protection = Protection(0);
+    /// Copies, and a parity across each run (the highest level).
+    pub const CROSSED: Protection = Protection(PER_FEC.len() as u8 - 1);
 
     /// The level for a link losing `loss`, given the `current` one: up at once, down only
     /// when the loss has halved from where the current level is needed (as RED's depth).
@@ -131,11 +142,14 @@ impl Protection {
     }
 
     /// The FEC's bit rate as a fraction of the video's it protects: one packet of parity,
-    /// as long as the longest of its group, per [`PER_FEC`] packets.
+    /// as long as the longest of its group, per [`PER_FEC`] packets; at the top level the
+    /// run's parity too, counted as for two-packet frames (the lowest step's, where the loss
+    /// that asks for it leaves the video).
     pub fn overhead(self) -> f64 {
+        let crossed = if self == Self::CROSSED { 0.5 } else { 0.0 };
         match PER_FEC[usize::from(self.0)] {
             0 => 0.0,
-            per => 1.0 / per as f64,
+            per => 1.0 / per as f64 + crossed,
         }
     }
 }
@@ -159,6 +173,9 @@ pub fn plan(count: usize, protection: Protection) -> Vec<Vec<usize>> {
         for i in start..end {
             groups[first + (i - start) % in_run].push(i);
         }
+        if protection == Protection::CROSSED {
+            groups.push((start..end).collect());
+        }
     }
     groups
 }
@@ -175,16 +192,70 @@ mod tests {
             level = Protection::for_loss(level, loss);
             seen.push(level.0);
         }
-        assert_eq!(seen, [0, 1, 2, 4, 4, 4, 2, 1, 0, 0]);
+        assert_eq!(seen, [0, 1, 2, 5, 5, 4, 2, 1, 0, 0]);
         assert_eq!(Protection::OFF.overhead(), 0.0);
         assert_eq!(Protection(3).overhead(), 0.5);
+        assert_eq!(Protection::CROSSED.overhead(), 1.5);
+    }
+
+    /// How many of the 2^n ways of losing a frame of `count` packets and the FEC packets of
+    /// `protection` (n of them in all, each lost or not) leave a packet that the receiver
+    /// cannot rebuild: a group's FEC packet rebuilds its one missing member, and what it
+    /// rebuilds counts for the other groups.
+    fn unrecoverable(count: usize, protection: Protection) -> (usize, usize) {
+        let groups = plan(count, protection);
+        let n = count + groups.len();
+        let failed = (0u32..1 << n)
+            .filter(|lost| {
+                let mut have: Vec<bool> = (0..count).map(|i| lost & (1 << i) == 0).collect();
+                loop {
+                    let rebuilt = groups.iter().enumerate().find_map(|(g, group)| {
+                        let missing: Vec<usize> =
+                            group.iter().copied().filter(|&i| !have[i]).collect();
+                        (lost & (1 << (count + g)) == 0 && missing.len() == 1).then(|| missing[0])
+                    });
+                    match rebuilt {
+                        Some(i) => have[i] = true,
+                        None => break,
+                    }
+                }
+                have.contains(&false)
+            })
+            .count();
+        (failed, 1 << n)
+    }
+
+    /// At 50 % loss (every pattern as likely), the run's parity halves what a frame of the
+    /// lowest step needs resent.
+    #[test]
+    fn the_runs_parity_rebuilds_what_copies_alone_cannot() {
+        assert_eq!(unrecoverable(1, Protection(4)), (1, 4));
+        assert_eq!(unrecoverable(2, Protection(4)), (7, 16));
+        assert_eq!(unrecoverable(2, Protection::CROSSED), (8, 32));
+        assert_eq!(unrecoverable(1, Protection::CROSSED), (1, 8));
     }
 
     #[test]
     fn a_plan_covers_every_packet_once_in_groups_an_fec_packet_can_name() {
         for count in [1, 2, 5, 16, 47, 48, 49, 100, 160] {
             for level in 1..PER_FEC.len() as u8 {
-                let groups = plan(count, Protection(level));
+                let mut groups = plan(count, Protection(level));
+                if Protection(level) == Protection::CROSSED {
+                    // The copies' groups, and each run's parity, covering the run again.
+                    for copy in plan(count, Protection(level - 1)) {
+                        let at = groups.iter().position(|g| *g == copy).expect("a copy");
+                        groups.remove(at);
+                    }
+                    let mut again: Vec<usize> = groups.iter().flatten().copied().collect();
+                    again.sort_unstable();
+                    assert_eq!(again, (0..count).collect::<Vec<_>>(), "{count} crossed");
+                    assert!(
+                        groups
+                            .iter()
+                            .all(|g| g.last().unwrap() - g[0] < ulpfec::MAX_SPAN)
+                    );
+                    continue;
+                }
                 let mut all: Vec<usize> = groups.iter().flatten().copied().collect();
                 all.sort_unstable();
                 assert_eq!(all, (0..count).collect::<Vec<_>>(), "{count} at {level}");
