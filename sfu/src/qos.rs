@@ -98,6 +98,8 @@ pub struct FeedbackCounts {
     /// connected again after ICE called it disconnected. The router takes it (and asks for
     /// keyframes for what the participant watches).
     pub path_returned: std::sync::atomic::AtomicBool,
+    /// When the last RTCP came in on the connection (written by the tap).
+    pub last_rtcp: Mutex<Option<Instant>>,
     /// On a publish connection: per audio stream (SSRC), the least loss the SFU's receiver
     /// reports give for it, as RTCP's fraction lost (x/256): what its listeners without RED
     /// lose, so that the publisher's Opus encoder adds in-band FEC for them (see
@@ -120,6 +122,15 @@ pub struct Reception {
 }
 
 impl FeedbackCounts {
+    /// How long nothing has come in on the connection (`None`: never anything).
+    pub fn silent_for(&self, now: Instant) -> Option<Duration> {
+        let last = *self
+            .last_rtcp
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        last.map(|at| now.saturating_duration_since(at))
+    }
+
     /// The latest reception reports on the connection's streams.
     pub fn receptions(&self) -> Vec<Reception> {
         let receptions = self

@@ -70,6 +70,11 @@ const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(100);
 const OFFER_DEBOUNCE: Duration = Duration::from_millis(15);
 /// How often subscribers' receiver reports are sampled into the metrics.
 const PEER_STATS_INTERVAL: Duration = Duration::from_secs(5);
+/// Nothing from a peer for this long when ICE calls its path disconnected is an outage: a
+/// receiver's feedback comes every 50-100 ms, so even at 50 % loss some of it comes in a
+/// second (10 lost in a row: 1 time in 1,000), while a cut path has been silent for the
+/// seconds ICE takes to call it.
+const OUTAGE_SILENCE: Duration = Duration::from_secs(1);
 
 /// Bytes a forwarded packet costs beyond its payload: the RTP header with our extensions and
 /// the SRTP tag. Layer rates include it, so they compare with the estimate (and `red::cost`
@@ -108,6 +113,9 @@ struct Peer {
     /// Subscribe side: how much the path loses at random, and so which video it gets.
     path: PathJudge,
     connected_at: Option<Instant>,
+    /// ICE called the connection disconnected while nothing had come from the peer for
+    /// [`OUTAGE_SILENCE`]: an outage, whose end (connected again) asks for keyframes.
+    outage: bool,
     /// The NACKs and keyframe requests the connection's tap counted, for the QoS samples.
     feedback: Arc<FeedbackCounts>,
 }

@@ -74,8 +74,6 @@ pub struct Tap {
     /// (`resend_copies`) and how fast to probe (`bwe::probe`).
     estimate: Option<SharedEstimate>,
     sent: SendLog,
-    /// When the last RTCP came in (see [`PATH_SILENCE`]).
-    last_rtcp: Option<Instant>,
     /// The sender reports sent, to read the peer's reception reports by (see `reports`).
     reports: ReportLog,
     /// When the publisher's packets arrived, to ask only for recent losses.
@@ -104,7 +102,6 @@ impl Tap {
             feedback,
             estimate,
             sent: SendLog::new(),
-            last_rtcp: None,
             reports: ReportLog::default(),
             arrivals: ArrivalLog::default(),
             transport: TransportLog::default(),
@@ -168,13 +165,15 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for Tap {
                 self.metrics.rtp_bytes_received.inc_by(size as u64);
             }
             Packet::Rtcp(packets) => {
-                if self
+                let last = self
+                    .feedback
                     .last_rtcp
-                    .is_some_and(|at| now.saturating_duration_since(at) > PATH_SILENCE)
-                {
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .replace(now);
+                if last.is_some_and(|at| now.saturating_duration_since(at) > PATH_SILENCE) {
                     self.feedback.path_returned.store(true, Ordering::Relaxed);
                 }
-                self.last_rtcp = Some(now);
                 self.note_receptions(packets, now);
                 for packet in packets.iter() {
                     let nacks = nacked(packet.as_ref());

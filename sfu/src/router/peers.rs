@@ -15,7 +15,7 @@ use rtc::peer_connection::transport::RTCIceCandidateInit;
 use rtc::sansio::Protocol;
 use tracing::{debug, info};
 
-use super::{Peer, PeerKey, Router, Transmit};
+use super::{OUTAGE_SILENCE, Peer, PeerKey, Router, Transmit};
 use crate::api::{PeerState, SfuError, SfuEvent, TrackSid};
 use crate::bwe::SharedEstimate;
 use crate::forward::condition::PathJudge;
@@ -175,6 +175,7 @@ impl Router {
                 estimate,
                 path: PathJudge::default(),
                 connected_at: None,
+                outage: false,
                 feedback,
             }),
         );
@@ -251,7 +252,7 @@ impl Router {
                         // disconnected: the path is back, whether or not RTCP has said so yet
                         // (a browser's reports can lag its ICE checks by a second, which was a
                         // second of frozen picture).
-                        if peer.connected_at.is_some() {
+                        if peer.connected_at.is_some() && std::mem::take(&mut peer.outage) {
                             peer.feedback.path_returned.store(true, Ordering::Relaxed);
                         }
                         peer.connected_at.get_or_insert(now);
@@ -263,6 +264,16 @@ impl Router {
                             target,
                             state: PeerState::Connected,
                         });
+                    }
+                    // A path losing half its packets loses the ICE checks too, and ICE calls it
+                    // disconnected for a moment while media and feedback go on: no outage, and
+                    // a keyframe asked for when it is "back" (at 50 % loss, large and slow to
+                    // get through) stalled the picture it was meant to restore.
+                    RTCPeerConnectionState::Disconnected => {
+                        peer.outage = peer
+                            .feedback
+                            .silent_for(now)
+                            .is_none_or(|silence| silence >= OUTAGE_SILENCE);
                     }
                     RTCPeerConnectionState::Failed => {
                         peer.connected = false;
@@ -294,5 +305,49 @@ impl Router {
             }
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::SfuMetrics;
+
+    /// Whether a subscriber whose connection goes disconnected and connected again, with its
+    /// last feedback `silent` before the disconnection (`None`: none ever), is taken for back
+    /// from an outage.
+    fn returned_after(silent: Option<Duration>) -> bool {
+        let start = Instant::now();
+        let metrics = SfuMetrics::register(&prometheus::Registry::new()).expect("fresh registry");
+        let mut router = Router::new(&[], metrics, start);
+        let key = router
+            .create_peer(start, "student", PeerTarget::Subscribe)
+            .expect("peer");
+        let state = |state| RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state);
+        router.handle_peer_event(start, key, state(RTCPeerConnectionState::Connected));
+        let disconnected = start + Duration::from_secs(10);
+        let feedback = router.peers[&key].feedback.clone();
+        *feedback.last_rtcp.lock().expect("lock") = silent.map(|s| disconnected - s);
+        router.handle_peer_event(
+            disconnected,
+            key,
+            state(RTCPeerConnectionState::Disconnected),
+        );
+        let connected = disconnected + Duration::from_millis(300);
+        router.handle_peer_event(connected, key, state(RTCPeerConnectionState::Connected));
+        feedback.path_returned.load(Ordering::Relaxed)
+    }
+
+    /// ICE calls a path losing half its packets disconnected now and then while its feedback
+    /// goes on: no outage, and no keyframe asked for when it is connected again (at 50 % loss
+    /// one stalled the picture it was meant to restore). A path silent when ICE gave up on it
+    /// is back from an outage when it connects again.
+    #[test]
+    fn a_reconnection_is_a_return_only_after_silence() {
+        assert!(!returned_after(Some(Duration::from_millis(80))));
+        assert!(returned_after(Some(Duration::from_secs(4))));
+        assert!(returned_after(None));
     }
 }
