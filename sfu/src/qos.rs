@@ -95,8 +95,9 @@ pub struct FeedbackCounts {
     pub keyframe_requests_sent: AtomicU64,
     /// Set when feedback comes in again after [`crate::tap::PATH_SILENCE`] without any: the
     /// path from the participant came back from an outage. Also set when the connection is
-    /// connected again after ICE called it disconnected. The router takes it (and asks for
-    /// keyframes for what the participant watches).
+    /// connected again after ICE called it disconnected while nothing came from it (see
+    /// `Peer::outage`). The router takes it (and asks for keyframes for what the participant
+    /// watches).
     pub path_returned: std::sync::atomic::AtomicBool,
     /// When the last RTCP came in on the connection (written by the tap).
     pub last_rtcp: Mutex<Option<Instant>>,
@@ -122,7 +123,8 @@ pub struct Reception {
 }
 
 impl FeedbackCounts {
-    /// How long nothing has come in on the connection (`None`: never anything).
+    /// How long since the last RTCP came in on the connection (`None`: none yet). On a
+    /// subscriber's connection RTCP is all that comes.
     pub fn silent_for(&self, now: Instant) -> Option<Duration> {
         let last = *self
             .last_rtcp
