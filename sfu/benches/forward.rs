@@ -52,11 +52,10 @@ fn connected_call(subscribers: usize) -> (Sim, usize) {
     (sim, teacher)
 }
 
-fn forward(c: &mut Criterion) {
-    let sink = UdpSocket::bind("127.0.0.1:0").expect("bind sink");
-    let sink_addr = sink.local_addr().expect("sink address");
-    let sender = UdpSocket::bind("127.0.0.1:0").expect("bind sender");
-    let mut group = c.benchmark_group("forward_opus_packet");
+/// Benchmark group `name`: per publisher packet, the router's work and then `send` given the
+/// packet's copies, as the worker is given a router turn's.
+fn bench_copies(c: &mut Criterion, name: &str, mut send: impl FnMut(&mut [Transmit])) {
+    let mut group = c.benchmark_group(name);
     for subscribers in [1usize, 10, 50] {
         let (mut sim, teacher) = connected_call(subscribers);
         group.throughput(Throughput::Elements(subscribers as u64));
@@ -71,13 +70,13 @@ fn forward(c: &mut Criterion) {
                         datagrams.extend(sim.take_datagrams(teacher));
                     }
                     let now = sim.now;
+                    let mut turn = Vec::with_capacity(subscribers);
                     let start = Instant::now();
                     for (from, data) in &datagrams {
                         sim.router.handle_datagram(now, *from, SFU_ADDR, data);
-                        while let Some(out) = sim.router.poll_transmit() {
-                            // Every copy really goes through the kernel, to a socket nobody reads.
-                            let _ = black_box(sender.send_to(&out.data, sink_addr));
-                        }
+                        turn.extend(std::iter::from_fn(|| sim.router.poll_transmit()));
+                        send(&mut turn);
+                        turn.clear();
                     }
                     start.elapsed()
                 });
@@ -87,54 +86,40 @@ fn forward(c: &mut Criterion) {
     group.finish();
 }
 
-/// As [`forward`], with the copies of each publisher packet sent together the way the worker
-/// sends a router turn's, each subscriber's to its own loopback socket.
+/// Every copy really goes through the kernel, with a `send_to` of its own, to one socket
+/// nobody reads.
+fn forward(c: &mut Criterion) {
+    let sink = UdpSocket::bind("127.0.0.1:0").expect("bind sink");
+    let sink_addr = sink.local_addr().expect("sink address");
+    let sender = UdpSocket::bind("127.0.0.1:0").expect("bind sender");
+    bench_copies(c, "forward_opus_packet", |turn| {
+        for out in turn.iter() {
+            let _ = black_box(sender.send_to(&out.data, sink_addr));
+        }
+    });
+}
+
+/// The copies of each publisher packet sent together the way the worker sends a router
+/// turn's, each subscriber's to a loopback socket of its own that nobody reads.
 fn forward_batched(c: &mut Criterion) {
     let mut socket =
         MediaSocket::sending_only(UdpSocket::bind("127.0.0.1:0").expect("bind sender"))
             .expect("media socket");
-    let mut group = c.benchmark_group("forward_opus_packet_batched");
-    for subscribers in [1usize, 10, 50] {
-        let (mut sim, teacher) = connected_call(subscribers);
-        // Each simulated subscriber's address stands for a real socket nobody reads.
-        let mut sinks = Vec::new();
-        let mut sink_of: HashMap<SocketAddr, SocketAddr> = HashMap::new();
-        group.throughput(Throughput::Elements(subscribers as u64));
-        group.bench_with_input(
-            BenchmarkId::from_parameter(subscribers),
-            &subscribers,
-            |b, _| {
-                b.iter_custom(|iters| {
-                    let mut datagrams = Vec::with_capacity(iters as usize);
-                    for _ in 0..iters {
-                        sim.send(teacher, &[0x5a; 80]);
-                        datagrams.extend(sim.take_datagrams(teacher));
-                    }
-                    let now = sim.now;
-                    let mut turn: Vec<Transmit> = Vec::with_capacity(subscribers);
-                    let start = Instant::now();
-                    for (from, data) in &datagrams {
-                        sim.router.handle_datagram(now, *from, SFU_ADDR, data);
-                        while let Some(mut out) = sim.router.poll_transmit() {
-                            out.to = *sink_of.entry(out.to).or_insert_with(|| {
-                                let sink = UdpSocket::bind("127.0.0.1:0").expect("bind sink");
-                                let addr = sink.local_addr().expect("sink address");
-                                sinks.push(sink);
-                                addr
-                            });
-                            turn.push(out);
-                        }
-                        black_box(socket.send_all(&turn, |_, result| {
-                            let _ = black_box(result);
-                        }));
-                        turn.clear();
-                    }
-                    start.elapsed()
-                });
-            },
-        );
-    }
-    group.finish();
+    let mut sinks = Vec::new();
+    let mut sink_of: HashMap<SocketAddr, SocketAddr> = HashMap::new();
+    bench_copies(c, "forward_opus_packet_batched", |turn| {
+        for out in turn.iter_mut() {
+            out.to = *sink_of.entry(out.to).or_insert_with(|| {
+                let sink = UdpSocket::bind("127.0.0.1:0").expect("bind sink");
+                let addr = sink.local_addr().expect("sink address");
+                sinks.push(sink);
+                addr
+            });
+        }
+        black_box(socket.send_all(turn, |_, result| {
+            let _ = black_box(result);
+        }));
+    });
 }
 
 criterion_group!(benches, forward, forward_batched);
