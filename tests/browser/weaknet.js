@@ -79,7 +79,9 @@ export async function showVideosLarge(page) {
  *   decoded frame (sampling resolution 100 ms) and when it began (`longestStallSince`, wall
  *   clock, to find it in the server's log), `fps`, `heights`: the decoded frame height
  *   at each sample, `kbps`: video bitrate received; `nacks`, `packetsLost` (Chromium gives no
- *   FEC counts for video: the server's `aula_fec_packets_sent_total` says what was sent);
+ *   FEC counts for video: the server's `aula_fec_packets_sent_total` says what was sent),
+ *   `plis` sent and `keyframes` decoded (a stall the browser gave up on ends in a keyframe),
+ *   `framesDropped`;
  * - `concealment`: share of audio samples the decoder had to invent (`concealedSamples` /
  *   `totalSamplesReceived`), `audioKbps`, `audioFecPackets`: audio FEC received (Chromium's
  *   `fecPacketsReceived`, which counts Opus frames that carried in-band FEC).
@@ -127,6 +129,9 @@ export function watch(page, ms) {
       kbps: (delta('video', 'bytesReceived') * 8) / seconds / 1000,
       nacks: delta('video', 'nackCount'),
       packetsLost: delta('video', 'packetsLost'),
+      plis: delta('video', 'pliCount'),
+      keyframes: delta('video', 'keyFramesDecoded'),
+      framesDropped: delta('video', 'framesDropped'),
       concealment: samples > 0 ? delta('audio', 'concealedSamples') / samples : 1,
       audioKbps: (delta('audio', 'bytesReceived') * 8) / seconds / 1000,
       audioFecPackets: delta('audio', 'fecPacketsReceived'),

@@ -278,6 +278,7 @@ impl BandwidthEstimator for Estimator {
         self.window.push(now, batch);
         if self.queue <= OVERUSE_QUEUE {
             self.random.push(now, batch);
+            self.shared.count_losses(batch);
         }
         let holding = self
             .last_decrease

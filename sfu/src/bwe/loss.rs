@@ -37,15 +37,25 @@ pub struct Losses {
 }
 
 impl Losses {
-    fn add(&mut self, other: Losses) {
+    pub fn add(&mut self, other: Losses) {
         self.known += other.known;
         self.lost += other.lost;
         self.known_twice += other.known_twice;
         self.lost_twice += other.lost_twice;
     }
 
+    /// What was counted since `earlier`, a total this one has grown from.
+    pub fn since(&self, earlier: &Losses) -> Losses {
+        Losses {
+            known: self.known.saturating_sub(earlier.known),
+            lost: self.lost.saturating_sub(earlier.lost),
+            known_twice: self.known_twice.saturating_sub(earlier.known_twice),
+            lost_twice: self.lost_twice.saturating_sub(earlier.lost_twice),
+        }
+    }
+
     /// Copies sent, and the share of them lost (0 with nothing known).
-    fn copies_and_share(&self) -> (f64, f64) {
+    pub fn copies_and_share(&self) -> (f64, f64) {
         let twice = self.known_twice as f64;
         let copies = self.known as f64 + 2.0 * twice;
         let lost_copies = if twice > 0.0 {

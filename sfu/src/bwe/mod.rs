@@ -49,6 +49,9 @@ struct Inner {
     remb: AtomicU64,
     /// `f64` bits.
     loss: AtomicU64,
+    /// Every packet of random loss counted so far (see [`loss::Losses`]): the router judges
+    /// whether video is hopeless on the counts of a few seconds, not on a share.
+    losses: Mutex<loss::Losses>,
     /// Whether the path shows a standing queue (see [`estimator::OVERUSE_QUEUE`]).
     congested: AtomicBool,
     /// Bits per second the router wants added as probe copies ([`probe`]); `f64` bits.
@@ -94,6 +97,20 @@ impl SharedEstimate {
     /// not a full queue's tail drops (0 before any feedback).
     pub fn loss(&self) -> f64 {
         f64::from_bits(self.0.loss.load(Ordering::Relaxed))
+    }
+
+    /// Adds a batch of feedback's counts of random loss to the connection's totals.
+    pub fn count_losses(&self, batch: loss::Losses) {
+        self.0
+            .losses
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .add(batch);
+    }
+
+    /// The random loss counted since the connection began.
+    pub fn losses(&self) -> loss::Losses {
+        *self.0.losses.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Sets the rate of probe copies to send on this connection (0 stops probing).

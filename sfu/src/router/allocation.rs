@@ -50,8 +50,11 @@ impl Router {
                 let young = peer
                     .connected_at
                     .is_none_or(|at| now.saturating_duration_since(at) < FEEDBACK_GRACE);
-                let loss = peer.estimate.as_ref().map_or(0.0, SharedEstimate::loss);
-                let condition = peer.path.update(now, loss);
+                let (loss, totals) = peer
+                    .estimate
+                    .as_ref()
+                    .map_or_else(Default::default, |e| (e.loss(), e.losses()));
+                let condition = peer.path.update(now, loss, totals);
                 // RED's depth follows the sustained loss: one noisy second at 50 % loss read
                 // over 65 % and took it to 12 frames, whose ~400 kbit/s then left no room for
                 // any video (paused for 9 s in the weak-network report).
@@ -218,7 +221,7 @@ impl Router {
                 // At once, not at the layer's next packet: the keyframe request for the new
                 // layer goes out in this same housekeeping round (`request_keyframes`).
                 consumer.retarget(&producer.activity);
-                debug!(%participant, track = %sid, ?before, ?after, ?budget, "allocation changed");
+                debug!(%participant, track = %sid, ?before, ?after, ?budget, ?condition, "allocation changed");
                 // Recordings keep to simulcast layers: a frame rate alone changing is not one.
                 let ladder = consumer.selector.ladder();
                 let layer = |step: Option<Step>| step.map(|step| ladder.quality(step).spatial);
