@@ -186,3 +186,45 @@ async fn a_learner_on_the_relay_invited_on_stage_is_heard_by_the_teacher_on_the_
     .await
     .expect("the learner is heard in time");
 }
+
+/// A listener on the relay whose client sends no RED (the Rust SDK's) and whose path loses a
+/// fifth of its packets: the relay reports that loss up the link, and the origin raises the
+/// loss in its receiver reports to the teacher, whose Opus encoder then adds in-band FEC, the
+/// repair such a listener can have (issue 16). Nothing is raised while the listener's path is
+/// clean.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lossy_listener_on_the_relay_has_the_teacher_asked_for_in_band_fec() {
+    let nodes = TwoNodes::start("fec").await;
+    let (origin, relay) = (&nodes.origin, &nodes.relay);
+    tokio::time::timeout(Duration::from_secs(90), async {
+        let room = "overseas-fec";
+        let (_teacher, teacher_sid, _audio) = teacher_playing_tone(origin, room).await;
+        let mut student = join_from(origin, room, "learner", "asia").await;
+        let track = teacher_track(&mut student, &teacher_sid).await;
+        packets_of(&mut student, &track, 100).await;
+        let raised = || metric(origin, "aula_reports_loss_raised_total", "");
+        assert_eq!(raised().await, 0.0, "raised for a clean listener");
+
+        let sid = student.participant().sid.clone();
+        let body = format!(r#"{{"participant_sid": "{sid}", "loss": 0.2}}"#);
+        assert_eq!(impair(relay.server.http_addr(), &body).await, 200);
+        // The loss is measured from the listener's feedback within a few seconds, crosses the
+        // link, and the origin's next receiver report to the teacher carries it: 20 s at most.
+        let mut reports = 0.0;
+        for _ in 0..200 {
+            reports = raised().await;
+            if reports > 0.0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(
+            reports > 0.0,
+            "the origin never raised its reports to the teacher"
+        );
+        let carried = metric(origin, "aula_relay_tracks", "peer=\"asia-1\"").await;
+        assert_eq!(carried, 1.0, "the listener's audio came over the link");
+    })
+    .await
+    .expect("the relayed class works in time");
+}

@@ -46,6 +46,9 @@ pub struct SfuMetrics {
     /// Losses of a publisher's packets not asked for because they are too old to help
     /// (`arrival_log`).
     pub nacks_withheld: IntCounter,
+    /// Receiver reports to publishers whose loss was raised to what listeners without RED lose
+    /// (`Router::report_listeners_loss`), asking their Opus encoders for in-band FEC.
+    pub reports_loss_raised: IntCounter,
     /// NACKed sequence numbers not resent: sent too long ago to still help, before a later
     /// keyframe, resent a moment ago, over a congested path's resend budget (`resend_budget`),
     /// or never sent.
@@ -254,6 +257,10 @@ impl SfuMetrics {
             nacks_withheld: counter(
                 "aula_nacks_withheld_total",
                 "Lost publisher packets not asked for again because they were lost too long ago",
+            )?,
+            reports_loss_raised: counter(
+                "aula_reports_loss_raised_total",
+                "Receiver reports to publishers whose loss was raised to their worst listener's without RED, so that Opus adds in-band FEC",
             )?,
             nacks_sent: counter(
                 "aula_nacks_sent_total",

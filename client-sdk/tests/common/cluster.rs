@@ -34,8 +34,9 @@ pub fn make_certs(dir: &Path, nodes: &[&str]) {
 }
 
 /// The config of node `node` of `region`: short TTLs and refreshes, a relay link on a free
-/// loopback port (the OS's choice), the certificates in `certs`; with `link_delay_ms`, what the node sends on its
-/// links is delayed that long (the test-only link impairment).
+/// loopback port (the OS's choice), the certificates in `certs`, the test impairment route on;
+/// with `link_delay_ms`, what the node sends on its links is delayed that long (the test-only
+/// link impairment).
 pub fn node_config(
     redis: &str,
     certs: &Path,
@@ -71,7 +72,8 @@ pub fn node_config(
         }),
         ..Config::loopback_ephemeral()
     };
-    config.dev.test_impairment = link_delay_ms.is_some();
+    // A test may put a participant of either node on a weak network (`POST /test/impairment`).
+    config.dev.test_impairment = true;
     config
 }
 

@@ -75,6 +75,7 @@ impl Tap {
             });
             if let Some(raised) = raised {
                 *packet = raised;
+                self.metrics.reports_loss_raised.inc();
             }
         }
     }
