@@ -42,7 +42,8 @@ impl Demand {
             .unwrap_or(0.0)
     }
 
-    fn lowest(&self) -> Option<(Step, f64)> {
+    /// The lowest step that can be had, and its cost.
+    pub fn lowest(&self) -> Option<(Step, f64)> {
         self.steps
             .iter()
             .enumerate()

@@ -23,6 +23,15 @@
 //! wait is back to [`UP_HOLD`] (a lifted cap is climbed back from within seconds). An upgrade
 //! that held that long succeeded and the wait is back to [`UP_HOLD`] too.
 //!
+//! A pause is put off for [`PAUSE_GRACE`]: when the allocation has no room left even for a
+//! video's lowest step, the video goes to that step at once and stays there that long before
+//! it is paused. A pause costs seconds of frozen picture (the resume waits for the hold and
+//! then a keyframe), while running a step over for a moment costs a brief queue: at a
+//! 200 kbit/s cap a dip of the estimate to 85 % of what the path delivered paused the video
+//! and froze the picture for 2.6-8 s, though the estimate was back within a second. A path
+//! that stays short (a 150 kbit/s cap) still gets its pause, after the grace, and the audio
+//! keeps its room.
+//!
 //! The layers are the steps of the track's [`Ladder`]: going down is by as many steps as the
 //! allocation says (a lower frame rate at once), and an upgrade goes as far as the allocation
 //! with margin allows, but not beyond the top of the next spatial layer: one keyframe, and
@@ -48,6 +57,9 @@ pub const FAILED_UPGRADE: Duration = Duration::from_secs(3);
 pub const MAX_UPGRADE_HOLD: Duration = Duration::from_secs(16);
 /// An estimate this many times the one an upgrade failed at means the path has changed.
 pub const PATH_CHANGE: f64 = 1.3;
+/// How long a video stays at its lowest step when the allocation has no room for it, before
+/// it is paused.
+pub const PAUSE_GRACE: Duration = Duration::from_secs(2);
 
 /// The allowed step of one consumer (`None`: paused), with its upgrade timing.
 #[derive(Debug, Clone)]
@@ -64,6 +76,8 @@ pub struct Selector {
     /// The estimate the last failed upgrade or probe started on, while its backoff lasts.
     failed_at: Option<f64>,
     hold: Duration,
+    /// Since when the allocation has had no room for this video while it was forwarded.
+    short_since: Option<Instant>,
 }
 
 /// One step per layer, as for audio.
@@ -84,6 +98,7 @@ impl Selector {
             last_up: None,
             failed_at: None,
             hold: UP_HOLD,
+            short_since: None,
         }
     }
 
@@ -111,21 +126,24 @@ impl Selector {
     }
 
     /// `fits` is the allocation on the estimate (`estimate`, bits per second),
-    /// `fits_with_margin` the one on the estimate divided by [`UP_MARGIN`]. The first call
-    /// takes `fits` as is: a new subscriber starts at what the (initial) estimate allows.
-    /// Returns the step to forward now.
+    /// `fits_with_margin` the one on the estimate divided by [`UP_MARGIN`], and `lowest` the
+    /// track's lowest step that can be had at all (`None`: none, as on a path judged
+    /// audio-only, which pauses at once). The first call takes `fits` as is: a new subscriber
+    /// starts at what the (initial) estimate allows. Returns the step to forward now.
     pub fn update(
         &mut self,
         now: Instant,
         fits: Option<Step>,
         fits_with_margin: Option<Step>,
         estimate: f64,
+        lowest: Option<Step>,
     ) -> Option<Step> {
         if !self.started {
             self.started = true;
             self.allowed = fits;
             return self.allowed;
         }
+        let fits = self.put_off_pause(now, fits, lowest);
         let trying = self
             .last_up
             .filter(|(at, _)| now.saturating_duration_since(*at) < FAILED_UPGRADE);
@@ -173,6 +191,22 @@ impl Selector {
         }
         self.allowed
     }
+
+    /// `fits`, except that a pause of a forwarded video is put off for [`PAUSE_GRACE`] at its
+    /// lowest step.
+    fn put_off_pause(
+        &mut self,
+        now: Instant,
+        fits: Option<Step>,
+        lowest: Option<Step>,
+    ) -> Option<Step> {
+        let (None, Some(allowed), Some(lowest)) = (fits, self.allowed, lowest) else {
+            self.short_since = None;
+            return fits;
+        };
+        let since = *self.short_since.get_or_insert(now);
+        (now.saturating_duration_since(since) < PAUSE_GRACE).then_some(lowest.min(allowed))
+    }
 }
 
 #[cfg(test)]
@@ -190,53 +224,56 @@ mod tests {
     fn starts_where_the_estimate_allows() {
         let t = Instant::now();
         let mut s = Selector::default();
-        assert_eq!(s.update(t, Some(1), Some(0), E), Some(1));
+        assert_eq!(s.update(t, Some(1), Some(0), E, None), Some(1));
     }
 
     #[test]
     fn goes_down_at_once_and_up_one_layer_after_the_hold() {
         let t = Instant::now();
         let mut s = Selector::default();
-        s.update(t, Some(2), Some(2), E);
+        s.update(t, Some(2), Some(2), E, None);
         assert_eq!(
-            s.update(ms(t, 100), Some(0), Some(0), E),
+            s.update(ms(t, 100), Some(0), Some(0), E, None),
             Some(0),
             "down at once"
         );
         // The path recovers: the top layer is affordable with margin from 20 s on.
         let mut at = 20_000;
-        assert_eq!(s.update(ms(t, at), Some(2), Some(2), E), Some(0));
+        assert_eq!(s.update(ms(t, at), Some(2), Some(2), E, None), Some(0));
         at += 1_900;
         assert_eq!(
-            s.update(ms(t, at), Some(2), Some(2), E),
+            s.update(ms(t, at), Some(2), Some(2), E, None),
             Some(0),
             "still holding"
         );
         at += 100;
         assert_eq!(
-            s.update(ms(t, at), Some(2), Some(2), E),
+            s.update(ms(t, at), Some(2), Some(2), E, None),
             Some(1),
             "one step"
         );
         at += 2_000;
         assert_eq!(
-            s.update(ms(t, at), Some(2), Some(2), E),
+            s.update(ms(t, at), Some(2), Some(2), E, None),
             Some(1),
             "hold again"
         );
         at += 1;
-        s.update(ms(t, at), Some(2), Some(2), E);
+        s.update(ms(t, at), Some(2), Some(2), E, None);
         at += 2_000;
-        assert_eq!(s.update(ms(t, at), Some(2), Some(2), E), Some(2));
+        assert_eq!(s.update(ms(t, at), Some(2), Some(2), E, None), Some(2));
     }
 
     #[test]
     fn an_upgrade_affordable_only_without_margin_is_not_made() {
         let t = Instant::now();
         let mut s = Selector::default();
-        s.update(t, Some(0), Some(0), E);
+        s.update(t, Some(0), Some(0), E, None);
         for second in 1..60 {
-            assert_eq!(s.update(ms(t, second * 1000), Some(1), Some(0), E), Some(0));
+            assert_eq!(
+                s.update(ms(t, second * 1000), Some(1), Some(0), E, None),
+                Some(0)
+            );
         }
     }
 
@@ -247,7 +284,7 @@ mod tests {
         let from = s.allowed();
         while s.allowed() == from {
             now += 100;
-            s.update(ms(t, now), Some(2), Some(2), E);
+            s.update(ms(t, now), Some(2), Some(2), E, None);
         }
         (now - start, now)
     }
@@ -256,7 +293,7 @@ mod tests {
     fn failed_upgrades_back_off_exponentially_and_a_success_resets() {
         let t = Instant::now();
         let mut s = Selector::default();
-        s.update(t, Some(0), Some(0), E);
+        s.update(t, Some(0), Some(0), E, None);
         let mut now = 0;
         let mut waits = Vec::new();
         for _ in 0..5 {
@@ -264,7 +301,7 @@ mod tests {
             waits.push(wait);
             // The path cannot carry it: back down a second later.
             now = at + 1_000;
-            assert_eq!(s.update(ms(t, now), Some(0), Some(0), E), Some(0));
+            assert_eq!(s.update(ms(t, now), Some(0), Some(0), E, None), Some(0));
         }
         assert_eq!(waits, [2_100, 4_100, 8_100, 16_100, 16_100]);
         // This time the path carries it: three seconds later the upgrade has succeeded, and
@@ -272,7 +309,7 @@ mod tests {
         let (_, at) = upgrade(&mut s, t, now);
         assert_eq!(s.allowed(), Some(1));
         now = at + FAILED_UPGRADE.as_millis() as u64;
-        s.update(ms(t, now), Some(1), Some(1), E);
+        s.update(ms(t, now), Some(1), Some(1), E, None);
         let (wait, _) = upgrade(&mut s, t, now);
         assert_eq!(wait, 2_100);
         assert_eq!(s.allowed(), Some(2));
@@ -282,39 +319,45 @@ mod tests {
     fn a_path_well_above_where_upgrades_failed_ends_their_backoff() {
         let t = Instant::now();
         let mut s = Selector::default();
-        s.update(t, Some(0), Some(0), 600_000.0);
+        s.update(t, Some(0), Some(0), 600_000.0, None);
         let mut now = 0;
         // Upgrades made on 600 kbit/s fail three times: the wait is up to 16 s.
         for _ in 0..3 {
             let start = now;
             while s.allowed() == Some(0) {
                 now += 100;
-                s.update(ms(t, now), Some(1), Some(1), 600_000.0);
+                s.update(ms(t, now), Some(1), Some(1), 600_000.0, None);
                 assert!(now - start < 20_000, "upgraded");
             }
             now += 500;
-            s.update(ms(t, now), Some(0), Some(0), 600_000.0);
+            s.update(ms(t, now), Some(0), Some(0), 600_000.0, None);
         }
         // A little more estimate is the same path: still the long wait.
         now += 100;
-        s.update(ms(t, now), Some(1), Some(1), 700_000.0);
+        s.update(ms(t, now), Some(1), Some(1), 700_000.0, None);
         now += 2_000;
-        assert_eq!(s.update(ms(t, now), Some(1), Some(1), 700_000.0), Some(0));
+        assert_eq!(
+            s.update(ms(t, now), Some(1), Some(1), 700_000.0, None),
+            Some(0)
+        );
         // Twice as much: the cap has been lifted, the usual hold.
-        s.update(ms(t, now), Some(1), Some(1), 1_200_000.0);
+        s.update(ms(t, now), Some(1), Some(1), 1_200_000.0, None);
         now += 2_000;
-        assert_eq!(s.update(ms(t, now), Some(1), Some(1), 1_200_000.0), Some(1));
+        assert_eq!(
+            s.update(ms(t, now), Some(1), Some(1), 1_200_000.0, None),
+            Some(1)
+        );
     }
 
     #[test]
     fn a_probe_that_fails_during_the_hold_backs_off_too() {
         let t = Instant::now();
         let mut s = Selector::default();
-        s.update(t, Some(0), Some(0), E);
-        s.update(ms(t, 100), Some(1), Some(1), E);
+        s.update(t, Some(0), Some(0), E, None);
+        s.update(ms(t, 100), Some(1), Some(1), E, None);
         assert_eq!(s.pending_upgrade(), Some(1), "probing for layer 1");
         // The probe fills the path: the estimate drops and layer 1 is no longer affordable.
-        assert_eq!(s.update(ms(t, 600), Some(0), Some(0), E), Some(0));
+        assert_eq!(s.update(ms(t, 600), Some(0), Some(0), E, None), Some(0));
         assert_eq!(s.pending_upgrade(), None);
         // The next attempt holds twice as long.
         let (wait, _) = upgrade(&mut s, t, 10_000);
@@ -325,16 +368,16 @@ mod tests {
     fn after_failed_probes_a_path_well_above_them_waits_the_usual_hold() {
         let t = Instant::now();
         let mut s = Selector::default();
-        s.update(t, Some(0), Some(0), 600_000.0);
+        s.update(t, Some(0), Some(0), 600_000.0, None);
         // Probes started on 600 kbit/s fail twice: the next wait is 4 s.
         for start in [1_000, 4_000] {
-            s.update(ms(t, start), Some(1), Some(1), 600_000.0);
-            s.update(ms(t, start + 500), Some(0), Some(0), 430_000.0);
+            s.update(ms(t, start), Some(1), Some(1), 600_000.0, None);
+            s.update(ms(t, start + 500), Some(0), Some(0), 430_000.0, None);
         }
         // The cap lifts: the estimate climbs well above 600 kbit/s, and 2 s later the upgrade.
-        s.update(ms(t, 10_000), Some(1), Some(1), 900_000.0);
+        s.update(ms(t, 10_000), Some(1), Some(1), 900_000.0, None);
         assert_eq!(
-            s.update(ms(t, 12_000), Some(1), Some(1), 900_000.0),
+            s.update(ms(t, 12_000), Some(1), Some(1), 900_000.0, None),
             Some(1)
         );
     }
@@ -343,13 +386,13 @@ mod tests {
     fn a_step_down_that_undoes_no_upgrade_starts_the_backoff_afresh() {
         let t = Instant::now();
         let mut s = Selector::default();
-        s.update(t, Some(1), Some(1), E);
+        s.update(t, Some(1), Some(1), E, None);
         let mut now = 0;
         for _ in 0..2 {
             let (_, at) = upgrade(&mut s, t, now);
             now = at + 1_000;
             assert_eq!(
-                s.update(ms(t, now), Some(1), Some(1), E),
+                s.update(ms(t, now), Some(1), Some(1), E, None),
                 Some(1),
                 "top layer failed"
             );
@@ -357,7 +400,7 @@ mod tests {
         // Later the path gets worse: down to the lowest layer, then it recovers. Climbing
         // back waits the usual hold, not the one the failures at the top had built up.
         now += 5_000;
-        assert_eq!(s.update(ms(t, now), Some(0), Some(0), E), Some(0));
+        assert_eq!(s.update(ms(t, now), Some(0), Some(0), E, None), Some(0));
         let (wait, _) = upgrade(&mut s, t, now);
         assert_eq!(wait, 2_100);
     }
@@ -367,32 +410,57 @@ mod tests {
         let t = Instant::now();
         let mut s = Selector::new(Ladder::VIDEO);
         // 180p at 30 fps (step 2), then the path tightens: 15 fps, 7.5 fps, at once.
-        s.update(t, Some(2), Some(2), E);
-        assert_eq!(s.update(ms(t, 100), Some(1), Some(0), E), Some(1));
-        assert_eq!(s.update(ms(t, 200), Some(0), Some(0), E), Some(0));
+        s.update(t, Some(2), Some(2), E, None);
+        assert_eq!(s.update(ms(t, 100), Some(1), Some(0), E, None), Some(1));
+        assert_eq!(s.update(ms(t, 200), Some(0), Some(0), E, None), Some(0));
         // A little room: 15 fps after the hold.
-        s.update(ms(t, 10_000), Some(1), Some(1), E);
+        s.update(ms(t, 10_000), Some(1), Some(1), E, None);
         assert_eq!(s.pending_upgrade(), Some(1));
-        assert_eq!(s.update(ms(t, 12_000), Some(1), Some(1), E), Some(1));
+        assert_eq!(s.update(ms(t, 12_000), Some(1), Some(1), E, None), Some(1));
         // The cap lifts: one spatial layer per hold, each at the best frame rate that fits.
-        s.update(ms(t, 20_000), Some(6), Some(6), E);
+        s.update(ms(t, 20_000), Some(6), Some(6), E, None);
         assert_eq!(s.pending_upgrade(), Some(4), "360p at 30 fps");
-        assert_eq!(s.update(ms(t, 22_000), Some(6), Some(6), E), Some(4));
-        s.update(ms(t, 25_100), Some(6), Some(6), E);
-        assert_eq!(s.update(ms(t, 27_100), Some(6), Some(6), E), Some(6));
+        assert_eq!(s.update(ms(t, 22_000), Some(6), Some(6), E, None), Some(4));
+        s.update(ms(t, 25_100), Some(6), Some(6), E, None);
+        assert_eq!(s.update(ms(t, 27_100), Some(6), Some(6), E, None), Some(6));
         // From paused, a recovering path gets the lowest layer at the best rate that fits.
-        s.update(ms(t, 35_000), None, None, E);
-        s.update(ms(t, 40_000), Some(4), Some(4), E);
-        assert_eq!(s.update(ms(t, 42_000), Some(4), Some(4), E), Some(2));
+        s.update(ms(t, 35_000), None, None, E, None);
+        s.update(ms(t, 40_000), Some(4), Some(4), E, None);
+        assert_eq!(s.update(ms(t, 42_000), Some(4), Some(4), E, None), Some(2));
     }
 
     #[test]
     fn paused_video_resumes_on_the_lowest_layer_first() {
         let t = Instant::now();
         let mut s = Selector::default();
-        s.update(t, Some(1), Some(1), E);
-        assert_eq!(s.update(ms(t, 50), None, None, E), None, "paused at once");
-        s.update(ms(t, 20_000), Some(2), Some(2), E);
-        assert_eq!(s.update(ms(t, 22_000), Some(2), Some(2), E), Some(0));
+        s.update(t, Some(1), Some(1), E, None);
+        assert_eq!(
+            s.update(ms(t, 50), None, None, E, None),
+            None,
+            "no step can be had: paused at once"
+        );
+        s.update(ms(t, 20_000), Some(2), Some(2), E, None);
+        assert_eq!(s.update(ms(t, 22_000), Some(2), Some(2), E, None), Some(0));
+    }
+
+    #[test]
+    fn a_dip_below_the_lowest_step_keeps_it_for_the_grace() {
+        let t = Instant::now();
+        let mut s = Selector::default();
+        s.update(t, Some(1), Some(1), E, Some(0));
+        // No room even for the lowest layer: down to it at once, not paused.
+        assert_eq!(s.update(ms(t, 100), None, None, E, Some(0)), Some(0));
+        assert_eq!(s.update(ms(t, 2_000), None, None, E, Some(0)), Some(0));
+        // The estimate is back within the grace: never paused, and no hold to wait out.
+        assert_eq!(
+            s.update(ms(t, 2_050), Some(0), Some(0), E, Some(0)),
+            Some(0)
+        );
+        // A later dip gets a whole grace of its own, and a shortfall that lasts pauses.
+        assert_eq!(s.update(ms(t, 5_000), None, None, E, Some(0)), Some(0));
+        assert_eq!(s.update(ms(t, 6_900), None, None, E, Some(0)), Some(0));
+        assert_eq!(s.update(ms(t, 7_000), None, None, E, Some(0)), None);
+        assert_eq!(s.update(ms(t, 7_100), None, None, E, Some(0)), None);
+        assert!(s.short_since.is_none(), "a paused video is not short");
     }
 }

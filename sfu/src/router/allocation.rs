@@ -211,9 +211,15 @@ impl Router {
             let before = consumer.selector.allowed();
             let after = match budget {
                 Some(estimate) => {
+                    // A dip of the estimate on a clean path is a passing queue, worth
+                    // riding out at the lowest step; on a lossy one it is the loss.
+                    let lowest = demands[i]
+                        .lowest()
+                        .filter(|_| !condition.is_lossy())
+                        .map(|(step, _)| step);
                     consumer
                         .selector
-                        .update(now, fits[i], fits_with_margin[i], estimate)
+                        .update(now, fits[i], fits_with_margin[i], estimate, lowest)
                 }
                 None => consumer.selector.unlimited(fits[i]),
             };
