@@ -223,6 +223,9 @@ impl Router {
                 }
                 None => consumer.selector.unlimited(fits[i]),
             };
+            if fits[i].is_none() && after.is_some() {
+                debug!(%participant, track = %sid, ?after, ?budget, "no room for the video: kept at its lowest step for the grace");
+            }
             if before != after {
                 // At once, not at the layer's next packet: the keyframe request for the new
                 // layer goes out in this same housekeeping round (`request_keyframes`).
