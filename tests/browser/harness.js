@@ -1,7 +1,8 @@
 // Test harness: the real `aula` server on loopback, headless Chromium, and class-page helpers.
 //
 // Everything listens on and talks to 127.0.0.1 only. Set AULA_URL to test a server you started
-// yourself, AULA_BIN to pick the binary (default: the workspace's target/debug/aula), and
+// yourself, AULA_BIN to pick the binary (default: the workspace's target/release/aula, the build the
+// README's run command starts), and
 // CHROMIUM to pick the browser (default: Debian's /usr/bin/chromium).
 
 import assert from 'node:assert/strict';
@@ -191,9 +192,13 @@ async function launchServer({ testImpairment, cwd, config }, { http: httpPort, u
   return { url, udpPort, stop, kill, logTail };
 }
 
-/** The `aula` binary the tests run: AULA_BIN, else the workspace's debug build. */
+/**
+ * The `aula` binary the tests run: AULA_BIN, else the workspace's release build, which is what
+ * `cargo run --release --bin aula -- serve` (the README's run command) starts. Timing and loss
+ * repair are judged on the server users run, not on a debug build several times slower.
+ */
 export function aulaBin() {
-  return process.env.AULA_BIN ?? join(process.env.CARGO_TARGET_DIR ?? join(REPO, 'target'), 'debug', 'aula');
+  return process.env.AULA_BIN ?? join(process.env.CARGO_TARGET_DIR ?? join(REPO, 'target'), 'release', 'aula');
 }
 
 /** Runs the `aula` CLI with `args` (e.g. `cluster ca --out DIR`), for up to 30 s; rejects if it fails. */

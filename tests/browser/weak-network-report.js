@@ -9,7 +9,7 @@
 // Row labels (e.g. `10` for 10 % loss, `300k` for a cap, `climb` for the cap mid-climb) pick
 // rows; default all.
 //
-// A real `aula` server (debug build by default; AULA_BIN=../../target/release/aula for release)
+// A real `aula` server (the release build by default, as the tests; AULA_BIN to pick another)
 // with its test-only impairment layer, Debian's Chromium with the fake camera and microphone,
 // one teacher and one student, everything on 127.0.0.1.
 
