@@ -106,23 +106,30 @@ pub struct Protection(u8);
 /// Media packets per FEC packet at each protection level; 0 is off. The top level
 /// ([`Protection::CROSSED`]) adds, to one FEC packet per packet, one more per run over all of
 /// the run's packets (see [`plan`]).
-const PER_FEC: [usize; 6] = [0, 4, 3, 2, 1, 1];
+const PER_FEC: [usize; 5] = [0, 4, 3, 2, 1];
 
 /// Loss (a fraction, sustained: see `forward::condition`) from which each level is used.
 /// Below 3 % NACK repairs everything in time. A group of n media packets and its FEC packet
-/// loses a packet for good only when two of its n + 1 are lost: at 30 % loss, with pairs,
-/// 15 % of the media still needs a resend instead of 30 %, and a resend's own loss matters
-/// half as much. One FEC packet per media packet (a copy, in effect) from 25 %: at 30 % loss
-/// with pairs the picture froze 0–6.8 % of the time (eight 20 s runs, at 10–19 fps), with
-/// copies 0 % in four runs, at 10 fps (the copies take the bandwidth of the frame rate).
+/// loses a packet for good only when two of its n + 1 are lost: at 20 % loss, with pairs,
+/// 10 % of the media still needs a resend instead of 20 %, and a resend's own loss matters
+/// half as much.
 ///
-/// From 40 %, a parity of the whole run on top of the copies. At 50 % loss a packet and its
-/// copy are both lost one time in four, and a two-packet frame (the lowest step's, at about
-/// 6 fps) then needed a resend 7 times in 16, whose request and answer are each lost half the
-/// time: frozen 10.5 % of the time, in ~700 ms stalls while NACKs retried. The run's parity
-/// rebuilds either packet when the other arrived, and the frame needs a resend 1 time in 4,
-/// for half a packet more per packet.
-const LEVEL_FROM: [f64; 5] = [0.03, 0.10, 0.20, 0.25, 0.40];
+/// From 25 %, the top level: one FEC packet per media packet (a copy, in effect) and a parity
+/// of the whole run on top. The lowest step's frames are one or two packets, and at 10 fps a
+/// frame whose packet and copy are both lost is noticed only when the next frame arrives,
+/// 100 ms later: if the first resend or its request is lost too, the stall passes the 300 ms
+/// that Chromium counts as a freeze. The run's parity is a third chance with no round trip
+/// (it rebuilds either packet of a pair when the other arrived). At 30 % loss, five 40 s runs
+/// each (release builds, `weak-network-report.js 40 30`, 2026-12-06, load average 0.7-1.6):
+/// with copies alone frozen 3.67, 1.06, 2.15, 0 and 1.30 % of the time; with the run's parity
+/// too 0, 0.74, 0, 0 and 0 %, at the same ~10 fps. From 20 % instead it only cost frame rate
+/// (20 % loss: 10-11 fps against 10-17, no fewer freezes), so pairs stay below 25 %.
+///
+/// At 50 % loss a packet and its copy are both lost one time in four, and a two-packet frame
+/// then needed a resend 7 times in 16, whose request and answer are each lost half the time:
+/// frozen 10.5 % of the time, in ~700 ms stalls while NACKs retried. With the run's parity
+/// the frame needs a resend 1 time in 4, for half a packet more per packet.
+const LEVEL_FROM: [f64; 4] = [0.03, 0.10, 0.20, 0.25];
 
 impl Protection {
     pub const OFF: Protection = Protection(0);
@@ -192,7 +199,7 @@ mod tests {
             level = Protection::for_loss(level, loss);
             seen.push(level.0);
         }
-        assert_eq!(seen, [0, 1, 2, 5, 5, 4, 2, 1, 0, 0]);
+        assert_eq!(seen, [0, 1, 2, 4, 4, 4, 2, 1, 0, 0]);
         assert_eq!(Protection::OFF.overhead(), 0.0);
         assert_eq!(Protection(3).overhead(), 0.5);
         assert_eq!(Protection::CROSSED.overhead(), 1.5);
@@ -226,13 +233,13 @@ mod tests {
     }
 
     /// At 50 % loss (every pattern as likely), the run's parity halves what a frame of the
-    /// lowest step needs resent.
+    /// lowest step needs resent: with copies alone, 1 in 4 one-packet frames and 7 in 16
+    /// two-packet frames.
     #[test]
     fn the_runs_parity_rebuilds_what_copies_alone_cannot() {
-        assert_eq!(unrecoverable(1, Protection(4)), (1, 4));
-        assert_eq!(unrecoverable(2, Protection(4)), (7, 16));
         assert_eq!(unrecoverable(2, Protection::CROSSED), (8, 32));
         assert_eq!(unrecoverable(1, Protection::CROSSED), (1, 8));
+        assert_eq!(unrecoverable(2, Protection(3)), (4, 8), "one parity of the pair");
     }
 
     #[test]
@@ -242,8 +249,8 @@ mod tests {
                 let mut groups = plan(count, Protection(level));
                 if Protection(level) == Protection::CROSSED {
                     // The copies' groups, and each run's parity, covering the run again.
-                    for copy in plan(count, Protection(level - 1)) {
-                        let at = groups.iter().position(|g| *g == copy).expect("a copy");
+                    for i in 0..count {
+                        let at = groups.iter().position(|g| *g == [i]).expect("a copy");
                         groups.remove(at);
                     }
                     let mut again: Vec<usize> = groups.iter().flatten().copied().collect();
