@@ -131,11 +131,9 @@ describe('weak networks', { timeout: 420_000 }, () => {
     assert.ok(seen.concealment < 0.02, `audio intact: ${(seen.concealment * 100).toFixed(2)} % concealed`);
   });
 
-  // The issue's goal is under 2 % over 40 s; four runs of this phase on a quiet machine froze
-  // 0, 0, 1.1 and 4.0 % (one freeze of 0.3-0.4 s is about 1 %), and three with one FEC packet
-  // per packet from 25 % loss 1.1, 1.1 and 1.6 % (one freeze each, at 10 fps), so the test
-  // holds the video to under 5 %: it fails on a picture that stops, not on one unlucky freeze.
-  it('at 30 % loss the video keeps playing, frozen under 5 % of the time over 40 s, and the audio stays continuous', { timeout: 90_000 }, async () => {
+  // The issue's goal: under 2 % over 40 s. Five 40 s runs of the release server at 30 % loss
+  // froze 0, 0.74, 0, 0 and 0 % of the time (one freeze of 0.3 s is about 0.75 %).
+  it('at 30 % loss the video keeps playing, frozen under 2 % of the time over 40 s, and the audio stays continuous', { timeout: 90_000 }, async () => {
     const before = await serverCounters(server.url, ['aula_fec_packets_sent_total']);
     await impair(server.url, { room, identity, loss: 0.3 });
     // The loss is measured, the layer and the FEC follow within a few seconds.
@@ -146,7 +144,7 @@ describe('weak networks', { timeout: 420_000 }, () => {
     console.log('30 % loss:', JSON.stringify({ ...seen, heights: undefined }));
     assert.ok(after.aula_fec_packets_sent_total > before.aula_fec_packets_sent_total, 'the video was protected by FEC');
     assert.ok(seen.fps > 5, `video keeps playing: ${seen.fps.toFixed(1)} fps`);
-    assert.ok(seen.freezeShare < 0.05, `frozen ${(seen.freezeShare * 100).toFixed(2)} % of the time`);
+    assert.ok(seen.freezeShare < 0.02, `frozen ${(seen.freezeShare * 100).toFixed(2)} % of the time`);
     assert.ok(seen.audioKbps > 10, `audio keeps arriving: ${seen.audioKbps.toFixed(0)} kbit/s`);
     assert.ok(seen.concealment < 0.1, `${(seen.concealment * 100).toFixed(1)} % of audio concealed`);
   });
