@@ -116,6 +116,8 @@ struct Peer {
     /// ICE called the connection disconnected while nothing had come from the peer for
     /// [`OUTAGE_SILENCE`]: an outage, whose end (connected again) asks for keyframes.
     outage: bool,
+    /// Subscribe side: when keyframes were last asked for because the path came back.
+    returned_at: Option<Instant>,
     /// The NACKs and keyframe requests the connection's tap counted, for the QoS samples.
     feedback: Arc<FeedbackCounts>,
 }

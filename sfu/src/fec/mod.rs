@@ -239,7 +239,11 @@ mod tests {
     fn the_runs_parity_rebuilds_what_copies_alone_cannot() {
         assert_eq!(unrecoverable(2, Protection::CROSSED), (8, 32));
         assert_eq!(unrecoverable(1, Protection::CROSSED), (1, 8));
-        assert_eq!(unrecoverable(2, Protection(3)), (4, 8), "one parity of the pair");
+        assert_eq!(
+            unrecoverable(2, Protection(3)),
+            (4, 8),
+            "one parity of the pair"
+        );
     }
 
     #[test]

@@ -32,6 +32,10 @@ const PLI_MIN_INTERVAL: Duration = Duration::from_millis(500);
 /// importer's urgent request could wait half a second behind an earlier one (a student's video
 /// back 1.1 s after its path returned, against 0.2 s on one shard).
 pub(super) const RELAYED_PLI_MIN_INTERVAL: Duration = Duration::from_millis(100);
+/// One path's return can be signalled twice, by its RTCP after a silence and by ICE calling
+/// it connected again, about 300 ms apart: returns this close together are one, and ask the
+/// publisher for one keyframe, not two.
+const ONE_RETURN: Duration = Duration::from_secs(1);
 
 impl Router {
     pub(super) fn handle_peer_message(&mut self, now: Instant, key: PeerKey, message: RTCMessage) {
@@ -290,13 +294,21 @@ impl Router {
     /// an outage watches: what it lost cannot be decoded past, and waiting for its browser's own
     /// request costs seconds of frozen picture.
     pub(super) fn keyframes_after_outages(&mut self, now: Instant) {
-        let returned: Vec<ParticipantId> = self
-            .peers
-            .values()
-            .filter(|p| p.target == PeerTarget::Subscribe)
-            .filter(|p| p.feedback.path_returned.swap(false, Ordering::Relaxed))
-            .map(|p| p.participant.clone())
-            .collect();
+        let mut returned: Vec<ParticipantId> = Vec::new();
+        for peer in self.peers.values_mut() {
+            if peer.target != PeerTarget::Subscribe
+                || !peer.feedback.path_returned.swap(false, Ordering::Relaxed)
+            {
+                continue;
+            }
+            let again = peer
+                .returned_at
+                .is_some_and(|at| now.saturating_duration_since(at) < ONE_RETURN);
+            if !again {
+                peer.returned_at = Some(now);
+                returned.push(peer.participant.clone());
+            }
+        }
         for participant in returned {
             let wanted: Vec<(TrackSid, Layer)> = self
                 .producers
@@ -372,5 +384,68 @@ impl Router {
             }
         }
         self.mark(key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+
+    use aula_protocol::{PeerTarget, TrackKind};
+
+    use crate::sim::{Sim, vp8_payload};
+
+    /// Runs the class for `frames` frames of the teacher's video, 33 ms apart.
+    fn frames(sim: &mut Sim, teacher: usize, frames: usize) {
+        for _ in 0..frames {
+            sim.send(teacher, &vp8_payload(false, b"frame"));
+            sim.step(Duration::from_millis(33));
+        }
+    }
+
+    /// What the student's tap does when RTCP comes after a silence, and the router when ICE
+    /// calls the path connected again after an outage.
+    fn path_returns(sim: &mut Sim) {
+        for peer in sim.router.peers.values() {
+            if peer.participant == "student" && peer.target == PeerTarget::Subscribe {
+                peer.feedback.path_returned.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// A browser's RTCP and its ICE checks both say its path is back, about 300 ms apart: the
+    /// teacher is asked for one keyframe, not two. A return over a second later is another.
+    #[test]
+    fn a_return_signalled_twice_asks_for_one_keyframe() {
+        let mut sim = Sim::new();
+        let teacher = sim.add_publisher("teacher", TrackKind::Video);
+        for _ in 0..500 {
+            if !sim.published.is_empty() {
+                break;
+            }
+            sim.send(teacher, &vp8_payload(true, b"warm-up"));
+            sim.step(Duration::from_millis(5));
+        }
+        let (_, track) = sim.published.first().cloned().expect("published");
+        sim.subscribe("student", &track);
+        let step = Duration::from_millis(5);
+        assert!(sim.run_until(1_000, step, |s| s.subscribe_offers > 0));
+        for i in 0..150 {
+            sim.send(teacher, &vp8_payload(i % 100 == 0, b"frame"));
+            sim.step(Duration::from_millis(33));
+        }
+        assert!(!sim.client("student").received.is_empty(), "video flowed");
+
+        let plis = sim.router.metrics().plis_sent.get();
+        path_returns(&mut sim);
+        frames(&mut sim, teacher, 9);
+        path_returns(&mut sim);
+        frames(&mut sim, teacher, 9);
+        assert_eq!(sim.router.metrics().plis_sent.get() - plis, 1);
+        frames(&mut sim, teacher, 30);
+        path_returns(&mut sim);
+        frames(&mut sim, teacher, 3);
+        assert_eq!(sim.router.metrics().plis_sent.get() - plis, 2);
     }
 }

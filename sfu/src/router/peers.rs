@@ -176,6 +176,7 @@ impl Router {
                 path: PathJudge::default(),
                 connected_at: None,
                 outage: false,
+                returned_at: None,
                 feedback,
             }),
         );
