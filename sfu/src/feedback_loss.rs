@@ -24,6 +24,17 @@
 //! now go only to receivers with RTX, see `tap`; the limit keeps any other receiver that
 //! leaves resends unreported out of such a loop.)
 //!
+//! A feedback packet can be lost too, and the receiver does not report its packets again: each
+//! feedback covers the numbers from where the one before it ended. So a feedback that starts
+//! past where the last one received ended shows that the numbers between were reported in a
+//! feedback that never came ([`TransportLog::unreported`]), and the first transmissions among
+//! them are resent without knowing whether they arrived. At 50 % loss both ways, half of all
+//! losses are reported only in feedback that is itself lost, and for one in four neither that
+//! nor the receiver's NACK arrives: without this, the next chance is the receiver's NACK a
+//! round trip later, lost half the time again. A gap of over [`MAX_UNREPORTED`] numbers is an
+//! outage, not a lost report: what it held is too old to resend, and a keyframe restores the
+//! picture (see `router::forwarding`).
+//!
 //! [`TransportLog`] remembers which RTP packet each recent transport-wide sequence number was
 //! stamped on. Pure: no clock, no I/O.
 
@@ -51,6 +62,10 @@ const MIN_RING: usize = 256;
 /// 15: 24 KB per connection before, for 2,048 packets).
 const MAX_RING: usize = 16_384;
 
+/// The most numbers between two feedback packets that are resent unreported: at a class's
+/// rates (tens to hundreds of packets a second) one or two lost reports, not an outage.
+const MAX_UNREPORTED: u16 = 64;
+
 /// What one transport-wide sequence number was stamped on.
 #[derive(Clone, Copy, Default, PartialEq, Eq)]
 struct Sent {
@@ -75,6 +90,8 @@ pub struct TransportLog {
     epoch: Option<Instant>,
     /// The newest transport-wide sequence number recorded.
     newest: u16,
+    /// One past the newest number a feedback packet has reported on.
+    reported_to: Option<u16>,
 }
 
 /// The id a stream negotiated for the transport-wide sequence number's header extension.
@@ -148,6 +165,32 @@ impl TransportLog {
     /// NACKs, one per stream, for the first transmissions `feedback` reports not received that
     /// have not gone out again since.
     pub fn nacks(&self, feedback: &TransportLayerCc) -> Vec<TransportLayerNack> {
+        self.lost(feedback, not_received(feedback).collect())
+    }
+
+    /// NACKs, as [`Self::nacks`] makes them, for the packets numbered between where the
+    /// feedback before ended and where `feedback` starts: reported in a feedback packet that
+    /// was lost (see the module docs).
+    pub fn unreported(&mut self, feedback: &TransportLayerCc) -> Vec<TransportLayerNack> {
+        let base = feedback.base_sequence_number;
+        let end = base.wrapping_add(feedback.packet_status_count);
+        let ahead = |of: u16, than: u16| (1..0x8000).contains(&of.wrapping_sub(than));
+        let from = self.reported_to;
+        if from.is_none_or(|to| ahead(end, to)) {
+            self.reported_to = Some(end);
+        }
+        let numbers: Vec<u16> = match from {
+            Some(to) if ahead(base, to) && base.wrapping_sub(to) <= MAX_UNREPORTED => (0..base
+                .wrapping_sub(to))
+                .map(|i| to.wrapping_add(i))
+                .collect(),
+            _ => return Vec::new(),
+        };
+        self.lost(feedback, numbers)
+    }
+
+    /// NACKs for the packets numbered `numbers`, as [`Self::nacks`] asks for them.
+    fn lost(&self, feedback: &TransportLayerCc, numbers: Vec<u16>) -> Vec<TransportLayerNack> {
         let Some(ring) = &self.ring else {
             return Vec::new();
         };
@@ -173,7 +216,8 @@ impl TransportLog {
                 })
             })
         };
-        let mut lost: Vec<Sent> = not_received(feedback)
+        let mut lost: Vec<Sent> = numbers
+            .into_iter()
             .filter_map(lookup)
             .filter(|&sent| !sent_again(sent))
             .filter(|&sent| !sent.resend || !resent_before(sent))
@@ -315,6 +359,49 @@ mod tests {
         // The padding after the fifth symbol reads "not received" but covers nothing.
         let nacks = log.nacks(&feedback(100, &[GOT, LOST, GOT, LOST, LOST]));
         assert_eq!(asked(nacks), vec![(AUDIO, vec![8]), (VIDEO, vec![50, 52])]);
+    }
+
+    /// A feedback packet lost: the next one starts past where the one before ended, and the
+    /// packets numbered in between are asked for, though they may have arrived; not one
+    /// already sent again (its receiver's NACK came through).
+    #[test]
+    fn packets_only_a_lost_feedback_reported_on_are_asked_for() {
+        let mut log = log();
+        for n in 0..12 {
+            send(&mut log, n, VIDEO, 100 + n);
+        }
+        resend(&mut log, 12, VIDEO, 104);
+        assert!(
+            log.unreported(&feedback(0, &[GOT; 3])).is_empty(),
+            "the first"
+        );
+        // The feedback on 3-5 is lost; the next one reports on 6-8.
+        assert_eq!(
+            asked(log.unreported(&feedback(6, &[GOT; 3]))),
+            [(VIDEO, vec![103, 105])]
+        );
+        // A late or repeated report, and the next in line, leave nothing unreported.
+        assert!(log.unreported(&feedback(3, &[GOT; 3])).is_empty());
+        assert!(log.unreported(&feedback(9, &[GOT; 2])).is_empty());
+        assert!(log.unreported(&feedback(11, &[GOT; 2])).is_empty());
+    }
+
+    /// Feedback missing for more numbers than one or two lost reports cover: the path was out,
+    /// and what was sent meanwhile is not resent blindly.
+    #[test]
+    fn a_gap_longer_than_lost_reports_is_an_outage() {
+        let mut log = log();
+        for n in 0..200 {
+            send(&mut log, n, VIDEO, n);
+        }
+        assert!(log.unreported(&feedback(0, &[GOT; 2])).is_empty());
+        let past = 2 + MAX_UNREPORTED + 1;
+        assert!(log.unreported(&feedback(past, &[GOT; 2])).is_empty());
+        assert_eq!(
+            asked(log.unreported(&feedback(past + 4, &[GOT]))).len(),
+            1,
+            "and after it, lost reports are noticed again"
+        );
     }
 
     #[test]

@@ -42,6 +42,7 @@ pub struct SfuMetrics {
     /// Sequence numbers subscribers' transport-wide feedback reported lost and the SFU resends
     /// as if NACKed (`feedback_loss`).
     pub feedback_nacks: IntCounter,
+    pub unreported_nacks: IntCounter,
     pub nacks_sent: IntCounter,
     /// Losses of a publisher's packets not asked for because they are too old to help
     /// (`arrival_log`).
@@ -253,6 +254,10 @@ impl SfuMetrics {
             feedback_nacks: counter(
                 "aula_feedback_nacks_total",
                 "Lost packets subscribers' TWCC feedback reported, resent without waiting for their NACKs",
+            )?,
+            unreported_nacks: counter(
+                "aula_unreported_nacks_total",
+                "Packets subscribers reported on only in TWCC feedback that was lost, asked of the resend responder without knowing whether they arrived",
             )?,
             nacks_withheld: counter(
                 "aula_nacks_withheld_total",

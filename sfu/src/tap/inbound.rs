@@ -120,14 +120,19 @@ impl Tap {
         {
             return;
         }
-        let nacks: Vec<Box<dyn rtc::rtcp::Packet>> = packets
+        let mut nacks: Vec<Box<dyn rtc::rtcp::Packet>> = Vec::new();
+        for feedback in packets
             .iter()
             .filter_map(|packet| packet.as_any().downcast_ref::<TransportLayerCc>())
-            .flat_map(|feedback| self.transport.nacks(feedback))
-            .map(|nack| Box::new(nack) as Box<dyn rtc::rtcp::Packet>)
-            .collect();
-        for nack in &nacks {
-            self.metrics.feedback_nacks.inc_by(nacked(nack.as_ref()));
+        {
+            for nack in self.transport.nacks(feedback) {
+                self.metrics.feedback_nacks.inc_by(nacked(&nack));
+                nacks.push(Box::new(nack));
+            }
+            for nack in self.transport.unreported(feedback) {
+                self.metrics.unreported_nacks.inc_by(nacked(&nack));
+                nacks.push(Box::new(nack));
+            }
         }
         packets.extend(nacks);
     }
