@@ -54,6 +54,8 @@ const MIN_COUNTED: f64 = 30.0;
 /// The time constant of [`PathJudge::sustained`], the loss the redundancy of audio and video
 /// follows.
 const SUSTAINED: Duration = Duration::from_millis(1500);
+/// The time constant with which [`PathJudge::held`] lets go of a loss.
+const HELD: Duration = Duration::from_secs(5);
 
 /// A subscriber's path, from its loss.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -72,6 +74,7 @@ pub enum PathCondition {
 pub struct PathJudge {
     condition: PathCondition,
     sustained: f64,
+    held: f64,
     at: Option<Instant>,
     /// The connection's totals of loss counted, noted every [`NOTE_EVERY`], oldest first: the
     /// first is the newest at least [`EVIDENCE`] old.
@@ -88,6 +91,8 @@ impl PathJudge {
         self.at = Some(now);
         let weight = 1.0 - (-elapsed.as_secs_f64() / SUSTAINED.as_secs_f64()).exp();
         self.sustained += (loss - self.sustained) * weight;
+        let kept = (-elapsed.as_secs_f64() / HELD.as_secs_f64()).exp();
+        self.held = self.sustained.max(self.held * kept);
         if self
             .counted
             .back()
@@ -112,6 +117,17 @@ impl PathJudge {
     /// The loss averaged over the last few seconds ([`SUSTAINED`]).
     pub fn sustained(&self) -> f64 {
         self.sustained
+    }
+
+    /// The sustained loss, up as fast but down only slowly ([`HELD`]): what the audio's
+    /// protection follows. At 80 % loss the loss read from the feedback fell for a second or
+    /// two now and then (to 0.2-0.3, seen in the allocation's log), and RED, following the
+    /// sustained loss, gave up its copies and depth for the 4 s it took to climb back: 7.9 %
+    /// and 16 % of the audio concealed in such runs, against 3-5 % in the others. Audio
+    /// protection is cheap next to video; keeping it a few seconds too long costs little. (The
+    /// loss reported for listeners without RED, and FEC, follow the sustained loss.)
+    pub fn held(&self) -> f64 {
+        self.held
     }
 }
 
@@ -317,6 +333,44 @@ mod tests {
             link.judge.update(link.now, 0.0, link.totals);
         }
         assert_eq!(link.judge.condition, AudioOnly);
+    }
+
+    /// At 80 % loss the reading falls to nothing for two seconds: the sustained loss
+    /// follows it down, the held loss keeps the audio's deepest protection (each packet twice);
+    /// once the loss has really ended, it lets go of the copies within 5 s and of all
+    /// redundancy within 15 s.
+    #[test]
+    fn audio_protection_outlasts_a_dip_of_the_loss_read() {
+        use crate::red::Redundancy;
+        let t = Instant::now();
+        let tick = Duration::from_millis(100);
+        let mut judge = PathJudge::default();
+        let mut level = Redundancy::default();
+        let mut at = t;
+        let mut run = |judge: &mut PathJudge, level: &mut Redundancy, ticks, loss| {
+            for _ in 0..ticks {
+                at += tick;
+                judge.update(at, loss, Losses::default());
+                *level = Redundancy::for_loss(*level, judge.held());
+            }
+        };
+        run(&mut judge, &mut level, 50, 0.8);
+        assert_eq!(level.copies(), 2, "the deepest protection at 80 % loss");
+        run(&mut judge, &mut level, 20, 0.0);
+        assert!(
+            judge.sustained() < 0.325,
+            "the sustained loss follows the dip"
+        );
+        assert_eq!(level.copies(), 2, "kept through the dip");
+        run(&mut judge, &mut level, 50, 0.8);
+        run(&mut judge, &mut level, 50, 0.0);
+        assert_eq!(level.copies(), 1, "no copies 5 s after the loss ended");
+        run(&mut judge, &mut level, 100, 0.0);
+        assert_eq!(
+            level,
+            Redundancy::default(),
+            "no redundancy 15 s after the loss ended"
+        );
     }
 
     #[test]

@@ -29,6 +29,14 @@ const FEEDBACK_GRACE: Duration = Duration::from_secs(3);
 const ASSUMED_AUDIO_RATE: f64 = 40_000.0;
 const ASSUMED_VIDEO_RATES: [f64; 3] = [150_000.0, 500_000.0, 1_500_000.0];
 
+/// The loss one subscriber's protection follows (see `PathJudge`).
+struct PathLoss {
+    participant: ParticipantId,
+    sustained: f64,
+    held: f64,
+    estimate: Option<SharedEstimate>,
+}
+
 impl Router {
     /// Shares each subscriber's bandwidth estimate among its consumers: see
     /// [`crate::forward::allocate`] for the order and [`crate::forward::selector`] for the
@@ -57,23 +65,38 @@ impl Router {
                 let condition = peer.path.update(now, loss, totals);
                 // RED's depth follows the sustained loss: one noisy second at 50 % loss read
                 // over 65 % and took it to 12 frames, whose ~400 kbit/s then left no room for
-                // any video (paused for 9 s in the weak-network report).
-                losses.push((id.clone(), peer.path.sustained(), peer.estimate.clone()));
+                // any video (paused for 9 s in the weak-network report). It lets go of it
+                // slowly (`PathJudge::held`); FEC follows it as it is.
+                losses.push(PathLoss {
+                    participant: id.clone(),
+                    sustained: peer.path.sustained(),
+                    held: peer.path.held(),
+                    estimate: peer.estimate.clone(),
+                });
                 let budget = budget.or(young.then_some(bwe::INITIAL_BITRATE));
                 Some((id.clone(), peer.estimate.clone(), budget, condition))
             })
             .collect();
         self.report_listeners_loss(&losses);
         // Audio redundancy follows each subscriber's loss, before the allocation counts it.
-        for (participant, loss, estimate) in losses {
+        for PathLoss {
+            participant,
+            sustained,
+            held,
+            estimate,
+        } in losses
+        {
             let mut copies = 1;
             for producer in self.producers.values_mut() {
                 if let Some(consumer) = producer.consumers.get_mut(&participant) {
-                    let redundancy =
-                        red::Redundancy::for_loss(consumer.red_encoder.redundancy(), loss);
+                    let before = consumer.red_encoder.redundancy();
+                    let redundancy = red::Redundancy::for_loss(before, held);
+                    if redundancy != before {
+                        debug!(%participant, ?redundancy, held, "audio redundancy changed");
+                    }
                     consumer.red_encoder.set_redundancy(redundancy);
                     copies = copies.max(redundancy.copies());
-                    consumer.fec = Protection::for_loss(consumer.fec, loss);
+                    consumer.fec = Protection::for_loss(consumer.fec, sustained);
                 }
             }
             // The connection's wire end sends the copies (see `spaced_copies`).
@@ -109,10 +132,10 @@ impl Router {
     /// of its own listeners and of those it passes the track on to, up the pipe or relay link
     /// the track came by ([`SfuEvent::RelayListenerLoss`], when that changes), as it does the
     /// layers its subscribers need.
-    fn report_listeners_loss(&mut self, losses: &[(ParticipantId, f64, Option<SharedEstimate>)]) {
+    fn report_listeners_loss(&mut self, losses: &[PathLoss]) {
         let loss_of: HashMap<&str, f64> = losses
             .iter()
-            .map(|(listener, loss, _)| (listener.as_str(), *loss))
+            .map(|loss| (loss.participant.as_str(), loss.sustained))
             .collect();
         for producer in self
             .producers
