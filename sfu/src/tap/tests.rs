@@ -288,6 +288,29 @@ fn what_transport_feedback_reports_lost_is_resent_like_a_nack() {
     estimate.set_congested(true);
     let out = receive(&mut tap, vec![Box::new(feedback)], now);
     assert_eq!(out, Some((vec![], 1)), "no NACK while congested");
+    estimate.set_congested(false);
+
+    // A feedback packet lost: the next one starts past where the last one ended. What only the
+    // lost one reported on is resent on a path losing a fifth or more, not on a cleaner one.
+    let received = |base| TransportLayerCc {
+        base_sequence_number: base,
+        packet_status_count: 1,
+        packet_chunks: vec![run(SymbolTypeTcc::PacketReceivedSmallDelta, 1)],
+        ..Default::default()
+    };
+    for (seq, transport_seq) in [(9, 43), (10, 44), (11, 45), (12, 46), (13, 47)] {
+        write(&mut tap, SSRC, seq, transport_seq, &[], false);
+    }
+    let out = receive(&mut tap, vec![Box::new(received(44))], now);
+    assert_eq!(
+        out,
+        Some((vec![], 1)),
+        "at 0 % loss, 9 on 43 is left to a NACK"
+    );
+    estimate.set_loss(0.5);
+    let out = receive(&mut tap, vec![Box::new(received(47))], now);
+    assert_eq!(out, Some((vec![11, 12], 1)), "45 and 46 went unreported");
+    assert_eq!(tap.metrics.unreported_nacks.get(), 2);
 }
 
 #[test]
