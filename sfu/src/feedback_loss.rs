@@ -27,8 +27,8 @@
 //! A feedback packet can be lost too, and the receiver does not report its packets again: each
 //! feedback covers the numbers from where the one before it ended. So a feedback that starts
 //! past where the last one received ended shows that the numbers between were reported in a
-//! feedback that never came ([`TransportLog::unreported`]), and the first transmissions among
-//! them are resent without knowing whether they arrived. At 50 % loss both ways, half of all
+//! feedback that never came ([`TransportLog::unreported`]), and the packets sent on them are
+//! asked for as reported losses are, without knowing whether they arrived. At 50 % loss both ways, half of all
 //! losses are reported only in feedback that is itself lost, and for one in four neither that
 //! nor the receiver's NACK arrives: without this, the next chance is the receiver's NACK a
 //! round trip later, lost half the time again. A gap of over [`MAX_UNREPORTED`] numbers is an
@@ -165,7 +165,7 @@ impl TransportLog {
     /// NACKs, one per stream, for the first transmissions `feedback` reports not received that
     /// have not gone out again since.
     pub fn nacks(&self, feedback: &TransportLayerCc) -> Vec<TransportLayerNack> {
-        self.lost(feedback, not_received(feedback).collect())
+        self.lost(feedback, not_received(feedback))
     }
 
     /// NACKs, as [`Self::nacks`] makes them, for the packets numbered between where the
@@ -179,18 +179,22 @@ impl TransportLog {
         if from.is_none_or(|to| ahead(end, to)) {
             self.reported_to = Some(end);
         }
-        let numbers: Vec<u16> = match from {
-            Some(to) if ahead(base, to) && base.wrapping_sub(to) <= MAX_UNREPORTED => (0..base
-                .wrapping_sub(to))
-                .map(|i| to.wrapping_add(i))
-                .collect(),
-            _ => return Vec::new(),
+        let Some(to) = from.filter(|&to| ahead(base, to)) else {
+            return Vec::new();
         };
-        self.lost(feedback, numbers)
+        let gap = base.wrapping_sub(to);
+        if gap > MAX_UNREPORTED {
+            return Vec::new();
+        }
+        self.lost(feedback, (0..gap).map(|i| to.wrapping_add(i)))
     }
 
     /// NACKs for the packets numbered `numbers`, as [`Self::nacks`] asks for them.
-    fn lost(&self, feedback: &TransportLayerCc, numbers: Vec<u16>) -> Vec<TransportLayerNack> {
+    fn lost(
+        &self,
+        feedback: &TransportLayerCc,
+        numbers: impl Iterator<Item = u16>,
+    ) -> Vec<TransportLayerNack> {
         let Some(ring) = &self.ring else {
             return Vec::new();
         };
@@ -217,7 +221,6 @@ impl TransportLog {
             })
         };
         let mut lost: Vec<Sent> = numbers
-            .into_iter()
             .filter_map(lookup)
             .filter(|&sent| !sent_again(sent))
             .filter(|&sent| !sent.resend || !resent_before(sent))

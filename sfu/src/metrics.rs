@@ -42,6 +42,8 @@ pub struct SfuMetrics {
     /// Sequence numbers subscribers' transport-wide feedback reported lost and the SFU resends
     /// as if NACKed (`feedback_loss`).
     pub feedback_nacks: IntCounter,
+    /// Sequence numbers reported on only in transport-wide feedback that was lost, asked of the
+    /// resend responder as if NACKed (`feedback_loss`).
     pub unreported_nacks: IntCounter,
     pub nacks_sent: IntCounter,
     /// Losses of a publisher's packets not asked for because they are too old to help

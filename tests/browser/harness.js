@@ -1,9 +1,9 @@
 // Test harness: the real `aula` server on loopback, headless Chromium, and class-page helpers.
 //
 // Everything listens on and talks to 127.0.0.1 only. Set AULA_URL to test a server you started
-// yourself, AULA_BIN to pick the binary (default: the workspace's target/release/aula, the build the
-// README's run command starts), and
-// CHROMIUM to pick the browser (default: Debian's /usr/bin/chromium).
+// yourself, AULA_BIN to pick the binary (default: the workspace's target/release/aula, the build
+// the README's run command starts), and CHROMIUM to pick the browser (default: Debian's
+// /usr/bin/chromium).
 
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';

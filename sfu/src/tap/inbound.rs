@@ -13,14 +13,14 @@ use rtc::rtcp::transport_feedbacks::transport_layer_nack::{
 };
 
 use super::{Tap, nacked, reports};
+use crate::bwe::SharedEstimate;
+use crate::nack_age::Trim;
 
 /// The loss from which packets only a lost feedback packet reported on are resent. Below it,
 /// the receiver's NACK and the feedback are rarely both lost, and the resends, most of them of
 /// packets that had arrived, cost more than they repair: at 5 % loss they added 90 kbit/s
 /// (each resend goes out up to three times) to a 520 kbit/s video.
 const UNREPORTED_FROM: f64 = 0.2;
-use crate::bwe::SharedEstimate;
-use crate::nack_age::Trim;
 
 impl Tap {
     /// Notes what the peer's reception reports say of the streams the SFU sends it (see
